@@ -17,9 +17,13 @@ truncated back). Booleans and integers become float64. Anything else (complex, o
 strings, ``None``) raises ``TypeError``. Inputs are never modified; results are fresh
 C-contiguous arrays.
 """
+from __future__ import annotations
+
 import numbers
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._ext import conv as _conv
 from ._ext import pool as _poolext
@@ -35,6 +39,18 @@ __all__ = [
     "conv_output_shape",
     "compute_padding",
 ]
+
+#: An int, or a pair ``(h, w)`` of ints.
+IntOrPair = Union[int, Tuple[int, int], Sequence[int]]
+#: ``"valid"``, ``"same"``, an int, ``(pad_h, pad_w)`` or ``((top, bottom), (left, right))``.
+Padding = Union[str, int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
+#: Three arrays: ``(dx, dkernel, dbias)``.
+ConvGrads = Tuple[np.ndarray, np.ndarray, np.ndarray]
+
+# Every size, stride, dilation and padding amount, and every index the kernels form from them
+# (input + padding + effective kernel + stride), must stay below this: the kernels index with
+# signed 64-bit integers, and larger values would overflow instead of failing.
+_INDEX_LIMIT = 2**62
 
 _PADDING_HELP = (
     '"valid", "same", an int, a pair (pad_h, pad_w) or ((top, bottom), (left, right)) '
@@ -57,6 +73,8 @@ def _pair(value, name, op):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     if pair[0] < 1 or pair[1] < 1:
         raise ValueError(f"{op}: {name} must be positive, got {value!r}")
+    if max(pair) >= _INDEX_LIMIT:
+        raise ValueError(f"{op}: {name} {value!r} is too large (each value must be < 2**62)")
     return pair
 
 
@@ -78,10 +96,30 @@ def _explicit_padding(padding, op):
         raise TypeError(f"{op}: padding must be {_PADDING_HELP}, got {padding!r}")
     if min(pads[0] + pads[1]) < 0:
         raise ValueError(f"{op}: padding amounts must be >= 0, got {padding!r}")
+    if max(pads[0] + pads[1]) >= _INDEX_LIMIT:
+        raise ValueError(f"{op}: padding {padding!r} is too large (each amount must be < 2**62)")
     return pads
 
 
-def compute_padding(input_size, kernel_size, strides=1, padding="valid", dilation_rate=1):
+def _input_size(input_size, op):
+    """(height, width) as non-negative Python ints."""
+    if hasattr(input_size, "__len__") and not isinstance(input_size, (str, bytes)):
+        size = tuple(input_size)
+        if len(size) == 2 and all(_is_int(v) for v in size):
+            size = (int(size[0]), int(size[1]))
+            if min(size) < 0:
+                raise ValueError(f"{op}: input_size must be non-negative, got {input_size!r}")
+            return size
+    raise TypeError(f"{op}: input_size must be a pair of ints (height, width), got {input_size!r}")
+
+
+def compute_padding(
+    input_size: Sequence[int],
+    kernel_size: IntOrPair,
+    strides: IntOrPair = 1,
+    padding: Padding = "valid",
+    dilation_rate: IntOrPair = 1,
+) -> Tuple[Tuple[int, int], Tuple[int, int]]:
     """Padding amounts ``((top, bottom), (left, right))`` for a 2-D window operation.
 
     The one rule for every op: ``input_size`` is ``(height, width)``; the effective kernel is
@@ -92,7 +130,13 @@ def compute_padding(input_size, kernel_size, strides=1, padding="valid", dilatio
     return _geometry(input_size, kernel_size, strides, padding, dilation_rate, "compute_padding")[1]
 
 
-def conv_output_shape(input_size, kernel_size, strides=1, padding="valid", dilation_rate=1):
+def conv_output_shape(
+    input_size: Sequence[int],
+    kernel_size: IntOrPair,
+    strides: IntOrPair = 1,
+    padding: Padding = "valid",
+    dilation_rate: IntOrPair = 1,
+) -> Tuple[int, int]:
     """Output ``(height, width)`` of a 2-D window operation on ``input_size = (height, width)``.
 
     ``"same"``: ``ceil(n / s)``; otherwise ``floor((n + pad_before + pad_after - k_eff) / s) + 1``
@@ -104,7 +148,7 @@ def conv_output_shape(input_size, kernel_size, strides=1, padding="valid", dilat
 
 def _geometry(input_size, kernel_size, strides, padding, dilation_rate, op):
     """(out_h, out_w), ((top, bottom), (left, right)) after validating every argument."""
-    n = tuple(int(v) for v in input_size)
+    n = _input_size(input_size, op)
     k = _pair(kernel_size, "kernel_size", op)
     s = _pair(strides, "strides", op)
     d = _pair(dilation_rate, "dilation_rate", op)
@@ -116,7 +160,9 @@ def _geometry(input_size, kernel_size, strides, padding, dilation_rate, op):
         elif mode == "same":
             out = tuple(-(-n[i] // s[i]) for i in range(2))
             total = tuple(max((out[i] - 1) * s[i] + k_eff[i] - n[i], 0) for i in range(2))
-            return out, tuple((t // 2, t - t // 2) for t in total)
+            pads = tuple((t // 2, t - t // 2) for t in total)
+            _check_index_range(n, pads, k_eff, s, op)
+            return out, pads
         else:
             raise ValueError(f'{op}: padding must be {_PADDING_HELP}, got "{padding}"')
     else:
@@ -128,8 +174,29 @@ def _geometry(input_size, kernel_size, strides, padding, dilation_rate, op):
             f"than the padded input {padded} (input {n}, padding {pads}); use a smaller kernel, "
             'more padding or padding="same"'
         )
+    _check_index_range(n, pads, k_eff, s, op)
     out = tuple((padded[i] - k_eff[i]) // s[i] + 1 for i in range(2))
     return out, pads
+
+
+def _check_index_range(n, pads, k_eff, s, op):
+    for i, axis in enumerate(("height", "width")):
+        if n[i] + pads[i][0] + pads[i][1] + k_eff[i] + s[i] >= _INDEX_LIMIT:
+            raise ValueError(
+                f"{op}: along {axis}, input {n[i]} + padding {pads[i]} + effective kernel "
+                f"{k_eff[i]} + stride {s[i]} exceeds the 64-bit index range (2**62) of the kernels"
+            )
+
+
+def _empty(shape, dtype, op, what="output"):
+    """np.empty with an error that names the op and the shape when the size is impossible."""
+    try:
+        return np.empty(shape, dtype=dtype)
+    except MemoryError:
+        nbytes = np.dtype(dtype).itemsize * int(np.prod([int(v) for v in shape], dtype=object))
+        raise MemoryError(f"{op}: cannot allocate the {what} of shape {shape} ({nbytes} bytes)") from None
+    except ValueError as exc:
+        raise ValueError(f"{op}: the {what} shape {shape} is too large to allocate ({exc})") from None
 
 
 def _float_dtype(arrays, op):
@@ -176,6 +243,10 @@ def _conv_setup(op, x, kernel, strides, padding, dilation_rate, groups):
     if not _is_int(groups) or groups < 1:
         raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
     cin, cout = x.shape[3], kernel.shape[3]
+    if groups > max(cin, 1):
+        raise ValueError(
+            f"{op}: groups={groups} is larger than the {cin} channels of x (shape {x.shape})"
+        )
     if kernel.shape[2] * groups != cin:
         raise ValueError(
             f"{op}: x has {cin} channels (shape {x.shape}) but kernel shape {kernel.shape} with "
@@ -194,7 +265,15 @@ def _conv_setup(op, x, kernel, strides, padding, dilation_rate, groups):
 
 
 # --------------------------------------------------------------------------- convolution
-def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, groups=1):
+def conv2d(
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: Optional[ArrayLike] = None,
+    strides: IntOrPair = 1,
+    padding: Padding = "valid",
+    dilation_rate: IntOrPair = 1,
+    groups: int = 1,
+) -> np.ndarray:
     """2-D convolution (cross-correlation, as in Keras/TensorFlow), NHWC.
 
     Args:
@@ -227,13 +306,21 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, gr
             f"{op}: bias must have shape ({kernel.shape[3]},) to match kernel shape "
             f"{kernel.shape}, got {bias.shape}"
         )
-    y = np.empty((x.shape[0], oh, ow, kernel.shape[3]), dtype=dtype)
+    y = _empty((x.shape[0], oh, ow, kernel.shape[3]), dtype, op)
     _conv.conv2d_forward(x, kernel, bias, y, s, d, (pads[0][0], pads[1][0]), int(groups),
                          get_num_threads())
     return y
 
 
-def conv2d_backward(dy, x, kernel, strides=1, padding="valid", dilation_rate=1, groups=1):
+def conv2d_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    kernel: ArrayLike,
+    strides: IntOrPair = 1,
+    padding: Padding = "valid",
+    dilation_rate: IntOrPair = 1,
+    groups: int = 1,
+) -> ConvGrads:
     """Gradients of ``conv2d`` with respect to its input, kernel and bias.
 
     Args:
@@ -252,9 +339,9 @@ def conv2d_backward(dy, x, kernel, strides=1, padding="valid", dilation_rate=1, 
             f"{op}: dy must have the output shape {expected} of conv2d on x {x.shape} with "
             f"kernel {kernel.shape}, got {dy.shape}"
         )
-    dx = np.empty(x.shape, dtype=dtype)
-    dkernel = np.empty(kernel.shape, dtype=dtype)
-    dbias = np.empty((kernel.shape[3],), dtype=dtype)
+    dx = _empty(x.shape, dtype, op, "dx")
+    dkernel = _empty(kernel.shape, dtype, op, "dkernel")
+    dbias = _empty((kernel.shape[3],), dtype, op, "dbias")
     _conv.conv2d_backward(dy, x, kernel, dx, dkernel, dbias, s, d, (pads[0][0], pads[1][0]),
                           int(groups), get_num_threads())
     return dx, dkernel, dbias
@@ -266,6 +353,11 @@ def _pool_setup(op, x, pool_size, strides, padding):
     pool = _pair(pool_size, "pool_size", op)
     strides = pool if strides is None else _pair(strides, "strides", op)
     out, pads = _geometry(x.shape[1:3], pool, strides, padding, 1, op)
+    if (x.shape[1] == 0 and out[0] > 0) or (x.shape[2] == 0 and out[1] > 0):
+        raise ValueError(
+            f"{op}: x has zero height or width (shape {x.shape}) but padding {padding!r} makes "
+            f"{out[0]}x{out[1]} windows that hold no real cell"
+        )
     if not isinstance(padding, str):
         for i, axis in enumerate(("height", "width")):
             if max(pads[i]) >= pool[i]:
@@ -279,7 +371,7 @@ def _pool_setup(op, x, pool_size, strides, padding):
 def _pool_forward(op, is_max, x, pool_size, strides, padding):
     dtype, (x,) = _arrays(op, x=x)
     (oh, ow), pads, pool, strides = _pool_setup(op, x, pool_size, strides, padding)
-    y = np.empty((x.shape[0], oh, ow, x.shape[3]), dtype=dtype)
+    y = _empty((x.shape[0], oh, ow, x.shape[3]), dtype, op)
     _poolext.pool2d_forward(x, y, is_max, pool, strides, (pads[0][0], pads[1][0]), get_num_threads())
     return y
 
@@ -293,13 +385,18 @@ def _pool_backward(op, is_max, dy, x, pool_size, strides, padding):
             f"{op}: dy must have the pooled shape {expected} of x {x.shape} with pool_size "
             f"{pool}, strides {strides}, padding {padding!r}, got {dy.shape}"
         )
-    dx = np.empty(x.shape, dtype=dtype)
+    dx = _empty(x.shape, dtype, op, "dx")
     _poolext.pool2d_backward(dy, x, dx, is_max, pool, strides, (pads[0][0], pads[1][0]),
                           get_num_threads())
     return dx
 
 
-def max_pool2d(x, pool_size, strides=None, padding="valid"):
+def max_pool2d(
+    x: ArrayLike,
+    pool_size: IntOrPair,
+    strides: Optional[IntOrPair] = None,
+    padding: Padding = "valid",
+) -> np.ndarray:
     """Max pooling, NHWC: ``(batch, h, w, c)`` -> ``(batch, out_h, out_w, c)``.
 
     ``pool_size`` and ``strides`` are ints or pairs (``strides`` defaults to ``pool_size``);
@@ -309,7 +406,12 @@ def max_pool2d(x, pool_size, strides=None, padding="valid"):
     return _pool_forward("max_pool2d", True, x, pool_size, strides, padding)
 
 
-def avg_pool2d(x, pool_size, strides=None, padding="valid"):
+def avg_pool2d(
+    x: ArrayLike,
+    pool_size: IntOrPair,
+    strides: Optional[IntOrPair] = None,
+    padding: Padding = "valid",
+) -> np.ndarray:
     """Average pooling, NHWC: ``(batch, h, w, c)`` -> ``(batch, out_h, out_w, c)``.
 
     Each window is divided by the number of real (non-padded) cells it covers, as TensorFlow
@@ -318,7 +420,13 @@ def avg_pool2d(x, pool_size, strides=None, padding="valid"):
     return _pool_forward("avg_pool2d", False, x, pool_size, strides, padding)
 
 
-def max_pool2d_backward(dy, x, pool_size, strides=None, padding="valid"):
+def max_pool2d_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    pool_size: IntOrPair,
+    strides: Optional[IntOrPair] = None,
+    padding: Padding = "valid",
+) -> np.ndarray:
     """Gradient of ``max_pool2d``: ``dy`` ``(batch, out_h, out_w, c)`` -> ``dx`` like ``x``.
 
     Each window's gradient goes to its first maximum in row-major order (TensorFlow's choice
@@ -327,6 +435,12 @@ def max_pool2d_backward(dy, x, pool_size, strides=None, padding="valid"):
     return _pool_backward("max_pool2d_backward", True, dy, x, pool_size, strides, padding)
 
 
-def avg_pool2d_backward(dy, x, pool_size, strides=None, padding="valid"):
+def avg_pool2d_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    pool_size: IntOrPair,
+    strides: Optional[IntOrPair] = None,
+    padding: Padding = "valid",
+) -> np.ndarray:
     """Gradient of ``avg_pool2d``: ``dy`` ``(batch, out_h, out_w, c)`` -> ``dx`` like ``x``."""
     return _pool_backward("avg_pool2d_backward", False, dy, x, pool_size, strides, padding)

@@ -23,7 +23,11 @@ def _default_num_threads():
     return n if CCONV_OPENMP else 1
 
 
-_num_threads = _default_num_threads()
+#: The most threads ``set_num_threads`` accepts: the kernels take the count as a C int, and an
+#: absurd count would make the OpenMP runtime try to start that many threads.
+MAX_THREADS = 4096
+
+_num_threads = min(_default_num_threads(), MAX_THREADS)
 
 
 def openmp_enabled():
@@ -39,19 +43,21 @@ def get_num_threads():
 def set_num_threads(n):
     """Set the number of threads the kernels use; returns the previous value.
 
-    ``n`` is a positive int. ``None`` restores the default (``OMP_NUM_THREADS`` or the cores
+    ``n`` is an int from 1 to 4096. ``None`` restores the default (``OMP_NUM_THREADS`` or the cores
     this process may use). Results are bit-identical whatever the thread count.
     Without OpenMP the count stays 1.
     """
     global _num_threads
     previous = _num_threads
     if n is None:
-        _num_threads = _default_num_threads()
+        _num_threads = min(_default_num_threads(), MAX_THREADS)
         return previous
     if isinstance(n, bool) or not hasattr(n, "__index__"):
         raise TypeError(f"set_num_threads: n must be a positive int or None, got {n!r}")
     n = int(n)
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be <= {MAX_THREADS}, got {n}")
     _num_threads = n if CCONV_OPENMP else 1
     return previous
