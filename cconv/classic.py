@@ -23,8 +23,15 @@ __all__ = ["conv_forward", "conv_backward", "pool_forward", "pool_backward"]
 def _bias_vector(b, W, op):
     if b is None:
         raise TypeError(f"{op}: b must be an array of shape (1, 1, 1, c_new), got None")
-    b = np.asarray(b)
-    c_new = np.shape(W)[-1] if np.ndim(W) == 4 else None
+    try:
+        b = np.asarray(b)
+    except Exception as exc:  # ragged nested lists and the like
+        raise TypeError(f"{op}: b could not be converted to an array: {exc}") from None
+    try:
+        w_shape = np.shape(W)
+    except Exception:  # a ragged W: ops reports it, naming the argument
+        w_shape = ()
+    c_new = w_shape[-1] if len(w_shape) == 4 else None
     if c_new is not None and b.size != c_new:
         raise ValueError(f"{op}: b must have shape (1, 1, 1, {c_new}) to match W, got {b.shape}")
     return b.reshape(-1)
