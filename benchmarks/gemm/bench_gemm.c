@@ -3,7 +3,9 @@
  * Build and run (from the repository root):
  *   gcc -O3 -fopenmp -o /tmp/bench_gemm benchmarks/gemm/bench_gemm.c -lm && /tmp/bench_gemm
  *
- * Options: --check-only, --bench-only, --time SECONDS (per shape and type, default 0.15).
+ * Options: --check-only, --bench-only, --time SECONDS (per shape and type, default 0.15),
+ *          --shape M N K TRANSA TRANSB (time just that shape),
+ *          --isa LEVEL (benchmark a lower ISA path: 0 generic, 1 AVX2+FMA, 2 AVX-512).
  * Every ISA path this CPU supports is checked (AVX-512, AVX2, generic); the benchmark uses the
  * path the automatic dispatch picks.
  */
@@ -91,18 +93,24 @@ static void check_determinism(void)
         memmove(A + off, A, sizeof(float) * M * K);
         memmove(B + off, B, sizeof(float) * K * N);
         cconv_sgemm(0, 0, M, N, K, 1.0f, A + off, K, B + off, N, 0.0f, C + off, N);
-        if (memcmp(C + off, ref, sizeof(float) * M * N)) bad++;
+        if (memcmp(C + off, ref, sizeof(float) * M * N)) {
+            bad++;
+            printf("  result differs with operands offset by %d floats\n", off);
+        }
         memmove(A, A + off, sizeof(float) * M * K);
         memmove(B, B + off, sizeof(float) * K * N);
     }
     {
-        int nt = 8;
+        int nt = 32; /* one C per call: calls may share A and B, never C */
         float *Cs = malloc(sizeof(float) * M * N * nt);
 #pragma omp parallel for num_threads(4) schedule(dynamic, 1)
-        for (t = 0; t < nt * 4; t++)
-            cconv_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, Cs + (t % nt) * M * N, N);
         for (t = 0; t < nt; t++)
-            if (memcmp(Cs + t * M * N, ref, sizeof(float) * M * N)) bad++;
+            cconv_sgemm(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, Cs + t * M * N, N);
+        for (t = 0; t < nt; t++)
+            if (memcmp(Cs + t * M * N, ref, sizeof(float) * M * N)) {
+                bad++;
+                printf("  result differs in concurrent call %d\n", t);
+            }
         free(Cs);
     }
     printf("  determinism (alignment, 4 threads): %s\n", bad ? "FAILED" : "ok");
@@ -212,12 +220,31 @@ int main(int argc, char **argv)
 {
     int do_check = 1, do_bench = 1;
     double t = 0.15;
+    int64_t custom[5];
+    int ncustom = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--check-only")) do_bench = 0;
         else if (!strcmp(argv[i], "--bench-only")) do_check = 0;
         else if (!strcmp(argv[i], "--time") && i + 1 < argc) t = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--isa") && i + 1 < argc) cconv_gemm_force_isa(atoi(argv[++i]));
+        else if (!strcmp(argv[i], "--shape") && i + 5 < argc) {
+            for (int j = 0; j < 5; j++) custom[j] = atoll(argv[++i]);
+            ncustom = 1;
+            do_check = 0;
+        }
     }
-    if (do_check) run_checks();
+    if (do_check) {
+        int forced = cconv_gemm_force_isa(-1);
+        run_checks();
+        cconv_gemm_force_isa(forced);
+    }
+    if (ncustom) {
+        printf("%lldx%lldx%lld ta=%d tb=%d: f32 %.1f GF/s, f64 %.1f GF/s (%s)\n", (long long)custom[0],
+               (long long)custom[1], (long long)custom[2], (int)custom[3], (int)custom[4],
+               bench_s(custom[0], custom[1], custom[2], (int)custom[3], (int)custom[4], t),
+               bench_d(custom[0], custom[1], custom[2], (int)custom[3], (int)custom[4], t), cconv_gemm_isa_name());
+        do_bench = 0;
+    }
     if (do_bench) {
         printf("# cconv gemm.h, single thread, ISA path %s\n", cconv_gemm_isa_name());
         printf("%-22s %-3s %10s %10s\n", "M x N x K", "op", "f32 GF/s", "f64 GF/s");

@@ -44,7 +44,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__APPLE__) && !defined(CCONV_GEMM_NO_DISPATCH)
+/* CCONV_GEMM_PORTABLE: build only the plain-C path (what MSVC gets); used to test it with gcc. */
+#if defined(__GNUC__) && !defined(CCONV_GEMM_PORTABLE)
+#define CCONV__GNUVEC 1
+#endif
+#if defined(CCONV__GNUVEC) && defined(__x86_64__) && !defined(__APPLE__) && !defined(CCONV_GEMM_NO_DISPATCH)
 #define CCONV__X86 1
 #include <immintrin.h>
 #endif
@@ -80,9 +84,13 @@
 #endif
 #define CCONV__ABUF_BYTES (64 * 1024)       /* one packed A micro-panel (MR x kc), L1 */
 #define CCONV_GEMM_SCRATCH_BYTES (CCONV_GEMM_BBUF_BYTES + CCONV__ABUF_BYTES)
+/* Depth block: K is split into ceil(K / CCONV_GEMM_KC) equal blocks (changes rounding: keep fixed). */
+#ifndef CCONV_GEMM_KC
+#define CCONV_GEMM_KC 256
+#endif
 /* A is read in place (not packed) when the B block has at most this many panels. */
 #ifndef CCONV_GEMM_DIRECT_PANELS
-#define CCONV_GEMM_DIRECT_PANELS 2
+#define CCONV_GEMM_DIRECT_PANELS 16
 #endif
 
 /* ------------------------------------------------------------------------------------------ */
@@ -171,19 +179,20 @@
 #define CCONV_D4_MSTORE(p, m, v) _mm256_maskstore_pd((p), (m), (v))
 #endif /* CCONV__X86 */
 
-#if defined(__GNUC__)
+#if defined(CCONV__GNUVEC)
 /* Generic 16-byte vectors (SSE2 on x86-64, NEON on aarch64, scalarised elsewhere). */
 typedef float cconv__vsg __attribute__((vector_size(16)));
 typedef double cconv__vdg __attribute__((vector_size(16)));
-#define CCONV__GENVEC(NAME, T, VT, VW)                                                              \
+static inline cconv__vsg cconv__sg_set1(float x) { cconv__vsg v = {x, x, x, x}; return v; }
+static inline cconv__vdg cconv__dg_set1(double x) { cconv__vdg v = {x, x}; return v; }
+#define CCONV__GENVEC(NAME, T, VT)                                                                  \
     static inline VT NAME##_load(const T *p) { VT v; memcpy(&v, p, sizeof v); return v; }           \
     static inline void NAME##_store(T *p, VT v) { memcpy(p, &v, sizeof v); }                        \
-    static inline VT NAME##_set1(T x) { VT v; int j; for (j = 0; j < VW; j++) v[j] = x; return v; } \
     static inline VT NAME##_mload(const T *p, int n) {                                              \
         VT v = NAME##_set1((T)0); int j; for (j = 0; j < n; j++) v[j] = p[j]; return v; }           \
     static inline void NAME##_mstore(T *p, int n, VT v) { int j; for (j = 0; j < n; j++) p[j] = v[j]; }
-CCONV__GENVEC(cconv__sg, float, cconv__vsg, 4)
-CCONV__GENVEC(cconv__dg, double, cconv__vdg, 2)
+CCONV__GENVEC(cconv__sg, float, cconv__vsg)
+CCONV__GENVEC(cconv__dg, double, cconv__vdg)
 #define CCONV_SG_VT cconv__vsg
 #define CCONV_SG_VW 4
 #define CCONV_DG_VT cconv__vdg
@@ -222,8 +231,8 @@ CCONV__GENVEC(cconv__dg, double, cconv__vdg, 2)
 #define CCONV_SG_FMA(a, b, c) ((a) * (b) + (c))
 #define CCONV_SG_MUL(a, b) ((a) * (b))
 #define CCONV_SG_MASK(n) (n)
-#define CCONV_SG_MLOAD(p, m) (*(p))
-#define CCONV_SG_MSTORE(p, m, v) (*(p) = (v))
+#define CCONV_SG_MLOAD(p, m) ((void)(m), *(p))
+#define CCONV_SG_MSTORE(p, m, v) ((void)(m), *(p) = (v))
 #define CCONV_DG_MT int
 #define CCONV_DG_ZERO() 0.0
 #define CCONV_DG_LOAD(p) (*(p))
@@ -232,8 +241,8 @@ CCONV__GENVEC(cconv__dg, double, cconv__vdg, 2)
 #define CCONV_DG_FMA(a, b, c) ((a) * (b) + (c))
 #define CCONV_DG_MUL(a, b) ((a) * (b))
 #define CCONV_DG_MASK(n) (n)
-#define CCONV_DG_MLOAD(p, m) (*(p))
-#define CCONV_DG_MSTORE(p, m, v) (*(p) = (v))
+#define CCONV_DG_MLOAD(p, m) ((void)(m), *(p))
+#define CCONV_DG_MSTORE(p, m, v) ((void)(m), *(p) = (v))
 #endif
 
 /* ------------------------------------------------------------------------------------------ */
@@ -315,18 +324,25 @@ CCONV__DEF_TYPES(double, d)
 #define CCONV__ATTR_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
 #define CCONV__ATTR_AVX2 __attribute__((target("avx2,fma")))
 /* AVX-512: 12 x 32 float tile = 24 zmm accumulators; 12 x 16 double. */
-CCONV__PATH(cconv__s512, CCONV__ATTR_AVX512, float, s, 12, 256, S16, 2, S16, 1, S8V, 1)
-CCONV__PATH(cconv__d512, CCONV__ATTR_AVX512, double, d, 12, 256, D8, 2, D8, 1, D4V, 1)
+CCONV__PATH(cconv__s512, CCONV__ATTR_AVX512, float, s, 12, CCONV_GEMM_KC, S16, 2, S16, 1, S8V, 1)
+CCONV__PATH(cconv__d512, CCONV__ATTR_AVX512, double, d, 12, CCONV_GEMM_KC, D8, 2, D8, 1, D4V, 1)
 /* AVX2: 6 x 16 float tile = 12 ymm accumulators; 6 x 8 double. */
-CCONV__PATH(cconv__s256, CCONV__ATTR_AVX2, float, s, 6, 256, S8, 2, S8, 1, S8, 1)
-CCONV__PATH(cconv__d256, CCONV__ATTR_AVX2, double, d, 6, 256, D4, 2, D4, 1, D4, 1)
+CCONV__PATH(cconv__s256, CCONV__ATTR_AVX2, float, s, 6, CCONV_GEMM_KC, S8, 2, S8, 1, S8, 1)
+CCONV__PATH(cconv__d256, CCONV__ATTR_AVX2, double, d, 6, CCONV_GEMM_KC, D4, 2, D4, 1, D4, 1)
 #endif
-#if defined(__GNUC__)
-CCONV__PATH(cconv__sgen, , float, s, 6, 256, SG, 2, SG, 1, SG, 1)
-CCONV__PATH(cconv__dgen, , double, d, 6, 256, DG, 2, DG, 1, DG, 1)
+#if defined(CCONV__GNUVEC)
+#if defined(__aarch64__) || defined(__powerpc64__)
+/* 32 vector registers (NEON / VSX): 8 x 2 tile. */
+CCONV__PATH(cconv__sgen, , float, s, 8, CCONV_GEMM_KC, SG, 2, SG, 1, SG, 1)
+CCONV__PATH(cconv__dgen, , double, d, 8, CCONV_GEMM_KC, DG, 2, DG, 1, DG, 1)
 #else
-CCONV__PATH(cconv__sgen, , float, s, 4, 256, SG, 4, SG, 2, SG, 1)
-CCONV__PATH(cconv__dgen, , double, d, 4, 256, DG, 4, DG, 2, DG, 1)
+/* 16 vector registers and no FMA (x86-64 baseline SSE2): 4 x 2 tile. */
+CCONV__PATH(cconv__sgen, , float, s, 4, CCONV_GEMM_KC, SG, 2, SG, 1, SG, 1)
+CCONV__PATH(cconv__dgen, , double, d, 4, CCONV_GEMM_KC, DG, 2, DG, 1, DG, 1)
+#endif
+#else
+CCONV__PATH(cconv__sgen, , float, s, 4, CCONV_GEMM_KC, SG, 4, SG, 2, SG, 1)
+CCONV__PATH(cconv__dgen, , double, d, 4, CCONV_GEMM_KC, DG, 4, DG, 2, DG, 1)
 #endif
 
 /* ------------------------------------------------------------------------------------------ */
@@ -438,7 +454,7 @@ static void *cconv__scratch(void)
 
 static int cconv__force_isa = -1;
 
-static int cconv__isa(void)
+CCONV__UNUSED static int cconv__isa(void)
 {
     int lvl = 0;
 #ifdef CCONV__X86
