@@ -5,6 +5,7 @@ Run single-threaded so the numbers are comparable with the single-threaded C GEM
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 python benchmarks/gemm/compare_numpy.py
 
 (OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are unset so OpenBLAS picks its own best kernel for this CPU.)
+`--shape M N K TRANSA TRANSB` times just that shape.
 """
 import sys
 import time
@@ -50,6 +51,9 @@ def bench(M, N, K, ta, tb, dtype, min_time=0.2):
 
 
 def main():
+    shapes = SHAPES
+    if len(sys.argv) == 7 and sys.argv[1] == "--shape":  # --shape M N K TRANSA TRANSB
+        shapes = [tuple(int(x) for x in sys.argv[2:7])]
     try:
         from threadpoolctl import threadpool_info
         info = [d for d in threadpool_info() if d.get("user_api") == "blas"]
@@ -60,7 +64,7 @@ def main():
         pass
     print("# numpy %s, python %s" % (np.__version__, sys.version.split()[0]))
     print("%-22s %-3s %10s %10s" % ("M x N x K", "op", "f32 GF/s", "f64 GF/s"))
-    for M, N, K, ta, tb in SHAPES:
+    for M, N, K, ta, tb in shapes:
         g32 = bench(M, N, K, ta, tb, np.float32)
         g64 = bench(M, N, K, ta, tb, np.float64)
         op = ("T" if ta else "N") + ("T" if tb else "N")
