@@ -1,0 +1,185 @@
+# cython: language_level=3
+"""Max and average pooling, forward and backward, NHWC, float32 and float64.
+
+Each output position reads its window's real cells (padding never takes part); channels are
+the innermost loop so every step reads contiguous memory. Work is split over output rows, or
+over images when windows overlap in height (their gradients would collide in dx), so each
+result is computed in one fixed order whatever the thread count.
+"""
+from cython.parallel cimport parallel, prange
+from libc.stdint cimport int64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
+
+
+cdef extern from "omp_helpers.h":
+    pass
+
+
+cdef inline bint takes(floating v, floating m) noexcept nogil:
+    """True when v replaces the running maximum m: larger, or the first NaN (NaN propagates)."""
+    return v > m or (v != v and m == m)
+
+
+cdef inline void window(const PoolGeom *g, int64_t oh, int64_t ow, int64_t *h0, int64_t *h1,
+                        int64_t *w0, int64_t *w1) noexcept nogil:
+    """The real cells [h0, h1) x [w0, w1) of the window at output (oh, ow)."""
+    h0[0] = oh * g.sh - g.pt
+    w0[0] = ow * g.sw - g.pl
+    h1[0] = h0[0] + g.KH if h0[0] + g.KH < g.H else g.H
+    w1[0] = w0[0] + g.KW if w0[0] + g.KW < g.W else g.W
+    if h0[0] < 0:
+        h0[0] = 0
+    if w0[0] < 0:
+        w0[0] = 0
+
+
+cdef void forward_row(const floating *x, floating *y, const PoolGeom *g, bint is_max,
+                      int64_t n, int64_t oh) noexcept nogil:
+    cdef int64_t ow, h, w, c, h0, h1, w0, w1
+    cdef int64_t C = g.C
+    cdef const floating *xn = x + n * g.H * g.W * C
+    cdef const floating *xr
+    cdef floating *yr
+    cdef floating inv
+    cdef bint first
+    for ow in range(g.OW):
+        window(g, oh, ow, &h0, &h1, &w0, &w1)
+        yr = y + ((n * g.OH + oh) * g.OW + ow) * C
+        first = True
+        for h in range(h0, h1):
+            for w in range(w0, w1):
+                xr = xn + (h * g.W + w) * C
+                if first:
+                    memcpy(yr, xr, C * sizeof(floating))
+                    first = False
+                elif is_max:
+                    for c in range(C):
+                        if takes(xr[c], yr[c]):
+                            yr[c] = xr[c]
+                else:
+                    for c in range(C):
+                        yr[c] += xr[c]
+        if not is_max:
+            inv = (<floating>1) / ((h1 - h0) * (w1 - w0))
+            for c in range(C):
+                yr[c] *= inv
+
+
+cdef void backward_row(const floating *dy, const floating *x, floating *dx, const PoolGeom *g,
+                       bint is_max, int64_t n, int64_t oh, floating *best,
+                       int64_t *arg) noexcept nogil:
+    cdef int64_t ow, h, w, c, h0, h1, w0, w1, cell
+    cdef int64_t C = g.C
+    cdef int64_t HWC = g.H * g.W * C
+    cdef const floating *xn = x + n * HWC
+    cdef floating *dxn = dx + n * HWC
+    cdef const floating *dyr
+    cdef const floating *xr
+    cdef floating *dxr
+    cdef floating share
+    for ow in range(g.OW):
+        window(g, oh, ow, &h0, &h1, &w0, &w1)
+        dyr = dy + ((n * g.OH + oh) * g.OW + ow) * C
+        if is_max:
+            cell = h0 * g.W + w0
+            memcpy(best, xn + cell * C, C * sizeof(floating))
+            for c in range(C):
+                arg[c] = cell
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    cell = h * g.W + w
+                    xr = xn + cell * C
+                    for c in range(C):
+                        if takes(xr[c], best[c]):
+                            best[c] = xr[c]
+                            arg[c] = cell
+            for c in range(C):
+                dxn[arg[c] * C + c] += dyr[c]
+        else:
+            for h in range(h0, h1):
+                for w in range(w0, w1):
+                    dxr = dxn + (h * g.W + w) * C
+                    for c in range(C):
+                        dxr[c] += dyr[c] / ((h1 - h0) * (w1 - w0))
+
+
+cdef int pool2d_forward_c(const floating *x, floating *y, PoolGeom g, bint is_max,
+                          int num_threads) noexcept nogil:
+    cdef int64_t it
+    cdef int64_t nitems = g.N * g.OH
+    if nitems == 0 or g.OW == 0 or g.C == 0:
+        return 0
+    for it in prange(nitems, schedule="static", num_threads=num_threads):
+        forward_row(x, y, &g, is_max, it // g.OH, it % g.OH)
+    return 0
+
+
+cdef int pool2d_backward_c(const floating *dy, const floating *x, floating *dx, PoolGeom g,
+                           bint is_max, int num_threads) noexcept nogil:
+    # Windows that overlap in height send gradient to the same rows: then one task per image.
+    cdef bint by_row = g.KH <= g.sh
+    cdef int64_t nitems = g.N * g.OH if by_row else g.N
+    cdef int64_t it, n, oh
+    cdef floating *best = NULL
+    cdef int64_t *arg = NULL
+    cdef int failed = 0
+    cdef int *failed_p = &failed
+    if g.N == 0 or g.H * g.W * g.C == 0:
+        return 0
+    memset(dx, 0, g.N * g.H * g.W * g.C * sizeof(floating))
+    if g.OH == 0 or g.OW == 0:
+        return 0
+    with parallel(num_threads=num_threads):
+        best = <floating *>malloc(g.C * sizeof(floating))
+        arg = <int64_t *>malloc(g.C * sizeof(int64_t))
+        for it in prange(nitems, schedule="static"):
+            if best == NULL or arg == NULL:
+                failed_p[0] = 1
+                continue
+            if by_row:
+                backward_row(dy, x, dx, &g, is_max, it // g.OH, it % g.OH, best, arg)
+            else:
+                for oh in range(g.OH):
+                    backward_row(dy, x, dx, &g, is_max, it, oh, best, arg)
+        free(best)
+        free(arg)
+    return -1 if failed else 0
+
+
+cdef PoolGeom make_geom(tuple xshape, tuple yshape, tuple pool_size, tuple strides,
+                        tuple pads_before):
+    cdef PoolGeom g
+    g.N, g.H, g.W, g.C = xshape
+    g.OH, g.OW = yshape[1], yshape[2]
+    g.KH, g.KW = pool_size
+    g.sh, g.sw = strides
+    g.pt, g.pl = pads_before
+    return g
+
+
+def pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, bint is_max,
+                   tuple pool_size, tuple strides, tuple pads_before, int num_threads):
+    """Fill ``y`` with the max or average pooling of ``x`` (arguments checked by cconv.ops)."""
+    cdef PoolGeom g = make_geom((x.shape[0], x.shape[1], x.shape[2], x.shape[3]), (y.shape[0], y.shape[1], y.shape[2], y.shape[3]), pool_size, strides,
+                                pads_before)
+    cdef const floating *xp = &x[0, 0, 0, 0] if x.size else NULL
+    cdef floating *yp = &y[0, 0, 0, 0] if y.size else NULL
+    with nogil:
+        pool2d_forward_c(xp, yp, g, is_max, num_threads)
+
+
+def pool2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
+                    floating[:, :, :, ::1] dx, bint is_max, tuple pool_size, tuple strides,
+                    tuple pads_before, int num_threads):
+    """Fill ``dx`` with the gradient of max or average pooling given ``dy``."""
+    cdef PoolGeom g = make_geom((x.shape[0], x.shape[1], x.shape[2], x.shape[3]), (dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3]), pool_size, strides,
+                                pads_before)
+    cdef const floating *dyp = &dy[0, 0, 0, 0] if dy.size else NULL
+    cdef const floating *xp = &x[0, 0, 0, 0] if x.size else NULL
+    cdef floating *dxp = &dx[0, 0, 0, 0] if dx.size else NULL
+    cdef int status
+    with nogil:
+        status = pool2d_backward_c(dyp, xp, dxp, g, is_max, num_threads)
+    if status:
+        raise MemoryError("pool2d_backward: could not allocate a workspace")

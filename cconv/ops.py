@@ -1,0 +1,332 @@
+"""NumPy in, NumPy out: 2-D convolution and pooling, forward and backward.
+
+Layout is NHWC (``channels_last``) everywhere:
+
+* ``x``: ``(batch, height, width, channels)``
+* ``kernel``: ``(kernel_h, kernel_w, channels // groups, filters)``; ``bias``: ``(filters,)``
+* outputs: ``(batch, out_h, out_w, filters)`` (convolution) or ``(batch, out_h, out_w,
+  channels)`` (pooling).
+
+Semantics follow Keras 3 / TensorFlow 2 (see ``conv_output_shape`` and ``compute_padding`` for
+the one rule every function here uses). This module validates and decides; the arithmetic runs
+in the compiled core (``cconv._ext``), without the GIL, on ``cconv.get_num_threads()`` threads.
+
+Dtypes: float32 and float64 are computed in their own precision and kept. When arguments mix
+them the result is float64. float16 is computed in float32 and returns float32 (never
+truncated back). Booleans and integers become float64. Anything else (complex, object,
+strings, ``None``) raises ``TypeError``. Inputs are never modified; results are fresh
+C-contiguous arrays.
+"""
+import numbers
+
+import numpy as np
+
+from ._ext import conv as _conv
+from ._ext import pool as _poolext
+from ._ext.parallel import get_num_threads
+
+__all__ = [
+    "conv2d",
+    "conv2d_backward",
+    "max_pool2d",
+    "avg_pool2d",
+    "max_pool2d_backward",
+    "avg_pool2d_backward",
+    "conv_output_shape",
+    "compute_padding",
+]
+
+_PADDING_HELP = (
+    '"valid", "same", an int, a pair (pad_h, pad_w) or ((top, bottom), (left, right)) '
+    "of non-negative ints"
+)
+
+
+# --------------------------------------------------------------------------- arguments
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _pair(value, name, op):
+    """An int or a pair of ints -> a pair of positive Python ints."""
+    if _is_int(value):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if pair[0] < 1 or pair[1] < 1:
+        raise ValueError(f"{op}: {name} must be positive, got {value!r}")
+    return pair
+
+
+def _explicit_padding(padding, op):
+    """An int, a pair or ((top, bottom), (left, right)) -> ((top, bottom), (left, right))."""
+    if _is_int(padding):
+        pads = ((int(padding),) * 2, (int(padding),) * 2)
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
+        if all(_is_int(p) for p in padding):
+            pads = ((int(padding[0]),) * 2, (int(padding[1]),) * 2)
+        elif all(
+            isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(q) for q in p)
+            for p in padding
+        ):
+            pads = tuple((int(p[0]), int(p[1])) for p in padding)
+        else:
+            raise TypeError(f"{op}: padding must be {_PADDING_HELP}, got {padding!r}")
+    else:
+        raise TypeError(f"{op}: padding must be {_PADDING_HELP}, got {padding!r}")
+    if min(pads[0] + pads[1]) < 0:
+        raise ValueError(f"{op}: padding amounts must be >= 0, got {padding!r}")
+    return pads
+
+
+def compute_padding(input_size, kernel_size, strides=1, padding="valid", dilation_rate=1):
+    """Padding amounts ``((top, bottom), (left, right))`` for a 2-D window operation.
+
+    The one rule for every op: ``input_size`` is ``(height, width)``; the effective kernel is
+    ``(k - 1) * dilation + 1``. ``"valid"`` pads nothing; ``"same"`` pads
+    ``max((ceil(n / s) - 1) * s + k_eff - n, 0)`` cells in total with the smaller half before
+    (TensorFlow's rule: the extra cell goes to the bottom/right); anything else is explicit.
+    """
+    return _geometry(input_size, kernel_size, strides, padding, dilation_rate, "compute_padding")[1]
+
+
+def conv_output_shape(input_size, kernel_size, strides=1, padding="valid", dilation_rate=1):
+    """Output ``(height, width)`` of a 2-D window operation on ``input_size = (height, width)``.
+
+    ``"same"``: ``ceil(n / s)``; otherwise ``floor((n + pad_before + pad_after - k_eff) / s) + 1``
+    with ``k_eff = (k - 1) * dilation + 1``. Raises ``ValueError`` when the (effective) kernel
+    is larger than the padded input.
+    """
+    return _geometry(input_size, kernel_size, strides, padding, dilation_rate, "conv_output_shape")[0]
+
+
+def _geometry(input_size, kernel_size, strides, padding, dilation_rate, op):
+    """(out_h, out_w), ((top, bottom), (left, right)) after validating every argument."""
+    n = tuple(int(v) for v in input_size)
+    k = _pair(kernel_size, "kernel_size", op)
+    s = _pair(strides, "strides", op)
+    d = _pair(dilation_rate, "dilation_rate", op)
+    k_eff = tuple((k[i] - 1) * d[i] + 1 for i in range(2))
+    if isinstance(padding, str):
+        mode = padding.lower()
+        if mode == "valid":
+            pads = ((0, 0), (0, 0))
+        elif mode == "same":
+            out = tuple(-(-n[i] // s[i]) for i in range(2))
+            total = tuple(max((out[i] - 1) * s[i] + k_eff[i] - n[i], 0) for i in range(2))
+            return out, tuple((t // 2, t - t // 2) for t in total)
+        else:
+            raise ValueError(f'{op}: padding must be {_PADDING_HELP}, got "{padding}"')
+    else:
+        pads = _explicit_padding(padding, op)
+    padded = tuple(n[i] + pads[i][0] + pads[i][1] for i in range(2))
+    if padded[0] < k_eff[0] or padded[1] < k_eff[1]:
+        raise ValueError(
+            f"{op}: the effective kernel {k_eff} (kernel_size {k}, dilation_rate {d}) is larger "
+            f"than the padded input {padded} (input {n}, padding {pads}); use a smaller kernel, "
+            'more padding or padding="same"'
+        )
+    out = tuple((padded[i] - k_eff[i]) // s[i] + 1 for i in range(2))
+    return out, pads
+
+
+def _float_dtype(arrays, op):
+    """The dtype an op computes in: float32 when every float input is float32 or float16."""
+    kinds = []
+    for name, a in arrays:
+        dt = a.dtype
+        if dt.kind == "f" and dt.itemsize <= 8:
+            kinds.append(np.float64 if dt == np.float64 else np.float32)
+        elif dt.kind in "biu":
+            kinds.append(np.float64)
+        else:
+            raise TypeError(
+                f"{op}: {name} has dtype {dt}, which cconv cannot compute with; "
+                "use float32 or float64 (integers and booleans are accepted and become float64)"
+            )
+    return np.float64 if np.float64 in kinds else np.float32
+
+
+def _arrays(op, **named):
+    """Validate and convert named array arguments to C-contiguous arrays of one float dtype."""
+    arrs = []
+    for name, value in named.items():
+        if value is None:
+            raise TypeError(f"{op}: {name} must be an array, got None")
+        try:
+            a = np.asarray(value)
+        except Exception as exc:  # ragged nested lists and the like
+            raise TypeError(f"{op}: {name} could not be converted to an array: {exc}") from None
+        arrs.append((name, a))
+    dtype = _float_dtype(arrs, op)
+    return dtype, [np.ascontiguousarray(a, dtype=dtype) for _, a in arrs]
+
+
+def _check_rank(a, name, op, rank=4, what="(batch, height, width, channels)"):
+    if a.ndim != rank:
+        raise ValueError(f"{op}: {name} must be {rank}-D {what}, got shape {a.shape}")
+
+
+def _conv_setup(op, x, kernel, strides, padding, dilation_rate, groups):
+    """Checks shared by conv2d and conv2d_backward; returns (out_hw, pads, strides, dilation)."""
+    _check_rank(x, "x", op)
+    _check_rank(kernel, "kernel", op, what="(kernel_h, kernel_w, in_channels // groups, filters)")
+    if not _is_int(groups) or groups < 1:
+        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    cin, cout = x.shape[3], kernel.shape[3]
+    if kernel.shape[2] * groups != cin:
+        raise ValueError(
+            f"{op}: x has {cin} channels (shape {x.shape}) but kernel shape {kernel.shape} with "
+            f"groups={groups} expects {kernel.shape[2] * groups} "
+            "(x channels must equal kernel.shape[2] * groups)"
+        )
+    if cout % groups != 0:
+        raise ValueError(
+            f"{op}: the number of filters {cout} (kernel shape {kernel.shape}) must be divisible "
+            f"by groups={groups}"
+        )
+    if kernel.shape[0] < 1 or kernel.shape[1] < 1:
+        raise ValueError(f"{op}: kernel height and width must be >= 1, got shape {kernel.shape}")
+    out, pads = _geometry(x.shape[1:3], kernel.shape[:2], strides, padding, dilation_rate, op)
+    return out, pads, _pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op)
+
+
+# --------------------------------------------------------------------------- convolution
+def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, groups=1):
+    """2-D convolution (cross-correlation, as in Keras/TensorFlow), NHWC.
+
+    Args:
+        x: ``(batch, height, width, channels)``.
+        kernel: ``(kernel_h, kernel_w, channels // groups, filters)``.
+        bias: ``(filters,)`` or None.
+        strides: int or ``(stride_h, stride_w)``, positive.
+        padding: ``"valid"``, ``"same"`` (TensorFlow's rule), an int, ``(pad_h, pad_w)`` or
+            ``((top, bottom), (left, right))``.
+        dilation_rate: int or pair, positive; may be combined with strides > 1.
+        groups: positive int dividing both ``channels`` and ``filters``
+            (``groups == channels`` is a depthwise convolution).
+
+    Returns:
+        ``(batch, out_h, out_w, filters)``, sizes from ``conv_output_shape``.
+
+    Raises:
+        TypeError: an argument of the wrong type (``None``, complex data, a float padding).
+        ValueError: ranks, channel counts, non-positive strides/dilation, unknown padding, or
+            a kernel larger than the padded input; the message names the shapes.
+    """
+    op = "conv2d"
+    if bias is None:
+        dtype, (x, kernel) = _arrays(op, x=x, kernel=kernel)
+    else:
+        dtype, (x, kernel, bias) = _arrays(op, x=x, kernel=kernel, bias=bias)
+    (oh, ow), pads, s, d = _conv_setup(op, x, kernel, strides, padding, dilation_rate, groups)
+    if bias is not None and bias.shape != (kernel.shape[3],):
+        raise ValueError(
+            f"{op}: bias must have shape ({kernel.shape[3]},) to match kernel shape "
+            f"{kernel.shape}, got {bias.shape}"
+        )
+    y = np.empty((x.shape[0], oh, ow, kernel.shape[3]), dtype=dtype)
+    _conv.conv2d_forward(x, kernel, bias, y, s, d, (pads[0][0], pads[1][0]), int(groups),
+                         get_num_threads())
+    return y
+
+
+def conv2d_backward(dy, x, kernel, strides=1, padding="valid", dilation_rate=1, groups=1):
+    """Gradients of ``conv2d`` with respect to its input, kernel and bias.
+
+    Args:
+        dy: gradient of the loss with respect to the output, ``(batch, out_h, out_w, filters)``.
+        x, kernel, strides, padding, dilation_rate, groups: as given to ``conv2d``.
+
+    Returns:
+        ``(dx, dkernel, dbias)`` shaped like ``x``, ``kernel`` and ``(filters,)``.
+    """
+    op = "conv2d_backward"
+    dtype, (dy, x, kernel) = _arrays(op, dy=dy, x=x, kernel=kernel)
+    (oh, ow), pads, s, d = _conv_setup(op, x, kernel, strides, padding, dilation_rate, groups)
+    expected = (x.shape[0], oh, ow, kernel.shape[3])
+    if dy.shape != expected:
+        raise ValueError(
+            f"{op}: dy must have the output shape {expected} of conv2d on x {x.shape} with "
+            f"kernel {kernel.shape}, got {dy.shape}"
+        )
+    dx = np.empty(x.shape, dtype=dtype)
+    dkernel = np.empty(kernel.shape, dtype=dtype)
+    dbias = np.empty((kernel.shape[3],), dtype=dtype)
+    _conv.conv2d_backward(dy, x, kernel, dx, dkernel, dbias, s, d, (pads[0][0], pads[1][0]),
+                          int(groups), get_num_threads())
+    return dx, dkernel, dbias
+
+
+# --------------------------------------------------------------------------- pooling
+def _pool_setup(op, x, pool_size, strides, padding):
+    _check_rank(x, "x", op)
+    pool = _pair(pool_size, "pool_size", op)
+    strides = pool if strides is None else _pair(strides, "strides", op)
+    out, pads = _geometry(x.shape[1:3], pool, strides, padding, 1, op)
+    if not isinstance(padding, str):
+        for i, axis in enumerate(("height", "width")):
+            if max(pads[i]) >= pool[i]:
+                raise ValueError(
+                    f"{op}: padding {pads[i]} along {axis} must be smaller than pool_size "
+                    f"{pool[i]}, or some windows would hold no real cell"
+                )
+    return out, pads, pool, strides
+
+
+def _pool_forward(op, is_max, x, pool_size, strides, padding):
+    dtype, (x,) = _arrays(op, x=x)
+    (oh, ow), pads, pool, strides = _pool_setup(op, x, pool_size, strides, padding)
+    y = np.empty((x.shape[0], oh, ow, x.shape[3]), dtype=dtype)
+    _poolext.pool2d_forward(x, y, is_max, pool, strides, (pads[0][0], pads[1][0]), get_num_threads())
+    return y
+
+
+def _pool_backward(op, is_max, dy, x, pool_size, strides, padding):
+    dtype, (dy, x) = _arrays(op, dy=dy, x=x)
+    (oh, ow), pads, pool, strides = _pool_setup(op, x, pool_size, strides, padding)
+    expected = (x.shape[0], oh, ow, x.shape[3])
+    if dy.shape != expected:
+        raise ValueError(
+            f"{op}: dy must have the pooled shape {expected} of x {x.shape} with pool_size "
+            f"{pool}, strides {strides}, padding {padding!r}, got {dy.shape}"
+        )
+    dx = np.empty(x.shape, dtype=dtype)
+    _poolext.pool2d_backward(dy, x, dx, is_max, pool, strides, (pads[0][0], pads[1][0]),
+                          get_num_threads())
+    return dx
+
+
+def max_pool2d(x, pool_size, strides=None, padding="valid"):
+    """Max pooling, NHWC: ``(batch, h, w, c)`` -> ``(batch, out_h, out_w, c)``.
+
+    ``pool_size`` and ``strides`` are ints or pairs (``strides`` defaults to ``pool_size``);
+    ``padding`` as in ``conv2d``. Padded cells never win (they act as -inf); explicit padding
+    must be smaller than the pool size. NaN propagates.
+    """
+    return _pool_forward("max_pool2d", True, x, pool_size, strides, padding)
+
+
+def avg_pool2d(x, pool_size, strides=None, padding="valid"):
+    """Average pooling, NHWC: ``(batch, h, w, c)`` -> ``(batch, out_h, out_w, c)``.
+
+    Each window is divided by the number of real (non-padded) cells it covers, as TensorFlow
+    does for ``"same"``; explicit padding follows the same rule.
+    """
+    return _pool_forward("avg_pool2d", False, x, pool_size, strides, padding)
+
+
+def max_pool2d_backward(dy, x, pool_size, strides=None, padding="valid"):
+    """Gradient of ``max_pool2d``: ``dy`` ``(batch, out_h, out_w, c)`` -> ``dx`` like ``x``.
+
+    Each window's gradient goes to its first maximum in row-major order (TensorFlow's choice
+    among ties); overlapping windows accumulate.
+    """
+    return _pool_backward("max_pool2d_backward", True, dy, x, pool_size, strides, padding)
+
+
+def avg_pool2d_backward(dy, x, pool_size, strides=None, padding="valid"):
+    """Gradient of ``avg_pool2d``: ``dy`` ``(batch, out_h, out_w, c)`` -> ``dx`` like ``x``."""
+    return _pool_backward("avg_pool2d_backward", False, dy, x, pool_size, strides, padding)
