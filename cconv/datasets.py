@@ -26,19 +26,20 @@ def to_categorical(y, num_classes=None, dtype="float32"):
     return out
 
 
-def load_digits(test_size=0.2, one_hot=True, upsample=1, seed=0):
+def load_digits(test_size=0.2, one_hot=True, upsample=1, pad=0, seed=0):
     """scikit-learn's 1,797 8x8 digit images with a fixed, stratified train/test split.
 
     Args:
         test_size: fraction held out for testing (default 0.2: 1,437 / 360 images).
         one_hot: labels one-hot ``(n, 10)`` float32 (else int64 ids ``(n,)``).
-        upsample: integer factor for nearest-neighbour upsampling (4 gives 32x32, LeNet-5's
-            original input size).
+        upsample: integer factor for nearest-neighbour upsampling.
+        pad: zero border added after upsampling; ``upsample=3, pad=2`` gives 28x28 images
+            laid out like MNIST (a 24x24 digit in a 2-pixel border).
         seed: the split's random seed (the split is the same on every call).
 
     Returns:
-        ``((x_train, y_train), (x_test, y_test))``; ``x`` float32 ``(n, 8*upsample,
-        8*upsample, 1)`` in [0, 1].
+        ``((x_train, y_train), (x_test, y_test))``; ``x`` float32 ``(n, s, s, 1)`` in [0, 1]
+        with ``s = 8 * upsample + 2 * pad``.
 
     Raises:
         ImportError: scikit-learn is not installed (says how to install it).
@@ -58,6 +59,10 @@ def load_digits(test_size=0.2, one_hot=True, upsample=1, seed=0):
     x = (d.images.astype(np.float32) / np.float32(16.0))[..., None]
     if upsample > 1:
         x = x.repeat(upsample, axis=1).repeat(upsample, axis=2)
+    if pad:
+        if int(pad) < 0:
+            raise ValueError(f"pad must be >= 0; got {pad!r}.")
+        x = np.pad(x, ((0, 0), (int(pad), int(pad)), (int(pad), int(pad)), (0, 0)))
     y = d.target.astype(np.int64)
     # Stratified split with NumPy only: the same test fraction of every class.
     rng = np.random.default_rng(seed)
