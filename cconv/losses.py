@@ -24,6 +24,10 @@ __all__ = [
 EPSILON = 1e-7   # keras.backend.epsilon()
 
 
+def _shape(dims):
+    return "(" + ", ".join(["batch"] + [str(d) for d in dims]) + ")"
+
+
 def _logsumexp_softmax(z):
     """``(lse, p)`` along the last axis, computed once and stably."""
     m = z.max(axis=-1, keepdims=True)
@@ -76,7 +80,7 @@ class Loss:
         if y.shape[1:] != out[1:] or (out[0] is not None and y.shape[0] != out[0]):
             raise ValueError(
                 f"{self.name}: labels y have shape {y.shape} but the model output has shape "
-                f"{('batch',) + tuple(out[1:])}; they must match"
+                f"{_shape(out[1:])}; they must match"
                 + (" (use sparse_categorical_crossentropy for integer class ids)."
                    if y.ndim == len(out) - 1 else ".")
             )
@@ -180,8 +184,8 @@ class SparseCategoricalCrossentropy(Loss):
         if y.shape[1:] != out[1:-1] or (out[0] is not None and y.shape[0] != out[0]):
             raise ValueError(
                 f"{self.name}: labels y have shape {y.shape} but the model output has shape "
-                f"{('batch',) + tuple(out[1:])}; integer class ids of shape "
-                f"{('batch',) + tuple(out[1:-1])} are needed"
+                f"{_shape(out[1:])}; integer class ids of shape "
+                f"{_shape(out[1:-1])} are needed"
                 + (" (use categorical_crossentropy for one-hot labels)." if y.shape[1:] == out[1:] else ".")
             )
         if not np.issubdtype(y.dtype, np.integer):
