@@ -36,6 +36,16 @@ __all__ = [
     "compute_padding",
 ]
 
+# Work (multiply-adds or cells visited) below which one more thread costs more than it
+# saves: waking a thread and the barrier after a parallel loop take microseconds.
+_GRAIN = 1 << 18
+
+
+def _threads(work):
+    """Threads for a call doing ``work`` elementary operations (results never depend on it)."""
+    return max(1, min(get_num_threads(), int(work) // _GRAIN))
+
+
 _PADDING_HELP = (
     '"valid", "same", an int, a pair (pad_h, pad_w) or ((top, bottom), (left, right)) '
     "of non-negative ints"
@@ -229,7 +239,7 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, gr
         )
     y = np.empty((x.shape[0], oh, ow, kernel.shape[3]), dtype=dtype)
     _conv.conv2d_forward(x, kernel, bias, y, s, d, (pads[0][0], pads[1][0]), int(groups),
-                         get_num_threads())
+                         _threads(y.size * kernel.shape[0] * kernel.shape[1] * kernel.shape[2]))
     return y
 
 
@@ -255,8 +265,9 @@ def conv2d_backward(dy, x, kernel, strides=1, padding="valid", dilation_rate=1, 
     dx = np.empty(x.shape, dtype=dtype)
     dkernel = np.empty(kernel.shape, dtype=dtype)
     dbias = np.empty((kernel.shape[3],), dtype=dtype)
+    work = 2 * dy.size * kernel.shape[0] * kernel.shape[1] * kernel.shape[2]
     _conv.conv2d_backward(dy, x, kernel, dx, dkernel, dbias, s, d, (pads[0][0], pads[1][0]),
-                          int(groups), get_num_threads())
+                          int(groups), _threads(work))
     return dx, dkernel, dbias
 
 
@@ -280,7 +291,8 @@ def _pool_forward(op, is_max, x, pool_size, strides, padding):
     dtype, (x,) = _arrays(op, x=x)
     (oh, ow), pads, pool, strides = _pool_setup(op, x, pool_size, strides, padding)
     y = np.empty((x.shape[0], oh, ow, x.shape[3]), dtype=dtype)
-    _poolext.pool2d_forward(x, y, is_max, pool, strides, (pads[0][0], pads[1][0]), get_num_threads())
+    _poolext.pool2d_forward(x, y, is_max, pool, strides, (pads[0][0], pads[1][0]),
+                            _threads(y.size * pool[0] * pool[1]))
     return y
 
 
@@ -295,7 +307,7 @@ def _pool_backward(op, is_max, dy, x, pool_size, strides, padding):
         )
     dx = np.empty(x.shape, dtype=dtype)
     _poolext.pool2d_backward(dy, x, dx, is_max, pool, strides, (pads[0][0], pads[1][0]),
-                          get_num_threads())
+                             _threads(dy.size * pool[0] * pool[1]))
     return dx
 
 

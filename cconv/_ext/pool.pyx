@@ -54,9 +54,8 @@ cdef void forward_row(const floating *x, floating *y, const PoolGeom *g, bint is
                     memcpy(yr, xr, C * sizeof(floating))
                     first = False
                 elif is_max:
-                    for c in range(C):
-                        if takes(xr[c], yr[c]):
-                            yr[c] = xr[c]
+                    for c in range(C):  # branch-free so the compiler vectorises it
+                        yr[c] = xr[c] if (xr[c] > yr[c]) | (xr[c] != xr[c]) else yr[c]
                 else:
                     for c in range(C):
                         yr[c] += xr[c]
@@ -69,6 +68,7 @@ cdef void forward_row(const floating *x, floating *y, const PoolGeom *g, bint is
 cdef void backward_row(const floating *dy, const floating *x, floating *dx, const PoolGeom *g,
                        bint is_max, int64_t n, int64_t oh, floating *best,
                        int64_t *arg) noexcept nogil:
+    """Gradient of one output row; ``best`` and ``arg`` are per-thread scratch of C items."""
     cdef int64_t ow, h, w, c, h0, h1, w0, w1, cell
     cdef int64_t C = g.C
     cdef int64_t HWC = g.H * g.W * C
@@ -77,7 +77,6 @@ cdef void backward_row(const floating *dy, const floating *x, floating *dx, cons
     cdef const floating *dyr
     cdef const floating *xr
     cdef floating *dxr
-    cdef floating share
     for ow in range(g.OW):
         window(g, oh, ow, &h0, &h1, &w0, &w1)
         dyr = dy + ((n * g.OH + oh) * g.OW + ow) * C
@@ -97,11 +96,13 @@ cdef void backward_row(const floating *dy, const floating *x, floating *dx, cons
             for c in range(C):
                 dxn[arg[c] * C + c] += dyr[c]
         else:
+            for c in range(C):
+                best[c] = dyr[c] / ((h1 - h0) * (w1 - w0))  # each real cell's share
             for h in range(h0, h1):
                 for w in range(w0, w1):
                     dxr = dxn + (h * g.W + w) * C
                     for c in range(C):
-                        dxr[c] += dyr[c] / ((h1 - h0) * (w1 - w0))
+                        dxr[c] += best[c]
 
 
 cdef int pool2d_forward_c(const floating *x, floating *y, PoolGeom g, bint is_max,
