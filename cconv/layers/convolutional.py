@@ -7,16 +7,7 @@ from .. import initializers as _initializers
 from .base import check_data_format, normalize_padding, normalize_tuple
 from .core import _ActivatedLayer
 
-__all__ = ["Conv2D", "conv_output_length"]
-
-
-def conv_output_length(n, k, stride, padding, dilation=1):
-    """Output length along one axis (DESIGN.md section 3): with ``ke = (k-1)*d + 1``,
-    "valid" gives ``floor((n - ke) / s) + 1`` and "same" gives ``ceil(n / s)``."""
-    ke = (k - 1) * dilation + 1
-    if padding == "same":
-        return -(-n // stride)
-    return (n - ke) // stride + 1
+__all__ = ["Conv2D"]
 
 
 def _ops():
@@ -91,14 +82,12 @@ class Conv2D(_ActivatedLayer):
                 f"Conv2D {self.name!r}: input channels ({c}) must be divisible by "
                 f"groups ({self.groups})."
             )
-        oh = conv_output_length(h, self.kernel_size[0], self.strides[0], self.padding, self.dilation_rate[0])
-        ow = conv_output_length(w, self.kernel_size[1], self.strides[1], self.padding, self.dilation_rate[1])
-        if oh <= 0 or ow <= 0:
-            raise ValueError(
-                f"Conv2D {self.name!r}: input of spatial size {(h, w)} is too small for kernel_size="
-                f"{self.kernel_size} with dilation_rate={self.dilation_rate} and padding="
-                f"{self.padding!r} (output would be {(oh, ow)})."
-            )
+        try:
+            oh, ow = _ops().conv_output_shape((h, w), self.kernel_size, self.strides, self.padding,
+                                              self.dilation_rate)
+        except ValueError as exc:
+            raise ValueError(f"Conv2D {self.name!r}: input of spatial size {(h, w)} is too small "
+                             f"({exc})") from None
         return (oh, ow, self.filters)
 
     def _build(self, input_shape):
@@ -116,7 +105,7 @@ class Conv2D(_ActivatedLayer):
     def backward_logits(self, dz):
         dx, dk, db = _ops().conv2d_backward(dz, self._x, self.kernel, strides=self.strides,
                                              padding=self.padding, dilation_rate=self.dilation_rate,
-                                             groups=self.groups)
+                                             groups=self.groups, input_grad=self._need_dx)
         if self.trainable:
             self.grads["kernel"][...] = dk
             if self.bias is not None:

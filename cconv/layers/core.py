@@ -46,6 +46,11 @@ def Input(shape, batch_size=None, name=None, dtype=None):
     return InputLayer(shape, batch_size=batch_size, name=name, dtype=dtype)
 
 
+def _ops():
+    from .. import ops
+    return ops
+
+
 class _ActivatedLayer(Layer):
     """A linear map followed by an activation. ``forward_logits`` stops before the
     activation and ``backward_logits`` starts after it, so a model can fuse the final
@@ -121,25 +126,17 @@ class Dense(_ActivatedLayer):
             self.bias = self.bias_initializer((self.units,), self.dtype)
 
     def _linear(self, x, training):
-        x2 = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
-        y = np.matmul(x2, self.kernel)
-        if self.bias is not None:
-            y += self.bias
         if training:
-            self._x = x2
-            self._xshape = x.shape
-        return y if x.ndim == 2 else y.reshape(x.shape[:-1] + (self.units,))
+            self._x = x
+        return _ops().dense(x, self.kernel, self.bias)
 
     def backward_logits(self, dz):
-        dz2 = dz if dz.ndim == 2 else dz.reshape(-1, self.units)
+        dx, dk, db = _ops().dense_backward(dz, self._x, self.kernel, input_grad=self._need_dx)
         if self.trainable:
-            np.matmul(self._x.T, dz2, out=self.grads["kernel"])
+            self.grads["kernel"][...] = dk
             if self.bias is not None:
-                np.sum(dz2, axis=0, out=self.grads["bias"])
-        if not self._need_dx:
-            return None
-        dx = np.matmul(dz2, self.kernel.T)
-        return dx if dz.ndim == 2 else dx.reshape(self._xshape)
+                self.grads["bias"][...] = db
+        return dx
 
     def get_config(self):
         cfg = super().get_config()

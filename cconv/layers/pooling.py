@@ -3,7 +3,6 @@
 import numpy as np
 
 from .base import Layer, check_data_format, normalize_padding, normalize_tuple
-from .convolutional import conv_output_length
 
 __all__ = ["MaxPooling2D", "AveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling2D"]
 
@@ -31,13 +30,11 @@ class _Pooling2D(Layer):
                 f"channels); got sample shape {tuple(input_shape)}."
             )
         h, w, c = input_shape
-        oh = conv_output_length(h, self.pool_size[0], self.strides[0], self.padding)
-        ow = conv_output_length(w, self.pool_size[1], self.strides[1], self.padding)
-        if oh <= 0 or ow <= 0:
-            raise ValueError(
-                f"{type(self).__name__} {self.name!r}: input of spatial size {(h, w)} is too small "
-                f"for pool_size={self.pool_size} with padding={self.padding!r}."
-            )
+        try:
+            oh, ow = _ops().conv_output_shape((h, w), self.pool_size, self.strides, self.padding)
+        except ValueError as exc:
+            raise ValueError(f"{type(self).__name__} {self.name!r}: input of spatial size {(h, w)} "
+                             f"is too small for pool_size={self.pool_size} ({exc})") from None
         return (oh, ow, c)
 
     def forward(self, x, training=False):
