@@ -25,6 +25,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._ext import blas as _blas
 from ._ext import conv as _conv
 from ._ext import pool as _poolext
 from ._ext.parallel import get_num_threads
@@ -38,19 +39,29 @@ __all__ = [
     "avg_pool2d_backward",
     "conv_output_shape",
     "compute_padding",
+    "dense",
+    "dense_backward",
 ]
 
 #: An int, or a pair ``(h, w)`` of ints.
 IntOrPair = Union[int, Tuple[int, int], Sequence[int]]
 #: ``"valid"``, ``"same"``, an int, ``(pad_h, pad_w)`` or ``((top, bottom), (left, right))``.
 Padding = Union[str, int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
-#: Three arrays: ``(dx, dkernel, dbias)``.
-ConvGrads = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
 # Every size, stride, dilation and padding amount, and every index the kernels form from them
 # (input + padding + effective kernel + stride), must stay below this: the kernels index with
 # signed 64-bit integers, and larger values would overflow instead of failing.
 _INDEX_LIMIT = 2**62
+
+# Work (multiply-adds or cells visited) below which one more thread costs more than it
+# saves: waking a thread and the barrier after a parallel loop take microseconds.
+_GRAIN = 1 << 18
+
+
+def _threads(work):
+    """Threads for a call doing ``work`` elementary operations (results never depend on it)."""
+    return max(1, min(get_num_threads(), int(work) // _GRAIN))
+
 
 _PADDING_HELP = (
     '"valid", "same", an int, a pair (pad_h, pad_w) or ((top, bottom), (left, right)) '
@@ -308,7 +319,7 @@ def conv2d(
         )
     y = _empty((x.shape[0], oh, ow, kernel.shape[3]), dtype, op)
     _conv.conv2d_forward(x, kernel, bias, y, s, d, (pads[0][0], pads[1][0]), int(groups),
-                         get_num_threads())
+                         _threads(y.size * kernel.shape[0] * kernel.shape[1] * kernel.shape[2]))
     return y
 
 
@@ -320,12 +331,15 @@ def conv2d_backward(
     padding: Padding = "valid",
     dilation_rate: IntOrPair = 1,
     groups: int = 1,
-) -> ConvGrads:
+    *,
+    input_grad: bool = True,
+) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
     """Gradients of ``conv2d`` with respect to its input, kernel and bias.
 
     Args:
         dy: gradient of the loss with respect to the output, ``(batch, out_h, out_w, filters)``.
         x, kernel, strides, padding, dilation_rate, groups: as given to ``conv2d``.
+        input_grad: False skips ``dx`` (returned as None), e.g. for a network's first layer.
 
     Returns:
         ``(dx, dkernel, dbias)`` shaped like ``x``, ``kernel`` and ``(filters,)``.
@@ -339,11 +353,19 @@ def conv2d_backward(
             f"{op}: dy must have the output shape {expected} of conv2d on x {x.shape} with "
             f"kernel {kernel.shape}, got {dy.shape}"
         )
-    dx = _empty(x.shape, dtype, op, "dx")
+    dx = _empty(x.shape, dtype, op, "dx") if input_grad else None
     dkernel = _empty(kernel.shape, dtype, op, "dkernel")
     dbias = _empty((kernel.shape[3],), dtype, op, "dbias")
+    work = 2 * dy.size * kernel.shape[0] * kernel.shape[1] * kernel.shape[2]
+    if dy.size == 0:
+        # Nothing flows back from an empty output. (The direct kernel's scratch planes also
+        # assume a non-empty output: calling it here wrote out of bounds.)
+        for grad in (dx, dkernel, dbias):
+            if grad is not None:
+                grad.fill(0)
+        return dx, dkernel, dbias
     _conv.conv2d_backward(dy, x, kernel, dx, dkernel, dbias, s, d, (pads[0][0], pads[1][0]),
-                          int(groups), get_num_threads())
+                          int(groups), _threads(work))
     return dx, dkernel, dbias
 
 
@@ -372,7 +394,8 @@ def _pool_forward(op, is_max, x, pool_size, strides, padding):
     dtype, (x,) = _arrays(op, x=x)
     (oh, ow), pads, pool, strides = _pool_setup(op, x, pool_size, strides, padding)
     y = _empty((x.shape[0], oh, ow, x.shape[3]), dtype, op)
-    _poolext.pool2d_forward(x, y, is_max, pool, strides, (pads[0][0], pads[1][0]), get_num_threads())
+    _poolext.pool2d_forward(x, y, is_max, pool, strides, (pads[0][0], pads[1][0]),
+                            _threads(y.size * pool[0] * pool[1]))
     return y
 
 
@@ -387,7 +410,7 @@ def _pool_backward(op, is_max, dy, x, pool_size, strides, padding):
         )
     dx = _empty(x.shape, dtype, op, "dx")
     _poolext.pool2d_backward(dy, x, dx, is_max, pool, strides, (pads[0][0], pads[1][0]),
-                          get_num_threads())
+                             _threads(dy.size * pool[0] * pool[1]))
     return dx
 
 
@@ -444,3 +467,72 @@ def avg_pool2d_backward(
 ) -> np.ndarray:
     """Gradient of ``avg_pool2d``: ``dy`` ``(batch, out_h, out_w, c)`` -> ``dx`` like ``x``."""
     return _pool_backward("avg_pool2d_backward", False, dy, x, pool_size, strides, padding)
+
+
+# --------------------------------------------------------------------------- dense
+def _dense_setup(op, x, kernel):
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must be at least 2-D (batch, ..., in_features), got shape {x.shape}")
+    if kernel.ndim != 2:
+        raise ValueError(f"{op}: kernel must be 2-D (in_features, units), got shape {kernel.shape}")
+    if x.shape[-1] != kernel.shape[0]:
+        raise ValueError(
+            f"{op}: x has {x.shape[-1]} features (shape {x.shape}) but kernel shape "
+            f"{kernel.shape} expects {kernel.shape[0]}"
+        )
+    # the row count explicitly: reshape(-1, 0) is ambiguous when in_features is 0
+    return x.reshape(int(np.prod(x.shape[:-1])), x.shape[-1])
+
+
+def dense(x: ArrayLike, kernel: ArrayLike, bias: Optional[ArrayLike] = None) -> np.ndarray:
+    """``x @ kernel + bias`` on cconv's GEMM and threads (Keras's ``Dense`` without activation).
+
+    Args:
+        x: ``(batch, ..., in_features)``.
+        kernel: ``(in_features, units)``; bias: ``(units,)`` or None.
+
+    Returns:
+        ``(batch, ..., units)``.
+    """
+    op = "dense"
+    if bias is None:
+        dtype, (x, kernel) = _arrays(op, x=x, kernel=kernel)
+    else:
+        dtype, (x, kernel, bias) = _arrays(op, x=x, kernel=kernel, bias=bias)
+    x2 = _dense_setup(op, x, kernel)
+    if bias is not None and bias.shape != (kernel.shape[1],):
+        raise ValueError(
+            f"{op}: bias must have shape ({kernel.shape[1]},) to match kernel shape "
+            f"{kernel.shape}, got {bias.shape}"
+        )
+    y = _empty((x2.shape[0], kernel.shape[1]), dtype, op)
+    _blas.matmul(x2, kernel, y, False, False, _threads(y.size * kernel.shape[0]))
+    if bias is not None:
+        y += bias
+    return y.reshape(x.shape[:-1] + (kernel.shape[1],))
+
+
+def dense_backward(
+    dy: ArrayLike, x: ArrayLike, kernel: ArrayLike, *, input_grad: bool = True
+) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """Gradients of ``dense``: ``(dx, dkernel, dbias)`` shaped like ``x``, ``kernel`` and
+    ``(units,)``; ``input_grad=False`` skips ``dx`` (None)."""
+    op = "dense_backward"
+    dtype, (dy, x, kernel) = _arrays(op, dy=dy, x=x, kernel=kernel)
+    x2 = _dense_setup(op, x, kernel)
+    expected = x.shape[:-1] + (kernel.shape[1],)
+    if dy.shape != expected:
+        raise ValueError(
+            f"{op}: dy must have the output shape {expected} of dense on x {x.shape} with "
+            f"kernel {kernel.shape}, got {dy.shape}"
+        )
+    dy2 = dy.reshape(x2.shape[0], kernel.shape[1])
+    work = x2.shape[0] * kernel.size
+    dkernel = _empty(kernel.shape, dtype, op, "dkernel")
+    _blas.matmul(x2, dy2, dkernel, True, False, _threads(work))
+    dx = None
+    if input_grad:
+        dx = _empty(x2.shape, dtype, op, "dx")
+        _blas.matmul(dy2, kernel, dx, False, True, _threads(work))
+        dx = dx.reshape(x.shape)
+    return dx, dkernel, dy2.sum(axis=0)

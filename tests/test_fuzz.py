@@ -77,6 +77,8 @@ def int_pair(draw, name, lo=1, huge=(), allow_none=False):
         return None, None
     v = draw(st.sampled_from([0, -1, (1, 0), (2, -3), 1.5, (1.0, 2), "2", (1, 2, 3), True,
                               (True, 1), None, [1], 2**70]))
+    if v is None and allow_none:
+        return None, None
     return v, Invalid(f"bad {name} {v!r}")
 
 
@@ -138,9 +140,9 @@ def array_arg(draw, shape, name, special=True):
             return np.full(shape, "a"), Invalid("str"), None
         if bad == "object":
             return data.astype(object), Invalid("object"), None
-        if bad == "rank":
-            return data.reshape(data.shape[:-1] + (1, data.shape[-1]))[..., 0, :].reshape(-1), \
-                Invalid("rank"), None
+        if bad == "rank":   # one dimension more or fewer
+            changed = data.reshape(1, -1) if data.ndim == 1 else data.reshape(-1)
+            return changed, Invalid("rank"), None
         return [[1.0, 2.0], [3.0]], Invalid("ragged"), None
     dtype = np.dtype(draw(st.sampled_from(OK_DTYPES)))
     if dtype.kind in "iub":
@@ -262,6 +264,11 @@ def conv_clipped(x, kernel, bias, strides, pads, dilation, groups, out):
     return y
 
 
+def huge_spatial(shape):
+    """An output with 2**30 or more positions per image (only possible when it is empty)."""
+    return shape[1] * shape[2] >= 2**30
+
+
 def padding_is_small(pads):
     return max(max(p) for p in pads) <= 64
 
@@ -363,7 +370,12 @@ def test_fuzz_conv2d(case):
         expect_refusal(call, ["conv2d"], allow_memory=True)
         return
     copies = snapshot(x, kernel, bias)
-    y = call()
+    try:
+        y = call()
+    except MemoryError:
+        # an empty output of 2**40 rows: a workspace sized by the rows may be refused
+        assert huge_spatial(shape), "MemoryError on a small problem"
+        return
     assert_unchanged((x, kernel, bias), copies)
     s, d = case["strides"][1], case["dilation"][1]
     want = reference_conv(case["x"][2], case["kernel"][2], case["bias"][2], s, pads, d,
@@ -398,7 +410,11 @@ def test_fuzz_conv2d_backward(case):
         return
     event("valid")
     copies = snapshot(dy, x, kernel)
-    dx, dk, db = ops.conv2d_backward(dy, x, kernel, **kwargs)
+    try:
+        dx, dk, db = ops.conv2d_backward(dy, x, kernel, **kwargs)
+    except MemoryError:
+        assert huge_spatial(shape), "MemoryError on a small problem"
+        return
     assert_unchanged((dy, x, kernel), copies)
     s, d = case["strides"][1], case["dilation"][1]
     if dy.size == 0:
@@ -658,3 +674,81 @@ def test_regression_huge_ints_are_value_errors(call):
     its 64-bit index arithmetic)."""
     with pytest.raises((ValueError, TypeError)):
         call()
+
+
+# ----------------------------------------------------------------------------- dense
+@st.composite
+def dense_case(draw):
+    lead = draw(st.lists(st.integers(0, 4), min_size=1, max_size=3))      # (batch, ...)
+    fin, units = draw(st.integers(0, 5)), draw(st.integers(0, 5))
+    mutation = draw(st.sampled_from([None] * 12 + ["fin", "rank_x", "rank_k", "bias"]))
+    xshape = tuple(lead) + (fin,)
+    kshape = (fin + (mutation == "fin"), units)
+    if mutation == "rank_x":
+        xshape = (fin,)
+    if mutation == "rank_k":
+        kshape = kshape + (1,)
+    x = draw(array_arg(xshape, "x"))
+    kernel = draw(array_arg(kshape, "kernel", special=False))
+    bias = draw(st.one_of(st.none(), array_arg((units + (mutation == "bias"),), "bias", special=False)))
+    return x, kernel, bias, mutation, draw(st.integers(0, 2**32 - 1))
+
+
+@fuzz(quick=200)
+@given(dense_case(), st.booleans())
+def test_fuzz_dense(case, backward):
+    (xv, xdt, xd), (kv, kdt, kd), bias, mutation, seed = case
+    bv, bdt, bd = bias if bias is not None else (None, None, None)
+    op = "dense_backward" if backward else "dense"
+    try:
+        for dt in (xdt, kdt) + (() if backward else (bdt,)):
+            if isinstance(dt, Invalid):
+                raise dt
+        xs, ks = np.shape(xv), np.shape(kv)
+        if len(xs) < 2 or len(ks) != 2 or xs[-1] != ks[0]:
+            raise Invalid("shapes")
+        if not backward and bv is not None and np.shape(bv) != (ks[1],):
+            raise Invalid("bias shape")
+        dtype = compute_dtype([xdt, kdt] + ([bdt] if (bv is not None and not backward) else []))
+    except Invalid as why:
+        event(f"refused: {why}")
+        if backward:
+            expect_refusal(lambda: ops.dense_backward(np.zeros((1, 1)), xv, kv), [op])
+        else:
+            expect_refusal(lambda: ops.dense(xv, kv, bv), [op])
+        return
+    event("valid")
+    want = np.einsum("...i,io->...o", xd, kd) if xd.size and kd.size else np.zeros(xs[:-1] + (ks[1],))
+    if not backward:
+        copies = snapshot(xv, kv, bv)
+        y = ops.dense(xv, kv, bv)
+        assert_unchanged((xv, kv, bv), copies)
+        assert_agrees(y, want + (bd if bd is not None else 0), dtype, "dense")
+        return
+    dy = np.random.default_rng(seed).standard_normal(xs[:-1] + (ks[1],)).astype(dtype)
+    dx, dk, db = ops.dense_backward(dy, xv, kv)
+    d64 = dy.astype(np.float64)
+    rows = int(np.prod(xs[:-1]))
+    x2, dy2 = xd.reshape(rows, xs[-1]), d64.reshape(rows, ks[1])
+    assert_agrees(dx, (dy2 @ kd.T).reshape(xs) if dy2.size and kd.size else np.zeros(xs), dtype, "dense dx")
+    assert_agrees(dk, x2.T @ dy2 if x2.size and dy2.size else np.zeros(ks), dtype, "dense dkernel")
+    assert_agrees(db, dy2.sum(axis=0), dtype, "dense dbias")
+
+
+def test_regression_dense_with_zero_features():
+    """Found by this suite: reshape(-1, 0) is ambiguous, so dense raised NumPy's ValueError."""
+    y = ops.dense(np.zeros((3, 0)), np.zeros((0, 2)))
+    np.testing.assert_array_equal(y, np.zeros((3, 2)))
+    dx, dk, db = ops.dense_backward(np.ones((3, 0)), np.ones((3, 4)), np.ones((4, 0)))
+    assert dx.shape == (3, 4) and dk.shape == (4, 0) and db.shape == (0,)
+    np.testing.assert_array_equal(dx, 0)
+
+
+def test_regression_conv2d_backward_of_an_empty_output():
+    """Found by this suite: with an empty output (zero-size input, "same" padding) the direct
+    kernel's backward wrote out of bounds and crashed the process."""
+    dx, dk, db = ops.conv2d_backward(np.zeros((3, 0, 0, 2)), np.zeros((3, 0, 0, 1), np.int32),
+                                     np.ones((1, 4, 1, 2), np.float32), strides=2, padding="same")
+    assert dx.shape == (3, 0, 0, 1)
+    np.testing.assert_array_equal(dk, np.zeros((1, 4, 1, 2)))
+    np.testing.assert_array_equal(db, np.zeros(2))

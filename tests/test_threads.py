@@ -14,8 +14,11 @@ def restore_threads():
 
 
 def _all_ops(x, kernel, bias, dy_conv, dy_pool):
-    kw = dict(strides=(2, 1), padding="same", dilation_rate=1, groups=2)
-    out = [ops.conv2d(x, kernel, bias, **kw), *ops.conv2d_backward(dy_conv, x, kernel, **kw)]
+    out = []
+    # groups=2 (4 channels, 8 filters a group) runs the direct kernels; groups=1 im2col + GEMM
+    for groups, k in ((2, kernel), (1, np.concatenate([kernel, kernel[:, :, ::-1]], axis=2))):
+        kw = dict(strides=(2, 1), padding="same", dilation_rate=1, groups=groups)
+        out += [ops.conv2d(x, k, bias, **kw), *ops.conv2d_backward(dy_conv, x, k, **kw)]
     for fwd, bwd in ((ops.max_pool2d, ops.max_pool2d_backward), (ops.avg_pool2d, ops.avg_pool2d_backward)):
         out += [fwd(x, 3, 2, "same"), bwd(dy_pool, x, 3, 2, "same")]
     return out
@@ -23,7 +26,8 @@ def _all_ops(x, kernel, bias, dy_conv, dy_pool):
 
 @pytest.mark.skipif(not cconv.openmp_enabled(), reason="built without OpenMP: always one thread")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_results_are_bit_identical_for_1_and_2_threads(dtype, restore_threads):
+def test_results_are_bit_identical_for_1_and_2_threads(dtype, restore_threads, monkeypatch):
+    monkeypatch.setattr(ops, "_GRAIN", 1)  # let even small calls use every thread
     rng = np.random.default_rng(0)
     # large enough for many im2col tiles and several kernel-gradient blocks
     x = rng.standard_normal((5, 48, 40, 8)).astype(dtype)

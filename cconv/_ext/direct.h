@@ -1,0 +1,210 @@
+/* Direct convolution for few input channels per group (the first layer of most CNNs, and
+   depthwise convolutions), one image at a time, single-threaded.
+
+   im2col + GEMM is a poor fit there: each im2col row is a handful of scattered elements, so
+   building the matrix costs more than the multiply. Instead the image is copied once into a
+   zero-padded planar buffer xT[c][hp][wp]; then every kernel tap is a contiguous
+   multiply-add over a whole output row ("vectorise over output width"), whatever the number
+   of filters. Output rows are accumulated transposed (yT[co][ow]) and written back NHWC.
+
+   The loops are plain C compiled three times (AVX-512, AVX2+FMA, baseline) and picked at run
+   time with the same dispatcher as gemm.h. Summation order is fixed by the loops, so results
+   depend only on the inputs and the ISA path.
+
+   Geometry: cconv_geom mirrors ConvGeom in conv.pxd field for field (16 int64_t). */
+#ifndef CCONV_DIRECT_H
+#define CCONV_DIRECT_H
+
+#include <stdint.h>
+#include <string.h>
+#include "gemm.h"
+
+typedef struct {
+    int64_t N, H, W, C, KH, KW, CO, OH, OW, sh, sw, dh, dw, pt, pl, groups;
+} cconv_geom;
+
+/* Padded planar extent actually read by the windows. */
+static inline int64_t cconv_direct_hp(const cconv_geom *g) { return (g->OH - 1) * g->sh + (g->KH - 1) * g->dh + 1; }
+static inline int64_t cconv_direct_wp(const cconv_geom *g) { return (g->OW - 1) * g->sw + (g->KW - 1) * g->dw + 1; }
+
+/* Scratch elements one thread needs: planar input (or input gradient) plus one transposed row. */
+static inline int64_t cconv_direct_scratch(const void *geom)
+{
+    const cconv_geom *g = (const cconv_geom *)geom;
+    /* the forward pass with stride 1 keeps a whole padded output plane per filter */
+    return g->C * cconv_direct_hp(g) * cconv_direct_wp(g) + g->CO * g->OH * cconv_direct_wp(g) + 16;
+}
+
+#define CCONV_DIRECT_DEFINE(SUFFIX, T, ATTR)                                                   \
+ATTR static void cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geom *g)          \
+{                                                                                              \
+    int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g), c, hp, wp;                      \
+    memset(xT, 0, (size_t)(g->C * Hp * Wp) * sizeof(T));                                       \
+    for (hp = 0; hp < Hp; hp++) {                                                              \
+        int64_t ih = hp - g->pt;                                                               \
+        if (ih < 0 || ih >= g->H) continue;                                                    \
+        for (wp = 0; wp < Wp; wp++) {                                                          \
+            int64_t iw = wp - g->pl;                                                           \
+            if (iw < 0 || iw >= g->W) continue;                                                \
+            for (c = 0; c < g->C; c++)                                                         \
+                xT[(c * Hp + hp) * Wp + wp] = x[(ih * g->W + iw) * g->C + c];                  \
+        }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+/* y (OH, OW, CO) of one image = conv(x) + bias (bias may be NULL). With stride 1 every     \
+   tap is one long multiply-add over the whole padded plane (row pitch Wp): the columns past   \
+   OW of each row are computed too and thrown away, which keeps the loop long and simple. */  \
+ATTR static void cconv_direct_forward_##SUFFIX(const T *x, const T *w, const T *bias, T *y,    \
+                                               const cconv_geom *g, T *scratch)                \
+{                                                                                              \
+    int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g);                                 \
+    int64_t CG = g->C / g->groups, COg = g->CO / g->groups, OW = g->OW, sw = g->sw;            \
+    int64_t plane = g->sh == 1 && sw == 1;                                                     \
+    int64_t len = plane ? (g->OH - 1) * Wp + OW : OW;     /* outputs per pass */               \
+    int64_t oh, ow, co, kh, kw, c, j;                                                          \
+    T *xT = scratch, *yT = scratch + g->C * Hp * Wp;                                           \
+    cconv_direct_planar_##SUFFIX(x, xT, g);                                                    \
+    for (oh = 0; oh < (plane ? 1 : g->OH); oh++) {                                             \
+        for (co = 0; co < g->CO; co++) {                                                       \
+            T *CCONV__RESTRICT yr = yT + co * len;                                             \
+            int64_t c0 = (co / COg) * CG;                                                      \
+            for (j = 0; j < len; j++) yr[j] = (T)0;                                            \
+            for (kh = 0; kh < g->KH; kh++) {                                                   \
+                int64_t hp = oh * g->sh + kh * g->dh;                                          \
+                for (kw = 0; kw < g->KW; kw++) {                                               \
+                    for (c = 0; c < CG; c++) {                                                 \
+                        const T wv = w[((kh * g->KW + kw) * CG + c) * g->CO + co];             \
+                        const T *CCONV__RESTRICT src = xT + ((c0 + c) * Hp + hp) * Wp + kw * g->dw; \
+                        if (sw == 1) { for (j = 0; j < len; j++) yr[j] += wv * src[j]; }       \
+                        else { for (j = 0; j < len; j++) yr[j] += wv * src[j * sw]; }          \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (j = 0; j < (plane ? g->OH : 1); j++) {                                            \
+            int64_t orow = plane ? j : oh, base = plane ? j * Wp : 0;                          \
+            for (ow = 0; ow < OW; ow++) {                                                      \
+                T *yo = y + (orow * OW + ow) * g->CO;                                          \
+                for (co = 0; co < g->CO; co++)                                                 \
+                    yo[co] = yT[co * len + base + ow] + (bias ? bias[co] : (T)0);              \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+/* dw (KH, KW, CG, CO) += kernel gradient of one image; db (CO) += bias gradient. */          \
+ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, T *dw, T *db,  \
+                                                       const cconv_geom *g, T *scratch)        \
+{                                                                                              \
+    int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g);                                 \
+    int64_t CG = g->C / g->groups, COg = g->CO / g->groups, OW = g->OW, sw = g->sw;            \
+    int64_t oh, ow, co, kh, kw, c, l;                                                          \
+    T *xT = scratch, *dyT = scratch + g->C * Hp * Wp;                                          \
+    cconv_direct_planar_##SUFFIX(x, xT, g);                                                    \
+    for (oh = 0; oh < g->OH; oh++) {                                                           \
+        for (ow = 0; ow < OW; ow++)                                                            \
+            for (co = 0; co < g->CO; co++)                                                     \
+                dyT[co * OW + ow] = dy[(oh * OW + ow) * g->CO + co];                           \
+        for (co = 0; co < g->CO; co++) {                                                       \
+            const T *CCONV__RESTRICT d = dyT + co * OW;                                        \
+            int64_t c0 = (co / COg) * CG;                                                      \
+            T s = (T)0;                                                                        \
+            for (ow = 0; ow < OW; ow++) s += d[ow];                                            \
+            if (db) db[co] += s;                                                               \
+            if (!dw) continue;                                                                 \
+            for (kh = 0; kh < g->KH; kh++) {                                                   \
+                int64_t hp = oh * g->sh + kh * g->dh;                                          \
+                for (kw = 0; kw < g->KW; kw++) {                                               \
+                    for (c = 0; c < CG; c++) {                                                 \
+                        const T *src = xT + ((c0 + c) * Hp + hp) * Wp + kw * g->dw;            \
+                        T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                   \
+                        for (ow = 0; ow + 8 <= OW; ow += 8)                                    \
+                            for (l = 0; l < 8; l++) acc[l] += src[(ow + l) * sw] * d[ow + l];  \
+                        for (; ow < OW; ow++) acc[0] += src[ow * sw] * d[ow];                  \
+                        dw[((kh * g->KW + kw) * CG + c) * g->CO + co] +=                       \
+                            ((acc[0] + acc[1]) + (acc[2] + acc[3])) +                          \
+                            ((acc[4] + acc[5]) + (acc[6] + acc[7]));                           \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+/* dx (H, W, C) of one image from dy (OH, OW, CO). */                                         \
+ATTR static void cconv_direct_backward_input_##SUFFIX(const T *dy, const T *w, T *dx,          \
+                                                      const cconv_geom *g, T *scratch)         \
+{                                                                                              \
+    int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g);                                 \
+    int64_t CG = g->C / g->groups, COg = g->CO / g->groups, OW = g->OW, sw = g->sw;            \
+    int64_t oh, ow, co, kh, kw, c, ih, iw;                                                     \
+    T *dxT = scratch, *dyT = scratch + g->C * Hp * Wp;                                         \
+    memset(dxT, 0, (size_t)(g->C * Hp * Wp) * sizeof(T));                                      \
+    for (oh = 0; oh < g->OH; oh++) {                                                           \
+        for (ow = 0; ow < OW; ow++)                                                            \
+            for (co = 0; co < g->CO; co++)                                                     \
+                dyT[co * OW + ow] = dy[(oh * OW + ow) * g->CO + co];                           \
+        for (co = 0; co < g->CO; co++) {                                                       \
+            const T *CCONV__RESTRICT d = dyT + co * OW;                                        \
+            int64_t c0 = (co / COg) * CG;                                                      \
+            for (kh = 0; kh < g->KH; kh++) {                                                   \
+                int64_t hp = oh * g->sh + kh * g->dh;                                          \
+                for (kw = 0; kw < g->KW; kw++) {                                               \
+                    for (c = 0; c < CG; c++) {                                                 \
+                        const T wv = w[((kh * g->KW + kw) * CG + c) * g->CO + co];             \
+                        T *CCONV__RESTRICT dst = dxT + ((c0 + c) * Hp + hp) * Wp + kw * g->dw; \
+                        if (sw == 1) { for (ow = 0; ow < OW; ow++) dst[ow] += wv * d[ow]; }    \
+                        else { for (ow = 0; ow < OW; ow++) dst[ow * sw] += wv * d[ow]; }       \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+    for (ih = 0; ih < g->H; ih++) {                                                            \
+        int64_t hp = ih + g->pt;                                                               \
+        for (iw = 0; iw < g->W; iw++) {                                                        \
+            int64_t wp = iw + g->pl;                                                           \
+            T *o = dx + (ih * g->W + iw) * g->C;                                               \
+            if (hp >= Hp || wp >= Wp) { for (c = 0; c < g->C; c++) o[c] = (T)0; continue; }    \
+            for (c = 0; c < g->C; c++) o[c] = dxT[(c * Hp + hp) * Wp + wp];                    \
+        }                                                                                      \
+    }                                                                                          \
+}
+
+#if defined(CCONV__X86)
+CCONV_DIRECT_DEFINE(f32_avx512, float, CCONV__ATTR_AVX512)
+CCONV_DIRECT_DEFINE(f64_avx512, double, CCONV__ATTR_AVX512)
+CCONV_DIRECT_DEFINE(f32_avx2, float, CCONV__ATTR_AVX2)
+CCONV_DIRECT_DEFINE(f64_avx2, double, CCONV__ATTR_AVX2)
+#endif
+CCONV_DIRECT_DEFINE(f32_base, float, )
+CCONV_DIRECT_DEFINE(f64_base, double, )
+
+#if defined(CCONV__X86)
+#define CCONV__DIRECT_DISPATCH(NAME, SUF, ARGS)                                                 \
+    do {                                                                                       \
+        int lvl_ = cconv__isa();                                                               \
+        if (lvl_ >= 2) NAME##_##SUF##_avx512 ARGS;                                             \
+        else if (lvl_ == 1) NAME##_##SUF##_avx2 ARGS;                                          \
+        else NAME##_##SUF##_base ARGS;                                                         \
+    } while (0)
+#else
+#define CCONV__DIRECT_DISPATCH(NAME, SUF, ARGS) NAME##_##SUF##_base ARGS
+#endif
+
+#define CCONV__DIRECT_API(SUF, T)                                                              \
+static void cconv_direct_forward_##SUF(const T *x, const T *w, const T *bias, T *y,            \
+                                       const void *g, T *scratch)                              \
+{ CCONV__DIRECT_DISPATCH(cconv_direct_forward, SUF, (x, w, bias, y, (const cconv_geom *)g, scratch)); } \
+static void cconv_direct_backward_params_##SUF(const T *dy, const T *x, T *dw, T *db,          \
+                                               const void *g, T *scratch)                      \
+{ CCONV__DIRECT_DISPATCH(cconv_direct_backward_params, SUF, (dy, x, dw, db, (const cconv_geom *)g, scratch)); } \
+static void cconv_direct_backward_input_##SUF(const T *dy, const T *w, T *dx,                  \
+                                              const void *g, T *scratch)                       \
+{ CCONV__DIRECT_DISPATCH(cconv_direct_backward_input, SUF, (dy, w, dx, (const cconv_geom *)g, scratch)); }
+
+CCONV__DIRECT_API(f32, float)
+CCONV__DIRECT_API(f64, double)
+
+#endif
