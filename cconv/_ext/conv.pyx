@@ -36,6 +36,10 @@ cdef enum:
     # Elements of all per-block partial kernel gradients together, and the most blocks.
     PARTIAL_ELEMS = 4194304
     MAX_BLOCKS = 64
+    # Winograd F(2x2, 3x3): channels (in and out) from which it replaces im2col + GEMM, and the
+    # default elements of one chunk's transformed input + GEMM output (per thread).
+    WINO_MIN_C = 16
+    WINO_CHUNK_ELEMS = 262144
 
 
 cdef extern from "direct.h" nogil:
@@ -84,6 +88,135 @@ cdef int forward_direct(const floating *x, const floating *kernel, const floatin
                                          y + n * g.OH * g.OW * g.CO, g, buf)
         free(buf)
     return -1 if failed else 0
+
+
+cdef extern from "winograd.h" nogil:
+    void cconv_wino_kernel_f32(const float *w, int64_t C, int64_t CO, int flip, float *U)
+    void cconv_wino_kernel_f64(const double *w, int64_t C, int64_t CO, int flip, double *U)
+    void cconv_wino_input_f32(const float *inp, int64_t IH, int64_t IW, int64_t C, int64_t TH,
+                              int64_t TW, int64_t pt, int64_t pl, int64_t t0, int64_t nt,
+                              float *V, int64_t vs, const float *zeros)
+    void cconv_wino_input_f64(const double *inp, int64_t IH, int64_t IW, int64_t C, int64_t TH,
+                              int64_t TW, int64_t pt, int64_t pl, int64_t t0, int64_t nt,
+                              double *V, int64_t vs, const double *zeros)
+    void cconv_wino_output_f32(const float *M, int64_t ms, int64_t CO, const float *bias,
+                               float *out, int64_t OH, int64_t OW, int64_t TH, int64_t TW,
+                               int64_t t0, int64_t nt, float *trash)
+    void cconv_wino_output_f64(const double *M, int64_t ms, int64_t CO, const double *bias,
+                               double *out, int64_t OH, int64_t OW, int64_t TH, int64_t TW,
+                               int64_t t0, int64_t nt, double *trash)
+
+
+# Winograd F(2x2, 3x3) (winograd.h). Elements (per thread) of the transformed input and GEMM
+# output of one chunk of tiles: a function of the shapes only, never of the thread count.
+cdef int64_t wino_chunk_elems = WINO_CHUNK_ELEMS
+
+
+def _set_winograd_chunk_elems(int64_t elems):
+    """Benchmark hook: per-thread elements of one Winograd chunk (returns the previous)."""
+    global wino_chunk_elems
+    cdef int64_t before = wino_chunk_elems
+    if elems > 0:
+        wino_chunk_elems = elems
+    return before
+
+
+cdef inline bint use_winograd(const ConvGeom *g) noexcept nogil:
+    """3x3, stride 1, dilation 1, one group and enough channels both ways for the 16 GEMMs."""
+    return (g.KH == 3 and g.KW == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1 and g.dw == 1
+            and g.groups == 1 and g.C >= WINO_MIN_C and g.CO >= WINO_MIN_C)
+
+
+cdef int winograd_conv(const floating *inp, int64_t N, int64_t IH, int64_t IW, int64_t Cin,
+                       const floating *U, int64_t Cout, const floating *bias, floating *out,
+                       int64_t OH, int64_t OW, int64_t pt, int64_t pl,
+                       int num_threads) noexcept nogil:
+    """out (N, OH, OW, Cout) = conv3x3(inp (N, IH, IW, Cin), padding before pt, pl) + bias with
+    the kernel already transformed into U (16, Cin, Cout). Chunks of TC consecutive tiles of
+    the whole batch are independent: input transform, 16 GEMMs, output transform."""
+    cdef int64_t TH = (OH + 1) // 2
+    cdef int64_t TW = (OW + 1) // 2
+    cdef int64_t T = N * TH * TW
+    cdef int64_t TC = wino_chunk_elems // (16 * (Cin + Cout))
+    cdef int64_t nchunks, ch, t0, nt, e
+    cdef int64_t S
+    cdef floating *buf = NULL
+    cdef floating *V
+    cdef floating *M
+    cdef floating *zeros
+    cdef int failed = 0
+    cdef int *failed_p = &failed
+    TC = (TC // 12) * 12      # whole micro-panels of the GEMM (MR = 12 / 6)
+    if TC < 12:
+        TC = 12
+    if TC > T:
+        TC = T
+    nchunks = (T + TC - 1) // TC
+    # V (16 x TC x Cin), M (16 x TC x Cout), zeros (Cin and the bias stand-in, Cout), trash
+    S = 16 * TC * (Cin + Cout) + Cin + Cout + 3 * Cout
+    with parallel(num_threads=num_threads if num_threads < nchunks else <int>nchunks):
+        buf = <floating *>malloc(S * sizeof(floating))
+        if buf != NULL:
+            memset(buf + 16 * TC * (Cin + Cout), 0, (Cin + Cout) * sizeof(floating))
+        for ch in prange(nchunks, schedule="static"):
+            if buf == NULL:
+                failed_p[0] = 1
+                continue
+            V = buf
+            M = buf + 16 * TC * Cin
+            zeros = M + 16 * TC * Cout
+            t0 = ch * TC
+            nt = T - t0 if T - t0 < TC else TC
+            if floating is float:
+                cconv_wino_input_f32(inp, IH, IW, Cin, TH, TW, pt, pl, t0, nt, V, nt * Cin, zeros)
+            else:
+                cconv_wino_input_f64(inp, IH, IW, Cin, TH, TW, pt, pl, t0, nt, V, nt * Cin, zeros)
+            for e in range(16):
+                gemm(0, 0, nt, Cout, Cin, V + e * nt * Cin, Cin, U + e * Cin * Cout, Cout, 0,
+                     M + e * nt * Cout, Cout)
+            if floating is float:
+                cconv_wino_output_f32(M, nt * Cout, Cout, bias if bias != NULL else zeros + Cin,
+                                      out, OH, OW, TH, TW, t0, nt, zeros + Cin + Cout)
+            else:
+                cconv_wino_output_f64(M, nt * Cout, Cout, bias if bias != NULL else zeros + Cin,
+                                      out, OH, OW, TH, TW, t0, nt, zeros + Cin + Cout)
+        free(buf)
+    return -1 if failed else 0
+
+
+cdef int forward_winograd(const floating *x, const floating *kernel, const floating *bias,
+                          floating *y, const ConvGeom *g, int num_threads) noexcept nogil:
+    cdef floating *U = <floating *>malloc(16 * g.C * g.CO * sizeof(floating))
+    cdef int status
+    if U == NULL:
+        return -1
+    if floating is float:
+        cconv_wino_kernel_f32(kernel, g.C, g.CO, 0, U)
+    else:
+        cconv_wino_kernel_f64(kernel, g.C, g.CO, 0, U)
+    status = winograd_conv(x, g.N, g.H, g.W, g.C, U, g.CO, bias, y, g.OH, g.OW, g.pt, g.pl,
+                           num_threads)
+    free(U)
+    return status
+
+
+cdef int input_winograd(const floating *dy, const floating *kernel, floating *dx,
+                        const ConvGeom *g, int num_threads) noexcept nogil:
+    """Stride 1: dx is the 3x3 convolution of dy with the kernel flipped in both spatial axes
+    and its channel axes swapped, padded by 2 - pt on top and 2 - pl on the left (the padding
+    after follows from the output size H, W), without bias."""
+    cdef floating *U = <floating *>malloc(16 * g.C * g.CO * sizeof(floating))
+    cdef int status
+    if U == NULL:
+        return -1
+    if floating is float:
+        cconv_wino_kernel_f32(kernel, g.C, g.CO, 1, U)
+    else:
+        cconv_wino_kernel_f64(kernel, g.C, g.CO, 1, U)
+    status = winograd_conv(dy, g.N, g.OH, g.OW, g.CO, U, g.C, NULL, dx, g.H, g.W,
+                           2 - g.pt, 2 - g.pl, num_threads)
+    free(U)
+    return status
 
 
 cdef inline void gemm(int transa, int transb, int64_t M, int64_t N, int64_t K,
@@ -221,6 +354,8 @@ cdef int conv2d_forward_c(const floating *x, const floating *kernel, const float
         return 0
     if use_direct(&g):
         return forward_direct(x, kernel, bias, y, &g, num_threads)
+    if use_winograd(&g):
+        return forward_winograd(x, kernel, bias, y, &g, num_threads)
     TP = tile_rows(&g, R)
     ntiles = (R + TP - 1) // TP
     if num_threads > ntiles:
