@@ -39,6 +39,8 @@ cdef enum:
     # Winograd F(2x2, 3x3): channels (in and out) from which it replaces im2col + GEMM, and the
     # default elements of one chunk's transformed input + GEMM output (per thread).
     WINO_MIN_C = 16
+    # bytes of the transformed kernel (16 x C x CO) always allowed; beyond, up to the output's size
+    WINO_KERNEL_BYTES = 33554432
     WINO_CHUNK_ELEMS = 262144
 
 
@@ -121,10 +123,28 @@ def _set_winograd_chunk_elems(int64_t elems):
     return before
 
 
-cdef inline bint use_winograd(const ConvGeom *g) noexcept nogil:
-    """3x3, stride 1, dilation 1, one group and enough channels both ways for the 16 GEMMs."""
+cdef inline bint use_winograd(const ConvGeom *g, bint input_gradient,
+                              size_t itemsize) noexcept nogil:
+    """3x3, stride 1, dilation 1, one group, at least WINO_MIN_C channels in and out (below,
+    the 16 GEMMs are too thin: measured slower for 8->8 and 12->12, faster from 16->16), an
+    output (x for the input gradient) of at least 2x2 (a 2x2 tile for one output wastes 3/4)
+    and a transformed kernel that is small next to 32 MB or the output. Depends on the shapes
+    alone, never on the thread count."""
+    cdef int64_t oh = g.H if input_gradient else g.OH
+    cdef int64_t ow = g.W if input_gradient else g.OW
+    cdef int64_t ucost = 16 * g.C * g.CO * <int64_t>itemsize
+    cdef int64_t out_bytes = g.N * oh * ow * (g.C if input_gradient else g.CO) * <int64_t>itemsize
     return (g.KH == 3 and g.KW == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1 and g.dw == 1
-            and g.groups == 1 and g.C >= WINO_MIN_C and g.CO >= WINO_MIN_C)
+            and g.groups == 1 and g.C >= WINO_MIN_C and g.CO >= WINO_MIN_C
+            and oh >= 2 and ow >= 2 and (ucost <= WINO_KERNEL_BYTES or ucost <= out_bytes))
+
+
+def _uses_winograd(tuple xshape, tuple kshape, tuple yshape, tuple strides, tuple dilation,
+                   int groups, int itemsize, bint input_gradient):
+    """Test hook: whether the forward pass (or the input gradient) of this geometry runs
+    Winograd."""
+    cdef ConvGeom g = make_geom(xshape, kshape, yshape, strides, dilation, (0, 0), groups)
+    return use_winograd(&g, input_gradient, itemsize)
 
 
 cdef int winograd_conv(const floating *inp, int64_t N, int64_t IH, int64_t IW, int64_t Cin,
@@ -354,7 +374,7 @@ cdef int conv2d_forward_c(const floating *x, const floating *kernel, const float
         return 0
     if use_direct(&g):
         return forward_direct(x, kernel, bias, y, &g, num_threads)
-    if use_winograd(&g):
+    if use_winograd(&g, False, sizeof(floating)):
         return forward_winograd(x, kernel, bias, y, &g, num_threads)
     TP = tile_rows(&g, R)
     ntiles = (R + TP - 1) // TP
@@ -516,6 +536,8 @@ cdef int backward_input(const floating *dy, const floating *kernel, floating *dx
     cdef const floating *dyt
     cdef int failed = 0
     cdef int *failed_p = &failed
+    if use_winograd(g, True, sizeof(floating)):
+        return input_winograd(dy, kernel, dx, g, num_threads)
     if use_direct(g) and g.groups > 1:  # with one group, GEMM + col2im measured faster
         return input_direct(dy, kernel, dx, g, num_threads)
     if pointwise:

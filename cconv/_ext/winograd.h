@@ -108,12 +108,17 @@ CCONV_WINO_KERNEL(f64, double)
    instructions (zmm, ymm or xmm); memcpy makes the loads and stores unaligned-safe. */
 #define CCONV__WINO_VLD(p) __extension__({ cconv__wv_ v_; memcpy(&v_, (p), sizeof v_); v_; })
 #define CCONV__WINO_VST(p, v) __extension__({ cconv__wv_ w_ = (v); memcpy((p), &w_, sizeof w_); })
-#define CCONV__WINO_VLOOP(VB, T, CN, STEP)                                                     \
+#define CCONV__WINO_VLOOP1(VB, T, CN, STEP)                                                    \
     {                                                                                          \
         typedef T cconv__wv_ __attribute__((vector_size(VB)));                                 \
         const int64_t lanes_ = (int64_t)(VB / sizeof(T));                                      \
         for (; c + lanes_ <= (CN); c += lanes_) STEP(cconv__wv_, CCONV__WINO_VLD, CCONV__WINO_VST) \
     }
+/* full vectors, then half and quarter ones for channel counts such as 12 or 24 */
+#define CCONV__WINO_VLOOP(VB, T, CN, STEP)                                                     \
+    CCONV__WINO_VLOOP1(VB, T, CN, STEP)                                                        \
+    if (VB / 2 >= 16) CCONV__WINO_VLOOP1(VB / 2 >= 16 ? VB / 2 : 16, T, CN, STEP)              \
+    if (VB / 4 >= 16) CCONV__WINO_VLOOP1(VB / 4 >= 16 ? VB / 4 : 16, T, CN, STEP)
 #else
 #define CCONV__WINO_VLOOP(VB, T, CN, STEP)
 #endif
