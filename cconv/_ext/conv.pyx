@@ -41,6 +41,8 @@ cdef enum:
     WINO_MIN_C = 16
     # bytes of the transformed kernel (16 x C x CO) always allowed; beyond, up to the output's size
     WINO_KERNEL_BYTES = 33554432
+    # fewest blocks of partial sums for the Winograd kernel gradient (parallelism)
+    WINO_MIN_BLOCKS = 8
     WINO_CHUNK_ELEMS = 262144
 
 
@@ -101,6 +103,14 @@ cdef extern from "winograd.h" nogil:
     void cconv_wino_input_f64(const double *inp, int64_t IH, int64_t IW, int64_t C, int64_t TH,
                               int64_t TW, int64_t pt, int64_t pl, int64_t t0, int64_t nt,
                               double *V, int64_t vs, const double *zeros)
+    void cconv_wino_kernel_grad_f32(const float *dU, int64_t C, int64_t CO, float *dk)
+    void cconv_wino_kernel_grad_f64(const double *dU, int64_t C, int64_t CO, double *dk)
+    void cconv_wino_dy_f32(const float *dy, int64_t OH, int64_t OW, int64_t CO, int64_t TH,
+                           int64_t TW, int64_t t0, int64_t nt, float *dM, int64_t ms,
+                           const float *zeros, float *acc)
+    void cconv_wino_dy_f64(const double *dy, int64_t OH, int64_t OW, int64_t CO, int64_t TH,
+                           int64_t TW, int64_t t0, int64_t nt, double *dM, int64_t ms,
+                           const double *zeros, double *acc)
     void cconv_wino_output_f32(const float *M, int64_t ms, int64_t CO, const float *bias,
                                float *out, int64_t OH, int64_t OW, int64_t TH, int64_t TW,
                                int64_t t0, int64_t nt, float *trash)
@@ -157,7 +167,7 @@ cdef int winograd_conv(const floating *inp, int64_t N, int64_t IH, int64_t IW, i
     cdef int64_t TH = (OH + 1) // 2
     cdef int64_t TW = (OW + 1) // 2
     cdef int64_t T = N * TH * TW
-    cdef int64_t TC = wino_chunk_elems // (16 * (Cin + Cout))
+    cdef int64_t TC = wino_chunk_tiles(Cin, Cout, T)
     cdef int64_t nchunks, ch, t0, nt, e
     cdef int64_t S
     cdef floating *buf = NULL
@@ -166,11 +176,6 @@ cdef int winograd_conv(const floating *inp, int64_t N, int64_t IH, int64_t IW, i
     cdef floating *zeros
     cdef int failed = 0
     cdef int *failed_p = &failed
-    TC = (TC // 12) * 12      # whole micro-panels of the GEMM (MR = 12 / 6)
-    if TC < 12:
-        TC = 12
-    if TC > T:
-        TC = T
     nchunks = (T + TC - 1) // TC
     # V (16 x TC x Cin), M (16 x TC x Cout), zeros (Cin and the bias stand-in, Cout), trash
     S = 16 * TC * (Cin + Cout) + Cin + Cout + 3 * Cout
@@ -218,6 +223,104 @@ cdef int forward_winograd(const floating *x, const floating *kernel, const float
                            num_threads)
     free(U)
     return status
+
+
+cdef inline int64_t wino_chunk_tiles(int64_t Cin, int64_t Cout, int64_t T) noexcept nogil:
+    """Tiles per chunk: whole GEMM micro-panels (MR = 12 / 6), from the shapes only."""
+    cdef int64_t TC = wino_chunk_elems // (16 * (Cin + Cout))
+    TC = (TC // 12) * 12
+    if TC < 12:
+        TC = 12
+    return TC if TC < T else T
+
+
+cdef inline int64_t wino_grad_blocks(const ConvGeom *g) noexcept nogil:
+    """Blocks of chunks with their own partial dU (16 x C x CO) for the kernel gradient;
+    0 when fewer than WINO_MIN_BLOCKS fit the partial-sum budget (then im2col + GEMM runs)."""
+    cdef int64_t T = g.N * ((g.OH + 1) // 2) * ((g.OW + 1) // 2)
+    cdef int64_t TC = wino_chunk_tiles(g.C, g.CO, T)
+    cdef int64_t nchunks = (T + TC - 1) // TC
+    cdef int64_t nb = PARTIAL_ELEMS // (16 * g.C * g.CO + g.CO)
+    if nb > MAX_BLOCKS:
+        nb = MAX_BLOCKS
+    if nb > nchunks:
+        nb = nchunks
+    return nb if nb >= WINO_MIN_BLOCKS or nb == nchunks else 0
+
+
+cdef int params_winograd(const floating *dy, const floating *x, floating *dkernel,
+                         floating *dbias, const ConvGeom *g, int64_t nblocks,
+                         int num_threads) noexcept nogil:
+    """Kernel (and bias) gradient through the transformed kernel: per chunk
+    dU[e] += V[e]^T @ dM[e] (V: input transform of x, dM = A dY A^T), partial sums per fixed
+    block of chunks, reduced in block order, then dk = G^T dU G. dbias sums dM[5] (the sum
+    of each 2x2 dy tile) alongside."""
+    cdef int64_t C = g.C, CO = g.CO
+    cdef int64_t TH = (g.OH + 1) // 2
+    cdef int64_t TW = (g.OW + 1) // 2
+    cdef int64_t T = g.N * TH * TW
+    cdef int64_t TC = wino_chunk_tiles(C, CO, T)
+    cdef int64_t nchunks = (T + TC - 1) // TC
+    cdef int64_t UE = 16 * C * CO
+    cdef int64_t per_block = UE + CO
+    cdef int64_t S = 16 * TC * (C + CO) + (C if C > CO else CO)
+    cdef int64_t b, ch, t0, nt, e, i
+    cdef floating *partial
+    cdef floating *pw
+    cdef floating *buf = NULL
+    cdef floating *V
+    cdef floating *dM
+    cdef floating *zeros
+    cdef floating s
+    cdef int failed = 0
+    cdef int *failed_p = &failed
+    partial = <floating *>calloc(nblocks * per_block + 1, sizeof(floating))
+    if partial == NULL:
+        return -1
+    with parallel(num_threads=num_threads if num_threads < nblocks else <int>nblocks):
+        buf = <floating *>malloc(S * sizeof(floating))
+        if buf != NULL:
+            memset(buf + 16 * TC * (C + CO), 0, (S - 16 * TC * (C + CO)) * sizeof(floating))
+        for b in prange(nblocks, schedule="static"):
+            if buf == NULL:
+                failed_p[0] = 1
+                continue
+            pw = partial + b * per_block
+            V = buf
+            dM = buf + 16 * TC * C
+            zeros = dM + 16 * TC * CO
+            for ch in range(b * nchunks // nblocks, (b + 1) * nchunks // nblocks):
+                t0 = ch * TC
+                nt = T - t0 if T - t0 < TC else TC
+                if floating is float:
+                    cconv_wino_input_f32(x, g.H, g.W, C, TH, TW, g.pt, g.pl, t0, nt, V, nt * C,
+                                         zeros)
+                    cconv_wino_dy_f32(dy, g.OH, g.OW, CO, TH, TW, t0, nt, dM, nt * CO, zeros,
+                                      pw + UE)
+                else:
+                    cconv_wino_input_f64(x, g.H, g.W, C, TH, TW, g.pt, g.pl, t0, nt, V, nt * C,
+                                         zeros)
+                    cconv_wino_dy_f64(dy, g.OH, g.OW, CO, TH, TW, t0, nt, dM, nt * CO, zeros,
+                                      pw + UE)
+                for e in range(16):
+                    gemm(1, 0, C, CO, nt, V + e * nt * C, C, dM + e * nt * CO, CO, 1,
+                         pw + e * C * CO, CO)
+        free(buf)
+    if not failed:
+        # reduce the blocks in block order into block 0
+        for i in prange(per_block, schedule="static", num_threads=num_threads):
+            s = partial[i]
+            for b in range(1, nblocks):
+                s = s + partial[b * per_block + i]
+            partial[i] = s
+        if floating is float:
+            cconv_wino_kernel_grad_f32(partial, C, CO, dkernel)
+        else:
+            cconv_wino_kernel_grad_f64(partial, C, CO, dkernel)
+        if dbias != NULL:
+            memcpy(dbias, partial + UE, CO * sizeof(floating))
+    free(partial)
+    return -1 if failed else 0
 
 
 cdef int input_winograd(const floating *dy, const floating *kernel, floating *dx,
@@ -573,7 +676,12 @@ cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating
                            floating *dx, floating *dkernel, floating *dbias,
                            ConvGeom g, int num_threads) noexcept nogil:
     cdef int status = 0
-    if dkernel != NULL or dbias != NULL:
+    cdef int64_t nb = 0
+    if dkernel != NULL and g.N > 0 and g.OH * g.OW > 0 and use_winograd(&g, False, sizeof(floating)):
+        nb = wino_grad_blocks(&g)
+    if nb > 0:
+        status = params_winograd(dy, x, dkernel, dbias, &g, nb, num_threads)
+    elif dkernel != NULL or dbias != NULL:
         status = backward_params(dy, x, dkernel, dbias, &g, num_threads)
     if status == 0 and dx != NULL and g.N > 0:
         if g.OH * g.OW == 0 or g.CO == 0:

@@ -65,6 +65,33 @@ static void cconv_wino_kernel_##SUF(const T *w, int64_t C, int64_t CO, int flip,
 CCONV_WINO_KERNEL(f32, float)
 CCONV_WINO_KERNEL(f64, double)
 
+/* Kernel gradient from the gradient of the transformed kernel: dk (3, 3, C, CO) = G^T dU G for
+   every (c, co), dU (16, C, CO). Computed in double, rounded once. */
+#define CCONV_WINO_KERNEL_GRAD(SUF, T)                                                         \
+static void cconv_wino_kernel_grad_##SUF(const T *dU, int64_t C, int64_t CO, T *dk)            \
+{                                                                                              \
+    const int64_t plane = C * CO;                                                              \
+    int64_t e;                                                                                 \
+    int i, j;                                                                                  \
+    for (e = 0; e < plane; e++) {                                                              \
+        double u[4][4], a[3][4];                                                               \
+        for (i = 0; i < 4; i++)                                                                \
+            for (j = 0; j < 4; j++) u[i][j] = (double)dU[(i * 4 + j) * plane + e];             \
+        for (j = 0; j < 4; j++) {                                                              \
+            a[0][j] = u[0][j] + 0.5 * (u[1][j] + u[2][j]);                                     \
+            a[1][j] = 0.5 * (u[1][j] - u[2][j]);                                               \
+            a[2][j] = 0.5 * (u[1][j] + u[2][j]) + u[3][j];                                     \
+        }                                                                                      \
+        for (i = 0; i < 3; i++) {                                                              \
+            dk[(i * 3 + 0) * plane + e] = (T)(a[i][0] + 0.5 * (a[i][1] + a[i][2]));            \
+            dk[(i * 3 + 1) * plane + e] = (T)(0.5 * (a[i][1] - a[i][2]));                      \
+            dk[(i * 3 + 2) * plane + e] = (T)(0.5 * (a[i][1] + a[i][2]) + a[i][3]);            \
+        }                                                                                      \
+    }                                                                                          \
+}
+CCONV_WINO_KERNEL_GRAD(f32, float)
+CCONV_WINO_KERNEL_GRAD(f64, double)
+
 /* One channel step (c .. c + lanes) of each transform, over any type VT with + and - (a GCC
    vector or the scalar T); LD(p) reads a VT at p, ST(p, v) writes one. */
 #define CCONV__WINO_IN_STEP(VT, LD, ST)                                                        \
@@ -100,6 +127,18 @@ CCONV_WINO_KERNEL(f64, double)
         ST(y01 + c, (s01 - s02 - s03) + bv);                                                   \
         ST(y10 + c, (s10 + s11 + s12) + bv);                                                   \
         ST(y11 + c, (s11 - s12 - s13) + bv);                                                   \
+    }
+#define CCONV__WINO_DY_STEP(VT, LD, ST)                                                        \
+    {                                                                                          \
+        /* dM = A dY A^T, A = [[1, 0], [1, 1], [1, -1], [0, -1]] (the adjoint of A^T . A) */    \
+        const VT a = LD(q00 + c), b = LD(q01 + c), d = LD(q10 + c), f = LD(q11 + c);           \
+        const VT z10 = a + d, z11 = b + f, z20 = a - d, z21 = b - f;                           \
+        ST(v0 + c, a); ST(v1 + c, a + b); ST(v2 + c, a - b); ST(v3 + c, -b);                   \
+        const VT s5 = z10 + z11;                                                               \
+        ST(v4 + c, z10); ST(v5 + c, s5); ST(v6 + c, z10 - z11); ST(v7 + c, -z11);               \
+        ST(acc + c, LD(acc + c) + s5);                                                         \
+        ST(v8 + c, z20); ST(v9 + c, z20 + z21); ST(v10 + c, z20 - z21); ST(v11 + c, -z21);     \
+        ST(v12 + c, -d); ST(v13 + c, -d - f); ST(v14 + c, f - d); ST(v15 + c, f);              \
     }
 #define CCONV__WINO_SLD(p) (*(p))
 #define CCONV__WINO_SST(p, v) (*(p) = (v))
@@ -202,6 +241,40 @@ ATTR static void cconv_wino_output_##SUF(const T *M, int64_t ms, int64_t CO, con
         for (; c < CO; c++) { CCONV__WINO_OUT_STEP(T, CCONV__WINO_SLD, CCONV__WINO_SST) }      \
         if (++tw == TW) { tw = 0; if (++th == TH) { th = 0; n++; } }                           \
     }                                                                                          \
+}                                                                                              \
+                                                                                               \
+/* dM[e * ms + (t - t0) * CO + co] for tiles t0 .. t0 + nt - 1 of dy (N, OH, OW, CO): the      \
+   gradient of the 16 GEMM outputs (cells of partial tiles outside dy read as zeros); adds
+   each tile's sum (dM[5]) to acc (CO), tile after tile: the bias gradient. */       \
+ATTR static void cconv_wino_dy_##SUF(const T *dy, int64_t OH, int64_t OW, int64_t CO,          \
+                                     int64_t TH, int64_t TW, int64_t t0, int64_t nt, T *dM,    \
+                                     int64_t ms, const T *zeros, T *CCONV__RESTRICT acc)       \
+{                                                                                              \
+    int64_t t, n, th, tw, c;                                                                   \
+    n = t0 / (TH * TW);                                                                        \
+    th = (t0 - n * TH * TW) / TW;                                                              \
+    tw = t0 - (n * TH + th) * TW;                                                              \
+    for (t = 0; t < nt; t++) {                                                                 \
+        const int64_t oh = 2 * th, ow = 2 * tw;                                                \
+        const int hb = oh + 1 < OH, wb = ow + 1 < OW;                                          \
+        const T *base = dy + ((n * OH + oh) * OW + ow) * CO;                                   \
+        const T *CCONV__RESTRICT q00 = base;                                                   \
+        const T *CCONV__RESTRICT q01 = wb ? base + CO : zeros;                                 \
+        const T *CCONV__RESTRICT q10 = hb ? base + OW * CO : zeros;                            \
+        const T *CCONV__RESTRICT q11 = hb && wb ? base + (OW + 1) * CO : zeros;                \
+        T *CCONV__RESTRICT v0 = dM + t * CO, *CCONV__RESTRICT v1 = v0 + ms;                    \
+        T *CCONV__RESTRICT v2 = v0 + 2 * ms, *CCONV__RESTRICT v3 = v0 + 3 * ms;                \
+        T *CCONV__RESTRICT v4 = v0 + 4 * ms, *CCONV__RESTRICT v5 = v0 + 5 * ms;                \
+        T *CCONV__RESTRICT v6 = v0 + 6 * ms, *CCONV__RESTRICT v7 = v0 + 7 * ms;                \
+        T *CCONV__RESTRICT v8 = v0 + 8 * ms, *CCONV__RESTRICT v9 = v0 + 9 * ms;                \
+        T *CCONV__RESTRICT v10 = v0 + 10 * ms, *CCONV__RESTRICT v11 = v0 + 11 * ms;            \
+        T *CCONV__RESTRICT v12 = v0 + 12 * ms, *CCONV__RESTRICT v13 = v0 + 13 * ms;            \
+        T *CCONV__RESTRICT v14 = v0 + 14 * ms, *CCONV__RESTRICT v15 = v0 + 15 * ms;            \
+        c = 0;                                                                                 \
+        CCONV__WINO_VLOOP(VB, T, CO, CCONV__WINO_DY_STEP)                                      \
+        for (; c < CO; c++) { CCONV__WINO_DY_STEP(T, CCONV__WINO_SLD, CCONV__WINO_SST) }       \
+        if (++tw == TW) { tw = 0; if (++th == TH) { th = 0; n++; } }                           \
+    }                                                                                          \
 }
 
 #if defined(CCONV__X86)
@@ -233,7 +306,11 @@ static void cconv_wino_input_##SUF(const T *in, int64_t IH, int64_t IW, int64_t 
 static void cconv_wino_output_##SUF(const T *M, int64_t ms, int64_t CO, const T *bias, T *out,  \
                                     int64_t OH, int64_t OW, int64_t TH, int64_t TW,            \
                                     int64_t t0, int64_t nt, T *trash)                          \
-{ CCONV__WINO_DISPATCH(cconv_wino_output, SUF, (M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)); }
+{ CCONV__WINO_DISPATCH(cconv_wino_output, SUF, (M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)); } \
+static void cconv_wino_dy_##SUF(const T *dy, int64_t OH, int64_t OW, int64_t CO, int64_t TH,    \
+                                int64_t TW, int64_t t0, int64_t nt, T *dM, int64_t ms,          \
+                                const T *zeros, T *acc)                                        \
+{ CCONV__WINO_DISPATCH(cconv_wino_dy, SUF, (dy, OH, OW, CO, TH, TW, t0, nt, dM, ms, zeros, acc)); }
 
 CCONV__WINO_API(f32, float)
 CCONV__WINO_API(f64, double)
