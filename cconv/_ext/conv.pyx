@@ -183,7 +183,7 @@ cdef int winograd_conv(const floating *inp, int64_t N, int64_t IH, int64_t IW, i
         buf = <floating *>malloc(S * sizeof(floating))
         if buf != NULL:
             memset(buf + 16 * TC * (Cin + Cout), 0, (Cin + Cout) * sizeof(floating))
-        for ch in prange(nchunks, schedule="static"):
+        for ch in prange(nchunks, schedule="dynamic"):
             if buf == NULL:
                 failed_p[0] = 1
                 continue
@@ -550,7 +550,7 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
         col = NULL
         if direct or (not pointwise and dkernel != NULL):
             col = <floating *>malloc((scratch + 1) * sizeof(floating))
-        for b in prange(nblocks, schedule="static"):
+        for b in prange(nblocks, schedule="dynamic"):
             if (direct or (not pointwise and dkernel != NULL)) and col == NULL:
                 failed_p[0] = 1
                 continue
