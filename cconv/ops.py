@@ -21,6 +21,7 @@ import numbers
 
 import numpy as np
 
+from ._ext import blas as _blas
 from ._ext import conv as _conv
 from ._ext import pool as _poolext
 from ._ext.parallel import get_num_threads
@@ -34,6 +35,8 @@ __all__ = [
     "avg_pool2d_backward",
     "conv_output_shape",
     "compute_padding",
+    "dense",
+    "dense_backward",
 ]
 
 # Work (multiply-adds or cells visited) below which one more thread costs more than it
@@ -243,12 +246,14 @@ def conv2d(x, kernel, bias=None, strides=1, padding="valid", dilation_rate=1, gr
     return y
 
 
-def conv2d_backward(dy, x, kernel, strides=1, padding="valid", dilation_rate=1, groups=1):
+def conv2d_backward(dy, x, kernel, strides=1, padding="valid", dilation_rate=1, groups=1, *,
+                    input_grad=True):
     """Gradients of ``conv2d`` with respect to its input, kernel and bias.
 
     Args:
         dy: gradient of the loss with respect to the output, ``(batch, out_h, out_w, filters)``.
         x, kernel, strides, padding, dilation_rate, groups: as given to ``conv2d``.
+        input_grad: False skips ``dx`` (returned as None), e.g. for a network's first layer.
 
     Returns:
         ``(dx, dkernel, dbias)`` shaped like ``x``, ``kernel`` and ``(filters,)``.
@@ -262,7 +267,7 @@ def conv2d_backward(dy, x, kernel, strides=1, padding="valid", dilation_rate=1, 
             f"{op}: dy must have the output shape {expected} of conv2d on x {x.shape} with "
             f"kernel {kernel.shape}, got {dy.shape}"
         )
-    dx = np.empty(x.shape, dtype=dtype)
+    dx = np.empty(x.shape, dtype=dtype) if input_grad else None
     dkernel = np.empty(kernel.shape, dtype=dtype)
     dbias = np.empty((kernel.shape[3],), dtype=dtype)
     work = 2 * dy.size * kernel.shape[0] * kernel.shape[1] * kernel.shape[2]
@@ -342,3 +347,69 @@ def max_pool2d_backward(dy, x, pool_size, strides=None, padding="valid"):
 def avg_pool2d_backward(dy, x, pool_size, strides=None, padding="valid"):
     """Gradient of ``avg_pool2d``: ``dy`` ``(batch, out_h, out_w, c)`` -> ``dx`` like ``x``."""
     return _pool_backward("avg_pool2d_backward", False, dy, x, pool_size, strides, padding)
+
+
+# --------------------------------------------------------------------------- dense
+def _dense_setup(op, x, kernel):
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must be at least 2-D (batch, ..., in_features), got shape {x.shape}")
+    if kernel.ndim != 2:
+        raise ValueError(f"{op}: kernel must be 2-D (in_features, units), got shape {kernel.shape}")
+    if x.shape[-1] != kernel.shape[0]:
+        raise ValueError(
+            f"{op}: x has {x.shape[-1]} features (shape {x.shape}) but kernel shape "
+            f"{kernel.shape} expects {kernel.shape[0]}"
+        )
+    return x.reshape(-1, x.shape[-1])
+
+
+def dense(x, kernel, bias=None):
+    """``x @ kernel + bias`` on cconv's GEMM and threads (Keras's ``Dense`` without activation).
+
+    Args:
+        x: ``(batch, ..., in_features)``.
+        kernel: ``(in_features, units)``; bias: ``(units,)`` or None.
+
+    Returns:
+        ``(batch, ..., units)``.
+    """
+    op = "dense"
+    if bias is None:
+        dtype, (x, kernel) = _arrays(op, x=x, kernel=kernel)
+    else:
+        dtype, (x, kernel, bias) = _arrays(op, x=x, kernel=kernel, bias=bias)
+    x2 = _dense_setup(op, x, kernel)
+    if bias is not None and bias.shape != (kernel.shape[1],):
+        raise ValueError(
+            f"{op}: bias must have shape ({kernel.shape[1]},) to match kernel shape "
+            f"{kernel.shape}, got {bias.shape}"
+        )
+    y = np.empty((x2.shape[0], kernel.shape[1]), dtype=dtype)
+    _blas.matmul(x2, kernel, y, False, False, _threads(y.size * kernel.shape[0]))
+    if bias is not None:
+        y += bias
+    return y.reshape(x.shape[:-1] + (kernel.shape[1],))
+
+
+def dense_backward(dy, x, kernel, *, input_grad=True):
+    """Gradients of ``dense``: ``(dx, dkernel, dbias)`` shaped like ``x``, ``kernel`` and
+    ``(units,)``; ``input_grad=False`` skips ``dx`` (None)."""
+    op = "dense_backward"
+    dtype, (dy, x, kernel) = _arrays(op, dy=dy, x=x, kernel=kernel)
+    x2 = _dense_setup(op, x, kernel)
+    expected = x.shape[:-1] + (kernel.shape[1],)
+    if dy.shape != expected:
+        raise ValueError(
+            f"{op}: dy must have the output shape {expected} of dense on x {x.shape} with "
+            f"kernel {kernel.shape}, got {dy.shape}"
+        )
+    dy2 = dy.reshape(-1, kernel.shape[1])
+    work = x2.shape[0] * kernel.size
+    dkernel = np.empty(kernel.shape, dtype=dtype)
+    _blas.matmul(x2, dy2, dkernel, True, False, _threads(work))
+    dx = None
+    if input_grad:
+        dx = np.empty(x2.shape, dtype=dtype)
+        _blas.matmul(dy2, kernel, dx, False, True, _threads(work))
+        dx = dx.reshape(x.shape)
+    return dx, dkernel, dy2.sum(axis=0)

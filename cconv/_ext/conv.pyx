@@ -66,8 +66,12 @@ cdef inline bint use_direct(const ConvGeom *g) noexcept nogil:
     """Few input channels and filters per group (LeNet's first layer, depthwise): im2col rows
     would be a handful of scattered elements feeding a GEMM a few columns wide, so the direct
     kernels win. Pointwise convolutions need no im2col."""
+    cdef int64_t hp = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1   # padded plane (direct.h)
+    cdef int64_t wp = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
     return (g.C // g.groups <= DIRECT_MAX_CG and g.CO // g.groups <= DIRECT_MAX_COG
-            and not is_pointwise(g))
+            and not is_pointwise(g)
+            # huge dilation or padding would make the padded planar copy far larger than x
+            and hp * wp <= 4 * g.H * g.W + 65536)
 
 
 cdef int forward_direct(const floating *x, const floating *kernel, const floating *bias,
@@ -80,7 +84,7 @@ cdef int forward_direct(const floating *x, const floating *kernel, const floatin
     cdef int *failed_p = &failed
     with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
         buf = <floating *>malloc(S * sizeof(floating))
-        for n in prange(g.N, schedule="static"):
+        for n in prange(g.N, schedule="dynamic"):
             if buf == NULL:
                 failed_p[0] = 1
                 continue
@@ -487,7 +491,7 @@ cdef int conv2d_forward_c(const floating *x, const floating *kernel, const float
         col = NULL
         if not pointwise:
             col = <floating *>malloc((TP * K + 1) * sizeof(floating))
-        for t in prange(ntiles, schedule="static"):
+        for t in prange(ntiles, schedule="dynamic"):
             if not pointwise and col == NULL:
                 failed_p[0] = 1
                 continue
@@ -608,7 +612,7 @@ cdef int input_direct(const floating *dy, const floating *kernel, floating *dx,
     cdef int *failed_p = &failed
     with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
         buf = <floating *>malloc(S * sizeof(floating))
-        for n in prange(g.N, schedule="static"):
+        for n in prange(g.N, schedule="dynamic"):
             if buf == NULL:
                 failed_p[0] = 1
                 continue
@@ -655,7 +659,7 @@ cdef int backward_input(const floating *dy, const floating *kernel, floating *dx
         return 0
     with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
         dcol = <floating *>malloc((TP * K + 1) * sizeof(floating))
-        for n in prange(g.N, schedule="static"):
+        for n in prange(g.N, schedule="dynamic"):
             if dcol == NULL:
                 failed_p[0] = 1
                 continue

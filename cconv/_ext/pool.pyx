@@ -7,7 +7,7 @@ over images when windows overlap in height (their gradients would collide in dx)
 result is computed in one fixed order whatever the thread count.
 """
 from cython.parallel cimport parallel, prange
-from libc.stdint cimport int64_t
+from libc.stdint cimport INT32_MAX, int32_t, int64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -15,10 +15,34 @@ from libc.string cimport memcpy, memset
 cdef extern from "omp_helpers.h":
     pass
 
+cdef extern from "pool_cells.h" nogil:
+    void cconv_pool_max_f32(float *m, const float *x, int64_t C)
+    void cconv_pool_max_f64(double *m, const double *x, int64_t C)
+    void cconv_pool_add_f32(float *s, const float *x, int64_t C)
+    void cconv_pool_add_f64(double *s, const double *x, int64_t C)
+    void cconv_pool_maxgrad_f32(float *dxn, const float *xn, const float *m, const float *dy,
+                                int32_t *idx, int64_t W, int64_t C, int64_t h0, int64_t h1,
+                                int64_t w0, int64_t w1)
+    void cconv_pool_maxgrad_f32_wide(float *dxn, const float *xn, const float *m,
+                                     const float *dy, int64_t *idx, int64_t W, int64_t C,
+                                     int64_t h0, int64_t h1, int64_t w0, int64_t w1)
+    void cconv_pool_maxgrad_f64(double *dxn, const double *xn, const double *m,
+                                const double *dy, int64_t *idx, int64_t W, int64_t C,
+                                int64_t h0, int64_t h1, int64_t w0, int64_t w1)
 
-cdef inline bint takes(floating v, floating m) noexcept nogil:
-    """True when v replaces the running maximum m: larger, or the first NaN (NaN propagates)."""
-    return v > m or (v != v and m == m)
+
+cdef inline void cell_max(floating *m, const floating *x, int64_t C) noexcept nogil:
+    if floating is float:
+        cconv_pool_max_f32(m, x, C)
+    else:
+        cconv_pool_max_f64(m, x, C)
+
+
+cdef inline void cell_add(floating *s, const floating *x, int64_t C) noexcept nogil:
+    if floating is float:
+        cconv_pool_add_f32(s, x, C)
+    else:
+        cconv_pool_add_f64(s, x, C)
 
 
 cdef inline void window(const PoolGeom *g, int64_t oh, int64_t ow, int64_t *h0, int64_t *h1,
@@ -54,11 +78,9 @@ cdef void forward_row(const floating *x, floating *y, const PoolGeom *g, bint is
                     memcpy(yr, xr, C * sizeof(floating))
                     first = False
                 elif is_max:
-                    for c in range(C):  # branch-free so the compiler vectorises it
-                        yr[c] = xr[c] if (xr[c] > yr[c]) | (xr[c] != xr[c]) else yr[c]
+                    cell_max(yr, xr, C)
                 else:
-                    for c in range(C):
-                        yr[c] += xr[c]
+                    cell_add(yr, xr, C)
         if not is_max:
             inv = (<floating>1) / ((h1 - h0) * (w1 - w0))
             for c in range(C):
@@ -67,9 +89,10 @@ cdef void forward_row(const floating *x, floating *y, const PoolGeom *g, bint is
 
 cdef void backward_row(const floating *dy, const floating *x, floating *dx, const PoolGeom *g,
                        bint is_max, int64_t n, int64_t oh, floating *best,
-                       int64_t *arg) noexcept nogil:
-    """Gradient of one output row; ``best`` and ``arg`` are per-thread scratch of C items."""
-    cdef int64_t ow, h, w, c, h0, h1, w0, w1, cell
+                       int64_t *idx) noexcept nogil:
+    """Gradient of one output row; ``best`` (window maxima or shares) and ``idx`` (the cell
+    receiving each channel's gradient) are per-thread scratch of C items."""
+    cdef int64_t ow, h, w, c, h0, h1, w0, w1
     cdef int64_t C = g.C
     cdef int64_t HWC = g.H * g.W * C
     cdef const floating *xn = x + n * HWC
@@ -81,20 +104,19 @@ cdef void backward_row(const floating *dy, const floating *x, floating *dx, cons
         window(g, oh, ow, &h0, &h1, &w0, &w1)
         dyr = dy + ((n * g.OH + oh) * g.OW + ow) * C
         if is_max:
-            cell = h0 * g.W + w0
-            memcpy(best, xn + cell * C, C * sizeof(floating))
-            for c in range(C):
-                arg[c] = cell
+            # pass 1: the window's maximum; pass 2: the first cell (row-major) holding it
+            memcpy(best, xn + (h0 * g.W + w0) * C, C * sizeof(floating))
             for h in range(h0, h1):
                 for w in range(w0, w1):
-                    cell = h * g.W + w
-                    xr = xn + cell * C
-                    for c in range(C):
-                        if takes(xr[c], best[c]):
-                            best[c] = xr[c]
-                            arg[c] = cell
-            for c in range(C):
-                dxn[arg[c] * C + c] += dyr[c]
+                    cell_max(best, xn + (h * g.W + w) * C, C)
+            if floating is float:
+                if g.H * g.W < INT32_MAX:  # 32-bit cell indices vectorise with float32
+                    cconv_pool_maxgrad_f32(dxn, xn, best, dyr, <int32_t *>idx, g.W, C,
+                                           h0, h1, w0, w1)
+                else:
+                    cconv_pool_maxgrad_f32_wide(dxn, xn, best, dyr, idx, g.W, C, h0, h1, w0, w1)
+            else:
+                cconv_pool_maxgrad_f64(dxn, xn, best, dyr, idx, g.W, C, h0, h1, w0, w1)
         else:
             for c in range(C):
                 best[c] = dyr[c] / ((h1 - h0) * (w1 - w0))  # each real cell's share
@@ -123,7 +145,7 @@ cdef int pool2d_backward_c(const floating *dy, const floating *x, floating *dx, 
     cdef int64_t nitems = g.N * g.OH if by_row else g.N
     cdef int64_t it, n, oh
     cdef floating *best = NULL
-    cdef int64_t *arg = NULL
+    cdef int64_t *idx = NULL
     cdef int failed = 0
     cdef int *failed_p = &failed
     if g.N == 0 or g.H * g.W * g.C == 0:
@@ -133,18 +155,18 @@ cdef int pool2d_backward_c(const floating *dy, const floating *x, floating *dx, 
         return 0
     with parallel(num_threads=num_threads):
         best = <floating *>malloc(g.C * sizeof(floating))
-        arg = <int64_t *>malloc(g.C * sizeof(int64_t))
+        idx = <int64_t *>malloc(g.C * sizeof(int64_t))
         for it in prange(nitems, schedule="static"):
-            if best == NULL or arg == NULL:
+            if best == NULL or idx == NULL:
                 failed_p[0] = 1
                 continue
             if by_row:
-                backward_row(dy, x, dx, &g, is_max, it // g.OH, it % g.OH, best, arg)
+                backward_row(dy, x, dx, &g, is_max, it // g.OH, it % g.OH, best, idx)
             else:
                 for oh in range(g.OH):
-                    backward_row(dy, x, dx, &g, is_max, it, oh, best, arg)
+                    backward_row(dy, x, dx, &g, is_max, it, oh, best, idx)
         free(best)
-        free(arg)
+        free(idx)
     return -1 if failed else 0
 
 

@@ -1,0 +1,53 @@
+/* Per-cell channel loops of pooling, in C so that `restrict` lets the compiler vectorise them
+   (Cython has no restrict; with possible aliasing these loops stay scalar and branchy).
+   NaN propagates: a window's maximum is NaN when any of its cells is. */
+#ifndef CCONV_POOL_CELLS_H
+#define CCONV_POOL_CELLS_H
+
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define CCONV__PR __restrict__
+#elif defined(_MSC_VER)
+#define CCONV__PR __restrict
+#else
+#define CCONV__PR
+#endif
+
+#define CCONV_POOL_CELLS(SUF, T, IDX)                                                              \
+/* m = max(m, x) per channel; NaN in x wins and stays. */                                    \
+static inline void cconv_pool_max_##SUF(T *CCONV__PR m, const T *CCONV__PR x, int64_t C)       \
+{                                                                                             \
+    int64_t c;                                                                                \
+    for (c = 0; c < C; c++) m[c] = ((x[c] > m[c]) | (x[c] != x[c])) ? x[c] : m[c];              \
+}                                                                                             \
+static inline void cconv_pool_add_##SUF(T *CCONV__PR s, const T *CCONV__PR x, int64_t C)       \
+{                                                                                             \
+    int64_t c;                                                                                \
+    for (c = 0; c < C; c++) s[c] += x[c];                                                     \
+}                                                                                             \
+/* Max-pool gradient of one window [h0, h1) x [w0, w1) whose maxima are m: each channel's dy \
+   goes to the first cell (row-major) holding its maximum. Scanning the cells backwards and   \
+   keeping the last match finds that first cell without branches. IDX, the cell index type, \
+   has the width of T so the selects vectorise (int32 needs H * W < 2^31 cells). */          \
+static inline void cconv_pool_maxgrad_##SUF(T *CCONV__PR dxn, const T *CCONV__PR xn,          \
+                                            const T *CCONV__PR m, const T *CCONV__PR dy,      \
+                                            IDX *CCONV__PR idx, int64_t W, int64_t C,           \
+                                            int64_t h0, int64_t h1, int64_t w0, int64_t w1)    \
+{                                                                                             \
+    int64_t h, w, c;                                                                          \
+    for (h = h1 - 1; h >= h0; h--)                                                            \
+        for (w = w1 - 1; w >= w0; w--) {                                                      \
+            const IDX cell = (IDX)(h * W + w);                                                \
+            const T *CCONV__PR x = xn + cell * C;                                             \
+            for (c = 0; c < C; c++)                                                           \
+                idx[c] = ((x[c] == m[c]) | ((x[c] != x[c]) & (m[c] != m[c]))) ? cell : idx[c]; \
+        }                                                                                     \
+    for (c = 0; c < C; c++) dxn[(int64_t)idx[c] * C + c] += dy[c];                            \
+}
+
+CCONV_POOL_CELLS(f32, float, int32_t)
+CCONV_POOL_CELLS(f64, double, int64_t)
+CCONV_POOL_CELLS(f32_wide, float, int64_t)
+
+#endif

@@ -1,0 +1,310 @@
+"""Training callbacks (Keras 3 names): :class:`Callback`, :class:`History`,
+:class:`ProgbarLogger`, :class:`EarlyStopping`, :class:`ModelCheckpoint`.
+
+Hooks receive ``logs`` dicts of floats (``loss``, metric names, ``val_*`` at epoch end).
+Per-batch hooks are only called for callbacks that override them, so an unused hook costs
+nothing per step.
+"""
+
+import math
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping", "ModelCheckpoint"]
+
+
+class Callback:
+    """Base class; override any hook. ``self.model`` and ``self.params`` are set by fit."""
+
+    def __init__(self):
+        self.model = None
+        self.params = {}
+
+    def set_model(self, model):
+        self.model = model
+
+    def set_params(self, params):
+        self.params = params
+
+    def on_train_begin(self, logs=None): pass
+    def on_train_end(self, logs=None): pass
+    def on_epoch_begin(self, epoch, logs=None): pass
+    def on_epoch_end(self, epoch, logs=None): pass
+    def on_train_batch_begin(self, batch, logs=None): pass
+    def on_train_batch_end(self, batch, logs=None): pass
+    def on_test_begin(self, logs=None): pass
+    def on_test_end(self, logs=None): pass
+
+
+def _overrides(cb, hook):
+    return getattr(type(cb), hook) is not getattr(Callback, hook)
+
+
+class CallbackList:
+    """Dispatches hooks to a list of callbacks."""
+
+    def __init__(self, callbacks, model, params):
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            cb.set_model(model)
+            cb.set_params(params)
+        self._batch_begin = [cb for cb in self.callbacks if _overrides(cb, "on_train_batch_begin")]
+        self._batch_end = [cb for cb in self.callbacks if _overrides(cb, "on_train_batch_end")]
+
+    @property
+    def wants_batch_begin(self):
+        return bool(self._batch_begin)
+
+    @property
+    def wants_batch_end(self):
+        return bool(self._batch_end)
+
+    def __getattr__(self, hook):
+        if not hook.startswith("on_"):
+            raise AttributeError(hook)
+        if hook == "on_train_batch_begin":
+            cbs = self._batch_begin
+        elif hook == "on_train_batch_end":
+            cbs = self._batch_end
+        else:
+            cbs = self.callbacks
+
+        def call(*args, **kwargs):
+            for cb in cbs:
+                getattr(cb, hook)(*args, **kwargs)
+        return call
+
+
+class History(Callback):
+    """Records the epoch logs: ``history.history["loss"]`` is a list, one value an epoch;
+    ``history.epoch`` the epoch indices."""
+
+    def __init__(self):
+        super().__init__()
+        self.history = {}
+        self.epoch = []
+
+    def on_train_begin(self, logs=None):
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(v)
+
+
+def _fmt_time(seconds):
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
+    if seconds >= 60:
+        return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+    return f"{seconds:.0f}s"
+
+
+class ProgbarLogger(Callback):
+    """Prints a progress bar per epoch: steps, ETA, running loss and metrics, images/s.
+
+    ``verbose=1``: a live bar (redrawn at most every ``interval`` seconds on a terminal;
+    elsewhere only the final line of each epoch); ``verbose=2``: one line per epoch.
+    Fit feeds it through :meth:`update` rather than per-batch hooks, to stay cheap.
+    """
+
+    def __init__(self, verbose=1, interval=0.1, stream=None, width=30):
+        super().__init__()
+        self.verbose = verbose
+        self.interval = interval
+        self.stream = stream
+        self.width = width
+
+    def _out(self):
+        return self.stream if self.stream is not None else sys.stdout
+
+    def on_train_begin(self, logs=None):
+        out = self._out()
+        self._live = self.verbose == 1 and hasattr(out, "isatty") and out.isatty()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        epochs = self.params.get("epochs", 1)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{epochs}", file=self._out(), flush=True)
+        self._t0 = time.perf_counter()
+        self._last = 0.0
+        self._seen = 0
+
+    def update(self, step, seen, logs, force=False):
+        """Called by fit after each step with the running logs; cheap unless a redraw is due."""
+        self._seen = seen
+        if not self._live:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        self._draw(step, logs, now - self._t0, final=False)
+
+    def _draw(self, step, logs, elapsed, final):
+        steps = self.params.get("steps") or step
+        n = len(str(steps))
+        frac = min(step / steps, 1.0) if steps else 1.0
+        done = int(self.width * frac)
+        bar = "=" * max(done - 1, 0) + (">" if done < self.width and done else "=" if done else "") + "." * (self.width - done)
+        rate = self._seen / elapsed if elapsed > 0 else float("inf")
+        if final:
+            per_step = elapsed / max(step, 1)
+            timing = f"{_fmt_time(elapsed)} {per_step * 1e3:.0f}ms/step"
+        else:
+            eta = elapsed / max(step, 1) * (steps - step)
+            timing = f"ETA: {_fmt_time(eta)}"
+        parts = [f"{step:>{n}}/{steps} [{bar}] - {timing}"]
+        parts += [f"{k}: {v:.4f}" for k, v in logs.items()]
+        parts.append(f"{rate:,.0f} images/s")
+        line = " - ".join(parts)
+        out = self._out()
+        if self._live:
+            out.write("\r" + line + " " * max(0, getattr(self, "_prev_len", 0) - len(line)))
+            self._prev_len = len(line)
+            if final:
+                out.write("\n")
+        else:
+            out.write(line + "\n")
+        out.flush()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.verbose:
+            return
+        elapsed = time.perf_counter() - self._t0
+        self._draw(self.params.get("steps") or 0, logs or {}, elapsed, final=True)
+
+
+class _MonitorMixin:
+    def _init_monitor(self, monitor, mode, min_delta=0.0):
+        if mode not in ("auto", "min", "max"):
+            warnings.warn(f"{type(self).__name__}: mode {mode!r} is unknown, using 'auto'.", stacklevel=3)
+            mode = "auto"
+        self.monitor, self.mode = monitor, mode
+        self.min_delta = abs(min_delta)
+        if mode == "auto":
+            name = monitor[4:] if monitor.startswith("val_") else monitor
+            mode = "min" if ("loss" in name or "error" in name) else "max" if ("acc" in name) else None
+            if mode is None:
+                raise ValueError(
+                    f"{type(self).__name__}: cannot tell whether monitor={monitor!r} should be "
+                    f"minimised or maximised; pass mode='min' or mode='max'."
+                )
+        self._better = np.less if mode == "min" else np.greater
+        self._sign = -1.0 if mode == "min" else 1.0
+
+    def _is_improvement(self, current, reference):
+        if reference is None:
+            return True
+        return bool(self._better(current - self._sign * self.min_delta, reference))
+
+    def _get(self, logs):
+        v = (logs or {}).get(self.monitor)
+        if v is None:
+            warnings.warn(
+                f"{type(self).__name__} is monitoring {self.monitor!r}, which is not in the logs "
+                f"(available: {', '.join(sorted(logs or {}))}).", stacklevel=3)
+        return v
+
+
+class EarlyStopping(_MonitorMixin, Callback):
+    """Stop training when ``monitor`` has not improved for ``patience`` epochs (Keras 3).
+
+    Args:
+        monitor: log key, default "val_loss". min_delta: smallest change that counts.
+        patience: epochs without improvement before stopping. verbose: print when stopping.
+        mode: "auto" (min for losses, max for accuracies), "min" or "max".
+        baseline: a value the monitor must beat. restore_best_weights: on stop, restore the
+            weights of the best epoch. start_from_epoch: epochs to wait before monitoring.
+    """
+
+    def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto",
+                 baseline=None, restore_best_weights=False, start_from_epoch=0):
+        super().__init__()
+        self._init_monitor(monitor, mode, min_delta)
+        self.patience, self.verbose = int(patience), verbose
+        self.baseline, self.restore_best_weights = baseline, restore_best_weights
+        self.start_from_epoch = int(start_from_epoch)
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = None
+        self.best_weights = None
+        self.best_epoch = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = self._get(logs)
+        if current is None or epoch < self.start_from_epoch:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights = self.model.get_weights()
+            self.best_epoch = epoch
+        self.wait += 1
+        if self._is_improvement(current, self.best):
+            self.best = current
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._is_improvement(current, self.baseline):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch > 0 and self.verbose > 0:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose > 0:
+                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+            self.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(_MonitorMixin, Callback):
+    """Save the model (or its weights) at the end of every epoch, or only when
+    ``monitor`` improves (``save_best_only``).
+
+    Args:
+        filepath: may hold ``{epoch}`` and log keys, e.g. ``"ckpt-{epoch:02d}-{val_loss:.2f}.npz"``
+            (``epoch`` is 1-based, as in Keras).
+        monitor, mode: as EarlyStopping. save_best_only: only keep improvements.
+        save_weights_only: ``model.save_weights`` instead of ``model.save``.
+        initial_value_threshold: a value the first saved epoch must beat.
+    """
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
+                 save_weights_only=False, mode="auto", save_freq="epoch", initial_value_threshold=None):
+        super().__init__()
+        if save_freq != "epoch":
+            raise ValueError(f"ModelCheckpoint: only save_freq='epoch' is supported; got {save_freq!r}.")
+        self.filepath = os.fspath(filepath)
+        self.verbose, self.save_best_only, self.save_weights_only = verbose, save_best_only, save_weights_only
+        self._init_monitor(monitor, mode)
+        self.best = initial_value_threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        path = self.filepath.format(epoch=epoch + 1, **logs)
+        if self.save_best_only:
+            current = self._get(logs)
+            if current is None or not self._is_improvement(current, self.best):
+                return
+            if self.verbose > 0:
+                print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best} to {current:.5f}, saving model to {path}")
+            self.best = current
+        elif self.verbose > 0:
+            print(f"Epoch {epoch + 1}: saving model to {path}")
+        d = os.path.dirname(path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)

@@ -1,0 +1,41 @@
+"""Keras-style layers (NHWC, float32 by default). See :class:`cconv.layers.Layer`."""
+
+from .base import Layer
+from .convolutional import Conv2D
+from .core import (Activation, Dense, Dropout, Flatten, Input, InputLayer, LeakyReLU, ReLU,
+                   Softmax)
+from .normalization import BatchNormalization
+from .pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+                      MaxPooling2D)
+
+# Keras aliases.
+Convolution2D = Conv2D
+MaxPool2D = MaxPooling2D
+AvgPool2D = AveragePooling2D
+GlobalAvgPool2D = GlobalAveragePooling2D
+GlobalMaxPool2D = GlobalMaxPooling2D
+
+__all__ = [
+    "Layer", "InputLayer", "Input", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D",
+    "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten", "Dropout", "Activation", "ReLU",
+    "LeakyReLU", "Softmax", "BatchNormalization", "Convolution2D", "MaxPool2D", "AvgPool2D",
+    "GlobalAvgPool2D", "GlobalMaxPool2D", "get", "deserialize",
+]
+
+_REGISTRY = {c.__name__: c for c in (
+    InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
+    GlobalMaxPooling2D, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax,
+    BatchNormalization)}
+
+
+def deserialize(config):
+    """Layer from ``{"class_name": ..., "config": {...}}``."""
+    name = config.get("class_name")
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise ValueError(f"Unknown layer class {name!r}. Known layers: {', '.join(sorted(_REGISTRY))}.")
+    return cls.from_config(dict(config.get("config", {})))
+
+
+def serialize(layer):
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}

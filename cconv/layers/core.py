@@ -1,0 +1,316 @@
+"""Core layers: Input, Dense, Activation, ReLU, LeakyReLU, Softmax, Dropout, Flatten."""
+
+import math
+
+import numpy as np
+
+from .. import activations as _activations
+from .. import initializers as _initializers
+from .base import Layer
+
+__all__ = ["InputLayer", "Input", "Dense", "Activation", "ReLU", "LeakyReLU", "Softmax",
+           "Dropout", "Flatten"]
+
+
+class InputLayer(Layer):
+    """Declares the shape of one sample; the first element of a Sequential model.
+
+    Args:
+        shape: sample shape without the batch axis, e.g. ``(28, 28, 1)``.
+    """
+
+    def __init__(self, shape, batch_size=None, name=None, dtype=None):
+        try:
+            shape = tuple(int(d) for d in shape)
+        except TypeError:
+            raise TypeError(f"Input shape must be a tuple of ints, e.g. (28, 28, 1); got {shape!r}.") from None
+        if any(d <= 0 for d in shape):
+            raise ValueError(f"Input shape dimensions must be positive; got {shape!r}.")
+        super().__init__(name=name, dtype=dtype, input_shape=shape)
+        self.shape = shape
+        self.batch_size = batch_size
+
+    def forward(self, x, training=False):
+        return x
+
+    def backward(self, dy):
+        return dy
+
+    def get_config(self):
+        return {"shape": list(self.shape), "batch_size": self.batch_size, "name": self.name,
+                "dtype": self.dtype}
+
+
+def Input(shape, batch_size=None, name=None, dtype=None):
+    """``cconv.Input((28, 28, 1))``: the input of a Sequential model (one sample's shape)."""
+    return InputLayer(shape, batch_size=batch_size, name=name, dtype=dtype)
+
+
+def _ops():
+    from .. import ops
+    return ops
+
+
+class _ActivatedLayer(Layer):
+    """A linear map followed by an activation. ``forward_logits`` stops before the
+    activation and ``backward_logits`` starts after it, so a model can fuse the final
+    softmax/sigmoid with the loss."""
+
+    _transient = ("_x", "_xshape", "_z", "_a")
+
+    def _set_activation(self, activation):
+        self.activation = _activations.get(activation)
+
+    def forward(self, x, training=False):
+        z = self._linear(x, training)
+        act = self.activation
+        if act.name == "linear":
+            return z
+        if training:
+            if act.needs_input:
+                self._z = z
+                a = act.forward(z)
+            else:
+                self._z = None
+                a = act.forward(z, inplace=True)
+            self._a = a
+            return a
+        return act.forward(z, inplace=True)
+
+    def forward_logits(self, x, training=False):
+        """The pre-activation output ``z`` (the logits for a softmax layer)."""
+        return self._linear(x, training)
+
+    def backward(self, dy):
+        if self.activation.name != "linear":
+            dy = self.activation.backward(dy, self._z, self._a)
+        return self.backward_logits(dy)
+
+
+class Dense(_ActivatedLayer):
+    """Densely connected layer: ``activation(x @ kernel + bias)``.
+
+    Args:
+        units: output size.
+        activation: name or :class:`cconv.activations.Activation` (default: linear).
+        use_bias: add a bias vector.
+        kernel_initializer, bias_initializer: names or initializer objects.
+
+    Input shape: ``(batch, ..., in)``. Output shape: ``(batch, ..., units)``.
+    Weights: kernel ``(in, units)``, bias ``(units,)``.
+    """
+
+    _weight_names = ("kernel", "bias")
+    _trainable_names = ("kernel", "bias")
+
+    def __init__(self, units, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units <= 0:
+            raise ValueError(f"Dense: units must be a positive int; got {units!r}.")
+        self.units = int(units)
+        self._set_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializers.get(kernel_initializer)
+        self.bias_initializer = _initializers.get(bias_initializer)
+        self.kernel = self.bias = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) < 1:
+            raise ValueError(f"Dense {self.name!r} needs inputs of rank >= 2; got sample shape {input_shape}.")
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def _build(self, input_shape):
+        self.kernel = self.kernel_initializer((input_shape[-1], self.units), self.dtype)
+        if self.use_bias:
+            self.bias = self.bias_initializer((self.units,), self.dtype)
+
+    def _linear(self, x, training):
+        if training:
+            self._x = x
+        return _ops().dense(x, self.kernel, self.bias)
+
+    def backward_logits(self, dz):
+        dx, dk, db = _ops().dense_backward(dz, self._x, self.kernel, input_grad=self._need_dx)
+        if self.trainable:
+            self.grads["kernel"][...] = dk
+            if self.bias is not None:
+                self.grads["bias"][...] = db
+        return dx
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(units=self.units, activation=_activations.serialize(self.activation),
+                   use_bias=self.use_bias,
+                   kernel_initializer=_initializers.serialize(self.kernel_initializer),
+                   bias_initializer=_initializers.serialize(self.bias_initializer))
+        return cfg
+
+
+class Activation(_ActivatedLayer):
+    """Applies an activation function: ``Activation("relu")``. Shape unchanged."""
+
+    def __init__(self, activation, **kwargs):
+        super().__init__(**kwargs)
+        self._set_activation(activation)
+
+    def _linear(self, x, training):
+        return x
+
+    def forward(self, x, training=False):
+        act = self.activation
+        if act.name == "linear":
+            return x
+        a = act.forward(x)              # never in place: x may be the caller's array
+        if training:
+            self._z = x if act.needs_input else None
+            self._a = a
+        return a
+
+    def backward_logits(self, dz):
+        return dz
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["activation"] = _activations.serialize(self.activation)
+        return cfg
+
+
+class Softmax(Activation):
+    """Softmax over the last axis. Shape unchanged."""
+
+    def __init__(self, axis=-1, **kwargs):
+        if axis != -1:
+            raise ValueError(f"Softmax: only axis=-1 is supported; got axis={axis!r}.")
+        super().__init__("softmax", **kwargs)
+        self.axis = -1
+
+    def get_config(self):
+        cfg = Layer.get_config(self)
+        cfg["axis"] = self.axis
+        return cfg
+
+
+class ReLU(Layer):
+    """Keras's ReLU layer::
+
+        f(x) = max_value                      if x >= max_value
+             = x                              if threshold <= x < max_value
+             = negative_slope * (x - threshold) otherwise
+    """
+
+    _transient = ("_x",)
+
+    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if max_value is not None and max_value < 0:
+            raise ValueError(f"ReLU: max_value must be >= 0 or None; got {max_value!r}.")
+        if negative_slope < 0:
+            raise ValueError(f"ReLU: negative_slope must be >= 0; got {negative_slope!r}.")
+        self.max_value = None if max_value is None else float(max_value)
+        self.negative_slope = float(negative_slope)
+        self.threshold = float(threshold)
+
+    def _plain(self):
+        return self.max_value is None and self.negative_slope == 0 and self.threshold == 0
+
+    def forward(self, x, training=False):
+        if training:
+            self._x = x
+        if self._plain():
+            return np.maximum(x, 0)
+        t = x.dtype.type
+        y = np.where(x >= self.threshold, x, t(self.negative_slope) * (x - t(self.threshold)))
+        if self.max_value is not None:
+            y = np.where(x >= self.max_value, t(self.max_value), y)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, dy):
+        x = self._x
+        if self._plain():
+            return np.multiply(dy, x > 0)
+        g = np.where(x >= self.threshold, dy, dy * dy.dtype.type(self.negative_slope))
+        if self.max_value is not None:
+            g = np.where(x >= self.max_value, 0, g)
+        return g.astype(dy.dtype, copy=False)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(max_value=self.max_value, negative_slope=self.negative_slope, threshold=self.threshold)
+        return cfg
+
+
+class LeakyReLU(ReLU):
+    """``x`` for ``x >= 0``, ``negative_slope * x`` otherwise (Keras default 0.3)."""
+
+    def __init__(self, negative_slope=0.3, **kwargs):
+        super().__init__(negative_slope=negative_slope, **kwargs)
+
+    def get_config(self):
+        cfg = Layer.get_config(self)
+        cfg["negative_slope"] = self.negative_slope
+        return cfg
+
+
+class Dropout(Layer):
+    """Sets a fraction ``rate`` of inputs to zero during training and scales the rest
+    by ``1 / (1 - rate)``; the identity at inference. Shape unchanged.
+
+    Args:
+        rate: float in [0, 1).
+        noise_shape: not supported (None only).
+        seed: int for a reproducible mask sequence. NumPy's generator: masks differ from
+            Keras's.
+    """
+
+    _transient = ("_mask",)
+
+    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= rate < 1:
+            raise ValueError(f"Dropout: rate must be in [0, 1); got {rate!r}.")
+        if noise_shape is not None:
+            raise ValueError("Dropout: noise_shape is not supported (use None).")
+        self.rate = float(rate)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0:
+            self._mask = None
+            return x
+        keep = self._rng.random(x.shape, dtype=np.float32) >= self.rate
+        mask = keep.astype(x.dtype)
+        mask *= x.dtype.type(1.0 / (1.0 - self.rate))
+        self._mask = mask
+        return x * mask
+
+    def backward(self, dy):
+        return dy if self._mask is None else dy * self._mask
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(rate=self.rate, seed=self.seed)
+        return cfg
+
+
+class Flatten(Layer):
+    """Flattens each sample: ``(batch, d1, d2, ...)`` -> ``(batch, d1 * d2 * ...)``
+    (row-major, the same order as Keras with channels_last)."""
+
+    _transient = ("_xshape",)
+
+    def __init__(self, data_format=None, **kwargs):
+        from .base import check_data_format
+        check_data_format(data_format)
+        super().__init__(**kwargs)
+
+    def compute_output_shape(self, input_shape):
+        return (int(math.prod(input_shape)),)
+
+    def forward(self, x, training=False):
+        self._xshape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self._xshape)

@@ -1,0 +1,125 @@
+"""BatchNormalization over the channel (last) axis, Keras 3 semantics."""
+
+import numpy as np
+
+from .. import initializers as _initializers
+from .base import Layer
+
+__all__ = ["BatchNormalization"]
+
+
+class BatchNormalization(Layer):
+    """Normalises each channel: ``gamma * (x - mean) / sqrt(var + epsilon) + beta``.
+
+    In training (``fit``, or ``layer(x, training=True)``) ``mean``/``var`` are the batch's
+    (biased variance over every axis but the last), and the moving statistics are updated::
+
+        moving_mean = moving_mean * momentum + mean * (1 - momentum)
+        moving_variance = moving_variance * momentum + var * (1 - momentum)
+
+    At inference (``predict``, ``evaluate``) the moving statistics are used. A layer with
+    ``trainable=False`` always runs in inference mode, as in Keras 3.
+
+    Args:
+        axis: -1 only (channels_last).
+        momentum: default 0.99. epsilon: default 1e-3.
+        center, scale: whether ``beta`` / ``gamma`` exist.
+
+    Input shape: any, ``(batch, ..., channels)``; output shape: the same.
+    Weights (Keras order): gamma, beta (trainable), moving_mean, moving_variance, each
+    ``(channels,)``.
+    """
+
+    _weight_names = ("gamma", "beta", "moving_mean", "moving_variance")
+    _trainable_names = ("gamma", "beta")
+    _transient = ("_xhat", "_rstd", "_mode")
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 moving_mean_initializer="zeros", moving_variance_initializer="ones", **kwargs):
+        super().__init__(**kwargs)
+        if axis not in (-1, [-1], (-1,)):
+            raise ValueError(f"BatchNormalization: only axis=-1 (channels_last) is supported; got axis={axis!r}.")
+        if not 0 <= momentum <= 1:
+            raise ValueError(f"BatchNormalization: momentum must be in [0, 1]; got {momentum!r}.")
+        if epsilon <= 0:
+            raise ValueError(f"BatchNormalization: epsilon must be positive; got {epsilon!r}.")
+        self.axis = -1
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = _initializers.get(beta_initializer)
+        self.gamma_initializer = _initializers.get(gamma_initializer)
+        self.moving_mean_initializer = _initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = _initializers.get(moving_variance_initializer)
+        self.gamma = self.beta = self.moving_mean = self.moving_variance = None
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) < 1:
+            raise ValueError(f"BatchNormalization {self.name!r} needs inputs of rank >= 2.")
+        return tuple(input_shape)
+
+    def _build(self, input_shape):
+        c = (input_shape[-1],)
+        if self.scale:
+            self.gamma = self.gamma_initializer(c, self.dtype)
+        if self.center:
+            self.beta = self.beta_initializer(c, self.dtype)
+        self.moving_mean = self.moving_mean_initializer(c, self.dtype)
+        self.moving_variance = self.moving_variance_initializer(c, self.dtype)
+
+    def forward(self, x, training=False):
+        training = training and self.trainable
+        t = x.dtype.type
+        axes = tuple(range(x.ndim - 1))
+        if training:
+            mean = x.mean(axis=axes, dtype=x.dtype)
+            xc = x - mean
+            var = np.mean(np.square(xc), axis=axes, dtype=x.dtype)
+            rstd = 1.0 / np.sqrt(var + t(self.epsilon))
+            m = t(self.momentum)
+            self.moving_mean[...] = self.moving_mean * m + mean * t(1.0 - self.momentum)
+            self.moving_variance[...] = self.moving_variance * m + var * t(1.0 - self.momentum)
+            xc *= rstd                      # xc is now x_hat
+            self._xhat, self._rstd, self._mode = xc, rstd, "train"
+            y = xc * self.gamma if self.gamma is not None else xc.copy()
+            if self.beta is not None:
+                y += self.beta
+            return y
+        # Inference: TensorFlow's form, x * inv + (beta - mean * inv).
+        inv = 1.0 / np.sqrt(self.moving_variance + t(self.epsilon))
+        if self.gamma is not None:
+            inv = inv * self.gamma
+        off = -self.moving_mean * inv
+        if self.beta is not None:
+            off = off + self.beta
+        self._rstd, self._mode = inv, "infer"
+        return x * inv + off
+
+    def backward(self, dy):
+        if self._mode == "infer":
+            return dy * self._rstd
+        xhat, rstd = self._xhat, self._rstd
+        axes = tuple(range(dy.ndim - 1))
+        m = dy.size // dy.shape[-1]
+        dbeta = dy.sum(axis=axes, dtype=dy.dtype)
+        dgamma = (dy * xhat).sum(axis=axes, dtype=dy.dtype)
+        if self.trainable:
+            if self.gamma is not None:
+                self.grads["gamma"][...] = dgamma
+            if self.beta is not None:
+                self.grads["beta"][...] = dbeta
+        g = rstd if self.gamma is None else self.gamma * rstd
+        t = dy.dtype.type
+        return (g * t(1.0 / m)) * (t(m) * dy - dbeta - xhat * dgamma)
+
+    def get_config(self):
+        cfg = super().get_config()
+        ser = _initializers.serialize
+        cfg.update(axis=self.axis, momentum=self.momentum, epsilon=self.epsilon, center=self.center,
+                   scale=self.scale, beta_initializer=ser(self.beta_initializer),
+                   gamma_initializer=ser(self.gamma_initializer),
+                   moving_mean_initializer=ser(self.moving_mean_initializer),
+                   moving_variance_initializer=ser(self.moving_variance_initializer))
+        return cfg

@@ -1,0 +1,128 @@
+"""Pooling layers: MaxPooling2D, AveragePooling2D, GlobalMaxPooling2D, GlobalAveragePooling2D."""
+
+import numpy as np
+
+from .base import Layer, check_data_format, normalize_padding, normalize_tuple
+
+__all__ = ["MaxPooling2D", "AveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling2D"]
+
+
+def _ops():
+    from .. import ops
+    return ops
+
+
+class _Pooling2D(Layer):
+    _transient = ("_x",)
+    _op = _op_backward = None
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        check_data_format(data_format)
+        self.pool_size = normalize_tuple(pool_size, 2, "pool_size")
+        self.strides = self.pool_size if strides is None else normalize_tuple(strides, 2, "strides")
+        self.padding = normalize_padding(padding)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} expects samples of shape (height, width, "
+                f"channels); got sample shape {tuple(input_shape)}."
+            )
+        h, w, c = input_shape
+        try:
+            oh, ow = _ops().conv_output_shape((h, w), self.pool_size, self.strides, self.padding)
+        except ValueError as exc:
+            raise ValueError(f"{type(self).__name__} {self.name!r}: input of spatial size {(h, w)} "
+                             f"is too small for pool_size={self.pool_size} ({exc})") from None
+        return (oh, ow, c)
+
+    def forward(self, x, training=False):
+        if training:
+            self._x = x
+        return getattr(_ops(), self._op)(x, self.pool_size, strides=self.strides, padding=self.padding)
+
+    def backward(self, dy):
+        return getattr(_ops(), self._op_backward)(dy, self._x, self.pool_size, strides=self.strides,
+                                                  padding=self.padding)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(pool_size=list(self.pool_size), strides=list(self.strides), padding=self.padding)
+        return cfg
+
+
+class MaxPooling2D(_Pooling2D):
+    """Max over ``pool_size`` windows moved by ``strides`` (default: ``pool_size``).
+
+    Padded cells ("same") never win. The gradient goes to the first maximum of each
+    window in row-major order, as TensorFlow does.
+
+    Input shape: ``(batch, h, w, c)``; output ``(batch, oh, ow, c)`` with ``oh`` as Conv2D.
+    """
+
+    _op, _op_backward = "max_pool2d", "max_pool2d_backward"
+
+
+class AveragePooling2D(_Pooling2D):
+    """Mean over ``pool_size`` windows; with "same" padding each window is divided by
+    its number of real (unpadded) cells, as TensorFlow does. Shapes as MaxPooling2D."""
+
+    _op, _op_backward = "avg_pool2d", "avg_pool2d_backward"
+
+
+class _GlobalPooling2D(Layer):
+    _transient = ("_x", "_y")
+
+    def __init__(self, data_format=None, keepdims=False, **kwargs):
+        super().__init__(**kwargs)
+        check_data_format(data_format)
+        self.keepdims = bool(keepdims)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} expects samples of shape (height, width, "
+                f"channels); got sample shape {tuple(input_shape)}."
+            )
+        return (1, 1, input_shape[2]) if self.keepdims else (input_shape[2],)
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["keepdims"] = self.keepdims
+        return cfg
+
+
+class GlobalAveragePooling2D(_GlobalPooling2D):
+    """Mean over height and width: ``(batch, h, w, c)`` -> ``(batch, c)``
+    (``(batch, 1, 1, c)`` with ``keepdims=True``)."""
+
+    def forward(self, x, training=False):
+        if training:
+            self._x = x
+        return x.mean(axis=(1, 2), keepdims=self.keepdims, dtype=x.dtype)
+
+    def backward(self, dy):
+        n, h, w, c = self._x.shape
+        g = dy.reshape(n, 1, 1, c) * dy.dtype.type(1.0 / (h * w))
+        return np.broadcast_to(g, self._x.shape).copy()
+
+
+class GlobalMaxPooling2D(_GlobalPooling2D):
+    """Max over height and width: ``(batch, h, w, c)`` -> ``(batch, c)``.
+
+    The gradient is shared equally among tied maxima, as ``tf.reduce_max``'s is.
+    """
+
+    def forward(self, x, training=False):
+        y = x.max(axis=(1, 2), keepdims=True)
+        if training:
+            self._x, self._y = x, y
+        return y if self.keepdims else y.reshape(x.shape[0], x.shape[3])
+
+    def backward(self, dy):
+        x = self._x
+        n, c = x.shape[0], x.shape[3]
+        mask = (x == self._y).astype(x.dtype)
+        mask /= mask.sum(axis=(1, 2), keepdims=True)
+        return mask * dy.reshape(n, 1, 1, c)

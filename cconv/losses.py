@@ -1,0 +1,384 @@
+"""Losses with Keras 3 names, formulas and the "sum_over_batch_size" reduction.
+
+A loss object is called like Keras's: ``loss(y_true, y_pred) -> float`` (the mean of the
+per-sample losses). Training uses :meth:`Loss.value_and_grad`, which also returns
+``dL/dy_pred``; when the model ends in the activation named by ``fused_activation``
+(softmax for the cross-entropies, sigmoid for binary cross-entropy, with
+``from_logits=False``) it calls :meth:`Loss.fused_value_and_grad` on the logits instead,
+exactly as Keras does with the logits it keeps behind its softmax/sigmoid outputs.
+
+Shapes: ``y_pred`` is ``(batch, ..., classes)``; ``y_true`` has the same shape, except for
+``SparseCategoricalCrossentropy`` where it holds integer class ids of shape
+``(batch, ...)`` or ``(batch, ..., 1)``.
+"""
+
+import numpy as np
+
+__all__ = [
+    "Loss", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
+    "MeanSquaredError", "MeanAbsoluteError", "get", "serialize", "deserialize",
+    "categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy",
+    "mean_squared_error", "mean_absolute_error",
+]
+
+EPSILON = 1e-7   # keras.backend.epsilon()
+
+
+def _shape(dims):
+    return "(" + ", ".join(["batch"] + [str(d) for d in dims]) + ")"
+
+
+def _logsumexp_softmax(z):
+    """``(lse, p)`` along the last axis, computed once and stably."""
+    m = z.max(axis=-1, keepdims=True)
+    e = np.exp(z - m)
+    s = e.sum(axis=-1, keepdims=True)
+    e /= s
+    return m + np.log(s), e
+
+
+class Loss:
+    """Base class. Subclasses implement ``_per_sample(y_true, y_pred)`` and
+    ``_value_and_grad(y_true, y_pred)``."""
+
+    fused_activation = None
+    sparse = False
+
+    def __init__(self, name=None):
+        self.name = name or self._default_name
+
+    # ----- public API ------------------------------------------------------------------
+    def __call__(self, y_true, y_pred):
+        """Mean loss over the batch (float)."""
+        y_pred = np.asarray(y_pred)
+        if not np.issubdtype(y_pred.dtype, np.floating):
+            y_pred = y_pred.astype(np.float32)
+        y_true = self.prepare_targets(y_true, y_pred.shape, dtype=y_pred.dtype)
+        return float(np.mean(self._per_sample(y_true, y_pred)))
+
+    def value_and_grad(self, y_true, y_pred):
+        """``(mean loss, dL/dy_pred)``; ``y_true`` already passed through
+        :meth:`prepare_targets`."""
+        return self._value_and_grad(y_true, y_pred)
+
+    def fused_value_and_grad(self, y_true, logits):
+        """``(mean loss, dL/dlogits, activation(logits))`` for a model ending in
+        ``fused_activation``."""
+        raise NotImplementedError
+
+    def prepare_targets(self, y, output_shape, dtype=np.float32):
+        """Check ``y`` against the model output shape ``(batch, ...)`` and convert it
+        once (float for dense targets, integer ids for sparse ones).
+
+        Raises:
+            ValueError: shapes that cannot match, naming both.
+        """
+        y = np.asarray(y)
+        out = tuple(output_shape)
+        if y.ndim == len(out) - 1 and out[-1] == 1:
+            y = y.reshape(y.shape + (1,))
+        if y.shape[1:] != out[1:] or (out[0] is not None and y.shape[0] != out[0]):
+            raise ValueError(
+                f"{self.name}: labels y have shape {y.shape} but the model output has shape "
+                f"{_shape(out[1:])}; they must match"
+                + (" (use sparse_categorical_crossentropy for integer class ids)."
+                   if y.ndim == len(out) - 1 else ".")
+            )
+        return y if y.dtype == dtype else y.astype(dtype)
+
+    def get_config(self):
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.get_config()})"
+
+
+class CategoricalCrossentropy(Loss):
+    """``-sum(y_true * log(y_pred))`` over the last axis, averaged over the batch.
+
+    Args:
+        from_logits: ``y_pred`` are logits (softmax applied inside, stably).
+        label_smoothing: ``y_true * (1 - ls) + ls / classes``.
+    With probabilities, ``y_pred`` is renormalised to sum to one and clipped to
+    ``[1e-7, 1 - 1e-7]`` as Keras does.
+    """
+
+    _default_name = "categorical_crossentropy"
+
+    def __init__(self, from_logits=False, label_smoothing=0.0, name=None):
+        super().__init__(name)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = float(label_smoothing)
+        if not 0 <= self.label_smoothing <= 1:
+            raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}.")
+        self.fused_activation = None if self.from_logits else "softmax"
+
+    def _smooth(self, y):
+        ls = self.label_smoothing
+        if ls:
+            y = y * y.dtype.type(1 - ls) + y.dtype.type(ls / y.shape[-1])
+        return y
+
+    def _from_logits(self, y, z):
+        y = self._smooth(y)
+        lse, p = _logsumexp_softmax(z)
+        ysum = y.sum(axis=-1)
+        per = ysum * lse[..., 0] - (y * z).sum(axis=-1)
+        grad = p * ysum[..., None] - y
+        grad *= grad.dtype.type(1.0 / per.size)
+        return per, grad, p
+
+    def _per_sample(self, y, p):
+        if self.from_logits:
+            return self._from_logits(y, p)[0]
+        y = self._smooth(y)
+        q = np.clip(p / p.sum(axis=-1, keepdims=True), EPSILON, 1 - EPSILON)
+        return -(y * np.log(q)).sum(axis=-1)
+
+    def _value_and_grad(self, y, p):
+        if self.from_logits:
+            per, grad, _ = self._from_logits(y, p)
+            return float(per.mean()), grad
+        y = self._smooth(y)
+        s = p.sum(axis=-1, keepdims=True)
+        q = p / s
+        qc = np.clip(q, EPSILON, 1 - EPSILON)
+        per = -(y * np.log(qc)).sum(axis=-1)
+        w = -y / qc * ((q >= EPSILON) & (q <= 1 - EPSILON))
+        grad = (w - (w * q).sum(axis=-1, keepdims=True)) / s
+        grad *= grad.dtype.type(1.0 / per.size)
+        return float(per.mean()), grad.astype(p.dtype, copy=False)
+
+    def fused_value_and_grad(self, y, z):
+        per, grad, p = self._from_logits(y, z)
+        return float(per.mean()), grad, p
+
+    def get_config(self):
+        return {"name": self.name, "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing}
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Categorical cross-entropy with integer class ids as targets.
+
+    ``y_true``: ints in ``[0, classes)``, shape ``(batch, ...)`` or ``(batch, ..., 1)``.
+    """
+
+    _default_name = "sparse_categorical_crossentropy"
+    sparse = True
+
+    def __init__(self, from_logits=False, name=None):
+        super().__init__(name)
+        self.from_logits = bool(from_logits)
+        self.fused_activation = None if self.from_logits else "softmax"
+
+    def prepare_targets(self, y, output_shape, dtype=None):
+        y = np.asarray(y)
+        out = tuple(output_shape)
+        if y.ndim == len(out) and y.shape[-1] == 1:
+            y = y.reshape(y.shape[:-1])
+        if y.shape[1:] != out[1:-1] or (out[0] is not None and y.shape[0] != out[0]):
+            raise ValueError(
+                f"{self.name}: labels y have shape {y.shape} but the model output has shape "
+                f"{_shape(out[1:])}; integer class ids of shape "
+                f"{_shape(out[1:-1])} are needed"
+                + (" (use categorical_crossentropy for one-hot labels)." if y.shape[1:] == out[1:] else ".")
+            )
+        if not np.issubdtype(y.dtype, np.integer):
+            yi = y.astype(np.int64)
+            if not np.array_equal(yi, y):
+                raise ValueError(f"{self.name}: labels must be integer class ids; got non-integer values.")
+            y = yi
+        if y.size and (y.min() < 0 or y.max() >= out[-1]):
+            raise ValueError(
+                f"{self.name}: class ids must be in [0, {out[-1]}); got values from {y.min()} to {y.max()}."
+            )
+        return y.astype(np.intp, copy=False)
+
+    def _from_logits(self, y, z):
+        c = z.shape[-1]
+        z2 = z.reshape(-1, c)
+        lse, p = _logsumexp_softmax(z2)
+        idx = y.reshape(-1)
+        rows = np.arange(idx.size)
+        per = lse[:, 0] - z2[rows, idx]
+        grad = p.copy()
+        grad[rows, idx] -= 1
+        grad *= grad.dtype.type(1.0 / idx.size)
+        return per, grad.reshape(z.shape), p.reshape(z.shape)
+
+    def _per_sample(self, y, p):
+        if self.from_logits:
+            return self._from_logits(y, p)[0]
+        return self._from_logits(y, np.log(np.clip(p, EPSILON, 1 - EPSILON)))[0]
+
+    def _value_and_grad(self, y, p):
+        if self.from_logits:
+            per, grad, _ = self._from_logits(y, p)
+            return float(per.mean()), grad
+        pc = np.clip(p, EPSILON, 1 - EPSILON)
+        per, gl, _ = self._from_logits(y, np.log(pc))
+        grad = gl / pc * ((p >= EPSILON) & (p <= 1 - EPSILON))
+        return float(per.mean()), grad.astype(p.dtype, copy=False)
+
+    def fused_value_and_grad(self, y, z):
+        per, grad, p = self._from_logits(y, z)
+        return float(per.mean()), grad, p
+
+    def get_config(self):
+        return {"name": self.name, "from_logits": self.from_logits}
+
+
+class BinaryCrossentropy(Loss):
+    """``-(y log p + (1 - y) log(1 - p))`` averaged over the last axis then the batch;
+    ``p`` clipped to ``[1e-7, 1 - 1e-7]`` unless ``from_logits``.
+
+    Args:
+        from_logits: ``y_pred`` are logits (stable sigmoid cross-entropy).
+        label_smoothing: ``y_true * (1 - ls) + 0.5 * ls``.
+    """
+
+    _default_name = "binary_crossentropy"
+
+    def __init__(self, from_logits=False, label_smoothing=0.0, name=None):
+        super().__init__(name)
+        self.from_logits = bool(from_logits)
+        self.label_smoothing = float(label_smoothing)
+        self.fused_activation = None if self.from_logits else "sigmoid"
+
+    def _smooth(self, y):
+        ls = self.label_smoothing
+        return y * y.dtype.type(1 - ls) + y.dtype.type(0.5 * ls) if ls else y
+
+    def _from_logits(self, y, z):
+        y = self._smooth(y)
+        elem = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+        e = np.exp(-np.abs(z))
+        p = np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
+        grad = (p - y) * z.dtype.type(1.0 / z.size)
+        return elem.mean(axis=-1), grad, p
+
+    def _per_sample(self, y, p):
+        if self.from_logits:
+            return self._from_logits(y, p)[0]
+        y = self._smooth(y)
+        o = np.clip(p, EPSILON, 1 - EPSILON)
+        return -(y * np.log(o) + (1 - y) * np.log(1 - o)).mean(axis=-1)
+
+    def _value_and_grad(self, y, p):
+        if self.from_logits:
+            per, grad, _ = self._from_logits(y, p)
+            return float(per.mean()), grad
+        per = self._per_sample(y, p)
+        y = self._smooth(y)
+        o = np.clip(p, EPSILON, 1 - EPSILON)
+        grad = -(y / o - (1 - y) / (1 - o)) * ((p >= EPSILON) & (p <= 1 - EPSILON)) / p.size
+        return float(per.mean()), grad.astype(p.dtype, copy=False)
+
+    def fused_value_and_grad(self, y, z):
+        per, grad, p = self._from_logits(y, z)
+        return float(per.mean()), grad, p
+
+    def get_config(self):
+        return {"name": self.name, "from_logits": self.from_logits,
+                "label_smoothing": self.label_smoothing}
+
+
+class MeanSquaredError(Loss):
+    """``mean((y_true - y_pred) ** 2)`` over the last axis, then the batch."""
+
+    _default_name = "mean_squared_error"
+
+    def _per_sample(self, y, p):
+        return np.square(y - p).mean(axis=-1)
+
+    def _value_and_grad(self, y, p):
+        d = p - y
+        val = float(np.mean(np.square(d)))
+        d *= d.dtype.type(2.0 / d.size)
+        return val, d
+
+
+class MeanAbsoluteError(Loss):
+    """``mean(|y_true - y_pred|)`` over the last axis, then the batch."""
+
+    _default_name = "mean_absolute_error"
+
+    def _per_sample(self, y, p):
+        return np.abs(y - p).mean(axis=-1)
+
+    def _value_and_grad(self, y, p):
+        d = p - y
+        return float(np.mean(np.abs(d))), np.sign(d) * d.dtype.type(1.0 / d.size)
+
+
+def _functional(cls, **fixed):
+    def f(y_true, y_pred, **kwargs):
+        loss = cls(**fixed, **kwargs)
+        y_pred = np.asarray(y_pred)
+        if not np.issubdtype(y_pred.dtype, np.floating):
+            y_pred = y_pred.astype(np.float32)
+        return loss._per_sample(loss.prepare_targets(y_true, y_pred.shape, dtype=y_pred.dtype), y_pred)
+    f.__name__ = cls._default_name
+    f.__doc__ = f"Per-sample {cls._default_name} (shape ``y_pred.shape[:-1]``); see :class:`{cls.__name__}`."
+    return f
+
+
+categorical_crossentropy = _functional(CategoricalCrossentropy)
+sparse_categorical_crossentropy = _functional(SparseCategoricalCrossentropy)
+binary_crossentropy = _functional(BinaryCrossentropy)
+mean_squared_error = _functional(MeanSquaredError)
+mean_absolute_error = _functional(MeanAbsoluteError)
+
+_CLASSES = {c.__name__: c for c in (CategoricalCrossentropy, SparseCategoricalCrossentropy,
+                                     BinaryCrossentropy, MeanSquaredError, MeanAbsoluteError)}
+_NAMES = {
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "binary_crossentropy": BinaryCrossentropy,
+    "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError,
+    "mean_absolute_error": MeanAbsoluteError, "mae": MeanAbsoluteError,
+}
+
+
+def get(identifier):
+    """Resolve a loss from a name ("categorical_crossentropy", "mse", ...), a class name,
+    a :class:`Loss` or a config dict.
+
+    Raises:
+        ValueError: unknown name; the message lists the known ones.
+    """
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Loss):
+        return identifier()
+    if isinstance(identifier, str):
+        cls = _NAMES.get(identifier.lower()) or _CLASSES.get(identifier)
+        if cls is None:
+            raise ValueError(f"Unknown loss {identifier!r}. Known losses: {', '.join(sorted(_NAMES))}.")
+        loss = cls()
+        if identifier in _NAMES:
+            loss.name = identifier
+        return loss
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if identifier is None:
+        raise ValueError(f"A loss is required. Known losses: {', '.join(sorted(_NAMES))}.")
+    raise TypeError(
+        f"loss must be a name ({', '.join(sorted(_NAMES))}) or a cconv.losses.Loss; got {identifier!r}."
+    )
+
+
+def serialize(loss):
+    return {"class_name": type(loss).__name__, "config": loss.get_config()}
+
+
+def deserialize(config):
+    cls = _CLASSES.get(config.get("class_name"))
+    if cls is None:
+        raise ValueError(f"Unknown loss class {config.get('class_name')!r}. Known: {', '.join(sorted(_CLASSES))}.")
+    return cls.from_config(config.get("config", {}))
