@@ -72,7 +72,7 @@ cdef int forward_direct(const floating *x, const floating *kernel, const floatin
     cdef int *failed_p = &failed
     with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
         buf = <floating *>malloc(S * sizeof(floating))
-        for n in prange(g.N, schedule="static"):
+        for n in prange(g.N, schedule="dynamic"):
             if buf == NULL:
                 failed_p[0] = 1
                 continue
@@ -229,7 +229,7 @@ cdef int conv2d_forward_c(const floating *x, const floating *kernel, const float
         col = NULL
         if not pointwise:
             col = <floating *>malloc((TP * K + 1) * sizeof(floating))
-        for t in prange(ntiles, schedule="static"):
+        for t in prange(ntiles, schedule="dynamic"):
             if not pointwise and col == NULL:
                 failed_p[0] = 1
                 continue
@@ -292,7 +292,7 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
         col = NULL
         if direct or (not pointwise and dkernel != NULL):
             col = <floating *>malloc((scratch + 1) * sizeof(floating))
-        for b in prange(nblocks, schedule="static"):
+        for b in prange(nblocks, schedule="dynamic"):
             if (direct or (not pointwise and dkernel != NULL)) and col == NULL:
                 failed_p[0] = 1
                 continue
@@ -350,7 +350,7 @@ cdef int input_direct(const floating *dy, const floating *kernel, floating *dx,
     cdef int *failed_p = &failed
     with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
         buf = <floating *>malloc(S * sizeof(floating))
-        for n in prange(g.N, schedule="static"):
+        for n in prange(g.N, schedule="dynamic"):
             if buf == NULL:
                 failed_p[0] = 1
                 continue
@@ -395,7 +395,7 @@ cdef int backward_input(const floating *dy, const floating *kernel, floating *dx
         return 0
     with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
         dcol = <floating *>malloc((TP * K + 1) * sizeof(floating))
-        for n in prange(g.N, schedule="static"):
+        for n in prange(g.N, schedule="dynamic"):
             if dcol == NULL:
                 failed_p[0] = 1
                 continue
