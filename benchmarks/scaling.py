@@ -10,12 +10,19 @@ After a warm-up epoch, ``--epochs`` epochs are timed between barriers. Reported 
 
 * images/s: all ranks' images / wall time;
 * step ms: wall time / steps;
+* wait: ``DistributedModel(wait=...)``: "poll" sleeps while it waits, "block" spins in MPI;
+* speedup: against the plain single-process fit;
 * comm ms/step: time inside the per-step allreduce, as rank 0 sees it (includes waiting for
   the slower rank) and its share of a step;
 * compute ms: step ms - comm ms on rank 0 (forward, backward, optimizer; it grows when the
   ranks compete with other processes for the cores);
 * pure allreduce ms: the same allreduce (gradient buffer + loss/metric slots) timed alone
   after a barrier, i.e. the cost of moving the data without load imbalance.
+
+Measured on the shared 2-core development machine (load average about 4 from other work, so
+two ranks got about one core between them): plain 4,700-5,800 images/s; 1 rank about the
+same; 2 ranks 4,100 (poll, 23-25 % of a step in the allreduce, ~0.4 ms of it moving data)
+and 2,500-3,400 (block, 45-49 %). Run it on idle cores for scaling numbers.
 
 A plain single-process ``Sequential.fit`` (no MPI) is measured too, as the baseline for the
 wrapper's own overhead. Output: a table, and JSON with ``--json FILE``.
@@ -66,7 +73,7 @@ def worker(args):
     rank, size = comm.Get_rank(), comm.Get_size()
     cconv.set_num_threads(1)
     x, y = _data(args.images, rank)
-    dmodel = DistributedModel(cconv.models.lenet5())
+    dmodel = DistributedModel(cconv.models.lenet5(), wait=args.wait[0])
     dmodel.fit(x, y, batch_size=args.batch, epochs=1, verbose=0, sharded=True)   # warm-up
     dmodel.comm_time, dmodel.steps = 0.0, 0
     comm.Barrier()
@@ -111,6 +118,8 @@ def main():
     p.add_argument("--batch", type=int, default=64, help="images per rank and step")
     p.add_argument("--images", type=int, default=4096, help="images per rank and epoch")
     p.add_argument("--epochs", type=int, default=2, help="timed epochs")
+    p.add_argument("--wait", nargs="+", default=["poll", "block"], choices=["poll", "block"],
+                   help="DistributedModel(wait=...) modes to measure")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -123,22 +132,23 @@ def main():
     load0 = os.getloadavg()[0]
     rows = [plain(args)]
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.ranks:
-            out = os.path.join(tmp, f"r{n}.json")
-            cmd = mpirun_cmd(n) + [sys.executable, "-m", "mpi4py", os.path.abspath(__file__), "--worker",
-                                   "--batch", str(args.batch), "--images", str(args.images),
-                                   "--epochs", str(args.epochs), "--json", out]
-            subprocess.run(cmd, check=True, env=env, timeout=600)
-            with open(out) as f:
-                rows.append(json.load(f))
-    base = next(r for r in rows if r["ranks"] == 1)["images_per_s"] if 1 in args.ranks else rows[0]["images_per_s"]
+        for wait in args.wait:
+            for n in args.ranks:
+                out = os.path.join(tmp, f"r{n}.json")
+                cmd = mpirun_cmd(n) + [sys.executable, "-m", "mpi4py", os.path.abspath(__file__), "--worker",
+                                       "--batch", str(args.batch), "--images", str(args.images),
+                                       "--epochs", str(args.epochs), "--wait", wait, "--json", out]
+                subprocess.run(cmd, check=True, env=env, timeout=600)
+                with open(out) as f:
+                    rows.append(dict(json.load(f), wait=wait))
+    base = rows[0]["images_per_s"]             # plain single-process fit
     print(f"LeNet-5 fit, 28x28x1, batch {args.batch} per rank, {args.images} images per rank and epoch, "
           f"1 cconv thread per rank, {os.cpu_count()} cores, load average before {load0:.2f}, after "
           f"{os.getloadavg()[0]:.2f}")
-    print(f"{'ranks':>6} {'images/s':>10} {'speedup':>8} {'step ms':>8} {'compute ms':>10} {'comm ms':>8} "
+    print(f"{'ranks':>6} {'wait':>5} {'images/s':>10} {'speedup':>8} {'step ms':>8} {'compute ms':>10} {'comm ms':>8} "
           f"{'comm %':>7} {'pure allreduce ms':>18}")
     for r in rows:
-        print(f"{r['ranks']!s:>6} {r['images_per_s']:>10,.0f} {r['images_per_s'] / base:>7.2f}x {r['step_ms']:>8.2f} "
+        print(f"{r['ranks']!s:>6} {r.get('wait', '-'):>5} {r['images_per_s']:>10,.0f} {r['images_per_s'] / base:>7.2f}x {r['step_ms']:>8.2f} "
               f"{r['step_ms'] - r['comm_ms']:>10.2f} {r['comm_ms']:>8.2f} {100 * r['comm_share']:>6.1f}% "
               f"{r['pure_allreduce_ms']:>18.3f}")
     if args.json:

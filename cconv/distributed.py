@@ -15,7 +15,8 @@ What happens:
 * **Start.** Rank 0's weights (trainable and not) and optimizer state are broadcast to every
   rank, so ranks need not seed their initialisers alike.
 * **Each step.** Every rank runs forward and backward on its own part of the step's batch;
-  then ONE ``MPI_Allreduce`` sums, in a single buffer, the flattened gradients (each scaled by
+  then ONE allreduce (``MPI_Iallreduce`` waited on without spinning, or with
+  ``wait="block"`` a blocking ``MPI_Allreduce``) sums, in a single buffer, the flattened gradients (each scaled by
   the rank's sample count), the loss and the metric totals. Each rank divides by the global
   sample count and takes the same optimizer step. The gradient is therefore the mean over the
   global batch, as single-process training on ``size * batch_size`` samples computes it.
@@ -73,18 +74,31 @@ class DistributedModel:
         model: a compiled ``cconv.Sequential`` (built, or built on the first ``fit``).
         comm: an mpi4py communicator; default ``MPI.COMM_WORLD``.
         root: the rank whose weights every rank starts from (default 0).
+        wait: how a rank waits for the others in the per-step allreduce. ``"poll"``
+            (default): a non-blocking allreduce tested every ``poll_interval`` seconds with
+            sleeps between, so a waiting rank leaves its core to ranks still computing; best
+            when ranks share cores with each other or with other work (on a busy 2-core
+            machine it doubled 2-rank throughput). ``"block"``: MPI's blocking
+            ``Allreduce``, which busy-waits; lowest latency when every rank owns its cores.
+        poll_interval: seconds between tests with ``wait="poll"`` (default 1e-4).
 
     Attributes ``rank``, ``size``, ``comm``; anything else (``summary``, ``save``,
     ``get_weights``, ``predict``, ...) is the wrapped model's (``predict`` is local to the
     rank: use :func:`cconv.dask.predict` to spread inference).
     """
 
-    def __init__(self, model, comm=None, root=0):
+    def __init__(self, model, comm=None, root=0, wait="poll", poll_interval=1e-4):
         self.model = model
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
         self.root = int(root)
+        if wait not in ("poll", "block"):
+            raise ValueError(f'wait must be "poll" or "block"; got {wait!r}.')
+        if wait == "poll" and not poll_interval > 0:
+            raise ValueError(f"poll_interval must be positive; got {poll_interval!r}.")
+        self.wait = wait
+        self._poll = float(poll_interval) if wait == "poll" else 0.0
         self.comm_time = 0.0
         self.steps = 0
         self._synced = False
@@ -173,7 +187,14 @@ class DistributedModel:
             e[2 + 2 * i] = m._total - bt
             e[3 + 2 * i] = m._count - bc
         t0 = time.perf_counter()
-        self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        if self._poll:
+            # Wait without spinning: a rank that finished early sleeps instead of taking the
+            # core from a rank still computing (ranks sharing cores, or a busy machine).
+            req = self.comm.Iallreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            while not req.Test():
+                time.sleep(self._poll)
+        else:
+            self.comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         self.comm_time += time.perf_counter() - t0
         self.steps += 1
         n = float(e[1])
