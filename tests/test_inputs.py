@@ -130,3 +130,15 @@ def test_inf_in_the_input_reaches_only_the_gradients_it_touches(k_shape, groups,
     assert np.all(np.isfinite(dk[:, 1:]))
     assert not np.all(np.isfinite(dk[:, 0]))
     np.testing.assert_allclose(dk, want, rtol=1e-10, equal_nan=True)
+
+
+def test_huge_dilation_with_same_padding_stays_small(rng):
+    """Every tap but the centre falls in the padding: the result is the centre tap alone, and
+    no workspace is sized by the (enormous) padded input."""
+    x = rng.standard_normal((2, 5, 6, 1))
+    kernel = rng.standard_normal((3, 3, 1, 2))
+    y = ops.conv2d(x, kernel, padding="same", dilation_rate=100_000)
+    np.testing.assert_allclose(y, x * kernel[1, 1, 0], rtol=1e-12)
+    dx, dk, db = ops.conv2d_backward(np.ones_like(y), x, kernel, padding="same", dilation_rate=100_000)
+    np.testing.assert_allclose(dx[..., 0], np.full(x.shape[:3], kernel[1, 1, 0].sum()), rtol=1e-12)
+    assert np.count_nonzero(dk) == 2

@@ -58,8 +58,12 @@ cdef inline bint use_direct(const ConvGeom *g) noexcept nogil:
     """Few input channels and filters per group (LeNet's first layer, depthwise): im2col rows
     would be a handful of scattered elements feeding a GEMM a few columns wide, so the direct
     kernels win. Pointwise convolutions need no im2col."""
+    cdef int64_t hp = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1   # padded plane (direct.h)
+    cdef int64_t wp = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
     return (g.C // g.groups <= DIRECT_MAX_CG and g.CO // g.groups <= DIRECT_MAX_COG
-            and not is_pointwise(g))
+            and not is_pointwise(g)
+            # huge dilation or padding would make the padded planar copy far larger than x
+            and hp * wp <= 4 * g.H * g.W + 65536)
 
 
 cdef int forward_direct(const floating *x, const floating *kernel, const floating *bias,
