@@ -49,6 +49,11 @@ class Sequential:
         model.fit(x, y, epochs=5)
     """
 
+    # Set (on the instance, only while it trains) by cconv.distributed.DistributedModel:
+    # ``reducer(loss, batch_size, metrics) -> loss`` sums the gradients in ``_gflat`` (and the
+    # loss and metric totals) over ranks. None: single process, no extra work per step.
+    _step_reducer = None
+
     def __init__(self, layers=None, name=None):
         self.name = name or unique_name("sequential")
         self._layers = []
@@ -353,10 +358,12 @@ class Sequential:
                 g = layer.backward_logits(g)
             else:
                 g = layer.backward(g)
-        if self._gflat.size:
-            self.optimizer.apply((self._gflat,), (self._wflat,))
         for m in metrics:
             m._update(yb, pred)
+        if self._step_reducer is not None:   # cconv.distributed: allreduce self._gflat (+ loss, metrics)
+            loss = self._step_reducer(loss, xb.shape[0], metrics)
+        if self._gflat.size:
+            self.optimizer.apply((self._gflat,), (self._wflat,))
         return loss
 
     def __call__(self, x, training=False):
@@ -635,7 +642,7 @@ class Sequential:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_wflat", "_gflat", "_views"):
+        for k in ("_wflat", "_gflat", "_views", "_step_reducer"):
             state.pop(k, None)
         state["_packed"] = False
         return state

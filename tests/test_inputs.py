@@ -115,3 +115,30 @@ def test_classic_functions_match_ops(rng):
         classic.conv_forward(A, W, b, "relu")
     with pytest.raises(ValueError, match=r"b must have shape \(1, 1, 1, 4\)"):
         classic.conv_forward(A, W, np.zeros((1, 1, 1, 3)), relu)
+
+
+@pytest.mark.parametrize("k_shape,groups", [((3, 3, 1, 6), 1), ((3, 3, 1, 2), 2), ((3, 3, 8, 16), 1)])
+def test_inf_in_the_input_reaches_only_the_gradients_it_touches(k_shape, groups, rng):
+    """An Inf in x's first column is read by kernel column 0 only (valid padding): the other
+    kernel columns' gradients stay finite, in the direct and in the GEMM kernels."""
+    x = rng.standard_normal((2, 7, 7, k_shape[2] * groups))
+    x[0, 3, 0, 0] = np.inf
+    kernel = rng.standard_normal(k_shape)
+    dy = rng.standard_normal((2, 5, 5, k_shape[3]))
+    _, dk, _ = ops.conv2d_backward(dy, x, kernel, groups=groups)
+    want = ref.conv2d_backward(dy, x, kernel, (1, 1), ((0, 0), (0, 0)), (1, 1), groups)[1]
+    assert np.all(np.isfinite(dk[:, 1:]))
+    assert not np.all(np.isfinite(dk[:, 0]))
+    np.testing.assert_allclose(dk, want, rtol=1e-10, equal_nan=True)
+
+
+def test_huge_dilation_with_same_padding_stays_small(rng):
+    """Every tap but the centre falls in the padding: the result is the centre tap alone, and
+    no workspace is sized by the (enormous) padded input."""
+    x = rng.standard_normal((2, 5, 6, 1))
+    kernel = rng.standard_normal((3, 3, 1, 2))
+    y = ops.conv2d(x, kernel, padding="same", dilation_rate=100_000)
+    np.testing.assert_allclose(y, x * kernel[1, 1, 0], rtol=1e-12)
+    dx, dk, db = ops.conv2d_backward(np.ones_like(y), x, kernel, padding="same", dilation_rate=100_000)
+    np.testing.assert_allclose(dx[..., 0], np.full(x.shape[:3], kernel[1, 1, 0].sum()), rtol=1e-12)
+    assert np.count_nonzero(dk) == 2

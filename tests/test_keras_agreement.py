@@ -34,7 +34,16 @@ CONV_CASES = [
     ((2, 7, 6, 3), (3, 2, 3, 2), 1, (2, 1), 1, 1),            # explicit pair padding
     ((1, 5, 5, 2), (5, 5, 2, 3), 1, "valid", 1, 1),           # kernel == input
     ((2, 40, 40, 8), (3, 3, 8, 16), 1, "same", 1, 1),         # several im2col tiles
+] + [  # 3x3, stride 1, >= 16 channels both ways: Winograd F(2x2, 3x3), forward and dx
+    ((2, 9, 7, 16), (3, 3, 16, 16), 1, "same", 1, 1),          # partial tiles, bottom and right
+    ((1, 10, 11, 17), (3, 3, 17, 20), 1, "valid", 1, 1),       # batch 1, odd channel counts
+    ((2, 6, 5, 24), (3, 3, 24, 16), 1, ((1, 2), (0, 3)), 1, 1),  # explicit asymmetric
+    ((3, 8, 8, 32), (3, 3, 32, 16), 1, ((3, 0), (2, 4)), 1, 1),  # padding beyond the kernel
+    ((1, 2, 2, 16), (3, 3, 16, 16), 1, "same", 1, 1),          # one tile
+    ((1, 4, 3, 16), (3, 3, 16, 18), 1, "valid", 1, 1),         # 2x1 output: im2col (too small)
+    ((4, 40, 40, 16), (3, 3, 16, 16), 1, "same", 1, 1),        # several chunks of tiles
 ]
+WINOGRAD_CASES = CONV_CASES[-7:]
 
 
 def _ids(cases):
@@ -143,3 +152,17 @@ def test_max_pool_gradient_goes_to_first_maximum():
         y = tf.nn.max_pool2d(tx, 2, 2, "VALID")
     np.testing.assert_array_equal(dx, tape.gradient(y, tx).numpy())
     np.testing.assert_array_equal(dx.reshape(2, 2), [[1.0, 0.0], [0.0, 0.0]])
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=_ids(WINOGRAD_CASES))
+def test_winograd_cases_take_the_winograd_path(case):
+    """Guards the cases above against a threshold change that would silently skip Winograd."""
+    from cconv._ext import conv as _conv
+
+    x_shape, k_shape, strides, padding, dilation, groups = case
+    oh, ow = ops.conv_output_shape(x_shape[1:3], k_shape[:2], strides, padding)
+    y_shape = (x_shape[0], oh, ow, k_shape[3])
+    for input_gradient, out_hw in ((False, (oh, ow)), (True, x_shape[1:3])):
+        got = _conv._uses_winograd(x_shape, k_shape, y_shape, (1, 1), (1, 1), 1, 4,
+                                   input_gradient)
+        assert got == (min(out_hw) >= 2), (input_gradient, out_hw)

@@ -83,3 +83,36 @@ def test_pooling_matches_reference(problem, mode):
     dy = rng.standard_normal(y.shape)
     dx = bwd(dy, x, pool, strides, padding)
     assert_close(dx, ref.pool2d_backward(dy, x, pool, strides, pads, mode), np.float64, "dx")
+
+
+@st.composite
+def winograd_problems(draw):
+    """3x3, stride 1, dilation 1, >= 16 channels: the Winograd path (forward and dx)."""
+    c, co = draw(st.integers(16, 19)), draw(st.integers(16, 19))
+    kind = draw(st.sampled_from(["valid", "same", "explicit"]))
+    pads = ((draw(st.integers(0, 3)), draw(st.integers(0, 3))),
+            (draw(st.integers(0, 3)), draw(st.integers(0, 3))))
+    h, w = draw(st.integers(3, 9)), draw(st.integers(3, 9))
+    n = draw(st.integers(1, 3))
+    padding = pads if kind == "explicit" else kind
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**31))
+    return (n, h, w, c), (3, 3, c, co), padding, dtype, seed
+
+
+@settings(max_examples=40, deadline=None)
+@given(winograd_problems())
+def test_winograd_conv2d_and_backward_match_reference(problem):
+    x_shape, k_shape, padding, dtype, seed = problem
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    kernel = rng.standard_normal(k_shape).astype(dtype)
+    bias = rng.standard_normal(k_shape[3]).astype(dtype)
+    pads = ref.pads_for(x_shape[1:3], (3, 3), (1, 1), (1, 1), padding)
+    y = ops.conv2d(x, kernel, bias, padding=padding)
+    assert_close(y, ref.conv2d(x, kernel, bias, (1, 1), pads, (1, 1), 1), dtype, "forward")
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got = ops.conv2d_backward(dy, x, kernel, padding=padding)
+    want = ref.conv2d_backward(dy, x, kernel, (1, 1), pads, (1, 1), 1)
+    for name, a, b in zip(("dx", "dkernel", "dbias"), got, want):
+        assert_close(a, b, dtype, name)

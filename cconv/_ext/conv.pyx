@@ -36,6 +36,14 @@ cdef enum:
     # Elements of all per-block partial kernel gradients together, and the most blocks.
     PARTIAL_ELEMS = 4194304
     MAX_BLOCKS = 64
+    # Winograd F(2x2, 3x3): channels (in and out) from which it replaces im2col + GEMM, and the
+    # default elements of one chunk's transformed input + GEMM output (per thread).
+    WINO_MIN_C = 16
+    # bytes of the transformed kernel (16 x C x CO) always allowed; beyond, up to the output's size
+    WINO_KERNEL_BYTES = 33554432
+    # fewest blocks of partial sums for the Winograd kernel gradient (parallelism)
+    WINO_MIN_BLOCKS = 8
+    WINO_CHUNK_ELEMS = 262144
 
 
 cdef extern from "direct.h" nogil:
@@ -58,8 +66,12 @@ cdef inline bint use_direct(const ConvGeom *g) noexcept nogil:
     """Few input channels and filters per group (LeNet's first layer, depthwise): im2col rows
     would be a handful of scattered elements feeding a GEMM a few columns wide, so the direct
     kernels win. Pointwise convolutions need no im2col."""
+    cdef int64_t hp = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1   # padded plane (direct.h)
+    cdef int64_t wp = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
     return (g.C // g.groups <= DIRECT_MAX_CG and g.CO // g.groups <= DIRECT_MAX_COG
-            and not is_pointwise(g))
+            and not is_pointwise(g)
+            # huge dilation or padding would make the padded planar copy far larger than x
+            and hp * wp <= 4 * g.H * g.W + 65536)
 
 
 cdef int forward_direct(const floating *x, const floating *kernel, const floating *bias,
@@ -72,7 +84,7 @@ cdef int forward_direct(const floating *x, const floating *kernel, const floatin
     cdef int *failed_p = &failed
     with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
         buf = <floating *>malloc(S * sizeof(floating))
-        for n in prange(g.N, schedule="static"):
+        for n in prange(g.N, schedule="dynamic"):
             if buf == NULL:
                 failed_p[0] = 1
                 continue
@@ -84,6 +96,254 @@ cdef int forward_direct(const floating *x, const floating *kernel, const floatin
                                          y + n * g.OH * g.OW * g.CO, g, buf)
         free(buf)
     return -1 if failed else 0
+
+
+cdef extern from "winograd.h" nogil:
+    void cconv_wino_kernel_f32(const float *w, int64_t C, int64_t CO, int flip, float *U)
+    void cconv_wino_kernel_f64(const double *w, int64_t C, int64_t CO, int flip, double *U)
+    void cconv_wino_input_f32(const float *inp, int64_t IH, int64_t IW, int64_t C, int64_t TH,
+                              int64_t TW, int64_t pt, int64_t pl, int64_t t0, int64_t nt,
+                              float *V, int64_t vs, const float *zeros)
+    void cconv_wino_input_f64(const double *inp, int64_t IH, int64_t IW, int64_t C, int64_t TH,
+                              int64_t TW, int64_t pt, int64_t pl, int64_t t0, int64_t nt,
+                              double *V, int64_t vs, const double *zeros)
+    void cconv_wino_kernel_grad_f32(const float *dU, int64_t C, int64_t CO, float *dk)
+    void cconv_wino_kernel_grad_f64(const double *dU, int64_t C, int64_t CO, double *dk)
+    void cconv_wino_dy_f32(const float *dy, int64_t OH, int64_t OW, int64_t CO, int64_t TH,
+                           int64_t TW, int64_t t0, int64_t nt, float *dM, int64_t ms,
+                           const float *zeros, float *acc)
+    void cconv_wino_dy_f64(const double *dy, int64_t OH, int64_t OW, int64_t CO, int64_t TH,
+                           int64_t TW, int64_t t0, int64_t nt, double *dM, int64_t ms,
+                           const double *zeros, double *acc)
+    void cconv_wino_output_f32(const float *M, int64_t ms, int64_t CO, const float *bias,
+                               float *out, int64_t OH, int64_t OW, int64_t TH, int64_t TW,
+                               int64_t t0, int64_t nt, float *trash)
+    void cconv_wino_output_f64(const double *M, int64_t ms, int64_t CO, const double *bias,
+                               double *out, int64_t OH, int64_t OW, int64_t TH, int64_t TW,
+                               int64_t t0, int64_t nt, double *trash)
+
+
+# Winograd F(2x2, 3x3) (winograd.h). Elements (per thread) of the transformed input and GEMM
+# output of one chunk of tiles: a function of the shapes only, never of the thread count.
+cdef int64_t wino_chunk_elems = WINO_CHUNK_ELEMS
+
+
+def _set_winograd_chunk_elems(int64_t elems):
+    """Benchmark hook: per-thread elements of one Winograd chunk (returns the previous)."""
+    global wino_chunk_elems
+    cdef int64_t before = wino_chunk_elems
+    if elems > 0:
+        wino_chunk_elems = elems
+    return before
+
+
+cdef inline bint use_winograd(const ConvGeom *g, bint input_gradient,
+                              size_t itemsize) noexcept nogil:
+    """3x3, stride 1, dilation 1, one group, at least WINO_MIN_C channels in and out (below,
+    the 16 GEMMs are too thin: measured slower for 8->8 and 12->12, faster from 16->16), an
+    output (x for the input gradient) of at least 2x2 (a 2x2 tile for one output wastes 3/4)
+    and a transformed kernel that is small next to 32 MB or the output. Depends on the shapes
+    alone, never on the thread count."""
+    cdef int64_t oh = g.H if input_gradient else g.OH
+    cdef int64_t ow = g.W if input_gradient else g.OW
+    cdef int64_t ucost = 16 * g.C * g.CO * <int64_t>itemsize
+    cdef int64_t out_bytes = g.N * oh * ow * (g.C if input_gradient else g.CO) * <int64_t>itemsize
+    return (g.KH == 3 and g.KW == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1 and g.dw == 1
+            and g.groups == 1 and g.C >= WINO_MIN_C and g.CO >= WINO_MIN_C
+            and oh >= 2 and ow >= 2 and (ucost <= WINO_KERNEL_BYTES or ucost <= out_bytes))
+
+
+def _uses_winograd(tuple xshape, tuple kshape, tuple yshape, tuple strides, tuple dilation,
+                   int groups, int itemsize, bint input_gradient):
+    """Test hook: whether the forward pass (or the input gradient) of this geometry runs
+    Winograd."""
+    cdef ConvGeom g = make_geom(xshape, kshape, yshape, strides, dilation, (0, 0), groups)
+    return use_winograd(&g, input_gradient, itemsize)
+
+
+cdef int winograd_conv(const floating *inp, int64_t N, int64_t IH, int64_t IW, int64_t Cin,
+                       const floating *U, int64_t Cout, const floating *bias, floating *out,
+                       int64_t OH, int64_t OW, int64_t pt, int64_t pl,
+                       int num_threads) noexcept nogil:
+    """out (N, OH, OW, Cout) = conv3x3(inp (N, IH, IW, Cin), padding before pt, pl) + bias with
+    the kernel already transformed into U (16, Cin, Cout). Chunks of TC consecutive tiles of
+    the whole batch are independent: input transform, 16 GEMMs, output transform."""
+    cdef int64_t TH = (OH + 1) // 2
+    cdef int64_t TW = (OW + 1) // 2
+    cdef int64_t T = N * TH * TW
+    cdef int64_t TC = wino_chunk_tiles(Cin, Cout, T)
+    cdef int64_t nchunks, ch, t0, nt, e
+    cdef int64_t S
+    cdef floating *buf = NULL
+    cdef floating *V
+    cdef floating *M
+    cdef floating *zeros
+    cdef int failed = 0
+    cdef int *failed_p = &failed
+    nchunks = (T + TC - 1) // TC
+    # V (16 x TC x Cin), M (16 x TC x Cout), zeros (Cin and the bias stand-in, Cout), trash
+    S = 16 * TC * (Cin + Cout) + Cin + Cout + 3 * Cout
+    with parallel(num_threads=num_threads if num_threads < nchunks else <int>nchunks):
+        buf = <floating *>malloc(S * sizeof(floating))
+        if buf != NULL:
+            memset(buf + 16 * TC * (Cin + Cout), 0, (Cin + Cout) * sizeof(floating))
+        for ch in prange(nchunks, schedule="dynamic"):
+            if buf == NULL:
+                failed_p[0] = 1
+                continue
+            V = buf
+            M = buf + 16 * TC * Cin
+            zeros = M + 16 * TC * Cout
+            t0 = ch * TC
+            nt = T - t0 if T - t0 < TC else TC
+            if floating is float:
+                cconv_wino_input_f32(inp, IH, IW, Cin, TH, TW, pt, pl, t0, nt, V, nt * Cin, zeros)
+            else:
+                cconv_wino_input_f64(inp, IH, IW, Cin, TH, TW, pt, pl, t0, nt, V, nt * Cin, zeros)
+            for e in range(16):
+                gemm(0, 0, nt, Cout, Cin, V + e * nt * Cin, Cin, U + e * Cin * Cout, Cout, 0,
+                     M + e * nt * Cout, Cout)
+            if floating is float:
+                cconv_wino_output_f32(M, nt * Cout, Cout, bias if bias != NULL else zeros + Cin,
+                                      out, OH, OW, TH, TW, t0, nt, zeros + Cin + Cout)
+            else:
+                cconv_wino_output_f64(M, nt * Cout, Cout, bias if bias != NULL else zeros + Cin,
+                                      out, OH, OW, TH, TW, t0, nt, zeros + Cin + Cout)
+        free(buf)
+    return -1 if failed else 0
+
+
+cdef int forward_winograd(const floating *x, const floating *kernel, const floating *bias,
+                          floating *y, const ConvGeom *g, int num_threads) noexcept nogil:
+    cdef floating *U = <floating *>malloc(16 * g.C * g.CO * sizeof(floating))
+    cdef int status
+    if U == NULL:
+        return -1
+    if floating is float:
+        cconv_wino_kernel_f32(kernel, g.C, g.CO, 0, U)
+    else:
+        cconv_wino_kernel_f64(kernel, g.C, g.CO, 0, U)
+    status = winograd_conv(x, g.N, g.H, g.W, g.C, U, g.CO, bias, y, g.OH, g.OW, g.pt, g.pl,
+                           num_threads)
+    free(U)
+    return status
+
+
+cdef inline int64_t wino_chunk_tiles(int64_t Cin, int64_t Cout, int64_t T) noexcept nogil:
+    """Tiles per chunk: whole GEMM micro-panels (MR = 12 / 6), from the shapes only."""
+    cdef int64_t TC = wino_chunk_elems // (16 * (Cin + Cout))
+    TC = (TC // 12) * 12
+    if TC < 12:
+        TC = 12
+    return TC if TC < T else T
+
+
+cdef inline int64_t wino_grad_blocks(const ConvGeom *g) noexcept nogil:
+    """Blocks of chunks with their own partial dU (16 x C x CO) for the kernel gradient;
+    0 when fewer than WINO_MIN_BLOCKS fit the partial-sum budget (then im2col + GEMM runs)."""
+    cdef int64_t T = g.N * ((g.OH + 1) // 2) * ((g.OW + 1) // 2)
+    cdef int64_t TC = wino_chunk_tiles(g.C, g.CO, T)
+    cdef int64_t nchunks = (T + TC - 1) // TC
+    cdef int64_t nb = PARTIAL_ELEMS // (16 * g.C * g.CO + g.CO)
+    if nb > MAX_BLOCKS:
+        nb = MAX_BLOCKS
+    if nb > nchunks:
+        nb = nchunks
+    return nb if nb >= WINO_MIN_BLOCKS or nb == nchunks else 0
+
+
+cdef int params_winograd(const floating *dy, const floating *x, floating *dkernel,
+                         floating *dbias, const ConvGeom *g, int64_t nblocks,
+                         int num_threads) noexcept nogil:
+    """Kernel (and bias) gradient through the transformed kernel: per chunk
+    dU[e] += V[e]^T @ dM[e] (V: input transform of x, dM = A dY A^T), partial sums per fixed
+    block of chunks, reduced in block order, then dk = G^T dU G. dbias sums dM[5] (the sum
+    of each 2x2 dy tile) alongside."""
+    cdef int64_t C = g.C, CO = g.CO
+    cdef int64_t TH = (g.OH + 1) // 2
+    cdef int64_t TW = (g.OW + 1) // 2
+    cdef int64_t T = g.N * TH * TW
+    cdef int64_t TC = wino_chunk_tiles(C, CO, T)
+    cdef int64_t nchunks = (T + TC - 1) // TC
+    cdef int64_t UE = 16 * C * CO
+    cdef int64_t per_block = UE + CO
+    cdef int64_t S = 16 * TC * (C + CO) + (C if C > CO else CO)
+    cdef int64_t b, ch, t0, nt, e, i
+    cdef floating *partial
+    cdef floating *pw
+    cdef floating *buf = NULL
+    cdef floating *V
+    cdef floating *dM
+    cdef floating *zeros
+    cdef floating s
+    cdef int failed = 0
+    cdef int *failed_p = &failed
+    partial = <floating *>calloc(nblocks * per_block + 1, sizeof(floating))
+    if partial == NULL:
+        return -1
+    with parallel(num_threads=num_threads if num_threads < nblocks else <int>nblocks):
+        buf = <floating *>malloc(S * sizeof(floating))
+        if buf != NULL:
+            memset(buf + 16 * TC * (C + CO), 0, (S - 16 * TC * (C + CO)) * sizeof(floating))
+        for b in prange(nblocks, schedule="static"):
+            if buf == NULL:
+                failed_p[0] = 1
+                continue
+            pw = partial + b * per_block
+            V = buf
+            dM = buf + 16 * TC * C
+            zeros = dM + 16 * TC * CO
+            for ch in range(b * nchunks // nblocks, (b + 1) * nchunks // nblocks):
+                t0 = ch * TC
+                nt = T - t0 if T - t0 < TC else TC
+                if floating is float:
+                    cconv_wino_input_f32(x, g.H, g.W, C, TH, TW, g.pt, g.pl, t0, nt, V, nt * C,
+                                         zeros)
+                    cconv_wino_dy_f32(dy, g.OH, g.OW, CO, TH, TW, t0, nt, dM, nt * CO, zeros,
+                                      pw + UE)
+                else:
+                    cconv_wino_input_f64(x, g.H, g.W, C, TH, TW, g.pt, g.pl, t0, nt, V, nt * C,
+                                         zeros)
+                    cconv_wino_dy_f64(dy, g.OH, g.OW, CO, TH, TW, t0, nt, dM, nt * CO, zeros,
+                                      pw + UE)
+                for e in range(16):
+                    gemm(1, 0, C, CO, nt, V + e * nt * C, C, dM + e * nt * CO, CO, 1,
+                         pw + e * C * CO, CO)
+        free(buf)
+    if not failed:
+        # reduce the blocks in block order into block 0
+        for i in prange(per_block, schedule="static", num_threads=num_threads):
+            s = partial[i]
+            for b in range(1, nblocks):
+                s = s + partial[b * per_block + i]
+            partial[i] = s
+        if floating is float:
+            cconv_wino_kernel_grad_f32(partial, C, CO, dkernel)
+        else:
+            cconv_wino_kernel_grad_f64(partial, C, CO, dkernel)
+        if dbias != NULL:
+            memcpy(dbias, partial + UE, CO * sizeof(floating))
+    free(partial)
+    return -1 if failed else 0
+
+
+cdef int input_winograd(const floating *dy, const floating *kernel, floating *dx,
+                        const ConvGeom *g, int num_threads) noexcept nogil:
+    """Stride 1: dx is the 3x3 convolution of dy with the kernel flipped in both spatial axes
+    and its channel axes swapped, padded by 2 - pt on top and 2 - pl on the left (the padding
+    after follows from the output size H, W), without bias."""
+    cdef floating *U = <floating *>malloc(16 * g.C * g.CO * sizeof(floating))
+    cdef int status
+    if U == NULL:
+        return -1
+    if floating is float:
+        cconv_wino_kernel_f32(kernel, g.C, g.CO, 1, U)
+    else:
+        cconv_wino_kernel_f64(kernel, g.C, g.CO, 1, U)
+    status = winograd_conv(dy, g.N, g.OH, g.OW, g.CO, U, g.C, NULL, dx, g.H, g.W,
+                           2 - g.pt, 2 - g.pl, num_threads)
+    free(U)
+    return status
 
 
 cdef inline void gemm(int transa, int transb, int64_t M, int64_t N, int64_t K,
@@ -221,6 +481,8 @@ cdef int conv2d_forward_c(const floating *x, const floating *kernel, const float
         return 0
     if use_direct(&g):
         return forward_direct(x, kernel, bias, y, &g, num_threads)
+    if use_winograd(&g, False, sizeof(floating)):
+        return forward_winograd(x, kernel, bias, y, &g, num_threads)
     TP = tile_rows(&g, R)
     ntiles = (R + TP - 1) // TP
     if num_threads > ntiles:
@@ -229,7 +491,7 @@ cdef int conv2d_forward_c(const floating *x, const floating *kernel, const float
         col = NULL
         if not pointwise:
             col = <floating *>malloc((TP * K + 1) * sizeof(floating))
-        for t in prange(ntiles, schedule="static"):
+        for t in prange(ntiles, schedule="dynamic"):
             if not pointwise and col == NULL:
                 failed_p[0] = 1
                 continue
@@ -292,7 +554,7 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
         col = NULL
         if direct or (not pointwise and dkernel != NULL):
             col = <floating *>malloc((scratch + 1) * sizeof(floating))
-        for b in prange(nblocks, schedule="static"):
+        for b in prange(nblocks, schedule="dynamic"):
             if (direct or (not pointwise and dkernel != NULL)) and col == NULL:
                 failed_p[0] = 1
                 continue
@@ -350,7 +612,7 @@ cdef int input_direct(const floating *dy, const floating *kernel, floating *dx,
     cdef int *failed_p = &failed
     with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
         buf = <floating *>malloc(S * sizeof(floating))
-        for n in prange(g.N, schedule="static"):
+        for n in prange(g.N, schedule="dynamic"):
             if buf == NULL:
                 failed_p[0] = 1
                 continue
@@ -381,6 +643,8 @@ cdef int backward_input(const floating *dy, const floating *kernel, floating *dx
     cdef const floating *dyt
     cdef int failed = 0
     cdef int *failed_p = &failed
+    if use_winograd(g, True, sizeof(floating)):
+        return input_winograd(dy, kernel, dx, g, num_threads)
     if use_direct(g) and g.groups > 1:  # with one group, GEMM + col2im measured faster
         return input_direct(dy, kernel, dx, g, num_threads)
     if pointwise:
@@ -395,7 +659,7 @@ cdef int backward_input(const floating *dy, const floating *kernel, floating *dx
         return 0
     with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
         dcol = <floating *>malloc((TP * K + 1) * sizeof(floating))
-        for n in prange(g.N, schedule="static"):
+        for n in prange(g.N, schedule="dynamic"):
             if dcol == NULL:
                 failed_p[0] = 1
                 continue
@@ -416,7 +680,12 @@ cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating
                            floating *dx, floating *dkernel, floating *dbias,
                            ConvGeom g, int num_threads) noexcept nogil:
     cdef int status = 0
-    if dkernel != NULL or dbias != NULL:
+    cdef int64_t nb = 0
+    if dkernel != NULL and g.N > 0 and g.OH * g.OW > 0 and use_winograd(&g, False, sizeof(floating)):
+        nb = wino_grad_blocks(&g)
+    if nb > 0:
+        status = params_winograd(dy, x, dkernel, dbias, &g, nb, num_threads)
+    elif dkernel != NULL or dbias != NULL:
         status = backward_params(dy, x, dkernel, dbias, &g, num_threads)
     if status == 0 and dx != NULL and g.N > 0:
         if g.OH * g.OW == 0 or g.CO == 0:

@@ -36,9 +36,11 @@ static inline int64_t cconv_direct_scratch(const void *geom)
 }
 
 #define CCONV_DIRECT_DEFINE(SUFFIX, T, ATTR)                                                   \
-ATTR static void cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geom *g)          \
+/* Copy one image into the zero-padded planar buffer; returns 1 when it holds Inf or NaN. */   \
+ATTR static int cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geom *g)           \
 {                                                                                              \
     int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g), c, hp, wp;                      \
+    int bad = 0;                                                                               \
     memset(xT, 0, (size_t)(g->C * Hp * Wp) * sizeof(T));                                       \
     for (hp = 0; hp < Hp; hp++) {                                                              \
         int64_t ih = hp - g->pt;                                                               \
@@ -46,10 +48,14 @@ ATTR static void cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geo
         for (wp = 0; wp < Wp; wp++) {                                                          \
             int64_t iw = wp - g->pl;                                                           \
             if (iw < 0 || iw >= g->W) continue;                                                \
-            for (c = 0; c < g->C; c++)                                                         \
-                xT[(c * Hp + hp) * Wp + wp] = x[(ih * g->W + iw) * g->C + c];                  \
+            for (c = 0; c < g->C; c++) {                                                       \
+                T v = x[(ih * g->W + iw) * g->C + c];                                          \
+                xT[(c * Hp + hp) * Wp + wp] = v;                                               \
+                bad |= !(v - v == (T)0);                                                       \
+            }                                                                                  \
         }                                                                                      \
     }                                                                                          \
+    return bad;                                                                                \
 }                                                                                              \
                                                                                                \
 /* y (OH, OW, CO) of one image = conv(x) + bias (bias may be NULL). With stride 1 every     \
@@ -93,38 +99,49 @@ ATTR static void cconv_direct_forward_##SUFFIX(const T *x, const T *w, const T *
     }                                                                                          \
 }                                                                                              \
                                                                                                \
-/* dw (KH, KW, CG, CO) += kernel gradient of one image; db (CO) += bias gradient. */          \
+/* dw (KH, KW, CG, CO) += kernel gradient of one image; db (CO) += bias gradient. With      \
+   stride 1 each weight's gradient is one long dot product over the padded plane, dy being    \
+   zero in the padding columns; an image holding Inf/NaN takes the row-by-row loop instead, so \
+   that no 0 * Inf from a padding column reaches a gradient. */                              \
 ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, T *dw, T *db,  \
                                                        const cconv_geom *g, T *scratch)        \
 {                                                                                              \
     int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g);                                 \
     int64_t CG = g->C / g->groups, COg = g->CO / g->groups, OW = g->OW, sw = g->sw;            \
-    int64_t oh, ow, co, kh, kw, c, l;                                                          \
+    int64_t oh, ow, co, kh, kw, c, l, j;                                                       \
     T *xT = scratch, *dyT = scratch + g->C * Hp * Wp;                                          \
-    cconv_direct_planar_##SUFFIX(x, xT, g);                                                    \
-    for (oh = 0; oh < g->OH; oh++) {                                                           \
-        for (ow = 0; ow < OW; ow++)                                                            \
-            for (co = 0; co < g->CO; co++)                                                     \
-                dyT[co * OW + ow] = dy[(oh * OW + ow) * g->CO + co];                           \
+    int bad = cconv_direct_planar_##SUFFIX(x, xT, g);                                          \
+    int plane = g->sh == 1 && sw == 1 && !bad;                                                 \
+    int64_t len = plane ? (g->OH - 1) * Wp + OW : OW;     /* dy entries per pass */           \
+    int64_t pitch = plane ? Wp : OW;                                                           \
+    for (oh = 0; oh < (plane ? 1 : g->OH); oh++) {                                             \
+        for (j = 0; j < (plane ? g->OH : 1); j++) {         /* dy rows, transposed */          \
+            const T *dr = dy + ((plane ? j : oh) * OW) * g->CO;                                \
+            for (co = 0; co < g->CO; co++) {                                                   \
+                T *o = dyT + co * (plane ? g->OH * Wp : OW) + j * pitch;                       \
+                for (ow = 0; ow < OW; ow++) o[ow] = dr[ow * g->CO + co];                       \
+                for (ow = OW; ow < pitch && j + 1 < g->OH; ow++) o[ow] = (T)0;                 \
+            }                                                                                  \
+        }                                                                                      \
         for (co = 0; co < g->CO; co++) {                                                       \
-            const T *CCONV__RESTRICT d = dyT + co * OW;                                        \
+            const T *CCONV__RESTRICT d = dyT + co * (plane ? g->OH * Wp : OW);                 \
             int64_t c0 = (co / COg) * CG;                                                      \
             T s = (T)0;                                                                        \
-            for (ow = 0; ow < OW; ow++) s += d[ow];                                            \
+            for (j = 0; j < len; j++) s += d[j];                                               \
             if (db) db[co] += s;                                                               \
             if (!dw) continue;                                                                 \
             for (kh = 0; kh < g->KH; kh++) {                                                   \
                 int64_t hp = oh * g->sh + kh * g->dh;                                          \
                 for (kw = 0; kw < g->KW; kw++) {                                               \
                     for (c = 0; c < CG; c++) {                                                 \
-                        const T *src = xT + ((c0 + c) * Hp + hp) * Wp + kw * g->dw;            \
-                        T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                   \
-                        for (ow = 0; ow + 8 <= OW; ow += 8)                                    \
-                            for (l = 0; l < 8; l++) acc[l] += src[(ow + l) * sw] * d[ow + l];  \
-                        for (; ow < OW; ow++) acc[0] += src[ow * sw] * d[ow];                  \
-                        dw[((kh * g->KW + kw) * CG + c) * g->CO + co] +=                       \
-                            ((acc[0] + acc[1]) + (acc[2] + acc[3])) +                          \
-                            ((acc[4] + acc[5]) + (acc[6] + acc[7]));                           \
+                        const T *CCONV__RESTRICT src = xT + ((c0 + c) * Hp + hp) * Wp + kw * g->dw; \
+                        T acc[16] = {0};                                                       \
+                        for (j = 0; j + 16 <= len; j += 16)                                    \
+                            for (l = 0; l < 16; l++) acc[l] += src[(j + l) * sw] * d[j + l];   \
+                        for (; j < len; j++) acc[0] += src[j * sw] * d[j];                     \
+                        for (l = 8; l > 0; l /= 2)                                             \
+                            for (j = 0; j < l; j++) acc[j] += acc[j + l];                      \
+                        dw[((kh * g->KW + kw) * CG + c) * g->CO + co] += acc[0];               \
                     }                                                                          \
                 }                                                                              \
             }                                                                                  \

@@ -1,0 +1,318 @@
+/* Winograd F(2x2, 3x3) transforms for 3x3, stride-1, dilation-1, ungrouped convolutions.
+
+   A 2x2 block of outputs ("tile") needs a 4x4 block of input; with
+       B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+       G   = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+       A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+   the tile is  Y = A^T [ (G g G^T) .* (B^T d B) ] A  summed over input channels, so the 36
+   multiplications of a direct 2x2 tile become 16: one (tiles x Cin) @ (Cin x Cout) GEMM for each
+   of the 16 elements e of the transformed 4x4 tile. conv.pyx drives it:
+
+     U[e][ci][co]  = (G g[ci, co] G^T)[e]          cconv_wino_kernel_*  (once per call)
+     V[e][t][ci]   = (B^T d[t, ci] B)[e]           cconv_wino_input_*   (per chunk of tiles)
+     M[e]          = V[e] @ U[e]                   cconv_sgemm / cconv_dgemm (16 per chunk)
+     y[t]          = A^T M[:, t] A (+ bias)        cconv_wino_output_*  (per chunk)
+
+   Tiles are numbered over the whole batch, t = (n * TH + th) * TW + tw, TH = ceil(OH / 2),
+   TW = ceil(OW / 2); tile t reads input rows 2 th - pt .. 2 th - pt + 3 (zero outside) and
+   columns likewise, and writes the outputs of its 2x2 block that exist (partial tiles at the
+   bottom/right edge compute into a trash row). pt and pl may be negative or larger than 2.
+
+   The transforms are additions only, vectorised over channels (NHWC keeps them contiguous);
+   they are compiled for AVX-512, AVX2 and baseline and picked at run time like direct.h. The
+   order of every sum is fixed by the code, so results depend on the inputs and ISA path only. */
+#ifndef CCONV_WINOGRAD_H
+#define CCONV_WINOGRAD_H
+
+#include <stdint.h>
+#include <string.h>
+#include "gemm.h"
+
+/* Transformed kernel for the "effective" kernel g[kh][kw][ci][co] (3, 3, Cin, Cout) read from
+   w (3, 3, C, CO): flip == 0: g = w (Cin = C, Cout = CO), the forward convolution;
+   flip == 1: g[kh][kw][ci][co] = w[2 - kh][2 - kw][co][ci] (Cin = CO, Cout = C), the input
+   gradient. U is (16, Cin, Cout). Computed in double, then rounded once. */
+#define CCONV_WINO_KERNEL(SUF, T)                                                              \
+static void cconv_wino_kernel_##SUF(const T *w, int64_t C, int64_t CO, int flip, T *U)         \
+{                                                                                              \
+    const int64_t Cin = flip ? CO : C, Cout = flip ? C : CO, plane = Cin * Cout;               \
+    int64_t ci, co;                                                                            \
+    int i, j;                                                                                  \
+    for (ci = 0; ci < Cin; ci++) {                                                             \
+        for (co = 0; co < Cout; co++) {                                                        \
+            double g[3][3], a[4][3], u[4][4];                                                  \
+            for (i = 0; i < 3; i++)                                                            \
+                for (j = 0; j < 3; j++)                                                        \
+                    g[i][j] = flip ? (double)w[(((2 - i) * 3 + (2 - j)) * C + co) * CO + ci]   \
+                                   : (double)w[((i * 3 + j) * C + ci) * CO + co];              \
+            for (j = 0; j < 3; j++) {                                                          \
+                a[0][j] = g[0][j];                                                             \
+                a[1][j] = 0.5 * (g[0][j] + g[1][j] + g[2][j]);                                 \
+                a[2][j] = 0.5 * (g[0][j] - g[1][j] + g[2][j]);                                 \
+                a[3][j] = g[2][j];                                                             \
+            }                                                                                  \
+            for (i = 0; i < 4; i++) {                                                          \
+                u[i][0] = a[i][0];                                                             \
+                u[i][1] = 0.5 * (a[i][0] + a[i][1] + a[i][2]);                                 \
+                u[i][2] = 0.5 * (a[i][0] - a[i][1] + a[i][2]);                                 \
+                u[i][3] = a[i][2];                                                             \
+            }                                                                                  \
+            for (i = 0; i < 4; i++)                                                            \
+                for (j = 0; j < 4; j++) U[(i * 4 + j) * plane + ci * Cout + co] = (T)u[i][j];  \
+        }                                                                                      \
+    }                                                                                          \
+}
+CCONV_WINO_KERNEL(f32, float)
+CCONV_WINO_KERNEL(f64, double)
+
+/* Kernel gradient from the gradient of the transformed kernel: dk (3, 3, C, CO) = G^T dU G for
+   every (c, co), dU (16, C, CO). Computed in double, rounded once. */
+#define CCONV_WINO_KERNEL_GRAD(SUF, T)                                                         \
+static void cconv_wino_kernel_grad_##SUF(const T *dU, int64_t C, int64_t CO, T *dk)            \
+{                                                                                              \
+    const int64_t plane = C * CO;                                                              \
+    int64_t e;                                                                                 \
+    int i, j;                                                                                  \
+    for (e = 0; e < plane; e++) {                                                              \
+        double u[4][4], a[3][4];                                                               \
+        for (i = 0; i < 4; i++)                                                                \
+            for (j = 0; j < 4; j++) u[i][j] = (double)dU[(i * 4 + j) * plane + e];             \
+        for (j = 0; j < 4; j++) {                                                              \
+            a[0][j] = u[0][j] + 0.5 * (u[1][j] + u[2][j]);                                     \
+            a[1][j] = 0.5 * (u[1][j] - u[2][j]);                                               \
+            a[2][j] = 0.5 * (u[1][j] + u[2][j]) + u[3][j];                                     \
+        }                                                                                      \
+        for (i = 0; i < 3; i++) {                                                              \
+            dk[(i * 3 + 0) * plane + e] = (T)(a[i][0] + 0.5 * (a[i][1] + a[i][2]));            \
+            dk[(i * 3 + 1) * plane + e] = (T)(0.5 * (a[i][1] - a[i][2]));                      \
+            dk[(i * 3 + 2) * plane + e] = (T)(0.5 * (a[i][1] + a[i][2]) + a[i][3]);            \
+        }                                                                                      \
+    }                                                                                          \
+}
+CCONV_WINO_KERNEL_GRAD(f32, float)
+CCONV_WINO_KERNEL_GRAD(f64, double)
+
+/* One channel step (c .. c + lanes) of each transform, over any type VT with + and - (a GCC
+   vector or the scalar T); LD(p) reads a VT at p, ST(p, v) writes one. */
+#define CCONV__WINO_IN_STEP(VT, LD, ST)                                                        \
+    {                                                                                          \
+        /* rows: r = B^T d */                                                                  \
+        const VT r00 = LD(p00 + c) - LD(p20 + c), r01 = LD(p01 + c) - LD(p21 + c);            \
+        const VT r02 = LD(p02 + c) - LD(p22 + c), r03 = LD(p03 + c) - LD(p23 + c);            \
+        const VT r10 = LD(p10 + c) + LD(p20 + c), r11 = LD(p11 + c) + LD(p21 + c);            \
+        const VT r12 = LD(p12 + c) + LD(p22 + c), r13 = LD(p13 + c) + LD(p23 + c);            \
+        const VT r20 = LD(p20 + c) - LD(p10 + c), r21 = LD(p21 + c) - LD(p11 + c);            \
+        const VT r22 = LD(p22 + c) - LD(p12 + c), r23 = LD(p23 + c) - LD(p13 + c);            \
+        const VT r30 = LD(p10 + c) - LD(p30 + c), r31 = LD(p11 + c) - LD(p31 + c);            \
+        const VT r32 = LD(p12 + c) - LD(p32 + c), r33 = LD(p13 + c) - LD(p33 + c);            \
+        /* columns: r B */                                                                     \
+        ST(v0 + c, r00 - r02); ST(v1 + c, r01 + r02); ST(v2 + c, r02 - r01); ST(v3 + c, r01 - r03); \
+        ST(v4 + c, r10 - r12); ST(v5 + c, r11 + r12); ST(v6 + c, r12 - r11); ST(v7 + c, r11 - r13); \
+        ST(v8 + c, r20 - r22); ST(v9 + c, r21 + r22); ST(v10 + c, r22 - r21); ST(v11 + c, r21 - r23); \
+        ST(v12 + c, r30 - r32); ST(v13 + c, r31 + r32); ST(v14 + c, r32 - r31); ST(v15 + c, r31 - r33); \
+    }
+#define CCONV__WINO_OUT_STEP(VT, LD, ST)                                                       \
+    {                                                                                          \
+        /* s = A^T m (2 x 4), then s A (2 x 2) */                                              \
+        const VT s00 = LD(m0 + c) + LD(m4 + c) + LD(m8 + c);                                   \
+        const VT s01 = LD(m1 + c) + LD(m5 + c) + LD(m9 + c);                                   \
+        const VT s02 = LD(m2 + c) + LD(m6 + c) + LD(m10 + c);                                  \
+        const VT s03 = LD(m3 + c) + LD(m7 + c) + LD(m11 + c);                                  \
+        const VT s10 = LD(m4 + c) - LD(m8 + c) - LD(m12 + c);                                  \
+        const VT s11 = LD(m5 + c) - LD(m9 + c) - LD(m13 + c);                                  \
+        const VT s12 = LD(m6 + c) - LD(m10 + c) - LD(m14 + c);                                 \
+        const VT s13 = LD(m7 + c) - LD(m11 + c) - LD(m15 + c);                                 \
+        const VT bv = LD(b + c);                                                               \
+        ST(y00 + c, (s00 + s01 + s02) + bv);                                                   \
+        ST(y01 + c, (s01 - s02 - s03) + bv);                                                   \
+        ST(y10 + c, (s10 + s11 + s12) + bv);                                                   \
+        ST(y11 + c, (s11 - s12 - s13) + bv);                                                   \
+    }
+#define CCONV__WINO_DY_STEP(VT, LD, ST)                                                        \
+    {                                                                                          \
+        /* dM = A dY A^T, A = [[1, 0], [1, 1], [1, -1], [0, -1]] (the adjoint of A^T . A) */    \
+        const VT a = LD(q00 + c), b = LD(q01 + c), d = LD(q10 + c), f = LD(q11 + c);           \
+        const VT z10 = a + d, z11 = b + f, z20 = a - d, z21 = b - f;                           \
+        ST(v0 + c, a); ST(v1 + c, a + b); ST(v2 + c, a - b); ST(v3 + c, -b);                   \
+        const VT s5 = z10 + z11;                                                               \
+        ST(v4 + c, z10); ST(v5 + c, s5); ST(v6 + c, z10 - z11); ST(v7 + c, -z11);               \
+        ST(acc + c, LD(acc + c) + s5);                                                         \
+        ST(v8 + c, z20); ST(v9 + c, z20 + z21); ST(v10 + c, z20 - z21); ST(v11 + c, -z21);     \
+        ST(v12 + c, -d); ST(v13 + c, -d - f); ST(v14 + c, f - d); ST(v15 + c, f);              \
+    }
+#define CCONV__WINO_SLD(p) (*(p))
+#define CCONV__WINO_SST(p, v) (*(p) = (v))
+#if defined(__GNUC__)
+/* GCC/Clang vectors of VB bytes: the target attribute of the enclosing function decides the
+   instructions (zmm, ymm or xmm); memcpy makes the loads and stores unaligned-safe. */
+#define CCONV__WINO_VLD(p) __extension__({ cconv__wv_ v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define CCONV__WINO_VST(p, v) __extension__({ cconv__wv_ w_ = (v); memcpy((p), &w_, sizeof w_); })
+#define CCONV__WINO_VLOOP1(VB, T, CN, STEP)                                                    \
+    {                                                                                          \
+        typedef T cconv__wv_ __attribute__((vector_size(VB)));                                 \
+        const int64_t lanes_ = (int64_t)(VB / sizeof(T));                                      \
+        for (; c + lanes_ <= (CN); c += lanes_) STEP(cconv__wv_, CCONV__WINO_VLD, CCONV__WINO_VST) \
+    }
+/* full vectors, then half and quarter ones for channel counts such as 12 or 24 */
+#define CCONV__WINO_VLOOP(VB, T, CN, STEP)                                                     \
+    CCONV__WINO_VLOOP1(VB, T, CN, STEP)                                                        \
+    if (VB / 2 >= 16) CCONV__WINO_VLOOP1(VB / 2 >= 16 ? VB / 2 : 16, T, CN, STEP)              \
+    if (VB / 4 >= 16) CCONV__WINO_VLOOP1(VB / 4 >= 16 ? VB / 4 : 16, T, CN, STEP)
+#else
+#define CCONV__WINO_VLOOP(VB, T, CN, STEP)
+#endif
+
+/* V[e * vs + (t - t0) * C + c] for tiles t0 .. t0 + nt - 1 of in (N, IH, IW, C); zeros holds
+   at least C zeros (it stands in for input cells outside the image). */
+#define CCONV_WINO_DEFINE(SUF, T, ATTR, VB)                                                        \
+ATTR static void cconv_wino_input_##SUF(const T *in, int64_t IH, int64_t IW, int64_t C,        \
+                                        int64_t TH, int64_t TW, int64_t pt, int64_t pl,        \
+                                        int64_t t0, int64_t nt, T *V, int64_t vs,              \
+                                        const T *zeros)                                        \
+{                                                                                              \
+    int64_t t, n, th, tw, c;                                                                   \
+    int i, j;                                                                                  \
+    n = t0 / (TH * TW);                                                                        \
+    th = (t0 - n * TH * TW) / TW;                                                              \
+    tw = t0 - (n * TH + th) * TW;                                                              \
+    for (t = 0; t < nt; t++) {                                                                 \
+        const T *p[4][4];                                                                      \
+        const int64_t ih0 = 2 * th - pt, iw0 = 2 * tw - pl;                                    \
+        for (i = 0; i < 4; i++)                                                                \
+            for (j = 0; j < 4; j++) {                                                          \
+                const int64_t ih = ih0 + i, iw = iw0 + j;                                      \
+                p[i][j] = (ih >= 0 && ih < IH && iw >= 0 && iw < IW)                           \
+                              ? in + ((n * IH + ih) * IW + iw) * C : zeros;                    \
+            }                                                                                  \
+        {                                                                                      \
+            const T *CCONV__RESTRICT p00 = p[0][0], *CCONV__RESTRICT p01 = p[0][1];            \
+            const T *CCONV__RESTRICT p02 = p[0][2], *CCONV__RESTRICT p03 = p[0][3];            \
+            const T *CCONV__RESTRICT p10 = p[1][0], *CCONV__RESTRICT p11 = p[1][1];            \
+            const T *CCONV__RESTRICT p12 = p[1][2], *CCONV__RESTRICT p13 = p[1][3];            \
+            const T *CCONV__RESTRICT p20 = p[2][0], *CCONV__RESTRICT p21 = p[2][1];            \
+            const T *CCONV__RESTRICT p22 = p[2][2], *CCONV__RESTRICT p23 = p[2][3];            \
+            const T *CCONV__RESTRICT p30 = p[3][0], *CCONV__RESTRICT p31 = p[3][1];            \
+            const T *CCONV__RESTRICT p32 = p[3][2], *CCONV__RESTRICT p33 = p[3][3];            \
+            T *CCONV__RESTRICT v0 = V + t * C, *CCONV__RESTRICT v1 = v0 + vs;                  \
+            T *CCONV__RESTRICT v2 = v0 + 2 * vs, *CCONV__RESTRICT v3 = v0 + 3 * vs;            \
+            T *CCONV__RESTRICT v4 = v0 + 4 * vs, *CCONV__RESTRICT v5 = v0 + 5 * vs;            \
+            T *CCONV__RESTRICT v6 = v0 + 6 * vs, *CCONV__RESTRICT v7 = v0 + 7 * vs;            \
+            T *CCONV__RESTRICT v8 = v0 + 8 * vs, *CCONV__RESTRICT v9 = v0 + 9 * vs;            \
+            T *CCONV__RESTRICT v10 = v0 + 10 * vs, *CCONV__RESTRICT v11 = v0 + 11 * vs;        \
+            T *CCONV__RESTRICT v12 = v0 + 12 * vs, *CCONV__RESTRICT v13 = v0 + 13 * vs;        \
+            T *CCONV__RESTRICT v14 = v0 + 14 * vs, *CCONV__RESTRICT v15 = v0 + 15 * vs;        \
+            c = 0;                                                                             \
+            CCONV__WINO_VLOOP(VB, T, C, CCONV__WINO_IN_STEP)                                   \
+            for (; c < C; c++) { CCONV__WINO_IN_STEP(T, CCONV__WINO_SLD, CCONV__WINO_SST) }    \
+        }                                                                                      \
+        if (++tw == TW) { tw = 0; if (++th == TH) { th = 0; n++; } }                           \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+/* out (N, OH, OW, CO) for tiles t0 .. t0 + nt - 1 from M[e * ms + (t - t0) * CO + co];        \
+   bias holds CO values (zeros when there is none); trash holds 3 * CO writable elements. */   \
+ATTR static void cconv_wino_output_##SUF(const T *M, int64_t ms, int64_t CO, const T *bias,    \
+                                         T *out, int64_t OH, int64_t OW, int64_t TH,           \
+                                         int64_t TW, int64_t t0, int64_t nt, T *trash)         \
+{                                                                                              \
+    int64_t t, n, th, tw, c;                                                                   \
+    n = t0 / (TH * TW);                                                                        \
+    th = (t0 - n * TH * TW) / TW;                                                              \
+    tw = t0 - (n * TH + th) * TW;                                                              \
+    for (t = 0; t < nt; t++) {                                                                 \
+        const int64_t oh = 2 * th, ow = 2 * tw;                                                \
+        const int hb = oh + 1 < OH, wb = ow + 1 < OW;                                          \
+        T *base = out + ((n * OH + oh) * OW + ow) * CO;                                        \
+        T *CCONV__RESTRICT y00 = base;                                                         \
+        T *CCONV__RESTRICT y01 = wb ? base + CO : trash;                                       \
+        T *CCONV__RESTRICT y10 = hb ? base + OW * CO : trash + CO;                             \
+        T *CCONV__RESTRICT y11 = hb && wb ? base + (OW + 1) * CO : trash + 2 * CO;             \
+        const T *CCONV__RESTRICT m0 = M + t * CO, *CCONV__RESTRICT m1 = m0 + ms;               \
+        const T *CCONV__RESTRICT m2 = m0 + 2 * ms, *CCONV__RESTRICT m3 = m0 + 3 * ms;          \
+        const T *CCONV__RESTRICT m4 = m0 + 4 * ms, *CCONV__RESTRICT m5 = m0 + 5 * ms;          \
+        const T *CCONV__RESTRICT m6 = m0 + 6 * ms, *CCONV__RESTRICT m7 = m0 + 7 * ms;          \
+        const T *CCONV__RESTRICT m8 = m0 + 8 * ms, *CCONV__RESTRICT m9 = m0 + 9 * ms;          \
+        const T *CCONV__RESTRICT m10 = m0 + 10 * ms, *CCONV__RESTRICT m11 = m0 + 11 * ms;      \
+        const T *CCONV__RESTRICT m12 = m0 + 12 * ms, *CCONV__RESTRICT m13 = m0 + 13 * ms;      \
+        const T *CCONV__RESTRICT m14 = m0 + 14 * ms, *CCONV__RESTRICT m15 = m0 + 15 * ms;      \
+        const T *CCONV__RESTRICT b = bias;                                                     \
+        c = 0;                                                                                 \
+        CCONV__WINO_VLOOP(VB, T, CO, CCONV__WINO_OUT_STEP)                                     \
+        for (; c < CO; c++) { CCONV__WINO_OUT_STEP(T, CCONV__WINO_SLD, CCONV__WINO_SST) }      \
+        if (++tw == TW) { tw = 0; if (++th == TH) { th = 0; n++; } }                           \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
+/* dM[e * ms + (t - t0) * CO + co] for tiles t0 .. t0 + nt - 1 of dy (N, OH, OW, CO): the      \
+   gradient of the 16 GEMM outputs (cells of partial tiles outside dy read as zeros); adds
+   each tile's sum (dM[5]) to acc (CO), tile after tile: the bias gradient. */       \
+ATTR static void cconv_wino_dy_##SUF(const T *dy, int64_t OH, int64_t OW, int64_t CO,          \
+                                     int64_t TH, int64_t TW, int64_t t0, int64_t nt, T *dM,    \
+                                     int64_t ms, const T *zeros, T *CCONV__RESTRICT acc)       \
+{                                                                                              \
+    int64_t t, n, th, tw, c;                                                                   \
+    n = t0 / (TH * TW);                                                                        \
+    th = (t0 - n * TH * TW) / TW;                                                              \
+    tw = t0 - (n * TH + th) * TW;                                                              \
+    for (t = 0; t < nt; t++) {                                                                 \
+        const int64_t oh = 2 * th, ow = 2 * tw;                                                \
+        const int hb = oh + 1 < OH, wb = ow + 1 < OW;                                          \
+        const T *base = dy + ((n * OH + oh) * OW + ow) * CO;                                   \
+        const T *CCONV__RESTRICT q00 = base;                                                   \
+        const T *CCONV__RESTRICT q01 = wb ? base + CO : zeros;                                 \
+        const T *CCONV__RESTRICT q10 = hb ? base + OW * CO : zeros;                            \
+        const T *CCONV__RESTRICT q11 = hb && wb ? base + (OW + 1) * CO : zeros;                \
+        T *CCONV__RESTRICT v0 = dM + t * CO, *CCONV__RESTRICT v1 = v0 + ms;                    \
+        T *CCONV__RESTRICT v2 = v0 + 2 * ms, *CCONV__RESTRICT v3 = v0 + 3 * ms;                \
+        T *CCONV__RESTRICT v4 = v0 + 4 * ms, *CCONV__RESTRICT v5 = v0 + 5 * ms;                \
+        T *CCONV__RESTRICT v6 = v0 + 6 * ms, *CCONV__RESTRICT v7 = v0 + 7 * ms;                \
+        T *CCONV__RESTRICT v8 = v0 + 8 * ms, *CCONV__RESTRICT v9 = v0 + 9 * ms;                \
+        T *CCONV__RESTRICT v10 = v0 + 10 * ms, *CCONV__RESTRICT v11 = v0 + 11 * ms;            \
+        T *CCONV__RESTRICT v12 = v0 + 12 * ms, *CCONV__RESTRICT v13 = v0 + 13 * ms;            \
+        T *CCONV__RESTRICT v14 = v0 + 14 * ms, *CCONV__RESTRICT v15 = v0 + 15 * ms;            \
+        c = 0;                                                                                 \
+        CCONV__WINO_VLOOP(VB, T, CO, CCONV__WINO_DY_STEP)                                      \
+        for (; c < CO; c++) { CCONV__WINO_DY_STEP(T, CCONV__WINO_SLD, CCONV__WINO_SST) }       \
+        if (++tw == TW) { tw = 0; if (++th == TH) { th = 0; n++; } }                           \
+    }                                                                                          \
+}
+
+#if defined(CCONV__X86)
+CCONV_WINO_DEFINE(f32_avx512, float, CCONV__ATTR_AVX512, 64)
+CCONV_WINO_DEFINE(f64_avx512, double, CCONV__ATTR_AVX512, 64)
+CCONV_WINO_DEFINE(f32_avx2, float, CCONV__ATTR_AVX2, 32)
+CCONV_WINO_DEFINE(f64_avx2, double, CCONV__ATTR_AVX2, 32)
+#endif
+CCONV_WINO_DEFINE(f32_base, float, , 16)
+CCONV_WINO_DEFINE(f64_base, double, , 16)
+
+#if defined(CCONV__X86)
+#define CCONV__WINO_DISPATCH(NAME, SUF, ARGS)                                                   \
+    do {                                                                                       \
+        int lvl_ = cconv__isa();                                                               \
+        if (lvl_ >= 2) NAME##_##SUF##_avx512 ARGS;                                             \
+        else if (lvl_ == 1) NAME##_##SUF##_avx2 ARGS;                                          \
+        else NAME##_##SUF##_base ARGS;                                                         \
+    } while (0)
+#else
+#define CCONV__WINO_DISPATCH(NAME, SUF, ARGS) NAME##_##SUF##_base ARGS
+#endif
+
+#define CCONV__WINO_API(SUF, T)                                                                \
+static void cconv_wino_input_##SUF(const T *in, int64_t IH, int64_t IW, int64_t C, int64_t TH, \
+                                   int64_t TW, int64_t pt, int64_t pl, int64_t t0, int64_t nt, \
+                                   T *V, int64_t vs, const T *zeros)                           \
+{ CCONV__WINO_DISPATCH(cconv_wino_input, SUF, (in, IH, IW, C, TH, TW, pt, pl, t0, nt, V, vs, zeros)); } \
+static void cconv_wino_output_##SUF(const T *M, int64_t ms, int64_t CO, const T *bias, T *out,  \
+                                    int64_t OH, int64_t OW, int64_t TH, int64_t TW,            \
+                                    int64_t t0, int64_t nt, T *trash)                          \
+{ CCONV__WINO_DISPATCH(cconv_wino_output, SUF, (M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)); } \
+static void cconv_wino_dy_##SUF(const T *dy, int64_t OH, int64_t OW, int64_t CO, int64_t TH,    \
+                                int64_t TW, int64_t t0, int64_t nt, T *dM, int64_t ms,          \
+                                const T *zeros, T *acc)                                        \
+{ CCONV__WINO_DISPATCH(cconv_wino_dy, SUF, (dy, OH, OW, CO, TH, TW, t0, nt, dM, ms, zeros, acc)); }
+
+CCONV__WINO_API(f32, float)
+CCONV__WINO_API(f64, double)
+
+#endif

@@ -1,0 +1,113 @@
+"""Run under ``mpirun -n 2 python tests/mpi_worker.py OUTDIR`` by tests/test_distributed.py.
+
+Each scenario trains with :class:`cconv.distributed.DistributedModel` and saves, per rank,
+the final weights and history to ``OUTDIR/<scenario>_rank<r>.npz``. The single-process
+references are built in the test process from the same functions below, so both sides
+share the data and the models.
+"""
+import os
+import sys
+
+import numpy as np
+
+PER_RANK_BATCH = 8
+N_MAIN = 2 * PER_RANK_BATCH * 4 + 1      # 65: 4 full global batches, then 1 sample (rank 1 gets none)
+EPOCHS = 2
+
+
+def main_data():
+    rng = np.random.default_rng(0)
+    x = rng.random((N_MAIN, 28, 28, 1), dtype=np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, N_MAIN)]
+    return x, y
+
+
+def lenet():
+    import cconv
+    return cconv.models.lenet5()             # Adam, categorical cross-entropy, accuracy
+
+
+def bn_data():
+    rng = np.random.default_rng(1)
+    x = (rng.normal(size=(64, 6, 6, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, -3.0]).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    return x, y
+
+
+BN_MOMENTUM = 0.9
+
+
+def bn_model():
+    import cconv
+    L = cconv.layers
+    model = cconv.Sequential([
+        cconv.Input((6, 6, 3)),
+        L.BatchNormalization(momentum=BN_MOMENTUM),
+        L.Conv2D(4, 3, activation="relu", kernel_initializer=cconv.initializers.HeNormal(seed=0)),
+        L.Flatten(),
+        L.Dense(3, activation="softmax", kernel_initializer=cconv.initializers.HeNormal(seed=1)),
+    ])
+    model.compile(optimizer=cconv.optimizers.SGD(0.1, momentum=0.9),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def interleaved_shard(n, rank, size, b):
+    """The sample indices rank ``rank`` trains on, in order, when ``sharded=False`` splits
+    each global batch of ``size * b`` (used to build an explicit shard for ``sharded=True``)."""
+    idx = []
+    for lo in range(0, n, size * b):
+        m = min(size * b, n - lo)
+        base, rem = divmod(m, size)
+        start = lo + rank * base + min(rank, rem)
+        idx.extend(range(start, start + base + (rank < rem)))
+    return np.array(idx, dtype=np.int64)
+
+
+def save(outdir, name, rank, model, history, **extra):
+    arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    for k, v in history.history.items():
+        arrays["h_" + k] = np.array(v)
+    arrays.update(extra)
+    np.savez(os.path.join(outdir, f"{name}_rank{rank}.npz"), **arrays)
+
+
+def main(outdir):
+    import cconv
+    from cconv.distributed import MPI, DistributedModel
+    comm = MPI.COMM_WORLD
+    rank, size = comm.Get_rank(), comm.Get_size()
+    cconv.set_num_threads(1)
+
+    # 1. LeNet-5, Adam, shuffled: rank 1 starts from other weights (the broadcast must fix
+    #    that); np.random is seeded differently per rank (only rank 0's order may count).
+    x, y = main_data()
+    model = lenet()
+    if rank != 0:
+        model.set_weights([w + 1.0 for w in model.get_weights()])
+    dmodel = DistributedModel(model)
+    np.random.seed(7 if rank == 0 else 1000 + rank)
+    print(f"[rank {rank}] main: start", flush=True)
+    hist = dmodel.fit(x, y, batch_size=PER_RANK_BATCH, epochs=EPOCHS, verbose=2, shuffle=True,
+                      validation_data=(x[:20], y[:20]))
+    save(outdir, "main", rank, model, hist)
+
+    # 2. The same without shuffling, each rank given only its own samples (sharded=True),
+    #    with MPI's blocking allreduce instead of the default sleeping poll.
+    model = lenet()
+    idx = interleaved_shard(N_MAIN, rank, size, PER_RANK_BATCH)
+    hist = DistributedModel(model, wait="block").fit(x[idx], y[idx], batch_size=PER_RANK_BATCH, epochs=EPOCHS,
+                                       verbose=0, shuffle=False, sharded=True)
+    save(outdir, "sharded", rank, model, hist)
+
+    # 3. BatchNormalization: local batch statistics, moving statistics averaged over ranks.
+    xb, yb = bn_data()
+    model = bn_model()
+    hist = DistributedModel(model).fit(xb, yb, batch_size=PER_RANK_BATCH, epochs=EPOCHS,
+                                       verbose=0, shuffle=False)
+    save(outdir, "bn", rank, model, hist)
+    print(f"[rank {rank}] done", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
