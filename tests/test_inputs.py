@@ -142,3 +142,14 @@ def test_huge_dilation_with_same_padding_stays_small(rng):
     dx, dk, db = ops.conv2d_backward(np.ones_like(y), x, kernel, padding="same", dilation_rate=100_000)
     np.testing.assert_allclose(dx[..., 0], np.full(x.shape[:3], kernel[1, 1, 0].sum()), rtol=1e-12)
     assert np.count_nonzero(dk) == 2
+
+
+def test_kernels_called_directly_with_an_empty_output_zero_the_gradients():
+    """Embedders call the compiled kernels without cconv.ops' checks: an empty output must give
+    zero gradients, not a crash (the direct kernel once sized a memset by a negative extent)."""
+    from cconv._ext import conv as _conv
+
+    dy, x, k = np.zeros((3, 0, 0, 2)), np.zeros((3, 0, 0, 1)), np.ones((1, 4, 1, 2))
+    dx, dk, db = np.full(x.shape, 7.0), np.full(k.shape, 7.0), np.full(2, 7.0)
+    _conv.conv2d_backward(dy, x, k, dx, dk, db, (2, 2), (1, 1), (0, 1), 1, 1)
+    assert not dk.any() and not db.any()

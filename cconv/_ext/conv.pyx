@@ -681,7 +681,15 @@ cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating
                            ConvGeom g, int num_threads) noexcept nogil:
     cdef int status = 0
     cdef int64_t nb = 0
-    if dkernel != NULL and g.N > 0 and g.OH * g.OW > 0 and use_winograd(&g, False, sizeof(floating)):
+    if g.N * g.OH * g.OW == 0 or g.CO == 0:  # no output: every gradient is zero
+        if dkernel != NULL:
+            memset(dkernel, 0, g.KH * g.KW * (g.C // g.groups) * g.CO * sizeof(floating))
+        if dbias != NULL:
+            memset(dbias, 0, g.CO * sizeof(floating))
+        if dx != NULL:
+            memset(dx, 0, g.N * g.H * g.W * g.C * sizeof(floating))
+        return 0
+    if dkernel != NULL and use_winograd(&g, False, sizeof(floating)):
         nb = wino_grad_blocks(&g)
     if nb > 0:
         status = params_winograd(dy, x, dkernel, dbias, &g, nb, num_threads)
