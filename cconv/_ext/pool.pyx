@@ -104,11 +104,6 @@ cdef void backward_row(const floating *dy, const floating *x, floating *dx, cons
         window(g, oh, ow, &h0, &h1, &w0, &w1)
         dyr = dy + ((n * g.OH + oh) * g.OW + ow) * C
         if is_max:
-            # pass 1: the window's maximum; pass 2: the first cell (row-major) holding it
-            memcpy(best, xn + (h0 * g.W + w0) * C, C * sizeof(floating))
-            for h in range(h0, h1):
-                for w in range(w0, w1):
-                    cell_max(best, xn + (h * g.W + w) * C, C)
             if floating is float:
                 if g.H * g.W < INT32_MAX:  # 32-bit cell indices vectorise with float32
                     cconv_pool_maxgrad_f32(dxn, xn, best, dyr, <int32_t *>idx, g.W, C,

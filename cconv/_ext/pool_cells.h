@@ -26,22 +26,29 @@ static inline void cconv_pool_add_##SUF(T *CCONV__PR s, const T *CCONV__PR x, in
     int64_t c;                                                                                \
     for (c = 0; c < C; c++) s[c] += x[c];                                                     \
 }                                                                                             \
-/* Max-pool gradient of one window [h0, h1) x [w0, w1) whose maxima are m: each channel's dy \
-   goes to the first cell (row-major) holding its maximum. Scanning the cells backwards and   \
-   keeping the last match finds that first cell without branches. IDX, the cell index type, \
-   has the width of T so the selects vectorise (int32 needs H * W < 2^31 cells). */          \
+/* Max-pool gradient of one window [h0, h1) x [w0, w1): each channel's dy goes to the first  \
+   cell (row-major) holding its maximum, NaN counting as the maximum (the first NaN wins).     \
+   One backward scan keeps a running maximum m and its cell; taking ties (and earlier NaNs)   \
+   on the way back lands on the first such cell, without branches. IDX, the cell index type,  \
+   has the width of T so the selects vectorise (int32 needs H * W < 2^31 cells). m and idx   \
+   are scratch of C items. */                                                                \
 static inline void cconv_pool_maxgrad_##SUF(T *CCONV__PR dxn, const T *CCONV__PR xn,          \
-                                            const T *CCONV__PR m, const T *CCONV__PR dy,      \
-                                            IDX *CCONV__PR idx, int64_t W, int64_t C,           \
+                                            T *CCONV__PR m, const T *CCONV__PR dy,            \
+                                            IDX *CCONV__PR idx, int64_t W, int64_t C,          \
                                             int64_t h0, int64_t h1, int64_t w0, int64_t w1)    \
 {                                                                                             \
     int64_t h, w, c;                                                                          \
+    const IDX last = (IDX)((h1 - 1) * W + (w1 - 1));                                          \
+    for (c = 0; c < C; c++) { m[c] = xn[(int64_t)last * C + c]; idx[c] = last; }              \
     for (h = h1 - 1; h >= h0; h--)                                                            \
-        for (w = w1 - 1; w >= w0; w--) {                                                      \
+        for (w = (h == h1 - 1 ? w1 - 2 : w1 - 1); w >= w0; w--) {                             \
             const IDX cell = (IDX)(h * W + w);                                                \
-            const T *CCONV__PR x = xn + cell * C;                                             \
-            for (c = 0; c < C; c++)                                                           \
-                idx[c] = ((x[c] == m[c]) | ((x[c] != x[c]) & (m[c] != m[c]))) ? cell : idx[c]; \
+            const T *CCONV__PR x = xn + (int64_t)cell * C;                                    \
+            for (c = 0; c < C; c++) {                                                         \
+                int take = (x[c] != x[c]) | ((x[c] >= m[c]) & (m[c] == m[c]));                \
+                m[c] = take ? x[c] : m[c];                                                    \
+                idx[c] = take ? cell : idx[c];                                                \
+            }                                                                                 \
         }                                                                                     \
     for (c = 0; c < C; c++) dxn[(int64_t)idx[c] * C + c] += dy[c];                            \
 }
