@@ -3,8 +3,17 @@
 ``cconv.ops`` is the NumPy API (forward and backward); ``cconv.classic`` offers the four
 curriculum functions on the same core.
 """
-from . import classic, ops
-from ._ext.parallel import get_num_threads, openmp_enabled, set_num_threads
+import os as _os
+
+# OpenMP workers that spin after a parallel loop steal the cores from other thread pools in the
+# process (NumPy's BLAS, TensorFlow, the user's own threads): measured 4x slowdowns here. GNU
+# OpenMP reads its spin count once, when it is loaded, so bound it before the kernels load it
+# (about a millisecond of spinning instead of the default's much longer), unless the user chose.
+if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
+    _os.environ["GOMP_SPINCOUNT"] = "20000"
+
+from . import classic, ops  # noqa: E402
+from ._ext.parallel import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -162,15 +162,17 @@ def test_kernel_releases_the_gil(name, one_kernel_thread):
 @pytest.mark.skipif(_cores() < 2, reason="two threads can only beat one on 2 or more cores")
 def test_two_threads_beat_sequential(one_kernel_thread):
     rng = np.random.default_rng(3)
-    data = [rng.standard_normal((8, 32, 32, 16)).astype(np.float32) for _ in range(2)]
-    kernel = rng.standard_normal((3, 3, 16, 32)).astype(np.float32)
-    dy = np.ones((8, 30, 30, 32), np.float32)
+    # compute-bound calls (64 channels), so that allocating outputs, which two threads do
+    # under one lock of the process's memory map, is a small part of the time
+    data = [rng.standard_normal((8, 32, 32, 64)).astype(np.float32) for _ in range(2)]
+    kernel = rng.standard_normal((3, 3, 64, 64)).astype(np.float32)
+    dy = np.ones((8, 30, 30, 64), np.float32)
 
     def job(x):
-        for _ in range(6):
+        for _ in range(4):
             y = ops.conv2d(x, kernel)
             ops.conv2d_backward(dy, x, kernel)
-            ops.max_pool2d_backward(np.ones((8, 15, 15, 32), np.float32), y, 2)
+            ops.max_pool2d_backward(np.ones((8, 15, 15, 64), np.float32), y, 2)
 
     job(data[0])  # warm up
 
@@ -190,7 +192,7 @@ def test_two_threads_beat_sequential(one_kernel_thread):
         return time.perf_counter() - t
 
     ratios = []
-    for _ in range(2):   # retry once to absorb noise
+    for _ in range(5):   # retry to absorb noise (the machine is shared)
         seq, par = sequential(), parallel()
         ratios.append(par / seq)
         if ratios[-1] < 0.8:

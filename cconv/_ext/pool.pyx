@@ -136,17 +136,19 @@ cdef int pool2d_forward_c(const floating *x, floating *y, PoolGeom g, bint is_ma
 cdef int pool2d_backward_c(const floating *dy, const floating *x, floating *dx, PoolGeom g,
                            bint is_max, int num_threads) noexcept nogil:
     # Windows that overlap in height send gradient to the same rows: then one task per image.
+    # Each task first zeroes the part of dx it owns (in parallel, while it is in cache).
     cdef bint by_row = g.KH <= g.sh
     cdef int64_t nitems = g.N * g.OH if by_row else g.N
-    cdef int64_t it, n, oh
+    cdef int64_t rowsize = g.W * g.C
+    cdef int64_t it, n, oh, r0, r1
     cdef floating *best = NULL
     cdef int64_t *idx = NULL
     cdef int failed = 0
     cdef int *failed_p = &failed
     if g.N == 0 or g.H * g.W * g.C == 0:
         return 0
-    memset(dx, 0, g.N * g.H * g.W * g.C * sizeof(floating))
     if g.OH == 0 or g.OW == 0:
+        memset(dx, 0, g.N * g.H * rowsize * sizeof(floating))
         return 0
     with parallel(num_threads=num_threads):
         best = <floating *>malloc(g.C * sizeof(floating))
@@ -156,8 +158,18 @@ cdef int pool2d_backward_c(const floating *dy, const floating *x, floating *dx, 
                 failed_p[0] = 1
                 continue
             if by_row:
-                backward_row(dy, x, dx, &g, is_max, it // g.OH, it % g.OH, best, idx)
+                n = it // g.OH
+                oh = it % g.OH
+                # input rows [oh * sh - pt, (oh + 1) * sh - pt), the first and last task
+                # stretched to the image's edges: together they cover every row once
+                r0 = 0 if oh == 0 else oh * g.sh - g.pt
+                r1 = g.H if oh == g.OH - 1 else (oh + 1) * g.sh - g.pt
+                r0 = 0 if r0 < 0 else (g.H if r0 > g.H else r0)
+                r1 = r0 if r1 < r0 else (g.H if r1 > g.H else r1)
+                memset(dx + (n * g.H + r0) * rowsize, 0, (r1 - r0) * rowsize * sizeof(floating))
+                backward_row(dy, x, dx, &g, is_max, n, oh, best, idx)
             else:
+                memset(dx + it * g.H * rowsize, 0, g.H * rowsize * sizeof(floating))
                 for oh in range(g.OH):
                     backward_row(dy, x, dx, &g, is_max, it, oh, best, idx)
         free(best)
