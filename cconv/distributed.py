@@ -370,19 +370,7 @@ class DistributedModel:
             x, y = x[start:start + cnt], y[start:start + cnt]
         model._setup_fusion()
         metrics = model._make_metrics(y_shape)
-        fused = model._fused
-        loss_sum = 0.0
-        for lo in range(0, x.shape[0], batch_size):
-            xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
-            out = model._forward(xb, False, logits=fused)
-            if fused:
-                loss, _, pred = model.loss.fused_value_and_grad(yb, out)
-            else:
-                pred = out
-                loss = float(np.mean(model.loss._per_sample(yb, out)))
-            loss_sum += loss * xb.shape[0]
-            for m in metrics:
-                m._update(yb, pred)
+        loss_sum = model._loss_sum(x, y, metrics, batch_size)
         sums = np.array([loss_sum, x.shape[0]] + [v for m in metrics for v in (m._total, m._count)],
                         dtype=np.float64)
         self.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)

@@ -510,12 +510,12 @@ class Sequential:
         return history
 
     # ----- evaluate / predict -------------------------------------------------------------------
-    def _evaluate(self, x, y, y_shape, batch_size):
-        metrics = self._make_metrics(y_shape)
+    def _loss_sum(self, x, y, metrics, batch_size):
+        """Sum over ``(x, y)`` of each batch's mean loss times its size, in inference mode;
+        ``metrics`` are updated on the way (the distributed evaluate reuses this)."""
         fused = self._fused
-        n = x.shape[0]
         loss_sum = 0.0
-        for lo in range(0, n, batch_size):
+        for lo in range(0, x.shape[0], batch_size):
             xb, yb = x[lo:lo + batch_size], y[lo:lo + batch_size]
             out = self._forward(xb, False, logits=fused)
             if fused:
@@ -526,7 +526,12 @@ class Sequential:
             loss_sum += loss * xb.shape[0]
             for m in metrics:
                 m._update(yb, pred)
-        return [loss_sum / max(n, 1)] + [m.result() for m in metrics]
+        return loss_sum
+
+    def _evaluate(self, x, y, y_shape, batch_size):
+        metrics = self._make_metrics(y_shape)
+        loss_sum = self._loss_sum(x, y, metrics, batch_size)
+        return [loss_sum / max(x.shape[0], 1)] + [m.result() for m in metrics]
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto"):
         """Loss (and metrics) on ``(x, y)`` in inference mode.
