@@ -53,7 +53,6 @@ import time
 
 import numpy as np
 
-from . import callbacks as _callbacks
 
 try:
     from mpi4py import MPI
@@ -276,14 +275,7 @@ class DistributedModel:
         model._ensure_packed()
         metrics = model._make_metrics(y_shape)
 
-        history = _callbacks.History()
-        cbs = [history] + list(callbacks or [])
-        progbar = None
-        if verbose:
-            progbar = _callbacks.ProgbarLogger(verbose=verbose)
-            cbs.append(progbar)
-        params = {"verbose": verbose, "epochs": epochs, "steps": steps}
-        cb = _callbacks.CallbackList(cbs, model, params)
+        history, progbar, cb = model._fit_callbacks(callbacks, verbose, epochs, steps)
         batch_hooks = cb.wants_batch_begin or cb.wants_batch_end
 
         global_b = b if sharded else b * self.size
@@ -358,7 +350,6 @@ class DistributedModel:
         self.broadcast_weights()
         cb.on_train_end()
         history.model = model
-        history.params = params
         model.history = history
         return history
 

@@ -383,6 +383,18 @@ class Sequential:
         return [loss] + [m.result() for m in metrics] if metrics else loss
 
     # ----- fit --------------------------------------------------------------------------------
+    def _fit_callbacks(self, callbacks, verbose, epochs, steps):
+        """(History, progress bar or None, CallbackList) for a fit of ``epochs`` x ``steps``."""
+        history = _callbacks.History()
+        cbs = [history] + list(callbacks or [])
+        progbar = None
+        if verbose:
+            progbar = _callbacks.ProgbarLogger(verbose=verbose)
+            cbs.append(progbar)
+        params = {"verbose": verbose, "epochs": epochs, "steps": steps}
+        history.params = params
+        return history, progbar, _callbacks.CallbackList(cbs, self, params)
+
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
             validation_batch_size=None, validation_freq=1):
@@ -444,14 +456,7 @@ class Sequential:
         metrics = self._make_metrics(y_shape)
         steps = -(-n // batch_size)
 
-        history = _callbacks.History()
-        cbs = [history] + list(callbacks or [])
-        progbar = None
-        if verbose:
-            progbar = _callbacks.ProgbarLogger(verbose=verbose)
-            cbs.append(progbar)
-        params = {"verbose": verbose, "epochs": epochs, "steps": steps}
-        cb = _callbacks.CallbackList(cbs, self, params)
+        history, progbar, cb = self._fit_callbacks(callbacks, verbose, epochs, steps)
         batch_hooks = cb.wants_batch_begin or cb.wants_batch_end
 
         xbuf = np.empty((min(batch_size, n),) + x.shape[1:], dtype=x.dtype) if shuffle else None
@@ -506,7 +511,6 @@ class Sequential:
         cb.on_train_end()
         self.history = history
         history.model = self
-        history.params = params
         return history
 
     # ----- evaluate / predict -------------------------------------------------------------------

@@ -68,10 +68,14 @@ cdef inline bint use_direct(const ConvGeom *g) noexcept nogil:
             and hp * wp <= 4 * g.H * g.W + 65536)
 
 
-cdef int forward_direct(const floating *x, const floating *kernel, const floating *bias,
-                        floating *y, const ConvGeom *g, int num_threads) noexcept nogil:
-    """One image per task; each thread keeps one scratch buffer."""
+cdef int direct_per_image(bint forward, const floating *src, const floating *kernel,
+                          const floating *bias, floating *dst, const ConvGeom *g,
+                          int num_threads) noexcept nogil:
+    """The direct kernels, one image per task, one scratch buffer per thread: ``forward``
+    maps x (src) to y (dst) adding ``bias``; otherwise dy (src) to dx (dst)."""
     cdef int64_t S = cconv_direct_scratch(g)
+    cdef int64_t in_size = g.H * g.W * g.C
+    cdef int64_t out_size = g.OH * g.OW * g.CO
     cdef int64_t n
     cdef floating *buf = NULL
     cdef int failed = 0
@@ -82,12 +86,19 @@ cdef int forward_direct(const floating *x, const floating *kernel, const floatin
             if buf == NULL:
                 failed_p[0] = 1
                 continue
-            if floating is float:
-                cconv_direct_forward_f32(x + n * g.H * g.W * g.C, kernel, bias,
-                                         y + n * g.OH * g.OW * g.CO, g, buf)
+            if forward:
+                if floating is float:
+                    cconv_direct_forward_f32(src + n * in_size, kernel, bias,
+                                             dst + n * out_size, g, buf)
+                else:
+                    cconv_direct_forward_f64(src + n * in_size, kernel, bias,
+                                             dst + n * out_size, g, buf)
+            elif floating is float:
+                cconv_direct_backward_input_f32(src + n * out_size, kernel,
+                                                dst + n * in_size, g, buf)
             else:
-                cconv_direct_forward_f64(x + n * g.H * g.W * g.C, kernel, bias,
-                                         y + n * g.OH * g.OW * g.CO, g, buf)
+                cconv_direct_backward_input_f64(src + n * out_size, kernel,
+                                                dst + n * in_size, g, buf)
         free(buf)
     return -1 if failed else 0
 
@@ -474,7 +485,7 @@ cdef int conv2d_forward_c(const floating *x, const floating *kernel, const float
     if R == 0 or g.CO == 0:
         return 0
     if use_direct(&g):
-        return forward_direct(x, kernel, bias, y, &g, num_threads)
+        return direct_per_image(True, x, kernel, bias, y, &g, num_threads)
     if use_winograd(&g, False, sizeof(floating)):
         return forward_winograd(x, kernel, bias, y, &g, num_threads)
     TP = tile_rows(&g, R)
@@ -597,29 +608,6 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
     return -1 if failed else 0
 
 
-cdef int input_direct(const floating *dy, const floating *kernel, floating *dx,
-                      const ConvGeom *g, int num_threads) noexcept nogil:
-    cdef int64_t S = cconv_direct_scratch(g)
-    cdef int64_t n
-    cdef floating *buf = NULL
-    cdef int failed = 0
-    cdef int *failed_p = &failed
-    with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
-        buf = <floating *>malloc(S * sizeof(floating))
-        for n in prange(g.N, schedule="dynamic"):
-            if buf == NULL:
-                failed_p[0] = 1
-                continue
-            if floating is float:
-                cconv_direct_backward_input_f32(dy + n * g.OH * g.OW * g.CO, kernel,
-                                                dx + n * g.H * g.W * g.C, g, buf)
-            else:
-                cconv_direct_backward_input_f64(dy + n * g.OH * g.OW * g.CO, kernel,
-                                                dx + n * g.H * g.W * g.C, g, buf)
-        free(buf)
-    return -1 if failed else 0
-
-
 cdef int backward_input(const floating *dy, const floating *kernel, floating *dx,
                         const ConvGeom *g, int num_threads) noexcept nogil:
     """Input gradient: dcol = dy_tile @ W^T, scattered back with col2im; one image per task
@@ -640,7 +628,7 @@ cdef int backward_input(const floating *dy, const floating *kernel, floating *dx
     if use_winograd(g, True, sizeof(floating)):
         return input_winograd(dy, kernel, dx, g, num_threads)
     if use_direct(g) and g.groups > 1:  # with one group, GEMM + col2im measured faster
-        return input_direct(dy, kernel, dx, g, num_threads)
+        return direct_per_image(False, dy, kernel, NULL, dx, g, num_threads)
     if pointwise:
         for it in prange(g.N * ntiles, schedule="static", num_threads=num_threads):
             n = it // ntiles
