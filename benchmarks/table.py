@@ -1,0 +1,103 @@
+"""Markdown tables from the benchmarks' JSON, so documentation tables are generated, not typed.
+
+    python benchmarks/table.py benchmarks/results/compare.json     # prints the table
+
+``compare_markdown`` turns the JSON of ``benchmarks/compare.py`` into one table per load
+condition: a row per (model, metric), a column per runtime, and cconv's ratio to the best peer
+(ONNX Runtime, or the fastest peer present, for inference; the faster of Keras and PyTorch for
+training; above 1 means cconv is faster). With a loaded run, a last table gives the share of
+quiet throughput each runtime kept.
+"""
+import json
+import sys
+
+RUNTIME_NAMES = {"cconv": "cconv", "onnxruntime": "ONNX Runtime", "torch": "PyTorch",
+                 "keras": "Keras"}
+METRICS = [("one_image_us", "one image, us", False), ("batch_images_s", "batch 256, images/s",
+                                                        True),
+           ("train_images_s", "training (Adam, batch 64), images/s", True)]
+INFERENCE_PEERS = ["onnxruntime", "torch", "keras"]
+TRAINING_PEERS = ["torch", "keras"]
+
+
+def _fmt(value, higher_is_better):
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if higher_is_better or value >= 100 else f"{value:,.1f}"
+
+
+def _speedup(ours, theirs, higher_is_better):
+    return ours / theirs if higher_is_better else theirs / ours
+
+
+def _best_peer(per_rt, key, higher_is_better):
+    """The best peer for ``key``: ONNX Runtime when present for inference, else the fastest."""
+    peers = INFERENCE_PEERS if key != "train_images_s" else TRAINING_PEERS
+    present = [p for p in peers if key in per_rt.get(p, {})]
+    if not present:
+        return None
+    if key != "train_images_s" and "onnxruntime" in present:
+        return "onnxruntime"
+    pick = max if higher_is_better else min
+    return pick(present, key=lambda p: per_rt[p][key])
+
+
+def condition_table(summary, runtimes):
+    cols = [RUNTIME_NAMES[r] for r in runtimes]
+    lines = ["| model | metric | " + " | ".join(cols) + " | cconv vs best peer |",
+             "|---|---|" + "---|" * len(cols) + "---|"]
+    for model, per_rt in summary.items():
+        for key, label, hib in METRICS:
+            if not any(key in per_rt.get(r, {}) for r in runtimes):
+                continue
+            cells = [_fmt(per_rt.get(r, {}).get(key), hib) for r in runtimes]
+            peer = _best_peer(per_rt, key, hib)
+            ratio = "-"
+            if peer and key in per_rt.get("cconv", {}):
+                ratio = (f"{_speedup(per_rt['cconv'][key], per_rt[peer][key], hib):.2f}x "
+                         f"({RUNTIME_NAMES[peer]})")
+            lines.append(f"| {model} | {label} | " + " | ".join(cells) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+def kept_table(quiet, loaded, runtimes):
+    """Share of quiet throughput kept under load (latency: quiet / loaded)."""
+    cols = [RUNTIME_NAMES[r] for r in runtimes]
+    lines = ["| model | metric | " + " | ".join(cols) + " |",
+             "|---|---|" + "---|" * len(cols)]
+    for model in quiet:
+        for key, label, hib in METRICS:
+            cells = []
+            for r in runtimes:
+                q = quiet[model].get(r, {}).get(key)
+                ld = loaded.get(model, {}).get(r, {}).get(key)
+                cells.append("-" if q is None or ld is None else
+                             f"{100 * _speedup(ld, q, hib):.0f}%")
+            if any(c != "-" for c in cells):
+                lines.append(f"| {model} | {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def compare_markdown(results):
+    """The whole report for one ``benchmarks/compare.py`` run, as Markdown."""
+    runtimes = results["runtimes"]
+    head = (f"{results.get('date', '')}, {results.get('machine', '')}, "
+            f"{results['threads']} threads, median of {results['rounds']} rounds, "
+            f"load average before: {results.get('load_before', float('nan')):.2f}")
+    parts = [head, "", "Quiet machine:", "", condition_table(results["quiet"], runtimes)]
+    if "loaded" in results:
+        parts += ["", "One busy process per core:", "",
+                  condition_table(results["loaded"], runtimes), "",
+                  "Share of quiet speed kept under load:", "",
+                  kept_table(results["quiet"], results["loaded"], runtimes)]
+    agree = [f"{RUNTIME_NAMES[r]} {row['max_abs_diff_vs_cconv']:.1e}"
+             for per_rt in results["quiet"].values() for r, row in per_rt.items()
+             if r != "cconv" and "max_abs_diff_vs_cconv" in row]
+    if agree:
+        parts += ["", "Largest output difference from cconv on 8 images: " + ", ".join(agree)]
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        print(compare_markdown(json.load(f)))
