@@ -1,6 +1,11 @@
 """Markdown tables from the benchmarks' JSON, so documentation tables are generated, not typed.
 
     python benchmarks/table.py benchmarks/results/compare.json     # prints the table
+    python benchmarks/table.py --docs                              # refreshes docs/benchmarks.md
+
+``--docs`` rewrites the blocks between ``<!-- table:NAME -->`` and ``<!-- end -->`` in
+docs/benchmarks.md from ``benchmarks/results/compare.json`` (NAME ``models``) and
+``benchmarks/results/latest.json`` (NAME ``ops``, from ``benchmarks/run.py``).
 
 ``compare_markdown`` turns the JSON of ``benchmarks/compare.py`` into one table per load
 condition: a row per (model, metric), a column per runtime, and cconv's ratio to the best peer
@@ -9,7 +14,12 @@ training; above 1 means cconv is faster). With a loaded run, a last table gives 
 quiet throughput each runtime kept.
 """
 import json
+import os
+import re
 import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOC = os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md")
 
 RUNTIME_NAMES = {"cconv": "cconv", "onnxruntime": "ONNX Runtime", "torch": "PyTorch",
                  "keras": "Keras"}
@@ -98,6 +108,54 @@ def compare_markdown(results):
     return "\n".join(parts) + "\n"
 
 
+def ops_markdown(results):
+    """The op-level table of ``benchmarks/run.py``'s JSON: peer time / cconv time per phase."""
+    peers = [fw for fw in results.get("frameworks", []) if fw in ("tensorflow", "torch")]
+    cases, order = {}, []
+    for row in results.get("ops", []) + results.get("pool", []):
+        if row["case"] not in cases:
+            order.append(row["case"])
+        cases.setdefault(row["case"], {})[row["phase"]] = row
+    phases = [ph for ph in ("forward", "forward+backward")
+              if any(ph in c for c in cases.values())]
+    cols = [f"{fw} / cconv, {ph}" for ph in phases for fw in peers]
+    lines = [f"{results.get('threads', '?')} threads; ratios above 1 mean cconv is faster.", "",
+             "| case | " + " | ".join(cols) + " | cconv GFLOP/s (forward) |",
+             "|---|" + "---|" * (len(cols) + 1)]
+    for case in order:
+        cells = []
+        for ph in phases:
+            for fw in peers:
+                row = cases[case].get(ph, {})
+                ok = fw + "_ms" in row and row.get("cconv_ms")
+                cells.append(f"{row[fw + '_ms'] / row['cconv_ms']:.2f}x" if ok else "-")
+        gf = next((r["cconv_gflops"] for r in cases[case].values() if "cconv_gflops" in r), None)
+        gf = "-" if gf is None else f"{gf:.0f}"
+        lines.append(f"| {case} | " + " | ".join(cells) + f" | {gf} |")
+    return "\n".join(lines) + "\n"
+
+
+def refresh_docs(doc=DOC):
+    """Regenerate every ``<!-- table:NAME -->`` block of ``doc`` whose JSON exists."""
+    sources = {"models": ("compare.json", compare_markdown), "ops": ("latest.json", ops_markdown)}
+    with open(doc) as f:
+        text = f.read()
+    for name, (fname, render) in sources.items():
+        path = os.path.join(HERE, "results", fname)
+        if not os.path.exists(path):
+            print(f"{path} missing: table '{name}' left as it was", file=sys.stderr)
+            continue
+        with open(path) as f:
+            table = render(json.load(f))
+        pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(<!-- end -->)", re.S)
+        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+    with open(doc, "w") as f:
+        f.write(text)
+
+
 if __name__ == "__main__":
-    with open(sys.argv[1]) as f:
-        print(compare_markdown(json.load(f)))
+    if sys.argv[1:] == ["--docs"]:
+        refresh_docs()
+    else:
+        with open(sys.argv[1]) as f:
+            print(compare_markdown(json.load(f)))

@@ -15,7 +15,7 @@ should happen:
 * impossible sizes: ``MemoryError`` or ``ValueError``.
 
 Quick profile (CI): a few hundred examples per test, derandomised so CI is reproducible.
-Long profile: ``CCONV_FUZZ_EXAMPLES=N`` runs N random examples per test (see README).
+Long profile: ``CCONV_FUZZ_EXAMPLES=N`` runs N random examples per test (see docs/testing.md).
 """
 import os
 
@@ -114,7 +114,7 @@ OK_DTYPES = FLOAT_DTYPES * 3 + [np.float16, np.int32, np.int64, np.bool_, np.uin
 
 
 def compute_dtype(dtypes):
-    """DESIGN.md section 3 and the README: the dtype an op computes in and returns."""
+    """docs/usage.md (Dtypes): the dtype an op computes in and returns."""
     kinds = [np.float32 if np.dtype(d) in (np.float16, np.float32) else np.float64 for d in dtypes]
     return np.float64 if np.float64 in kinds else np.float32
 
