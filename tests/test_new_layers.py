@@ -344,3 +344,12 @@ def test_sequential_sgd_step_matches_keras(dtype):
     # bilinear resizing runs in float32 inside Keras even for float64 models
     for a, b in zip(cm.get_weights(), km.get_weights()):
         assert_close(a, b, np.float32, "weights after two steps")
+
+
+def test_from_keras_converts_the_new_layers():
+    keras = pytest.importorskip("keras", reason="Keras is needed for the agreement tests")
+    km = keras.Sequential([keras.Input((5, 6, 2))] + _stack(keras, np.float32))
+    cm = cconv.from_keras(km)
+    assert [type(l).__name__ for l in cm.layers] == [type(l).__name__ for l in km.layers]
+    x = np.random.default_rng(3).normal(size=(3, 5, 6, 2)).astype(np.float32)
+    assert_close(cm.predict(x, verbose=0), km.predict(x, verbose=0), np.float32, "predict")
