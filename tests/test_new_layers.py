@@ -126,13 +126,38 @@ def test_conv_transpose_dilated_matches_reference(dtype):
     assert_close(layer.grads["kernel"], dk, dtype, "dkernel")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_depthwise_unequal_strides_match_reference(dtype):
+    # TensorFlow's CPU depthwise kernel refuses different row and column strides.
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, 7, 6, 2)).astype(dtype)
+    layer = L.SeparableConv2D(3, (3, 2), strides=(2, 1), depth_multiplier=2, dtype=dtype)
+    layer.build(x.shape[1:])
+    dk, pk, bias = [rng.normal(size=w.shape).astype(dtype) for w in layer.get_weights()]
+    layer.set_weights([dk, pk, bias])
+    y = layer.forward(x, training=True)
+    grouped = dk.reshape(3, 2, 1, 4)
+    mid = reference.conv2d(x, grouped, None, (2, 1), ((0, 0), (0, 0)), (1, 1), 2)
+    assert_close(y, reference.conv2d(mid, pk, bias, (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+                 dtype, "forward")
+    dy = rng.normal(size=y.shape).astype(dtype)
+    dx = layer.backward(dy)
+    dmid, dpk, _ = reference.conv2d_backward(dy, mid, pk, (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
+    rdx, rdk, _ = reference.conv2d_backward(dmid, x, grouped, (2, 1), ((0, 0), (0, 0)), (1, 1), 2)
+    assert_close(dx, rdx, dtype, "dx")
+    assert_close(layer.grads["pointwise_kernel"], dpk, dtype, "dpointwise")
+    assert_close(layer.grads["depthwise_kernel"], rdk.reshape(dk.shape), dtype, "ddepthwise")
+
+
 # --------------------------------------------------------------------------- merging
 MERGES = [
     ("Add", {}, [(4, 3), (4, 3), (4, 3)]),
     ("Add", {}, [(4, 3), (1, 3)]),
+    ("Add", {}, [(2, 4, 3), (3,)]),      # lower rank: axes inserted after the batch axis
     ("Subtract", {}, [(2, 3, 2), (2, 3, 2)]),
     ("Multiply", {}, [(4, 3), (4, 3), (4, 3)]),
     ("Multiply", {}, [(4, 3), (4, 1)]),
+    ("Multiply", {}, [(1, 3), (2, 1, 1)]),
     ("Average", {}, [(5,), (5,), (5,)]),
     ("Maximum", {}, [(4, 3), (4, 3), (4, 3)]),
     ("Maximum", {}, [(4, 3), (1, 3)]),
