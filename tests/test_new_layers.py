@@ -1,8 +1,12 @@
 """Merging, shape and extra convolution layers: Keras 3 agreement (forward, input and weight
 gradients through tf.GradientTape, float32 and float64), config round trips, argument errors,
 and one optimizer step of a Sequential model made of them."""
+import pickle
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import cconv
 from cconv import layers as L
@@ -147,6 +151,86 @@ def test_depthwise_unequal_strides_match_reference(dtype):
     assert_close(dx, rdx, dtype, "dx")
     assert_close(layer.grads["pointwise_kernel"], dpk, dtype, "dpointwise")
     assert_close(layer.grads["depthwise_kernel"], rdk.reshape(dk.shape), dtype, "ddepthwise")
+
+
+@st.composite
+def _transpose_problems(draw):
+    k = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    s = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    d = (1, 1) if max(s) > 1 else (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = draw(st.sampled_from(["valid", "same"]))
+    op = draw(st.sampled_from([None, "draw"]))
+    if op is not None:
+        op = tuple(draw(st.integers(0, s[i] - 1)) for i in range(2))
+        if padding == "same" and any((k[i] - 1) * d[i] % 2 == 1 and op[i] == 0 for i in range(2)):
+            op = None       # an even effective kernel needs output_padding >= 1 with "same"
+    n = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    return k, s, d, padding, op, n, draw(st.integers(1, 3)), draw(st.integers(1, 3))
+
+
+def _transpose_size(n, k, s, d, padding, op):
+    """Keras 3's output size of a transposed convolution, written afresh."""
+    ke = (k - 1) * d + 1
+    if padding == "valid":
+        return (n - 1) * s + ke + (max(ke, s) - ke if op is None else op)
+    return n * s if op is None else (n - 1) * s + ke % 2 + op
+
+
+@settings(max_examples=40, deadline=None)
+@given(_transpose_problems())
+def test_conv2d_transpose_matches_reference(problem):
+    k, s, d, padding, op, n, cin, cout = problem
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2,) + n + (cin,))
+    kernel = rng.normal(size=k + (cout, cin))
+    bias = rng.normal(size=cout)
+    out = tuple(_transpose_size(n[i], k[i], s[i], d[i], padding, None if op is None else op[i])
+                for i in range(2))
+    y = cconv.ops.conv2d_transpose(x, kernel, bias, s, padding, op, d)
+    assert y.shape == (2,) + out + (cout,)
+    pads = reference.pads_for(out, k, s, d, padding)
+    ref = reference.conv2d_backward(x, np.zeros(y.shape), kernel, s, pads, d, 1)[0]
+    assert_close(y, ref + bias, np.float64, "forward")
+    dy = rng.normal(size=y.shape)
+    dx, dk, db = cconv.ops.conv2d_transpose_backward(dy, x, kernel, s, padding, op, d)
+    assert_close(dx, reference.conv2d(dy, kernel, None, s, pads, d, 1), np.float64, "dx")
+    assert_close(dk, reference.conv2d_backward(x, dy, kernel, s, pads, d, 1)[1], np.float64,
+                 "dkernel")
+    assert_close(db, dy.sum(axis=(0, 1, 2)), np.float64, "dbias")
+
+
+def test_ops_errors_name_the_argument():
+    x = np.zeros((1, 4, 4, 2))
+    with pytest.raises(ValueError, match="channels"):
+        cconv.ops.conv2d_transpose(x, np.zeros((3, 3, 5, 3)))
+    with pytest.raises(ValueError, match="bias"):
+        cconv.ops.conv2d_transpose(x, np.zeros((3, 3, 5, 2)), np.zeros(2))
+    with pytest.raises(ValueError, match="output_padding"):
+        cconv.ops.conv2d_transpose(x, np.zeros((3, 3, 5, 2)), strides=2, output_padding=2)
+    with pytest.raises(ValueError, match="padding"):
+        cconv.ops.conv2d_transpose(x, np.zeros((3, 3, 5, 2)), padding=1)
+    with pytest.raises(ValueError, match="dy must have"):
+        cconv.ops.conv2d_transpose_backward(np.zeros((1, 4, 4, 5)), x, np.zeros((3, 3, 5, 2)))
+    with pytest.raises(ValueError, match="interpolation"):
+        cconv.ops.upsampling2d(x, 2, "area")
+    with pytest.raises(ValueError, match="size"):
+        cconv.ops.upsampling2d(x, 0)
+    with pytest.raises(ValueError, match="dy must have"):
+        cconv.ops.upsampling2d_backward(np.zeros((1, 8, 7, 2)), x, 2)
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        cconv.ops.upsampling2d(np.zeros((4, 4, 2)), 2)
+
+
+def test_caches_are_not_pickled():
+    x = np.ones((2, 5, 5, 2), np.float32)
+    for layer in (L.SeparableConv2D(2, 3), L.UpSampling2D(), L.Cropping2D(1), L.Multiply()):
+        args = [x, x] if isinstance(layer, L.Multiply) else x
+        if not isinstance(layer, L.Multiply):
+            layer.build(x.shape[1:])
+        layer.forward(args, training=True)
+        clone = pickle.loads(pickle.dumps(layer))
+        assert not {"_x", "_mid", "_xs", "_xshape"} & set(vars(clone))
+        assert clone.get_config() == layer.get_config()
 
 
 # --------------------------------------------------------------------------- merging
