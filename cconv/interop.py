@@ -13,6 +13,8 @@ _MUST_BE_DEFAULT = {
     "gamma_regularizer": None, "beta_constraint": None, "gamma_constraint": None,
     "noise_shape": None, "synchronized": False, "renorm": False, "renorm_clipping": None,
     "quantization_config": None, "lora_rank": None,
+    "depthwise_regularizer": None, "pointwise_regularizer": None,
+    "depthwise_constraint": None, "pointwise_constraint": None,
 }
 _KEEP = {
     "Dense": ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer"),
@@ -29,6 +31,23 @@ _KEEP = {
     "LeakyReLU": ("negative_slope",),
     "Softmax": ("axis",),
     "BatchNormalization": ("axis", "momentum", "epsilon", "center", "scale"),
+    "Conv2DTranspose": ("filters", "kernel_size", "strides", "padding", "output_padding",
+                        "dilation_rate", "activation", "use_bias", "kernel_initializer",
+                        "bias_initializer"),
+    "DepthwiseConv2D": ("kernel_size", "strides", "padding", "depth_multiplier",
+                        "dilation_rate", "activation", "use_bias", "depthwise_initializer",
+                        "bias_initializer"),
+    "SeparableConv2D": ("filters", "kernel_size", "strides", "padding", "depth_multiplier",
+                        "dilation_rate", "activation", "use_bias", "depthwise_initializer",
+                        "pointwise_initializer", "bias_initializer"),
+    "UpSampling2D": ("size", "interpolation"),
+    "ZeroPadding2D": ("padding",),
+    "Cropping2D": ("cropping",),
+    "Reshape": ("target_shape",),
+    "Permute": ("dims",),
+    "Rescaling": ("scale", "offset"),
+    "Add": (), "Subtract": (), "Multiply": (), "Average": (), "Maximum": (), "Minimum": (),
+    "Concatenate": ("axis",),
 }
 
 
@@ -63,7 +82,8 @@ def _convert_layer(kl):
     kwargs = {k: cfg[k] for k in _KEEP[cls] if k in cfg}
     if "activation" in kwargs:
         kwargs["activation"] = _activation(kwargs["activation"], f"layer {kl.name!r}")
-    for k in ("kernel_initializer", "bias_initializer"):
+    for k in ("kernel_initializer", "bias_initializer", "depthwise_initializer",
+              "pointwise_initializer"):
         if k in kwargs and isinstance(kwargs[k], dict):
             try:
                 from .initializers import deserialize
@@ -88,7 +108,8 @@ def from_keras(keras_model, compile=True):
         keras_model: a built ``keras.Sequential`` (Keras 3) made of supported layers: Dense,
             Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
             GlobalMaxPooling2D, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax,
-            BatchNormalization.
+            BatchNormalization, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D,
+            UpSampling2D, ZeroPadding2D, Cropping2D, Reshape, Permute, Rescaling.
         compile: when the Keras model is compiled with Adam/SGD/RMSprop and a supported loss,
             compile the cconv model the same way (optimizer state is not copied).
 

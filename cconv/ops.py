@@ -28,6 +28,7 @@ from numpy.typing import ArrayLike
 from ._ext import blas as _blas
 from ._ext import conv as _conv
 from ._ext import pool as _poolext
+from ._ext import resample as _resample
 from ._ext.parallel import get_num_threads
 
 __all__ = [
@@ -41,6 +42,11 @@ __all__ = [
     "compute_padding",
     "dense",
     "dense_backward",
+    "conv2d_transpose",
+    "conv2d_transpose_backward",
+    "conv_transpose_output_shape",
+    "upsampling2d",
+    "upsampling2d_backward",
 ]
 
 #: An int, or a pair ``(h, w)`` of ints.
@@ -536,3 +542,243 @@ def dense_backward(
         _blas.matmul(dy2, kernel, dx, False, True, _threads(work))
         dx = dx.reshape(x.shape)
     return dx, dkernel, dy2.sum(axis=0)
+
+
+# ----------------------------------------------------------------------- transposed convolution
+def conv_transpose_output_shape(
+    input_size: Sequence[int],
+    kernel_size: IntOrPair,
+    strides: IntOrPair = 1,
+    padding: str = "valid",
+    output_padding: Optional[IntOrPair] = None,
+    dilation_rate: IntOrPair = 1,
+) -> Tuple[int, int]:
+    """Output ``(height, width)`` of a transposed convolution (Keras 3's rule).
+
+    Per axis, with ``k_eff = (k - 1) * dilation + 1``: ``"valid"`` gives
+    ``(n - 1) * s + k_eff + output_padding`` (default ``output_padding``
+    ``max(k_eff, s) - k_eff``); ``"same"`` gives ``n * s`` without ``output_padding``, else
+    ``(n - 1) * s + k_eff % 2 + output_padding``.
+    """
+    return _conv_transpose_geometry(input_size, kernel_size, strides, padding, output_padding,
+                                    dilation_rate, "conv_transpose_output_shape")[0]
+
+
+def _conv_transpose_geometry(input_size, kernel_size, strides, padding, output_padding,
+                             dilation_rate, op):
+    """(out_h, out_w), pads of the convolution whose input gradient the transpose is."""
+    n = _input_size(input_size, op)
+    k = _pair(kernel_size, "kernel_size", op)
+    s = _pair(strides, "strides", op)
+    d = _pair(dilation_rate, "dilation_rate", op)
+    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+        raise ValueError(f'{op}: padding must be "valid" or "same", got {padding!r}')
+    mode = padding.lower()
+    if output_padding is not None:
+        if _is_int(output_padding):
+            output_padding = (output_padding, output_padding)
+        if not (isinstance(output_padding, (tuple, list)) and len(output_padding) == 2
+                and all(_is_int(v) and 0 <= v < s[i] for i, v in enumerate(output_padding))):
+            raise ValueError(f"{op}: output_padding must be None or non-negative ints smaller "
+                             f"than strides {s}, got {output_padding!r}")
+    if min(n) < 1:
+        raise ValueError(f"{op}: input height and width must be >= 1, got {n}")
+    out = []
+    for i in range(2):
+        ke = (k[i] - 1) * d[i] + 1
+        if mode == "valid":
+            extra = max(ke, s[i]) - ke if output_padding is None else output_padding[i]
+            out.append((n[i] - 1) * s[i] + ke + extra)
+        elif output_padding is None:
+            out.append(n[i] * s[i])
+        else:
+            out.append((n[i] - 1) * s[i] + ke % 2 + output_padding[i])
+    out = tuple(out)
+    back, pads = _geometry(out, k, s, mode, d, op)
+    if back != n:
+        raise ValueError(
+            f"{op}: output_padding={output_padding!r} gives an output of size {out} whose "
+            f'"{mode}" convolution has size {back}, not the input size {n} (an even kernel with '
+            '"same" padding needs output_padding >= 1 or None)'
+        )
+    return out, pads, s, d
+
+
+def _conv_transpose_setup(op, x, kernel, strides, padding, output_padding, dilation_rate):
+    _check_rank(x, "x", op)
+    _check_rank(kernel, "kernel", op, what="(kernel_h, kernel_w, filters, in_channels)")
+    if kernel.shape[3] != x.shape[3]:
+        raise ValueError(
+            f"{op}: x has {x.shape[3]} channels (shape {x.shape}) but kernel shape "
+            f"{kernel.shape} expects {kernel.shape[3]} (kernel is (kh, kw, filters, in_channels))"
+        )
+    if kernel.shape[0] < 1 or kernel.shape[1] < 1:
+        raise ValueError(f"{op}: kernel height and width must be >= 1, got shape {kernel.shape}")
+    return _conv_transpose_geometry(x.shape[1:3], kernel.shape[:2], strides, padding,
+                                    output_padding, dilation_rate, op)
+
+
+def conv2d_transpose(
+    x: ArrayLike,
+    kernel: ArrayLike,
+    bias: Optional[ArrayLike] = None,
+    strides: IntOrPair = 1,
+    padding: str = "valid",
+    output_padding: Optional[IntOrPair] = None,
+    dilation_rate: IntOrPair = 1,
+) -> np.ndarray:
+    """Transposed 2-D convolution (Keras's ``Conv2DTranspose``), NHWC.
+
+    The input gradient of ``conv2d`` computed by the same kernels: ``x`` plays the part of
+    that convolution's output gradient.
+
+    Args:
+        x: ``(batch, height, width, in_channels)``.
+        kernel: ``(kernel_h, kernel_w, filters, in_channels)`` (Keras's layout).
+        bias: ``(filters,)`` or None.
+        strides, dilation_rate: ints or pairs, positive.
+        padding: ``"valid"`` or ``"same"``.
+        output_padding: None or ints (pair) smaller than ``strides``; see
+            ``conv_transpose_output_shape``.
+
+    Returns:
+        ``(batch, out_h, out_w, filters)``.
+    """
+    op = "conv2d_transpose"
+    if bias is None:
+        dtype, (x, kernel) = _arrays(op, x=x, kernel=kernel)
+    else:
+        dtype, (x, kernel, bias) = _arrays(op, x=x, kernel=kernel, bias=bias)
+    (oh, ow), pads, s, d = _conv_transpose_setup(op, x, kernel, strides, padding, output_padding,
+                                                 dilation_rate)
+    if bias is not None and bias.shape != (kernel.shape[2],):
+        raise ValueError(
+            f"{op}: bias must have shape ({kernel.shape[2]},) to match kernel shape "
+            f"{kernel.shape}, got {bias.shape}"
+        )
+    y = _empty((x.shape[0], oh, ow, kernel.shape[2]), dtype, op)
+    if x.size == 0 or y.size == 0:
+        y.fill(0)
+    else:
+        # y is the convolution's "x" argument only for its shape: with no kernel or bias
+        # gradient requested the kernel never reads it.
+        work = x.size * kernel.shape[0] * kernel.shape[1] * kernel.shape[2]
+        _conv.conv2d_backward(x, y, kernel, y, None, None, s, d, (pads[0][0], pads[1][0]), 1,
+                              _threads(work))
+    if bias is not None:
+        y += bias
+    return y
+
+
+def conv2d_transpose_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    kernel: ArrayLike,
+    strides: IntOrPair = 1,
+    padding: str = "valid",
+    output_padding: Optional[IntOrPair] = None,
+    dilation_rate: IntOrPair = 1,
+    *,
+    input_grad: bool = True,
+) -> Tuple[Optional[np.ndarray], np.ndarray, np.ndarray]:
+    """Gradients of ``conv2d_transpose``: ``(dx, dkernel, dbias)`` shaped like ``x``,
+    ``kernel`` and ``(filters,)``. ``dx`` is ``conv2d(dy, kernel)``, ``dkernel`` the kernel
+    gradient of that convolution; ``input_grad=False`` skips ``dx`` (None)."""
+    op = "conv2d_transpose_backward"
+    dtype, (dy, x, kernel) = _arrays(op, dy=dy, x=x, kernel=kernel)
+    (oh, ow), pads, s, d = _conv_transpose_setup(op, x, kernel, strides, padding, output_padding,
+                                                 dilation_rate)
+    expected = (x.shape[0], oh, ow, kernel.shape[2])
+    if dy.shape != expected:
+        raise ValueError(
+            f"{op}: dy must have the output shape {expected} of conv2d_transpose on x {x.shape} "
+            f"with kernel {kernel.shape}, got {dy.shape}"
+        )
+    dx = _empty(x.shape, dtype, op, "dx") if input_grad else None
+    dkernel = _empty(kernel.shape, dtype, op, "dkernel")
+    dbias = dy.sum(axis=(0, 1, 2))
+    if dy.size == 0 or x.size == 0:
+        for grad in (dx, dkernel):
+            if grad is not None:
+                grad.fill(0)
+        return dx, dkernel, dbias
+    before = (pads[0][0], pads[1][0])
+    work = x.size * kernel.shape[0] * kernel.shape[1] * kernel.shape[2]
+    if dx is not None:
+        _conv.conv2d_forward(dy, kernel, None, dx, s, d, before, 1, _threads(work))
+    _conv.conv2d_backward(x, dy, kernel, None, dkernel, None, s, d, before, 1, _threads(work))
+    return dx, dkernel, dbias
+
+
+# --------------------------------------------------------------------------- upsampling
+_INTERPOLATIONS = ("nearest", "bilinear")
+
+
+def _upsampling_setup(op, x, size, interpolation):
+    _check_rank(x, "x", op)
+    sh, sw = _pair(size, "size", op)
+    if not isinstance(interpolation, str) or interpolation.lower() not in _INTERPOLATIONS:
+        raise ValueError(f"{op}: interpolation must be one of {_INTERPOLATIONS}, "
+                         f"got {interpolation!r}")
+    if x.shape[1] * sh >= _INDEX_LIMIT or x.shape[2] * sw >= _INDEX_LIMIT:
+        raise ValueError(f"{op}: the upsampled size of x {x.shape} by {size!r} is too large")
+    return (sh, sw), interpolation.lower()
+
+
+def _bilinear_table(in_size, out_size, dtype):
+    """Rows (or columns) ``lo``, ``hi`` and weight ``lerp`` of bilinear resizing with half-pixel
+    centers (TensorFlow's ResizeBilinear): ``src = (i + 0.5) * (in / out) - 0.5``,
+    ``lo = max(floor(src), 0)``, ``hi = min(ceil(src), in - 1)``, ``lerp = src - floor(src)``,
+    each step rounded to ``dtype`` (TensorFlow computes in float32)."""
+    t = np.dtype(dtype).type
+    scale = t(in_size) / t(out_size)
+    src = (np.arange(out_size, dtype=dtype) + t(0.5)) * scale - t(0.5)
+    floor = np.floor(src)
+    lo = np.maximum(floor, 0).astype(np.int64)
+    hi = np.minimum(np.ceil(src), in_size - 1).astype(np.int64)
+    return lo, hi, np.ascontiguousarray(src - floor, dtype=dtype)
+
+
+def upsampling2d(x: ArrayLike, size: IntOrPair = 2, interpolation: str = "nearest") -> np.ndarray:
+    """Upsampling by integer factors (Keras's ``UpSampling2D``), NHWC.
+
+    Args:
+        x: ``(batch, height, width, channels)``.
+        size: int or ``(size_h, size_w)``, positive.
+        interpolation: ``"nearest"`` (repeat each pixel) or ``"bilinear"`` (half-pixel
+            centers, as ``tf.image.resize``; edges clamp).
+
+    Returns:
+        ``(batch, height * size_h, width * size_w, channels)``.
+    """
+    op = "upsampling2d"
+    dtype, (x,) = _arrays(op, x=x)
+    (sh, sw), mode = _upsampling_setup(op, x, size, interpolation)
+    n, h, w, c = x.shape
+    y = _empty((n, h * sh, w * sw, c), dtype, op)
+    if mode == "nearest":
+        _resample.nearest_forward(x, y, sh, sw, _threads(y.size))
+    else:
+        _resample.bilinear_forward(x, y, *_bilinear_table(h, h * sh, dtype),
+                                   *_bilinear_table(w, w * sw, dtype), _threads(4 * y.size))
+    return y
+
+
+def upsampling2d_backward(dy: ArrayLike, x: ArrayLike, size: IntOrPair = 2,
+                          interpolation: str = "nearest") -> np.ndarray:
+    """Gradient of ``upsampling2d``: ``dy`` ``(batch, h * size_h, w * size_w, c)`` -> ``dx``
+    shaped like ``x`` (only ``x``'s shape is used)."""
+    op = "upsampling2d_backward"
+    dtype, (dy, x) = _arrays(op, dy=dy, x=x)
+    (sh, sw), mode = _upsampling_setup(op, x, size, interpolation)
+    n, h, w, c = x.shape
+    if dy.shape != (n, h * sh, w * sw, c):
+        raise ValueError(f"{op}: dy must have the upsampled shape {(n, h * sh, w * sw, c)} of x "
+                         f"{x.shape} with size {(sh, sw)}, got {dy.shape}")
+    dx = _empty(x.shape, dtype, op, "dx")
+    if mode == "nearest":
+        _resample.nearest_backward(dy, dx, sh, sw, _threads(dy.size))
+    else:
+        _resample.bilinear_backward(dy, dx, *_bilinear_table(h, h * sh, dtype),
+                                    *_bilinear_table(w, w * sw, dtype), _threads(4 * dy.size))
+    return dx

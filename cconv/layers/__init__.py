@@ -1,12 +1,16 @@
 """Keras-style layers (NHWC, float32 by default). See :class:`cconv.layers.Layer`."""
 
 from .base import Layer
+from .conv_transpose import Conv2DTranspose
 from .convolutional import Conv2D
 from .core import (Activation, Dense, Dropout, Flatten, Input, InputLayer, LeakyReLU, ReLU,
                    Softmax)
+from .depthwise import DepthwiseConv2D, SeparableConv2D
+from .merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization
 from .pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
                       MaxPooling2D)
+from .reshaping import Cropping2D, Permute, Reshape, Rescaling, UpSampling2D, ZeroPadding2D
 
 # Keras aliases.
 Convolution2D = Conv2D
@@ -14,18 +18,27 @@ MaxPool2D = MaxPooling2D
 AvgPool2D = AveragePooling2D
 GlobalAvgPool2D = GlobalAveragePooling2D
 GlobalMaxPool2D = GlobalMaxPooling2D
+Convolution2DTranspose = Conv2DTranspose
+SeparableConvolution2D = SeparableConv2D
 
 __all__ = [
     "Layer", "InputLayer", "Input", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D",
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten", "Dropout", "Activation", "ReLU",
     "LeakyReLU", "Softmax", "BatchNormalization", "Convolution2D", "MaxPool2D", "AvgPool2D",
     "GlobalAvgPool2D", "GlobalMaxPool2D", "get", "deserialize",
+    "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+    "ZeroPadding2D", "Cropping2D", "UpSampling2D", "Reshape", "Permute", "Rescaling",
+    "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D", "Convolution2DTranspose",
+    "SeparableConvolution2D",
 ]
 
 _REGISTRY = {c.__name__: c for c in (
     InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
     GlobalMaxPooling2D, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax,
-    BatchNormalization)}
+    BatchNormalization,
+    Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate,
+    ZeroPadding2D, Cropping2D, UpSampling2D, Reshape, Permute, Rescaling,
+    Conv2DTranspose, DepthwiseConv2D, SeparableConv2D)}
 
 
 def deserialize(config):

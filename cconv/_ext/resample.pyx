@@ -1,0 +1,151 @@
+# cython: language_level=3
+"""2-D upsampling (nearest and bilinear), forward and backward, NHWC, float32 and float64.
+
+Nearest repeats each pixel ``sh x sw`` times; its gradient sums each block, one input row per
+task, the block read in row-major order. Bilinear reads four input pixels per output pixel
+with precomputed row and column tables (``lo``, ``hi``, ``lerp``: see ``cconv.ops``) and
+TensorFlow's formula ``top = tl + (tr - tl) * xl; bottom = bl + (br - bl) * xl;
+out = top + (bottom - top) * yl``. Its gradient scatters each output pixel to its four
+inputs in TensorFlow's order; the tasks are (image, channel block) pairs, which never share an
+element, so every element is summed in the same order whatever the thread count.
+"""
+from cython.parallel cimport prange
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy, memset
+
+
+cdef extern from "omp_helpers.h":
+    pass
+
+ctypedef fused floating:
+    float
+    double
+
+cdef enum:
+    # Channels per task of the bilinear gradient (a cache line of float32 or two of float64).
+    CHANNEL_BLOCK = 16
+
+
+def nearest_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                    int64_t sh, int64_t sw, int num_threads):
+    """Fill ``y`` (N, H*sh, W*sw, C) with each pixel of ``x`` (N, H, W, C) repeated."""
+    cdef int64_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef int64_t OW = W * sw
+    cdef int64_t it, n, h, w, j, i
+    cdef const floating *src
+    cdef floating *dst
+    if N * H * W * C == 0:
+        return
+    with nogil:
+        for it in prange(N * H, schedule="static", num_threads=num_threads):
+            n = it // H
+            h = it - n * H
+            src = &x[n, h, 0, 0]
+            dst = &y[n, h * sh, 0, 0]
+            for w in range(W):
+                for j in range(sw):
+                    memcpy(dst + (w * sw + j) * C, src + w * C, C * sizeof(floating))
+            for i in range(1, sh):
+                memcpy(dst + i * OW * C, dst, OW * C * sizeof(floating))
+
+
+def nearest_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+                     int64_t sh, int64_t sw, int num_threads):
+    """Fill ``dx`` (N, H, W, C) with the sum of each ``sh x sw`` block of ``dy``."""
+    cdef int64_t N = dx.shape[0], H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
+    cdef int64_t OW = W * sw
+    cdef int64_t it, n, h, w, i, j, c
+    cdef const floating *src
+    cdef floating *dst
+    if N * H * W * C == 0:
+        return
+    with nogil:
+        for it in prange(N * H, schedule="static", num_threads=num_threads):
+            n = it // H
+            h = it - n * H
+            for w in range(W):
+                dst = &dx[n, h, w, 0]
+                memset(dst, 0, C * sizeof(floating))
+                for i in range(sh):
+                    src = &dy[n, h * sh + i, w * sw, 0]
+                    for j in range(sw):
+                        for c in range(C):
+                            dst[c] += src[j * C + c]
+
+
+def bilinear_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                     const int64_t[::1] ylo, const int64_t[::1] yhi, const floating[::1] ylerp,
+                     const int64_t[::1] xlo, const int64_t[::1] xhi, const floating[::1] xlerp,
+                     int num_threads):
+    """Fill ``y`` (N, OH, OW, C) by bilinear interpolation of ``x`` (N, H, W, C) with the row
+    tables ``ylo, yhi, ylerp`` (OH items) and column tables ``xlo, xhi, xlerp`` (OW items)."""
+    cdef int64_t N = y.shape[0], OH = y.shape[1], OW = y.shape[2], C = y.shape[3]
+    cdef int64_t it, n, oh, ow, c
+    cdef const floating *top
+    cdef const floating *bot
+    cdef const floating *tl
+    cdef const floating *tr
+    cdef const floating *bl
+    cdef const floating *br
+    cdef floating *out
+    cdef floating xl, yl, t, b
+    if N * OH * OW * C == 0:
+        return
+    with nogil:
+        for it in prange(N * OH, schedule="static", num_threads=num_threads):
+            n = it // OH
+            oh = it - n * OH
+            top = &x[n, ylo[oh], 0, 0]
+            bot = &x[n, yhi[oh], 0, 0]
+            yl = ylerp[oh]
+            out = &y[n, oh, 0, 0]
+            for ow in range(OW):
+                xl = xlerp[ow]
+                tl = top + xlo[ow] * C
+                tr = top + xhi[ow] * C
+                bl = bot + xlo[ow] * C
+                br = bot + xhi[ow] * C
+                for c in range(C):
+                    t = tl[c] + (tr[c] - tl[c]) * xl
+                    b = bl[c] + (br[c] - bl[c]) * xl
+                    out[ow * C + c] = t + (b - t) * yl
+
+
+def bilinear_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+                      const int64_t[::1] ylo, const int64_t[::1] yhi,
+                      const floating[::1] ylerp, const int64_t[::1] xlo,
+                      const int64_t[::1] xhi, const floating[::1] xlerp, int num_threads):
+    """Fill ``dx`` (N, H, W, C) with the gradient of ``bilinear_forward`` given ``dy``."""
+    cdef int64_t N = dx.shape[0], H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
+    cdef int64_t OH = dy.shape[1], OW = dy.shape[2]
+    cdef int64_t nblocks = (C + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    cdef int64_t it, n, c0, c1, oh, ow, c
+    cdef const floating *g
+    cdef floating *dtop
+    cdef floating *dbot
+    cdef floating xl, yl, up, down
+    if N * H * W * C == 0:
+        return
+    with nogil:
+        for it in prange(N * nblocks, schedule="static", num_threads=num_threads):
+            n = it // nblocks
+            c0 = (it - n * nblocks) * CHANNEL_BLOCK
+            c1 = c0 + CHANNEL_BLOCK if c0 + CHANNEL_BLOCK < C else C
+            for oh in range(H):
+                for ow in range(W):
+                    for c in range(c0, c1):
+                        dx[n, oh, ow, c] = 0
+            for oh in range(OH):
+                yl = ylerp[oh]
+                dtop = &dx[n, ylo[oh], 0, 0]
+                dbot = &dx[n, yhi[oh], 0, 0]
+                for ow in range(OW):
+                    xl = xlerp[ow]
+                    g = &dy[n, oh, ow, 0]
+                    for c in range(c0, c1):
+                        up = (1 - yl) * g[c]
+                        down = yl * g[c]
+                        dtop[xlo[ow] * C + c] += (1 - xl) * up
+                        dtop[xhi[ow] * C + c] += xl * up
+                        dbot[xlo[ow] * C + c] += (1 - xl) * down
+                        dbot[xhi[ow] * C + c] += xl * down

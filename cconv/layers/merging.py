@@ -1,0 +1,270 @@
+"""Merging layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate.
+
+They take SEVERAL inputs (``_multi_input = True``): ``build`` and ``compute_output_shape`` take
+a list of sample shapes (no batch axis), ``forward`` a list of arrays and ``backward`` returns a
+list of input gradients in input order.
+
+Elementwise merges follow Keras 3: inputs are combined left to right
+(``((x0 op x1) op x2) ...``); sample shapes may differ where one of them is 1 (broadcast), and
+an input of lower rank gets axes of size 1 inserted after the batch axis, as Keras does.
+"""
+
+import numpy as np
+
+from .base import Layer
+
+__all__ = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"]
+
+
+class _Merge(Layer):
+    """Base of the merging layers: list-of-inputs plumbing, shape checks and broadcasting."""
+
+    _multi_input = True
+    _transient = ("_xs",)
+    _num_inputs = None          # None: any number >= 2
+    _keeps_inputs = False       # backward needs the inputs (Multiply, Maximum)
+
+    def _check_count(self, n):
+        want = self._num_inputs
+        if (want is not None and n != want) or n < 2:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} needs "
+                f"{want if want is not None else 'at least 2'} inputs; got {n}."
+            )
+
+    def _shapes(self, input_shapes):
+        """A list of sample shapes as tuples of ints (a leading None batch axis is dropped)."""
+        if not isinstance(input_shapes, (list, tuple)) or not all(
+                isinstance(s, (list, tuple)) for s in input_shapes):
+            raise ValueError(f"{type(self).__name__} {self.name!r} takes a list of input shapes; "
+                             f"got {input_shapes!r}.")
+        shapes = [tuple(s[1:]) if s and s[0] is None else tuple(s) for s in input_shapes]
+        self._check_count(len(shapes))
+        return [tuple(int(d) for d in s) for s in shapes]
+
+    def compute_output_shape(self, input_shapes):
+        shapes = self._shapes(input_shapes)
+        rank = max(len(s) for s in shapes)
+        out = []
+        for dims in zip(*[(1,) * (rank - len(s)) + s for s in shapes]):
+            big = {d for d in dims if d != 1}
+            if len(big) > 1:
+                raise ValueError(f"{type(self).__name__} {self.name!r}: inputs have incompatible "
+                                 f"shapes {shapes} (each axis must match or be 1).")
+            out.append(big.pop() if big else 1)
+        return tuple(out)
+
+    def build(self, input_shapes):
+        shapes = self._shapes(input_shapes)
+        self._output_shape = tuple(self.compute_output_shape(shapes))
+        self._input_shape = shapes
+        self.built = True
+
+    @property
+    def input_shape(self):
+        """``[(None,) + sample shape, ...]`` once built, else None."""
+        return None if self._input_shape is None else [(None,) + s for s in self._input_shape]
+
+    def __call__(self, xs, training=False):
+        """Apply the layer to a list of batches; returns one NumPy array."""
+        if not isinstance(xs, (list, tuple)):
+            raise TypeError(f"{type(self).__name__} {self.name!r} takes a list of arrays; "
+                            f"got {type(xs).__name__}.")
+        xs = [np.asarray(x) for x in xs]
+        xs = [x if x.dtype == self.dtype else x.astype(self.dtype) for x in xs]
+        self._check_count(len(xs))
+        if any(x.ndim < 2 for x in xs):
+            raise ValueError(f"Layer {self.name!r} needs batches of inputs (ndim >= 2); "
+                             f"got shapes {[x.shape for x in xs]}.")
+        if len({x.shape[0] for x in xs}) > 1:
+            raise ValueError(f"Layer {self.name!r}: the inputs have different batch sizes "
+                             f"(shapes {[x.shape for x in xs]}).")
+        shapes = [x.shape[1:] for x in xs]
+        if not self.built:
+            self.build(shapes)
+        elif shapes != self._input_shape:
+            raise ValueError(f"Layer {self.name!r} expects inputs of sample shapes "
+                             f"{self._input_shape}; got arrays of shapes {[x.shape for x in xs]}.")
+        return self.forward(xs, training=training)
+
+    def _aligned(self, xs):
+        """Inputs with axes of size 1 inserted after the batch axis up to the output's rank."""
+        rank = len(self._output_shape) + 1
+        return [x.reshape(x.shape[:1] + (1,) * (rank - x.ndim) + x.shape[1:]) for x in xs]
+
+    @staticmethod
+    def _reduce_to(g, shape, dy):
+        """``g`` (the output's shape) summed over the axes that ``shape`` broadcast along; a
+        fresh array (never ``dy`` or a view of it)."""
+        full = g.shape[:1] + (1,) * (g.ndim - 1 - len(shape)) + tuple(shape)
+        axes = tuple(i for i in range(1, g.ndim) if full[i] == 1 and g.shape[i] != 1)
+        if axes:
+            g = g.sum(axis=axes, keepdims=True)
+        g = g.reshape(g.shape[:1] + tuple(shape))
+        return g.copy() if np.may_share_memory(g, dy) else np.ascontiguousarray(g)
+
+    def _grads(self, gs, dy):
+        """Per-input gradients (output-shaped) reduced to each input's shape."""
+        return [self._reduce_to(g, s, dy) for g, s in zip(gs, self._input_shape)]
+
+    def forward(self, xs, training=False):
+        if not self.built:
+            self.build([x.shape[1:] for x in xs])
+        xs = self._aligned(xs)
+        if training and self._keeps_inputs:
+            self._xs = xs
+        return self._merge(xs)
+
+
+class Add(_Merge):
+    """Elementwise sum of the inputs (Keras's ``Add``)."""
+
+    def _merge(self, xs):
+        out = xs[0] + xs[1]
+        for x in xs[2:]:
+            out = out + x
+        return out
+
+    def backward(self, dy):
+        return self._grads([dy] * len(self._input_shape), dy)
+
+
+class Subtract(_Merge):
+    """``x0 - x1`` for exactly two inputs (Keras's ``Subtract``)."""
+
+    _num_inputs = 2
+
+    def _merge(self, xs):
+        return xs[0] - xs[1]
+
+    def backward(self, dy):
+        return self._grads([dy, -dy], dy)
+
+
+class Multiply(_Merge):
+    """Elementwise product of the inputs (Keras's ``Multiply``)."""
+
+    _keeps_inputs = True
+
+    def _merge(self, xs):
+        out = xs[0] * xs[1]
+        for x in xs[2:]:
+            out = out * x
+        return out
+
+    def backward(self, dy):
+        xs = self._xs
+        gs = []
+        for i in range(len(xs)):
+            g = dy
+            for j, x in enumerate(xs):
+                if j != i:
+                    g = g * x
+            gs.append(g)
+        return self._grads(gs, dy)
+
+
+class Average(_Merge):
+    """Elementwise mean of the inputs (Keras's ``Average``: the sum, then divided by the
+    number of inputs)."""
+
+    def _merge(self, xs):
+        out = xs[0] + xs[1]
+        for x in xs[2:]:
+            out = out + x
+        out /= out.dtype.type(len(xs))
+        return out
+
+    def backward(self, dy):
+        g = dy / dy.dtype.type(len(self._input_shape))
+        return self._grads([g] * len(self._input_shape), dy)
+
+
+class Maximum(_Merge):
+    """Elementwise maximum of the inputs (Keras's ``Maximum``). Gradient: as
+    ``tf.maximum`` chained left to right, each output element's gradient goes to the FIRST
+    input holding the maximum (a tie between ``a`` and ``b`` sends it to ``a``)."""
+
+    _keeps_inputs = True
+    _select = staticmethod(np.greater_equal)
+    _combine = staticmethod(np.maximum)
+
+    def _merge(self, xs):
+        out = self._combine(xs[0], xs[1])
+        for x in xs[2:]:
+            out = self._combine(out, x)
+        return out
+
+    def backward(self, dy):
+        xs = self._xs
+        running = [xs[0]]
+        for x in xs[1:-1]:
+            running.append(self._combine(running[-1], x))
+        gs = [None] * len(xs)
+        g = dy
+        zero = dy.dtype.type(0)
+        for i in range(len(xs) - 1, 0, -1):
+            keep = self._select(running[i - 1], xs[i])     # the left operand wins ties
+            gs[i] = np.where(keep, zero, g)
+            g = np.where(keep, g, zero)
+        gs[0] = g
+        return self._grads(gs, dy)
+
+
+class Minimum(Maximum):
+    """Elementwise minimum of the inputs (Keras's ``Minimum``); ties send the gradient to
+    the first input holding the minimum, as ``tf.minimum``."""
+
+    _select = staticmethod(np.less_equal)
+    _combine = staticmethod(np.minimum)
+
+
+class Concatenate(_Merge):
+    """Concatenates the inputs along ``axis`` (Keras's ``Concatenate``).
+
+    Args:
+        axis: axis of the full arrays (batch axis 0 included; default -1, the channels).
+            The batch axis cannot be concatenated; every other axis must match.
+    """
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+            raise TypeError(f"Concatenate: axis must be an int; got axis={axis!r}.")
+        self.axis = int(axis)
+
+    def _sample_axis(self, rank):
+        """The axis within a sample (0-based, no batch axis) of a sample of ``rank`` axes."""
+        axis = self.axis + rank + 1 if self.axis < 0 else self.axis
+        if not 1 <= axis <= rank:
+            raise ValueError(f"Concatenate {self.name!r}: axis={self.axis} is out of range for "
+                             f"inputs of rank {rank + 1} (the batch axis 0 cannot be "
+                             f"concatenated).")
+        return axis - 1
+
+    def compute_output_shape(self, input_shapes):
+        shapes = self._shapes(input_shapes)
+        if len({len(s) for s in shapes}) > 1:
+            raise ValueError(f"Concatenate {self.name!r}: inputs must have the same rank; got "
+                             f"sample shapes {shapes}.")
+        a = self._sample_axis(len(shapes[0]))
+        rest = {s[:a] + s[a + 1:] for s in shapes}
+        if len(rest) > 1:
+            raise ValueError(f"Concatenate {self.name!r}: inputs must match on every axis but "
+                             f"axis={self.axis}; got sample shapes {shapes}.")
+        return shapes[0][:a] + (sum(s[a] for s in shapes),) + shapes[0][a + 1:]
+
+    def forward(self, xs, training=False):
+        if not self.built:
+            self.build([x.shape[1:] for x in xs])
+        return np.concatenate(xs, axis=self._sample_axis(len(self._output_shape)) + 1)
+
+    def backward(self, dy):
+        axis = self._sample_axis(len(self._output_shape)) + 1
+        cuts = np.cumsum([s[axis - 1] for s in self._input_shape])[:-1]
+        return [g.copy() for g in np.split(dy, cuts, axis=axis)]
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg["axis"] = self.axis
+        return cfg
