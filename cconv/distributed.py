@@ -39,8 +39,10 @@ What happens:
 * **Logs.** Loss and metrics are global (over every rank's samples); the progress bar is
   printed by rank 0 only and its images/s counts all ranks. Callbacks run on every rank with
   the same global logs, so ``EarlyStopping`` decides alike everywhere; a stop request takes
-  effect at the end of the epoch, agreed over ranks. Save files from rank 0 only
-  (``if dmodel.rank == 0: model.save(...)``).
+  effect at the end of the epoch, agreed over ranks. Files are written by rank 0 only:
+  ``ModelCheckpoint`` callbacks run on rank 0 alone, and ``dmodel.save`` /
+  ``dmodel.save_weights`` do nothing on the other ranks (every rank holds the same weights;
+  one writer per file).
 * **End.** Every rank holds identical weights (rank 0's are broadcast once more at the end
   of ``fit``, so no rounding in the MPI library can leave ranks apart).
 
@@ -52,6 +54,8 @@ import math
 import time
 
 import numpy as np
+
+from .callbacks import ModelCheckpoint
 
 
 try:
@@ -111,6 +115,16 @@ class DistributedModel:
 
     def __repr__(self):
         return f"<DistributedModel rank {self.rank}/{self.size} of {self.model!r}>"
+
+    def save(self, filepath):
+        """``model.save(filepath)`` on rank 0; nothing on the other ranks (no collective)."""
+        if self.rank == 0:
+            self.model.save(filepath)
+
+    def save_weights(self, filepath):
+        """``model.save_weights(filepath)`` on rank 0; nothing on the other ranks."""
+        if self.rank == 0:
+            self.model.save_weights(filepath)
 
     # ----- collective helpers ----------------------------------------------------------------
     def _agree(self, what, value):
@@ -275,6 +289,8 @@ class DistributedModel:
         model._ensure_packed()
         metrics = model._make_metrics(y_shape)
 
+        if self.rank != 0 and callbacks:   # one writer per checkpoint file: rank 0
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         history, progbar, cb = model._fit_callbacks(callbacks, verbose, epochs, steps)
         batch_hooks = cb.wants_batch_begin or cb.wants_batch_end
 

@@ -405,7 +405,7 @@ def _pool_forward(op, is_max, x, pool_size, strides, padding):
     return y
 
 
-def _pool_backward(op, is_max, dy, x, pool_size, strides, padding):
+def _pool_backward(op, is_max, dy, x, pool_size, strides, padding, all_ties=False):
     dtype, (dy, x) = _arrays(op, dy=dy, x=x)
     (oh, ow), pads, pool, strides = _pool_setup(op, x, pool_size, strides, padding)
     expected = (x.shape[0], oh, ow, x.shape[3])
@@ -416,7 +416,7 @@ def _pool_backward(op, is_max, dy, x, pool_size, strides, padding):
         )
     dx = _empty(x.shape, dtype, op, "dx")
     _poolext.pool2d_backward(dy, x, dx, is_max, pool, strides, (pads[0][0], pads[1][0]),
-                             _threads(dy.size * pool[0] * pool[1]))
+                             _threads(dy.size * pool[0] * pool[1]), all_ties)
     return dx
 
 

@@ -11,30 +11,20 @@ import os
 
 import numpy as np
 
+from . import fileio
+
 FORMAT_VERSION = 1
 
 
 def _write(filepath, meta, arrays):
-    filepath = os.fspath(filepath)
-    d = os.path.dirname(filepath)
-    if d and not os.path.isdir(d):
-        raise FileNotFoundError(f"Cannot save to {filepath!r}: directory {d!r} does not exist.")
-    tmp = filepath + ".tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, __cconv__=np.array(json.dumps(meta)), **arrays)
-    os.replace(tmp, filepath)
+    """Atomically (see ``cconv.fileio.atomic_write``): readers never see a partial file."""
+    fileio.atomic_write(
+        filepath, lambda f: np.savez(f, __cconv__=np.array(json.dumps(meta)), **arrays))
 
 
 def _read(filepath, what):
-    filepath = os.fspath(filepath)
-    if not os.path.exists(filepath):
-        raise FileNotFoundError(f"No such file: {filepath!r}.")
-    try:
-        data = np.load(filepath, allow_pickle=False)
-        meta = json.loads(str(data["__cconv__"]))
-    except Exception as e:   # not an npz, or not ours
-        raise ValueError(f"{filepath!r} is not a cconv {what} file ({type(e).__name__}: {e}).") from None
-    return meta, data
+    """``(meta, {name: array})``, every count and type checked before anything is allocated."""
+    return fileio.read_npz(filepath, what)
 
 
 def _weights_arrays(model):
@@ -42,11 +32,8 @@ def _weights_arrays(model):
 
 
 def _load_weight_list(meta, data, filepath):
-    n = int(meta["num_weights"])
-    missing = [f"w{i}" for i in range(n) if f"w{i}" not in data.files]
-    if missing:
-        raise ValueError(f"{filepath!r} is damaged: missing arrays {missing}.")
-    return [data[f"w{i}"] for i in range(n)]
+    """The weights ``w0 ...`` (their count and presence checked by ``_read``)."""
+    return [data[f"w{i}"] for i in range(meta["num_weights"])]
 
 
 def save_weights(model, filepath):

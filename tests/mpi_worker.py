@@ -106,6 +106,21 @@ def main(outdir):
     hist = DistributedModel(model).fit(xb, yb, batch_size=PER_RANK_BATCH, epochs=EPOCHS,
                                        verbose=0, shuffle=False)
     save(outdir, "bn", rank, model, hist)
+
+    # 4. Checkpoints and saves are written by rank 0 alone: any write from another rank fails.
+    from cconv import fileio
+    if rank != 0:
+        def refuse(*args, **kwargs):
+            raise RuntimeError(f"rank {rank} tried to write {args[:1]}")
+        fileio.atomic_write = refuse
+    model = lenet()
+    dmodel = DistributedModel(model)
+    ck = cconv.callbacks.ModelCheckpoint(os.path.join(outdir, "ckpt-{epoch}.npz"), monitor="loss")
+    hist = dmodel.fit(x, y, batch_size=PER_RANK_BATCH, epochs=EPOCHS, verbose=0, shuffle=False,
+                      callbacks=[ck])
+    dmodel.save(os.path.join(outdir, "final.npz"))
+    dmodel.save_weights(os.path.join(outdir, "final-weights.npz"))
+    save(outdir, "ckpt", rank, model, hist)
     print(f"[rank {rank}] done", flush=True)
 
 

@@ -150,3 +150,21 @@ def test_batchnorm_local_statistics_averaged_moving_statistics(mpi_run):
         for lo in range(0, x.shape[0], NP * b):
             glob = glob * mom + x[lo:lo + NP * b].astype(np.float64).var(axis=(0, 1, 2)) * (1 - mom)
     assert not np.allclose(w[3], glob + mom ** (2 * x.shape[0] // (NP * b)), rtol=1e-6)
+
+
+def test_checkpoints_are_written_by_rank_0_only(mpi_run):
+    """Rank 1 fails if it writes (see mpi_worker.py); rank 0's files are whole and current."""
+    out, _ = mpi_run
+    ranks = _load(out, "ckpt")
+    _assert_ranks_identical(ranks)
+    import cconv
+    for epoch in range(1, W.EPOCHS + 1):
+        assert cconv.load_model(out / f"ckpt-{epoch}.npz").count_params() > 0
+    final = cconv.load_model(out / "final.npz").get_weights()
+    for u, v in zip(final, _weights(ranks[0])):
+        np.testing.assert_array_equal(u, v)
+    weights_only = W.lenet()
+    weights_only.load_weights(out / "final-weights.npz")
+    for u, v in zip(weights_only.get_weights(), final):
+        np.testing.assert_array_equal(u, v)
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -585,7 +585,8 @@ def test_fuzz_classic_conv(case, twist):
         bdt, bd = np.dtype(np.float64), np.asarray(bv, np.float64).reshape(-1)  # b is reshaped
     b = None if twist == "b_none" else bv
     activation = "relu" if twist == "act" else np.tanh
-    call = lambda: classic.conv_forward(x, W, b, activation, padding=padding, stride=stride)  # noqa: E731
+    call = lambda: classic.conv_forward(  # noqa: E731  (semantics: the oracle's rules)
+        x, W, b, activation, padding=padding, stride=stride, semantics="tensorflow")
     names = ["conv_forward", "conv2d"]
     try:
         if twist != "ok":
@@ -621,18 +622,20 @@ def test_fuzz_classic_pool(case, mode, backward):
         shape, dtype, pool, strides, pads = pool_oracle(dict(case, padding=("valid", "valid")))
     except Invalid:
         if backward:
-            expect_refusal(lambda: classic.pool_backward(np.zeros((1, 1, 1, 1)), x, kshape, stride, mode), names)
+            expect_refusal(lambda: classic.pool_backward(np.zeros((1, 1, 1, 1)), x, kshape,
+                                                         stride, mode, "tensorflow"), names)
         else:
-            expect_refusal(lambda: classic.pool_forward(x, kshape, stride, mode), names)
+            expect_refusal(lambda: classic.pool_forward(x, kshape, stride, mode, "tensorflow"),
+                           names)
         return
     xd = case["x"][2]
     if backward:
         dA = np.random.default_rng(case["dy"]).standard_normal(shape)
-        got = classic.pool_backward(dA, x, kshape, stride, mode)
+        got = classic.pool_backward(dA, x, kshape, stride, mode, "tensorflow")  # the oracle's ties
         want = ref.pool2d_backward(dA, xd, pool, strides, pads, mode)
         assert_agrees(got, want, np.float64, "pool_backward")
     else:
-        got = classic.pool_forward(x, kshape, stride, mode)
+        got = classic.pool_forward(x, kshape, stride, mode, "tensorflow")
         want = ref.pool2d(xd, pool, strides, pads, mode) if np.prod(shape) else np.zeros(shape)
         assert_agrees(got, want, dtype, "pool_forward")
 

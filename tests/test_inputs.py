@@ -90,15 +90,17 @@ def test_output_shape_and_padding_helpers():
 
 
 def test_classic_functions_match_ops(rng):
+    """With semantics="tensorflow" the curriculum functions are cconv.ops under other names."""
     A = rng.standard_normal((2, 8, 7, 3))
     W = rng.standard_normal((3, 3, 3, 4))
     b = rng.standard_normal((1, 1, 1, 4))
     relu = lambda z: np.maximum(z, 0)  # noqa: E731
     Z = ops.conv2d(A, W, b.reshape(-1), strides=(2, 1), padding="same")
-    np.testing.assert_array_equal(classic.conv_forward(A, W, b, relu, "same", (2, 1)), relu(Z))
+    np.testing.assert_array_equal(
+        classic.conv_forward(A, W, b, relu, "same", (2, 1), "tensorflow"), relu(Z))
     np.testing.assert_array_equal(classic.conv_forward(A, W, b, relu, "valid"), relu(ops.conv2d(A, W, b.reshape(-1))))
     dZ = rng.standard_normal(Z.shape)
-    dA, dW, db = classic.conv_backward(dZ, A, W, b, "same", (2, 1))
+    dA, dW, db = classic.conv_backward(dZ, A, W, b, "same", (2, 1), "tensorflow")
     want = ops.conv2d_backward(dZ, A, W, strides=(2, 1), padding="same")
     np.testing.assert_array_equal(dA, want[0])
     np.testing.assert_array_equal(dW, want[1])

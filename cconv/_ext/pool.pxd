@@ -24,6 +24,7 @@ cdef int pool2d_forward_c(const floating *x, floating *y, PoolGeom g, bint is_ma
                           int num_threads) noexcept nogil
 
 # dx (N, H, W, C) from dy (N, OH, OW, C). Max pooling sends each window's gradient to its
-# first maximum in row-major order; overlapping windows accumulate.
+# first maximum in row-major order, or with ``all_ties`` (default False) to every cell equal
+# to the maximum; overlapping windows accumulate.
 cdef int pool2d_backward_c(const floating *dy, const floating *x, floating *dx, PoolGeom g,
-                           bint is_max, int num_threads) noexcept nogil
+                           bint is_max, int num_threads, bint all_ties=*) noexcept nogil

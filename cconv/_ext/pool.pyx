@@ -29,6 +29,12 @@ cdef extern from "pool_cells.h" nogil:
     void cconv_pool_maxgrad_f64(double *dxn, const double *xn, const double *m,
                                 const double *dy, int64_t *idx, int64_t W, int64_t C,
                                 int64_t h0, int64_t h1, int64_t w0, int64_t w1)
+    void cconv_pool_maxgrad_ties_f32(float *dxn, const float *xn, float *m, const float *dy,
+                                     int64_t W, int64_t C, int64_t h0, int64_t h1, int64_t w0,
+                                     int64_t w1)
+    void cconv_pool_maxgrad_ties_f64(double *dxn, const double *xn, double *m,
+                                     const double *dy, int64_t W, int64_t C, int64_t h0,
+                                     int64_t h1, int64_t w0, int64_t w1)
 
 
 cdef inline void cell_max(floating *m, const floating *x, int64_t C) noexcept nogil:
@@ -89,9 +95,10 @@ cdef void forward_row(const floating *x, floating *y, const PoolGeom *g, bint is
 
 cdef void backward_row(const floating *dy, const floating *x, floating *dx, const PoolGeom *g,
                        bint is_max, int64_t n, int64_t oh, floating *best,
-                       int64_t *idx) noexcept nogil:
+                       int64_t *idx, bint all_ties) noexcept nogil:
     """Gradient of one output row; ``best`` (window maxima or shares) and ``idx`` (the cell
-    receiving each channel's gradient) are per-thread scratch of C items."""
+    receiving each channel's gradient) are per-thread scratch of C items. ``all_ties``: max
+    pooling's gradient goes to every cell equal to the maximum, not only the first."""
     cdef int64_t ow, h, w, c, h0, h1, w0, w1
     cdef int64_t C = g.C
     cdef int64_t HWC = g.H * g.W * C
@@ -103,7 +110,12 @@ cdef void backward_row(const floating *dy, const floating *x, floating *dx, cons
     for ow in range(g.OW):
         window(g, oh, ow, &h0, &h1, &w0, &w1)
         dyr = dy + ((n * g.OH + oh) * g.OW + ow) * C
-        if is_max:
+        if is_max and all_ties:
+            if floating is float:
+                cconv_pool_maxgrad_ties_f32(dxn, xn, best, dyr, g.W, C, h0, h1, w0, w1)
+            else:
+                cconv_pool_maxgrad_ties_f64(dxn, xn, best, dyr, g.W, C, h0, h1, w0, w1)
+        elif is_max:
             if floating is float:
                 if g.H * g.W < INT32_MAX:  # 32-bit cell indices vectorise with float32
                     cconv_pool_maxgrad_f32(dxn, xn, best, dyr, <int32_t *>idx, g.W, C,
@@ -134,7 +146,7 @@ cdef int pool2d_forward_c(const floating *x, floating *y, PoolGeom g, bint is_ma
 
 
 cdef int pool2d_backward_c(const floating *dy, const floating *x, floating *dx, PoolGeom g,
-                           bint is_max, int num_threads) noexcept nogil:
+                           bint is_max, int num_threads, bint all_ties=False) noexcept nogil:
     # Windows that overlap in height send gradient to the same rows: then one task per image.
     # Each task first zeroes the part of dx it owns (in parallel, while it is in cache).
     cdef bint by_row = g.KH <= g.sh
@@ -167,11 +179,11 @@ cdef int pool2d_backward_c(const floating *dy, const floating *x, floating *dx, 
                 r0 = 0 if r0 < 0 else (g.H if r0 > g.H else r0)
                 r1 = r0 if r1 < r0 else (g.H if r1 > g.H else r1)
                 memset(dx + (n * g.H + r0) * rowsize, 0, (r1 - r0) * rowsize * sizeof(floating))
-                backward_row(dy, x, dx, &g, is_max, n, oh, best, idx)
+                backward_row(dy, x, dx, &g, is_max, n, oh, best, idx, all_ties)
             else:
                 memset(dx + it * g.H * rowsize, 0, g.H * rowsize * sizeof(floating))
                 for oh in range(g.OH):
-                    backward_row(dy, x, dx, &g, is_max, it, oh, best, idx)
+                    backward_row(dy, x, dx, &g, is_max, it, oh, best, idx, all_ties)
         free(best)
         free(idx)
     return -1 if failed else 0
@@ -201,8 +213,9 @@ def pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, bin
 
 def pool2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
                     floating[:, :, :, ::1] dx, bint is_max, tuple pool_size, tuple strides,
-                    tuple pads_before, int num_threads):
-    """Fill ``dx`` with the gradient of max or average pooling given ``dy``."""
+                    tuple pads_before, int num_threads, bint all_ties=False):
+    """Fill ``dx`` with the gradient of max or average pooling given ``dy``; ``all_ties``
+    gives max pooling's gradient to every cell equal to the window's maximum."""
     cdef PoolGeom g = make_geom((x.shape[0], x.shape[1], x.shape[2], x.shape[3]), (dy.shape[0], dy.shape[1], dy.shape[2], dy.shape[3]), pool_size, strides,
                                 pads_before)
     cdef const floating *dyp = &dy[0, 0, 0, 0] if dy.size else NULL
@@ -210,6 +223,6 @@ def pool2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
     cdef floating *dxp = &dx[0, 0, 0, 0] if dx.size else NULL
     cdef int status
     with nogil:
-        status = pool2d_backward_c(dyp, xp, dxp, g, is_max, num_threads)
+        status = pool2d_backward_c(dyp, xp, dxp, g, is_max, num_threads, all_ties)
     if status:
         raise MemoryError("pool2d_backward: could not allocate a workspace")

@@ -51,6 +51,28 @@ static inline void cconv_pool_maxgrad_##SUF(T *CCONV__PR dxn, const T *CCONV__PR
             }                                                                                 \
         }                                                                                     \
     for (c = 0; c < C; c++) dxn[(int64_t)idx[c] * C + c] += dy[c];                            \
+}                                                                                             \
+/* The same window's gradient under the rule "every cell equal to the maximum gets dy" (ties  \
+   all win; with a NaN in the window the maximum is NaN and every NaN cell gets dy). Two      \
+   scans: the maximum m, then a masked add that leaves the other cells' bits untouched. */    \
+static inline void cconv_pool_maxgrad_ties_##SUF(T *CCONV__PR dxn, const T *CCONV__PR xn,     \
+                                                 T *CCONV__PR m, const T *CCONV__PR dy,       \
+                                                 int64_t W, int64_t C, int64_t h0, int64_t h1, \
+                                                 int64_t w0, int64_t w1)                      \
+{                                                                                             \
+    int64_t h, w, c;                                                                          \
+    for (c = 0; c < C; c++) m[c] = xn[(h0 * W + w0) * C + c];                                 \
+    for (h = h0; h < h1; h++)                                                                 \
+        for (w = w0; w < w1; w++) cconv_pool_max_##SUF(m, xn + (h * W + w) * C, C);           \
+    for (h = h0; h < h1; h++)                                                                 \
+        for (w = w0; w < w1; w++) {                                                           \
+            const T *CCONV__PR x = xn + (h * W + w) * C;                                      \
+            T *CCONV__PR d = dxn + (h * W + w) * C;                                           \
+            for (c = 0; c < C; c++) {                                                         \
+                int hit = (x[c] == m[c]) | ((x[c] != x[c]) & (m[c] != m[c]));                 \
+                d[c] = hit ? d[c] + dy[c] : d[c];                                             \
+            }                                                                                 \
+        }                                                                                     \
 }
 
 CCONV_POOL_CELLS(f32, float, int32_t)

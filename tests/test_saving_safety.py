@@ -1,0 +1,311 @@
+"""Saving is atomic, exclusive and race-safe; loading refuses hostile files quickly and clearly."""
+import importlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import types
+import zipfile
+
+import numpy as np
+import pytest
+
+import cconv
+from cconv import fileio, saving
+from cconv import layers as L
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_model(value=None):
+    m = cconv.Sequential([cconv.Input((4,)), L.Dense(3)])
+    m.compile(optimizer="adam", loss="mse")
+    if value is not None:
+        m.set_weights([np.full(w.shape, value, w.dtype) for w in m.get_weights()])
+    return m
+
+
+# ----------------------------------------------------------------------------- saving
+def test_save_never_follows_a_link_planted_at_a_temporary_name(tmp_path, monkeypatch):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = tmp_path / "m.npz"
+    os.symlink(victim, str(target) + ".tmp")               # the old fixed temporary name
+    # and at the first name mkstemp will try: it must skip it, not write through it
+    monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: iter(["evil", "good"]))
+    os.symlink(victim, tmp_path / ".m.npz.evil.tmp")
+    tiny_model(1.0).save(target)
+    assert victim.read_text() == "precious"
+    assert os.path.islink(str(target) + ".tmp") and os.path.islink(tmp_path / ".m.npz.evil.tmp")
+    assert all(np.all(w == 1.0) for w in cconv.load_model(target).get_weights())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.npz.evil.tmp", "m.npz",
+                                                          "m.npz.tmp", "victim.txt"]
+
+
+_WRITER = """
+import sys
+import numpy as np
+import cconv
+from cconv import layers as L
+value, path, n = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+m = cconv.Sequential([cconv.Input((4,)), L.Dense(3)])
+m.compile(optimizer="adam", loss="mse")
+m.set_weights([np.full(w.shape, value, w.dtype) for w in m.get_weights()])
+for _ in range(n):
+    m.save(path)
+"""
+
+
+def test_two_writer_processes_and_a_reader_never_see_a_broken_file(tmp_path):
+    path = tmp_path / "m.npz"
+    tiny_model(0.0).save(path)
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(v), str(path), "60"],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for v in (1.0, 2.0)]
+    seen = set()
+    while any(w.poll() is None for w in writers):
+        weights = cconv.load_model(path).get_weights()        # always a whole file
+        values = {float(v) for w in weights for v in np.ravel(w)}
+        assert len(values) == 1, values                        # from one writer only
+        seen |= values
+    for w in writers:
+        out, err = w.communicate(timeout=60)
+        assert w.returncode == 0, err
+    assert {float(np.ravel(w)[0]) for w in cconv.load_model(path).get_weights()} <= {1.0, 2.0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]   # no temporary left
+    assert seen
+
+
+@pytest.mark.parametrize("error", [OSError("No space left on device"), KeyboardInterrupt()])
+def test_a_failed_save_leaves_no_temporary_and_the_old_file(tmp_path, monkeypatch, error):
+    path = tmp_path / "m.npz"
+    tiny_model(1.0).save(path)
+    before = path.read_bytes()
+
+    def half_written(f, **arrays):
+        f.write(b"PK\x03\x04 half an archive")
+        raise error
+    monkeypatch.setattr(saving.np, "savez", half_written)
+    with pytest.raises(type(error)):
+        tiny_model(2.0).save(path)
+    with pytest.raises(type(error)):
+        tiny_model(2.0).save_weights(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz"]
+    assert path.read_bytes() == before
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o027)
+    try:
+        tiny_model().save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "m.npz").st_mode & 0o777 == 0o640
+
+
+def test_checkpoints_go_through_the_atomic_writer(tmp_path, monkeypatch):
+    written = []
+    real = fileio.atomic_write
+    monkeypatch.setattr(fileio, "atomic_write", lambda p, w: (written.append(p), real(p, w)))
+    x = np.zeros((8, 4), np.float32)
+    for weights_only in (False, True):
+        ck = cconv.callbacks.ModelCheckpoint(str(tmp_path / f"c{int(weights_only)}-{{epoch}}.npz"),
+                                             monitor="loss", save_weights_only=weights_only)
+        tiny_model().fit(x, x[:, :3], epochs=2, verbose=0, callbacks=[ck])
+    assert [os.path.basename(p) for p in written] == ["c0-1.npz", "c0-2.npz", "c1-1.npz",
+                                                     "c1-2.npz"]
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+class _FakeComm:
+    """One process posing as rank 1 of 2 (its own root; collectives return its own data)."""
+
+    def Get_rank(self):
+        return 1
+
+    def Get_size(self):
+        return 2
+
+    def allgather(self, value):
+        return [value]
+
+    def allreduce(self, value, op=None):
+        return value
+
+    def bcast(self, value, root=0):
+        return value
+
+    def Bcast(self, buf, root=0):
+        pass
+
+    def Allreduce(self, send, recv, op=None):
+        pass
+
+    def Iallreduce(self, send, recv, op=None):
+        return types.SimpleNamespace(Test=lambda: True)
+
+
+def test_distributed_checkpoints_are_written_by_rank_0_only(tmp_path, monkeypatch):
+    mpi = types.SimpleNamespace(COMM_WORLD=_FakeComm(), IN_PLACE=None, SUM=None, LOR=None)
+    monkeypatch.setitem(sys.modules, "mpi4py", types.SimpleNamespace(MPI=mpi))
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", mpi)
+    monkeypatch.delitem(sys.modules, "cconv.distributed", raising=False)
+    distributed = importlib.import_module("cconv.distributed")
+    monkeypatch.delitem(sys.modules, "cconv.distributed")      # the real one next time
+    model = tiny_model()
+    dmodel = distributed.DistributedModel(model, root=1)
+    x = np.zeros((8, 4), np.float32)
+    ck = cconv.callbacks.ModelCheckpoint(str(tmp_path / "c-{epoch}.npz"), monitor="loss")
+    dmodel.fit(x, x[:, :3], batch_size=2, epochs=2, verbose=0, callbacks=[ck], shuffle=False)
+    dmodel.save(tmp_path / "m.npz")
+    dmodel.save_weights(tmp_path / "w.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- hostile files
+def _archive(path, meta, arrays):
+    """An .npz like cconv's, written without cconv's checks."""
+    np.savez(path, __cconv__=np.array(json.dumps(meta)), **arrays)
+
+
+def _npy_member(shape, dtype, payload):
+    """The bytes of a .npy member whose header claims ``shape`` but holds ``payload``."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+              "shape": shape})
+    return buf.getvalue() + payload
+
+
+def _refused(path, load, match):
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError) as info:
+        load(path)
+    elapsed = time.perf_counter() - t0
+    msg = str(info.value)
+    assert str(path) in msg, msg
+    assert len(msg) < 1000, msg[:2000]
+    assert elapsed < 1.0, f"{elapsed:.2f} s to refuse {path}"
+    if match:
+        assert match in msg, msg
+
+
+@pytest.fixture
+def good(tmp_path):
+    """(meta, arrays) of a real saved model (compiled, trained one step: optimizer state)."""
+    m = tiny_model()
+    x = np.zeros((4, 4), np.float32)
+    m.fit(x, x[:, :3], epochs=1, verbose=0)
+    m.save(tmp_path / "good.npz")
+    with zipfile.ZipFile(tmp_path / "good.npz") as zf:
+        raw = {i.filename: zf.read(i) for i in zf.infolist()}
+    meta, arrays = fileio.read_npz(tmp_path / "good.npz", "model")
+    return meta, arrays, raw
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda m: m.update(num_weights=10**9), "claims 1000000000 weight arrays"),
+    (lambda m: m.update(num_weights=-1), "claims -1 weight arrays"),
+    (lambda m: m.update(num_weights="4"), '"num_weights" must be int, got str'),
+    (lambda m: m.update(num_weights=True), '"num_weights" must be int, got bool'),
+    (lambda m: m.update(num_weights=4.0), '"num_weights" must be int, got float'),
+    (lambda m: m.update(format=["cconv.model"]), '"format" must be str'),
+    (lambda m: m.update(config=[1, 2]), '"config" must be dict, got list'),
+    (lambda m: m["config"].update(layers={"a": 1}), '"config"["layers"] must be list'),
+    (lambda m: m["config"]["layers"].append(7), '"config"["layers"][2] must be dict'),
+    (lambda m: m["config"]["layers"][0].update(class_name=3), '["class_name"] must be str'),
+    (lambda m: m["config"].update(build_input_shape="x"), '"build_input_shape"] must be list'),
+    (lambda m: m.update(compile="adam"), '"compile" must be dict, got str'),
+    (lambda m: m["compile"].update(optimizer="adam"), '"compile"["optimizer"] must be dict'),
+    (lambda m: m["compile"].update(metrics={"x": 1}), '"compile"["metrics"] must be list'),
+    (lambda m: m["compile"].update(state_keys=5), '"compile"["state_keys"] must be list'),
+    (lambda m: m["compile"].update(state_keys=[f"k{i}" for i in range(10**6)]),
+     "1000000 optimizer arrays are missing"),
+    (lambda m: m["compile"].update(iterations="1"), '"compile"["iterations"] must be int'),
+])
+def test_wrong_counts_and_types_in_the_metadata_are_refused(tmp_path, good, edit, match):
+    meta, arrays, _ = good
+    meta = json.loads(json.dumps(meta))
+    edit(meta)
+    _archive(tmp_path / "bad.npz", meta, arrays)
+    _refused(tmp_path / "bad.npz", cconv.load_model, match)
+    model = tiny_model()
+    if isinstance(meta.get("num_weights"), int) and 0 <= meta["num_weights"] <= len(arrays):
+        return
+    _refused(tmp_path / "bad.npz", model.load_weights, None)
+
+
+def test_metadata_that_is_not_json_or_not_an_object_is_refused(tmp_path, good):
+    _, arrays, _ = good
+    np.savez(tmp_path / "a.npz", __cconv__=np.array("{not json"), **arrays)
+    _refused(tmp_path / "a.npz", cconv.load_model, "JSONDecodeError")
+    _archive(tmp_path / "b.npz", [1, 2, 3], arrays)
+    _refused(tmp_path / "b.npz", cconv.load_model, "the metadata must be dict, got list")
+    np.savez(tmp_path / "c.npz", **arrays)
+    _refused(tmp_path / "c.npz", cconv.load_model, "no '__cconv__' metadata")
+    np.savez(tmp_path / "d.npz", __cconv__=np.array("[" * 100000 + "]" * 100000), **arrays)
+    _refused(tmp_path / "d.npz", cconv.load_model, None)
+
+
+@pytest.mark.parametrize("name,member,match", [
+    ("w0.npy", _npy_member((10**6, 10**6), np.float64, b"\0" * 8),
+     "claims shape (1000000, 1000000)"),
+    ("w0.npy", _npy_member((2**62, 8), np.float32, b""), "claims shape"),
+    ("w0.npy", _npy_member((4, 3), object, b"\0" * 96), "dtype object"),
+    ("w0.npy", _npy_member((2,), "<U4", b"\0" * 32), "dtype <U4"),
+    ("w0.npy", b"\x93NUMPY\x03\x00" + b"\0" * 50, "format version (3, 0)"),
+    ("w0.npy", b"not a numpy array at all", None),
+    ("../evil.npy", _npy_member((1,), np.float32, b"\0" * 4), "unexpected member '../evil.npy'"),
+    ("w0.txt", b"x", "unexpected member 'w0.txt'"),
+])
+def test_array_members_are_checked_before_anything_is_allocated(tmp_path, good, name, member,
+                                                                match):
+    _, _, raw = good
+    raw = dict(raw)
+    raw.pop("w0.npy")
+    raw[name] = member
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as zf:
+        for k, v in raw.items():
+            zf.writestr(k, v)
+    _refused(tmp_path / "bad.npz", cconv.load_model, match)
+
+
+def test_a_deflate_bomb_is_refused(tmp_path, good):
+    _, _, raw = good
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", zipfile.ZIP_DEFLATED) as zf:
+        for k, v in raw.items():
+            zf.writestr(k, v)
+        zf.writestr("w9.npy", _npy_member((200 * 2**20,), np.uint8, b"\0" * (200 * 2**20)))
+    assert os.path.getsize(tmp_path / "bomb.npz") < 2**20
+    _refused(tmp_path / "bomb.npz", cconv.load_model, "is compressed")
+
+
+def test_truncated_files_are_refused(tmp_path, good):
+    data = (tmp_path / "good.npz").read_bytes()
+    for n in (0, 1, 4, 30, 100, len(data) // 2, len(data) - 30, len(data) - 1):
+        path = tmp_path / f"cut{n}.npz"
+        path.write_bytes(data[:n])
+        _refused(path, cconv.load_model, "not a cconv model file, or is damaged")
+
+
+def test_bit_flips_are_refused_or_harmless(tmp_path, good):
+    """Every flipped byte either is refused with the path, or leaves the model intact (a flip
+    in a field zipfile does not read, such as a timestamp)."""
+    data = (tmp_path / "good.npz").read_bytes()
+    want = cconv.load_model(tmp_path / "good.npz").get_weights()
+    refused = 0
+    for pos in range(0, len(data), max(1, len(data) // 300)):
+        path = tmp_path / "flip.npz"
+        path.write_bytes(data[:pos] + bytes([data[pos] ^ 0x10]) + data[pos + 1:])
+        try:
+            got = cconv.load_model(path).get_weights()
+        except ValueError as e:
+            assert str(path) in str(e)
+            refused += 1
+            continue
+        for u, v in zip(got, want):
+            np.testing.assert_array_equal(u, v)
+    assert refused > 0
