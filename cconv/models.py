@@ -266,8 +266,7 @@ class Sequential:
         elif isinstance(metrics, (str, _metrics.Metric)):
             metrics = [metrics]
         for m in metrics:          # fail early on unknown names
-            if isinstance(m, str) and m.lower() not in ("accuracy", "acc"):
-                _metrics.get(m)
+            _metrics.get(m)
         self._metric_ids = list(metrics)
         self.compiled = True
 

@@ -1,5 +1,6 @@
 """Keras-style layers (NHWC, float32 by default). See :class:`cconv.layers.Layer`."""
 
+from ..registry import Registry
 from .base import Layer
 from .convolutional import Conv2D
 from .core import (Activation, Dense, Dropout, Flatten, Input, InputLayer, LeakyReLU, ReLU,
@@ -19,23 +20,16 @@ __all__ = [
     "Layer", "InputLayer", "Input", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D",
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten", "Dropout", "Activation", "ReLU",
     "LeakyReLU", "Softmax", "BatchNormalization", "Convolution2D", "MaxPool2D", "AvgPool2D",
-    "GlobalAvgPool2D", "GlobalMaxPool2D", "get", "deserialize",
+    "GlobalAvgPool2D", "GlobalMaxPool2D", "get", "serialize", "deserialize",
 ]
 
-_REGISTRY = {c.__name__: c for c in (
-    InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax,
-    BatchNormalization)}
-
-
-def deserialize(config):
-    """Layer from ``{"class_name": ..., "config": {...}}``."""
-    name = config.get("class_name")
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise ValueError(f"Unknown layer class {name!r}. Known layers: {', '.join(sorted(_REGISTRY))}.")
-    return cls.from_config(dict(config.get("config", {})))
-
-
-def serialize(layer):
-    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+# Every layer class by its name, plus Keras's aliases (case and underscores ignored).
+REGISTRY = Registry("layer", Layer, {
+    **{c.__name__: c for c in (
+        InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
+        GlobalMaxPooling2D, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax,
+        BatchNormalization)},
+    "Convolution2D": Conv2D, "MaxPool2D": MaxPool2D, "AvgPool2D": AvgPool2D,
+    "GlobalAvgPool2D": GlobalAvgPool2D, "GlobalMaxPool2D": GlobalMaxPool2D,
+})
+get, serialize, deserialize = REGISTRY.get, REGISTRY.serialize, REGISTRY.deserialize
