@@ -10,6 +10,9 @@ import time
 
 import numpy as np
 
+from . import __version__, datasets, models, ops
+from ._ext.parallel import set_num_threads
+
 
 def _reference_conv(x, kernel, pad):
     """Plain NumPy convolution (stride 1, symmetric padding) to check the compiled core."""
@@ -22,8 +25,6 @@ def _reference_conv(x, kernel, pad):
 
 def core_demo(args):
     """Convolve and pool real images (scikit-learn's 8x8 digits) and check against NumPy."""
-    from . import ops
-
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -45,10 +46,7 @@ def core_demo(args):
 
 def train_demo(args):
     """Train LeNet-5 on real digits, report accuracy and speed, save the model."""
-    from . import datasets, models
-
     if args.threads:
-        from . import set_num_threads
         set_num_threads(args.threads)
     if args.data == "digits":
         try:

@@ -3,7 +3,7 @@
 import inspect
 
 from . import layers as _layers
-from . import losses, optimizers
+from . import initializers, losses, optimizers
 from .models import Sequential
 
 __all__ = ["from_keras"]
@@ -69,8 +69,7 @@ def _convert_layer(kl):
     for k in ("kernel_initializer", "bias_initializer"):
         if k in kwargs and isinstance(kwargs[k], dict):
             try:
-                from .initializers import deserialize
-                kwargs[k] = deserialize(kwargs[k])
+                kwargs[k] = initializers.deserialize(kwargs[k])
             except (ValueError, TypeError):
                 kwargs.pop(k)   # weights are copied anyway; the initializer only matters for rebuilds
     if cls == "BatchNormalization":
