@@ -229,7 +229,7 @@ def load_model(filepath, custom_objects=None):
 
 
 def lenet5(input_shape=(28, 28, 1), classes=10, compile=True):
-    """The curriculum's LeNet-5 (DESIGN.md section 4)::
+    """The curriculum's LeNet-5::
 
         Conv2D(6, 5, same, relu) -> MaxPool(2, 2) -> Conv2D(16, 5, valid, relu) -> MaxPool(2, 2)
         -> Flatten -> Dense(120, relu) -> Dense(84, relu) -> Dense(classes, softmax)

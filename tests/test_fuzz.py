@@ -5,7 +5,7 @@ everything, kernel equal to the input, strides larger than the kernel, huge dila
 pool sizes with "same" padding, NaN/Inf data, non-contiguous arrays, lists, ints, bools,
 float16) and invalid ones (None, complex, strings, objects, ragged lists, wrong ranks,
 mismatched channels, zero or negative strides, floats where ints belong, unknown padding,
-sizes past the 64-bit index range). An oracle written here from DESIGN.md decides what
+sizes past the 64-bit index range). An oracle written here from the documented rules decides what
 should happen:
 
 * valid: the result has the documented shape and dtype and agrees with the NumPy reference
@@ -114,7 +114,7 @@ OK_DTYPES = FLOAT_DTYPES * 3 + [np.float16, np.int32, np.int64, np.bool_, np.uin
 
 
 def compute_dtype(dtypes):
-    """DESIGN.md section 3 and the README: the dtype an op computes in and returns."""
+    """The README's rule: the dtype an op computes in and returns."""
     kinds = [np.float32 if np.dtype(d) in (np.float16, np.float32) else np.float64 for d in dtypes]
     return np.float64 if np.float64 in kinds else np.float32
 
@@ -175,7 +175,7 @@ def check_pair(v):
 
 
 def window_geometry(n, k, s, d, padding):
-    """(out, pads) from DESIGN.md section 3, or raise Invalid; all Python ints."""
+    """(out, pads) by the window rule of ``ops.conv_output_shape``, or raise Invalid; all Python ints."""
     s, d = check_pair(s), check_pair(d)
     if isinstance(padding, Invalid):
         raise padding
@@ -210,7 +210,7 @@ def expect_refusal(call, op_names, allow_memory=False):
 
 def assert_agrees(actual, expected, dtype, what):
     """Same shape and dtype; NaN and +-Inf in the same places; finite values within the
-    tolerance of DESIGN.md section 6 (float32 1e-5, float64 1e-10 of the magnitude)."""
+    tolerance of ``assert_close`` (float32 1e-5, float64 1e-10 of the magnitude)."""
     expected = np.asarray(expected, np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
     assert actual.dtype == dtype, f"{what}: dtype {actual.dtype} != {np.dtype(dtype)}"

@@ -144,7 +144,7 @@ def test_pooling_matches_tensorflow(case, mode, ties, dtype):
 
 
 def test_max_pool_gradient_goes_to_first_maximum():
-    """DESIGN.md: in a window [[2, 2], [1, 2]] only the top-left cell gets the gradient."""
+    """TensorFlow's rule: in a window [[2, 2], [1, 2]] only the top-left cell gets the gradient."""
     x = np.array([[2.0, 2.0], [1.0, 2.0]]).reshape(1, 2, 2, 1)
     dx = ops.max_pool2d_backward(np.ones((1, 1, 1, 1)), x, 2)
     tx = tf.constant(x)
