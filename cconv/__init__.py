@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = ["ops", "classic", "get_num_threads", "set_num_threads", "openmp_enabled"]
 
-# --- Keras-style API (issue 3: layers, models, training) -------------------------------
+# --- Keras-style API: layers, models, training -----------------------------------------
 from . import (activations, callbacks, datasets, initializers, layers, losses,  # noqa: E402
                metrics, models, optimizers)
 from .interop import from_keras  # noqa: E402

@@ -1,14 +1,19 @@
-"""Command line (also the ``cconv`` console script).
-
-``python -m cconv demo`` trains LeNet-5 on scikit-learn's digits (or MNIST with
-``--data mnist --path DIR``), prints test accuracy and images/s, and saves the model;
-``python -m cconv check`` convolves and pools real images and checks them against NumPy.
-"""
+"""Command line (also the ``cconv`` console script); see :data:`DESCRIPTION`."""
 import argparse
 import sys
 import time
 
 import numpy as np
+
+from . import __version__, datasets, models, ops
+from ._ext.parallel import set_num_threads
+
+
+DESCRIPTION = """\
+cconv demo    train LeNet-5 on scikit-learn's digits (or MNIST with --data mnist --path DIR),
+              print test accuracy and images/s, and save the model
+cconv check   convolve and pool real images and check them against NumPy
+"""
 
 
 def _reference_conv(x, kernel, pad):
@@ -20,10 +25,8 @@ def _reference_conv(x, kernel, pad):
     return np.einsum("nhwcij,ijco->nhwo", windows, kernel.astype(np.float64))
 
 
-def core_demo(args):
+def check(args):
     """Convolve and pool real images (scikit-learn's 8x8 digits) and check against NumPy."""
-    from . import ops
-
     try:
         from sklearn.datasets import load_digits
     except ImportError:
@@ -43,12 +46,9 @@ def core_demo(args):
     return 0 if err < 1e-5 else 1
 
 
-def train_demo(args):
+def demo(args):
     """Train LeNet-5 on real digits, report accuracy and speed, save the model."""
-    from . import datasets, models
-
     if args.threads:
-        from . import set_num_threads
         set_num_threads(args.threads)
     if args.data == "digits":
         try:
@@ -100,8 +100,9 @@ def train_demo(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="cconv", description=__doc__,
+    parser = argparse.ArgumentParser(prog="cconv", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cconv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="train LeNet-5 on real digits and report accuracy and images/s")
     demo.add_argument("--data", choices=("digits", "mnist"), default="digits",
@@ -115,11 +116,7 @@ def main(argv=None):
     demo.add_argument("--quiet", action="store_true", help="no summary or progress bar")
     sub.add_parser("check", help="convolve and pool real images, checked against NumPy")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        return train_demo(args)
-    if args.command == "check":
-        return core_demo(args)
-    return 2
+    return {"demo": demo, "check": check}[args.command](args)
 
 
 if __name__ == "__main__":

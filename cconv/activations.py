@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .registry import Registry
+
 __all__ = [
     "Activation", "get", "serialize", "deserialize",
     "linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "elu", "gelu",
@@ -218,8 +220,13 @@ leaky_relu = _LeakyReLU()
 elu = _ELU()
 gelu = _GELU()
 
-_BY_NAME = {a.name: a for a in (linear, relu, sigmoid, tanh, softmax, leaky_relu, elu, gelu)}
-_CLASSES = {a.name: type(a) for a in _BY_NAME.values()}
+_DEFAULTS = {type(a): a for a in (linear, relu, sigmoid, tanh, softmax, leaky_relu, elu, gelu)}
+
+# Activations are known by their names ("relu", "leaky_relu"; case and underscores ignored).
+REGISTRY = Registry("activation", Activation, {a.name: type(a) for a in _DEFAULTS.values()},
+                    from_name=lambda cls, name: _DEFAULTS[cls],
+                    from_config=lambda cls, config: cls(**config))
+deserialize = REGISTRY.deserialize
 
 
 def get(identifier):
@@ -230,39 +237,13 @@ def get(identifier):
         ValueError: unknown name; the message lists the known ones.
         TypeError: anything else (plain Python callables cannot be differentiated).
     """
-    if identifier is None:
-        return linear
-    if isinstance(identifier, Activation):
-        return identifier
-    if isinstance(identifier, str):
-        key = identifier.lower()
-        if key not in _BY_NAME:
-            raise ValueError(
-                f"Unknown activation {identifier!r}. Known activations: "
-                f"{', '.join(sorted(_BY_NAME))}."
-            )
-        return _BY_NAME[key]
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    raise TypeError(
-        f"activation must be None, a name ({', '.join(sorted(_BY_NAME))}) or a "
-        f"cconv.activations.Activation; got {identifier!r} of type {type(identifier).__name__}."
-    )
+    return linear if identifier is None else REGISTRY.get(identifier)
 
 
 def serialize(activation):
     """Name (default settings) or ``{"class_name", "config"}`` dict."""
     activation = get(activation)
     cfg = activation.get_config()
-    if not cfg or activation == _BY_NAME[activation.name]:
+    if not cfg or activation == _DEFAULTS[type(activation)]:
         return activation.name
     return {"class_name": activation.name, "config": cfg}
-
-
-def deserialize(config):
-    if isinstance(config, str):
-        return get(config)
-    name = config.get("class_name", "")
-    if name not in _CLASSES:
-        raise ValueError(f"Unknown activation {name!r}. Known activations: {', '.join(sorted(_BY_NAME))}.")
-    return _CLASSES[name](**config.get("config", {}))

@@ -21,6 +21,8 @@ import threading
 
 import numpy as np
 
+from ._ext.parallel import set_num_threads
+
 try:
     import dask
     import dask.array as da
@@ -40,7 +42,6 @@ _LOCK = threading.Lock()
 def _predict_block(block, model, batch_size, num_threads):
     with _LOCK:
         if num_threads is not None:
-            from . import set_num_threads
             set_num_threads(num_threads)
         if block.shape[0] == 0:
             return np.empty((0,) + tuple(model._output_shape), dtype=model.dtype)

@@ -50,13 +50,12 @@ What happens:
 slowest rank included) and ``steps`` counts the steps, for measuring the communication share.
 """
 
-import math
 import time
 
 import numpy as np
 
 from .callbacks import ModelCheckpoint
-
+from .epoch_iterator import ArrayDataAdapter, EpochIterator, check_batch_size
 
 try:
     from mpi4py import MPI
@@ -68,6 +67,26 @@ except Exception as exc:  # ImportError, or RuntimeError when no MPI library can
     ) from exc
 
 __all__ = ["DistributedModel", "MPI"]
+
+
+class _EpochHooks:
+    """What a distributed epoch adds to the shared loop (``Trainer._run_epochs``)."""
+
+    def __init__(self, dmodel, metrics):
+        self.dmodel, self.metrics = dmodel, metrics
+
+    def on_epoch_begin(self):
+        self.dmodel._reset_bases(self.metrics)
+
+    def on_epoch_end(self):
+        self.dmodel._average_state()
+
+    def stop_requested(self):
+        """A stop asked on any rank stops every rank (agreed at the end of each epoch)."""
+        model = self.dmodel.model
+        if self.dmodel.comm.allreduce(bool(model.stop_training), op=MPI.LOR):
+            model.stop_training = True
+        return model.stop_training
 
 
 class DistributedModel:
@@ -153,14 +172,13 @@ class DistributedModel:
         if opt is not None:
             state = self.comm.bcast(opt.get_state() if self.rank == self.root else None, root=self.root)
             if self.rank != self.root and (state[0] or state[1]):
-                model._ensure_packed()
-                opt.set_state(state[0], state[1], (model._wflat,))
+                model.set_optimizer_state(state[0], state[1])
         self._synced = True
 
     def _average_state(self):
         """Average the weights that training changes without gradients (BatchNormalization's
         moving statistics) over ranks: one allreduce."""
-        arrays = [getattr(layer, name) for layer in self.model._layers if layer.trainable
+        arrays = [getattr(layer, name) for layer in self.model.layers if layer.trainable
                   for name in layer._weight_names
                   if name not in layer._trainable_names and getattr(layer, name, None) is not None]
         if not arrays or self.size == 1:
@@ -257,109 +275,32 @@ class DistributedModel:
         """
         model = self.model
         model._require_compiled("fit")
-        if verbose == "auto":
-            verbose = 1
+        verbose = 1 if verbose == "auto" else verbose
         if self.rank != 0:
             verbose = 0
-        b = 32 if batch_size is None else int(batch_size)
-        if b <= 0:
-            raise ValueError(f"batch_size must be positive; got {b}.")
+        b = check_batch_size(batch_size)
+        val_bs = check_batch_size(validation_batch_size or b, "validation_batch_size")
         x, y, y_shape = model._prepare_xy(x, y)
         if not self._synced:
             self.broadcast_weights()
-        if validation_data is not None:
-            if len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val).")
-            xv, yv, yv_shape = model._prepare_xy(validation_data[0], validation_data[1], what="_val")
-        n = x.shape[0]
-        counts = self.comm.allgather(n)
-        if sharded:
-            if min(counts) == 0:
-                raise ValueError(f"DistributedModel.fit: a rank has no samples (samples per rank: {counts}).")
-            steps = min(-(-c // b) for c in counts)
-        else:
-            if any(c != n for c in counts):
-                raise ValueError(
-                    f"DistributedModel.fit(sharded=False) needs the same data set on every rank; "
-                    f"samples per rank: {counts}. Pass sharded=True if each rank holds its own part.")
-            if n == 0:
-                raise ValueError("fit got an empty dataset (0 samples).")
-            steps = -(-n // (b * self.size))
+        x, y, val = model._validation_set(x, y, y_shape, 0.0, validation_data)
+        adapter = self._fit_adapter(x, y, b, shuffle, sharded)
         model._setup_fusion()
         model._ensure_packed()
         metrics = model._make_metrics(y_shape)
-
         if self.rank != 0 and callbacks:   # one writer per checkpoint file: rank 0
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-        history, progbar, cb = model._fit_callbacks(callbacks, verbose, epochs, steps)
-        batch_hooks = cb.wants_batch_begin or cb.wants_batch_end
-
-        global_b = b if sharded else b * self.size
-        xbuf = np.empty((min(b, n),) + x.shape[1:], dtype=x.dtype) if shuffle else None
-        ybuf = np.empty((min(b, n),) + y.shape[1:], dtype=y.dtype) if shuffle else None
+        iterator = EpochIterator(adapter, initial_epoch, epochs)
+        history, progbar, cb = model._fit_callbacks(callbacks, verbose, epochs,
+                                                    iterator.num_batches)
+        validate = None if val is None else (lambda: self._evaluate(*val, val_bs, sharded))
         self._setup_reducer(metrics)
         model.stop_training = False
         model._step_reducer = self._reduce_step
         try:
             cb.on_train_begin()
-            for epoch in range(initial_epoch, epochs):
-                for m in metrics:
-                    m.reset_state()
-                self._reset_bases(metrics)
-                cb.on_epoch_begin(epoch)
-                order = None
-                if shuffle:
-                    if sharded:
-                        order = np.random.permutation(n)
-                    else:
-                        order = np.random.permutation(n) if self.rank == 0 else np.empty(n, dtype=np.int64)
-                        order = order.astype(np.int64, copy=False)
-                        self.comm.Bcast(order, root=0)
-                loss_sum = 0.0
-                seen = 0
-                for step in range(steps):
-                    lo = step * global_b
-                    hi = min(lo + global_b, n)
-                    if sharded:
-                        start, cnt = lo, hi - lo
-                    else:
-                        start, cnt = self._split(hi - lo)
-                        start += lo
-                    if order is not None:
-                        idx = order[start:start + cnt]
-                        xb, yb = xbuf[:cnt], ybuf[:cnt]
-                        np.take(x, idx, axis=0, out=xb)
-                        np.take(y, idx, axis=0, out=yb)
-                    else:
-                        xb, yb = x[start:start + cnt], y[start:start + cnt]
-                    if batch_hooks:
-                        cb.on_train_batch_begin(step)
-                    if cnt:
-                        loss = model._train_step(xb, yb, metrics)
-                    else:
-                        loss = self._empty_step(metrics)
-                    loss_sum += loss * self._last_n
-                    seen += self._last_n
-                    if progbar is not None or batch_hooks:
-                        logs = {"loss": loss_sum / seen}
-                        for m in metrics:
-                            logs[m.name] = m.result()
-                        if progbar is not None:
-                            progbar.update(step + 1, seen, logs)
-                        if batch_hooks:
-                            cb.on_train_batch_end(step, logs)
-                self._average_state()
-                logs = {"loss": loss_sum / max(seen, 1)}
-                for m in metrics:
-                    logs[m.name] = m.result()
-                if validation_data is not None and (epoch + 1) % validation_freq == 0:
-                    vals = self._evaluate(xv, yv, yv_shape, validation_batch_size or b, sharded)
-                    for k, v in zip(model.metrics_names, vals):
-                        logs["val_" + k] = v
-                cb.on_epoch_end(epoch, logs)
-                if self.comm.allreduce(bool(model.stop_training), op=MPI.LOR):
-                    model.stop_training = True
-                    break
+            model._run_epochs(iterator, metrics, cb, progbar, self._fit_step, validate,
+                              validation_freq, _EpochHooks(self, metrics))
         finally:
             model._step_reducer = None
         self._average_state()
@@ -368,6 +309,45 @@ class DistributedModel:
         history.model = model
         model.history = history
         return history
+
+    def _fit_adapter(self, x, y, b, shuffle, sharded):
+        """The data adapter for this rank: its own samples (``sharded``), or its part of
+        each global step of ``size * b`` samples in rank 0's order."""
+        n = x.shape[0]
+        counts = self.comm.allgather(n)
+        if sharded:
+            if min(counts) == 0:
+                raise ValueError(f"DistributedModel.fit: a rank has no samples "
+                                 f"(samples per rank: {counts}).")
+            return ArrayDataAdapter(x, y, b, shuffle, steps=min(-(-c // b) for c in counts))
+        if any(c != n for c in counts):
+            raise ValueError(
+                f"DistributedModel.fit(sharded=False) needs the same data set on every rank; "
+                f"samples per rank: {counts}. Pass sharded=True if each rank holds its own "
+                f"part.")
+        if n == 0:
+            raise ValueError("fit got an empty dataset (0 samples).")
+        return ArrayDataAdapter(x, y, b * self.size, shuffle, permutation=self._root_order,
+                                part=self._step_part)
+
+    def _root_order(self, n):
+        """Rank 0's ``np.random.permutation(n)``, on every rank."""
+        order = np.random.permutation(n) if self.rank == 0 else np.empty(n, dtype=np.int64)
+        order = order.astype(np.int64, copy=False)
+        self.comm.Bcast(order, root=0)
+        return order
+
+    def _step_part(self, lo, hi):
+        start, cnt = self._split(hi - lo)
+        return lo + start, cnt
+
+    def _fit_step(self, batch, metrics):
+        xb, yb = batch
+        if xb.shape[0]:
+            loss = self.model._train_step(xb, yb, metrics)
+        else:
+            loss = self._empty_step(metrics)
+        return loss, self._last_n
 
     def _evaluate(self, x, y, y_shape, batch_size, sharded):
         """Global ``[loss, *metrics]``: each rank evaluates its part, one allreduce of the sums."""
@@ -395,10 +375,10 @@ class DistributedModel:
         """
         model = self.model
         model._require_compiled("evaluate")
+        bs = check_batch_size(batch_size)
         x, y, y_shape = model._prepare_xy(x, y)
         if not self._synced:
             self.broadcast_weights()
-        bs = 32 if batch_size is None else int(batch_size)
         t0 = time.perf_counter()
         vals = self._evaluate(x, y, y_shape, bs, sharded)
         if verbose not in (0, False) and self.rank == 0:

@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 
+from .registry import Registry
+
 __all__ = [
     "Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform",
     "TruncatedNormal", "VarianceScaling", "GlorotUniform", "GlorotNormal", "HeNormal",
@@ -235,55 +237,20 @@ he_normal, he_uniform = HeNormal, HeUniform
 lecun_normal, lecun_uniform = LecunNormal, LecunUniform
 zeros, ones = Zeros, Ones
 
-_CLASSES = {c.__name__: c for c in (
-    Zeros, Ones, Constant, RandomNormal, RandomUniform, TruncatedNormal, VarianceScaling,
-    GlorotUniform, GlorotNormal, HeNormal, HeUniform, LecunNormal, LecunUniform)}
-_NAMES = {
+
+
+def _from_config(cls, config):
+    config.pop("input_axes", None)    # Keras 3.1x extras we don't use
+    config.pop("output_axes", None)
+    return cls(**config)
+
+
+# Names accepted by get() (besides every class name, case and underscores ignored).
+REGISTRY = Registry("initializer", Initializer, {
     "zeros": Zeros, "ones": Ones, "constant": Constant, "random_normal": RandomNormal,
     "random_uniform": RandomUniform, "truncated_normal": TruncatedNormal,
     "variance_scaling": VarianceScaling, "glorot_uniform": GlorotUniform,
     "glorot_normal": GlorotNormal, "he_normal": HeNormal, "he_uniform": HeUniform,
     "lecun_normal": LecunNormal, "lecun_uniform": LecunUniform,
-}
-
-
-def get(identifier):
-    """Resolve an initializer from a name ("he_normal"), a class name ("HeNormal"),
-    an :class:`Initializer`, or a ``{"class_name", "config"}`` dict.
-
-    Raises:
-        ValueError: unknown name; the message lists the known ones.
-    """
-    if isinstance(identifier, Initializer):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Initializer):
-        return identifier()
-    if isinstance(identifier, str):
-        cls = _NAMES.get(identifier.lower()) or _CLASSES.get(identifier)
-        if cls is None:
-            raise ValueError(
-                f"Unknown initializer {identifier!r}. Known initializers: "
-                f"{', '.join(sorted(_NAMES))}."
-            )
-        return cls()
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    raise TypeError(
-        f"initializer must be a name, an Initializer or a config dict; got {identifier!r}."
-    )
-
-
-def serialize(initializer):
-    return {"class_name": type(initializer).__name__, "config": initializer.get_config()}
-
-
-def deserialize(config):
-    name = config.get("class_name")
-    cls = _CLASSES.get(name) or _NAMES.get(str(name).lower())
-    if cls is None:
-        raise ValueError(
-            f"Unknown initializer {name!r}. Known initializers: {', '.join(sorted(_CLASSES))}."
-        )
-    cfg = {k: v for k, v in (config.get("config") or {}).items()
-           if k not in ("input_axes", "output_axes")}  # Keras 3.1x extras we don't use
-    return cls(**cfg)
+}, from_config=_from_config)
+get, serialize, deserialize = REGISTRY.get, REGISTRY.serialize, REGISTRY.deserialize

@@ -1,6 +1,9 @@
 """Convert Keras models to cconv (Keras needed only for the conversion itself)."""
 
+import inspect
+
 from . import layers as _layers
+from . import initializers, losses, optimizers
 from .models import Sequential
 
 __all__ = ["from_keras"]
@@ -86,8 +89,7 @@ def _convert_layer(kl):
               "pointwise_initializer"):
         if k in kwargs and isinstance(kwargs[k], dict):
             try:
-                from .initializers import deserialize
-                kwargs[k] = deserialize(kwargs[k])
+                kwargs[k] = initializers.deserialize(kwargs[k])
             except (ValueError, TypeError):
                 kwargs.pop(k)   # weights are copied anyway; the initializer only matters for rebuilds
     if cls == "BatchNormalization":
@@ -140,7 +142,6 @@ def from_keras(keras_model, compile=True):
 
 
 def _copy_compile(keras_model, model):
-    from . import losses, optimizers
     opt = keras_model.optimizer
     name = type(opt).__name__
     keys = {"SGD": ("learning_rate", "momentum", "nesterov"),
@@ -153,17 +154,16 @@ def _copy_compile(keras_model, model):
         return   # a schedule
     optimizer = getattr(optimizers, name)(**{k: cfg[k] for k in keys[name]})
     loss = getattr(keras_model, "loss", None)
+    if loss is None:
+        return
     try:
         if isinstance(loss, str):
             loss = losses.get(loss)
-        elif loss is not None and type(loss).__name__ in losses._CLASSES:
+        elif loss is not None:
             lcfg = loss.get_config()
-            cls = losses._CLASSES[type(loss).__name__]
-            import inspect
+            cls = losses.REGISTRY.lookup(type(loss).__name__)
             params = inspect.signature(cls).parameters
             loss = cls(**{k: v for k, v in lcfg.items() if k in params and k != "name"})
-        else:
-            return
     except ValueError:
         return
     metrics = []

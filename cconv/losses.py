@@ -14,6 +14,8 @@ Shapes: ``y_pred`` is ``(batch, ..., classes)``; ``y_true`` has the same shape, 
 
 import numpy as np
 
+from .registry import Registry
+
 __all__ = [
     "Loss", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
     "MeanSquaredError", "MeanAbsoluteError", "get", "serialize", "deserialize",
@@ -334,15 +336,25 @@ binary_crossentropy = _functional(BinaryCrossentropy)
 mean_squared_error = _functional(MeanSquaredError)
 mean_absolute_error = _functional(MeanAbsoluteError)
 
-_CLASSES = {c.__name__: c for c in (CategoricalCrossentropy, SparseCategoricalCrossentropy,
-                                     BinaryCrossentropy, MeanSquaredError, MeanAbsoluteError)}
-_NAMES = {
+
+
+def _from_name(cls, name):
+    """A loss made from a name keeps the name given ("mse"), as Keras does."""
+    loss = cls()
+    if name in REGISTRY.names:
+        loss.name = name
+    return loss
+
+
+# Names accepted by get() (besides every class name, case and underscores ignored).
+REGISTRY = Registry("loss", Loss, {
     "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
     "binary_crossentropy": BinaryCrossentropy,
     "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError,
     "mean_absolute_error": MeanAbsoluteError, "mae": MeanAbsoluteError,
-}
+}, from_name=_from_name, plural="losses")
+serialize, deserialize = REGISTRY.serialize, REGISTRY.deserialize
 
 
 def get(identifier):
@@ -350,35 +362,8 @@ def get(identifier):
     a :class:`Loss` or a config dict.
 
     Raises:
-        ValueError: unknown name; the message lists the known ones.
+        ValueError: no loss, or an unknown name; the message lists the known ones.
     """
-    if isinstance(identifier, Loss):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Loss):
-        return identifier()
-    if isinstance(identifier, str):
-        cls = _NAMES.get(identifier.lower()) or _CLASSES.get(identifier)
-        if cls is None:
-            raise ValueError(f"Unknown loss {identifier!r}. Known losses: {', '.join(sorted(_NAMES))}.")
-        loss = cls()
-        if identifier in _NAMES:
-            loss.name = identifier
-        return loss
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
     if identifier is None:
-        raise ValueError(f"A loss is required. Known losses: {', '.join(sorted(_NAMES))}.")
-    raise TypeError(
-        f"loss must be a name ({', '.join(sorted(_NAMES))}) or a cconv.losses.Loss; got {identifier!r}."
-    )
-
-
-def serialize(loss):
-    return {"class_name": type(loss).__name__, "config": loss.get_config()}
-
-
-def deserialize(config):
-    cls = _CLASSES.get(config.get("class_name"))
-    if cls is None:
-        raise ValueError(f"Unknown loss class {config.get('class_name')!r}. Known: {', '.join(sorted(_CLASSES))}.")
-    return cls.from_config(config.get("config", {}))
+        raise ValueError(f"A loss is required. Known losses: {REGISTRY.known()}.")
+    return REGISTRY.get(identifier)

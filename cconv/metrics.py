@@ -9,9 +9,12 @@ labels of lower rank (or a last axis of 1 against several outputs) ->
 
 import numpy as np
 
+from .registry import Registry
+
 __all__ = [
     "Metric", "Mean", "Accuracy", "BinaryAccuracy", "CategoricalAccuracy",
     "SparseCategoricalAccuracy", "MeanSquaredError", "MeanAbsoluteError", "get",
+    "serialize", "deserialize",
 ]
 
 
@@ -45,6 +48,10 @@ class Metric:
 
     def get_config(self):
         return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} result={self.result():.4f}>"
@@ -124,42 +131,36 @@ class MeanAbsoluteError(Metric):
         return np.abs(y - p).mean(axis=-1).reshape(-1)
 
 
-_NAMES = {
-    "accuracy": None, "acc": None,   # resolved from shapes, see get()
+def _accuracy_for(name, y_true_shape, y_pred_shape):
+    """Keras 3's "accuracy": the variant that fits the label and prediction shapes."""
+    if y_true_shape is None or y_pred_shape is None:
+        return CategoricalAccuracy(name=name)
+    if y_pred_shape[-1] == 1:
+        return BinaryAccuracy(name=name)
+    if len(y_true_shape) < len(y_pred_shape) or (y_true_shape[-1] == 1 and y_pred_shape[-1] > 1):
+        return SparseCategoricalAccuracy(name=name)
+    return CategoricalAccuracy(name=name)
+
+
+# Names accepted by get() (besides every class name, case and underscores ignored).
+REGISTRY = Registry("metric", Metric, {
+    "accuracy": Accuracy, "acc": Accuracy,   # resolved from shapes, see get()
     "binary_accuracy": BinaryAccuracy, "categorical_accuracy": CategoricalAccuracy,
     "sparse_categorical_accuracy": SparseCategoricalAccuracy,
     "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError,
     "mean_absolute_error": MeanAbsoluteError, "mae": MeanAbsoluteError,
-}
-_CLASSES = {c.__name__: c for c in (Accuracy, BinaryAccuracy, CategoricalAccuracy,
-                                     SparseCategoricalAccuracy, MeanSquaredError, MeanAbsoluteError)}
+}, classes=(Mean,), from_name=lambda cls, name: cls(name=name))
+serialize, deserialize = REGISTRY.serialize, REGISTRY.deserialize
 
 
 def get(identifier, y_true_shape=None, y_pred_shape=None):
-    """Resolve a metric name or object. "accuracy"/"acc" need the label and prediction
-    shapes (Keras 3's rule, see the module docstring); the metric keeps the given name.
+    """Resolve a metric name, class, config dict or object. "accuracy"/"acc" need the label
+    and prediction shapes (Keras 3's rule, see the module docstring); a metric made from a
+    name keeps that name.
 
     Raises:
         ValueError: unknown name; the message lists the known ones.
     """
-    if isinstance(identifier, Metric):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Metric):
-        return identifier()
-    if not isinstance(identifier, str):
-        raise TypeError(f"metric must be a name or a cconv.metrics.Metric; got {identifier!r}.")
-    key = identifier.lower()
-    if key in ("accuracy", "acc"):
-        if y_true_shape is None or y_pred_shape is None:
-            return CategoricalAccuracy(name=identifier)
-        is_binary = y_pred_shape[-1] == 1
-        is_sparse = len(y_true_shape) < len(y_pred_shape) or (y_true_shape[-1] == 1 and y_pred_shape[-1] > 1)
-        if is_binary:
-            return BinaryAccuracy(name=identifier)
-        if is_sparse:
-            return SparseCategoricalAccuracy(name=identifier)
-        return CategoricalAccuracy(name=identifier)
-    cls = _NAMES.get(key) or _CLASSES.get(identifier)
-    if cls is None:
-        raise ValueError(f"Unknown metric {identifier!r}. Known metrics: {', '.join(sorted(_NAMES))}.")
-    return cls(name=identifier)
+    if isinstance(identifier, str) and REGISTRY.lookup(identifier) is Accuracy:
+        return _accuracy_for(identifier, y_true_shape, y_pred_shape)
+    return REGISTRY.get(identifier)

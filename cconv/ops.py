@@ -19,7 +19,6 @@ C-contiguous arrays.
 """
 from __future__ import annotations
 
-import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -30,6 +29,7 @@ from ._ext import conv as _conv
 from ._ext import pool as _poolext
 from ._ext import resample as _resample
 from ._ext.parallel import get_num_threads
+from ._validation import INDEX_LIMIT, check_int, is_int, normalize_pair
 
 __all__ = [
     "conv2d",
@@ -55,9 +55,8 @@ IntOrPair = Union[int, Tuple[int, int], Sequence[int]]
 Padding = Union[str, int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
 
 # Every size, stride, dilation and padding amount, and every index the kernels form from them
-# (input + padding + effective kernel + stride), must stay below this: the kernels index with
-# signed 64-bit integers, and larger values would overflow instead of failing.
-_INDEX_LIMIT = 2**62
+# (input + padding + effective kernel + stride), must stay below INDEX_LIMIT (2**62, in
+# cconv._validation): the kernels index with signed 64-bit integers.
 
 # Work (multiply-adds or cells visited) below which one more thread costs more than it
 # saves: waking a thread and the barrier after a parallel loop take microseconds.
@@ -76,34 +75,15 @@ _PADDING_HELP = (
 
 
 # --------------------------------------------------------------------------- arguments
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _pair(value, name, op):
-    """An int or a pair of ints -> a pair of positive Python ints."""
-    if _is_int(value):
-        pair = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
-    if pair[0] < 1 or pair[1] < 1:
-        raise ValueError(f"{op}: {name} must be positive, got {value!r}")
-    if max(pair) >= _INDEX_LIMIT:
-        raise ValueError(f"{op}: {name} {value!r} is too large (each value must be < 2**62)")
-    return pair
-
-
 def _explicit_padding(padding, op):
     """An int, a pair or ((top, bottom), (left, right)) -> ((top, bottom), (left, right))."""
-    if _is_int(padding):
+    if is_int(padding):
         pads = ((int(padding),) * 2, (int(padding),) * 2)
     elif isinstance(padding, (tuple, list)) and len(padding) == 2:
-        if all(_is_int(p) for p in padding):
+        if all(is_int(p) for p in padding):
             pads = ((int(padding[0]),) * 2, (int(padding[1]),) * 2)
         elif all(
-            isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(q) for q in p)
+            isinstance(p, (tuple, list)) and len(p) == 2 and all(is_int(q) for q in p)
             for p in padding
         ):
             pads = tuple((int(p[0]), int(p[1])) for p in padding)
@@ -113,7 +93,7 @@ def _explicit_padding(padding, op):
         raise TypeError(f"{op}: padding must be {_PADDING_HELP}, got {padding!r}")
     if min(pads[0] + pads[1]) < 0:
         raise ValueError(f"{op}: padding amounts must be >= 0, got {padding!r}")
-    if max(pads[0] + pads[1]) >= _INDEX_LIMIT:
+    if max(pads[0] + pads[1]) >= INDEX_LIMIT:
         raise ValueError(f"{op}: padding {padding!r} is too large (each amount must be < 2**62)")
     return pads
 
@@ -122,7 +102,7 @@ def _input_size(input_size, op):
     """(height, width) as non-negative Python ints."""
     if hasattr(input_size, "__len__") and not isinstance(input_size, (str, bytes)):
         size = tuple(input_size)
-        if len(size) == 2 and all(_is_int(v) for v in size):
+        if len(size) == 2 and all(is_int(v) for v in size):
             size = (int(size[0]), int(size[1]))
             if min(size) < 0:
                 raise ValueError(f"{op}: input_size must be non-negative, got {input_size!r}")
@@ -166,9 +146,9 @@ def conv_output_shape(
 def _geometry(input_size, kernel_size, strides, padding, dilation_rate, op):
     """(out_h, out_w), ((top, bottom), (left, right)) after validating every argument."""
     n = _input_size(input_size, op)
-    k = _pair(kernel_size, "kernel_size", op)
-    s = _pair(strides, "strides", op)
-    d = _pair(dilation_rate, "dilation_rate", op)
+    k = normalize_pair(kernel_size, "kernel_size", op)
+    s = normalize_pair(strides, "strides", op)
+    d = normalize_pair(dilation_rate, "dilation_rate", op)
     k_eff = tuple((k[i] - 1) * d[i] + 1 for i in range(2))
     if isinstance(padding, str):
         mode = padding.lower()
@@ -198,7 +178,7 @@ def _geometry(input_size, kernel_size, strides, padding, dilation_rate, op):
 
 def _check_index_range(n, pads, k_eff, s, op):
     for i, axis in enumerate(("height", "width")):
-        if n[i] + pads[i][0] + pads[i][1] + k_eff[i] + s[i] >= _INDEX_LIMIT:
+        if n[i] + pads[i][0] + pads[i][1] + k_eff[i] + s[i] >= INDEX_LIMIT:
             raise ValueError(
                 f"{op}: along {axis}, input {n[i]} + padding {pads[i]} + effective kernel "
                 f"{k_eff[i]} + stride {s[i]} exceeds the 64-bit index range (2**62) of the kernels"
@@ -257,8 +237,7 @@ def _conv_setup(op, x, kernel, strides, padding, dilation_rate, groups):
     """Checks shared by conv2d and conv2d_backward; returns (out_hw, pads, strides, dilation)."""
     _check_rank(x, "x", op)
     _check_rank(kernel, "kernel", op, what="(kernel_h, kernel_w, in_channels // groups, filters)")
-    if not _is_int(groups) or groups < 1:
-        raise ValueError(f"{op}: groups must be a positive int, got {groups!r}")
+    groups = check_int(groups, "groups", op)
     cin, cout = x.shape[3], kernel.shape[3]
     if groups > max(cin, 1):
         raise ValueError(
@@ -278,7 +257,8 @@ def _conv_setup(op, x, kernel, strides, padding, dilation_rate, groups):
     if kernel.shape[0] < 1 or kernel.shape[1] < 1:
         raise ValueError(f"{op}: kernel height and width must be >= 1, got shape {kernel.shape}")
     out, pads = _geometry(x.shape[1:3], kernel.shape[:2], strides, padding, dilation_rate, op)
-    return out, pads, _pair(strides, "strides", op), _pair(dilation_rate, "dilation_rate", op)
+    strides = normalize_pair(strides, "strides", op)
+    return out, pads, strides, normalize_pair(dilation_rate, "dilation_rate", op)
 
 
 # --------------------------------------------------------------------------- convolution
@@ -378,8 +358,8 @@ def conv2d_backward(
 # --------------------------------------------------------------------------- pooling
 def _pool_setup(op, x, pool_size, strides, padding):
     _check_rank(x, "x", op)
-    pool = _pair(pool_size, "pool_size", op)
-    strides = pool if strides is None else _pair(strides, "strides", op)
+    pool = normalize_pair(pool_size, "pool_size", op)
+    strides = pool if strides is None else normalize_pair(strides, "strides", op)
     out, pads = _geometry(x.shape[1:3], pool, strides, padding, 1, op)
     if (x.shape[1] == 0 and out[0] > 0) or (x.shape[2] == 0 and out[1] > 0):
         raise ValueError(

@@ -19,6 +19,8 @@ Update rules (``g`` gradient, ``w`` weight, ``t`` the 1-based step):
 
 import numpy as np
 
+from .registry import Registry
+
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "get", "serialize", "deserialize"]
 
 
@@ -248,39 +250,6 @@ class RMSprop(Optimizer):
         return cfg
 
 
-_CLASSES = {"SGD": SGD, "Adam": Adam, "RMSprop": RMSprop}
-_NAMES = {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop}
-
-
-def get(identifier):
-    """Resolve an optimizer from a name ("adam", "sgd", "rmsprop") with Keras defaults,
-    an :class:`Optimizer`, or a config dict.
-
-    Raises:
-        ValueError: unknown name; the message lists the known ones.
-    """
-    if isinstance(identifier, Optimizer):
-        return identifier
-    if isinstance(identifier, type) and issubclass(identifier, Optimizer):
-        return identifier()
-    if isinstance(identifier, str):
-        cls = _NAMES.get(identifier.lower())
-        if cls is None:
-            raise ValueError(
-                f"Unknown optimizer {identifier!r}. Known optimizers: {', '.join(sorted(_NAMES))}."
-            )
-        return cls()
-    if isinstance(identifier, dict):
-        return deserialize(identifier)
-    raise TypeError(f"optimizer must be a name ({', '.join(sorted(_NAMES))}) or a cconv.optimizers.Optimizer; got {identifier!r}.")
-
-
-def serialize(optimizer):
-    return {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
-
-
-def deserialize(config):
-    cls = _CLASSES.get(config.get("class_name"))
-    if cls is None:
-        raise ValueError(f"Unknown optimizer class {config.get('class_name')!r}. Known: {', '.join(sorted(_CLASSES))}.")
-    return cls.from_config(config.get("config", {}))
+# Names accepted by get() (besides every class name, case and underscores ignored).
+REGISTRY = Registry("optimizer", Optimizer, {"sgd": SGD, "adam": Adam, "rmsprop": RMSprop})
+get, serialize, deserialize = REGISTRY.get, REGISTRY.serialize, REGISTRY.deserialize

@@ -4,6 +4,11 @@ Files are NumPy ``.npz`` archives (written to exactly the path given): a JSON do
 ``__cconv__`` (format, architecture, compile settings) and arrays ``w0, w1, ...`` in
 ``get_weights()`` order, plus ``opt.*`` optimizer state for full models. They load with
 ``allow_pickle=False``: nothing in a file can run code.
+
+This module imports no model class: it works from a model's public API (``get_config``,
+``get_weights`` / ``set_weights``, ``get_compile_config`` / ``compile_from_config``,
+``get_optimizer_state`` / ``set_optimizer_state``), and model classes register themselves
+with :func:`register_model_class` so that :func:`load_model` can rebuild them.
 """
 
 import json
@@ -27,22 +32,20 @@ def _read(filepath, what):
     return fileio.read_npz(filepath, what)
 
 
-def _weights_arrays(model):
-    return {f"w{i}": w for i, w in enumerate(model.get_weights())}
-
-
 def _load_weight_list(meta, data, filepath):
     """The weights ``w0 ...`` (their count and presence checked by ``_read``)."""
     return [data[f"w{i}"] for i in range(meta["num_weights"])]
 
 
 def save_weights(model, filepath):
-    weights = _weights_arrays(model)
+    """Write ``model.get_weights()`` alone."""
+    weights = {f"w{i}": w for i, w in enumerate(model.get_weights())}
     _write(filepath, {"format": "cconv.weights", "version": FORMAT_VERSION,
                       "num_weights": len(weights)}, weights)
 
 
 def load_weights(model, filepath):
+    """``model.set_weights`` from a weights file or a full model file."""
     meta, data = _read(filepath, "weights")
     if meta.get("format") not in ("cconv.weights", "cconv.model"):
         raise ValueError(f"{os.fspath(filepath)!r} is not a cconv weights file.")
@@ -50,43 +53,54 @@ def load_weights(model, filepath):
 
 
 def save_model(model, filepath):
-    from . import losses, optimizers
-    model._ensure_built()
-    meta = {"format": "cconv.model", "version": FORMAT_VERSION, "config": model.get_config()}
-    arrays = _weights_arrays(model)
-    meta["num_weights"] = len(arrays)
-    if model.compiled:
-        metrics = []
-        for m in model._metric_ids:
-            if not isinstance(m, str):
-                m = m.name
-            metrics.append(m)
-        meta["compile"] = {"optimizer": optimizers.serialize(model.optimizer),
-                           "loss": losses.serialize(model.loss), "metrics": metrics}
-        iterations, state = model.optimizer.get_state()
-        meta["compile"]["iterations"] = iterations
-        meta["compile"]["state_keys"] = sorted(state)
+    """Write ``model`` (architecture, weights, compile settings, optimizer state)."""
+    weights = model.get_weights()              # builds the model if needed
+    meta = {"format": "cconv.model", "version": FORMAT_VERSION,
+            "class_name": type(model).__name__, "config": model.get_config(),
+            "num_weights": len(weights)}
+    arrays = {f"w{i}": w for i, w in enumerate(weights)}
+    compile_config = model.get_compile_config()
+    if compile_config is not None:
+        iterations, state = model.get_optimizer_state()
+        meta["compile"] = dict(compile_config, iterations=iterations, state_keys=sorted(state))
         arrays.update({f"opt.{k}": v for k, v in state.items()})
     _write(filepath, meta, arrays)
 
 
-def load_model(filepath):
-    from . import losses, optimizers
-    from .models import Sequential
+def register_model_class(cls):
+    """Make ``cls`` (a model class with ``from_config``) loadable by :func:`load_model`;
+    returns ``cls`` (usable as a class decorator)."""
+    _MODEL_CLASSES[cls.__name__] = cls
+    return cls
+
+
+_MODEL_CLASSES = {}
+
+
+def load_model(filepath, custom_objects=None):
+    """The model saved in ``filepath``, compiled again if it was.
+
+    Args:
+        custom_objects: ``{class_name: model class}`` for model classes not registered with
+            :func:`register_model_class`.
+    """
     meta, data = _read(filepath, "model")
     if meta.get("format") != "cconv.model":
         raise ValueError(
             f"{os.fspath(filepath)!r} holds {meta.get('format')!r}, not a model; "
             f"build the model and use model.load_weights() for weight files."
         )
-    model = Sequential.from_config(meta["config"])
+    class_name = meta.get("class_name", "Sequential")     # files before class_name existed
+    cls = dict(_MODEL_CLASSES, **(custom_objects or {})).get(class_name)
+    if cls is None:
+        raise ValueError(f"{os.fspath(filepath)!r} holds a {class_name!r} model; known model "
+                         f"classes: {', '.join(sorted(_MODEL_CLASSES))}.")
+    model = cls.from_config(meta["config"])
     model.set_weights(_load_weight_list(meta, data, filepath))
     comp = meta.get("compile")
     if comp:
-        model.compile(optimizer=optimizers.deserialize(comp["optimizer"]),
-                      loss=losses.deserialize(comp["loss"]), metrics=comp["metrics"])
+        model.compile_from_config(comp)
         state = {k: data[f"opt.{k}"] for k in comp.get("state_keys", [])}
         if state or comp.get("iterations"):
-            model._ensure_packed()
-            model.optimizer.set_state(comp.get("iterations", 0), state, [model._wflat])
+            model.set_optimizer_state(comp.get("iterations", 0), state)
     return model

@@ -9,7 +9,7 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
 def assert_close(actual, expected, dtype, what=""):
-    """float64: 1e-10 relative; float32: 1e-5 of the expected values' magnitude (DESIGN.md 6)."""
+    """float64: 1e-10 relative; float32: 1e-5 of the expected values' magnitude."""
     actual = np.asarray(actual)
     expected = np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"

@@ -1,4 +1,4 @@
-"""Batch inference on Dask (issue 6): cconv.dask.predict equals in-process predict, and
+"""Batch inference on Dask: cconv.dask.predict equals in-process predict, and
 models survive pickling (the way they travel to Dask workers)."""
 import os
 import pickle

@@ -2,6 +2,8 @@
 import gzip
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +78,14 @@ def test_package_ships_no_data():
     pkg = Path(cconv.__file__).parent
     found = [p for p in pkg.rglob("*") if p.suffix in (".gz", ".npz", ".idx") or "ubyte" in p.name]
     assert not found
+
+
+def test_cli_version_and_plain_help(capsys):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-m", "cconv", "--version"], cwd=root,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == f"cconv {cconv.__version__}"
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "cconv demo" in text and "cconv check" in text and "``" not in text

@@ -1,5 +1,5 @@
 """Data-parallel training over MPI: 2 ranks on per-rank batch b must equal one process on
-batch 2b with the same sample order (issue 6). The ranks run under ``mpirun`` in a
+batch 2b with the same sample order. The ranks run under ``mpirun`` in a
 subprocess (tests/mpi_worker.py); the references are computed here."""
 import os
 import shutil

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from cconv import ops
+from cconv._validation import normalize_pair
 
 from .conftest import assert_close
 from .reference import pads_for
@@ -53,8 +54,8 @@ def _ids(cases):
 def _tf_conv(x, kernel, bias, strides, padding, dilation, groups):
     """TensorFlow's convolution; explicit padding is applied with tf.pad, and tf.nn.convolution
     is used because its dilated path (space-to-batch) has CPU gradients."""
-    s = ops._pair(strides, "strides", "test")
-    d = ops._pair(dilation, "dilation_rate", "test")
+    s = normalize_pair(strides, "strides", "test")
+    d = normalize_pair(dilation, "dilation_rate", "test")
     if not isinstance(padding, str):
         (pt, pb), (pl, pr) = pads_for(x.shape[1:3], kernel.shape[:2], s, d, padding)
         x = tf.pad(x, [[0, 0], [pt, pb], [pl, pr], [0, 0]])
@@ -126,8 +127,8 @@ def test_pooling_matches_tensorflow(case, mode, ties, dtype):
     tf_pool = tf.nn.max_pool2d if mode == "max" else tf.nn.avg_pool2d
     fwd = ops.max_pool2d if mode == "max" else ops.avg_pool2d
     bwd = ops.max_pool2d_backward if mode == "max" else ops.avg_pool2d_backward
-    p = ops._pair(pool, "pool_size", "test")
-    s = p if strides is None else ops._pair(strides, "strides", "test")
+    p = normalize_pair(pool, "pool_size", "test")
+    s = p if strides is None else normalize_pair(strides, "strides", "test")
     tx = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(tx)
@@ -143,7 +144,7 @@ def test_pooling_matches_tensorflow(case, mode, ties, dtype):
 
 
 def test_max_pool_gradient_goes_to_first_maximum():
-    """DESIGN.md: in a window [[2, 2], [1, 2]] only the top-left cell gets the gradient."""
+    """TensorFlow's rule: in a window [[2, 2], [1, 2]] only the top-left cell gets the gradient."""
     x = np.array([[2.0, 2.0], [1.0, 2.0]]).reshape(1, 2, 2, 1)
     dx = ops.max_pool2d_backward(np.ones((1, 1, 1, 1)), x, 2)
     tx = tf.constant(x)

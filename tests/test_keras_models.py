@@ -1,7 +1,7 @@
 """Agreement with Keras 3 (TensorFlow backend): every layer alone (forward and gradients),
 LeNet-5 and the tutorial CNN, optimizer steps, training trajectories, from_keras.
 
-float32 throughout: outputs agree to about 1e-5 of their magnitude (DESIGN.md section 6)."""
+float32 throughout: outputs agree to about 1e-5 of their magnitude."""
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """Keras-style layers (NHWC, float32 by default). See :class:`cconv.layers.Layer`."""
 
+from ..registry import Registry
 from .base import Layer
 from .conv_transpose import Conv2DTranspose
 from .convolutional import Conv2D
@@ -25,30 +26,24 @@ __all__ = [
     "Layer", "InputLayer", "Input", "Dense", "Conv2D", "MaxPooling2D", "AveragePooling2D",
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten", "Dropout", "Activation", "ReLU",
     "LeakyReLU", "Softmax", "BatchNormalization", "Convolution2D", "MaxPool2D", "AvgPool2D",
-    "GlobalAvgPool2D", "GlobalMaxPool2D", "get", "deserialize",
+    "GlobalAvgPool2D", "GlobalMaxPool2D", "get", "serialize", "deserialize",
     "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
     "ZeroPadding2D", "Cropping2D", "UpSampling2D", "Reshape", "Permute", "Rescaling",
     "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D", "Convolution2DTranspose",
     "SeparableConvolution2D",
 ]
 
-_REGISTRY = {c.__name__: c for c in (
-    InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax,
-    BatchNormalization,
-    Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate,
-    ZeroPadding2D, Cropping2D, UpSampling2D, Reshape, Permute, Rescaling,
-    Conv2DTranspose, DepthwiseConv2D, SeparableConv2D)}
-
-
-def deserialize(config):
-    """Layer from ``{"class_name": ..., "config": {...}}``."""
-    name = config.get("class_name")
-    cls = _REGISTRY.get(name)
-    if cls is None:
-        raise ValueError(f"Unknown layer class {name!r}. Known layers: {', '.join(sorted(_REGISTRY))}.")
-    return cls.from_config(dict(config.get("config", {})))
-
-
-def serialize(layer):
-    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+# Every layer class by its name, plus Keras's aliases (case and underscores ignored).
+REGISTRY = Registry("layer", Layer, {
+    **{c.__name__: c for c in (
+        InputLayer, Dense, Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
+        GlobalMaxPooling2D, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax,
+        BatchNormalization,
+        Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate,
+        ZeroPadding2D, Cropping2D, UpSampling2D, Reshape, Permute, Rescaling,
+        Conv2DTranspose, DepthwiseConv2D, SeparableConv2D)},
+    "Convolution2D": Conv2D, "MaxPool2D": MaxPool2D, "AvgPool2D": AvgPool2D,
+    "GlobalAvgPool2D": GlobalAvgPool2D, "GlobalMaxPool2D": GlobalMaxPool2D,
+    "Convolution2DTranspose": Conv2DTranspose, "SeparableConvolution2D": SeparableConv2D,
+})
+get, serialize, deserialize = REGISTRY.get, REGISTRY.serialize, REGISTRY.deserialize

@@ -34,30 +34,6 @@ def unique_name(base):
     return base if n == 0 else f"{base}_{n}"
 
 
-def normalize_tuple(value, n, arg_name, allow_zero=False):
-    """An int or a length-``n`` sequence of ints -> tuple of ``n`` positive ints."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        value = (int(value),) * n
-    else:
-        try:
-            value = tuple(value)
-        except TypeError:
-            raise TypeError(f"{arg_name} must be an int or a tuple of {n} ints; got {value!r}.") from None
-        if len(value) != n or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value):
-            raise ValueError(f"{arg_name} must be an int or a tuple of {n} ints; got {value!r}.")
-        value = tuple(int(v) for v in value)
-    lo = 0 if allow_zero else 1
-    if any(v < lo for v in value):
-        raise ValueError(f"{arg_name} values must be >= {lo}; got {value!r}.")
-    return value
-
-
-def normalize_padding(padding):
-    if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
-        raise ValueError(f'padding must be "valid" or "same"; got {padding!r}.')
-    return padding.lower()
-
-
 def check_data_format(data_format):
     if data_format not in (None, "channels_last"):
         raise ValueError(

@@ -1,18 +1,13 @@
 """Conv2D: 2-D convolution (cross-correlation, as Keras) on the compiled core."""
 
-import numpy as np
-
 from .. import activations as _activations
 from .. import initializers as _initializers
-from .base import check_data_format, normalize_padding, normalize_tuple
+from .. import ops as _ops
+from .._validation import check_int, normalize_padding_mode, normalize_pair
+from .base import check_data_format
 from .core import _ActivatedLayer
 
 __all__ = ["Conv2D"]
-
-
-def _ops():
-    from .. import ops
-    return ops
 
 
 class Conv2D(_ActivatedLayer):
@@ -49,16 +44,12 @@ class Conv2D(_ActivatedLayer):
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         check_data_format(data_format)
-        if not isinstance(filters, (int, np.integer)) or isinstance(filters, bool) or filters <= 0:
-            raise ValueError(f"Conv2D: filters must be a positive int; got filters={filters!r}.")
-        self.filters = int(filters)
-        self.kernel_size = normalize_tuple(kernel_size, 2, "kernel_size")
-        self.strides = normalize_tuple(strides, 2, "strides")
-        self.padding = normalize_padding(padding)
-        self.dilation_rate = normalize_tuple(dilation_rate, 2, "dilation_rate")
-        if not isinstance(groups, (int, np.integer)) or groups <= 0:
-            raise ValueError(f"Conv2D: groups must be a positive int; got groups={groups!r}.")
-        self.groups = int(groups)
+        self.filters = check_int(filters, "filters", "Conv2D")
+        self.kernel_size = normalize_pair(kernel_size, "kernel_size", "Conv2D")
+        self.strides = normalize_pair(strides, "strides", "Conv2D")
+        self.padding = normalize_padding_mode(padding, "Conv2D")
+        self.dilation_rate = normalize_pair(dilation_rate, "dilation_rate", "Conv2D")
+        self.groups = check_int(groups, "groups", "Conv2D")
         if self.filters % self.groups:
             raise ValueError(
                 f"Conv2D: filters must be divisible by groups; got filters={self.filters}, "
@@ -83,7 +74,7 @@ class Conv2D(_ActivatedLayer):
                 f"groups ({self.groups})."
             )
         try:
-            oh, ow = _ops().conv_output_shape((h, w), self.kernel_size, self.strides, self.padding,
+            oh, ow = _ops.conv_output_shape((h, w), self.kernel_size, self.strides, self.padding,
                                               self.dilation_rate)
         except ValueError as exc:
             raise ValueError(f"Conv2D {self.name!r}: input of spatial size {(h, w)} is too small "
@@ -99,11 +90,11 @@ class Conv2D(_ActivatedLayer):
     def _linear(self, x, training):
         if training:
             self._x = x
-        return _ops().conv2d(x, self.kernel, self.bias, strides=self.strides, padding=self.padding,
+        return _ops.conv2d(x, self.kernel, self.bias, strides=self.strides, padding=self.padding,
                              dilation_rate=self.dilation_rate, groups=self.groups)
 
     def backward_logits(self, dz):
-        dx, dk, db = _ops().conv2d_backward(dz, self._x, self.kernel, strides=self.strides,
+        dx, dk, db = _ops.conv2d_backward(dz, self._x, self.kernel, strides=self.strides,
                                              padding=self.padding, dilation_rate=self.dilation_rate,
                                              groups=self.groups, input_grad=self._need_dx)
         if self.trainable:

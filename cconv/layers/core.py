@@ -6,7 +6,9 @@ import numpy as np
 
 from .. import activations as _activations
 from .. import initializers as _initializers
-from .base import Layer
+from .. import ops as _ops
+from .._validation import check_int
+from .base import Layer, check_data_format
 
 __all__ = ["InputLayer", "Input", "Dense", "Activation", "ReLU", "LeakyReLU", "Softmax",
            "Dropout", "Flatten"]
@@ -44,11 +46,6 @@ class InputLayer(Layer):
 def Input(shape, batch_size=None, name=None, dtype=None):
     """``cconv.Input((28, 28, 1))``: the input of a Sequential model (one sample's shape)."""
     return InputLayer(shape, batch_size=batch_size, name=name, dtype=dtype)
-
-
-def _ops():
-    from .. import ops
-    return ops
 
 
 class _ActivatedLayer(Layer):
@@ -106,9 +103,7 @@ class Dense(_ActivatedLayer):
     def __init__(self, units, activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units <= 0:
-            raise ValueError(f"Dense: units must be a positive int; got {units!r}.")
-        self.units = int(units)
+        self.units = check_int(units, "units", "Dense")
         self._set_activation(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _initializers.get(kernel_initializer)
@@ -128,10 +123,10 @@ class Dense(_ActivatedLayer):
     def _linear(self, x, training):
         if training:
             self._x = x
-        return _ops().dense(x, self.kernel, self.bias)
+        return _ops.dense(x, self.kernel, self.bias)
 
     def backward_logits(self, dz):
-        dx, dk, db = _ops().dense_backward(dz, self._x, self.kernel, input_grad=self._need_dx)
+        dx, dk, db = _ops.dense_backward(dz, self._x, self.kernel, input_grad=self._need_dx)
         if self.trainable:
             self.grads["kernel"][...] = dk
             if self.bias is not None:
@@ -301,7 +296,6 @@ class Flatten(Layer):
     _transient = ("_xshape",)
 
     def __init__(self, data_format=None, **kwargs):
-        from .base import check_data_format
         check_data_format(data_format)
         super().__init__(**kwargs)
 

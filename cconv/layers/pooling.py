@@ -2,14 +2,11 @@
 
 import numpy as np
 
-from .base import Layer, check_data_format, normalize_padding, normalize_tuple
+from .. import ops as _ops
+from .._validation import normalize_padding_mode, normalize_pair
+from .base import Layer, check_data_format
 
 __all__ = ["MaxPooling2D", "AveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling2D"]
-
-
-def _ops():
-    from .. import ops
-    return ops
 
 
 class _Pooling2D(Layer):
@@ -19,9 +16,11 @@ class _Pooling2D(Layer):
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
         super().__init__(**kwargs)
         check_data_format(data_format)
-        self.pool_size = normalize_tuple(pool_size, 2, "pool_size")
-        self.strides = self.pool_size if strides is None else normalize_tuple(strides, 2, "strides")
-        self.padding = normalize_padding(padding)
+        where = type(self).__name__
+        self.pool_size = normalize_pair(pool_size, "pool_size", where)
+        self.strides = (self.pool_size if strides is None
+                        else normalize_pair(strides, "strides", where))
+        self.padding = normalize_padding_mode(padding, where)
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -31,7 +30,7 @@ class _Pooling2D(Layer):
             )
         h, w, c = input_shape
         try:
-            oh, ow = _ops().conv_output_shape((h, w), self.pool_size, self.strides, self.padding)
+            oh, ow = _ops.conv_output_shape((h, w), self.pool_size, self.strides, self.padding)
         except ValueError as exc:
             raise ValueError(f"{type(self).__name__} {self.name!r}: input of spatial size {(h, w)} "
                              f"is too small for pool_size={self.pool_size} ({exc})") from None
@@ -40,10 +39,10 @@ class _Pooling2D(Layer):
     def forward(self, x, training=False):
         if training:
             self._x = x
-        return getattr(_ops(), self._op)(x, self.pool_size, strides=self.strides, padding=self.padding)
+        return getattr(_ops, self._op)(x, self.pool_size, strides=self.strides, padding=self.padding)
 
     def backward(self, dy):
-        return getattr(_ops(), self._op_backward)(dy, self._x, self.pool_size, strides=self.strides,
+        return getattr(_ops, self._op_backward)(dy, self._x, self.pool_size, strides=self.strides,
                                                   padding=self.padding)
 
     def get_config(self):
