@@ -548,17 +548,17 @@ def _conv_transpose_geometry(input_size, kernel_size, strides, padding, output_p
                              dilation_rate, op):
     """(out_h, out_w), pads of the convolution whose input gradient the transpose is."""
     n = _input_size(input_size, op)
-    k = _pair(kernel_size, "kernel_size", op)
-    s = _pair(strides, "strides", op)
-    d = _pair(dilation_rate, "dilation_rate", op)
+    k = normalize_pair(kernel_size, "kernel_size", op)
+    s = normalize_pair(strides, "strides", op)
+    d = normalize_pair(dilation_rate, "dilation_rate", op)
     if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
         raise ValueError(f'{op}: padding must be "valid" or "same", got {padding!r}')
     mode = padding.lower()
     if output_padding is not None:
-        if _is_int(output_padding):
+        if is_int(output_padding):
             output_padding = (output_padding, output_padding)
         if not (isinstance(output_padding, (tuple, list)) and len(output_padding) == 2
-                and all(_is_int(v) and 0 <= v < s[i] for i, v in enumerate(output_padding))):
+                and all(is_int(v) and 0 <= v < s[i] for i, v in enumerate(output_padding))):
             raise ValueError(f"{op}: output_padding must be None or non-negative ints smaller "
                              f"than strides {s}, got {output_padding!r}")
     if min(n) < 1:
@@ -696,11 +696,11 @@ _INTERPOLATIONS = ("nearest", "bilinear")
 
 def _upsampling_setup(op, x, size, interpolation):
     _check_rank(x, "x", op)
-    sh, sw = _pair(size, "size", op)
+    sh, sw = normalize_pair(size, "size", op)
     if not isinstance(interpolation, str) or interpolation.lower() not in _INTERPOLATIONS:
         raise ValueError(f"{op}: interpolation must be one of {_INTERPOLATIONS}, "
                          f"got {interpolation!r}")
-    if x.shape[1] * sh >= _INDEX_LIMIT or x.shape[2] * sw >= _INDEX_LIMIT:
+    if x.shape[1] * sh >= INDEX_LIMIT or x.shape[2] * sw >= INDEX_LIMIT:
         raise ValueError(f"{op}: the upsampled size of x {x.shape} by {size!r} is too large")
     return (sh, sw), interpolation.lower()
 

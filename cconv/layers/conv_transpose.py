@@ -5,7 +5,8 @@ import numpy as np
 from .. import activations as _activations
 from .. import initializers as _initializers
 from .. import ops as _ops
-from .base import check_data_format, normalize_padding, normalize_tuple
+from .._validation import normalize_padding_mode, normalize_pair
+from .base import check_data_format
 from .core import _ActivatedLayer
 
 __all__ = ["Conv2DTranspose"]
@@ -49,15 +50,14 @@ class Conv2DTranspose(_ActivatedLayer):
             raise ValueError(f"Conv2DTranspose: filters must be a positive int; "
                              f"got filters={filters!r}.")
         self.filters = int(filters)
-        self.kernel_size = normalize_tuple(kernel_size, 2, "Conv2DTranspose: kernel_size")
-        self.strides = normalize_tuple(strides, 2, "Conv2DTranspose: strides")
-        self.padding = normalize_padding(padding)
-        self.dilation_rate = normalize_tuple(dilation_rate, 2, "Conv2DTranspose: dilation_rate")
+        self.kernel_size = normalize_pair(kernel_size, "kernel_size", "Conv2DTranspose")
+        self.strides = normalize_pair(strides, "strides", "Conv2DTranspose")
+        self.padding = normalize_padding_mode(padding, "Conv2DTranspose")
+        self.dilation_rate = normalize_pair(dilation_rate, "dilation_rate", "Conv2DTranspose")
         self.output_padding = None
         if output_padding is not None:
-            self.output_padding = normalize_tuple(output_padding, 2,
-                                                  "Conv2DTranspose: output_padding",
-                                                  allow_zero=True)
+            self.output_padding = normalize_pair(output_padding, "output_padding",
+                                                 "Conv2DTranspose", minimum=0)
             if any(p >= s for p, s in zip(self.output_padding, self.strides)):
                 raise ValueError(
                     f"Conv2DTranspose: output_padding must be smaller than strides on each "

@@ -11,7 +11,8 @@ import numpy as np
 from .. import activations as _activations
 from .. import initializers as _initializers
 from .. import ops as _ops
-from .base import check_data_format, normalize_padding, normalize_tuple
+from .._validation import normalize_padding_mode, normalize_pair
+from .base import check_data_format
 from .core import _ActivatedLayer
 
 __all__ = ["DepthwiseConv2D", "SeparableConv2D"]
@@ -31,10 +32,10 @@ class _DepthwiseBase(_ActivatedLayer):
                         bias_initializer):
         layer = type(self).__name__
         check_data_format(data_format)
-        self.kernel_size = normalize_tuple(kernel_size, 2, f"{layer}: kernel_size")
-        self.strides = normalize_tuple(strides, 2, f"{layer}: strides")
-        self.padding = normalize_padding(padding)
-        self.dilation_rate = normalize_tuple(dilation_rate, 2, f"{layer}: dilation_rate")
+        self.kernel_size = normalize_pair(kernel_size, "kernel_size", layer)
+        self.strides = normalize_pair(strides, "strides", layer)
+        self.padding = normalize_padding_mode(padding, layer)
+        self.dilation_rate = normalize_pair(dilation_rate, "dilation_rate", layer)
         self.depth_multiplier = _positive_int(depth_multiplier, "depth_multiplier", layer)
         self._set_activation(activation)
         self.use_bias = bool(use_bias)

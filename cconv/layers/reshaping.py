@@ -9,7 +9,8 @@ import numbers
 import numpy as np
 
 from .. import ops as _ops
-from .base import Layer, check_data_format, normalize_tuple
+from .._validation import normalize_pair
+from .base import Layer, check_data_format
 
 __all__ = ["ZeroPadding2D", "Cropping2D", "UpSampling2D", "Reshape", "Permute", "Rescaling"]
 
@@ -27,7 +28,7 @@ def _amounts(value, arg_name, layer):
     if not (isinstance(value, (tuple, list)) and len(value) == 2):
         raise ValueError(f"{layer}: {arg_name} must be an int, a pair of ints or a pair of pairs "
                          f"((top, bottom), (left, right)); got {arg_name}={value!r}.")
-    return tuple(normalize_tuple(v, 2, f"{layer}: {arg_name}", allow_zero=True) for v in value)
+    return tuple(normalize_pair(v, arg_name, layer, minimum=0) for v in value)
 
 
 def _check_image(layer, input_shape):
@@ -138,7 +139,7 @@ class UpSampling2D(Layer):
     def __init__(self, size=(2, 2), data_format=None, interpolation="nearest", **kwargs):
         super().__init__(**kwargs)
         check_data_format(data_format)
-        self.size = normalize_tuple(size, 2, "UpSampling2D: size")
+        self.size = normalize_pair(size, "size", "UpSampling2D")
         if not isinstance(interpolation, str) or interpolation.lower() not in ("nearest",
                                                                                 "bilinear"):
             raise ValueError(
