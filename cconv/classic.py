@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import ops
+from ._validation import normalize_pair
 from .ops import IntOrPair, Padding
 
 __all__ = ["conv_forward", "conv_backward", "pool_forward", "pool_backward"]
@@ -79,7 +80,7 @@ def _padding(padding, A_prev, W, stride, semantics, op):
         return padding
     if len(a_shape) != 4 or len(w_shape) != 4:
         return padding  # ops names the bad rank
-    sh, sw = ops._pair(stride, "stride", op)
+    sh, sw = normalize_pair(stride, "stride", op)
     (h, w), (kh, kw) = a_shape[1:3], w_shape[:2]
     return (max(((h - 1) * sh + kh - h) // 2, 0), max(((w - 1) * sw + kw - w) // 2, 0))
 

@@ -206,6 +206,9 @@ def _check_compile(comp, arrays, filepath):
         _expect(m, (str,), '"compile"["metrics"] items', filepath)
     _expect(comp.get("iterations", 0), (int,), '"compile"["iterations"]', filepath)
     keys = _expect(comp.get("state_keys", []), (list,), '"compile"["state_keys"]', filepath)
+    if len(keys) > len(arrays):
+        raise ValueError(f"{filepath!r} is damaged: it claims {len(keys)} optimizer arrays but "
+                         f"holds {len(arrays)} arrays in all.")
     for k in keys:
         _expect(k, (str,), '"compile"["state_keys"] items', filepath)
     missing = [k for k in keys if f"opt.{k}" not in arrays]
