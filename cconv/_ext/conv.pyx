@@ -18,7 +18,7 @@ from libc.string cimport memcpy, memset
 cdef extern from "omp_helpers.h":
     pass
 
-from cconv._ext.gemm cimport cconv_dgemm, cconv_sgemm
+from cconv._ext.gemm cimport NO_TRANS, TRANS, gemm
 
 cdef enum:
     # Input channels and filters per group up to which the direct kernels (direct.h) replace
@@ -56,6 +56,31 @@ cdef extern from "direct.h" nogil:
                                          const void *g, double *scratch)
 
 
+cdef inline void direct_forward(const floating *x, const floating *w, const floating *bias,
+                                floating *y, const ConvGeom *g, floating *scratch) noexcept nogil:
+    if floating is float:
+        cconv_direct_forward_f32(x, w, bias, y, g, scratch)
+    else:
+        cconv_direct_forward_f64(x, w, bias, y, g, scratch)
+
+
+cdef inline void direct_backward_params(const floating *dy, const floating *x, floating *dw,
+                                        floating *db, const ConvGeom *g,
+                                        floating *scratch) noexcept nogil:
+    if floating is float:
+        cconv_direct_backward_params_f32(dy, x, dw, db, g, scratch)
+    else:
+        cconv_direct_backward_params_f64(dy, x, dw, db, g, scratch)
+
+
+cdef inline void direct_backward_input(const floating *dy, const floating *w, floating *dx,
+                                       const ConvGeom *g, floating *scratch) noexcept nogil:
+    if floating is float:
+        cconv_direct_backward_input_f32(dy, w, dx, g, scratch)
+    else:
+        cconv_direct_backward_input_f64(dy, w, dx, g, scratch)
+
+
 cdef inline bint use_direct(const ConvGeom *g) noexcept nogil:
     """Few input channels and filters per group (LeNet's first layer, depthwise): im2col rows
     would be a handful of scattered elements feeding a GEMM a few columns wide, so the direct
@@ -87,20 +112,11 @@ cdef int direct_per_image(bint forward, const floating *src, const floating *ker
                 failed_p[0] = 1
                 continue
             if forward:
-                if floating is float:
-                    cconv_direct_forward_f32(src + n * in_size, kernel, bias,
-                                             dst + n * out_size, g, buf)
-                else:
-                    cconv_direct_forward_f64(src + n * in_size, kernel, bias,
-                                             dst + n * out_size, g, buf)
-            elif floating is float:
-                cconv_direct_backward_input_f32(src + n * out_size, kernel,
-                                                dst + n * in_size, g, buf)
+                direct_forward(src + n * in_size, kernel, bias, dst + n * out_size, g, buf)
             else:
-                cconv_direct_backward_input_f64(src + n * out_size, kernel,
-                                                dst + n * in_size, g, buf)
+                direct_backward_input(src + n * out_size, kernel, dst + n * in_size, g, buf)
         free(buf)
-    return -1 if failed else 0
+    return -WORKSPACE_DIRECT if failed else 0
 
 
 cdef extern from "winograd.h" nogil:
@@ -126,6 +142,49 @@ cdef extern from "winograd.h" nogil:
     void cconv_wino_output_f64(const double *M, int64_t ms, int64_t CO, const double *bias,
                                double *out, int64_t OH, int64_t OW, int64_t TH, int64_t TW,
                                int64_t t0, int64_t nt, double *trash)
+
+
+cdef inline void wino_kernel(const floating *w, int64_t C, int64_t CO, int flip,
+                             floating *U) noexcept nogil:
+    if floating is float:
+        cconv_wino_kernel_f32(w, C, CO, flip, U)
+    else:
+        cconv_wino_kernel_f64(w, C, CO, flip, U)
+
+
+cdef inline void wino_kernel_grad(const floating *dU, int64_t C, int64_t CO,
+                                  floating *dk) noexcept nogil:
+    if floating is float:
+        cconv_wino_kernel_grad_f32(dU, C, CO, dk)
+    else:
+        cconv_wino_kernel_grad_f64(dU, C, CO, dk)
+
+
+cdef inline void wino_input(const floating *inp, int64_t IH, int64_t IW, int64_t C, int64_t TH,
+                            int64_t TW, int64_t pt, int64_t pl, int64_t t0, int64_t nt,
+                            floating *V, int64_t vs, const floating *zeros) noexcept nogil:
+    if floating is float:
+        cconv_wino_input_f32(inp, IH, IW, C, TH, TW, pt, pl, t0, nt, V, vs, zeros)
+    else:
+        cconv_wino_input_f64(inp, IH, IW, C, TH, TW, pt, pl, t0, nt, V, vs, zeros)
+
+
+cdef inline void wino_dy(const floating *dy, int64_t OH, int64_t OW, int64_t CO, int64_t TH,
+                         int64_t TW, int64_t t0, int64_t nt, floating *dM, int64_t ms,
+                         const floating *zeros, floating *acc) noexcept nogil:
+    if floating is float:
+        cconv_wino_dy_f32(dy, OH, OW, CO, TH, TW, t0, nt, dM, ms, zeros, acc)
+    else:
+        cconv_wino_dy_f64(dy, OH, OW, CO, TH, TW, t0, nt, dM, ms, zeros, acc)
+
+
+cdef inline void wino_output(const floating *M, int64_t ms, int64_t CO, const floating *bias,
+                             floating *out, int64_t OH, int64_t OW, int64_t TH, int64_t TW,
+                             int64_t t0, int64_t nt, floating *trash) noexcept nogil:
+    if floating is float:
+        cconv_wino_output_f32(M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)
+    else:
+        cconv_wino_output_f64(M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)
 
 
 # Winograd F(2x2, 3x3) (winograd.h). Elements (per thread) of the transformed input and GEMM
@@ -201,21 +260,14 @@ cdef int winograd_conv(const floating *inp, int64_t N, int64_t IH, int64_t IW, i
             zeros = M + 16 * TC * Cout
             t0 = ch * TC
             nt = T - t0 if T - t0 < TC else TC
-            if floating is float:
-                cconv_wino_input_f32(inp, IH, IW, Cin, TH, TW, pt, pl, t0, nt, V, nt * Cin, zeros)
-            else:
-                cconv_wino_input_f64(inp, IH, IW, Cin, TH, TW, pt, pl, t0, nt, V, nt * Cin, zeros)
+            wino_input(inp, IH, IW, Cin, TH, TW, pt, pl, t0, nt, V, nt * Cin, zeros)
             for e in range(16):
-                gemm(0, 0, nt, Cout, Cin, V + e * nt * Cin, Cin, U + e * Cin * Cout, Cout, 0,
-                     M + e * nt * Cout, Cout)
-            if floating is float:
-                cconv_wino_output_f32(M, nt * Cout, Cout, bias if bias != NULL else zeros + Cin,
-                                      out, OH, OW, TH, TW, t0, nt, zeros + Cin + Cout)
-            else:
-                cconv_wino_output_f64(M, nt * Cout, Cout, bias if bias != NULL else zeros + Cin,
-                                      out, OH, OW, TH, TW, t0, nt, zeros + Cin + Cout)
+                gemm(NO_TRANS, NO_TRANS, nt, Cout, Cin, V + e * nt * Cin, Cin,
+                     U + e * Cin * Cout, Cout, 0, M + e * nt * Cout, Cout)
+            wino_output(M, nt * Cout, Cout, bias if bias != NULL else zeros + Cin,
+                        out, OH, OW, TH, TW, t0, nt, zeros + Cin + Cout)
         free(buf)
-    return -1 if failed else 0
+    return -WORKSPACE_WINO_CHUNK if failed else 0
 
 
 cdef int forward_winograd(const floating *x, const floating *kernel, const floating *bias,
@@ -223,11 +275,8 @@ cdef int forward_winograd(const floating *x, const floating *kernel, const float
     cdef floating *U = <floating *>malloc(16 * g.C * g.CO * sizeof(floating))
     cdef int status
     if U == NULL:
-        return -1
-    if floating is float:
-        cconv_wino_kernel_f32(kernel, g.C, g.CO, 0, U)
-    else:
-        cconv_wino_kernel_f64(kernel, g.C, g.CO, 0, U)
+        return -WORKSPACE_WINO_KERNEL
+    wino_kernel(kernel, g.C, g.CO, 0, U)
     status = winograd_conv(x, g.N, g.H, g.W, g.C, U, g.CO, bias, y, g.OH, g.OW, g.pt, g.pl,
                            num_threads)
     free(U)
@@ -285,7 +334,7 @@ cdef int params_winograd(const floating *dy, const floating *x, floating *dkerne
     cdef int *failed_p = &failed
     partial = <floating *>calloc(nblocks * per_block + 1, sizeof(floating))
     if partial == NULL:
-        return -1
+        return -WORKSPACE_PARTIAL
     with parallel(num_threads=num_threads if num_threads < nblocks else <int>nblocks):
         buf = <floating *>malloc(S * sizeof(floating))
         if buf != NULL:
@@ -301,18 +350,10 @@ cdef int params_winograd(const floating *dy, const floating *x, floating *dkerne
             for ch in range(b * nchunks // nblocks, (b + 1) * nchunks // nblocks):
                 t0 = ch * TC
                 nt = T - t0 if T - t0 < TC else TC
-                if floating is float:
-                    cconv_wino_input_f32(x, g.H, g.W, C, TH, TW, g.pt, g.pl, t0, nt, V, nt * C,
-                                         zeros)
-                    cconv_wino_dy_f32(dy, g.OH, g.OW, CO, TH, TW, t0, nt, dM, nt * CO, zeros,
-                                      pw + UE)
-                else:
-                    cconv_wino_input_f64(x, g.H, g.W, C, TH, TW, g.pt, g.pl, t0, nt, V, nt * C,
-                                         zeros)
-                    cconv_wino_dy_f64(dy, g.OH, g.OW, CO, TH, TW, t0, nt, dM, nt * CO, zeros,
-                                      pw + UE)
+                wino_input(x, g.H, g.W, C, TH, TW, g.pt, g.pl, t0, nt, V, nt * C, zeros)
+                wino_dy(dy, g.OH, g.OW, CO, TH, TW, t0, nt, dM, nt * CO, zeros, pw + UE)
                 for e in range(16):
-                    gemm(1, 0, C, CO, nt, V + e * nt * C, C, dM + e * nt * CO, CO, 1,
+                    gemm(TRANS, NO_TRANS, C, CO, nt, V + e * nt * C, C, dM + e * nt * CO, CO, 1,
                          pw + e * C * CO, CO)
         free(buf)
     if not failed:
@@ -322,14 +363,11 @@ cdef int params_winograd(const floating *dy, const floating *x, floating *dkerne
             for b in range(1, nblocks):
                 s = s + partial[b * per_block + i]
             partial[i] = s
-        if floating is float:
-            cconv_wino_kernel_grad_f32(partial, C, CO, dkernel)
-        else:
-            cconv_wino_kernel_grad_f64(partial, C, CO, dkernel)
+        wino_kernel_grad(partial, C, CO, dkernel)
         if dbias != NULL:
             memcpy(dbias, partial + UE, CO * sizeof(floating))
     free(partial)
-    return -1 if failed else 0
+    return -WORKSPACE_WINO_CHUNK if failed else 0
 
 
 cdef int input_winograd(const floating *dy, const floating *kernel, floating *dx,
@@ -340,24 +378,12 @@ cdef int input_winograd(const floating *dy, const floating *kernel, floating *dx
     cdef floating *U = <floating *>malloc(16 * g.C * g.CO * sizeof(floating))
     cdef int status
     if U == NULL:
-        return -1
-    if floating is float:
-        cconv_wino_kernel_f32(kernel, g.C, g.CO, 1, U)
-    else:
-        cconv_wino_kernel_f64(kernel, g.C, g.CO, 1, U)
+        return -WORKSPACE_WINO_KERNEL
+    wino_kernel(kernel, g.C, g.CO, 1, U)
     status = winograd_conv(dy, g.N, g.OH, g.OW, g.CO, U, g.C, NULL, dx, g.H, g.W,
                            2 - g.pt, 2 - g.pl, num_threads)
     free(U)
     return status
-
-
-cdef inline void gemm(int transa, int transb, int64_t M, int64_t N, int64_t K,
-                      const floating *A, int64_t lda, const floating *B, int64_t ldb,
-                      floating beta, floating *C, int64_t ldc) noexcept nogil:
-    if floating is float:
-        cconv_sgemm(transa, transb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc)
-    else:
-        cconv_dgemm(transa, transb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc)
 
 
 cdef inline int64_t tile_rows(const ConvGeom *g, int64_t total) noexcept nogil:
@@ -511,13 +537,14 @@ cdef int conv2d_forward_c(const floating *x, const floating *kernel, const float
                     im2col(x, col, &g, r0, r0 + rows, gi)
                     A = col
                     lda = K
-                gemm(0, 0, rows, COg, K, A, lda, kernel + gi * COg, g.CO, 0, yt + gi * COg, g.CO)
+                gemm(NO_TRANS, NO_TRANS, rows, COg, K, A, lda, kernel + gi * COg, g.CO, 0,
+                     yt + gi * COg, g.CO)
             if bias != NULL:
                 for r in range(rows):
                     for c in range(g.CO):
                         yt[r * g.CO + c] += bias[c]
         free(col)
-    return -1 if failed else 0
+    return -WORKSPACE_IM2COL if failed else 0
 
 
 cdef int backward_params(const floating *dy, const floating *x, floating *dkernel,
@@ -554,7 +581,7 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
         nblocks = 1
     partial = <floating *>calloc(nblocks * per_block + 1, sizeof(floating))
     if partial == NULL:
-        return -1
+        return -WORKSPACE_PARTIAL
     with parallel(num_threads=num_threads if num_threads < nblocks else <int>nblocks):
         col = NULL
         if direct or (not pointwise and dkernel != NULL):
@@ -566,14 +593,8 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
             pw = partial + b * per_block
             if direct:
                 for t in range(b * nunits // nblocks, (b + 1) * nunits // nblocks):
-                    if floating is float:
-                        cconv_direct_backward_params_f32(dy + t * Q, x + t * HWC,
-                                                         pw if dkernel != NULL else NULL,
-                                                         pw + KC, g, col)
-                    else:
-                        cconv_direct_backward_params_f64(dy + t * Q, x + t * HWC,
-                                                         pw if dkernel != NULL else NULL,
-                                                         pw + KC, g, col)
+                    direct_backward_params(dy + t * Q, x + t * HWC,
+                                           pw if dkernel != NULL else NULL, pw + KC, g, col)
                 continue
             for t in range(b * nunits // nblocks, (b + 1) * nunits // nblocks):
                 r0 = t * TP
@@ -588,7 +609,7 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
                             im2col(x, col, g, r0, r0 + rows, gi)
                             A = col
                             lda = K
-                        gemm(1, 0, K, COg, rows, A, lda, dyt + gi * COg, g.CO, 1,
+                        gemm(TRANS, NO_TRANS, K, COg, rows, A, lda, dyt + gi * COg, g.CO, 1,
                              pw + gi * COg, g.CO)
                 for r in range(rows):
                     for c in range(g.CO):
@@ -605,7 +626,9 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
             elif dbias != NULL:
                 dbias[e - KC] = s
     free(partial)
-    return -1 if failed else 0
+    if failed:
+        return -(WORKSPACE_DIRECT if direct else WORKSPACE_IM2COL)
+    return 0
 
 
 cdef int backward_input(const floating *dy, const floating *kernel, floating *dx,
@@ -636,7 +659,7 @@ cdef int backward_input(const floating *dy, const floating *kernel, floating *dx
             p0 = t * TP
             rows = P - p0 if P - p0 < TP else TP
             for gi in range(g.groups):
-                gemm(0, 1, rows, CG, COg, dy + (n * P + p0) * g.CO + gi * COg, g.CO,
+                gemm(NO_TRANS, TRANS, rows, CG, COg, dy + (n * P + p0) * g.CO + gi * COg, g.CO,
                      kernel + gi * COg, g.CO, 0, dx + (n * P + p0) * g.C + gi * CG, g.C)
         return 0
     with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
@@ -651,11 +674,11 @@ cdef int backward_input(const floating *dy, const floating *kernel, floating *dx
                 rows = P - p0 if P - p0 < TP else TP
                 dyt = dy + (n * P + p0) * g.CO
                 for gi in range(g.groups):
-                    gemm(0, 1, rows, K, COg, dyt + gi * COg, g.CO, kernel + gi * COg, g.CO,
-                         0, dcol, K)
+                    gemm(NO_TRANS, TRANS, rows, K, COg, dyt + gi * COg, g.CO, kernel + gi * COg,
+                         g.CO, 0, dcol, K)
                     col2im_add(dcol, dx + n * HWC, g, p0, p0 + rows, gi)
         free(dcol)
-    return -1 if failed else 0
+    return -WORKSPACE_IM2COL if failed else 0
 
 
 cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating *kernel,
@@ -699,6 +722,21 @@ cdef ConvGeom make_geom(tuple xshape, tuple kshape, tuple yshape, tuple strides,
     return g
 
 
+WORKSPACE_NAMES = {
+    WORKSPACE_DIRECT: "the direct kernels' padded planes",
+    WORKSPACE_IM2COL: "the im2col tile",
+    WORKSPACE_PARTIAL: "the partial sums of the kernel gradient",
+    WORKSPACE_WINO_KERNEL: "the Winograd-transformed kernel",
+    WORKSPACE_WINO_CHUNK: "the Winograd chunk of transformed tiles",
+}
+
+
+def raise_workspace_error(op, int status):
+    """MemoryError naming the workspace behind a kernel's status -WORKSPACE_*."""
+    name = WORKSPACE_NAMES.get(-status, f"a workspace (status {status})")
+    raise MemoryError(f"{op}: could not allocate {name} (out of memory)")
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] kernel,
                    const floating[::1] bias, floating[:, :, :, ::1] y,
                    tuple strides, tuple dilation, tuple pads_before, int groups, int num_threads):
@@ -716,7 +754,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     with nogil:
         status = conv2d_forward_c(xp, kp, bptr, yp, g, num_threads)
     if status:
-        raise MemoryError("conv2d: could not allocate the im2col workspace")
+        raise_workspace_error("conv2d", status)
 
 
 def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
@@ -742,4 +780,4 @@ def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
     with nogil:
         status = conv2d_backward_c(dyp, xp, kp, dxp, dkp, dbp, g, num_threads)
     if status:
-        raise MemoryError("conv2d_backward: could not allocate a workspace")
+        raise_workspace_error("conv2d_backward", status)

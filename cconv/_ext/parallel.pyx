@@ -5,10 +5,46 @@ the kernels as ``num_threads``; it never changes OpenMP's global state, so other
 in the process (NumPy's BLAS, TensorFlow) is left alone.
 """
 import os
+import warnings
 
 cdef extern from "omp_helpers.h":
     int CCONV_OPENMP
     int omp_get_max_threads() nogil
+
+cdef extern from "isa.h":
+    int cconv_isa_level()
+    const char *cconv_isa_name(int level)
+    int cconv_isa_env_status()
+
+#: The values ``CCONV_ISA`` accepts, lowest first.
+ISA_NAMES = tuple(cconv_isa_name(i).decode() for i in range(3))
+
+
+def isa():
+    """The instruction set the kernels use: ``"avx512"``, ``"avx2"`` or ``"generic"``.
+
+    Decided once, when cconv is imported: the best this CPU supports (x86-64 builds with
+    GCC/Clang; every other build is ``"generic"``), capped by the environment variable
+    ``CCONV_ISA`` (one of ``ISA_NAMES``) when it is set. Results may differ in the last bits
+    between instruction sets (fused multiply-adds); quote this value in bug reports.
+    """
+    return cconv_isa_name(cconv_isa_level()).decode()
+
+
+def _check_isa_env():
+    """Warn when ``CCONV_ISA`` is invalid (then ignored) or asks for more than the CPU has."""
+    requested = os.environ.get("CCONV_ISA", "")
+    if cconv_isa_env_status() < 0:
+        warnings.warn(
+            f"CCONV_ISA={requested!r} is not one of {', '.join(ISA_NAMES)}; ignoring it "
+            f"(cconv uses {isa()!r})", RuntimeWarning)
+    elif requested and requested != isa():
+        warnings.warn(
+            f"CCONV_ISA={requested!r}: this CPU or build does not support it; cconv uses "
+            f"{isa()!r}", RuntimeWarning)
+
+
+_check_isa_env()
 
 
 def _default_num_threads():
