@@ -89,6 +89,26 @@ cdef Algorithm choose(const ConvGeom *g, Step step, size_t itemsize,
     return ALGO_POINTWISE if is_pointwise(g) else ALGO_IM2COL
 
 
+cdef bint finite(const floating *p, int64_t n, int *known, int num_threads) noexcept nogil:
+    """``all_finite``, remembered in ``known`` (-1: not checked yet; then 0 or 1)."""
+    if known[0] < 0:
+        known[0] = all_finite(p, n, num_threads)
+    return known[0] == 1
+
+
+cdef Algorithm choose_exact(const ConvGeom *g, Step step, const floating *a, int64_t na,
+                            int *a_known, const floating *b, int64_t nb, int *b_known,
+                            int num_threads) noexcept nogil:
+    """``choose``, after checking the two operands a, b of the step for Inf and NaN when it
+    would be Winograd (the only algorithm that transforms its operands); ``a_known`` and
+    ``b_known`` remember the checks (see ``finite``)."""
+    cdef Algorithm algo = choose(g, step, sizeof(floating), True)
+    if algo == ALGO_WINOGRAD and not (finite(a, na, a_known, num_threads)
+                                      and finite(b, nb, b_known, num_threads)):
+        algo = choose(g, step, sizeof(floating), False)
+    return algo
+
+
 #: The algorithms, as ``choose_algorithm`` names them.
 DIRECT = "direct"
 WINOGRAD = "winograd"
@@ -122,9 +142,12 @@ def choose_algorithm(tuple x_shape, tuple kernel_shape, tuple y_shape, tuple str
 cdef int conv2d_forward_c(const floating *x, const floating *kernel, const floating *bias,
                           floating *y, ConvGeom g, int num_threads) noexcept nogil:
     cdef Algorithm algo
+    cdef int64_t nk = g.KH * g.KW * (g.C // g.groups) * g.CO
+    cdef int x_known = -1, k_known = -1
     if g.N * g.OH * g.OW == 0 or g.CO == 0:
         return 0
-    algo = choose(&g, STEP_FORWARD, sizeof(floating), True)
+    algo = choose_exact(&g, STEP_FORWARD, x, g.N * g.H * g.W * g.C, &x_known, kernel, nk,
+                        &k_known, num_threads)
     if algo == ALGO_DIRECT:
         return direct_per_image(True, x, kernel, bias, y, &g, num_threads)
     if algo == ALGO_WINOGRAD:
@@ -216,16 +239,21 @@ cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating
                            ConvGeom g, int num_threads) noexcept nogil:
     cdef int status = 0
     cdef Algorithm algo
-    if g.N * g.OH * g.OW == 0 or g.CO == 0:  # no output: every gradient is zero
+    cdef int64_t nx = g.N * g.H * g.W * g.C
+    cdef int64_t nk = g.KH * g.KW * (g.C // g.groups) * g.CO
+    cdef int64_t ny = g.N * g.OH * g.OW * g.CO
+    cdef int x_known = -1, k_known = -1, dy_known = -1
+    if ny == 0:  # no output: every gradient is zero
         if dkernel != NULL:
-            memset(dkernel, 0, g.KH * g.KW * (g.C // g.groups) * g.CO * sizeof(floating))
+            memset(dkernel, 0, nk * sizeof(floating))
         if dbias != NULL:
             memset(dbias, 0, g.CO * sizeof(floating))
         if dx != NULL:
-            memset(dx, 0, g.N * g.H * g.W * g.C * sizeof(floating))
+            memset(dx, 0, nx * sizeof(floating))
         return 0
     if dkernel != NULL or dbias != NULL:
-        algo = choose(&g, STEP_KERNEL_GRADIENT, sizeof(floating), True)
+        algo = choose_exact(&g, STEP_KERNEL_GRADIENT, x, nx, &x_known, dy, ny, &dy_known,
+                            num_threads)
         if algo == ALGO_WINOGRAD and dkernel != NULL:
             status = params_winograd(dy, x, dkernel, dbias, &g, wino_grad_blocks(&g),
                                      num_threads)
@@ -234,7 +262,8 @@ cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating
                                      ALGO_IM2COL if algo == ALGO_WINOGRAD else algo,
                                      num_threads)
     if status == 0 and dx != NULL:
-        algo = choose(&g, STEP_INPUT_GRADIENT, sizeof(floating), True)
+        algo = choose_exact(&g, STEP_INPUT_GRADIENT, dy, ny, &dy_known, kernel, nk, &k_known,
+                            num_threads)
         status = backward_input(dy, kernel, dx, &g, algo, num_threads)
     return status
 

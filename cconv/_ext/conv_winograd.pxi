@@ -25,6 +25,8 @@ cdef extern from "winograd.h" nogil:
     void cconv_wino_output_f64(const double *M, int64_t ms, int64_t CO, const double *bias,
                                double *out, int64_t OH, int64_t OW, int64_t TH, int64_t TW,
                                int64_t t0, int64_t nt, double *trash)
+    int cconv_wino_finite_f32(const float *p, int64_t n)
+    int cconv_wino_finite_f64(const double *p, int64_t n)
 
 
 cdef inline void wino_kernel(const floating *w, int64_t C, int64_t CO, int flip,
@@ -68,6 +70,37 @@ cdef inline void wino_output(const floating *M, int64_t ms, int64_t CO, const fl
         cconv_wino_output_f32(M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)
     else:
         cconv_wino_output_f64(M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)
+
+
+cdef inline bint wino_finite(const floating *p, int64_t n) noexcept nogil:
+    if floating is float:
+        return cconv_wino_finite_f32(p, n)
+    else:
+        return cconv_wino_finite_f64(p, n)
+
+
+cdef enum:
+    FINITE_BLOCK = 65536    # elements per task of the Inf/NaN check
+
+
+cdef bint all_finite(const floating *p, int64_t n, int num_threads) noexcept nogil:
+    """No Inf or NaN in p[0 .. n): Winograd runs only then (its transforms subtract, and
+    Inf - Inf is NaN where the direct sum gives +-Inf). Blocks in parallel; the blocks left
+    are skipped once one holds a non-finite value."""
+    cdef int64_t nblocks = (n + FINITE_BLOCK - 1) // FINITE_BLOCK
+    cdef int64_t b, lo
+    cdef int bad = 0
+    cdef int *bad_p = &bad
+    if num_threads > nblocks:
+        num_threads = <int>nblocks
+    if num_threads <= 1:
+        return wino_finite(p, n)
+    for b in prange(nblocks, schedule="static", num_threads=num_threads):
+        if bad_p[0] == 0:
+            lo = b * FINITE_BLOCK
+            if not wino_finite(p + lo, n - lo if n - lo < FINITE_BLOCK else FINITE_BLOCK):
+                bad_p[0] = 1
+    return bad == 0
 
 
 # Winograd F(2x2, 3x3) (winograd.h). Elements (per thread) of the transformed input and GEMM
