@@ -28,7 +28,7 @@ from numpy.typing import ArrayLike
 from ._ext import blas as _blas
 from ._ext import conv as _conv
 from ._ext import pool as _poolext
-from ._ext.parallel import get_num_threads
+from ._ext.parallel import get_num_threads, threads_for
 
 __all__ = [
     "conv2d",
@@ -60,7 +60,7 @@ _GRAIN = 1 << 18
 
 def _threads(work):
     """Threads for a call doing ``work`` elementary operations (results never depend on it)."""
-    return max(1, min(get_num_threads(), int(work) // _GRAIN))
+    return threads_for(max(1, min(get_num_threads(), int(work) // _GRAIN)))
 
 
 _PADDING_HELP = (
