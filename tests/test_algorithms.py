@@ -1,5 +1,9 @@
 """Which convolution algorithm runs (choose_algorithm), and that the choice never changes
 what a result means: Inf and NaN give what the float64 direct sum gives on every path."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -113,3 +117,36 @@ def test_one_inf_in_a_winograd_sized_input_stays_inf(dtype):
         expected = reference.conv2d(x, kernel, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
     assert np.isinf(expected).sum() == 144
     assert_same_values(y, expected, dtype, "y")
+
+
+MEMORY_CHILD = r"""
+import resource, sys
+import numpy as np
+import cconv
+from cconv import ops
+cconv.set_num_threads(1)
+x = np.ones(eval(sys.argv[1]))
+kernel = np.ones(eval(sys.argv[2]))
+ops.conv2d(x[..., :16], kernel[:, :, :16, :1])   # load and warm up everything else first
+with open("/proc/self/status") as f:
+    vm = int(next(line for line in f if line.startswith("VmSize")).split()[1]) * 1024
+# room for the output, not for the 20-34 MB workspace
+resource.setrlimit(resource.RLIMIT_AS, (vm + 16 * 2**20, resource.RLIM_INFINITY))
+try:
+    ops.conv2d(x, kernel)
+except MemoryError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and RLIMIT_AS")
+@pytest.mark.parametrize("x_shape, k_shape, workspace", [
+    ((1, 4, 4, 512), (3, 3, 512, 512), "the Winograd-transformed kernel"),
+    ((1, 3, 3, 290000), (3, 3, 290000, 1), "the im2col tile"),
+])
+def test_memory_error_names_the_workspace_that_failed(x_shape, k_shape, workspace):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(x_shape), str(k_shape)],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"conv2d: could not allocate {workspace} (out of memory)"
