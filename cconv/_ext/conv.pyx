@@ -89,7 +89,8 @@ cdef Algorithm choose(const ConvGeom *g, Step step, size_t itemsize,
     return ALGO_POINTWISE if is_pointwise(g) else ALGO_IM2COL
 
 
-cdef bint finite(const floating *p, int64_t n, int *known, int num_threads) noexcept nogil:
+cdef bint operand_finite(const floating *p, int64_t n, int *known,
+                         int num_threads) noexcept nogil:
     """``all_finite``, remembered in ``known`` (-1: not checked yet; then 0 or 1)."""
     if known[0] < 0:
         known[0] = all_finite(p, n, num_threads)
@@ -101,10 +102,10 @@ cdef Algorithm choose_exact(const ConvGeom *g, Step step, const floating *a, int
                             int num_threads) noexcept nogil:
     """``choose``, after checking the two operands a, b of the step for Inf and NaN when it
     would be Winograd (the only algorithm that transforms its operands); ``a_known`` and
-    ``b_known`` remember the checks (see ``finite``)."""
+    ``b_known`` remember the checks (see ``operand_finite``)."""
     cdef Algorithm algo = choose(g, step, sizeof(floating), True)
-    if algo == ALGO_WINOGRAD and not (finite(a, na, a_known, num_threads)
-                                      and finite(b, nb, b_known, num_threads)):
+    if algo == ALGO_WINOGRAD and not (operand_finite(a, na, a_known, num_threads)
+                                      and operand_finite(b, nb, b_known, num_threads)):
         algo = choose(g, step, sizeof(floating), False)
     return algo
 

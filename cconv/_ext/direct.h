@@ -195,13 +195,22 @@ CCONV_ISA_DEFINE_ALL(CCONV_DIRECT_DEFINE, f64, double)
 #define CCONV__DIRECT_API(SUF, T)                                                              \
 static void cconv_direct_forward_##SUF(const T *x, const T *w, const T *bias, T *y,            \
                                        const void *g, T *scratch)                              \
-{ CCONV_ISA_DISPATCH(cconv_direct_forward, SUF, (x, w, bias, y, (const cconv_geom *)g, scratch)); } \
+{                                                                                              \
+    const cconv_geom *geom = (const cconv_geom *)g;                                            \
+    CCONV_ISA_DISPATCH(cconv_direct_forward, SUF, (x, w, bias, y, geom, scratch));             \
+}                                                                                              \
 static void cconv_direct_backward_params_##SUF(const T *dy, const T *x, T *dw, T *db,          \
                                                const void *g, T *scratch)                      \
-{ CCONV_ISA_DISPATCH(cconv_direct_backward_params, SUF, (dy, x, dw, db, (const cconv_geom *)g, scratch)); } \
+{                                                                                              \
+    const cconv_geom *geom = (const cconv_geom *)g;                                            \
+    CCONV_ISA_DISPATCH(cconv_direct_backward_params, SUF, (dy, x, dw, db, geom, scratch));     \
+}                                                                                              \
 static void cconv_direct_backward_input_##SUF(const T *dy, const T *w, T *dx,                  \
                                               const void *g, T *scratch)                       \
-{ CCONV_ISA_DISPATCH(cconv_direct_backward_input, SUF, (dy, w, dx, (const cconv_geom *)g, scratch)); }
+{                                                                                              \
+    const cconv_geom *geom = (const cconv_geom *)g;                                            \
+    CCONV_ISA_DISPATCH(cconv_direct_backward_input, SUF, (dy, w, dx, geom, scratch));          \
+}
 
 CCONV__DIRECT_API(f32, float)
 CCONV__DIRECT_API(f64, double)
