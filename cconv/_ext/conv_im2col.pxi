@@ -115,6 +115,7 @@ cdef int forward_tiles(const floating *x, const floating *kernel, const floating
     cdef int64_t COg = g.CO // g.groups
     cdef int64_t K = g.KH * g.KW * CG
     cdef int64_t R = g.N * g.OH * g.OW          # rows of the batch's im2col matrix
+    cdef int64_t CO = g.CO                      # a local: stores to y cannot change it
     cdef int64_t TP, ntiles, t, r0, rows, gi, r, c, lda
     cdef floating *col = NULL
     cdef floating *yt
@@ -135,7 +136,7 @@ cdef int forward_tiles(const floating *x, const floating *kernel, const floating
                 continue
             r0 = t * TP
             rows = R - r0 if R - r0 < TP else TP
-            yt = y + r0 * g.CO
+            yt = y + r0 * CO
             for gi in range(g.groups):
                 if pointwise:
                     A = x + r0 * g.C + gi * CG
@@ -144,12 +145,12 @@ cdef int forward_tiles(const floating *x, const floating *kernel, const floating
                     im2col(x, col, g, r0, r0 + rows, gi)
                     A = col
                     lda = K
-                gemm(NO_TRANS, NO_TRANS, rows, COg, K, A, lda, kernel + gi * COg, g.CO, 0,
-                     yt + gi * COg, g.CO)
+                gemm(NO_TRANS, NO_TRANS, rows, COg, K, A, lda, kernel + gi * COg, CO, 0,
+                     yt + gi * COg, CO)
             if bias != NULL:
                 for r in range(rows):
-                    for c in range(g.CO):
-                        yt[r * g.CO + c] += bias[c]
+                    for c in range(CO):
+                        yt[r * CO + c] += bias[c]
         free(col)
     return -WORKSPACE_IM2COL if failed else 0
 
@@ -163,13 +164,14 @@ cdef void tiles_params(const floating *dy, const floating *x, floating *dw, floa
     cdef int64_t COg = g.CO // g.groups
     cdef int64_t K = g.KH * g.KW * CG
     cdef int64_t R = g.N * g.OH * g.OW
+    cdef int64_t CO = g.CO                      # a local: stores to db cannot change it
     cdef int64_t t, r0, rows, gi, r, c, lda
     cdef const floating *dyt
     cdef const floating *A
     for t in range(t0, t1):
         r0 = t * TP
         rows = R - r0 if R - r0 < TP else TP
-        dyt = dy + r0 * g.CO
+        dyt = dy + r0 * CO
         if dw != NULL:
             for gi in range(g.groups):
                 if pointwise:
@@ -179,11 +181,11 @@ cdef void tiles_params(const floating *dy, const floating *x, floating *dw, floa
                     im2col(x, col, g, r0, r0 + rows, gi)
                     A = col
                     lda = K
-                gemm(TRANS, NO_TRANS, K, COg, rows, A, lda, dyt + gi * COg, g.CO, 1,
-                     dw + gi * COg, g.CO)
+                gemm(TRANS, NO_TRANS, K, COg, rows, A, lda, dyt + gi * COg, CO, 1,
+                     dw + gi * COg, CO)
         for r in range(rows):
-            for c in range(g.CO):
-                db[c] += dyt[r * g.CO + c]
+            for c in range(CO):
+                db[c] += dyt[r * CO + c]
 
 
 cdef int input_im2col(const floating *dy, const floating *kernel, floating *dx,
