@@ -89,23 +89,13 @@ cdef Algorithm choose(const ConvGeom *g, Step step, size_t itemsize,
     return ALGO_POINTWISE if is_pointwise(g) else ALGO_IM2COL
 
 
-cdef bint operand_finite(const floating *p, int64_t n, int *known,
-                         int num_threads) noexcept nogil:
-    """``all_finite``, remembered in ``known`` (-1: not checked yet; then 0 or 1)."""
-    if known[0] < 0:
-        known[0] = all_finite(p, n, num_threads)
-    return known[0] == 1
-
-
 cdef Algorithm choose_exact(const ConvGeom *g, Step step, const floating *a, int64_t na,
-                            int *a_known, const floating *b, int64_t nb, int *b_known,
-                            int num_threads) noexcept nogil:
+                            const floating *b, int64_t nb, int num_threads) noexcept nogil:
     """``choose``, after checking the two operands a, b of the step for Inf and NaN when it
-    would be Winograd (the only algorithm that transforms its operands); ``a_known`` and
-    ``b_known`` remember the checks (see ``operand_finite``)."""
+    would be Winograd (the only algorithm that transforms its operands)."""
     cdef Algorithm algo = choose(g, step, sizeof(floating), True)
-    if algo == ALGO_WINOGRAD and not (operand_finite(a, na, a_known, num_threads)
-                                      and operand_finite(b, nb, b_known, num_threads)):
+    if algo == ALGO_WINOGRAD and not (all_finite(a, na, num_threads)
+                                      and all_finite(b, nb, num_threads)):
         algo = choose(g, step, sizeof(floating), False)
     return algo
 
@@ -144,11 +134,9 @@ cdef int conv2d_forward_c(const floating *x, const floating *kernel, const float
                           floating *y, ConvGeom g, int num_threads) noexcept nogil:
     cdef Algorithm algo
     cdef int64_t nk = g.KH * g.KW * (g.C // g.groups) * g.CO
-    cdef int x_known = -1, k_known = -1
     if g.N * g.OH * g.OW == 0 or g.CO == 0:
         return 0
-    algo = choose_exact(&g, STEP_FORWARD, x, g.N * g.H * g.W * g.C, &x_known, kernel, nk,
-                        &k_known, num_threads)
+    algo = choose_exact(&g, STEP_FORWARD, x, g.N * g.H * g.W * g.C, kernel, nk, num_threads)
     if algo == ALGO_DIRECT:
         return direct_per_image(True, x, kernel, bias, y, &g, num_threads)
     if algo == ALGO_WINOGRAD:
@@ -235,6 +223,23 @@ cdef int backward_input(const floating *dy, const floating *kernel, floating *dx
     return input_im2col(dy, kernel, dx, g, num_threads)
 
 
+cdef int kernel_gradient(const floating *dy, const floating *x, floating *dkernel,
+                         floating *dbias, const ConvGeom *g, int num_threads) noexcept nogil:
+    """dkernel and dbias (either may be NULL). Winograd's kernel gradient is checked after the
+    fact: its transforms only add, subtract and multiply, so an Inf or NaN in x or dy always
+    leaves a non-finite value in dkernel, which is much smaller than x and dy. Then the exact
+    algorithm runs again."""
+    cdef Algorithm algo = choose(g, STEP_KERNEL_GRADIENT, sizeof(floating), True)
+    cdef int status
+    if algo == ALGO_WINOGRAD and dkernel != NULL:
+        status = params_winograd(dy, x, dkernel, dbias, g, wino_grad_blocks(g), num_threads)
+        if status != 0 or all_finite(dkernel, 9 * g.C * g.CO, num_threads):
+            return status
+    if algo == ALGO_WINOGRAD:  # (also the bias gradient alone: no Winograd for it)
+        algo = choose(g, STEP_KERNEL_GRADIENT, sizeof(floating), False)
+    return backward_params(dy, x, dkernel, dbias, g, algo, num_threads)
+
+
 cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating *kernel,
                            floating *dx, floating *dkernel, floating *dbias,
                            ConvGeom g, int num_threads) noexcept nogil:
@@ -243,7 +248,6 @@ cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating
     cdef int64_t nx = g.N * g.H * g.W * g.C
     cdef int64_t nk = g.KH * g.KW * (g.C // g.groups) * g.CO
     cdef int64_t ny = g.N * g.OH * g.OW * g.CO
-    cdef int x_known = -1, k_known = -1, dy_known = -1
     if ny == 0:  # no output: every gradient is zero
         if dkernel != NULL:
             memset(dkernel, 0, nk * sizeof(floating))
@@ -253,18 +257,9 @@ cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating
             memset(dx, 0, nx * sizeof(floating))
         return 0
     if dkernel != NULL or dbias != NULL:
-        algo = choose_exact(&g, STEP_KERNEL_GRADIENT, x, nx, &x_known, dy, ny, &dy_known,
-                            num_threads)
-        if algo == ALGO_WINOGRAD and dkernel != NULL:
-            status = params_winograd(dy, x, dkernel, dbias, &g, wino_grad_blocks(&g),
-                                     num_threads)
-        else:  # (the bias gradient alone never needs Winograd's 3x3 geometry)
-            status = backward_params(dy, x, dkernel, dbias, &g,
-                                     ALGO_IM2COL if algo == ALGO_WINOGRAD else algo,
-                                     num_threads)
+        status = kernel_gradient(dy, x, dkernel, dbias, &g, num_threads)
     if status == 0 and dx != NULL:
-        algo = choose_exact(&g, STEP_INPUT_GRADIENT, dy, ny, &dy_known, kernel, nk, &k_known,
-                            num_threads)
+        algo = choose_exact(&g, STEP_INPUT_GRADIENT, dy, ny, kernel, nk, num_threads)
         status = backward_input(dy, kernel, dx, &g, algo, num_threads)
     return status
 
