@@ -72,6 +72,10 @@ MAX_THREADS = 4096
 
 _num_threads = min(_default_num_threads(), MAX_THREADS)
 
+#: True when the OpenMP runtime is GNU's (libgomp), which cannot start threads in a child
+#: forked after it ran threads.
+GNU_OPENMP = bool(CCONV_GNU_OPENMP)
+
 # Whether kernels ran on several threads in this process (then OpenMP has a pool of threads),
 # and whether this process is a child forked after that (then its kernels run serially).
 _threads_started = False
