@@ -13,11 +13,11 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "20000"
 
 from . import classic, ops  # noqa: E402
-from ._ext.parallel import get_num_threads, openmp_enabled, set_num_threads  # noqa: E402
+from ._ext.parallel import get_num_threads, isa, openmp_enabled, set_num_threads  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "classic", "get_num_threads", "set_num_threads", "openmp_enabled"]
+__all__ = ["ops", "classic", "get_num_threads", "set_num_threads", "openmp_enabled", "isa"]
 
 # --- Keras-style API: layers, models, training -----------------------------------------
 from . import (activations, callbacks, datasets, initializers, layers, losses,  # noqa: E402

@@ -11,8 +11,8 @@ Semantics follow Keras 3 / TensorFlow 2 (see ``conv_output_shape`` and ``compute
 the one rule every function here uses). This module validates and decides; the arithmetic runs
 in the compiled core (``cconv._ext``), without the GIL, on ``cconv.get_num_threads()`` threads.
 
-Dtypes: float32 and float64 are computed in their own precision and kept. When arguments mix
-them the result is float64. float16 is computed in float32 and returns float32 (never
+Dtypes: float32 and float64 are computed in their own precision and kept, in either byte
+order (results are native). When arguments mix them the result is float64. float16 is computed in float32 and returns float32 (never
 truncated back). Booleans and integers become float64. Anything else (complex, object,
 strings, ``None``) raises ``TypeError``. Inputs are never modified; results are fresh
 C-contiguous arrays.
@@ -28,7 +28,7 @@ from ._ext import blas as _blas
 from ._ext import conv as _conv
 from ._ext import pool as _poolext
 from ._ext import resample as _resample
-from ._ext.parallel import get_num_threads
+from ._ext.parallel import get_num_threads, threads_for
 from ._validation import INDEX_LIMIT, check_int, is_int, normalize_pair
 
 __all__ = [
@@ -65,7 +65,7 @@ _GRAIN = 1 << 18
 
 def _threads(work):
     """Threads for a call doing ``work`` elementary operations (results never depend on it)."""
-    return max(1, min(get_num_threads(), int(work) // _GRAIN))
+    return threads_for(max(1, min(get_num_threads(), int(work) // _GRAIN)))
 
 
 _PADDING_HELP = (
@@ -197,12 +197,16 @@ def _empty(shape, dtype, op, what="output"):
 
 
 def _float_dtype(arrays, op):
-    """The dtype an op computes in: float32 when every float input is float32 or float16."""
+    """The dtype an op computes in: float32 when every float input is float32 or float16.
+
+    Precision follows the item size, whatever the byte order: ``'>f8'`` is computed in
+    float64 and ``'>f4'`` in float32 (the arrays are then converted to native order).
+    """
     kinds = []
     for name, a in arrays:
         dt = a.dtype
         if dt.kind == "f" and dt.itemsize <= 8:
-            kinds.append(np.float64 if dt == np.float64 else np.float32)
+            kinds.append(np.float64 if dt.itemsize == 8 else np.float32)
         elif dt.kind in "biu":
             kinds.append(np.float64)
         else:

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from cconv import ops
+from cconv._ext import conv as _conv
 from cconv._validation import normalize_pair
 
 from .conftest import assert_close
@@ -158,12 +159,9 @@ def test_max_pool_gradient_goes_to_first_maximum():
 @pytest.mark.parametrize("case", WINOGRAD_CASES, ids=_ids(WINOGRAD_CASES))
 def test_winograd_cases_take_the_winograd_path(case):
     """Guards the cases above against a threshold change that would silently skip Winograd."""
-    from cconv._ext import conv as _conv
-
     x_shape, k_shape, strides, padding, dilation, groups = case
     oh, ow = ops.conv_output_shape(x_shape[1:3], k_shape[:2], strides, padding)
     y_shape = (x_shape[0], oh, ow, k_shape[3])
-    for input_gradient, out_hw in ((False, (oh, ow)), (True, x_shape[1:3])):
-        got = _conv._uses_winograd(x_shape, k_shape, y_shape, (1, 1), (1, 1), 1, 4,
-                                   input_gradient)
-        assert got == (min(out_hw) >= 2), (input_gradient, out_hw)
+    for step, out_hw in (("forward", (oh, ow)), ("input_gradient", x_shape[1:3])):
+        got = _conv.choose_algorithm(x_shape, k_shape, y_shape, step=step)
+        assert (got == _conv.WINOGRAD) == (min(out_hw) >= 2), (step, out_hw)

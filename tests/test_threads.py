@@ -4,6 +4,7 @@ import pytest
 
 import cconv
 from cconv import ops
+from cconv._ext import conv as _conv
 
 
 @pytest.fixture
@@ -70,16 +71,14 @@ def test_default_respects_omp_num_threads():
 @pytest.mark.skipif(not cconv.openmp_enabled(), reason="built without OpenMP: always one thread")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_winograd_is_bit_identical_for_1_2_and_3_threads(dtype, restore_threads, monkeypatch):
-    from cconv._ext import conv as _conv
-
     monkeypatch.setattr(ops, "_GRAIN", 1)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((6, 29, 30, 16)).astype(dtype)     # 1350 tiles: several chunks
     kernel = rng.standard_normal((3, 3, 16, 24)).astype(dtype)
     bias = rng.standard_normal(24).astype(dtype)
     dy = rng.standard_normal((6, 29, 30, 24)).astype(dtype)
-    assert _conv._uses_winograd(x.shape, kernel.shape, dy.shape, (1, 1), (1, 1), 1,
-                                x.itemsize, False)
+    assert _conv.choose_algorithm(x.shape, kernel.shape, dy.shape, pads_before=(1, 1),
+                                  dtype=dtype) == _conv.WINOGRAD
     results = {}
     for n in (1, 2, 3):
         cconv.set_num_threads(n)

@@ -3,6 +3,7 @@
 OpenMP threads by blocks of the output: each element of C is computed by one GEMM call over
 the full depth, so results do not depend on the thread count, and no second thread pool
 (NumPy's BLAS) competes with cconv's own threads during training."""
+from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 
@@ -10,11 +11,7 @@ from libc.stdint cimport int64_t
 cdef extern from "omp_helpers.h":
     pass
 
-from cconv._ext.gemm cimport cconv_dgemm, cconv_sgemm
-
-ctypedef fused floating:
-    float
-    double
+from cconv._ext.gemm cimport gemm
 
 
 cdef void gemm_blocks(bint transa, bint transb, int64_t M, int64_t N, int64_t K,
@@ -32,19 +29,11 @@ cdef void gemm_blocks(bint transa, bint transb, int64_t M, int64_t N, int64_t K,
         lo = b * total // nblocks
         hi = (b + 1) * total // nblocks
         if by_rows:
-            if floating is float:
-                cconv_sgemm(transa, transb, hi - lo, N, K, 1.0,
-                            A + (lo if transa else lo * lda), lda, B, ldb, beta, C + lo * ldc, ldc)
-            else:
-                cconv_dgemm(transa, transb, hi - lo, N, K, 1.0,
-                            A + (lo if transa else lo * lda), lda, B, ldb, beta, C + lo * ldc, ldc)
+            gemm(transa, transb, hi - lo, N, K, A + (lo if transa else lo * lda), lda, B, ldb,
+                 beta, C + lo * ldc, ldc)
         else:
-            if floating is float:
-                cconv_sgemm(transa, transb, M, hi - lo, K, 1.0, A, lda,
-                            B + (lo * ldb if transb else lo), ldb, beta, C + lo, ldc)
-            else:
-                cconv_dgemm(transa, transb, M, hi - lo, K, 1.0, A, lda,
-                            B + (lo * ldb if transb else lo), ldb, beta, C + lo, ldc)
+            gemm(transa, transb, M, hi - lo, K, A, lda, B + (lo * ldb if transb else lo), ldb,
+                 beta, C + lo, ldc)
 
 
 def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] out,

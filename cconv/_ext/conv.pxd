@@ -3,14 +3,18 @@
 #     from cconv._ext.conv cimport ConvGeom, conv2d_forward_c
 #
 # All arrays are C-contiguous NHWC buffers; the kernel is (KH, KW, C // groups, CO); every
-# function runs without the GIL, uses up to ``num_threads`` OpenMP threads and returns 0, or -1
-# when a workspace could not be allocated (nothing is written then).
+# function runs without the GIL, uses up to ``num_threads`` OpenMP threads and returns 0, or
+# minus one of the WORKSPACE_* codes below when that workspace could not be allocated.
 
+from cython cimport floating
 from libc.stdint cimport int64_t
 
-ctypedef fused floating:
-    float
-    double
+cdef enum:
+    WORKSPACE_DIRECT = 1        # the direct kernels' padded planes (per thread)
+    WORKSPACE_IM2COL = 2        # one im2col (or col2im) tile (per thread)
+    WORKSPACE_PARTIAL = 3       # per-block partial sums of the kernel and bias gradients
+    WORKSPACE_WINO_KERNEL = 4   # the Winograd-transformed kernel (16 x C x CO)
+    WORKSPACE_WINO_CHUNK = 5    # one chunk of Winograd-transformed tiles (per thread)
 
 cdef struct ConvGeom:
     int64_t N, H, W, C        # input batch, height, width, channels

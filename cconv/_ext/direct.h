@@ -8,7 +8,7 @@
    of filters. Output rows are accumulated transposed (yT[co][ow]) and written back NHWC.
 
    The loops are plain C compiled three times (AVX-512, AVX2+FMA, baseline) and picked at run
-   time with the same dispatcher as gemm.h. Summation order is fixed by the loops, so results
+   time by isa.h, as gemm.h's are. Summation order is fixed by the loops, so results
    depend only on the inputs and the ISA path.
 
    Geometry: cconv_geom mirrors ConvGeom in conv.pxd field for field (16 int64_t). */
@@ -35,7 +35,7 @@ static inline int64_t cconv_direct_scratch(const void *geom)
     return g->C * cconv_direct_hp(g) * cconv_direct_wp(g) + g->CO * g->OH * cconv_direct_wp(g) + 16;
 }
 
-#define CCONV_DIRECT_DEFINE(SUFFIX, T, ATTR)                                                   \
+#define CCONV_DIRECT_DEFINE(SUFFIX, T, ATTR, VB)                                                 \
 /* Copy one image into the zero-padded planar buffer; returns 1 when it holds Inf or NaN. */   \
 ATTR static int cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geom *g)           \
 {                                                                                              \
@@ -189,37 +189,28 @@ ATTR static void cconv_direct_backward_input_##SUFFIX(const T *dy, const T *w, T
     }                                                                                          \
 }
 
-#if defined(CCONV__X86)
-CCONV_DIRECT_DEFINE(f32_avx512, float, CCONV__ATTR_AVX512)
-CCONV_DIRECT_DEFINE(f64_avx512, double, CCONV__ATTR_AVX512)
-CCONV_DIRECT_DEFINE(f32_avx2, float, CCONV__ATTR_AVX2)
-CCONV_DIRECT_DEFINE(f64_avx2, double, CCONV__ATTR_AVX2)
-#endif
-CCONV_DIRECT_DEFINE(f32_base, float, )
-CCONV_DIRECT_DEFINE(f64_base, double, )
-
-#if defined(CCONV__X86)
-#define CCONV__DIRECT_DISPATCH(NAME, SUF, ARGS)                                                 \
-    do {                                                                                       \
-        int lvl_ = cconv__isa();                                                               \
-        if (lvl_ >= 2) NAME##_##SUF##_avx512 ARGS;                                             \
-        else if (lvl_ == 1) NAME##_##SUF##_avx2 ARGS;                                          \
-        else NAME##_##SUF##_base ARGS;                                                         \
-    } while (0)
-#else
-#define CCONV__DIRECT_DISPATCH(NAME, SUF, ARGS) NAME##_##SUF##_base ARGS
-#endif
+CCONV_ISA_DEFINE_ALL(CCONV_DIRECT_DEFINE, f32, float)
+CCONV_ISA_DEFINE_ALL(CCONV_DIRECT_DEFINE, f64, double)
 
 #define CCONV__DIRECT_API(SUF, T)                                                              \
 static void cconv_direct_forward_##SUF(const T *x, const T *w, const T *bias, T *y,            \
                                        const void *g, T *scratch)                              \
-{ CCONV__DIRECT_DISPATCH(cconv_direct_forward, SUF, (x, w, bias, y, (const cconv_geom *)g, scratch)); } \
+{                                                                                              \
+    const cconv_geom *geom = (const cconv_geom *)g;                                            \
+    CCONV_ISA_DISPATCH(cconv_direct_forward, SUF, (x, w, bias, y, geom, scratch));             \
+}                                                                                              \
 static void cconv_direct_backward_params_##SUF(const T *dy, const T *x, T *dw, T *db,          \
                                                const void *g, T *scratch)                      \
-{ CCONV__DIRECT_DISPATCH(cconv_direct_backward_params, SUF, (dy, x, dw, db, (const cconv_geom *)g, scratch)); } \
+{                                                                                              \
+    const cconv_geom *geom = (const cconv_geom *)g;                                            \
+    CCONV_ISA_DISPATCH(cconv_direct_backward_params, SUF, (dy, x, dw, db, geom, scratch));     \
+}                                                                                              \
 static void cconv_direct_backward_input_##SUF(const T *dy, const T *w, T *dx,                  \
                                               const void *g, T *scratch)                       \
-{ CCONV__DIRECT_DISPATCH(cconv_direct_backward_input, SUF, (dy, w, dx, (const cconv_geom *)g, scratch)); }
+{                                                                                              \
+    const cconv_geom *geom = (const cconv_geom *)g;                                            \
+    CCONV_ISA_DISPATCH(cconv_direct_backward_input, SUF, (dy, w, dx, geom, scratch));          \
+}
 
 CCONV__DIRECT_API(f32, float)
 CCONV__DIRECT_API(f64, double)

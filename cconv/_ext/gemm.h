@@ -25,7 +25,7 @@
  *     The k order inside a block and the block boundaries depend only on K and the ISA path,
  *     so results are bitwise reproducible (independent of alignment, call history, threads).
  *   - x86-64 with GCC/Clang (not Apple): kernels are compiled for AVX-512 (F+VL), AVX2+FMA and
- *     baseline SSE2 via __attribute__((target)), chosen at run time with __builtin_cpu_supports.
+ *     baseline SSE2 and chosen at run time (isa.h: target attributes, CPU check, CCONV_ISA).
  *     Elsewhere (aarch64, ...) GCC/Clang generic vectors; MSVC and other compilers: plain C.
  *   - Memory: one thread-local, 64-byte aligned scratch block (CCONV_GEMM_SCRATCH_BYTES, 576 KiB)
  *     allocated on a thread's first call and reused; on POSIX it is freed when the thread exits.
@@ -35,7 +35,8 @@
  *
  * Test hooks (not for production use): define CCONV_GEMM_TESTING to get
  * cconv_gemm_force_isa(level) (-1 = automatic, 0 = generic, 1 = AVX2, 2 = AVX-512) and
- * cconv_gemm_isa_name(). The forced level is a plain global of the including translation unit.
+ * cconv_gemm_isa_name() (isa.h's names). The forced level is a plain global of the including
+ * translation unit.
  */
 #ifndef CCONV_GEMM_H
 #define CCONV_GEMM_H
@@ -44,39 +45,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* CCONV_GEMM_PORTABLE: build only the plain-C path (what MSVC gets); used to test it with gcc. */
-#if defined(__GNUC__) && !defined(CCONV_GEMM_PORTABLE)
-#define CCONV__GNUVEC 1
-#endif
-#if defined(CCONV__GNUVEC) && defined(__x86_64__) && !defined(__APPLE__) && !defined(CCONV_GEMM_NO_DISPATCH)
-#define CCONV__X86 1
-#include <immintrin.h>
-#endif
+#include "isa.h"
 
 #if defined(__unix__) || defined(__APPLE__)
 #define CCONV__PTHREAD 1
 #include <pthread.h>
-#endif
-
-#if defined(__GNUC__)
-#define CCONV__RESTRICT __restrict__
-#define CCONV__UNUSED __attribute__((unused))
-#define CCONV__TLS __thread
-#if defined(__clang__)
-#define CCONV__UNROLL _Pragma("unroll")
-#else
-#define CCONV__UNROLL _Pragma("GCC unroll 32")
-#endif
-#elif defined(_MSC_VER)
-#define CCONV__RESTRICT __restrict
-#define CCONV__UNUSED
-#define CCONV__TLS __declspec(thread)
-#define CCONV__UNROLL
-#else
-#define CCONV__RESTRICT
-#define CCONV__UNUSED
-#define CCONV__TLS _Thread_local
-#define CCONV__UNROLL
 #endif
 
 #ifndef CCONV_GEMM_BBUF_BYTES
@@ -321,8 +294,6 @@ CCONV__DEF_TYPES(double, d)
         {NAME##_p0, NAME##_p1, NAME##_p2}, {NAME##_r0, NAME##_r1, NAME##_r2}};
 
 #ifdef CCONV__X86
-#define CCONV__ATTR_AVX512 __attribute__((target("avx512f,avx512vl,avx2,fma")))
-#define CCONV__ATTR_AVX2 __attribute__((target("avx2,fma")))
 /* AVX-512: 12 x 32 float tile = 24 zmm accumulators; 12 x 16 double. */
 CCONV__PATH(cconv__s512, CCONV__ATTR_AVX512, float, s, 12, CCONV_GEMM_KC, S16, 2, S16, 1, S8V, 1)
 CCONV__PATH(cconv__d512, CCONV__ATTR_AVX512, double, d, 12, CCONV_GEMM_KC, D8, 2, D8, 1, D4V, 1)
@@ -452,19 +423,6 @@ static void *cconv__scratch(void)
     return buf;
 }
 
-static int cconv__force_isa = -1;
-
-CCONV__UNUSED static int cconv__isa(void)
-{
-    int lvl = 0;
-#ifdef CCONV__X86
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")) lvl = 2;
-    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) lvl = 1;
-#endif
-    if (cconv__force_isa >= 0 && cconv__force_isa < lvl) lvl = cconv__force_isa;
-    return lvl;
-}
-
 #define CCONV__API(T, S, NAME)                                                                     \
     CCONV__UNUSED static void NAME(int transa, int transb, int64_t M, int64_t N, int64_t K,        \
                                    T alpha, const T *A, int64_t lda, const T *B, int64_t ldb,      \
@@ -520,11 +478,7 @@ CCONV__API(double, d, cconv_dgemm)
 #ifdef CCONV_GEMM_TESTING
 /* Cap the ISA level (-1 = automatic). Returns the level now in effect. */
 CCONV__UNUSED static int cconv_gemm_force_isa(int level) { cconv__force_isa = level; return cconv__isa(); }
-CCONV__UNUSED static const char *cconv_gemm_isa_name(void)
-{
-    static const char *names[] = {"generic", "avx2+fma", "avx512f+vl"};
-    return names[cconv__isa()];
-}
+CCONV__UNUSED static const char *cconv_gemm_isa_name(void) { return cconv_isa_name(cconv__isa()); }
 #endif
 
 #endif /* CCONV_GEMM_H */

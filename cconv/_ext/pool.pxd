@@ -6,11 +6,8 @@
 # when a workspace could not be allocated. Padded cells never take part: max pooling treats
 # them as -inf, average pooling divides by the number of real cells in each window.
 
+from cython cimport floating
 from libc.stdint cimport int64_t
-
-ctypedef fused floating:
-    float
-    double
 
 cdef struct PoolGeom:
     int64_t N, H, W, C        # input batch, height, width, channels

@@ -6,13 +6,9 @@
 
 #include <stdint.h>
 
-#if defined(__GNUC__)
-#define CCONV__PR __restrict__
-#elif defined(_MSC_VER)
-#define CCONV__PR __restrict
-#else
-#define CCONV__PR
-#endif
+#include "isa.h"
+
+#define CCONV__PR CCONV__RESTRICT
 
 #define CCONV_POOL_CELLS(SUF, T, IDX)                                                              \
 /* m = max(m, x) per channel; NaN in x wins and stays. */                                    \

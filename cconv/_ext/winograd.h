@@ -277,40 +277,37 @@ ATTR static void cconv_wino_dy_##SUF(const T *dy, int64_t OH, int64_t OW, int64_
     }                                                                                          \
 }
 
-#if defined(CCONV__X86)
-CCONV_WINO_DEFINE(f32_avx512, float, CCONV__ATTR_AVX512, 64)
-CCONV_WINO_DEFINE(f64_avx512, double, CCONV__ATTR_AVX512, 64)
-CCONV_WINO_DEFINE(f32_avx2, float, CCONV__ATTR_AVX2, 32)
-CCONV_WINO_DEFINE(f64_avx2, double, CCONV__ATTR_AVX2, 32)
-#endif
-CCONV_WINO_DEFINE(f32_base, float, , 16)
-CCONV_WINO_DEFINE(f64_base, double, , 16)
+CCONV_ISA_DEFINE_ALL(CCONV_WINO_DEFINE, f32, float)
+CCONV_ISA_DEFINE_ALL(CCONV_WINO_DEFINE, f64, double)
 
-#if defined(CCONV__X86)
-#define CCONV__WINO_DISPATCH(NAME, SUF, ARGS)                                                   \
-    do {                                                                                       \
-        int lvl_ = cconv__isa();                                                               \
-        if (lvl_ >= 2) NAME##_##SUF##_avx512 ARGS;                                             \
-        else if (lvl_ == 1) NAME##_##SUF##_avx2 ARGS;                                          \
-        else NAME##_##SUF##_base ARGS;                                                         \
-    } while (0)
-#else
-#define CCONV__WINO_DISPATCH(NAME, SUF, ARGS) NAME##_##SUF##_base ARGS
-#endif
+/* *ok = 1 when none of p[0 .. n) is Inf or NaN (x - x == 0 exactly for finite x), else 0:
+   the check before Winograd, whose transforms would turn one Inf into NaN (Inf - Inf) where
+   the direct sum gives +-Inf. A flag as wide as a double lets every ISA vectorise it. */
+#define CCONV_WINO_FINITE(SUF, T, ATTR, VB)                                                    \
+ATTR static void cconv_wino_finite_##SUF(const T *p, int64_t n, int *ok)                       \
+{                                                                                              \
+    int64_t i, bad = 0;                                                                        \
+    for (i = 0; i < n; i++) bad |= !(p[i] - p[i] == (T)0);                                     \
+    *ok = !bad;                                                                                \
+}
+CCONV_ISA_DEFINE_ALL(CCONV_WINO_FINITE, f32, float)
+CCONV_ISA_DEFINE_ALL(CCONV_WINO_FINITE, f64, double)
 
 #define CCONV__WINO_API(SUF, T)                                                                \
 static void cconv_wino_input_##SUF(const T *in, int64_t IH, int64_t IW, int64_t C, int64_t TH, \
                                    int64_t TW, int64_t pt, int64_t pl, int64_t t0, int64_t nt, \
                                    T *V, int64_t vs, const T *zeros)                           \
-{ CCONV__WINO_DISPATCH(cconv_wino_input, SUF, (in, IH, IW, C, TH, TW, pt, pl, t0, nt, V, vs, zeros)); } \
+{ CCONV_ISA_DISPATCH(cconv_wino_input, SUF, (in, IH, IW, C, TH, TW, pt, pl, t0, nt, V, vs, zeros)); } \
 static void cconv_wino_output_##SUF(const T *M, int64_t ms, int64_t CO, const T *bias, T *out,  \
                                     int64_t OH, int64_t OW, int64_t TH, int64_t TW,            \
                                     int64_t t0, int64_t nt, T *trash)                          \
-{ CCONV__WINO_DISPATCH(cconv_wino_output, SUF, (M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)); } \
+{ CCONV_ISA_DISPATCH(cconv_wino_output, SUF, (M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)); } \
 static void cconv_wino_dy_##SUF(const T *dy, int64_t OH, int64_t OW, int64_t CO, int64_t TH,    \
                                 int64_t TW, int64_t t0, int64_t nt, T *dM, int64_t ms,          \
                                 const T *zeros, T *acc)                                        \
-{ CCONV__WINO_DISPATCH(cconv_wino_dy, SUF, (dy, OH, OW, CO, TH, TW, t0, nt, dM, ms, zeros, acc)); }
+{ CCONV_ISA_DISPATCH(cconv_wino_dy, SUF, (dy, OH, OW, CO, TH, TW, t0, nt, dM, ms, zeros, acc)); } \
+static int cconv_wino_finite_##SUF(const T *p, int64_t n)                                      \
+{ int ok; CCONV_ISA_DISPATCH(cconv_wino_finite, SUF, (p, n, &ok)); return ok; }
 
 CCONV__WINO_API(f32, float)
 CCONV__WINO_API(f64, double)

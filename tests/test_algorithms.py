@@ -1,0 +1,152 @@
+"""Which convolution algorithm runs (choose_algorithm), and that the choice never changes
+what a result means: Inf and NaN give what the float64 direct sum gives on every path."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cconv import ops
+from cconv._ext import conv as _conv
+
+from . import reference
+from .conftest import assert_close
+
+# name, x shape, kernel shape, strides, padding, groups, algorithm for (forward, input
+# gradient, kernel gradient)
+CASES = [
+    ("direct", (2, 9, 10, 1), (5, 5, 1, 6), 1, "same", 1,
+     (_conv.DIRECT, _conv.IM2COL, _conv.DIRECT)),
+    ("direct-grouped", (2, 9, 10, 8), (3, 3, 2, 8), 1, "same", 4,
+     (_conv.DIRECT, _conv.DIRECT, _conv.DIRECT)),
+    ("winograd", (2, 9, 10, 16), (3, 3, 16, 16), 1, "same", 1,
+     (_conv.WINOGRAD, _conv.WINOGRAD, _conv.WINOGRAD)),
+    ("pointwise", (2, 7, 6, 8), (1, 1, 8, 12), 1, "valid", 1,
+     (_conv.POINTWISE, _conv.POINTWISE, _conv.POINTWISE)),
+    ("im2col", (2, 9, 10, 6), (3, 3, 6, 10), 2, "same", 1,
+     (_conv.IM2COL, _conv.IM2COL, _conv.IM2COL)),
+]
+STEPS = ("forward", "input_gradient", "kernel_gradient")
+
+
+def _geometry(x_shape, k_shape, strides, padding):
+    oh, ow = ops.conv_output_shape(x_shape[1:3], k_shape[:2], strides, padding)
+    pads = ops.compute_padding(x_shape[1:3], k_shape[:2], strides, padding)
+    return (x_shape[0], oh, ow, k_shape[3]), (pads[0][0], pads[1][0])
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_choose_algorithm_names_the_algorithm_of_each_step(case):
+    _, x_shape, k_shape, strides, padding, groups, expected = case
+    y_shape, pads = _geometry(x_shape, k_shape, strides, padding)
+    for step, algorithm in zip(STEPS, expected):
+        for dtype in (np.float32, np.float64):
+            got = _conv.choose_algorithm(x_shape, k_shape, y_shape, (strides, strides),
+                                         (1, 1), pads, groups, dtype, step)
+            assert got == algorithm, (step, dtype)
+            assert got in _conv.ALGORITHMS.values()
+            # Inf or NaN in the operands: never Winograd
+            got = _conv.choose_algorithm(x_shape, k_shape, y_shape, (strides, strides),
+                                         (1, 1), pads, groups, dtype, step, finite=False)
+            assert got != _conv.WINOGRAD
+
+
+def test_choose_algorithm_rejects_an_unknown_step():
+    with pytest.raises(ValueError, match="step must be one of"):
+        _conv.choose_algorithm((1, 4, 4, 1), (3, 3, 1, 1), (1, 2, 2, 1), step="backward")
+
+
+def assert_same_values(actual, expected, dtype, what):
+    """Same NaN, +Inf and -Inf positions; the finite values close (float64 ``expected``)."""
+    actual = np.asarray(actual, np.float64)
+    for kind in (np.isnan, np.isposinf, np.isneginf):
+        np.testing.assert_array_equal(kind(actual), kind(expected), f"{what}: {kind.__name__}")
+    finite = np.isfinite(expected)
+    assert_close(actual[finite], expected[finite], dtype, what)
+
+
+def _poison(a, where, values):
+    a = a.copy()
+    for index, value in zip(where, values):
+        a[index] = value
+    return a
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("operand", ["x", "kernel", "dy"])
+def test_inf_and_nan_give_what_the_direct_sum_gives(case, dtype, operand):
+    name, x_shape, k_shape, s, padding, groups, _ = case
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    kernel = rng.standard_normal(k_shape).astype(dtype)
+    bias = rng.standard_normal(k_shape[3]).astype(dtype)
+    y_shape, _ = _geometry(x_shape, k_shape, s, padding)
+    dy = rng.standard_normal(y_shape).astype(dtype)
+    arrays = {"x": x, "kernel": kernel, "dy": dy}
+    a = arrays[operand]
+    # one +Inf, one -Inf and one NaN, at indices spread over the array
+    where = [tuple(int(i) for i in np.unravel_index(k * a.size // 4, a.shape))
+             for k in (1, 2, 3)]
+    arrays[operand] = _poison(a, where, [np.inf, -np.inf, np.nan])
+    x, kernel, dy = arrays["x"], arrays["kernel"], arrays["dy"]
+    pads = reference.pads_for(x_shape[1:3], k_shape[:2], (s, s), (1, 1), padding)
+    kw = dict(strides=s, padding=padding, groups=groups)
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = reference.conv2d(x, kernel, bias, (s, s), pads, (1, 1), groups)
+        expected_grads = reference.conv2d_backward(dy, x, kernel, (s, s), pads, (1, 1), groups)
+    assert_same_values(ops.conv2d(x, kernel, bias, **kw), expected, dtype, f"{name} y")
+    grads = ops.conv2d_backward(dy, x, kernel, **kw)
+    for what, got, want in zip(("dx", "dkernel", "dbias"), grads, expected_grads):
+        assert_same_values(got, want, dtype, f"{name} {what}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_inf_in_a_winograd_sized_input_stays_inf(dtype):
+    """3x3, stride 1, 16 channels (Winograd's geometry): one Inf in x gives +-Inf in the
+    outputs that read it, as the direct sum (and TensorFlow) do, not NaN."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 12, 12, 16)).astype(dtype)
+    kernel = rng.standard_normal((3, 3, 16, 16)).astype(dtype)
+    x[0, 5, 6, 3] = np.inf
+    assert _conv.choose_algorithm(x.shape, kernel.shape, (1, 12, 12, 16), pads_before=(1, 1),
+                                  dtype=dtype) == _conv.WINOGRAD
+    y = ops.conv2d(x, kernel, padding="same")
+    with np.errstate(invalid="ignore"):
+        expected = reference.conv2d(x, kernel, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    assert np.isinf(expected).sum() == 144
+    assert_same_values(y, expected, dtype, "y")
+
+
+MEMORY_CHILD = r"""
+import resource, sys
+import numpy as np
+import cconv
+from cconv import ops
+cconv.set_num_threads(1)
+x = np.ones(eval(sys.argv[1]))
+kernel = np.ones(eval(sys.argv[2]))
+ops.conv2d(x[..., :16], kernel[:, :, :16, :1])   # load and warm up everything else first
+with open("/proc/self/status") as f:
+    vm = int(next(line for line in f if line.startswith("VmSize")).split()[1]) * 1024
+# room for the output, not for the 20-34 MB workspace
+resource.setrlimit(resource.RLIMIT_AS, (vm + 16 * 2**20, resource.RLIM_INFINITY))
+try:
+    ops.conv2d(x, kernel)
+except MemoryError as exc:
+    print(exc)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and RLIMIT_AS")
+@pytest.mark.parametrize("x_shape, k_shape, workspace", [
+    ((1, 4, 4, 512), (3, 3, 512, 512), "the Winograd-transformed kernel"),
+    ((1, 3, 3, 290000), (3, 3, 290000, 1), "the im2col tile"),
+])
+def test_memory_error_names_the_workspace_that_failed(x_shape, k_shape, workspace):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(x_shape), str(k_shape)],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"conv2d: could not allocate {workspace} (out of memory)"
