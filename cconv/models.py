@@ -21,7 +21,7 @@ from . import metrics as _metrics
 from . import optimizers as _optimizers
 from .layers.base import unique_name
 
-__all__ = ["Sequential", "load_model", "lenet5", "tutorial_cnn"]
+__all__ = ["Sequential", "Model", "load_model", "lenet5", "tutorial_cnn"]
 
 
 def _shape_str(shape):
@@ -71,6 +71,9 @@ class Sequential:
     # ----- structure -------------------------------------------------------------------
     def add(self, layer):
         """Append a layer (or set the input with ``cconv.Input``)."""
+        history = getattr(layer, "_keras_history", None)   # a symbolic tensor: cconv.Input
+        if history is not None and isinstance(history[0], _layers.InputLayer):
+            layer = history[0]
         if isinstance(layer, _layers.InputLayer):
             if self._layers or self._input_layer is not None:
                 raise ValueError("cconv.Input must be the first element of a Sequential model.")
@@ -349,15 +352,7 @@ class Sequential:
         else:
             loss, g = self.loss.value_and_grad(yb, out)
             pred = out
-        layers = self._layers
-        last = len(layers) - 1
-        stop = self._first_trained
-        for i in range(last, stop - 1, -1):
-            layer = layers[i]
-            if i == last and fused:
-                g = layer.backward_logits(g)
-            else:
-                g = layer.backward(g)
+        self._backward(g)
         for m in metrics:
             m._update(yb, pred)
         if self._step_reducer is not None:   # cconv.distributed: allreduce self._gflat (+ loss, metrics)
@@ -365,6 +360,18 @@ class Sequential:
         if self._gflat.size:
             self.optimizer.apply((self._gflat,), (self._wflat,))
         return loss
+
+    def _backward(self, g):
+        """Back-propagate ``g = dL/d(output)`` (dL/d(logits) when fused) through the layers,
+        filling every trained layer's ``grads``."""
+        layers = self._layers
+        last = len(layers) - 1
+        for i in range(last, self._first_trained - 1, -1):
+            layer = layers[i]
+            if i == last and self._fused:
+                g = layer.backward_logits(g)
+            else:
+                g = layer.backward(g)
 
     def __call__(self, x, training=False):
         """Apply the model to a batch; returns a NumPy array (no progress bar, no batching)."""
@@ -722,3 +729,7 @@ def tutorial_cnn(input_shape=(32, 32, 3), classes=10, compile=True):
         model.compile(optimizer="adam", loss=_losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
     return model
+
+
+# The graph model subclasses Sequential, so it is imported once Sequential exists.
+from .functional import Model  # noqa: E402

@@ -85,14 +85,15 @@ def save_model(model, filepath):
 
 def load_model(filepath):
     from . import losses, optimizers
-    from .models import Sequential
+    from .models import Model, Sequential
     meta, data = _read(filepath, "model")
     if meta.get("format") != "cconv.model":
         raise ValueError(
             f"{os.fspath(filepath)!r} holds {meta.get('format')!r}, not a model; "
             f"build the model and use model.load_weights() for weight files."
         )
-    model = Sequential.from_config(meta["config"])
+    cls = Model if "input_layers" in meta["config"] else Sequential   # a graph or a chain
+    model = cls.from_config(meta["config"])
     model.set_weights(_load_weight_list(meta, data, filepath))
     comp = meta.get("compile")
     if comp:

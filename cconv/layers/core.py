@@ -7,6 +7,7 @@ import numpy as np
 from .. import activations as _activations
 from .. import initializers as _initializers
 from .base import Layer
+from .node import input_tensor
 
 __all__ = ["InputLayer", "Input", "Dense", "Activation", "ReLU", "LeakyReLU", "Softmax",
            "Dropout", "Flatten"]
@@ -29,6 +30,8 @@ class InputLayer(Layer):
         super().__init__(name=name, dtype=dtype, input_shape=shape)
         self.shape = shape
         self.batch_size = batch_size
+        self._output_shape = shape
+        self.built = True
 
     def forward(self, x, training=False):
         return x
@@ -42,8 +45,11 @@ class InputLayer(Layer):
 
 
 def Input(shape, batch_size=None, name=None, dtype=None):
-    """``cconv.Input((28, 28, 1))``: the input of a Sequential model (one sample's shape)."""
-    return InputLayer(shape, batch_size=batch_size, name=name, dtype=dtype)
+    """``cconv.Input((28, 28, 1))``: a symbolic batch of samples of that shape (a
+    :class:`~cconv.layers.node.KerasTensor` of shape ``(None,) + shape``). Call layers on it
+    and pass it to ``cconv.Model(inputs, outputs)``, or make it the first element of a
+    Sequential model."""
+    return input_tensor(InputLayer(shape, batch_size=batch_size, name=name, dtype=dtype))
 
 
 def _ops():
