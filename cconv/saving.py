@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from . import keras_files
+
 FORMAT_VERSION = 1
 
 
@@ -49,13 +51,23 @@ def _load_weight_list(meta, data, filepath):
     return [data[f"w{i}"] for i in range(n)]
 
 
+def _weights_h5(filepath):
+    if keras_files.file_format(filepath, "weights") != "weights.h5":
+        raise ValueError(f"{os.fspath(filepath)!r}: Keras weight files end in .weights.h5.")
+    return filepath
+
+
 def save_weights(model, filepath):
+    if keras_files.file_format(filepath, "weights") != "npz":     # Keras's .weights.h5
+        return keras_files.save_weights_h5(model, _weights_h5(filepath))
     weights = _weights_arrays(model)
     _write(filepath, {"format": "cconv.weights", "version": FORMAT_VERSION,
                       "num_weights": len(weights)}, weights)
 
 
 def load_weights(model, filepath):
+    if keras_files.file_format(filepath, "weights") != "npz":
+        return keras_files.load_weights_h5(model, _weights_h5(filepath))
     meta, data = _read(filepath, "weights")
     if meta.get("format") not in ("cconv.weights", "cconv.model"):
         raise ValueError(f"{os.fspath(filepath)!r} is not a cconv weights file.")
@@ -64,11 +76,17 @@ def load_weights(model, filepath):
 
 def save_model(model, filepath):
     from . import losses, optimizers
+    fmt = keras_files.file_format(filepath)
+    if fmt == "keras":
+        return keras_files.save_keras(model, filepath)
+    if fmt != "npz":
+        raise ValueError(f"Cannot save to {os.fspath(filepath)!r}: models are saved as .npz (cconv) "
+                         f"or .keras (Keras 3); legacy .h5 is read only.")
     model._ensure_built()
     meta = {"format": "cconv.model", "version": FORMAT_VERSION, "config": model.get_config()}
     arrays = _weights_arrays(model)
     meta["num_weights"] = len(arrays)
-    if model.compiled:
+    if model.compiled and getattr(model.loss, "losses", None) is None:   # several outputs: not kept
         metrics = []
         for m in model._metric_ids:
             if not isinstance(m, str):
@@ -85,6 +103,9 @@ def save_model(model, filepath):
 
 def load_model(filepath):
     from . import losses, optimizers
+    fmt = keras_files.file_format(filepath)
+    if fmt in ("keras", "h5"):
+        return keras_files.load_keras(filepath) if fmt == "keras" else keras_files.load_h5(filepath)
     from .models import Model, Sequential
     meta, data = _read(filepath, "model")
     if meta.get("format") != "cconv.model":
