@@ -1,5 +1,8 @@
 """Graph models: the functional API and subclassed models, against Keras 3 where it is
 installed (predict, weight order, SGD-with-momentum and Adam trajectories)."""
+import importlib.util
+import os
+
 import numpy as np
 import pytest
 
@@ -329,3 +332,23 @@ def test_subclassed_model_matches_keras():
     hk = km.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     hc = cm.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     np.testing.assert_allclose(hc.history["loss"], hk.history["loss"], rtol=1e-4)
+
+
+def _example(name):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                        name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_examples_build_and_train_one_step(monkeypatch):
+    if not hasattr(L, "Add"):       # until cconv.layers.Add exists, the contract's stand-in
+        monkeypatch.setattr(L, "Add", _AddForTest, raising=False)
+    x, y = _data(8, (28, 28, 1))
+    for model in (_example("residual_mnist").resnet(),
+                  _example("course_lenet5").lenet5(cconv.Input(shape=(28, 28, 1)))):
+        before = model.get_weights()
+        model.train_on_batch(x, y)
+        assert any(np.any(a != b) for a, b in zip(model.get_weights(), before))
