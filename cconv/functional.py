@@ -612,11 +612,9 @@ class Model(Sequential):
         mine = set(self._nodes) | {t.node for t in self._inputs}
         return [n for n in getattr(layer, "_inbound_nodes", []) if n in mine]
 
-    def summary(self, print_fn=None):
-        """Print each layer, its output shape, parameter count and the tensors it is
-        connected to (``layer[node][tensor]``, Keras's notation), then the totals."""
-        self._ensure_built()
-        print_fn = print_fn or print
+    def _summary_rows(self):
+        """Sequential's columns plus "Connected to": the tensors each layer is called on,
+        ``layer[node][tensor]`` in Keras's notation."""
         rows = []
         for layer in self._layers:
             nodes = self._model_nodes(layer)
@@ -625,20 +623,7 @@ class Model(Sequential):
                      for n in nodes for t in n.inbound_tensors]
             rows.append((f"{layer.name} ({type(layer).__name__})", shape,
                          f"{layer.count_params():,}", ", ".join(links) or "-"))
-        lines = []
-        Sequential.summary(self, print_fn=lines.append)
-        heads = ("Layer (type)", "Output Shape", "Param #", "Connected to")
-        w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
-        line = "+" + "+".join("-" * (c + 2) for c in w) + "+"
-        print_fn(lines[0])
-        print_fn(line)
-        print_fn(f"| {heads[0]:<{w[0]}} | {heads[1]:<{w[1]}} | {heads[2]:>{w[2]}} | {heads[3]:<{w[3]}} |")
-        print_fn(line.replace("-", "="))
-        for r in rows:
-            print_fn(f"| {r[0]:<{w[0]}} | {r[1]:<{w[1]}} | {r[2]:>{w[2]}} | {r[3]:<{w[3]}} |")
-        print_fn(line)
-        for text in lines[-3:]:
-            print_fn(text)
+        return ("Layer (type)", "Output Shape", "Param #", "Connected to"), rows
 
     def _node_index(self, node):
         return self._model_nodes(node.layer).index(node)

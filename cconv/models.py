@@ -601,16 +601,19 @@ class Sequential:
         """Print the layers, their output shapes and parameter counts, and the totals."""
         self._ensure_built()
         print_fn = print_fn or print
-        rows = [(f"{l.name} ({type(l).__name__})", _shape_str(l.output_shape), f"{l.count_params():,}")
-                for l in self._layers]
-        w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
+        heads, rows = self._summary_rows()
+        w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
         line = "+" + "+".join("-" * (c + 2) for c in w) + "+"
+
+        def fmt(cells):   # numbers right-aligned, text left-aligned
+            return "| " + " | ".join(f"{c:>{w[i]}}" if heads[i] == "Param #" else f"{c:<{w[i]}}"
+                                     for i, c in enumerate(cells)) + " |"
         print_fn(f'Model: "{self.name}"')
         print_fn(line)
-        print_fn(f"| {'Layer (type)':<{w[0]}} | {'Output Shape':<{w[1]}} | {'Param #':>{w[2]}} |")
+        print_fn(fmt(heads))
         print_fn(line.replace("-", "="))
         for r in rows:
-            print_fn(f"| {r[0]:<{w[0]}} | {r[1]:<{w[1]}} | {r[2]:>{w[2]}} |")
+            print_fn(fmt(r))
         print_fn(line)
         itemsize = self.dtype.itemsize
         tot = self.count_params()
@@ -622,6 +625,12 @@ class Sequential:
         print_fn(f" Total params: {tot:,} ({size(tot)})")
         print_fn(f" Trainable params: {tr:,} ({size(tr)})")
         print_fn(f" Non-trainable params: {tot - tr:,} ({size(tot - tr)})")
+
+    def _summary_rows(self):
+        """``(column titles, rows of strings)`` for :meth:`summary`."""
+        rows = [(f"{l.name} ({type(l).__name__})", _shape_str(l.output_shape), f"{l.count_params():,}")
+                for l in self._layers]
+        return ("Layer (type)", "Output Shape", "Param #"), rows
 
     def get_config(self):
         cfg = {"name": self.name, "layers": []}

@@ -40,23 +40,21 @@ class _AddForTest(L.Layer):
         return [dy] * self._n
 
 
+def _example(name):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                        name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def course_lenet5(K, X):
-    """The course's Functional LeNet-5, verbatim except for the module passed in as K."""
-    initializer = K.initializers.he_normal(seed=0)
-    conv1 = K.layers.Conv2D(filters=6, kernel_size=(5, 5), padding="same", activation="relu",
-                            kernel_initializer=initializer)(X)
-    pool1 = K.layers.MaxPooling2D(pool_size=(2, 2), strides=(2, 2))(conv1)
-    conv2 = K.layers.Conv2D(filters=16, kernel_size=(5, 5), padding="valid", activation="relu",
-                            kernel_initializer=initializer)(pool1)
-    pool2 = K.layers.MaxPooling2D(pool_size=(2, 2), strides=(2, 2))(conv2)
-    flatten = K.layers.Flatten()(pool2)
-    fc1 = K.layers.Dense(units=120, activation="relu", kernel_initializer=initializer)(flatten)
-    fc2 = K.layers.Dense(units=84, activation="relu", kernel_initializer=initializer)(fc1)
-    output = K.layers.Dense(units=10, activation="softmax", kernel_initializer=initializer)(fc2)
-    model = K.Model(inputs=X, outputs=output)
-    model.compile(optimizer=K.optimizers.Adam(), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
-    return model
+    """The course's Functional LeNet-5 from examples/course_lenet5.py, run with the module
+    K (cconv, or Keras for the reference)."""
+    example = _example("course_lenet5")
+    example.K = K
+    return example.lenet5(X)
 
 
 def _data(n=64, shape=(12, 12, 1), seed=0):
@@ -332,15 +330,6 @@ def test_subclassed_model_matches_keras():
     hk = km.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     hc = cm.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     np.testing.assert_allclose(hc.history["loss"], hk.history["loss"], rtol=1e-4)
-
-
-def _example(name):
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
-                        name + ".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_examples_build_and_train_one_step(monkeypatch):
