@@ -10,9 +10,9 @@ imported only when a Keras file is read or written (``pip install "cconv[keras-f
 
 Layers are mapped by class name to cconv's layer registry and built from their Keras
 config; a Keras argument cconv does not implement must be at its default, otherwise the
-error names the layer and the argument. Optimizer state (Adam moments, ...) is not carried
-over in either direction: a loaded model is compiled like the saved one but starts its
-optimizer afresh.
+error names the layer and the argument. Compile settings and the optimizer state of SGD,
+Adam and RMSprop (``optimizer/vars``: iterations, learning rate, then the slots in Keras's
+order) go both ways in ``.keras`` files, so training continues where it stopped.
 """
 
 import datetime
@@ -408,6 +408,79 @@ def _read_weights(model, f, filepath):
         layer.set_weights([np.asarray(group[str(i)]) for i in range(n)])
 
 
+
+# ----- optimizer state: optimizer/vars ----------------------------------------------------------
+def _keras_slot_groups(optimizer):
+    """cconv slot names in Keras's order of optimizer variables (after ``iterations`` and
+    ``learning_rate``): one list per group, the names of a group interleaved per model
+    variable (Keras's ``add_optimizer_variables``); None for an optimizer Keras lacks."""
+    kind = type(optimizer).__name__
+    if kind == "Adam":
+        return [("m", "v")] + ([("v_hat",)] if optimizer.amsgrad else [])
+    if kind == "SGD":
+        return [("momentum",)] if optimizer.momentum != 0 else []
+    if kind == "RMSprop":
+        return ([("velocity",)] + ([("momentum",)] if optimizer.momentum > 0 else [])
+                + ([("average_gradient",)] if optimizer.centered else []))
+    return None
+
+
+def _weight_slices(model):
+    """``(offset, shape)`` of each trainable weight in the model's flat weight array."""
+    model._ensure_packed()
+    out, off = [], 0
+    for _, _, w in model._views:
+        out.append((off, w.shape))
+        off += w.size
+    return out
+
+
+def _write_optimizer(model, f):
+    groups = _keras_slot_groups(model.optimizer) if model.compiled else None
+    if groups is None:
+        return
+    iterations, state = model.optimizer.get_state()
+    slices = _weight_slices(model)
+    vals = [np.int64(iterations), np.float32(model.optimizer.learning_rate)]
+    for names in groups:
+        for off, shape in slices:
+            for name in names:
+                flat = state.get(f"0.{name}")
+                size = int(np.prod(shape, dtype=np.int64))
+                vals.append(np.zeros(shape, model.dtype) if flat is None
+                            else flat[off:off + size].reshape(shape))
+    group = f.create_group("optimizer").create_group("vars")
+    group.attrs["name"] = model.optimizer.name
+    for i, v in enumerate(vals):
+        group.create_dataset(str(i), data=v)
+
+
+def _read_optimizer(model, f):
+    """Restore Keras's optimizer variables into the compiled model's optimizer (skipped
+    with a warning when they do not fit, as Keras does)."""
+    groups = _keras_slot_groups(model.optimizer) if model.compiled else None
+    if groups is None or "optimizer/vars" not in f:
+        return
+    stored = f["optimizer/vars"]
+    slices = _weight_slices(model)
+    names = [n for g in groups for n in g]
+    if len(stored) != 2 + len(names) * len(slices):
+        warnings.warn(f"Optimizer state not loaded: the file has {len(stored)} optimizer "
+                      f"variables, {type(model.optimizer).__name__} here needs "
+                      f"{2 + len(names) * len(slices)}.")
+        return
+    flats = {n: np.empty(model._wflat.shape, model.dtype) for n in names}
+    i = 2
+    for group in groups:
+        for off, shape in slices:
+            size = int(np.prod(shape, dtype=np.int64))
+            for name in group:
+                flats[name][off:off + size] = np.asarray(stored[str(i)]).reshape(-1)
+                i += 1
+    model.optimizer.set_state(int(np.asarray(stored["0"])),
+                              {f"0.{n}": v for n, v in flats.items()}, [model._wflat])
+
+
 def save_weights_h5(model, filepath):
     """Write ``model``'s weights as a Keras 3 ``.weights.h5`` file (what
     ``keras_model.load_weights`` reads)."""
@@ -426,7 +499,7 @@ def load_weights_h5(model, filepath):
 # ----- whole models ------------------------------------------------------------------------------
 def save_keras(model, filepath):
     """Write ``model`` as a Keras 3 ``.keras`` archive that ``keras.models.load_model``
-    opens (architecture, weights, compile settings; no optimizer state).
+    opens (architecture, weights, compile settings and optimizer state).
 
     Raises:
         ValueError: a layer Keras cannot rebuild from a config (named).
@@ -435,6 +508,7 @@ def save_keras(model, filepath):
     buf = io.BytesIO()
     with _h5py().File(buf, "w") as f:
         _write_weights(model, f)
+        _write_optimizer(model, f)
     meta = {"keras_version": KERAS_VERSION,
             "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
     filepath = os.fspath(filepath)
@@ -463,9 +537,10 @@ def load_keras(filepath):
     except (zipfile.BadZipFile, KeyError) as exc:
         raise ValueError(f"{filepath!r} is not a Keras .keras archive ({exc}).") from None
     model = model_from_keras_config(config)
+    compile_from_keras(model, config.get("compile_config"))
     with _h5py().File(io.BytesIO(weights), "r") as f:
         _read_weights(model, f, filepath)
-    compile_from_keras(model, config.get("compile_config"))
+        _read_optimizer(model, f)
     return model
 
 

@@ -190,3 +190,35 @@ def test_from_keras_converts_functional_models():
     for got, want in zip(cm.predict(xs, verbose=0), km.predict(xs, verbose=0)):
         assert_close(got, want, np.float32, "from_keras functional")
     assert [l.name for l in cm.layers] == [l.name for l in km.layers]
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd_momentum"])
+def test_optimizer_state_carries_over_both_ways(tmp_path, opt):
+    """Train one epoch on one side, save, load on the other: a second epoch on both sides
+    ends at the same weights (iterations and slots were carried over)."""
+    keras = _keras()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6)).astype(np.float32)
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 32)]
+
+    def make(mod):
+        inp = mod.Input((6,))
+        out = mod.layers.Dense(3, activation="softmax")(mod.layers.Dense(5, activation="tanh")(inp))
+        model = mod.Model(inp, out)
+        o = (mod.optimizers.Adam(0.01) if opt == "adam"
+             else mod.optimizers.SGD(0.05, momentum=0.9))
+        model.compile(optimizer=o, loss="categorical_crossentropy")
+        return model
+
+    for first, second in (("keras", "cconv"), ("cconv", "keras")):
+        km, cm = make(keras), make(cconv)
+        cm.set_weights(km.get_weights())
+        a = km if first == "keras" else cm
+        a.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        path = tmp_path / f"{first}.keras"
+        a.save(path)
+        b = cconv.load_model(path) if second == "cconv" else keras.models.load_model(path)
+        for m in (a, b):
+            m.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+        for wa, wb in zip(a.get_weights(), b.get_weights()):
+            np.testing.assert_allclose(wb, wa, rtol=1e-4, atol=1e-6, err_msg=f"{first}->{second}")
