@@ -16,7 +16,7 @@ from cconv import layers as L
 
 from .conftest import assert_close
 
-pytest.importorskip("h5py", reason="Keras files need h5py (the keras-files extra)")
+h5py = pytest.importorskip("h5py", reason="Keras files need h5py (the keras-files extra)")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The child refuses TensorFlow and Keras, then loads each file and saves its predictions.
@@ -222,3 +222,39 @@ def test_optimizer_state_carries_over_both_ways(tmp_path, opt):
             m.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
         for wa, wb in zip(a.get_weights(), b.get_weights()):
             np.testing.assert_allclose(wb, wa, rtol=1e-4, atol=1e-6, err_msg=f"{first}->{second}")
+
+
+def test_reads_a_keras2_style_h5_file(tmp_path):
+    """A legacy file as tf.keras 2 wrote it (class "Model", list-style inbound nodes,
+    batch_input_shape, "name:0" weight names), made here with h5py alone."""
+    import h5py
+    config = {"class_name": "Model", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "name": "input_1", "inbound_nodes": [],
+         "config": {"batch_input_shape": [None, 3], "dtype": "float32", "name": "input_1"}},
+        {"class_name": "Dense", "name": "dense", "inbound_nodes": [[["input_1", 0, 0, {}]]],
+         "config": {"name": "dense", "trainable": True, "dtype": "float32", "units": 2,
+                    "activation": "relu", "use_bias": True,
+                    "kernel_initializer": {"class_name": "GlorotUniform",
+                                           "config": {"seed": None}},
+                    "bias_initializer": {"class_name": "Zeros", "config": {}},
+                    "kernel_regularizer": None, "bias_regularizer": None,
+                    "activity_regularizer": None, "kernel_constraint": None,
+                    "bias_constraint": None}}],
+        "input_layers": [["input_1", 0, 0]], "output_layers": [["dense", 0, 0]]}}
+    kernel = np.array([[1.0, -1.0], [0.5, 2.0], [-1.0, 0.0]], np.float32)
+    bias = np.array([0.1, -0.2], np.float32)
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f.attrs["model_config"] = json.dumps(config).encode()
+        f.attrs["keras_version"] = b"2.11.0"
+        g = f.create_group("model_weights")
+        g.attrs["layer_names"] = [b"input_1", b"dense"]
+        g.create_group("input_1").attrs["weight_names"] = []
+        d = g.create_group("dense")
+        d.attrs["weight_names"] = [b"dense/kernel:0", b"dense/bias:0"]
+        d.create_dataset("dense/kernel:0", data=kernel)
+        d.create_dataset("dense/bias:0", data=bias)
+    model = cconv.load_model(tmp_path / "old.h5")
+    x = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 0.0]], np.float32)
+    np.testing.assert_allclose(model.predict(x, verbose=0), np.maximum(x @ kernel + bias, 0),
+                               rtol=1e-6)
+    assert [l.name for l in model.layers] == ["input_1", "dense"]
