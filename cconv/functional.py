@@ -109,7 +109,8 @@ def map_graph(inputs, outputs):
     return [n for n in nodes if not n.is_input], layers
 
 
-def _as_list(value, what):
+def _as_list(value):
+    """``(list of values, their names or None)`` from one value, a list/tuple or a dict."""
     if isinstance(value, dict):
         return list(value.values()), list(value)
     if isinstance(value, (list, tuple)):
@@ -257,7 +258,8 @@ class Model(Sequential):
         Sequential.__init__(self, name=name)
         if inputs is None and outputs is None:
             if type(self).call is Model.call:
-                raise TypeError("Model needs inputs= and outputs= (or subclass it and define call).")
+                raise TypeError("Model needs inputs= and outputs= (or subclass it and define "
+                                "call).")
             return
         if inputs is None or outputs is None:
             raise TypeError("Model needs both inputs= and outputs=.")
@@ -284,8 +286,8 @@ class Model(Sequential):
         raise TypeError("Model.pop is not available on graph models.")
 
     def _init_graph(self, inputs, outputs):
-        ins, in_names = _as_list(inputs, "inputs")
-        outs, out_names = _as_list(outputs, "outputs")
+        ins, in_names = _as_list(inputs)
+        outs, out_names = _as_list(outputs)
         for what, ts in (("inputs", ins), ("outputs", outs)):
             bad = [t for t in ts if not isinstance(t, KerasTensor)]
             if bad or not ts:
@@ -307,8 +309,9 @@ class Model(Sequential):
         slot = {id(t): i for i, t in enumerate(ins)}
         for node in nodes:
             slot[id(node.outputs[0])] = len(slot)
-        self._plan = [(node, [slot[id(t)] for t in node.inbound_tensors], slot[id(node.outputs[0])],
-                       sum(n.layer is node.layer for n in nodes) > 1) for node in nodes]
+        self._plan = [(node, [slot[id(t)] for t in node.inbound_tensors],
+                       slot[id(node.outputs[0])], sum(n.layer is node.layer for n in nodes) > 1)
+                      for node in nodes]
         self._out_slots = [slot[id(t)] for t in outs]
         self._graph = (ins, outs)
         self._fuse_step = -1
@@ -324,7 +327,8 @@ class Model(Sequential):
         layers = [n.layer for n in self._nodes]
         dtypes = sorted({l.dtype for l in layers})
         if len(dtypes) > 1:
-            raise ValueError(f"All layers of model {self.name!r} must share one dtype; got {dtypes}.")
+            raise ValueError(f"All layers of model {self.name!r} must share one dtype; "
+                             f"got {dtypes}.")
         self.dtype = np.dtype(dtypes[0] if dtypes else self._inputs[0].dtype)
         self._in_shapes = [t.shape[1:] for t in self._inputs]
         self._out_shapes = [t.shape[1:] for t in self._outputs]
@@ -446,9 +450,11 @@ class Model(Sequential):
         for i, (node, ins, out, shared) in enumerate(self._plan):
             layer = node.layer
             arg = [vals[s] for s in ins] if node.multi else vals[ins[0]]
-            vals[out] = layer.forward_logits(arg, training) if i == fuse else layer.forward(arg, training)
+            run = layer.forward_logits if i == fuse else layer.forward
+            vals[out] = run(arg, training)
             if training and shared:
-                node._cache = {k: layer.__dict__[k] for k in layer._transient if k in layer.__dict__}
+                state = layer.__dict__
+                node._cache = {k: state[k] for k in layer._transient if k in state}
         outs = [vals[s] for s in self._out_slots]
         return outs[0] if len(outs) == 1 else _pack(outs, outs[0].shape[0])
 
@@ -469,7 +475,8 @@ class Model(Sequential):
             layer = node.layer
             if shared:
                 layer.__dict__.update(node._cache)
-            dx = layer.backward_logits(dy) if i == self._fuse_step and self._fused else layer.backward(dy)
+            fused = i == self._fuse_step and self._fused
+            dx = layer.backward_logits(dy) if fused else layer.backward(dy)
             if shared and layer.trainable:
                 _sum_weight_grads(sums, layer)
             for s, d in zip(ins, dx if node.multi else [dx]):
@@ -551,7 +558,7 @@ class Model(Sequential):
         return out
 
     def _prepare_x(self, x, what="x"):
-        xs, _ = _as_list(x, what)
+        xs, _ = _as_list(x)
         if isinstance(x, dict):
             xs = _by_name(x, self._input_names, what) if self._graph else xs
         if self._graph is None:
@@ -559,7 +566,8 @@ class Model(Sequential):
             self.build(shapes if len(xs) > 1 else shapes[0])
         if len(self._inputs) == 1:
             if len(xs) != 1:
-                raise ValueError(f"Model {self.name!r} has one input; {what} is a list of {len(xs)}.")
+                raise ValueError(f"Model {self.name!r} has one input; {what} is a list of "
+                                 f"{len(xs)}.")
             return Sequential._prepare_x(self, xs[0], what)
         if len(xs) != len(self._inputs):
             raise ValueError(f"Model {self.name!r} has {len(self._inputs)} inputs "
@@ -568,8 +576,9 @@ class Model(Sequential):
         for a, shape, name in zip(xs, self._in_shapes, self._input_names):
             a = np.asarray(a)
             if a.dtype.kind not in "fiub" or a.ndim == 0 or a.shape[1:] != shape:
-                raise ValueError(f"{what}[{name!r}] has shape {a.shape} and dtype {a.dtype}; input "
-                                 f"{name!r} expects numbers of shape {_shape_str((None,) + shape)}.")
+                raise ValueError(f"{what}[{name!r}] has shape {a.shape} and dtype {a.dtype}; "
+                                 f"input {name!r} expects numbers of shape "
+                                 f"{_shape_str((None,) + shape)}.")
             arrays.append(a)
         counts = {a.shape[0] for a in arrays}
         if len(counts) != 1:
@@ -581,18 +590,23 @@ class Model(Sequential):
         if self._graph is None:
             self._prepare_x(x, "x" + what)     # trace a subclassed model (and compile it)
         if not isinstance(self.loss, _MultiLoss):
-            ys, _ = _as_list(y, "y" + what)
+            ys, _ = _as_list(y)
             if len(ys) != 1:
-                raise ValueError(f"Model {self.name!r} has one output; y{what} has {len(ys)} arrays.")
+                raise ValueError(f"Model {self.name!r} has one output; y{what} has {len(ys)} "
+                                 f"arrays.")
             return Sequential._prepare_xy(self, x, ys[0], what)
         x = self._prepare_x(x, "x" + what)
         n = x.shape[0]
-        ys = _by_name(y, self._output_names, "y" + what) if isinstance(y, dict) else _as_list(y, "")[0]
+        if isinstance(y, dict):
+            ys = _by_name(y, self._output_names, "y" + what)
+        else:
+            ys = _as_list(y)[0]
         if len(ys) != len(self._outputs):
             raise ValueError(f"Model {self.name!r} has {len(self._outputs)} outputs "
                              f"{self._output_names}; y{what} has {len(ys)} arrays.")
         prepared, raw_shapes = [], []
-        for yi, loss, shape, name in zip(ys, self.loss.losses, self._out_shapes, self._output_names):
+        for yi, loss, shape, name in zip(ys, self.loss.losses, self._out_shapes,
+                                         self._output_names):
             if loss is None:
                 prepared.append(np.zeros((n, 0), self.dtype))
                 raw_shapes.append(None)

@@ -40,7 +40,8 @@ def from_keras(keras_model, compile=True):
         raise TypeError(f"from_keras converts keras.Sequential and functional keras.Model "
                         f"models; got {kind} (a subclassed model has no graph to convert).")
     model.set_weights(keras_model.get_weights())
-    if compile and getattr(keras_model, "compiled", False) and getattr(keras_model, "optimizer", None) is not None:
+    compiled = getattr(keras_model, "compiled", False)
+    if compile and compiled and getattr(keras_model, "optimizer", None) is not None:
         _copy_compile(keras_model, model)
     return model
 
@@ -54,8 +55,8 @@ def _from_sequential(keras_model):
     if any(d is None for d in input_shape[1:]):
         raise ValueError(f"from_keras: input shape {input_shape} has unknown dimensions; "
                          f"cconv needs a fixed sample shape.")
-    model = Sequential([_layers.Input(input_shape[1:])] + [_convert_layer(l) for l in keras_model.layers],
-                       name=keras_model.name)
+    model = Sequential([_layers.Input(input_shape[1:])]
+                       + [_convert_layer(l) for l in keras_model.layers], name=keras_model.name)
     model.build()
     return model
 

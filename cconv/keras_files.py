@@ -106,7 +106,8 @@ def _activation(value, where):
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, dict):  # Keras serialises some activations as dicts
-        name = value.get("config") if value.get("class_name") == "function" else value.get("class_name")
+        kind = value.get("class_name")
+        name = value.get("config") if kind == "function" else kind
         if isinstance(name, str):
             return name
     raise ValueError(f"{where}: cannot convert activation {value!r}; use a named activation.")
@@ -166,7 +167,8 @@ def layer_from_keras_config(cls_name, cfg, where="Keras model"):
            and not (k == "lora_rank" and not cfg[k])]
     if bad:
         raise ValueError(f"{where} ({cls_name}) sets "
-                         f"{', '.join(f'{k}={cfg[k]!r}' for k in bad)}, which cconv does not support.")
+                         f"{', '.join(f'{k}={cfg[k]!r}' for k in bad)}, which cconv does not "
+                         f"support.")
     kwargs = _layer_kwargs(cls_name, cls, cfg, where)
     if "activation" in kwargs:
         kwargs["activation"] = _activation(kwargs["activation"], where)
@@ -175,7 +177,7 @@ def layer_from_keras_config(cls_name, cfg, where="Keras model"):
             try:
                 kwargs[k] = _initializers.deserialize(kwargs[k])
             except (ValueError, TypeError):
-                kwargs.pop(k)   # weights are loaded anyway; the initializer only matters for rebuilds
+                kwargs.pop(k)   # weights are loaded anyway; it only matters for rebuilds
     if cls_name == "BatchNormalization":
         axis = kwargs.get("axis")
         if isinstance(axis, (list, tuple)):

@@ -326,7 +326,8 @@ def test_subclassed_model_matches_keras():
     x, y = _data(16, (6, 6, 1))
     assert_close(cm.predict(x, verbose=0), km.predict(x, verbose=0), np.float32, "predict")
     for m, mod in ((km, keras), (cm, cconv)):
-        m.compile(optimizer=mod.optimizers.Adam(learning_rate=0.01), loss="categorical_crossentropy")
+        m.compile(optimizer=mod.optimizers.Adam(learning_rate=0.01),
+                  loss="categorical_crossentropy")
     hk = km.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     hc = cm.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     np.testing.assert_allclose(hc.history["loss"], hk.history["loss"], rtol=1e-4)

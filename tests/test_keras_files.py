@@ -182,7 +182,8 @@ def test_from_keras_converts_functional_models():
     a, b = keras.Input((5,), name="a"), keras.Input((3,), name="b")
     shared = K.Dense(4, activation="relu", name="shared")
     h = K.Dense(4, name="ha")(a)
-    outs = [K.Dense(2, name="o1")(shared(h)), K.Dense(1, name="o2")(shared(K.Dense(4, name="hb")(b)))]
+    hb = K.Dense(4, name="hb")(b)
+    outs = [K.Dense(2, name="o1")(shared(h)), K.Dense(1, name="o2")(shared(hb))]
     km = keras.Model([a, b], outs)
     _perturb(km)
     cm = cconv.from_keras(km)
@@ -203,7 +204,8 @@ def test_optimizer_state_carries_over_both_ways(tmp_path, opt):
 
     def make(mod):
         inp = mod.Input((6,))
-        out = mod.layers.Dense(3, activation="softmax")(mod.layers.Dense(5, activation="tanh")(inp))
+        hidden = mod.layers.Dense(5, activation="tanh")(inp)
+        out = mod.layers.Dense(3, activation="softmax")(hidden)
         model = mod.Model(inp, out)
         o = (mod.optimizers.Adam(0.01) if opt == "adam"
              else mod.optimizers.SGD(0.05, momentum=0.9))
