@@ -50,6 +50,8 @@ def _cconv_model():
     c = L.BatchNormalization(name="bn")(L.MaxPooling2D(name="pool")(c))
     f = L.Flatten(name="flat")(L.Conv2D(3, 2, strides=2, name="c2")(c))
     h = L.Dense(8, activation="relu", name="h")(L.Dropout(0.2, name="drop")(f))
+    shared = L.Dense(8, activation="tanh", name="shared")
+    h = shared(shared(h))                                      # one layer called twice
     out1 = L.Dense(3, activation="softmax", name="cls")(h)
     out2 = L.Dense(1, name="reg")(h)
     return cconv.Model(inputs=x, outputs=[out1, out2], name="two_heads")

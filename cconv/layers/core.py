@@ -44,11 +44,13 @@ class InputLayer(Layer):
                 "dtype": self.dtype}
 
 
-def Input(shape, batch_size=None, name=None, dtype=None):
+def Input(shape=None, batch_size=None, name=None, dtype=None, batch_shape=None):
     """``cconv.Input((28, 28, 1))``: a symbolic batch of samples of that shape (a
     :class:`~cconv.layers.node.KerasTensor` of shape ``(None,) + shape``). Call layers on it
     and pass it to ``cconv.Model(inputs, outputs)``, or make it the first element of a
-    Sequential model."""
+    Sequential model. ``batch_shape=(None,) + shape`` is accepted instead of ``shape``."""
+    if batch_shape is not None:
+        shape = tuple(batch_shape)[1:]
     return input_tensor(InputLayer(shape, batch_size=batch_size, name=name, dtype=dtype))
 
 
