@@ -28,7 +28,8 @@ from .models import Model, Sequential, load_model  # noqa: E402
 from . import functional  # noqa: E402
 
 __all__ += [
-    "Sequential", "Model", "Input", "load_model", "functional", "from_keras", "layers", "models", "optimizers",
+    "Sequential", "Model", "Input", "load_model", "functional", "from_keras", "layers", "models",
+    "optimizers",
     "losses", "metrics", "activations", "initializers", "callbacks", "datasets",
 ]
 # --- end Keras-style API ---------------------------------------------------------------

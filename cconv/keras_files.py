@@ -135,7 +135,8 @@ def _layer_kwargs(cls_name, cls, cfg, where):
         return {k: cfg[k] for k in _KEEP[cls_name] if k in cfg}
     accepted = _init_params(cls)
     unknown = sorted(k for k in cfg if k not in accepted and k not in _SKIP_KEYS
-                     and k not in _MUST_BE_DEFAULT and k not in _IGNORED)
+                     and k not in _MUST_BE_DEFAULT and k not in _IGNORED
+                     and cfg[k] is not None)
     if unknown:
         raise ValueError(f"{where} ({cls_name}) has Keras arguments cconv does not support: "
                          f"{', '.join(f'{k}={cfg[k]!r}' for k in unknown)}.")
@@ -165,6 +166,8 @@ def layer_from_keras_config(cls_name, cfg, where="Keras model"):
         return cls(shape=shape, name=cfg.get("name"), dtype=dtype)
     bad = [k for k, default in _MUST_BE_DEFAULT.items() if k in cfg and cfg[k] != default
            and not (k == "lora_rank" and not cfg[k])]
+    bad += [k for k in cfg if k.endswith(("_regularizer", "_constraint"))
+            and k not in _MUST_BE_DEFAULT and cfg[k] is not None]
     if bad:
         raise ValueError(f"{where} ({cls_name}) sets "
                          f"{', '.join(f'{k}={cfg[k]!r}' for k in bad)}, which cconv does not "
@@ -540,7 +543,13 @@ def load_keras(filepath):
         raise ValueError(f"{filepath!r} is not a Keras .keras archive ({exc}).") from None
     model = model_from_keras_config(config)
     compile_from_keras(model, config.get("compile_config"))
-    with _h5py().File(io.BytesIO(weights), "r") as f:
+    h5py = _h5py()
+    try:
+        f = h5py.File(io.BytesIO(weights), "r")
+    except OSError as exc:
+        raise ValueError(f"{filepath!r}: its model.weights.h5 is not an HDF5 file "
+                         f"({exc}).") from None
+    with f:
         _read_weights(model, f, filepath)
         _read_optimizer(model, f)
     return model

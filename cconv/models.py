@@ -628,8 +628,8 @@ class Sequential:
 
     def _summary_rows(self):
         """``(column titles, rows of strings)`` for :meth:`summary`."""
-        rows = [(f"{l.name} ({type(l).__name__})", _shape_str(l.output_shape), f"{l.count_params():,}")
-                for l in self._layers]
+        rows = [(f"{l.name} ({type(l).__name__})", _shape_str(l.output_shape),
+                 f"{l.count_params():,}") for l in self._layers]
         return ("Layer (type)", "Output Shape", "Param #"), rows
 
     def get_config(self):

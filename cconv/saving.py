@@ -80,13 +80,14 @@ def save_model(model, filepath):
     if fmt == "keras":
         return keras_files.save_keras(model, filepath)
     if fmt != "npz":
-        raise ValueError(f"Cannot save to {os.fspath(filepath)!r}: models are saved as .npz (cconv) "
-                         f"or .keras (Keras 3); legacy .h5 is read only.")
+        raise ValueError(f"Cannot save to {os.fspath(filepath)!r}: models are saved as .npz "
+                         f"(cconv) or .keras (Keras 3); legacy .h5 is read only.")
     model._ensure_built()
     meta = {"format": "cconv.model", "version": FORMAT_VERSION, "config": model.get_config()}
     arrays = _weights_arrays(model)
     meta["num_weights"] = len(arrays)
-    if model.compiled and getattr(model.loss, "losses", None) is None:   # several outputs: not kept
+    # The compile settings of a several-output model (its loss is a list) are not kept here.
+    if model.compiled and getattr(model.loss, "losses", None) is None:
         metrics = []
         for m in model._metric_ids:
             if not isinstance(m, str):
@@ -105,7 +106,8 @@ def load_model(filepath):
     from . import losses, optimizers
     fmt = keras_files.file_format(filepath)
     if fmt in ("keras", "h5"):
-        return keras_files.load_keras(filepath) if fmt == "keras" else keras_files.load_h5(filepath)
+        read = keras_files.load_keras if fmt == "keras" else keras_files.load_h5
+        return read(filepath)
     from .models import Model, Sequential
     meta, data = _read(filepath, "model")
     if meta.get("format") != "cconv.model":

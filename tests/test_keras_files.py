@@ -1,6 +1,7 @@
 """Keras model files: ``.keras`` archives both ways (Keras writes -> cconv reads with
 TensorFlow and Keras unimportable; cconv writes -> Keras reads), legacy ``.h5``,
 ``.weights.h5``, and the errors for unknown suffixes and unsupported layers."""
+import io
 import json
 import os
 import subprocess
@@ -147,9 +148,11 @@ def _write_keras(path, layers):
               "config": {"name": "s", "layers": [
                   {"class_name": "InputLayer", "config": {"batch_shape": [None, 4]}}] + layers},
               "build_config": {"input_shape": [None, 4]}}
+    weights = io.BytesIO()
+    h5py.File(weights, "w").close()
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("config.json", json.dumps(config))
-        zf.writestr("model.weights.h5", b"")
+        zf.writestr("model.weights.h5", weights.getvalue())
 
 
 def test_unknown_suffix_and_unsupported_layer_errors(tmp_path, monkeypatch):
@@ -262,3 +265,32 @@ def test_reads_a_keras2_style_h5_file(tmp_path):
     np.testing.assert_allclose(model.predict(x, verbose=0), np.maximum(x @ kernel + bias, 0),
                                rtol=1e-6)
     assert [l.name for l in model.layers] == ["input_1", "dense"]
+
+
+class _Scale(L.Layer):
+    """Test-only layer outside the built-in conversion table: ``factor * x``."""
+
+    def __init__(self, factor=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.factor = float(factor)
+
+    def forward(self, x, training=False):
+        return x * x.dtype.type(self.factor)
+
+
+def test_registered_layers_load_from_their_keras_arguments(tmp_path, monkeypatch):
+    """Layer classes without a hand-written table take the Keras arguments their
+    constructor accepts; others must be None, a set regularizer is refused by name."""
+    monkeypatch.setitem(L._REGISTRY, "Scale", _Scale)
+    good = {"name": "s", "factor": 2.0, "dtype": {"class_name": "DTypePolicy",
+                                                  "config": {"name": "float32"}},
+            "depthwise_constraint": None}
+    _write_keras(tmp_path / "ok.keras", [{"class_name": "Scale", "config": good}])
+    model = cconv.load_model(tmp_path / "ok.keras")
+    np.testing.assert_array_equal(model.predict(np.ones((2, 4)), verbose=0), np.full((2, 4), 2.0))
+    for extra, match in (({"mode": "fancy"}, "does not support: mode='fancy'"),
+                         ({"scale_regularizer": "l2"}, "sets scale_regularizer='l2'")):
+        bad = [{"class_name": "Scale", "config": {**good, **extra}}]
+        _write_keras(tmp_path / "bad.keras", bad)
+        with pytest.raises(ValueError, match=match):
+            cconv.load_model(tmp_path / "bad.keras")
