@@ -24,10 +24,13 @@ from . import (activations, callbacks, datasets, initializers, layers, losses,  
                metrics, models, optimizers)
 from .interop import from_keras  # noqa: E402
 from .layers import Input  # noqa: E402
-from .models import Sequential, load_model  # noqa: E402
+from .models import Model, Sequential, load_model  # noqa: E402
+# keras_files registers the .keras / .h5 / .weights.h5 formats with cconv.saving
+from . import functional, keras_files  # noqa: E402,F401
 
 __all__ += [
-    "Sequential", "Input", "load_model", "from_keras", "layers", "models", "optimizers",
+    "Sequential", "Model", "Input", "load_model", "functional", "from_keras", "layers", "models",
+    "optimizers",
     "losses", "metrics", "activations", "initializers", "callbacks", "datasets",
 ]
 # --- end Keras-style API ---------------------------------------------------------------

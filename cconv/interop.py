@@ -3,127 +3,53 @@
 import inspect
 
 from . import layers as _layers
-from . import initializers, losses, optimizers
+from . import losses, optimizers
+from .functional import model_from_graph_config
+from .keras_files import layer_from_keras_config
 from .models import Sequential
 
 __all__ = ["from_keras"]
 
-_SKIP_KEYS = {"name", "trainable", "dtype", "data_format"}
-# Keras options we do not implement; converting is refused unless they are at their defaults.
-_MUST_BE_DEFAULT = {
-    "kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
-    "kernel_constraint": None, "bias_constraint": None, "beta_regularizer": None,
-    "gamma_regularizer": None, "beta_constraint": None, "gamma_constraint": None,
-    "noise_shape": None, "synchronized": False, "renorm": False, "renorm_clipping": None,
-    "quantization_config": None, "lora_rank": None,
-    "depthwise_regularizer": None, "pointwise_regularizer": None,
-    "depthwise_constraint": None, "pointwise_constraint": None,
-}
-_KEEP = {
-    "Dense": ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer"),
-    "Conv2D": ("filters", "kernel_size", "strides", "padding", "dilation_rate", "groups",
-               "activation", "use_bias", "kernel_initializer", "bias_initializer"),
-    "MaxPooling2D": ("pool_size", "strides", "padding"),
-    "AveragePooling2D": ("pool_size", "strides", "padding"),
-    "GlobalAveragePooling2D": ("keepdims",),
-    "GlobalMaxPooling2D": ("keepdims",),
-    "Flatten": (),
-    "Dropout": ("rate", "seed"),
-    "Activation": ("activation",),
-    "ReLU": ("max_value", "negative_slope", "threshold"),
-    "LeakyReLU": ("negative_slope",),
-    "Softmax": ("axis",),
-    "BatchNormalization": ("axis", "momentum", "epsilon", "center", "scale"),
-    "Conv2DTranspose": ("filters", "kernel_size", "strides", "padding", "output_padding",
-                        "dilation_rate", "activation", "use_bias", "kernel_initializer",
-                        "bias_initializer"),
-    "DepthwiseConv2D": ("kernel_size", "strides", "padding", "depth_multiplier",
-                        "dilation_rate", "activation", "use_bias", "depthwise_initializer",
-                        "bias_initializer"),
-    "SeparableConv2D": ("filters", "kernel_size", "strides", "padding", "depth_multiplier",
-                        "dilation_rate", "activation", "use_bias", "depthwise_initializer",
-                        "pointwise_initializer", "bias_initializer"),
-    "UpSampling2D": ("size", "interpolation"),
-    "ZeroPadding2D": ("padding",),
-    "Cropping2D": ("cropping",),
-    "Reshape": ("target_shape",),
-    "Permute": ("dims",),
-    "Rescaling": ("scale", "offset"),
-    "Add": (), "Subtract": (), "Multiply": (), "Average": (), "Maximum": (), "Minimum": (),
-    "Concatenate": ("axis",),
-}
-
-
-def _activation(value, where):
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, dict):  # Keras serialises some activations as dicts
-        name = value.get("config") if value.get("class_name") == "function" else value.get("class_name")
-        if isinstance(name, str):
-            return name
-    raise ValueError(f"{where}: cannot convert activation {value!r}; use a named activation.")
-
 
 def _convert_layer(kl):
-    cls = type(kl).__name__
-    if cls not in _KEEP:
-        raise ValueError(
-            f"from_keras: cannot convert layer {kl.name!r} of type {cls}. Supported layers: "
-            f"{', '.join(sorted(_KEEP))}."
-        )
-    cfg = kl.get_config()
-    if cfg.get("data_format", "channels_last") != "channels_last":
-        raise ValueError(f"from_keras: layer {kl.name!r} uses data_format={cfg['data_format']!r}; "
-                         f"only channels_last is supported.")
-    bad = [k for k, default in _MUST_BE_DEFAULT.items() if k in cfg and cfg[k] != default
-           and not (k == "lora_rank" and not cfg[k])]
-    if bad:
-        raise ValueError(
-            f"from_keras: layer {kl.name!r} ({cls}) sets {', '.join(f'{k}={cfg[k]!r}' for k in bad)}, "
-            f"which cconv does not support."
-        )
-    kwargs = {k: cfg[k] for k in _KEEP[cls] if k in cfg}
-    if "activation" in kwargs:
-        kwargs["activation"] = _activation(kwargs["activation"], f"layer {kl.name!r}")
-    for k in ("kernel_initializer", "bias_initializer", "depthwise_initializer",
-              "pointwise_initializer"):
-        if k in kwargs and isinstance(kwargs[k], dict):
-            try:
-                kwargs[k] = initializers.deserialize(kwargs[k])
-            except (ValueError, TypeError):
-                kwargs.pop(k)   # weights are copied anyway; the initializer only matters for rebuilds
-    if cls == "BatchNormalization":
-        axis = kwargs.get("axis")
-        if isinstance(axis, (list, tuple)):
-            axis = axis[0] if len(axis) == 1 else axis
-        kwargs["axis"] = -1 if axis in (-1, 3) else axis
-    if cls == "Softmax" and kwargs.get("axis") in (3, [-1]):
-        kwargs["axis"] = -1
-    return getattr(_layers, cls)(name=cfg.get("name"), trainable=cfg.get("trainable", True), **kwargs)
+    return layer_from_keras_config(type(kl).__name__, kl.get_config(), "from_keras")
 
 
 def from_keras(keras_model, compile=True):
-    """Build a cconv :class:`~cconv.models.Sequential` equal to a Keras Sequential model
-    (architecture from each layer's config, then ``set_weights(keras_model.get_weights())``).
+    """Build a cconv model equal to a Keras Sequential or Functional model (architecture
+    from the layers' configs, then ``set_weights(keras_model.get_weights())``).
 
     Args:
-        keras_model: a built ``keras.Sequential`` (Keras 3) made of supported layers: Dense,
-            Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
-            GlobalMaxPooling2D, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax,
-            BatchNormalization, Conv2DTranspose, DepthwiseConv2D, SeparableConv2D,
-            UpSampling2D, ZeroPadding2D, Cropping2D, Reshape, Permute, Rescaling.
+        keras_model: a built ``keras.Sequential`` or functional ``keras.Model`` (Keras 3)
+            made of layers cconv supports (``cconv.layers``' classes, e.g. Dense, Conv2D,
+            pooling, Flatten, Dropout, Activation, ReLU, LeakyReLU, Softmax,
+            BatchNormalization).
         compile: when the Keras model is compiled with Adam/SGD/RMSprop and a supported loss,
             compile the cconv model the same way (optimizer state is not copied).
 
     Raises:
         ValueError: a layer or option that cannot be converted (named in the message), or
             a model that is not built.
-        TypeError: not a Keras Sequential model.
+        TypeError: a subclassed Keras model.
     """
-    if type(keras_model).__name__ != "Sequential":
-        raise TypeError(
-            f"from_keras converts keras.Sequential models; got {type(keras_model).__name__}."
-        )
+    kind = type(keras_model).__name__
+    if kind == "Functional":
+        model = model_from_graph_config(
+            keras_model.get_config(),
+            lambda e: layer_from_keras_config(e["class_name"], e["config"], "from_keras"))
+    elif kind == "Sequential":
+        model = _from_sequential(keras_model)
+    else:
+        raise TypeError(f"from_keras converts keras.Sequential and functional keras.Model "
+                        f"models; got {kind} (a subclassed model has no graph to convert).")
+    model.set_weights(keras_model.get_weights())
+    compiled = getattr(keras_model, "compiled", False)
+    if compile and compiled and getattr(keras_model, "optimizer", None) is not None:
+        _copy_compile(keras_model, model)
+    return model
+
+
+def _from_sequential(keras_model):
     try:
         input_shape = tuple(keras_model.input_shape)
     except (AttributeError, ValueError):
@@ -132,12 +58,9 @@ def from_keras(keras_model, compile=True):
     if any(d is None for d in input_shape[1:]):
         raise ValueError(f"from_keras: input shape {input_shape} has unknown dimensions; "
                          f"cconv needs a fixed sample shape.")
-    model = Sequential([_layers.Input(input_shape[1:])] + [_convert_layer(l) for l in keras_model.layers],
-                       name=keras_model.name)
+    model = Sequential([_layers.Input(input_shape[1:])]
+                       + [_convert_layer(l) for l in keras_model.layers], name=keras_model.name)
     model.build()
-    model.set_weights(keras_model.get_weights())
-    if compile and getattr(keras_model, "compiled", False) and getattr(keras_model, "optimizer", None) is not None:
-        _copy_compile(keras_model, model)
     return model
 
 
@@ -154,16 +77,16 @@ def _copy_compile(keras_model, model):
         return   # a schedule
     optimizer = getattr(optimizers, name)(**{k: cfg[k] for k in keys[name]})
     loss = getattr(keras_model, "loss", None)
-    if loss is None:
-        return
     try:
         if isinstance(loss, str):
             loss = losses.get(loss)
-        elif loss is not None:
+        elif loss is not None and type(loss).__name__ in losses.REGISTRY.classes():
             lcfg = loss.get_config()
-            cls = losses.REGISTRY.lookup(type(loss).__name__)
+            cls = losses.REGISTRY.classes()[type(loss).__name__]
             params = inspect.signature(cls).parameters
             loss = cls(**{k: v for k, v in lcfg.items() if k in params and k != "name"})
+        else:
+            return
     except ValueError:
         return
     metrics = []

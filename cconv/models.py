@@ -16,7 +16,7 @@ from .layers.base import unique_name
 from .trainer import Trainer
 from .trainer import shape_str as _shape_str
 
-__all__ = ["Sequential", "load_model", "lenet5", "tutorial_cnn"]
+__all__ = ["Sequential", "Model", "load_model", "lenet5", "tutorial_cnn"]
 
 
 class Sequential(Trainer):
@@ -52,6 +52,9 @@ class Sequential(Trainer):
     # ----- structure -------------------------------------------------------------------
     def add(self, layer):
         """Append a layer (or set the input with ``cconv.Input``)."""
+        history = getattr(layer, "_keras_history", None)   # a symbolic tensor: cconv.Input
+        if history is not None and isinstance(history[0], _layers.InputLayer):
+            layer = history[0]
         if isinstance(layer, _layers.InputLayer):
             if self._layers or self._input_layer is not None:
                 raise ValueError("cconv.Input must be the first element of a Sequential model.")
@@ -175,16 +178,19 @@ class Sequential(Trainer):
         """Print the layers, their output shapes and parameter counts, and the totals."""
         self._ensure_built()
         print_fn = print_fn or print
-        rows = [(f"{l.name} ({type(l).__name__})", _shape_str(l.output_shape), f"{l.count_params():,}")
-                for l in self._layers]
-        w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
+        heads, rows = self._summary_rows()
+        w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
         line = "+" + "+".join("-" * (c + 2) for c in w) + "+"
+
+        def fmt(cells):   # numbers right-aligned, text left-aligned
+            return "| " + " | ".join(f"{c:>{w[i]}}" if heads[i] == "Param #" else f"{c:<{w[i]}}"
+                                     for i, c in enumerate(cells)) + " |"
         print_fn(f'Model: "{self.name}"')
         print_fn(line)
-        print_fn(f"| {'Layer (type)':<{w[0]}} | {'Output Shape':<{w[1]}} | {'Param #':>{w[2]}} |")
+        print_fn(fmt(heads))
         print_fn(line.replace("-", "="))
         for r in rows:
-            print_fn(f"| {r[0]:<{w[0]}} | {r[1]:<{w[1]}} | {r[2]:>{w[2]}} |")
+            print_fn(fmt(r))
         print_fn(line)
         itemsize = self.dtype.itemsize
         tot = self.count_params()
@@ -196,6 +202,12 @@ class Sequential(Trainer):
         print_fn(f" Total params: {tot:,} ({size(tot)})")
         print_fn(f" Trainable params: {tr:,} ({size(tr)})")
         print_fn(f" Non-trainable params: {tot - tr:,} ({size(tot - tr)})")
+
+    def _summary_rows(self):
+        """``(column titles, rows of strings)`` for :meth:`summary`."""
+        rows = [(f"{l.name} ({type(l).__name__})", _shape_str(l.output_shape),
+                 f"{l.count_params():,}") for l in self._layers]
+        return ("Layer (type)", "Output Shape", "Param #"), rows
 
     def get_config(self):
         cfg = {"name": self.name, "layers": []}
@@ -284,3 +296,7 @@ def tutorial_cnn(input_shape=(32, 32, 3), classes=10, compile=True):
         model.compile(optimizer="adam", loss=_losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
     return model
+
+
+# The graph model subclasses Sequential, so it is imported once Sequential exists.
+from .functional import Model  # noqa: E402

@@ -59,6 +59,10 @@ class Registry:
         """The documented names, sorted and comma-separated."""
         return ", ".join(sorted(self.names))
 
+    def classes(self):
+        """``{class name: class}`` for every registered class (aliases excluded)."""
+        return {cls.__name__: cls for cls in self._by_key.values()}
+
     def lookup(self, name):
         """The class for ``name`` (case and underscores ignored).
 

@@ -3,7 +3,9 @@
 Files are NumPy ``.npz`` archives (written to exactly the path given): a JSON document under
 ``__cconv__`` (format, architecture, compile settings) and arrays ``w0, w1, ...`` in
 ``get_weights()`` order, plus ``opt.*`` optimizer state for full models. They load with
-``allow_pickle=False``: nothing in a file can run code.
+``allow_pickle=False``: nothing in a file can run code. Keras 3 ``.keras`` archives, Keras
+``.weights.h5`` files and legacy ``.h5`` models (read only) go through
+:mod:`cconv.keras_files`; the suffix decides, and any other suffix is a ``ValueError``.
 
 This module imports no model class: it works from a model's public API (``get_config``,
 ``get_weights`` / ``set_weights``, ``get_compile_config`` / ``compile_from_config``,
@@ -19,6 +21,48 @@ import numpy as np
 from . import fileio
 
 FORMAT_VERSION = 1
+
+# Other file formats by the name file_format() gives them: {"save": fn, "load": fn}, filled
+# by the modules that implement them (cconv.keras_files registers "keras", "h5",
+# "weights.h5"), so that this module imports none of them.
+_FORMATS = {}
+
+
+def register_format(name, save=None, load=None):
+    """Route paths whose :func:`file_format` is ``name`` to ``save(model, path)`` /
+    ``load(path)`` (models) or ``save(model, path)`` / ``load(model, path)`` (weights)."""
+    _FORMATS[name] = {"save": save, "load": load}
+
+
+def _handler(fmt, action, filepath):
+    fn = _FORMATS.get(fmt, {}).get(action)
+    if fn is None:
+        raise ValueError(f"Cannot {action} {os.fspath(filepath)!r}: {fmt} files are "
+                         f"{'read only' if action == 'save' else 'not supported'} in cconv; "
+                         f"models are saved as .npz (cconv) or .keras (Keras 3).")
+    return fn
+
+
+def file_format(filepath, what="model"):
+    """The format a path's suffix names: "npz" (cconv's own), "keras" (``.keras``),
+    "h5" (legacy Keras ``.h5``/``.hdf5``, read only) or "weights.h5" (``.weights.h5``).
+
+    Raises:
+        ValueError: any other suffix (the message lists the accepted ones).
+    """
+    name = os.fspath(filepath).lower()
+    if name.endswith(".npz"):
+        return "npz"
+    if name.endswith(".weights.h5"):
+        return "weights.h5"
+    if name.endswith(".keras"):
+        return "keras"
+    if name.endswith((".h5", ".hdf5")):
+        return "h5"
+    accepted = ('".npz" (cconv) or ".keras" (Keras 3)' if what == "model"
+                else '".npz" (cconv) or ".weights.h5" (Keras 3)')
+    raise ValueError(f"Cannot tell the file format of {os.fspath(filepath)!r} from its suffix; "
+                     f"use {accepted}.")
 
 
 def _write(filepath, meta, arrays):
@@ -37,8 +81,19 @@ def _load_weight_list(meta, data, filepath):
     return [data[f"w{i}"] for i in range(meta["num_weights"])]
 
 
+def _weights_format(filepath):
+    fmt = file_format(filepath, "weights")
+    if fmt not in ("npz", "weights.h5"):
+        raise ValueError(f"{os.fspath(filepath)!r}: weights are saved as .npz (cconv) or "
+                         f".weights.h5 (Keras 3).")
+    return fmt
+
+
 def save_weights(model, filepath):
-    """Write ``model.get_weights()`` alone."""
+    """Write ``model.get_weights()`` alone (``.npz``, or Keras's ``.weights.h5``)."""
+    fmt = _weights_format(filepath)
+    if fmt != "npz":
+        return _handler(fmt, "save", filepath)(model, filepath)
     weights = {f"w{i}": w for i, w in enumerate(model.get_weights())}
     _write(filepath, {"format": "cconv.weights", "version": FORMAT_VERSION,
                       "num_weights": len(weights)}, weights)
@@ -46,6 +101,9 @@ def save_weights(model, filepath):
 
 def load_weights(model, filepath):
     """``model.set_weights`` from a weights file or a full model file."""
+    fmt = _weights_format(filepath)
+    if fmt != "npz":
+        return _handler(fmt, "load", filepath)(model, filepath)
     meta, data = _read(filepath, "weights")
     if meta.get("format") not in ("cconv.weights", "cconv.model"):
         raise ValueError(f"{os.fspath(filepath)!r} is not a cconv weights file.")
@@ -53,7 +111,11 @@ def load_weights(model, filepath):
 
 
 def save_model(model, filepath):
-    """Write ``model`` (architecture, weights, compile settings, optimizer state)."""
+    """Write ``model`` (architecture, weights, compile settings, optimizer state) as ``.npz``,
+    or as a Keras 3 ``.keras`` archive."""
+    fmt = file_format(filepath)
+    if fmt != "npz":
+        return _handler(fmt, "save", filepath)(model, filepath)
     weights = model.get_weights()              # builds the model if needed
     meta = {"format": "cconv.model", "version": FORMAT_VERSION,
             "class_name": type(model).__name__, "config": model.get_config(),
@@ -84,6 +146,9 @@ def load_model(filepath, custom_objects=None):
         custom_objects: ``{class_name: model class}`` for model classes not registered with
             :func:`register_model_class`.
     """
+    fmt = file_format(filepath)
+    if fmt != "npz":
+        return _handler(fmt, "load", filepath)(filepath)
     meta, data = _read(filepath, "model")
     if meta.get("format") != "cconv.model":
         raise ValueError(
@@ -92,6 +157,8 @@ def load_model(filepath, custom_objects=None):
         )
     class_name = meta.get("class_name", "Sequential")     # files before class_name existed
     cls = dict(_MODEL_CLASSES, **(custom_objects or {})).get(class_name)
+    if cls is None and "input_layers" in meta["config"]:   # a subclassed model: its graph
+        cls = _MODEL_CLASSES.get("Model")
     if cls is None:
         raise ValueError(f"{os.fspath(filepath)!r} holds a {class_name!r} model; known model "
                          f"classes: {', '.join(sorted(_MODEL_CLASSES))}.")

@@ -19,6 +19,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from .node import call_symbolic, is_symbolic
+
 _name_counters = defaultdict(itertools.count)
 _SUPPORTED_DTYPES = ("float32", "float64")
 
@@ -117,7 +119,10 @@ class Layer:
     # ----- computation -----------------------------------------------------------
     def __call__(self, x, training=False):
         """Apply the layer to a batch ``x`` of shape ``(batch,) + input_shape``;
-        returns a NumPy array of shape ``(batch,) + output_shape``."""
+        returns a NumPy array of shape ``(batch,) + output_shape``. On symbolic tensors
+        (``cconv.Input``) records a graph node and returns a symbolic tensor."""
+        if is_symbolic(x):
+            return call_symbolic(self, x)
         x = np.asarray(x)
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)

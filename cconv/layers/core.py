@@ -9,6 +9,7 @@ from .. import initializers as _initializers
 from .. import ops as _ops
 from .._validation import check_int
 from .base import Layer, check_data_format
+from .node import input_tensor
 
 __all__ = ["InputLayer", "Input", "Dense", "Activation", "ReLU", "LeakyReLU", "Softmax",
            "Dropout", "Flatten"]
@@ -31,6 +32,8 @@ class InputLayer(Layer):
         super().__init__(name=name, dtype=dtype, input_shape=shape)
         self.shape = shape
         self.batch_size = batch_size
+        self._output_shape = shape
+        self.built = True
 
     def forward(self, x, training=False):
         return x
@@ -43,9 +46,14 @@ class InputLayer(Layer):
                 "dtype": self.dtype}
 
 
-def Input(shape, batch_size=None, name=None, dtype=None):
-    """``cconv.Input((28, 28, 1))``: the input of a Sequential model (one sample's shape)."""
-    return InputLayer(shape, batch_size=batch_size, name=name, dtype=dtype)
+def Input(shape=None, batch_size=None, name=None, dtype=None, batch_shape=None):
+    """``cconv.Input((28, 28, 1))``: a symbolic batch of samples of that shape (a
+    :class:`~cconv.layers.node.KerasTensor` of shape ``(None,) + shape``). Call layers on it
+    and pass it to ``cconv.Model(inputs, outputs)``, or make it the first element of a
+    Sequential model. ``batch_shape=(None,) + shape`` is accepted instead of ``shape``."""
+    if batch_shape is not None:
+        shape = tuple(batch_shape)[1:]
+    return input_tensor(InputLayer(shape, batch_size=batch_size, name=name, dtype=dtype))
 
 
 class _ActivatedLayer(Layer):

@@ -12,6 +12,7 @@ an input of lower rank gets axes of size 1 inserted after the batch axis, as Ker
 import numpy as np
 
 from .base import Layer
+from .node import call_symbolic, is_symbolic
 
 __all__ = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"]
 
@@ -66,7 +67,10 @@ class _Merge(Layer):
         return None if self._input_shape is None else [(None,) + s for s in self._input_shape]
 
     def __call__(self, xs, training=False):
-        """Apply the layer to a list of batches; returns one NumPy array."""
+        """Apply the layer to a list of batches; returns one NumPy array. On symbolic tensors
+        (``cconv.Input`` and layer outputs) records a graph node and returns a symbolic tensor."""
+        if is_symbolic(xs):
+            return call_symbolic(self, xs)
         if not isinstance(xs, (list, tuple)):
             raise TypeError(f"{type(self).__name__} {self.name!r} takes a list of arrays; "
                             f"got {type(xs).__name__}.")

@@ -1,0 +1,764 @@
+"""Graph models: Keras's functional API and subclassed models.
+
+``cconv.Input(shape)`` returns a symbolic :class:`~cconv.layers.node.KerasTensor`; calling a
+layer on symbolic tensors records a :class:`~cconv.layers.node.Node` and returns new ones;
+``cconv.Model(inputs, outputs)`` collects the nodes between them::
+
+    x = cconv.Input((28, 28, 1))
+    h = cconv.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    y = cconv.layers.Dense(10, activation="softmax")(cconv.layers.Flatten()(h))
+    model = cconv.Model(inputs=x, outputs=y)
+
+A subclass of :class:`Model` that defines ``call(self, x)`` is traced once, on symbolic
+inputs, into the same kind of graph (on ``build(input_shape)`` or the first data it sees).
+
+How it runs (one rule per question):
+
+- Order: nodes run in Keras's order (``map_graph``: decreasing depth from the outputs, ties
+  in first-visit order of a depth-first walk from the outputs); ``model.layers`` is Keras's
+  list for the same graph (InputLayers included), so ``get_weights()`` matches Keras's.
+- Backward runs the nodes in reverse; a tensor used by several nodes gets the sum of their
+  gradients. Nodes with no trainable weight upstream are skipped, and a layer whose inputs
+  are all model inputs does not compute its input gradient.
+- Shared layers (one layer called several times) share their weights. Each layer keeps ONE
+  set of forward caches (the attributes named in its ``_transient``), so for a shared layer
+  the graph saves them per node after each training forward (``node._cache``) and puts them
+  back before that node's backward; its weight gradients (which ``backward`` overwrites) are
+  summed over its nodes and written back once at the end of the backward pass.
+- Training reuses :class:`~cconv.models.Sequential`'s compile/fit/evaluate/predict loop: a
+  model with several inputs or outputs presents them to it as ONE flat array per batch
+  (each sample's arrays flattened and concatenated, in input/output order), split again
+  inside :meth:`Model._forward`, the loss (:class:`_MultiLoss`) and the metrics. Losses
+  and metrics per output are given as lists (output order) or dicts (output names: the
+  names of the layers that produce the outputs); ``loss_weights`` likewise.
+"""
+
+import numpy as np
+
+from . import layers as _layers
+from . import losses as _losses
+from . import metrics as _metrics
+from .layers.base import _snake, unique_name
+from .layers.node import KerasTensor, input_tensor, is_symbolic
+from .models import Sequential, _shape_str
+from .saving import register_model_class
+
+__all__ = ["Model", "Input", "KerasTensor"]
+
+Input = _layers.Input
+
+
+# ----- graph ----------------------------------------------------------------------------------
+def _depth_first(outputs):
+    """Nodes from inputs to outputs (post-order DFS) and each layer's first-visit index."""
+    finished, in_progress, order, first_seen = set(), set(), [], {}
+
+    def visit(tensor):
+        node = tensor.node
+        if node in finished:
+            return
+        if node in in_progress:
+            raise ValueError(f"The graph has a cycle at layer {node.layer.name!r}.")
+        first_seen.setdefault(node.layer, len(first_seen))
+        in_progress.add(node)
+        for t in node.inbound_tensors:
+            visit(t)
+        in_progress.discard(node)
+        finished.add(node)
+        order.append(node)
+
+    for t in outputs:
+        visit(t)
+    return order, first_seen
+
+
+def map_graph(inputs, outputs):
+    """``(nodes, layers)``: the nodes in execution order and the layers in Keras's order
+    (Keras 3's ``keras/src/ops/function.py::map_graph``, same depth and tie rules).
+
+    Raises:
+        ValueError: a tensor that cannot be computed from ``inputs`` (naming the layer).
+    """
+    order, first_seen = _depth_first(outputs)
+    node_depth, layer_depth = {}, {}
+    for node in reversed(order):
+        depth = max(node_depth.setdefault(node, 0), layer_depth.get(node.layer, 0))
+        layer_depth[node.layer] = node_depth[node] = depth
+        for parent in node.parent_nodes:
+            node_depth[parent] = max(depth + 1, node_depth.get(parent, 0))
+    for t in inputs:   # unused inputs still belong to the model
+        if t.node not in node_depth:
+            node_depth[t.node] = layer_depth[t.node.layer] = 0
+            first_seen[t.node.layer] = -1
+    by_depth = sorted(set(layer_depth.values()), reverse=True)
+    layers = []
+    for d in by_depth:
+        layers += sorted((l for l, ld in layer_depth.items() if ld == d), key=first_seen.get)
+    nodes = [n for d in sorted(set(node_depth.values()), reverse=True)
+             for n in node_depth if node_depth[n] == d]
+    known = {id(t) for t in inputs}
+    for node in nodes:
+        for t in node.inbound_tensors:
+            if id(t) not in known:
+                raise ValueError(
+                    f"Graph disconnected: layer {node.layer.name!r} needs tensor {t!r}, which "
+                    f"cannot be computed from the model's inputs "
+                    f"{[x.name for x in inputs]}; pass it in inputs=[...]."
+                )
+        if not node.is_input:
+            known.update(id(t) for t in node.outputs)
+    return [n for n in nodes if not n.is_input], layers
+
+
+def _as_list(value):
+    """``(list of values, their names or None)`` from one value, a list/tuple or a dict."""
+    if isinstance(value, dict):
+        return list(value.values()), list(value)
+    if isinstance(value, (list, tuple)):
+        return list(value), None
+    return [value], None
+
+
+def _pack(arrays, n):
+    """One ``(n, total)`` array: each array's samples flattened, side by side."""
+    return np.concatenate([a.reshape(n, -1) for a in arrays], axis=1)
+
+
+def _unpack(flat, shapes):
+    """Inverse of :func:`_pack` for sample shapes ``shapes``; fresh contiguous arrays."""
+    out, lo = [], 0
+    for s in shapes:
+        size = int(np.prod(s, dtype=np.int64))
+        out.append(np.ascontiguousarray(flat[:, lo:lo + size]).reshape((flat.shape[0],) + s))
+        lo += size
+    return out
+
+
+def _by_name(value, names, what):
+    """A per-output (or per-input) argument as a list in ``names`` order: a single value is
+    repeated, a list must have one entry per name, a dict is looked up by name."""
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ValueError(f"{what}: unknown names {unknown}; the model's are {names}.")
+        return [value.get(n) for n in names]
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(names):
+            raise ValueError(f"{what}: got {len(value)} entries for {len(names)} "
+                             f"({', '.join(names)}); give one per name or a dict.")
+        return list(value)
+    return [value] * len(names)
+
+
+# ----- losses and metrics over several outputs ------------------------------------------------
+class _MultiLoss(_losses.Loss):
+    """``sum_i weight_i * loss_i(y_i, out_i)`` over a model's outputs, on packed arrays.
+
+    ``y`` and ``out`` are ``(batch, total)`` arrays (see :func:`_pack`); ``shapes`` are the
+    outputs' sample shapes; an output whose loss is None gets a zero gradient.
+    """
+
+    _default_name = "loss"
+
+    def __init__(self, losses, weights, names):
+        super().__init__()
+        self.losses, self.weights, self.names = losses, weights, names
+        self.shapes = None
+
+    def target_shape(self, i):
+        shape = self.shapes[i]
+        if self.losses[i] is None:
+            return (0,)
+        return shape[:-1] if self.losses[i].sparse else shape
+
+    def split(self, y, out):
+        ys = _unpack(y, [self.target_shape(i) for i in range(len(self.shapes))])
+        ys = [yi.astype(np.intp) if l is not None and l.sparse else yi
+              for yi, l in zip(ys, self.losses)]
+        return ys, _unpack(out, self.shapes)
+
+    def value_and_grad(self, y, out):
+        ys, outs = self.split(y, out)
+        total, grads = 0.0, []
+        for loss, w, yi, oi in zip(self.losses, self.weights, ys, outs):
+            if loss is None:
+                grads.append(np.zeros_like(oi))
+                continue
+            value, g = loss.value_and_grad(yi, oi)
+            total += w * value
+            grads.append(g if w == 1 else g * g.dtype.type(w))
+        return total, _pack(grads, out.shape[0])
+
+    def _per_sample(self, y, out):
+        ys, outs = self.split(y, out)
+        per = np.zeros(out.shape[0])
+        for loss, w, yi, oi in zip(self.losses, self.weights, ys, outs):
+            if loss is not None:
+                per += w * loss._per_sample(yi, oi).reshape(out.shape[0], -1).mean(axis=1)
+        return per
+
+
+class _OutputMetric:
+    """A metric of one output of a packed multi-output model, named ``<output>_<metric>``;
+    with ``metric=None`` the mean of that output's (unweighted) loss, ``<output>_loss``."""
+
+    def __init__(self, multi, index, metric):
+        self.multi, self.index, self.metric = multi, index, metric
+        suffix = "loss" if metric is None else metric.name
+        self.name = f"{multi.names[index]}_{suffix}"
+        self.reset_state()
+
+    def reset_state(self):
+        self._total, self._count = 0.0, 0
+        if self.metric is not None:
+            self.metric.reset_state()
+
+    def _update(self, y, out):
+        ys, outs = self.multi.split(y, out)
+        yi, oi = ys[self.index], outs[self.index]
+        if self.metric is not None:
+            self.metric._update(yi, oi)
+        elif self.multi.losses[self.index] is not None:
+            per = self.multi.losses[self.index]._per_sample(yi, oi)
+            self._total += float(per.reshape(oi.shape[0], -1).mean(axis=1).sum())
+            self._count += oi.shape[0]
+
+    def result(self):
+        if self.metric is not None:
+            return self.metric.result()
+        return self._total / self._count if self._count else 0.0
+
+
+# ----- the model --------------------------------------------------------------------------------
+@register_model_class
+class Model(Sequential):
+    """A model made of a graph of layers: ``Model(inputs, outputs)`` (functional API) or a
+    subclass that defines ``call`` (traced once on symbolic inputs).
+
+    Args:
+        inputs: a symbolic tensor from :func:`cconv.Input`, or a list (or dict) of them.
+        outputs: a symbolic tensor computed from ``inputs`` by layer calls, or a list (or
+            dict: its keys become the output names) of them.
+        name: model name (default "functional", or the subclass name in snake case).
+
+    Same ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``summary`` / ``get_weights``
+    / ``set_weights`` / ``save`` as :class:`~cconv.models.Sequential`. With several inputs
+    ``x`` is a list (input order) or a dict (input names); with several outputs ``y`` and
+    ``predict``'s result are lists (output order; ``y`` may be a dict by output name).
+
+    Raises:
+        TypeError: inputs/outputs that are not symbolic tensors. ValueError: a disconnected
+            graph, duplicate layer names, inputs that do not come from ``cconv.Input``.
+    """
+
+    def __init__(self, inputs=None, outputs=None, name=None):
+        if name is None:
+            sub = type(self) is not Model
+            name = unique_name(_snake(type(self).__name__) if sub else "functional")
+        self.__dict__.setdefault("_tracked", [])
+        self._graph = None
+        Sequential.__init__(self, name=name)
+        if inputs is None and outputs is None:
+            if type(self).call is Model.call:
+                raise TypeError("Model needs inputs= and outputs= (or subclass it and define "
+                                "call).")
+            return
+        if inputs is None or outputs is None:
+            raise TypeError("Model needs both inputs= and outputs=.")
+        self._init_graph(inputs, outputs)
+
+    # ----- structure ---------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        """Track layers assigned as attributes (also in lists), in assignment order."""
+        tracked = self.__dict__.setdefault("_tracked", [])
+        found = value if isinstance(value, (list, tuple)) else [value]
+        for v in found if name != "_layers" else ():
+            if isinstance(v, _layers.Layer) and all(v is not t for t in tracked):
+                tracked.append(v)
+        object.__setattr__(self, name, value)
+
+    def call(self, inputs):
+        """Subclasses compose their layers here; traced once on symbolic inputs."""
+        raise NotImplementedError("Subclasses of cconv.Model define call(self, inputs).")
+
+    def add(self, layer):
+        raise TypeError("Model.add is not available; build graphs by calling layers on tensors.")
+
+    def pop(self):
+        raise TypeError("Model.pop is not available on graph models.")
+
+    def _init_graph(self, inputs, outputs):
+        ins, in_names = _as_list(inputs)
+        outs, out_names = _as_list(outputs)
+        for what, ts in (("inputs", ins), ("outputs", outs)):
+            bad = [t for t in ts if not isinstance(t, KerasTensor)]
+            if bad or not ts:
+                raise TypeError(f"Model {what} must be symbolic tensors (from cconv.Input and "
+                                f"layer calls); got {bad[0] if bad else ts!r}.")
+        for t in ins:
+            if not t.node.is_input:
+                raise ValueError(f"Model input {t!r} was not made by cconv.Input; give the "
+                                 f"cconv.Input tensor the graph starts from.")
+        nodes, layers = map_graph(ins, outs)
+        names = [l.name for l in layers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"Layer names must be unique in a model; repeated: {dup}.")
+        self._inputs, self._outputs, self._nodes = ins, outs, nodes
+        self._input_names = in_names or [t.node.layer.name for t in ins]
+        self._output_names = out_names or [t.node.layer.name for t in outs]
+        self._layers = layers
+        slot = {id(t): i for i, t in enumerate(ins)}
+        for node in nodes:
+            slot[id(node.outputs[0])] = len(slot)
+        self._plan = [(node, [slot[id(t)] for t in node.inbound_tensors],
+                       slot[id(node.outputs[0])], sum(n.layer is node.layer for n in nodes) > 1)
+                      for node in nodes]
+        self._out_slots = [slot[id(t)] for t in outs]
+        self._graph = (ins, outs)
+        self._fuse_step = -1
+        self.build()
+
+    def build(self, input_shape=None):
+        """Build the graph. A subclassed model is traced here on inputs of
+        ``(batch,) + input_shape`` (a list of shapes for several inputs); a functional
+        model is built when created and ignores ``input_shape``."""
+        if self._graph is None:
+            self._trace(input_shape)
+            return
+        layers = [n.layer for n in self._nodes]
+        dtypes = sorted({l.dtype for l in layers})
+        if len(dtypes) > 1:
+            raise ValueError(f"All layers of model {self.name!r} must share one dtype; "
+                             f"got {dtypes}.")
+        self.dtype = np.dtype(dtypes[0] if dtypes else self._inputs[0].dtype)
+        self._in_shapes = [t.shape[1:] for t in self._inputs]
+        self._out_shapes = [t.shape[1:] for t in self._outputs]
+        self._input_shape = self._flat_shape(self._in_shapes)
+        self._output_shape = self._flat_shape(self._out_shapes)
+        self._plan_backward()
+        self.built = True
+        self._packed = False
+
+    @staticmethod
+    def _flat_shape(shapes):
+        if len(shapes) == 1:
+            return shapes[0]
+        return (int(sum(np.prod(s, dtype=np.int64) for s in shapes)),)
+
+    def _trace(self, input_shape):
+        if input_shape is None:
+            raise ValueError(f"Model {self.name!r} is not built: call model.build(input_shape) "
+                             f"or give it data first.")
+        several = isinstance(input_shape, list) and input_shape and isinstance(
+            input_shape[0], (list, tuple))
+        shapes = [tuple(s) for s in input_shape] if several else [tuple(input_shape)]
+        shapes = [s[1:] if s and s[0] is None else s for s in shapes]
+        dtype = self._tracked[0].dtype if self._tracked else None
+        ins = [Input(s, dtype=dtype) for s in shapes]
+        outs = self.call(ins if several else ins[0])
+        if not is_symbolic(outs) and not isinstance(outs, dict):
+            raise TypeError(f"{type(self).__name__}.call must return the result of layer calls "
+                            f"(symbolic tensors) when traced; got {type(outs).__name__}.")
+        self._init_graph(ins if several else ins[0], outs)
+        pending = self.__dict__.pop("_pending_compile", None)
+        if pending is not None:
+            self.compile(pending[0], pending[1], metrics=pending[2], loss_weights=pending[3])
+        used = [l for l in self._layers if not isinstance(l, _layers.InputLayer)]
+        self._layers = self._tracked + [l for l in used if all(l is not t for t in self._tracked)]
+
+    @property
+    def inputs(self):
+        return list(self._inputs)
+
+    @property
+    def outputs(self):
+        return list(self._outputs)
+
+    @property
+    def input_names(self):
+        return list(self._input_names)
+
+    @property
+    def output_names(self):
+        return list(self._output_names)
+
+    @property
+    def input_shape(self):
+        self._ensure_built()
+        shapes = [(None,) + s for s in self._in_shapes]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    @property
+    def output_shape(self):
+        self._ensure_built()
+        shapes = [(None,) + s for s in self._out_shapes]
+        return shapes[0] if len(shapes) == 1 else shapes
+
+    def _declared_input_shape(self):
+        return None if self._graph is None else self._in_shapes[0]
+
+    def get_layer(self, name=None, index=None):
+        """The layer called ``name`` (or at position ``index`` of ``model.layers``).
+
+        Raises:
+            ValueError: no such layer (the message lists the names).
+        """
+        if index is not None:
+            return self._layers[index]
+        for layer in self._layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"No layer named {name!r} in model {self.name!r}; layers: "
+                         f"{[l.name for l in self._layers]}.")
+
+    # ----- forward / backward ------------------------------------------------------------------
+    def _plan_backward(self):
+        """Which nodes backward must run (a trainable weight at or before them) and which
+        layers must compute their input gradient (a node whose parents need one)."""
+        needs, need_dx = {}, {}
+        for node, _, _, _ in self._plan:
+            layer = node.layer
+            parents = any(needs.get(p, False) for p in node.parent_nodes)
+            needs[node] = bool(layer.trainable_weights) or parents
+            need_dx[layer] = need_dx.get(layer, False) or parents or node.multi
+        for layer, flag in need_dx.items():
+            layer._need_dx = flag
+        self._needs_backward = [needs[node] for node, _, _, _ in self._plan]
+
+    def _setup_fusion(self):
+        """Fuse the final softmax/sigmoid with the loss (as Sequential does) when the model
+        has one output, made by an unshared layer that nothing else in the graph uses."""
+        self._plan_backward()
+        self._fused, self._fuse_step = False, -1
+        if len(self._outputs) != 1 or isinstance(self.loss, _MultiLoss):
+            return
+        node, _, out_slot, shared = self._plan[-1]
+        act = getattr(node.layer, "activation", None)
+        used = any(out_slot in ins for _, ins, _, _ in self._plan)
+        if (self.loss.fused_activation is not None and act is not None and not shared
+                and not used and self._out_slots[0] == out_slot
+                and hasattr(node.layer, "forward_logits")
+                and act.name == self.loss.fused_activation):
+            self._fused, self._fuse_step = True, len(self._plan) - 1
+
+    def _forward(self, x, training, logits=False):
+        """Run the graph on a (packed) batch; returns the (packed) outputs, the final
+        logits instead of the activated output when ``logits`` and the loss is fused."""
+        vals = [None] * (len(self._inputs) + len(self._plan))
+        xs = [x] if len(self._inputs) == 1 else _unpack(x, self._in_shapes)
+        vals[:len(xs)] = xs
+        fuse = self._fuse_step if logits else -1
+        for i, (node, ins, out, shared) in enumerate(self._plan):
+            layer = node.layer
+            arg = [vals[s] for s in ins] if node.multi else vals[ins[0]]
+            run = layer.forward_logits if i == fuse else layer.forward
+            vals[out] = run(arg, training)
+            if training and shared:
+                state = layer.__dict__
+                node._cache = {k: state[k] for k in layer._transient if k in state}
+        outs = [vals[s] for s in self._out_slots]
+        return outs[0] if len(outs) == 1 else _pack(outs, outs[0].shape[0])
+
+    def _backward(self, g, logits=False):
+        """Back-propagate ``g = dL/d(outputs)`` (packed; dL/d(logits) with ``logits``) through the
+        graph in reverse node order, summing gradients of tensors used several times and the
+        weight gradients of shared layers (see the module docstring)."""
+        gs = [g] if len(self._outputs) == 1 else _unpack(g, self._out_shapes)
+        grads, sums = {}, {}
+        n_in = len(self._inputs)
+        for s, gi in zip(self._out_slots, gs):
+            _accumulate(grads, s, gi)
+        for i in range(len(self._plan) - 1, -1, -1):
+            node, ins, out, shared = self._plan[i]
+            dy = grads.pop(out, None)
+            if dy is None or not self._needs_backward[i]:
+                continue
+            layer = node.layer
+            if shared:
+                layer.__dict__.update(node._cache)
+            fused = logits and i == self._fuse_step
+            dx = layer.backward_logits(dy) if fused else layer.backward(dy)
+            if shared and layer.trainable:
+                _sum_weight_grads(sums, layer)
+            for s, d in zip(ins, dx if node.multi else [dx]):
+                if s >= n_in and d is not None:
+                    _accumulate(grads, s, d)
+        for layer, acc in sums.values():
+            for name, total in acc.items():
+                layer.grads[name][...] = total
+
+    def __call__(self, x, training=False):
+        """Apply the model to a batch (a list or dict of batches for several inputs);
+        returns an array, or a list of arrays for several outputs."""
+        if is_symbolic(x) or isinstance(x, dict) and is_symbolic(list(x.values())):
+            raise NotImplementedError("Calling a cconv model on symbolic tensors (nesting models) "
+                                      "is not supported; call its layers instead.")
+        return self._unpack_outputs(Sequential.__call__(self, x, training))
+
+    def _unpack_outputs(self, out):
+        return out if len(self._outputs) == 1 else _unpack(out, self._out_shapes)
+
+    def predict(self, x, batch_size=None, verbose="auto"):
+        """Outputs for ``x`` (a list or dict of arrays for several inputs), in batches;
+        an array, or a list of arrays (output order) for several outputs."""
+        return self._unpack_outputs(Sequential.predict(self, x, batch_size, verbose))
+
+
+    # ----- compile and data ------------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", loss=None, *, metrics=None, loss_weights=None):
+        """As :meth:`Sequential.compile`; with several outputs ``loss``, ``metrics`` and
+        ``loss_weights`` may be lists (output order) or dicts (output names). A single loss
+        or metric list applies to every output. The total loss is
+        ``sum(loss_weights[i] * loss_i)``.
+
+        Raises:
+            ValueError: unknown names, or lists/dicts that do not match the outputs.
+        """
+        if self._graph is None:       # a subclassed model compiled before it is traced
+            self._pending_compile = (optimizer, loss, metrics, loss_weights)
+            self.compiled = True
+            return
+        names = self._output_names
+        loss_list = _by_name(loss, names, "loss")
+        per_metrics = metrics
+        if isinstance(metrics, (list, tuple)) and not any(isinstance(m, (list, tuple, dict))
+                                                          for m in metrics):
+            per_metrics = [list(metrics)] * len(names)
+        metric_lists = [[] if m is None else list(m) if isinstance(m, (list, tuple)) else [m]
+                        for m in _by_name(per_metrics, names, "metrics")]
+        if len(names) == 1 and loss_weights is None:
+            Sequential.compile(self, optimizer, loss_list[0], metrics=metric_lists[0])
+            return
+        Sequential.compile(self, optimizer, next((l for l in loss_list if l is not None), None),
+                           metrics=[m for ms in metric_lists for m in ms])
+        weights = [1.0 if w is None else float(w) for w in
+                   _by_name(1.0 if loss_weights is None else loss_weights, names, "loss_weights")]
+        losses = [None if l is None else _losses.get(l) for l in loss_list]
+        self.loss = _MultiLoss(losses, weights, names)
+        self.loss.shapes = self._out_shapes
+        self._metric_ids = [(i, m) for i, ms in enumerate(metric_lists) for m in ms]
+
+    @property
+    def metrics_names(self):
+        if not isinstance(self.loss, _MultiLoss):
+            return Sequential.metrics_names.fget(self)
+        return ["loss"] + [m.name for m in self._make_metrics(None)]
+
+    def _make_metrics(self, y_shape):
+        if not isinstance(self.loss, _MultiLoss):
+            return Sequential._make_metrics(self, y_shape)
+        out = []
+        for i, name in enumerate(self._output_names):
+            if len(self._output_names) > 1 and self.loss.losses[i] is not None:
+                out.append(_OutputMetric(self.loss, i, None))
+            for j, m in self._metric_ids:
+                if j == i:
+                    yshape = None if y_shape is None else y_shape[i]
+                    pshape = (None,) + self._out_shapes[i]
+                    out.append(_OutputMetric(self.loss, i, _metrics.get(m, yshape, pshape)))
+        return out
+
+    def _prepare_x(self, x, what="x"):
+        xs, _ = _as_list(x)
+        if isinstance(x, dict):
+            xs = _by_name(x, self._input_names, what) if self._graph else xs
+        if self._graph is None:
+            shapes = [np.shape(a)[1:] for a in xs]
+            self.build(shapes if len(xs) > 1 else shapes[0])
+        if len(self._inputs) == 1:
+            if len(xs) != 1:
+                raise ValueError(f"Model {self.name!r} has one input; {what} is a list of "
+                                 f"{len(xs)}.")
+            return Sequential._prepare_x(self, xs[0], what)
+        if len(xs) != len(self._inputs):
+            raise ValueError(f"Model {self.name!r} has {len(self._inputs)} inputs "
+                             f"{self._input_names}; {what} has {len(xs)} arrays.")
+        arrays = []
+        for a, shape, name in zip(xs, self._in_shapes, self._input_names):
+            a = np.asarray(a)
+            if a.dtype.kind not in "fiub" or a.ndim == 0 or a.shape[1:] != shape:
+                raise ValueError(f"{what}[{name!r}] has shape {a.shape} and dtype {a.dtype}; "
+                                 f"input {name!r} expects numbers of shape "
+                                 f"{_shape_str((None,) + shape)}.")
+            arrays.append(a)
+        counts = {a.shape[0] for a in arrays}
+        if len(counts) != 1:
+            raise ValueError(f"The arrays of {what} have different numbers of samples: "
+                             f"{[a.shape[0] for a in arrays]}.")
+        return _pack(arrays, arrays[0].shape[0]).astype(self.dtype, copy=False)
+
+    def _prepare_xy(self, x, y, what=""):
+        if self._graph is None:
+            self._prepare_x(x, "x" + what)     # trace a subclassed model (and compile it)
+        if not isinstance(self.loss, _MultiLoss):
+            ys, _ = _as_list(y)
+            if len(ys) != 1:
+                raise ValueError(f"Model {self.name!r} has one output; y{what} has {len(ys)} "
+                                 f"arrays.")
+            return Sequential._prepare_xy(self, x, ys[0], what)
+        x = self._prepare_x(x, "x" + what)
+        n = x.shape[0]
+        if isinstance(y, dict):
+            ys = _by_name(y, self._output_names, "y" + what)
+        else:
+            ys = _as_list(y)[0]
+        if len(ys) != len(self._outputs):
+            raise ValueError(f"Model {self.name!r} has {len(self._outputs)} outputs "
+                             f"{self._output_names}; y{what} has {len(ys)} arrays.")
+        prepared, raw_shapes = [], []
+        for yi, loss, shape, name in zip(ys, self.loss.losses, self._out_shapes,
+                                         self._output_names):
+            if loss is None:
+                prepared.append(np.zeros((n, 0), self.dtype))
+                raw_shapes.append(None)
+                continue
+            yi = np.asarray(yi)
+            if yi.ndim == 0 or yi.shape[0] != n:
+                raise ValueError(f"x{what} has {n} samples but y{what}[{name!r}] has shape "
+                                 f"{yi.shape}; they need the same number of samples.")
+            raw_shapes.append(yi.shape)
+            prepared.append(loss.prepare_targets(yi, (None,) + shape, dtype=self.dtype))
+        return x, _pack(prepared, n).astype(self.dtype, copy=False), raw_shapes
+
+
+    # ----- summary / config ------------------------------------------------------------------
+    def _model_nodes(self, layer):
+        """``layer``'s nodes that belong to this model, in call order."""
+        mine = set(self._nodes) | {t.node for t in self._inputs}
+        return [n for n in getattr(layer, "_inbound_nodes", []) if n in mine]
+
+    def _summary_rows(self):
+        """Sequential's columns plus "Connected to": the tensors each layer is called on,
+        ``layer[node][tensor]`` in Keras's notation."""
+        rows = []
+        for layer in self._layers:
+            nodes = self._model_nodes(layer)
+            shape = _shape_str(nodes[0].outputs[0].shape) if nodes else "?"
+            links = [f"{t.node.layer.name}[{self._node_index(t.node)}][0]"
+                     for n in nodes for t in n.inbound_tensors]
+            rows.append((f"{layer.name} ({type(layer).__name__})", shape,
+                         f"{layer.count_params():,}", ", ".join(links) or "-"))
+        return ("Layer (type)", "Output Shape", "Param #", "Connected to"), rows
+
+    def _node_index(self, node):
+        return self._model_nodes(node.layer).index(node)
+
+    def get_compile_config(self):
+        """As :meth:`Sequential.get_compile_config`; None for several outputs (per-output
+        losses are not kept in ``.npz`` files: compile again after loading; ``.keras`` files
+        keep them)."""
+        if isinstance(self.loss, _MultiLoss):
+            return None
+        return Sequential.get_compile_config(self)
+
+    def get_config(self):
+        """Keras 3's Functional config: layers (each with its ``inbound_nodes``) in
+        ``model.layers`` order, ``input_layers`` and ``output_layers``."""
+        self._ensure_built()
+        return graph_config(self, _layers.serialize)
+
+    @classmethod
+    def from_config(cls, config):
+        return model_from_graph_config(config, _layers.deserialize, cls=Model)
+
+    def __repr__(self):
+        return (f"<{type(self).__name__} name={self.name!r}, {len(self._layers)} layers, "
+                f"built={self.built}>")
+
+
+def _tensor_config(model, t):
+    return {"class_name": "__keras_tensor__",
+            "config": {"shape": list(t.shape), "dtype": t.dtype,
+                       "keras_history": [t.node.layer.name, model._node_index(t.node), 0]}}
+
+
+def graph_config(model, serialize):
+    """A graph model's config in Keras 3's Functional layout; ``serialize(layer)`` gives
+    each layer's ``{"class_name", "config", ...}`` entry."""
+    entries = []
+    inputs = [t.node.layer for t in model._inputs]
+    for layer in [l for l in inputs if all(l is not m for m in model._layers)] + model._layers:
+        entry = dict(serialize(layer))
+        nodes = []
+        for node in model._model_nodes(layer):
+            if node.is_input:
+                continue
+            args = [_tensor_config(model, t) for t in node.inbound_tensors]
+            nodes.append({"args": [args if node.multi else args[0]], "kwargs": {}})
+        entry.update(name=layer.name, inbound_nodes=nodes)
+        entries.append(entry)
+
+    def ends(tensors):
+        refs = [[t.node.layer.name, model._node_index(t.node), 0] for t in tensors]
+        return refs[0] if len(refs) == 1 else refs
+    return {"name": model.name, "trainable": True, "layers": entries,
+            "input_layers": ends(model._inputs), "output_layers": ends(model._outputs)}
+
+
+def _inbound_refs(node_data):
+    """``[(layer name, node index, tensor index)]`` from a Keras 3 node dict
+    ``{"args": [...], "kwargs": {}}`` or a legacy ``[[name, node, tensor, kwargs], ...]``."""
+    if isinstance(node_data, dict):
+        arg = node_data["args"][0]
+        refs = [t["config"]["keras_history"] for t in (arg if isinstance(arg, list) else [arg])]
+        return [tuple(r[:3]) for r in refs]
+    return [tuple(r[:3]) for r in node_data]
+
+
+def model_from_graph_config(config, deserialize, cls=None):
+    """Rebuild a graph model from :func:`graph_config`'s layout (also Keras 2's legacy
+    ``inbound_nodes`` lists): create each layer with ``deserialize(entry)`` and replay its
+    calls once their input tensors exist."""
+    made, pending, tensors = [], [], {}
+    for entry in config["layers"]:
+        layer = deserialize(entry)
+        name = entry.get("name", layer.name)
+        made.append(layer)
+        if isinstance(layer, _layers.InputLayer):
+            tensors[(name, 0)] = input_tensor(layer)
+        pending.append((name, layer, list(entry.get("inbound_nodes") or [])))
+    done = {name: 0 for name, _, _ in pending}
+    progress = True
+    while progress:
+        progress = False
+        for name, layer, nodes in pending:
+            while nodes:
+                refs = _inbound_refs(nodes[0])
+                if any((r[0], r[1]) not in tensors for r in refs):
+                    break
+                args = [tensors[(r[0], r[1])] for r in refs]
+                multi = getattr(layer, "_multi_input", False)
+                tensors[(name, done[name])] = layer(args if multi else args[0])
+                done[name] += 1
+                nodes.pop(0)
+                progress = True
+    left = [name for name, _, nodes in pending if nodes]
+    if left:
+        raise ValueError(f"Model config {config.get('name')!r}: cannot connect layers {left} "
+                         f"(their inputs are missing from the config).")
+
+    def ends(refs):
+        single = bool(refs) and isinstance(refs[0], str)
+        found = [tensors[(r[0], r[1])] for r in ([refs] if single else refs)]
+        return found[0] if single else found
+    model = (cls or Model)(ends(config["input_layers"]), ends(config["output_layers"]),
+                           name=config.get("name"))
+    if {id(l) for l in made} == {id(l) for l in model._layers}:
+        model._layers = made    # the saved order (a traced subclassed model's own order)
+    return model
+
+
+def _accumulate(grads, slot, g):
+    grads[slot] = g if slot not in grads else grads[slot] + g
+
+
+def _sum_weight_grads(sums, layer):
+    """Add ``layer.grads`` (this node's weight gradients) to the running sums."""
+    names = [n for n in layer._trainable_names if n in layer.grads]
+    if id(layer) not in sums:
+        sums[id(layer)] = (layer, {n: layer.grads[n].copy() for n in names})
+    else:
+        acc = sums[id(layer)][1]
+        for n in names:
+            acc[n] += layer.grads[n]
