@@ -59,6 +59,21 @@ class Registry:
         """The documented names, sorted and comma-separated."""
         return ", ".join(sorted(self.names))
 
+    def register(self, cls, name=None):
+        """Make ``cls`` known under ``name`` (default: its class name); returns ``cls``, so it
+        works as a class decorator for custom classes to be loaded from files."""
+        name = name or cls.__name__
+        self.names[name] = cls
+        self._by_key[canonical(name)] = cls
+        self._by_key[canonical(cls.__name__)] = cls
+        return cls
+
+    def unregister(self, name):
+        """Forget ``name`` (and its class's own name)."""
+        cls = self.names.pop(name, None)
+        for key in {canonical(name), canonical(getattr(cls, "__name__", name))}:
+            self._by_key.pop(key, None)
+
     def classes(self):
         """``{class name: class}`` for every registered class (aliases excluded)."""
         return {cls.__name__: cls for cls in self._by_key.values()}

@@ -278,10 +278,17 @@ class _Scale(L.Layer):
         return x * x.dtype.type(self.factor)
 
 
-def test_registered_layers_load_from_their_keras_arguments(tmp_path, monkeypatch):
+def test_registered_layers_load_from_their_keras_arguments(tmp_path):
     """Layer classes without a hand-written table take the Keras arguments their
     constructor accepts; others must be None, a set regularizer is refused by name."""
-    monkeypatch.setitem(L._REGISTRY, "Scale", _Scale)
+    L.REGISTRY.register(_Scale, "Scale")
+    try:
+        _registered_scale_loads(tmp_path)
+    finally:
+        L.REGISTRY.unregister("Scale")
+
+
+def _registered_scale_loads(tmp_path):
     good = {"name": "s", "factor": 2.0, "dtype": {"class_name": "DTypePolicy",
                                                   "config": {"name": "float32"}},
             "depthwise_constraint": None}
