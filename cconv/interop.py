@@ -2,8 +2,8 @@
 
 import inspect
 
-from . import layers as _layers
 from . import initializers, losses, optimizers
+from . import layers as _layers
 from .models import Sequential
 
 __all__ = ["from_keras"]
@@ -39,7 +39,11 @@ def _activation(value, where):
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, dict):  # Keras serialises some activations as dicts
-        name = value.get("config") if value.get("class_name") == "function" else value.get("class_name")
+        name = (
+            value.get("config")
+            if value.get("class_name") == "function"
+            else value.get("class_name")
+        )
         if isinstance(name, str):
             return name
     raise ValueError(f"{where}: cannot convert activation {value!r}; use a named activation.")
@@ -60,8 +64,8 @@ def _convert_layer(kl):
            and not (k == "lora_rank" and not cfg[k])]
     if bad:
         raise ValueError(
-            f"from_keras: layer {kl.name!r} ({cls}) sets {', '.join(f'{k}={cfg[k]!r}' for k in bad)}, "
-            f"which cconv does not support."
+            f"from_keras: layer {kl.name!r} ({cls}) sets "
+            f"{', '.join(f'{k}={cfg[k]!r}' for k in bad)}, which cconv does not support."
         )
     kwargs = {k: cfg[k] for k in _KEEP[cls] if k in cfg}
     if "activation" in kwargs:
@@ -71,7 +75,9 @@ def _convert_layer(kl):
             try:
                 kwargs[k] = initializers.deserialize(kwargs[k])
             except (ValueError, TypeError):
-                kwargs.pop(k)   # weights are copied anyway; the initializer only matters for rebuilds
+                kwargs.pop(
+                    k
+                )  # weights are copied anyway; the initializer only matters for rebuilds
     if cls == "BatchNormalization":
         axis = kwargs.get("axis")
         if isinstance(axis, (list, tuple)):
@@ -79,7 +85,9 @@ def _convert_layer(kl):
         kwargs["axis"] = -1 if axis in (-1, 3) else axis
     if cls == "Softmax" and kwargs.get("axis") in (3, [-1]):
         kwargs["axis"] = -1
-    return getattr(_layers, cls)(name=cfg.get("name"), trainable=cfg.get("trainable", True), **kwargs)
+    return getattr(_layers, cls)(
+        name=cfg.get("name"), trainable=cfg.get("trainable", True), **kwargs
+    )
 
 
 def from_keras(keras_model, compile=True):
@@ -111,11 +119,17 @@ def from_keras(keras_model, compile=True):
     if any(d is None for d in input_shape[1:]):
         raise ValueError(f"from_keras: input shape {input_shape} has unknown dimensions; "
                          f"cconv needs a fixed sample shape.")
-    model = Sequential([_layers.Input(input_shape[1:])] + [_convert_layer(l) for l in keras_model.layers],
-                       name=keras_model.name)
+    model = Sequential(
+        [_layers.Input(input_shape[1:])] + [_convert_layer(kl) for kl in keras_model.layers],
+        name=keras_model.name,
+    )
     model.build()
     model.set_weights(keras_model.get_weights())
-    if compile and getattr(keras_model, "compiled", False) and getattr(keras_model, "optimizer", None) is not None:
+    if (
+        compile
+        and getattr(keras_model, "compiled", False)
+        and getattr(keras_model, "optimizer", None) is not None
+    ):
         _copy_compile(keras_model, model)
     return model
 
@@ -146,7 +160,11 @@ def _copy_compile(keras_model, model):
     except ValueError:
         return
     metrics = []
-    for m in getattr(keras_model, "_compile_config", None) and keras_model._compile_config.config.get("metrics") or []:
+    for m in (
+        getattr(keras_model, "_compile_config", None)
+        and keras_model._compile_config.config.get("metrics")
+        or []
+    ):
         if isinstance(m, str):
             metrics.append(m)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)

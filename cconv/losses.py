@@ -188,16 +188,23 @@ class SparseCategoricalCrossentropy(Loss):
                 f"{self.name}: labels y have shape {y.shape} but the model output has shape "
                 f"{_shape(out[1:])}; integer class ids of shape "
                 f"{_shape(out[1:-1])} are needed"
-                + (" (use categorical_crossentropy for one-hot labels)." if y.shape[1:] == out[1:] else ".")
+                + (
+                    " (use categorical_crossentropy for one-hot labels)."
+                    if y.shape[1:] == out[1:]
+                    else "."
+                )
             )
         if not np.issubdtype(y.dtype, np.integer):
             yi = y.astype(np.int64)
             if not np.array_equal(yi, y):
-                raise ValueError(f"{self.name}: labels must be integer class ids; got non-integer values.")
+                raise ValueError(
+                    f"{self.name}: labels must be integer class ids; got non-integer values."
+                )
             y = yi
         if y.size and (y.min() < 0 or y.max() >= out[-1]):
             raise ValueError(
-                f"{self.name}: class ids must be in [0, {out[-1]}); got values from {y.min()} to {y.max()}."
+                f"{self.name}: class ids must be in [0, {out[-1]}); got values from {y.min()} "
+                f"to {y.max()}."
             )
         return y.astype(np.intp, copy=False)
 
@@ -324,9 +331,13 @@ def _functional(cls, **fixed):
         y_pred = np.asarray(y_pred)
         if not np.issubdtype(y_pred.dtype, np.floating):
             y_pred = y_pred.astype(np.float32)
-        return loss._per_sample(loss.prepare_targets(y_true, y_pred.shape, dtype=y_pred.dtype), y_pred)
+        return loss._per_sample(
+            loss.prepare_targets(y_true, y_pred.shape, dtype=y_pred.dtype), y_pred
+        )
+
     f.__name__ = cls._default_name
-    f.__doc__ = f"Per-sample {cls._default_name} (shape ``y_pred.shape[:-1]``); see :class:`{cls.__name__}`."
+    f.__doc__ = (f"Per-sample {cls._default_name} (shape ``y_pred.shape[:-1]``); "
+                 f"see :class:`{cls.__name__}`.")
     return f
 
 

@@ -49,7 +49,7 @@ class Sequential(Trainer):
         for layer in layers or []:
             self.add(layer)
 
-    # ----- structure -------------------------------------------------------------------
+    # ----- structure -----------------------------------------------------------------------------
     def add(self, layer):
         """Append a layer (or set the input with ``cconv.Input``)."""
         if isinstance(layer, _layers.InputLayer):
@@ -59,8 +59,9 @@ class Sequential(Trainer):
             self._invalidate()
             return
         if not isinstance(layer, _layers.Layer):
-            raise TypeError(f"Sequential.add expects a cconv layer; got {layer!r} of type {type(layer).__name__}.")
-        if any(l is layer for l in self._layers):
+            raise TypeError(f"Sequential.add expects a cconv layer; got {layer!r} of type "
+                            f"{type(layer).__name__}.")
+        if any(other is layer for other in self._layers):
             raise ValueError(f"Layer {layer.name!r} is already in the model.")
         self._layers.append(layer)
         self._invalidate()
@@ -107,8 +108,9 @@ class Sequential(Trainer):
             if layer.built:
                 if layer._input_shape != shape:
                     raise ValueError(
-                        f"Layer {layer.name!r} was built for inputs {_shape_str((None,) + layer._input_shape)} "
-                        f"but receives {_shape_str((None,) + shape)} in this model."
+                        f"Layer {layer.name!r} was built for inputs "
+                        f"{_shape_str((None,) + layer._input_shape)} but receives "
+                        f"{_shape_str((None,) + shape)} in this model."
                     )
             else:
                 layer.build(shape)
@@ -122,7 +124,7 @@ class Sequential(Trainer):
         self.dtype = np.dtype(self._layers[0].dtype)
         # Backward can stop at the first layer that has trainable weights.
         self._first_trained = 0
-        for i, layer in enumerate(self._layers):
+        for layer in self._layers:
             layer._need_dx = True
         for i, layer in enumerate(self._layers):
             if layer.trainable_weights:
@@ -147,7 +149,7 @@ class Sequential(Trainer):
         self._ensure_built()
         return (None,) + self._output_shape
 
-    # ----- forward / backward ---------------------------------------------------------------------
+    # ----- forward / backward --------------------------------------------------------------------
     def _forward(self, x, training, logits=False):
         layers = self._layers
         for layer in layers[:-1]:
@@ -170,14 +172,17 @@ class Sequential(Trainer):
     def _output_layer(self):
         return self._layers[-1]
 
-    # ----- summary / config / saving ---------------------------------------------------------------
+    # ----- summary / config / saving -------------------------------------------------------------
     def summary(self, print_fn=None):
         """Print the layers, their output shapes and parameter counts, and the totals."""
         self._ensure_built()
         print_fn = print_fn or print
-        rows = [(f"{l.name} ({type(l).__name__})", _shape_str(l.output_shape), f"{l.count_params():,}")
-                for l in self._layers]
-        w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
+        rows = [(f"{layer.name} ({type(layer).__name__})", _shape_str(layer.output_shape),
+                 f"{layer.count_params():,}") for layer in self._layers]
+        w = [
+            max(len(h), *(len(r[i]) for r in rows))
+            for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))
+        ]
         line = "+" + "+".join("-" * (c + 2) for c in w) + "+"
         print_fn(f'Model: "{self.name}"')
         print_fn(line)
@@ -201,7 +206,7 @@ class Sequential(Trainer):
         cfg = {"name": self.name, "layers": []}
         if self._input_layer is not None:
             cfg["layers"].append(_layers.serialize(self._input_layer))
-        cfg["layers"] += [_layers.serialize(l) for l in self._layers]
+        cfg["layers"] += [_layers.serialize(layer) for layer in self._layers]
         if self.built:
             cfg["build_input_shape"] = [None] + list(self._input_shape)
         return cfg
@@ -281,6 +286,9 @@ def tutorial_cnn(input_shape=(32, 32, 3), classes=10, compile=True):
     ], name="tutorial_cnn")
     model.build()
     if compile:
-        model.compile(optimizer="adam", loss=_losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer="adam",
+            loss=_losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
     return model

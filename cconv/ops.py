@@ -134,7 +134,9 @@ def conv_output_shape(
     with ``k_eff = (k - 1) * dilation + 1``. Raises ``ValueError`` when the (effective) kernel
     is larger than the padded input.
     """
-    return _geometry(input_size, kernel_size, strides, padding, dilation_rate, "conv_output_shape")[0]
+    return _geometry(input_size, kernel_size, strides, padding, dilation_rate, "conv_output_shape")[
+        0
+    ]
 
 
 def _geometry(input_size, kernel_size, strides, padding, dilation_rate, op):
@@ -185,9 +187,13 @@ def _empty(shape, dtype, op, what="output"):
         return np.empty(shape, dtype=dtype)
     except MemoryError:
         nbytes = np.dtype(dtype).itemsize * int(np.prod([int(v) for v in shape], dtype=object))
-        raise MemoryError(f"{op}: cannot allocate the {what} of shape {shape} ({nbytes} bytes)") from None
+        raise MemoryError(
+            f"{op}: cannot allocate the {what} of shape {shape} ({nbytes} bytes)"
+        ) from None
     except ValueError as exc:
-        raise ValueError(f"{op}: the {what} shape {shape} is too large to allocate ({exc})") from None
+        raise ValueError(
+            f"{op}: the {what} shape {shape} is too large to allocate ({exc})"
+        ) from None
 
 
 def _float_dtype(arrays, op):
@@ -452,7 +458,9 @@ def avg_pool2d_backward(
 # --------------------------------------------------------------------------- dense
 def _dense_setup(op, x, kernel):
     if x.ndim < 2:
-        raise ValueError(f"{op}: x must be at least 2-D (batch, ..., in_features), got shape {x.shape}")
+        raise ValueError(
+            f"{op}: x must be at least 2-D (batch, ..., in_features), got shape {x.shape}"
+        )
     if kernel.ndim != 2:
         raise ValueError(f"{op}: kernel must be 2-D (in_features, units), got shape {kernel.shape}")
     if x.shape[-1] != kernel.shape[0]:

@@ -52,7 +52,9 @@ class Optimizer:
             self._slots.append(None)
         for i, (g, w) in enumerate(zip(grads, variables)):
             if g.shape != w.shape:
-                raise ValueError(f"apply: gradient {i} has shape {g.shape}, its variable {w.shape}.")
+                raise ValueError(
+                    f"apply: gradient {i} has shape {g.shape}, its variable {w.shape}."
+                )
             s = self._slots[i]
             if s is None or s["_shape"] != w.shape or s["_dtype"] != w.dtype:
                 s = self._slots[i] = self._new_slots(w)
@@ -171,7 +173,11 @@ class Adam(Optimizer):
     def _update(self, g, w, s):
         t = w.dtype.type
         step = t(self.iterations + 1)
-        alpha = t(self.learning_rate) * np.sqrt(t(1) - t(self.beta_2) ** step) / (t(1) - t(self.beta_1) ** step)
+        alpha = (
+            t(self.learning_rate)
+            * np.sqrt(t(1) - t(self.beta_2) ** step)
+            / (t(1) - t(self.beta_1) ** step)
+        )
         m, v, tmp, tmp2 = s["m"], s["v"], s["tmp"], s["tmp2"]
         np.subtract(g, m, out=tmp)
         tmp *= t(1 - self.beta_1)
@@ -191,7 +197,9 @@ class Adam(Optimizer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, amsgrad=self.amsgrad)
+        cfg.update(
+            beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, amsgrad=self.amsgrad
+        )
         return cfg
 
 
@@ -246,7 +254,9 @@ class RMSprop(Optimizer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(rho=self.rho, momentum=self.momentum, epsilon=self.epsilon, centered=self.centered)
+        cfg.update(
+            rho=self.rho, momentum=self.momentum, epsilon=self.epsilon, centered=self.centered
+        )
         return cfg
 
 

@@ -37,8 +37,10 @@ def _read(filepath, what):
     try:
         data = np.load(filepath, allow_pickle=False)
         meta = json.loads(str(data["__cconv__"]))
-    except Exception as e:   # not an npz, or not ours
-        raise ValueError(f"{filepath!r} is not a cconv {what} file ({type(e).__name__}: {e}).") from None
+    except Exception as e:  # not an npz, or not ours
+        raise ValueError(
+            f"{filepath!r} is not a cconv {what} file ({type(e).__name__}: {e})."
+        ) from None
     return meta, data
 
 

@@ -5,8 +5,10 @@ import pytest
 from cconv import ops
 from cconv._validation import normalize_pair
 
-from .conftest import assert_close
+from ._helpers import assert_close
 from .reference import pads_for
+
+pytestmark = pytest.mark.tensorflow
 
 tf = pytest.importorskip("tensorflow", reason="TensorFlow is needed for the agreement tests")
 

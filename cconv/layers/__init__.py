@@ -3,11 +3,9 @@
 from ..registry import Registry
 from .base import Layer
 from .convolutional import Conv2D
-from .core import (Activation, Dense, Dropout, Flatten, Input, InputLayer, LeakyReLU, ReLU,
-                   Softmax)
+from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, LeakyReLU, ReLU, Softmax
 from .normalization import BatchNormalization
-from .pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
-                      MaxPooling2D)
+from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
 
 # Keras aliases.
 Convolution2D = Conv2D

@@ -122,7 +122,9 @@ class Layer:
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         if x.ndim < 2:
-            raise ValueError(f"Layer {self.name!r} needs a batch of inputs (ndim >= 2); got shape {x.shape}.")
+            raise ValueError(
+                f"Layer {self.name!r} needs a batch of inputs (ndim >= 2); got shape {x.shape}."
+            )
         self._check_input(x)
         return self.forward(x, training=training)
 
@@ -144,7 +146,9 @@ class Layer:
     def trainable_weights(self):
         if not self.trainable:
             return []
-        return [getattr(self, n) for n in self._trainable_names if getattr(self, n, None) is not None]
+        return [
+            getattr(self, n) for n in self._trainable_names if getattr(self, n, None) is not None
+        ]
 
     @property
     def non_trainable_weights(self):

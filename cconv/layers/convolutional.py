@@ -83,7 +83,9 @@ class Conv2D(_ActivatedLayer):
 
     def _build(self, input_shape):
         kh, kw = self.kernel_size
-        self.kernel = self.kernel_initializer((kh, kw, input_shape[-1] // self.groups, self.filters), self.dtype)
+        self.kernel = self.kernel_initializer(
+            (kh, kw, input_shape[-1] // self.groups, self.filters), self.dtype
+        )
         if self.use_bias:
             self.bias = self.bias_initializer((self.filters,), self.dtype)
 
@@ -105,9 +107,16 @@ class Conv2D(_ActivatedLayer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
-                   padding=self.padding, dilation_rate=list(self.dilation_rate), groups=self.groups,
-                   activation=_activations.serialize(self.activation), use_bias=self.use_bias,
-                   kernel_initializer=_initializers.serialize(self.kernel_initializer),
-                   bias_initializer=_initializers.serialize(self.bias_initializer))
+        cfg.update(
+            filters=self.filters,
+            kernel_size=list(self.kernel_size),
+            strides=list(self.strides),
+            padding=self.padding,
+            dilation_rate=list(self.dilation_rate),
+            groups=self.groups,
+            activation=_activations.serialize(self.activation),
+            use_bias=self.use_bias,
+            kernel_initializer=_initializers.serialize(self.kernel_initializer),
+            bias_initializer=_initializers.serialize(self.bias_initializer),
+        )
         return cfg

@@ -25,7 +25,9 @@ class InputLayer(Layer):
         try:
             shape = tuple(int(d) for d in shape)
         except TypeError:
-            raise TypeError(f"Input shape must be a tuple of ints, e.g. (28, 28, 1); got {shape!r}.") from None
+            raise TypeError(
+                f"Input shape must be a tuple of ints, e.g. (28, 28, 1); got {shape!r}."
+            ) from None
         if any(d <= 0 for d in shape):
             raise ValueError(f"Input shape dimensions must be positive; got {shape!r}.")
         super().__init__(name=name, dtype=dtype, input_shape=shape)
@@ -112,7 +114,9 @@ class Dense(_ActivatedLayer):
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) < 1:
-            raise ValueError(f"Dense {self.name!r} needs inputs of rank >= 2; got sample shape {input_shape}.")
+            raise ValueError(
+                f"Dense {self.name!r} needs inputs of rank >= 2; got sample shape {input_shape}."
+            )
         return tuple(input_shape[:-1]) + (self.units,)
 
     def _build(self, input_shape):
@@ -231,7 +235,9 @@ class ReLU(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(max_value=self.max_value, negative_slope=self.negative_slope, threshold=self.threshold)
+        cfg.update(
+            max_value=self.max_value, negative_slope=self.negative_slope, threshold=self.threshold
+        )
         return cfg
 
 

@@ -39,7 +39,9 @@ class BatchNormalization(Layer):
                  moving_mean_initializer="zeros", moving_variance_initializer="ones", **kwargs):
         super().__init__(**kwargs)
         if axis not in (-1, [-1], (-1,)):
-            raise ValueError(f"BatchNormalization: only axis=-1 (channels_last) is supported; got axis={axis!r}.")
+            raise ValueError(
+                f"BatchNormalization: only axis=-1 (channels_last) is supported; got axis={axis!r}."
+            )
         if not 0 <= momentum <= 1:
             raise ValueError(f"BatchNormalization: momentum must be in [0, 1]; got {momentum!r}.")
         if epsilon <= 0:

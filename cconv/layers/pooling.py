@@ -39,7 +39,9 @@ class _Pooling2D(Layer):
     def forward(self, x, training=False):
         if training:
             self._x = x
-        return getattr(_ops, self._op)(x, self.pool_size, strides=self.strides, padding=self.padding)
+        return getattr(_ops, self._op)(
+            x, self.pool_size, strides=self.strides, padding=self.padding
+        )
 
     def backward(self, dy):
         return getattr(_ops, self._op_backward)(dy, self._x, self.pool_size, strides=self.strides,
