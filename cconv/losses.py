@@ -12,8 +12,11 @@ Shapes: ``y_pred`` is ``(batch, ..., classes)``; ``y_true`` has the same shape, 
 ``(batch, ...)`` or ``(batch, ..., 1)``.
 """
 
+from typing import Optional, Tuple, Union
+
 import numpy as np
 
+from ._typing import ArrayLike, Config, DTypeLike
 from .registry import Registry
 
 __all__ = [
@@ -46,11 +49,11 @@ class Loss:
     fused_activation = None
     sparse = False
 
-    def __init__(self, name=None):
+    def __init__(self, name: Optional[str] = None):
         self.name = name or self._default_name
 
     # ----- public API ------------------------------------------------------------------
-    def __call__(self, y_true, y_pred):
+    def __call__(self, y_true: ArrayLike, y_pred: ArrayLike) -> float:
         """Mean loss over the batch (float)."""
         y_pred = np.asarray(y_pred)
         if not np.issubdtype(y_pred.dtype, np.floating):
@@ -58,17 +61,20 @@ class Loss:
         y_true = self.prepare_targets(y_true, y_pred.shape, dtype=y_pred.dtype)
         return float(np.mean(self._per_sample(y_true, y_pred)))
 
-    def value_and_grad(self, y_true, y_pred):
+    def value_and_grad(self, y_true: np.ndarray,
+                       y_pred: np.ndarray) -> Tuple[float, np.ndarray]:
         """``(mean loss, dL/dy_pred)``; ``y_true`` already passed through
         :meth:`prepare_targets`."""
         return self._value_and_grad(y_true, y_pred)
 
-    def fused_value_and_grad(self, y_true, logits):
+    def fused_value_and_grad(self, y_true: np.ndarray,
+                             logits: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray]:
         """``(mean loss, dL/dlogits, activation(logits))`` for a model ending in
         ``fused_activation``."""
         raise NotImplementedError
 
-    def prepare_targets(self, y, output_shape, dtype=np.float32):
+    def prepare_targets(self, y: ArrayLike, output_shape: Tuple[Optional[int], ...],
+                        dtype: DTypeLike = np.float32) -> np.ndarray:
         """Check ``y`` against the model output shape ``(batch, ...)`` and convert it
         once (float for dense targets, integer ids for sparse ones).
 
@@ -88,11 +94,11 @@ class Loss:
             )
         return y if y.dtype == dtype else y.astype(dtype)
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {"name": self.name}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Config):
         return cls(**config)
 
     def __repr__(self):
@@ -111,7 +117,8 @@ class CategoricalCrossentropy(Loss):
 
     _default_name = "categorical_crossentropy"
 
-    def __init__(self, from_logits=False, label_smoothing=0.0, name=None):
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0,
+                 name: Optional[str] = None):
         super().__init__(name)
         self.from_logits = bool(from_logits)
         self.label_smoothing = float(label_smoothing)
@@ -159,7 +166,7 @@ class CategoricalCrossentropy(Loss):
         per, grad, p = self._from_logits(y, z)
         return float(per.mean()), grad, p
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {"name": self.name, "from_logits": self.from_logits,
                 "label_smoothing": self.label_smoothing}
 
@@ -173,7 +180,7 @@ class SparseCategoricalCrossentropy(Loss):
     _default_name = "sparse_categorical_crossentropy"
     sparse = True
 
-    def __init__(self, from_logits=False, name=None):
+    def __init__(self, from_logits: bool = False, name: Optional[str] = None):
         super().__init__(name)
         self.from_logits = bool(from_logits)
         self.fused_activation = None if self.from_logits else "softmax"
@@ -238,7 +245,7 @@ class SparseCategoricalCrossentropy(Loss):
         per, grad, p = self._from_logits(y, z)
         return float(per.mean()), grad, p
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {"name": self.name, "from_logits": self.from_logits}
 
 
@@ -253,7 +260,8 @@ class BinaryCrossentropy(Loss):
 
     _default_name = "binary_crossentropy"
 
-    def __init__(self, from_logits=False, label_smoothing=0.0, name=None):
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0,
+                 name: Optional[str] = None):
         super().__init__(name)
         self.from_logits = bool(from_logits)
         self.label_smoothing = float(label_smoothing)
@@ -292,7 +300,7 @@ class BinaryCrossentropy(Loss):
         per, grad, p = self._from_logits(y, z)
         return float(per.mean()), grad, p
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {"name": self.name, "from_logits": self.from_logits,
                 "label_smoothing": self.label_smoothing}
 
@@ -368,7 +376,7 @@ REGISTRY = Registry("loss", Loss, {
 serialize, deserialize = REGISTRY.serialize, REGISTRY.deserialize
 
 
-def get(identifier):
+def get(identifier: Union[str, dict, Loss, type]) -> Loss:
     """Resolve a loss from a name ("categorical_crossentropy", "mse", ...), a class name,
     a :class:`Loss` or a config dict.
 

@@ -6,12 +6,17 @@ The final softmax (or sigmoid) is fused with the cross-entropy (see ``_forward``
 ``_backward``).
 """
 
+
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from . import initializers as _initializers
 from . import layers as _layers
 from . import losses as _losses
 from . import saving as _saving
+from ._typing import Config, Shape
 from .layers.base import unique_name
 from .trainer import Trainer
 from .trainer import shape_str as _shape_str
@@ -40,7 +45,8 @@ class Sequential(Trainer):
         model.fit(x, y, epochs=5)
     """
 
-    def __init__(self, layers=None, name=None):
+    def __init__(self, layers: Optional[Sequence[_layers.Layer]] = None,
+                 name: Optional[str] = None):
         super().__init__()
         self.name = name or unique_name("sequential")
         self._layers = []
@@ -50,7 +56,7 @@ class Sequential(Trainer):
             self.add(layer)
 
     # ----- structure -----------------------------------------------------------------------------
-    def add(self, layer):
+    def add(self, layer: _layers.Layer) -> None:
         """Append a layer (or set the input with ``cconv.Input``)."""
         if isinstance(layer, _layers.InputLayer):
             if self._layers or self._input_layer is not None:
@@ -66,7 +72,7 @@ class Sequential(Trainer):
         self._layers.append(layer)
         self._invalidate()
 
-    def pop(self):
+    def pop(self) -> _layers.Layer:
         layer = self._layers.pop()
         self._invalidate()
         return layer
@@ -77,7 +83,7 @@ class Sequential(Trainer):
         self._fused = False
 
     @property
-    def layers(self):
+    def layers(self) -> List[_layers.Layer]:
         return list(self._layers)
 
     def _declared_input_shape(self):
@@ -87,7 +93,7 @@ class Sequential(Trainer):
             return self._layers[0]._input_shape
         return None
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: Optional[Sequence[Optional[int]]] = None) -> None:
         """Build every layer for inputs of ``(batch,) + input_shape`` (a leading None is
         accepted). Without an argument uses the declared input shape."""
         if input_shape is None:
@@ -140,12 +146,12 @@ class Sequential(Trainer):
             self.build(declared if declared is not None else x_shape)
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> Tuple[Optional[int], ...]:
         self._ensure_built()
         return (None,) + self._input_shape
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> Tuple[Optional[int], ...]:
         self._ensure_built()
         return (None,) + self._output_shape
 
@@ -173,7 +179,7 @@ class Sequential(Trainer):
         return self._layers[-1]
 
     # ----- summary / config / saving -------------------------------------------------------------
-    def summary(self, print_fn=None):
+    def summary(self, print_fn: Optional[Callable[[str], None]] = None) -> None:
         """Print the layers, their output shapes and parameter counts, and the totals."""
         self._ensure_built()
         print_fn = print_fn or print
@@ -202,7 +208,7 @@ class Sequential(Trainer):
         print_fn(f" Trainable params: {tr:,} ({size(tr)})")
         print_fn(f" Non-trainable params: {tot - tr:,} ({size(tot - tr)})")
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = {"name": self.name, "layers": []}
         if self._input_layer is not None:
             cfg["layers"].append(_layers.serialize(self._input_layer))
@@ -212,7 +218,7 @@ class Sequential(Trainer):
         return cfg
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Config) -> "Sequential":
         model = cls([_layers.deserialize(c) for c in config["layers"]], name=config.get("name"))
         shape = config.get("build_input_shape")
         if shape is not None:
@@ -226,14 +232,16 @@ class Sequential(Trainer):
 _saving.register_model_class(Sequential)
 
 
-def load_model(filepath, custom_objects=None):
+def load_model(filepath: Union[str, os.PathLike],
+               custom_objects: Optional[Dict[str, type]] = None) -> Trainer:
     """Load a model saved by :meth:`Sequential.save` (compiled again if it was);
     ``custom_objects`` maps class names to model classes not registered with
     :func:`cconv.saving.register_model_class`."""
     return _saving.load_model(filepath, custom_objects)
 
 
-def lenet5(input_shape=(28, 28, 1), classes=10, compile=True):
+def lenet5(input_shape: Shape = (28, 28, 1), classes: int = 10,
+           compile: bool = True) -> Sequential:
     """The curriculum's LeNet-5::
 
         Conv2D(6, 5, same, relu) -> MaxPool(2, 2) -> Conv2D(16, 5, valid, relu) -> MaxPool(2, 2)
@@ -263,7 +271,8 @@ def lenet5(input_shape=(28, 28, 1), classes=10, compile=True):
     return model
 
 
-def tutorial_cnn(input_shape=(32, 32, 3), classes=10, compile=True):
+def tutorial_cnn(input_shape: Shape = (32, 32, 3), classes: int = 10,
+                 compile: bool = True) -> Sequential:
     """The TensorFlow CNN tutorial network (CIFAR-10 sized)::
 
         Conv2D(32, 3, relu) -> MaxPool(2) -> Conv2D(64, 3, relu) -> MaxPool(2)

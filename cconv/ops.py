@@ -19,7 +19,7 @@ C-contiguous arrays.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -28,6 +28,7 @@ from ._ext import blas as _blas
 from ._ext import conv as _conv
 from ._ext import pool as _poolext
 from ._ext.parallel import get_num_threads
+from ._typing import IntOrPair, Padding
 from ._validation import INDEX_LIMIT, check_int, is_int, normalize_pair
 
 __all__ = [
@@ -42,11 +43,6 @@ __all__ = [
     "dense",
     "dense_backward",
 ]
-
-#: An int, or a pair ``(h, w)`` of ints.
-IntOrPair = Union[int, Tuple[int, int], Sequence[int]]
-#: ``"valid"``, ``"same"``, an int, ``(pad_h, pad_w)`` or ``((top, bottom), (left, right))``.
-Padding = Union[str, int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
 
 # Every size, stride, dilation and padding amount, and every index the kernels form from them
 # (input + padding + effective kernel + stride), must stay below INDEX_LIMIT (2**62, in

@@ -1,9 +1,16 @@
 """Conv2D: 2-D convolution (cross-correlation, as Keras) on the compiled core."""
 
+from typing import Optional, Union
+
+import numpy as np
+
 from .. import activations as _activations
 from .. import initializers as _initializers
 from .. import ops as _ops
+from .._typing import Config, IntOrPair, Shape
 from .._validation import check_int, normalize_padding_mode, normalize_pair
+from ..activations import Activation
+from ..initializers import Initializer
 from .base import check_data_format
 from .core import _ActivatedLayer
 
@@ -39,9 +46,12 @@ class Conv2D(_ActivatedLayer):
     _weight_names = ("kernel", "bias")
     _trainable_names = ("kernel", "bias")
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
-                 dilation_rate=1, groups=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+    def __init__(self, filters: int, kernel_size: IntOrPair, strides: IntOrPair = 1,
+                 padding: str = "valid", data_format: Optional[str] = None,
+                 dilation_rate: IntOrPair = 1, groups: int = 1,
+                 activation: Union[str, Activation, None] = None, use_bias: bool = True,
+                 kernel_initializer: Union[str, Initializer] = "glorot_uniform",
+                 bias_initializer: Union[str, Initializer] = "zeros", **kwargs):
         super().__init__(**kwargs)
         check_data_format(data_format)
         self.filters = check_int(filters, "filters", "Conv2D")
@@ -61,7 +71,7 @@ class Conv2D(_ActivatedLayer):
         self.bias_initializer = _initializers.get(bias_initializer)
         self.kernel = self.bias = None
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) != 3:
             raise ValueError(
                 f"Conv2D {self.name!r} expects samples of shape (height, width, channels); "
@@ -95,7 +105,7 @@ class Conv2D(_ActivatedLayer):
         return _ops.conv2d(x, self.kernel, self.bias, strides=self.strides, padding=self.padding,
                              dilation_rate=self.dilation_rate, groups=self.groups)
 
-    def backward_logits(self, dz):
+    def backward_logits(self, dz: np.ndarray) -> np.ndarray:
         dx, dk, db = _ops.conv2d_backward(dz, self._x, self.kernel, strides=self.strides,
                                              padding=self.padding, dilation_rate=self.dilation_rate,
                                              groups=self.groups, input_grad=self._need_dx)
@@ -105,7 +115,7 @@ class Conv2D(_ActivatedLayer):
                 self.grads["bias"][...] = db
         return dx
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
         cfg.update(
             filters=self.filters,
