@@ -82,6 +82,15 @@ class Layer:
         """Output shape of one sample given the input shape of one sample."""
         return tuple(input_shape)
 
+    def _image_shape(self, input_shape):
+        """``(height, width, channels)`` of one sample, or a ValueError naming the layer."""
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} expects samples of shape (height, width, "
+                f"channels); got sample shape {tuple(input_shape)}."
+            )
+        return tuple(input_shape)
+
     def build(self, input_shape: Shape) -> None:
         """Create the weights for inputs of shape ``(batch,) + input_shape``
         (``input_shape`` may also include a leading ``None`` batch axis)."""

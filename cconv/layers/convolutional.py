@@ -4,8 +4,6 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .. import activations as _activations
-from .. import initializers as _initializers
 from .. import ops as _ops
 from .._typing import Config, IntOrPair, Shape
 from .._validation import check_int, normalize_padding_mode, normalize_pair
@@ -65,19 +63,10 @@ class Conv2D(_ActivatedLayer):
                 f"Conv2D: filters must be divisible by groups; got filters={self.filters}, "
                 f"groups={self.groups}."
             )
-        self._set_activation(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = _initializers.get(kernel_initializer)
-        self.bias_initializer = _initializers.get(bias_initializer)
-        self.kernel = self.bias = None
+        self._set_kernel_args(activation, use_bias, kernel_initializer, bias_initializer)
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"Conv2D {self.name!r} expects samples of shape (height, width, channels); "
-                f"got sample shape {tuple(input_shape)}."
-            )
-        h, w, c = input_shape
+        h, w, c = self._image_shape(input_shape)
         if c % self.groups:
             raise ValueError(
                 f"Conv2D {self.name!r}: input channels ({c}) must be divisible by "
@@ -109,10 +98,7 @@ class Conv2D(_ActivatedLayer):
         dx, dk, db = _ops.conv2d_backward(dz, self._x, self.kernel, strides=self.strides,
                                              padding=self.padding, dilation_rate=self.dilation_rate,
                                              groups=self.groups, input_grad=self._need_dx)
-        if self.trainable:
-            self.grads["kernel"][...] = dk
-            if self.bias is not None:
-                self.grads["bias"][...] = db
+        self._set_grads(dk, db)
         return dx
 
     def get_config(self) -> Config:
@@ -124,9 +110,6 @@ class Conv2D(_ActivatedLayer):
             padding=self.padding,
             dilation_rate=list(self.dilation_rate),
             groups=self.groups,
-            activation=_activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            kernel_initializer=_initializers.serialize(self.kernel_initializer),
-            bias_initializer=_initializers.serialize(self.bias_initializer),
+            **self._kernel_config(),
         )
         return cfg

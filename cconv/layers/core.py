@@ -66,6 +66,26 @@ class _ActivatedLayer(Layer):
     def _set_activation(self, activation):
         self.activation = _activations.get(activation)
 
+    def _set_kernel_args(self, activation, use_bias, kernel_initializer, bias_initializer):
+        """The arguments every kernel-and-bias layer takes (Dense, Conv2D)."""
+        self._set_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializers.get(kernel_initializer)
+        self.bias_initializer = _initializers.get(bias_initializer)
+        self.kernel = self.bias = None
+
+    def _kernel_config(self):
+        return dict(activation=_activations.serialize(self.activation), use_bias=self.use_bias,
+                    kernel_initializer=_initializers.serialize(self.kernel_initializer),
+                    bias_initializer=_initializers.serialize(self.bias_initializer))
+
+    def _set_grads(self, dk, db):
+        """Store the kernel and bias gradients (in the model's flat gradient views)."""
+        if self.trainable:
+            self.grads["kernel"][...] = dk
+            if self.bias is not None:
+                self.grads["bias"][...] = db
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         z = self._linear(x, training)
         act = self.activation
@@ -114,11 +134,7 @@ class Dense(_ActivatedLayer):
                  bias_initializer: Union[str, Initializer] = "zeros", **kwargs):
         super().__init__(**kwargs)
         self.units = check_int(units, "units", "Dense")
-        self._set_activation(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = _initializers.get(kernel_initializer)
-        self.bias_initializer = _initializers.get(bias_initializer)
-        self.kernel = self.bias = None
+        self._set_kernel_args(activation, use_bias, kernel_initializer, bias_initializer)
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) < 1:
@@ -139,18 +155,12 @@ class Dense(_ActivatedLayer):
 
     def backward_logits(self, dz: np.ndarray) -> np.ndarray:
         dx, dk, db = _ops.dense_backward(dz, self._x, self.kernel, input_grad=self._need_dx)
-        if self.trainable:
-            self.grads["kernel"][...] = dk
-            if self.bias is not None:
-                self.grads["bias"][...] = db
+        self._set_grads(dk, db)
         return dx
 
     def get_config(self) -> Config:
         cfg = super().get_config()
-        cfg.update(units=self.units, activation=_activations.serialize(self.activation),
-                   use_bias=self.use_bias,
-                   kernel_initializer=_initializers.serialize(self.kernel_initializer),
-                   bias_initializer=_initializers.serialize(self.bias_initializer))
+        cfg.update(units=self.units, **self._kernel_config())
         return cfg
 
 

@@ -27,12 +27,7 @@ class _Pooling2D(Layer):
         self.padding = normalize_padding_mode(padding, where)
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"{type(self).__name__} {self.name!r} expects samples of shape (height, width, "
-                f"channels); got sample shape {tuple(input_shape)}."
-            )
-        h, w, c = input_shape
+        h, w, c = self._image_shape(input_shape)
         try:
             oh, ow = _ops.conv_output_shape((h, w), self.pool_size, self.strides, self.padding)
         except ValueError as exc:
@@ -85,12 +80,8 @@ class _GlobalPooling2D(Layer):
         self.keepdims = bool(keepdims)
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"{type(self).__name__} {self.name!r} expects samples of shape (height, width, "
-                f"channels); got sample shape {tuple(input_shape)}."
-            )
-        return (1, 1, input_shape[2]) if self.keepdims else (input_shape[2],)
+        c = self._image_shape(input_shape)[2]
+        return (1, 1, c) if self.keepdims else (c,)
 
     def get_config(self) -> Config:
         cfg = super().get_config()
