@@ -20,8 +20,17 @@ __version__ = "0.1.0"
 __all__ = ["ops", "classic", "get_num_threads", "set_num_threads", "openmp_enabled", "isa"]
 
 # --- Keras-style API: layers, models, training -----------------------------------------
-from . import (activations, callbacks, datasets, initializers, layers, losses,  # noqa: E402
-               metrics, models, optimizers)
+from . import (  # noqa: E402
+    activations,
+    callbacks,
+    datasets,
+    initializers,
+    layers,
+    losses,
+    metrics,
+    models,
+    optimizers,
+)
 from .interop import from_keras  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Model, Sequential, load_model  # noqa: E402

@@ -8,7 +8,6 @@ import numpy as np
 from . import __version__, datasets, models, ops
 from ._ext.parallel import set_num_threads
 
-
 DESCRIPTION = """\
 cconv demo    train LeNet-5 on scikit-learn's digits (or MNIST with --data mnist --path DIR),
               print test accuracy and images/s, and save the model
@@ -61,7 +60,10 @@ def demo(args):
         what = "scikit-learn digits, upsampled to 28x28"
     else:
         if not args.path:
-            print("error: --data mnist needs --path DIR (a folder with the MNIST IDX files)", file=sys.stderr)
+            print(
+                "error: --data mnist needs --path DIR (a folder with the MNIST IDX files)",
+                file=sys.stderr,
+            )
             return 2
         try:
             try:
@@ -70,7 +72,9 @@ def demo(args):
             except FileNotFoundError:
                 xa, ya = datasets.load_mnist(args.path, subset="test")
                 x, y, xt, yt = xa[:8000], ya[:8000], xa[8000:], ya[8000:]
-                what = "MNIST t10k only (no training files): first 8,000 to train, last 2,000 to test"
+                what = (
+                    "MNIST t10k only (no training files): first 8,000 to train, last 2,000 to test"
+                )
         except (FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -89,7 +93,8 @@ def demo(args):
     pred_s = time.perf_counter() - t0
     acc = float((pred.argmax(1) == yt.argmax(1)).mean())
     print(f"test accuracy: {acc * 100:.2f}% ({len(xt)} images)")
-    print(f"training: {epochs * len(x) / train_s:,.0f} images/s; predict: {len(xt) / pred_s:,.0f} images/s")
+    print(f"training: {epochs * len(x) / train_s:,.0f} images/s; "
+          f"predict: {len(xt) / pred_s:,.0f} images/s")
     if args.save:
         model.save(args.save)
         print(f"saved the trained model to {args.save} (load it with cconv.load_model)")
@@ -104,16 +109,17 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cconv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo_cmd = sub.add_parser("demo", help="train LeNet-5 on real digits and report accuracy and images/s")
-    demo_cmd.add_argument("--data", choices=("digits", "mnist"), default="digits",
-                      help="digits: scikit-learn's 8x8 digits (default); mnist: IDX files from --path")
-    demo_cmd.add_argument("--path", help="folder with the MNIST IDX files (gzip or raw)")
-    demo_cmd.add_argument("--epochs", type=int, default=None, help="default: 12 (digits), 3 (MNIST)")
-    demo_cmd.add_argument("--batch-size", type=int, default=32)
-    demo_cmd.add_argument("--save", default="cconv-lenet5.npz", help="where to save the model ('' to skip)")
-    demo_cmd.add_argument("--threads", type=int, default=0, help="cconv threads (default: all)")
-    demo_cmd.add_argument("--seed", type=int, default=0, help="shuffling seed")
-    demo_cmd.add_argument("--quiet", action="store_true", help="no summary or progress bar")
+    d = sub.add_parser("demo", help="train LeNet-5 on real digits and report accuracy and images/s")
+    d.add_argument("--data", choices=("digits", "mnist"), default="digits",
+                   help="digits: scikit-learn's 8x8 digits (default); mnist: IDX files from --path")
+    d.add_argument("--path", help="folder with the MNIST IDX files (gzip or raw)")
+    d.add_argument("--epochs", type=int, default=None, help="default: 12 (digits), 3 (MNIST)")
+    d.add_argument("--batch-size", type=int, default=32)
+    d.add_argument("--save", default="cconv-lenet5.npz",
+                   help="where to save the model ('' to skip)")
+    d.add_argument("--threads", type=int, default=0, help="cconv threads (default: all)")
+    d.add_argument("--seed", type=int, default=0, help="shuffling seed")
+    d.add_argument("--quiet", action="store_true", help="no summary or progress bar")
     sub.add_parser("check", help="convolve and pool real images, checked against NumPy")
     args = parser.parse_args(argv)
     return {"demo": demo, "check": check}[args.command](args)

@@ -152,7 +152,9 @@ class _ELU(Activation):
         self.alpha = float(alpha)
 
     def _forward(self, z, out):
-        res = np.where(z > 0, z, self.alpha * np.expm1(np.minimum(z, 0))).astype(z.dtype, copy=False)
+        res = np.where(z > 0, z, self.alpha * np.expm1(np.minimum(z, 0))).astype(
+            z.dtype, copy=False
+        )
         if out is not None:
             out[...] = res
             return out

@@ -6,7 +6,6 @@ Per-batch hooks are only called for callbacks that override them, so an unused h
 nothing per step.
 """
 
-import math
 import os
 import sys
 import time
@@ -14,7 +13,8 @@ import warnings
 
 import numpy as np
 
-__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping", "ModelCheckpoint"]
+__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping",
+           "ModelCheckpoint"]
 
 
 class Callback:
@@ -151,7 +151,11 @@ class ProgbarLogger(Callback):
         n = len(str(steps))
         frac = min(step / steps, 1.0) if steps else 1.0
         done = int(self.width * frac)
-        bar = "=" * max(done - 1, 0) + (">" if done < self.width and done else "=" if done else "") + "." * (self.width - done)
+        bar = (
+            "=" * max(done - 1, 0)
+            + (">" if done < self.width and done else "=" if done else "")
+            + "." * (self.width - done)
+        )
         rate = self._seen / elapsed if elapsed > 0 else float("inf")
         if final:
             per_step = elapsed / max(step, 1)
@@ -183,13 +187,17 @@ class ProgbarLogger(Callback):
 class _MonitorMixin:
     def _init_monitor(self, monitor, mode, min_delta=0.0):
         if mode not in ("auto", "min", "max"):
-            warnings.warn(f"{type(self).__name__}: mode {mode!r} is unknown, using 'auto'.", stacklevel=3)
+            warnings.warn(
+                f"{type(self).__name__}: mode {mode!r} is unknown, using 'auto'.", stacklevel=3
+            )
             mode = "auto"
         self.monitor, self.mode = monitor, mode
         self.min_delta = abs(min_delta)
         if mode == "auto":
             name = monitor[4:] if monitor.startswith("val_") else monitor
-            mode = "min" if ("loss" in name or "error" in name) else "max" if ("acc" in name) else None
+            mode = (
+                "min" if ("loss" in name or "error" in name) else "max" if ("acc" in name) else None
+            )
             if mode is None:
                 raise ValueError(
                     f"{type(self).__name__}: cannot tell whether monitor={monitor!r} should be "
@@ -263,7 +271,8 @@ class EarlyStopping(_MonitorMixin, Callback):
             print(f"Epoch {self.stopped_epoch + 1}: early stopping")
         if self.restore_best_weights and self.best_weights is not None:
             if self.verbose > 0:
-                print(f"Restoring model weights from the end of the best epoch: {self.best_epoch + 1}.")
+                print("Restoring model weights from the end of the best epoch: "
+                      f"{self.best_epoch + 1}.")
             self.model.set_weights(self.best_weights)
 
 
@@ -279,13 +288,28 @@ class ModelCheckpoint(_MonitorMixin, Callback):
         initial_value_threshold: a value the first saved epoch must beat.
     """
 
-    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
-                 save_weights_only=False, mode="auto", save_freq="epoch", initial_value_threshold=None):
+    def __init__(
+        self,
+        filepath,
+        monitor="val_loss",
+        verbose=0,
+        save_best_only=False,
+        save_weights_only=False,
+        mode="auto",
+        save_freq="epoch",
+        initial_value_threshold=None,
+    ):
         super().__init__()
         if save_freq != "epoch":
-            raise ValueError(f"ModelCheckpoint: only save_freq='epoch' is supported; got {save_freq!r}.")
+            raise ValueError(
+                f"ModelCheckpoint: only save_freq='epoch' is supported; got {save_freq!r}."
+            )
         self.filepath = os.fspath(filepath)
-        self.verbose, self.save_best_only, self.save_weights_only = verbose, save_best_only, save_weights_only
+        self.verbose, self.save_best_only, self.save_weights_only = (
+            verbose,
+            save_best_only,
+            save_weights_only,
+        )
         self._init_monitor(monitor, mode)
         self.best = initial_value_threshold
 
@@ -297,7 +321,8 @@ class ModelCheckpoint(_MonitorMixin, Callback):
             if current is None or not self._is_improvement(current, self.best):
                 return
             if self.verbose > 0:
-                print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best} to {current:.5f}, saving model to {path}")
+                print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best} to "
+                      f"{current:.5f}, saving model to {path}")
             self.best = current
         elif self.verbose > 0:
             print(f"Epoch {epoch + 1}: saving model to {path}")

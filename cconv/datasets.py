@@ -48,7 +48,8 @@ def load_digits(test_size=0.2, one_hot=True, upsample=1, pad=0, seed=0):
         from sklearn.datasets import load_digits as _sk_load_digits
     except ImportError:
         raise ImportError(
-            "load_digits needs scikit-learn: pip install scikit-learn (or pip install 'cconv[digits]')."
+            "load_digits needs scikit-learn: pip install scikit-learn "
+            "(or pip install 'cconv[digits]')."
         ) from None
     if not 0 < test_size < 1:
         raise ValueError(f"test_size must be in (0, 1); got {test_size!r}.")
@@ -86,7 +87,12 @@ _MNIST_FILES = {
 
 
 def _find(path, stem):
-    for name in (stem + ".gz", stem, stem.replace("-idx", ".idx") + ".gz", stem.replace("-idx", ".idx")):
+    for name in (
+        stem + ".gz",
+        stem,
+        stem.replace("-idx", ".idx") + ".gz",
+        stem.replace("-idx", ".idx"),
+    ):
         p = os.path.join(path, name)
         if os.path.exists(p):
             return p

@@ -16,10 +16,11 @@ What happens:
   rank, so ranks need not seed their initialisers alike.
 * **Each step.** Every rank runs forward and backward on its own part of the step's batch;
   then ONE allreduce (``MPI_Iallreduce`` waited on without spinning, or with
-  ``wait="block"`` a blocking ``MPI_Allreduce``) sums, in a single buffer, the flattened gradients (each scaled by
-  the rank's sample count), the loss and the metric totals. Each rank divides by the global
-  sample count and takes the same optimizer step. The gradient is therefore the mean over the
-  global batch, as single-process training on ``size * batch_size`` samples computes it.
+  ``wait="block"`` a blocking ``MPI_Allreduce``) sums, in a single buffer, the flattened
+  gradients (each scaled by the rank's sample count), the loss and the metric totals. Each
+  rank divides by the global sample count and takes the same optimizer step. The gradient
+  is therefore the mean over the global batch, as single-process training on
+  ``size * batch_size`` samples computes it.
 * **Data.** ``sharded=False`` (default): every rank passes the same full ``(x, y)``; the
   step's global batch of ``size * batch_size`` samples (in the order that rank 0's
   ``np.random.permutation`` gives, broadcast each epoch, or in order with ``shuffle=False``)
@@ -145,7 +146,7 @@ class DistributedModel:
         if self.rank == 0:
             self.model.save_weights(filepath)
 
-    # ----- collective helpers ----------------------------------------------------------------
+    # ----- collective helpers --------------------------------------------------------------------
     def _agree(self, what, value):
         """Raise the same ValueError on every rank when ``value`` differs between ranks."""
         values = self.comm.allgather(value)
@@ -170,7 +171,9 @@ class DistributedModel:
                 model.set_weights(out)
         opt = getattr(model, "optimizer", None)
         if opt is not None:
-            state = self.comm.bcast(opt.get_state() if self.rank == self.root else None, root=self.root)
+            state = self.comm.bcast(
+                opt.get_state() if self.rank == self.root else None, root=self.root
+            )
             if self.rank != self.root and (state[0] or state[1]):
                 model.set_optimizer_state(state[0], state[1])
         self._synced = True
@@ -247,7 +250,7 @@ class DistributedModel:
             model.optimizer.apply((model._gflat,), (model._wflat,))
         return loss
 
-    # ----- fit / evaluate ----------------------------------------------------------------------------
+    # ----- fit / evaluate ------------------------------------------------------------------------
     def _split(self, m):
         """Start and count of this rank's part of ``m`` consecutive samples (rank 0 first)."""
         base, rem = divmod(m, self.size)

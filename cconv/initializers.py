@@ -168,7 +168,9 @@ class VarianceScaling(_Random):
         if distribution == "normal":
             distribution = "truncated_normal"
         if distribution not in self._DISTS:
-            raise ValueError(f"Unknown distribution {distribution!r}; known: {', '.join(self._DISTS)}.")
+            raise ValueError(
+                f"Unknown distribution {distribution!r}; known: {', '.join(self._DISTS)}."
+            )
         self.scale, self.mode, self.distribution = float(scale), mode, distribution
 
     def __call__(self, shape, dtype="float32"):

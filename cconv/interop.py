@@ -58,8 +58,10 @@ def _from_sequential(keras_model):
     if any(d is None for d in input_shape[1:]):
         raise ValueError(f"from_keras: input shape {input_shape} has unknown dimensions; "
                          f"cconv needs a fixed sample shape.")
-    model = Sequential([_layers.Input(input_shape[1:])]
-                       + [_convert_layer(l) for l in keras_model.layers], name=keras_model.name)
+    model = Sequential(
+        [_layers.Input(input_shape[1:])] + [_convert_layer(kl) for kl in keras_model.layers],
+        name=keras_model.name,
+    )
     model.build()
     return model
 
@@ -90,7 +92,11 @@ def _copy_compile(keras_model, model):
     except ValueError:
         return
     metrics = []
-    for m in getattr(keras_model, "_compile_config", None) and keras_model._compile_config.config.get("metrics") or []:
+    for m in (
+        getattr(keras_model, "_compile_config", None)
+        and keras_model._compile_config.config.get("metrics")
+        or []
+    ):
         if isinstance(m, str):
             metrics.append(m)
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)

@@ -12,8 +12,11 @@ Shapes: ``y_pred`` is ``(batch, ..., classes)``; ``y_true`` has the same shape, 
 ``(batch, ...)`` or ``(batch, ..., 1)``.
 """
 
+from typing import Optional, Tuple, Union
+
 import numpy as np
 
+from ._typing import ArrayLike, Config, DTypeLike
 from .registry import Registry
 
 __all__ = [
@@ -46,11 +49,11 @@ class Loss:
     fused_activation = None
     sparse = False
 
-    def __init__(self, name=None):
+    def __init__(self, name: Optional[str] = None):
         self.name = name or self._default_name
 
     # ----- public API ------------------------------------------------------------------
-    def __call__(self, y_true, y_pred):
+    def __call__(self, y_true: ArrayLike, y_pred: ArrayLike) -> float:
         """Mean loss over the batch (float)."""
         y_pred = np.asarray(y_pred)
         if not np.issubdtype(y_pred.dtype, np.floating):
@@ -58,17 +61,20 @@ class Loss:
         y_true = self.prepare_targets(y_true, y_pred.shape, dtype=y_pred.dtype)
         return float(np.mean(self._per_sample(y_true, y_pred)))
 
-    def value_and_grad(self, y_true, y_pred):
+    def value_and_grad(self, y_true: np.ndarray,
+                       y_pred: np.ndarray) -> Tuple[float, np.ndarray]:
         """``(mean loss, dL/dy_pred)``; ``y_true`` already passed through
         :meth:`prepare_targets`."""
         return self._value_and_grad(y_true, y_pred)
 
-    def fused_value_and_grad(self, y_true, logits):
+    def fused_value_and_grad(self, y_true: np.ndarray,
+                             logits: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray]:
         """``(mean loss, dL/dlogits, activation(logits))`` for a model ending in
         ``fused_activation``."""
         raise NotImplementedError
 
-    def prepare_targets(self, y, output_shape, dtype=np.float32):
+    def prepare_targets(self, y: ArrayLike, output_shape: Tuple[Optional[int], ...],
+                        dtype: DTypeLike = np.float32) -> np.ndarray:
         """Check ``y`` against the model output shape ``(batch, ...)`` and convert it
         once (float for dense targets, integer ids for sparse ones).
 
@@ -88,18 +94,66 @@ class Loss:
             )
         return y if y.dtype == dtype else y.astype(dtype)
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {"name": self.name}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Config):
         return cls(**config)
 
     def __repr__(self):
         return f"{type(self).__name__}({self.get_config()})"
 
 
-class CategoricalCrossentropy(Loss):
+class _CrossEntropy(Loss):
+    """What the three cross-entropies share: ``from_logits``, optional label smoothing and
+    the fused path. Subclasses define ``_from_logits(y, z) -> (per-sample loss, dL/dz,
+    activation(z))`` and, for probability inputs, ``_prob_per_sample(y, p)`` and
+    ``_prob_value_and_grad(y, p)``; ``_activation`` names the activation fused with the loss."""
+
+    _activation = None
+    _smoothing = False      # whether the loss takes label_smoothing
+
+    def __init__(self, from_logits: bool = False, label_smoothing: float = 0.0,
+                 name: Optional[str] = None):
+        super().__init__(name)
+        self.from_logits = bool(from_logits)
+        self.fused_activation = None if self.from_logits else self._activation
+        if self._smoothing:
+            self.label_smoothing = float(label_smoothing)
+            if not 0 <= self.label_smoothing <= 1:
+                raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}.")
+
+    def _smooth(self, y):
+        """Label smoothing: ``y * (1 - ls) + ls / classes`` (2 classes for the binary loss)."""
+        ls = self.label_smoothing
+        if ls:
+            y = y * y.dtype.type(1 - ls) + y.dtype.type(ls / self._smoothing_classes(y))
+        return y
+
+    def _per_sample(self, y, p):
+        if self.from_logits:
+            return self._from_logits(y, p)[0]
+        return self._prob_per_sample(y, p)
+
+    def _value_and_grad(self, y, p):
+        if self.from_logits:
+            per, grad, _ = self._from_logits(y, p)
+            return float(per.mean()), grad
+        return self._prob_value_and_grad(y, p)
+
+    def fused_value_and_grad(self, y, z):
+        per, grad, p = self._from_logits(y, z)
+        return float(per.mean()), grad, p
+
+    def get_config(self) -> Config:
+        cfg = {"name": self.name, "from_logits": self.from_logits}
+        if self._smoothing:
+            cfg["label_smoothing"] = self.label_smoothing
+        return cfg
+
+
+class CategoricalCrossentropy(_CrossEntropy):
     """``-sum(y_true * log(y_pred))`` over the last axis, averaged over the batch.
 
     Args:
@@ -110,20 +164,11 @@ class CategoricalCrossentropy(Loss):
     """
 
     _default_name = "categorical_crossentropy"
+    _activation = "softmax"
+    _smoothing = True
 
-    def __init__(self, from_logits=False, label_smoothing=0.0, name=None):
-        super().__init__(name)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = float(label_smoothing)
-        if not 0 <= self.label_smoothing <= 1:
-            raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}.")
-        self.fused_activation = None if self.from_logits else "softmax"
-
-    def _smooth(self, y):
-        ls = self.label_smoothing
-        if ls:
-            y = y * y.dtype.type(1 - ls) + y.dtype.type(ls / y.shape[-1])
-        return y
+    def _smoothing_classes(self, y):
+        return y.shape[-1]
 
     def _from_logits(self, y, z):
         y = self._smooth(y)
@@ -134,17 +179,12 @@ class CategoricalCrossentropy(Loss):
         grad *= grad.dtype.type(1.0 / per.size)
         return per, grad, p
 
-    def _per_sample(self, y, p):
-        if self.from_logits:
-            return self._from_logits(y, p)[0]
+    def _prob_per_sample(self, y, p):
         y = self._smooth(y)
         q = np.clip(p / p.sum(axis=-1, keepdims=True), EPSILON, 1 - EPSILON)
         return -(y * np.log(q)).sum(axis=-1)
 
-    def _value_and_grad(self, y, p):
-        if self.from_logits:
-            per, grad, _ = self._from_logits(y, p)
-            return float(per.mean()), grad
+    def _prob_value_and_grad(self, y, p):
         y = self._smooth(y)
         s = p.sum(axis=-1, keepdims=True)
         q = p / s
@@ -155,28 +195,19 @@ class CategoricalCrossentropy(Loss):
         grad *= grad.dtype.type(1.0 / per.size)
         return float(per.mean()), grad.astype(p.dtype, copy=False)
 
-    def fused_value_and_grad(self, y, z):
-        per, grad, p = self._from_logits(y, z)
-        return float(per.mean()), grad, p
 
-    def get_config(self):
-        return {"name": self.name, "from_logits": self.from_logits,
-                "label_smoothing": self.label_smoothing}
-
-
-class SparseCategoricalCrossentropy(Loss):
+class SparseCategoricalCrossentropy(_CrossEntropy):
     """Categorical cross-entropy with integer class ids as targets.
 
     ``y_true``: ints in ``[0, classes)``, shape ``(batch, ...)`` or ``(batch, ..., 1)``.
     """
 
     _default_name = "sparse_categorical_crossentropy"
+    _activation = "softmax"
     sparse = True
 
-    def __init__(self, from_logits=False, name=None):
-        super().__init__(name)
-        self.from_logits = bool(from_logits)
-        self.fused_activation = None if self.from_logits else "softmax"
+    def __init__(self, from_logits: bool = False, name: Optional[str] = None):
+        super().__init__(from_logits, name=name)
 
     def prepare_targets(self, y, output_shape, dtype=None):
         y = np.asarray(y)
@@ -188,16 +219,20 @@ class SparseCategoricalCrossentropy(Loss):
                 f"{self.name}: labels y have shape {y.shape} but the model output has shape "
                 f"{_shape(out[1:])}; integer class ids of shape "
                 f"{_shape(out[1:-1])} are needed"
-                + (" (use categorical_crossentropy for one-hot labels)." if y.shape[1:] == out[1:] else ".")
+                + (" (use categorical_crossentropy for one-hot labels)."
+                   if y.shape[1:] == out[1:] else ".")
             )
         if not np.issubdtype(y.dtype, np.integer):
             yi = y.astype(np.int64)
             if not np.array_equal(yi, y):
-                raise ValueError(f"{self.name}: labels must be integer class ids; got non-integer values.")
+                raise ValueError(
+                    f"{self.name}: labels must be integer class ids; got non-integer values."
+                )
             y = yi
         if y.size and (y.min() < 0 or y.max() >= out[-1]):
             raise ValueError(
-                f"{self.name}: class ids must be in [0, {out[-1]}); got values from {y.min()} to {y.max()}."
+                f"{self.name}: class ids must be in [0, {out[-1]}); got values from {y.min()} "
+                f"to {y.max()}."
             )
         return y.astype(np.intp, copy=False)
 
@@ -213,29 +248,17 @@ class SparseCategoricalCrossentropy(Loss):
         grad *= grad.dtype.type(1.0 / idx.size)
         return per, grad.reshape(z.shape), p.reshape(z.shape)
 
-    def _per_sample(self, y, p):
-        if self.from_logits:
-            return self._from_logits(y, p)[0]
+    def _prob_per_sample(self, y, p):
         return self._from_logits(y, np.log(np.clip(p, EPSILON, 1 - EPSILON)))[0]
 
-    def _value_and_grad(self, y, p):
-        if self.from_logits:
-            per, grad, _ = self._from_logits(y, p)
-            return float(per.mean()), grad
+    def _prob_value_and_grad(self, y, p):
         pc = np.clip(p, EPSILON, 1 - EPSILON)
         per, gl, _ = self._from_logits(y, np.log(pc))
         grad = gl / pc * ((p >= EPSILON) & (p <= 1 - EPSILON))
         return float(per.mean()), grad.astype(p.dtype, copy=False)
 
-    def fused_value_and_grad(self, y, z):
-        per, grad, p = self._from_logits(y, z)
-        return float(per.mean()), grad, p
 
-    def get_config(self):
-        return {"name": self.name, "from_logits": self.from_logits}
-
-
-class BinaryCrossentropy(Loss):
+class BinaryCrossentropy(_CrossEntropy):
     """``-(y log p + (1 - y) log(1 - p))`` averaged over the last axis then the batch;
     ``p`` clipped to ``[1e-7, 1 - 1e-7]`` unless ``from_logits``.
 
@@ -245,16 +268,11 @@ class BinaryCrossentropy(Loss):
     """
 
     _default_name = "binary_crossentropy"
+    _activation = "sigmoid"
+    _smoothing = True
 
-    def __init__(self, from_logits=False, label_smoothing=0.0, name=None):
-        super().__init__(name)
-        self.from_logits = bool(from_logits)
-        self.label_smoothing = float(label_smoothing)
-        self.fused_activation = None if self.from_logits else "sigmoid"
-
-    def _smooth(self, y):
-        ls = self.label_smoothing
-        return y * y.dtype.type(1 - ls) + y.dtype.type(0.5 * ls) if ls else y
+    def _smoothing_classes(self, y):
+        return 2
 
     def _from_logits(self, y, z):
         y = self._smooth(y)
@@ -264,30 +282,17 @@ class BinaryCrossentropy(Loss):
         grad = (p - y) * z.dtype.type(1.0 / z.size)
         return elem.mean(axis=-1), grad, p
 
-    def _per_sample(self, y, p):
-        if self.from_logits:
-            return self._from_logits(y, p)[0]
+    def _prob_per_sample(self, y, p):
         y = self._smooth(y)
         o = np.clip(p, EPSILON, 1 - EPSILON)
         return -(y * np.log(o) + (1 - y) * np.log(1 - o)).mean(axis=-1)
 
-    def _value_and_grad(self, y, p):
-        if self.from_logits:
-            per, grad, _ = self._from_logits(y, p)
-            return float(per.mean()), grad
-        per = self._per_sample(y, p)
+    def _prob_value_and_grad(self, y, p):
+        per = self._prob_per_sample(y, p)
         y = self._smooth(y)
         o = np.clip(p, EPSILON, 1 - EPSILON)
         grad = -(y / o - (1 - y) / (1 - o)) * ((p >= EPSILON) & (p <= 1 - EPSILON)) / p.size
         return float(per.mean()), grad.astype(p.dtype, copy=False)
-
-    def fused_value_and_grad(self, y, z):
-        per, grad, p = self._from_logits(y, z)
-        return float(per.mean()), grad, p
-
-    def get_config(self):
-        return {"name": self.name, "from_logits": self.from_logits,
-                "label_smoothing": self.label_smoothing}
 
 
 class MeanSquaredError(Loss):
@@ -324,9 +329,13 @@ def _functional(cls, **fixed):
         y_pred = np.asarray(y_pred)
         if not np.issubdtype(y_pred.dtype, np.floating):
             y_pred = y_pred.astype(np.float32)
-        return loss._per_sample(loss.prepare_targets(y_true, y_pred.shape, dtype=y_pred.dtype), y_pred)
+        return loss._per_sample(
+            loss.prepare_targets(y_true, y_pred.shape, dtype=y_pred.dtype), y_pred
+        )
+
     f.__name__ = cls._default_name
-    f.__doc__ = f"Per-sample {cls._default_name} (shape ``y_pred.shape[:-1]``); see :class:`{cls.__name__}`."
+    f.__doc__ = (f"Per-sample {cls._default_name} (shape ``y_pred.shape[:-1]``); "
+                 f"see :class:`{cls.__name__}`.")
     return f
 
 
@@ -357,7 +366,7 @@ REGISTRY = Registry("loss", Loss, {
 serialize, deserialize = REGISTRY.serialize, REGISTRY.deserialize
 
 
-def get(identifier):
+def get(identifier: Union[str, dict, Loss, type]) -> Loss:
     """Resolve a loss from a name ("categorical_crossentropy", "mse", ...), a class name,
     a :class:`Loss` or a config dict.
 

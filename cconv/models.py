@@ -6,12 +6,17 @@ The final softmax (or sigmoid) is fused with the cross-entropy (see ``_forward``
 ``_backward``).
 """
 
+
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
 import numpy as np
 
 from . import initializers as _initializers
 from . import layers as _layers
 from . import losses as _losses
 from . import saving as _saving
+from ._typing import Config, Shape
 from .layers.base import unique_name
 from .trainer import Trainer
 from .trainer import shape_str as _shape_str
@@ -40,7 +45,8 @@ class Sequential(Trainer):
         model.fit(x, y, epochs=5)
     """
 
-    def __init__(self, layers=None, name=None):
+    def __init__(self, layers: Optional[Sequence[_layers.Layer]] = None,
+                 name: Optional[str] = None):
         super().__init__()
         self.name = name or unique_name("sequential")
         self._layers = []
@@ -49,8 +55,8 @@ class Sequential(Trainer):
         for layer in layers or []:
             self.add(layer)
 
-    # ----- structure -------------------------------------------------------------------
-    def add(self, layer):
+    # ----- structure -----------------------------------------------------------------------------
+    def add(self, layer: _layers.Layer) -> None:
         """Append a layer (or set the input with ``cconv.Input``)."""
         history = getattr(layer, "_keras_history", None)   # a symbolic tensor: cconv.Input
         if history is not None and isinstance(history[0], _layers.InputLayer):
@@ -62,13 +68,14 @@ class Sequential(Trainer):
             self._invalidate()
             return
         if not isinstance(layer, _layers.Layer):
-            raise TypeError(f"Sequential.add expects a cconv layer; got {layer!r} of type {type(layer).__name__}.")
-        if any(l is layer for l in self._layers):
+            raise TypeError(f"Sequential.add expects a cconv layer; got {layer!r} of type "
+                            f"{type(layer).__name__}.")
+        if any(other is layer for other in self._layers):
             raise ValueError(f"Layer {layer.name!r} is already in the model.")
         self._layers.append(layer)
         self._invalidate()
 
-    def pop(self):
+    def pop(self) -> _layers.Layer:
         layer = self._layers.pop()
         self._invalidate()
         return layer
@@ -79,7 +86,7 @@ class Sequential(Trainer):
         self._fused = False
 
     @property
-    def layers(self):
+    def layers(self) -> List[_layers.Layer]:
         return list(self._layers)
 
     def _declared_input_shape(self):
@@ -89,7 +96,7 @@ class Sequential(Trainer):
             return self._layers[0]._input_shape
         return None
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: Optional[Sequence[Optional[int]]] = None) -> None:
         """Build every layer for inputs of ``(batch,) + input_shape`` (a leading None is
         accepted). Without an argument uses the declared input shape."""
         if input_shape is None:
@@ -110,8 +117,9 @@ class Sequential(Trainer):
             if layer.built:
                 if layer._input_shape != shape:
                     raise ValueError(
-                        f"Layer {layer.name!r} was built for inputs {_shape_str((None,) + layer._input_shape)} "
-                        f"but receives {_shape_str((None,) + shape)} in this model."
+                        f"Layer {layer.name!r} was built for inputs "
+                        f"{_shape_str((None,) + layer._input_shape)} but receives "
+                        f"{_shape_str((None,) + shape)} in this model."
                     )
             else:
                 layer.build(shape)
@@ -125,7 +133,7 @@ class Sequential(Trainer):
         self.dtype = np.dtype(self._layers[0].dtype)
         # Backward can stop at the first layer that has trainable weights.
         self._first_trained = 0
-        for i, layer in enumerate(self._layers):
+        for layer in self._layers:
             layer._need_dx = True
         for i, layer in enumerate(self._layers):
             if layer.trainable_weights:
@@ -141,16 +149,16 @@ class Sequential(Trainer):
             self.build(declared if declared is not None else x_shape)
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> Tuple[Optional[int], ...]:
         self._ensure_built()
         return (None,) + self._input_shape
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> Tuple[Optional[int], ...]:
         self._ensure_built()
         return (None,) + self._output_shape
 
-    # ----- forward / backward ---------------------------------------------------------------------
+    # ----- forward / backward --------------------------------------------------------------------
     def _forward(self, x, training, logits=False):
         layers = self._layers
         for layer in layers[:-1]:
@@ -173,8 +181,8 @@ class Sequential(Trainer):
     def _output_layer(self):
         return self._layers[-1]
 
-    # ----- summary / config / saving ---------------------------------------------------------------
-    def summary(self, print_fn=None):
+    # ----- summary / config / saving -------------------------------------------------------------
+    def summary(self, print_fn: Optional[Callable[[str], None]] = None) -> None:
         """Print the layers, their output shapes and parameter counts, and the totals."""
         self._ensure_built()
         print_fn = print_fn or print
@@ -205,21 +213,21 @@ class Sequential(Trainer):
 
     def _summary_rows(self):
         """``(column titles, rows of strings)`` for :meth:`summary`."""
-        rows = [(f"{l.name} ({type(l).__name__})", _shape_str(l.output_shape),
-                 f"{l.count_params():,}") for l in self._layers]
+        rows = [(f"{layer.name} ({type(layer).__name__})", _shape_str(layer.output_shape),
+                 f"{layer.count_params():,}") for layer in self._layers]
         return ("Layer (type)", "Output Shape", "Param #"), rows
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = {"name": self.name, "layers": []}
         if self._input_layer is not None:
             cfg["layers"].append(_layers.serialize(self._input_layer))
-        cfg["layers"] += [_layers.serialize(l) for l in self._layers]
+        cfg["layers"] += [_layers.serialize(layer) for layer in self._layers]
         if self.built:
             cfg["build_input_shape"] = [None] + list(self._input_shape)
         return cfg
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Config) -> "Sequential":
         model = cls([_layers.deserialize(c) for c in config["layers"]], name=config.get("name"))
         shape = config.get("build_input_shape")
         if shape is not None:
@@ -233,14 +241,16 @@ class Sequential(Trainer):
 _saving.register_model_class(Sequential)
 
 
-def load_model(filepath, custom_objects=None):
+def load_model(filepath: Union[str, os.PathLike],
+               custom_objects: Optional[Dict[str, type]] = None) -> Trainer:
     """Load a model saved by :meth:`Sequential.save` (compiled again if it was);
     ``custom_objects`` maps class names to model classes not registered with
     :func:`cconv.saving.register_model_class`."""
     return _saving.load_model(filepath, custom_objects)
 
 
-def lenet5(input_shape=(28, 28, 1), classes=10, compile=True):
+def lenet5(input_shape: Shape = (28, 28, 1), classes: int = 10,
+           compile: bool = True) -> Sequential:
     """The curriculum's LeNet-5::
 
         Conv2D(6, 5, same, relu) -> MaxPool(2, 2) -> Conv2D(16, 5, valid, relu) -> MaxPool(2, 2)
@@ -270,7 +280,8 @@ def lenet5(input_shape=(28, 28, 1), classes=10, compile=True):
     return model
 
 
-def tutorial_cnn(input_shape=(32, 32, 3), classes=10, compile=True):
+def tutorial_cnn(input_shape: Shape = (32, 32, 3), classes: int = 10,
+                 compile: bool = True) -> Sequential:
     """The TensorFlow CNN tutorial network (CIFAR-10 sized)::
 
         Conv2D(32, 3, relu) -> MaxPool(2) -> Conv2D(64, 3, relu) -> MaxPool(2)
@@ -293,8 +304,11 @@ def tutorial_cnn(input_shape=(32, 32, 3), classes=10, compile=True):
     ], name="tutorial_cnn")
     model.build()
     if compile:
-        model.compile(optimizer="adam", loss=_losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer="adam",
+            loss=_losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
     return model
 
 

@@ -19,7 +19,7 @@ C-contiguous arrays.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -29,6 +29,7 @@ from ._ext import conv as _conv
 from ._ext import pool as _poolext
 from ._ext import resample as _resample
 from ._ext.parallel import get_num_threads, threads_for
+from ._typing import IntOrPair, Padding
 from ._validation import INDEX_LIMIT, check_int, is_int, normalize_pair
 
 __all__ = [
@@ -48,11 +49,6 @@ __all__ = [
     "upsampling2d",
     "upsampling2d_backward",
 ]
-
-#: An int, or a pair ``(h, w)`` of ints.
-IntOrPair = Union[int, Tuple[int, int], Sequence[int]]
-#: ``"valid"``, ``"same"``, an int, ``(pad_h, pad_w)`` or ``((top, bottom), (left, right))``.
-Padding = Union[str, int, Tuple[int, int], Tuple[Tuple[int, int], Tuple[int, int]]]
 
 # Every size, stride, dilation and padding amount, and every index the kernels form from them
 # (input + padding + effective kernel + stride), must stay below INDEX_LIMIT (2**62, in
@@ -140,7 +136,9 @@ def conv_output_shape(
     with ``k_eff = (k - 1) * dilation + 1``. Raises ``ValueError`` when the (effective) kernel
     is larger than the padded input.
     """
-    return _geometry(input_size, kernel_size, strides, padding, dilation_rate, "conv_output_shape")[0]
+    return _geometry(input_size, kernel_size, strides, padding, dilation_rate, "conv_output_shape")[
+        0
+    ]
 
 
 def _geometry(input_size, kernel_size, strides, padding, dilation_rate, op):
@@ -191,9 +189,13 @@ def _empty(shape, dtype, op, what="output"):
         return np.empty(shape, dtype=dtype)
     except MemoryError:
         nbytes = np.dtype(dtype).itemsize * int(np.prod([int(v) for v in shape], dtype=object))
-        raise MemoryError(f"{op}: cannot allocate the {what} of shape {shape} ({nbytes} bytes)") from None
+        raise MemoryError(
+            f"{op}: cannot allocate the {what} of shape {shape} ({nbytes} bytes)"
+        ) from None
     except ValueError as exc:
-        raise ValueError(f"{op}: the {what} shape {shape} is too large to allocate ({exc})") from None
+        raise ValueError(
+            f"{op}: the {what} shape {shape} is too large to allocate ({exc})"
+        ) from None
 
 
 def _float_dtype(arrays, op):
@@ -462,7 +464,9 @@ def avg_pool2d_backward(
 # --------------------------------------------------------------------------- dense
 def _dense_setup(op, x, kernel):
     if x.ndim < 2:
-        raise ValueError(f"{op}: x must be at least 2-D (batch, ..., in_features), got shape {x.shape}")
+        raise ValueError(
+            f"{op}: x must be at least 2-D (batch, ..., in_features), got shape {x.shape}"
+        )
     if kernel.ndim != 2:
         raise ValueError(f"{op}: kernel must be 2-D (in_features, units), got shape {kernel.shape}")
     if x.shape[-1] != kernel.shape[0]:

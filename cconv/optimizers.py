@@ -17,8 +17,11 @@ Update rules (``g`` gradient, ``w`` weight, ``t`` the 1-based step):
   ``m = momentum * m + increment``; ``w -= m``).
 """
 
+from typing import Dict, Iterable, Optional, Sequence, Tuple
+
 import numpy as np
 
+from ._typing import Config
 from .registry import Registry
 
 __all__ = ["Optimizer", "SGD", "Adam", "RMSprop", "get", "serialize", "deserialize"]
@@ -34,7 +37,7 @@ class Optimizer:
 
     _default_name = "optimizer"
 
-    def __init__(self, learning_rate=0.001, name=None):
+    def __init__(self, learning_rate: float = 0.001, name: Optional[str] = None):
         lr = float(learning_rate)
         if not lr >= 0:
             raise ValueError(f"learning_rate must be >= 0; got {learning_rate!r}.")
@@ -43,7 +46,7 @@ class Optimizer:
         self.iterations = 0
         self._slots = []        # per variable: dict of state arrays
 
-    def apply(self, grads, variables):
+    def apply(self, grads: Sequence[np.ndarray], variables: Sequence[np.ndarray]) -> None:
         """Update each array of ``variables`` in place from the matching ``grads``."""
         grads, variables = list(grads), list(variables)
         if len(grads) != len(variables):
@@ -52,7 +55,9 @@ class Optimizer:
             self._slots.append(None)
         for i, (g, w) in enumerate(zip(grads, variables)):
             if g.shape != w.shape:
-                raise ValueError(f"apply: gradient {i} has shape {g.shape}, its variable {w.shape}.")
+                raise ValueError(
+                    f"apply: gradient {i} has shape {g.shape}, its variable {w.shape}."
+                )
             s = self._slots[i]
             if s is None or s["_shape"] != w.shape or s["_dtype"] != w.dtype:
                 s = self._slots[i] = self._new_slots(w)
@@ -60,7 +65,7 @@ class Optimizer:
             self._update(g, w, s)
         self.iterations += 1
 
-    def apply_gradients(self, grads_and_vars):
+    def apply_gradients(self, grads_and_vars: Iterable[Tuple[np.ndarray, np.ndarray]]) -> None:
         """Keras-style: ``apply_gradients(zip(grads, variables))``."""
         pairs = list(grads_and_vars)
         self.apply([g for g, _ in pairs], [v for _, v in pairs])
@@ -71,15 +76,15 @@ class Optimizer:
     def _update(self, g, w, s):
         raise NotImplementedError
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {"name": self.name, "learning_rate": self.learning_rate}
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Config):
         return cls(**config)
 
     # State for save/load: iterations plus every slot array, in a stable order.
-    def get_state(self):
+    def get_state(self) -> Tuple[int, Dict[str, np.ndarray]]:
         arrays = {}
         for i, s in enumerate(self._slots):
             if s is None:
@@ -89,7 +94,8 @@ class Optimizer:
                     arrays[f"{i}.{k}"] = v
         return self.iterations, arrays
 
-    def set_state(self, iterations, arrays, variables):
+    def set_state(self, iterations: int, arrays: Dict[str, np.ndarray],
+                  variables: Sequence[np.ndarray]) -> None:
         self.iterations = int(iterations)
         self._slots = [None] * len(variables)
         for i, w in enumerate(variables):
@@ -110,7 +116,8 @@ class SGD(Optimizer):
 
     _default_name = "SGD"
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, name=None):
+    def __init__(self, learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 name: Optional[str] = None):
         super().__init__(learning_rate, name)
         if not 0 <= momentum <= 1:
             raise ValueError(f"SGD: momentum must be in [0, 1]; got {momentum!r}.")
@@ -141,7 +148,7 @@ class SGD(Optimizer):
         else:
             w += m
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
         cfg.update(momentum=self.momentum, nesterov=self.nesterov)
         return cfg
@@ -153,8 +160,8 @@ class Adam(Optimizer):
 
     _default_name = "adam"
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False, name=None):
+    def __init__(self, learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, amsgrad: bool = False, name: Optional[str] = None):
         super().__init__(learning_rate, name)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
         self.amsgrad = bool(amsgrad)
@@ -171,7 +178,11 @@ class Adam(Optimizer):
     def _update(self, g, w, s):
         t = w.dtype.type
         step = t(self.iterations + 1)
-        alpha = t(self.learning_rate) * np.sqrt(t(1) - t(self.beta_2) ** step) / (t(1) - t(self.beta_1) ** step)
+        alpha = (
+            t(self.learning_rate)
+            * np.sqrt(t(1) - t(self.beta_2) ** step)
+            / (t(1) - t(self.beta_1) ** step)
+        )
         m, v, tmp, tmp2 = s["m"], s["v"], s["tmp"], s["tmp2"]
         np.subtract(g, m, out=tmp)
         tmp *= t(1 - self.beta_1)
@@ -189,9 +200,11 @@ class Adam(Optimizer):
         tmp2 /= tmp
         w -= tmp2
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
-        cfg.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, amsgrad=self.amsgrad)
+        cfg.update(
+            beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, amsgrad=self.amsgrad
+        )
         return cfg
 
 
@@ -201,8 +214,8 @@ class RMSprop(Optimizer):
 
     _default_name = "rmsprop"
 
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
-                 name=None):
+    def __init__(self, learning_rate: float = 0.001, rho: float = 0.9, momentum: float = 0.0,
+                 epsilon: float = 1e-7, centered: bool = False, name: Optional[str] = None):
         super().__init__(learning_rate, name)
         self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
         self.centered = bool(centered)
@@ -244,9 +257,11 @@ class RMSprop(Optimizer):
         else:
             w -= inc
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
-        cfg.update(rho=self.rho, momentum=self.momentum, epsilon=self.epsilon, centered=self.centered)
+        cfg.update(
+            rho=self.rho, momentum=self.momentum, epsilon=self.epsilon, centered=self.centered
+        )
         return cfg
 
 

@@ -30,7 +30,9 @@ are converted to the model dtype once per ``fit``/``predict`` call, not per batc
 """
 
 import math
+import os
 import time
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -39,6 +41,7 @@ from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
 from . import saving as _saving
+from ._typing import ArrayLike, Config
 from .epoch_iterator import ArrayDataAdapter, EpochIterator, check_batch_size
 
 __all__ = ["Trainer", "shape_str"]
@@ -75,23 +78,23 @@ class Trainer:
 
     # ----- weights -----------------------------------------------------------------------
     @property
-    def weights(self) -> list:
+    def weights(self) -> List[np.ndarray]:
         return [w for layer in self.layers for w in layer.weights]
 
     @property
-    def trainable_weights(self) -> list:
+    def trainable_weights(self) -> List[np.ndarray]:
         return [w for layer in self.layers for w in layer.trainable_weights]
 
     @property
-    def non_trainable_weights(self) -> list:
+    def non_trainable_weights(self) -> List[np.ndarray]:
         return [w for layer in self.layers for w in layer.non_trainable_weights]
 
-    def get_weights(self) -> list:
+    def get_weights(self) -> List[np.ndarray]:
         """Copies of every weight, layer by layer, in Keras's order and shapes."""
         self._ensure_built()
         return [w.copy() for w in self.weights]
 
-    def set_weights(self, weights) -> None:
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         """Set every weight from a list in Keras's order (e.g. ``keras_model.get_weights()``).
 
         Raises:
@@ -158,13 +161,15 @@ class Trainer:
         """``(iterations, {name: array})``: the optimizer's step count and slot arrays."""
         return self.optimizer.get_state()
 
-    def set_optimizer_state(self, iterations, state) -> None:
+    def set_optimizer_state(self, iterations: int, state: dict) -> None:
         """Restore :meth:`get_optimizer_state`'s result (the model must be compiled)."""
         self._ensure_packed()
         self.optimizer.set_state(iterations, state, (self._wflat,))
 
     # ----- compile --------------------------------------------------------------------------
-    def compile(self, optimizer="rmsprop", loss=None, *, metrics=None) -> None:
+    def compile(self, optimizer: Union[str, dict, _optimizers.Optimizer] = "rmsprop",
+                loss: Union[str, dict, _losses.Loss, None] = None, *,
+                metrics: Optional[Sequence[Union[str, _metrics.Metric]]] = None) -> None:
         """Configure training.
 
         Args:
@@ -187,7 +192,7 @@ class Trainer:
         self._metric_ids = list(metrics)
         self.compiled = True
 
-    def get_compile_config(self):
+    def get_compile_config(self) -> Optional[Config]:
         """The compile arguments as JSON-able data (None when not compiled)."""
         if not self.compiled:
             return None
@@ -195,7 +200,7 @@ class Trainer:
                 "loss": _losses.serialize(self.loss),
                 "metrics": [m if isinstance(m, str) else m.name for m in self._metric_ids]}
 
-    def compile_from_config(self, config) -> None:
+    def compile_from_config(self, config: Config) -> None:
         """Compile from :meth:`get_compile_config`'s result."""
         self.compile(optimizer=_optimizers.deserialize(config["optimizer"]),
                      loss=_losses.deserialize(config["loss"]), metrics=config["metrics"])
@@ -205,7 +210,7 @@ class Trainer:
         return [_metrics.get(m, y_shape, out_shape) for m in self._metric_ids]
 
     @property
-    def metrics_names(self) -> list:
+    def metrics_names(self) -> List[str]:
         return ["loss"] + [m if isinstance(m, str) else m.name for m in self._metric_ids]
 
     def _require_compiled(self, what):
@@ -277,11 +282,11 @@ class Trainer:
             self.optimizer.apply((self._gflat,), (self._wflat,))
         return loss
 
-    def __call__(self, x, training=False):
+    def __call__(self, x: ArrayLike, training: bool = False) -> np.ndarray:
         """Apply the model to a batch; returns a NumPy array (no progress bar, no batching)."""
         return self._forward(self._prepare_x(x), training)
 
-    def train_on_batch(self, x, y):
+    def train_on_batch(self, x: ArrayLike, y: ArrayLike) -> Union[float, List[float]]:
         """One optimizer step on ``(x, y)``; returns the loss (and metrics as a list)."""
         self._require_compiled("train_on_batch")
         x, y, y_shape = self._prepare_xy(x, y)
@@ -371,9 +376,13 @@ class Trainer:
         xb, yb = batch
         return self._train_step(xb, yb, metrics), xb.shape[0]
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-            validation_batch_size=None, validation_freq=1):
+    def fit(self, x: ArrayLike = None, y: ArrayLike = None, batch_size: Optional[int] = None,
+            epochs: int = 1, verbose: Union[str, int] = "auto",
+            callbacks: Optional[Sequence[_callbacks.Callback]] = None,
+            validation_split: float = 0.0, validation_data: Optional[tuple] = None,
+            shuffle: bool = True, initial_epoch: int = 0,
+            validation_batch_size: Optional[int] = None,
+            validation_freq: int = 1) -> _callbacks.History:
         """Train for ``epochs`` passes over ``(x, y)``.
 
         Args:
@@ -443,7 +452,8 @@ class Trainer:
         loss_sum = self._loss_sum(x, y, metrics, batch_size)
         return [loss_sum / max(x.shape[0], 1)] + [m.result() for m in metrics]
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto"):
+    def evaluate(self, x: ArrayLike = None, y: ArrayLike = None, batch_size: Optional[int] = None,
+                 verbose: Union[str, int] = "auto") -> Union[float, List[float]]:
         """Loss (and metrics) on ``(x, y)`` in inference mode, in batches of ``batch_size``
         (default 32).
 
@@ -464,7 +474,8 @@ class Trainer:
                   + f" - {x.shape[0] / max(dt, 1e-9):,.0f} images/s")
         return vals if len(vals) > 1 else vals[0]
 
-    def predict(self, x, batch_size=None, verbose="auto"):
+    def predict(self, x: ArrayLike, batch_size: Optional[int] = None,
+                verbose: Union[str, int] = "auto") -> np.ndarray:
         """Model outputs for ``x`` of shape ``(n,) + input_shape``, in batches of
         ``batch_size`` (default 32). Returns a fresh array ``(n,) + output_shape``.
 
@@ -493,21 +504,21 @@ class Trainer:
                   f" - {n / max(dt, 1e-9):,.0f} images/s")
         return out
 
-    def predict_on_batch(self, x):
+    def predict_on_batch(self, x: ArrayLike) -> np.ndarray:
         """Outputs for one batch, no batching or printing."""
         return self.predict(x, batch_size=max(len(x), 1), verbose=0)
 
     # ----- saving ------------------------------------------------------------------------------
-    def save(self, filepath) -> None:
+    def save(self, filepath: Union[str, os.PathLike]) -> None:
         """Save architecture, weights, compile settings and optimizer state to one file
         (a NumPy ``.npz`` archive; no TensorFlow needed). See :func:`cconv.load_model`."""
         _saving.save_model(self, filepath)
 
-    def save_weights(self, filepath) -> None:
+    def save_weights(self, filepath: Union[str, os.PathLike]) -> None:
         """Save the weights only (``.npz``), in ``get_weights()`` order."""
         _saving.save_weights(self, filepath)
 
-    def load_weights(self, filepath) -> None:
+    def load_weights(self, filepath: Union[str, os.PathLike]) -> None:
         """Load weights saved by :meth:`save_weights` or :meth:`save`."""
         _saving.load_weights(self, filepath)
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 
 PER_RANK_BATCH = 8
-N_MAIN = 2 * PER_RANK_BATCH * 4 + 1      # 65: 4 full global batches, then 1 sample (rank 1 gets none)
+N_MAIN = 2 * PER_RANK_BATCH * 4 + 1  # 65: 4 full global batches, then 1 sample (rank 1 gets none)
 EPOCHS = 2
 
 
@@ -96,8 +96,15 @@ def main(outdir):
     #    with MPI's blocking allreduce instead of the default sleeping poll.
     model = lenet()
     idx = interleaved_shard(N_MAIN, rank, size, PER_RANK_BATCH)
-    hist = DistributedModel(model, wait="block").fit(x[idx], y[idx], batch_size=PER_RANK_BATCH, epochs=EPOCHS,
-                                       verbose=0, shuffle=False, sharded=True)
+    hist = DistributedModel(model, wait="block").fit(
+        x[idx],
+        y[idx],
+        batch_size=PER_RANK_BATCH,
+        epochs=EPOCHS,
+        verbose=0,
+        shuffle=False,
+        sharded=True,
+    )
     save(outdir, "sharded", rank, model, hist)
 
     # 3. BatchNormalization: local batch statistics, moving statistics averaged over ranks.

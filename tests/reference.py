@@ -47,7 +47,9 @@ def conv2d(x, kernel, bias, strides, pads, dilation, groups):
                 for a in range(kh):
                     for b in range(kw):
                         patch = xp[:, i * sh + a * dh, j * sw + b * dw, g * cg:(g + 1) * cg]
-                        y[:, i, j, g * cog:(g + 1) * cog] += patch @ kernel[a, b, :, g * cog:(g + 1) * cog]
+                        y[:, i, j, g * cog : (g + 1) * cog] += (
+                            patch @ kernel[a, b, :, g * cog : (g + 1) * cog]
+                        )
     if bias is not None:
         y += np.asarray(bias, np.float64)
     return y
@@ -76,7 +78,9 @@ def conv2d_backward(dy, x, kernel, strides, pads, dilation, groups):
                         d = dy[:, i, j, g * cog:(g + 1) * cog]
                         patch = xp[:, r, s, g * cg:(g + 1) * cg]
                         dk[a, b, :, g * cog:(g + 1) * cog] += patch.T @ d
-                        dxp[:, r, s, g * cg:(g + 1) * cg] += d @ kernel[a, b, :, g * cog:(g + 1) * cog].T
+                        dxp[:, r, s, g * cg : (g + 1) * cg] += (
+                            d @ kernel[a, b, :, g * cog : (g + 1) * cog].T
+                        )
     dx = dxp[:, pt:pt + h, pl:pl + w, :]
     return dx, dk, dy.sum(axis=(0, 1, 2))
 

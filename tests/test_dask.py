@@ -46,7 +46,9 @@ def test_trained_model_pickles(make, rng):
 
 
 def test_predict_local_scheduler(rng):
-    da = pytest.importorskip("dask.array", reason="dask is not installed (pip install 'dask[distributed]')")
+    da = pytest.importorskip(
+        "dask.array", reason="dask is not installed (pip install 'dask[distributed]')"
+    )
     import cconv.dask
     model = _bn_model()
     x = rng.random((50, 8, 8, 2), dtype=np.float32)
@@ -59,18 +61,25 @@ def test_predict_local_scheduler(rng):
 
 
 def test_predict_on_local_cluster(rng, monkeypatch):
-    pytest.importorskip("dask.array", reason="dask is not installed (pip install 'dask[distributed]')")
+    pytest.importorskip(
+        "dask.array", reason="dask is not installed (pip install 'dask[distributed]')"
+    )
     distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed "
                                                             "(pip install 'dask[distributed]')")
     import dask.array as da
+
     import cconv.dask
     # Worker processes must import this checkout's cconv even when it is not installed.
     monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     model = cconv.models.lenet5()
     x = rng.random((200, 28, 28, 1), dtype=np.float32)
     expected = model.predict(x, verbose=0)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         y = cconv.dask.predict(model, da.from_array(x, chunks=50), batch_size=32, num_threads=1)
         got = y.compute()
         assert len(client.scheduler_info()["workers"]) == 2

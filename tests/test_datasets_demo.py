@@ -1,7 +1,6 @@
 """Real data: the digits demo reaches its accuracy target; MNIST IDX reading and training."""
 import gzip
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ needs_mnist = pytest.mark.skipif(
 )
 
 
+@pytest.mark.slow
 def test_demo_trains_lenet5_on_digits_to_97_percent(tmp_path, capsys):
     pytest.importorskip("sklearn", reason="the digits come with scikit-learn")
     out_file = tmp_path / "lenet.npz"
@@ -29,7 +29,9 @@ def test_demo_trains_lenet5_on_digits_to_97_percent(tmp_path, capsys):
     assert "Epoch 12/12" in out and "images/s" in out and "lenet5" in out
     model = cconv.load_model(out_file)
     (_, _), (xt, yt) = cconv.datasets.load_digits(upsample=3, pad=2)
-    assert (model.predict(xt, verbose=0).argmax(1) == yt.argmax(1)).mean() == pytest.approx(acc / 100, abs=1e-3)
+    assert (model.predict(xt, verbose=0).argmax(1) == yt.argmax(1)).mean() == pytest.approx(
+        acc / 100, abs=1e-3
+    )
 
 
 def test_load_digits_split_is_fixed_and_stratified():
@@ -45,11 +47,25 @@ def test_load_digits_split_is_fixed_and_stratified():
 
 
 @needs_mnist
+@pytest.mark.slow
 def test_demo_learns_real_mnist(tmp_path, capsys):
     """The t10k files alone: the demo trains on the first 8,000 and tests on the last 2,000."""
     x, y = cconv.datasets.load_mnist(MNIST_DIR, subset="test")
     assert x.shape == (10000, 28, 28, 1) and y.shape == (10000, 10) and x.dtype == np.float32
-    rc = main(["demo", "--data", "mnist", "--path", str(MNIST_DIR), "--epochs", "1", "--quiet", "--save", ""])
+    rc = main(
+        [
+            "demo",
+            "--data",
+            "mnist",
+            "--path",
+            str(MNIST_DIR),
+            "--epochs",
+            "1",
+            "--quiet",
+            "--save",
+            "",
+        ]
+    )
     out = capsys.readouterr().out
     acc = float(out.split("test accuracy: ")[1].split("%")[0])
     assert rc == 0 and "t10k only" in out and acc >= 95.0, out

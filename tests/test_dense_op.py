@@ -5,7 +5,7 @@ import pytest
 import cconv
 from cconv import ops
 
-from .conftest import assert_close
+from ._helpers import assert_close
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -52,13 +52,28 @@ def test_dense_is_thread_count_invariant(rng, monkeypatch):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: ops.dense(np.zeros(3), np.zeros((3, 2))), r"x must be at least 2-D .* got shape \(3,\)"),
-    (lambda: ops.dense(np.zeros((4, 3)), np.zeros((3, 2, 1))), r"kernel must be 2-D"),
-    (lambda: ops.dense(np.zeros((4, 3)), np.zeros((5, 2))), r"x has 3 features .* \(5, 2\) expects 5"),
-    (lambda: ops.dense(np.zeros((4, 3)), np.zeros((3, 2)), np.zeros(3)), r"bias must have shape \(2,\)"),
-    (lambda: ops.dense_backward(np.zeros((4, 3)), np.zeros((4, 3)), np.zeros((3, 2))), r"dy must have the output shape \(4, 2\)"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (
+            lambda: ops.dense(np.zeros(3), np.zeros((3, 2))),
+            r"x must be at least 2-D .* got shape \(3,\)",
+        ),
+        (lambda: ops.dense(np.zeros((4, 3)), np.zeros((3, 2, 1))), r"kernel must be 2-D"),
+        (
+            lambda: ops.dense(np.zeros((4, 3)), np.zeros((5, 2))),
+            r"x has 3 features .* \(5, 2\) expects 5",
+        ),
+        (
+            lambda: ops.dense(np.zeros((4, 3)), np.zeros((3, 2)), np.zeros(3)),
+            r"bias must have shape \(2,\)",
+        ),
+        (
+            lambda: ops.dense_backward(np.zeros((4, 3)), np.zeros((4, 3)), np.zeros((3, 2))),
+            r"dy must have the output shape \(4, 2\)",
+        ),
+    ],
+)
 def test_dense_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()

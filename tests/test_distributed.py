@@ -11,6 +11,8 @@ import pytest
 
 from . import mpi_worker as W
 
+pytestmark = pytest.mark.mpi
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NP = 2
 
@@ -19,15 +21,23 @@ def _mpi_launcher():
     """``mpirun`` command prefix, or skip with the reason when MPI is truly absent."""
     mpirun = shutil.which("mpirun") or shutil.which("mpiexec")
     if mpirun is None:
-        pytest.skip("mpirun not found: install OpenMPI (apt-get install openmpi-bin libopenmpi-dev; "
-                    ".ci/run does this) to run the MPI tests")
-    probe = subprocess.run([sys.executable, "-c", "from mpi4py import MPI; print(MPI.Get_library_version())"],
-                           capture_output=True, text=True, timeout=60)
+        pytest.skip(
+            "mpirun not found: install OpenMPI (apt-get install openmpi-bin libopenmpi-dev; "
+            ".ci/run does this) to run the MPI tests"
+        )
+    probe = subprocess.run(
+        [sys.executable, "-c", "from mpi4py import MPI; print(MPI.Get_library_version())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if probe.returncode != 0:
         err = probe.stderr.strip().splitlines()
         pytest.skip("mpi4py is not importable (pip install mpi4py against the system MPI): "
                     + (err[-1] if err else f"exit code {probe.returncode}"))
-    version = subprocess.run([mpirun, "--version"], capture_output=True, text=True, timeout=60).stdout
+    version = subprocess.run(
+        [mpirun, "--version"], capture_output=True, text=True, timeout=60
+    ).stdout
     cmd = [mpirun, "-n", str(NP)]
     if "Open MPI" in version or "OpenRTE" in version:
         cmd.append("--oversubscribe")           # 2 ranks may exceed the slots a container reports
@@ -120,7 +130,9 @@ def test_sharded_input_equals_one_process(mpi_run):
     ref = W.lenet()
     # Rank 0 holds 33 samples, rank 1 32: an epoch has min(5, 4) = 4 steps, so the
     # reference sees the first 64 samples.
-    ref.fit(x[:64], y[:64], batch_size=NP * W.PER_RANK_BATCH, epochs=W.EPOCHS, verbose=0, shuffle=False)
+    ref.fit(
+        x[:64], y[:64], batch_size=NP * W.PER_RANK_BATCH, epochs=W.EPOCHS, verbose=0, shuffle=False
+    )
     diff = _max_diff(_weights(ranks[0]), ref.get_weights())
     assert diff <= 1e-5, diff
 

@@ -19,7 +19,9 @@ import cconv
 from cconv import ops
 
 from . import reference as ref
-from .conftest import assert_close
+from ._helpers import assert_close
+
+pytestmark = [pytest.mark.build, pytest.mark.slow]
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "embed"
 
@@ -43,7 +45,9 @@ def embed_demo(tmp_path_factory):
     for name in ("embed_demo.pyx", "setup.py"):
         shutil.copy(EXAMPLE / name, build / name)
     cconv_root = str(Path(cconv.__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([cconv_root, os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([cconv_root, os.environ.get("PYTHONPATH", "")])
+    )
     proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=build,
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 0, f"building examples/embed failed:\n{proc.stdout}\n{proc.stderr}"

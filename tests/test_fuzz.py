@@ -84,8 +84,14 @@ def int_pair(draw, name, lo=1, huge=(), allow_none=False):
 
 @st.composite
 def padding_arg(draw, huge=False):
-    kind = draw(st.sampled_from(["valid"] * 4 + ["same"] * 4 + ["int", "pair", "pairs", "case", "bad"]
-                                + (["huge"] if huge else [])))
+    kind = draw(
+        st.sampled_from(
+            ["valid"] * 4
+            + ["same"] * 4
+            + ["int", "pair", "pairs", "case", "bad"]
+            + (["huge"] if huge else [])
+        )
+    )
     p = st.integers(0, 3)
     if kind in ("valid", "same"):
         return kind, kind
@@ -175,7 +181,8 @@ def check_pair(v):
 
 
 def window_geometry(n, k, s, d, padding):
-    """(out, pads) from DESIGN.md section 3, or raise Invalid; all Python ints."""
+    """(out, pads) by the window rule of ``ops.conv_output_shape``, or raise Invalid; all
+    Python ints."""
     s, d = check_pair(s), check_pair(d)
     if isinstance(padding, Invalid):
         raise padding
@@ -257,8 +264,10 @@ def conv_clipped(x, kernel, bias, strides, pads, dilation, groups, out):
                     if not 0 <= q < w:
                         continue
                     for g in range(groups):
-                        y[:, i, j, g * cog:(g + 1) * cog] += (
-                            x[:, r, q, g * cg:(g + 1) * cg] @ kernel[a, b, :, g * cog:(g + 1) * cog])
+                        y[:, i, j, g * cog : (g + 1) * cog] += (
+                            x[:, r, q, g * cg : (g + 1) * cg]
+                            @ kernel[a, b, :, g * cog : (g + 1) * cog]
+                        )
     if bias is not None:
         y += bias
     return y
@@ -287,8 +296,14 @@ def conv_case(draw):
     n = draw(st.sampled_from([0, 1, 1, 2, 3]))
     h, w = draw(st.integers(0, 7)), draw(st.integers(0, 7))
     groups_v = draw(st.sampled_from([1] * 8 + [2, 2, 3, 3, "bad"]))
-    groups = groups_v if groups_v != "bad" else draw(st.sampled_from([0, -1, 1.0, "1", None, True, 99]))
-    g = groups if isinstance(groups, int) and not isinstance(groups, bool) and 1 <= groups <= 3 else 1
+    groups = (
+        groups_v if groups_v != "bad" else draw(st.sampled_from([0, -1, 1.0, "1", None, True, 99]))
+    )
+    g = (
+        groups
+        if isinstance(groups, int) and not isinstance(groups, bool) and 1 <= groups <= 3
+        else 1
+    )
     cg, cog = draw(st.integers(0, 3)), draw(st.integers(0, 3))
     if g > 1:
         cg, cog = max(cg, 1), max(cog, 1)
@@ -422,8 +437,11 @@ def test_fuzz_conv2d_backward(case):
     assert_unchanged((dy, x, kernel), copies)
     s, d = case["strides"][1], case["dilation"][1]
     if dy.size == 0:
-        for name, a, b in zip(("dx", "dkernel", "dbias"), (dx, dk, db),
-                              (np.zeros(np.shape(x)), np.zeros(np.shape(kernel)), np.zeros(shape[3]))):
+        for name, a, b in zip(
+            ("dx", "dkernel", "dbias"),
+            (dx, dk, db),
+            (np.zeros(np.shape(x)), np.zeros(np.shape(kernel)), np.zeros(shape[3])),
+        ):
             assert_agrees(a, b, dtype, f"conv2d_backward {name}")
         return
     if not padding_is_small(pads):
@@ -561,7 +579,9 @@ def test_fuzz_geometry_helpers(size, kernel, strides, padding, dilation):
         if not (isinstance(size, tuple) and len(size) == 2 and all(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)):
             raise Invalid("input_size")
-        out, pads = window_geometry(size, check_pair(kernel[1]), strides[1], dilation[1], padding[1])
+        out, pads = window_geometry(
+            size, check_pair(kernel[1]), strides[1], dilation[1], padding[1]
+        )
     except Invalid:
         expect_refusal(call_shape, ["conv_output_shape"])
         expect_refusal(call_pads, ["compute_padding"])
@@ -622,8 +642,11 @@ def test_fuzz_classic_pool(case, mode, backward):
         shape, dtype, pool, strides, pads = pool_oracle(dict(case, padding=("valid", "valid")))
     except Invalid:
         if backward:
-            expect_refusal(lambda: classic.pool_backward(np.zeros((1, 1, 1, 1)), x, kshape,
-                                                         stride, mode, "tensorflow"), names)
+            expect_refusal(
+                lambda: classic.pool_backward(np.zeros((1, 1, 1, 1)), x, kshape, stride, mode,
+                                              "tensorflow"),
+                names,
+            )
         else:
             expect_refusal(lambda: classic.pool_forward(x, kshape, stride, mode, "tensorflow"),
                            names)
@@ -668,14 +691,19 @@ def test_regression_pool_zero_height_with_padding_is_refused():
         ops.avg_pool2d_backward(np.ones((1, 1, 3, 1)), np.zeros((1, 0, 5, 1)), 2, padding=1)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: ops.conv2d(np.zeros((1, 5, 5, 1)), np.ones((3, 3, 1, 1)), strides=10**19),
-    lambda: ops.conv2d(np.zeros((1, 5, 5, 1)), np.ones((3, 3, 1, 1)), padding="same", dilation_rate=10**19),
-    lambda: ops.conv2d(np.zeros((1, 5, 5, 0)), np.ones((3, 3, 0, 0)), groups=10**20),
-    lambda: ops.max_pool2d(np.zeros((1, 5, 5, 1)), 10**19, padding="same"),
-    lambda: ops.max_pool2d(np.zeros((1, 5, 5, 1)), 2, strides=10**19),
-    lambda: ops.conv_output_shape((5,), 3),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: ops.conv2d(np.zeros((1, 5, 5, 1)), np.ones((3, 3, 1, 1)), strides=10**19),
+        lambda: ops.conv2d(
+            np.zeros((1, 5, 5, 1)), np.ones((3, 3, 1, 1)), padding="same", dilation_rate=10**19
+        ),
+        lambda: ops.conv2d(np.zeros((1, 5, 5, 0)), np.ones((3, 3, 0, 0)), groups=10**20),
+        lambda: ops.max_pool2d(np.zeros((1, 5, 5, 1)), 10**19, padding="same"),
+        lambda: ops.max_pool2d(np.zeros((1, 5, 5, 1)), 2, strides=10**19),
+        lambda: ops.conv_output_shape((5,), 3),
+    ],
+)
 def test_regression_huge_ints_are_value_errors(call):
     """Found by this suite: these reached the compiled core as OverflowError (or overflowed
     its 64-bit index arithmetic)."""
@@ -697,7 +725,9 @@ def dense_case(draw):
         kshape = kshape + (1,)
     x = draw(array_arg(xshape, "x"))
     kernel = draw(array_arg(kshape, "kernel", special=False))
-    bias = draw(st.one_of(st.none(), array_arg((units + (mutation == "bias"),), "bias", special=False)))
+    bias = draw(
+        st.one_of(st.none(), array_arg((units + (mutation == "bias"),), "bias", special=False))
+    )
     return x, kernel, bias, mutation, draw(st.integers(0, 2**32 - 1))
 
 
@@ -733,7 +763,9 @@ def test_fuzz_dense(case, backward):
             expect_refusal(lambda: ops.dense(xv, kv, bv), [op])
         return
     event("valid")
-    want = np.einsum("...i,io->...o", xd, kd) if xd.size and kd.size else np.zeros(xs[:-1] + (ks[1],))
+    want = (
+        np.einsum("...i,io->...o", xd, kd) if xd.size and kd.size else np.zeros(xs[:-1] + (ks[1],))
+    )
     if not backward:
         copies = snapshot(xv, kv, bv)
         y = ops.dense(xv, kv, bv)
@@ -745,7 +777,9 @@ def test_fuzz_dense(case, backward):
     d64 = dy.astype(np.float64)
     rows = int(np.prod(xs[:-1]))
     x2, dy2 = xd.reshape(rows, xs[-1]), d64.reshape(rows, ks[1])
-    assert_agrees(dx, (dy2 @ kd.T).reshape(xs) if dy2.size and kd.size else np.zeros(xs), dtype, "dense dx")
+    assert_agrees(
+        dx, (dy2 @ kd.T).reshape(xs) if dy2.size and kd.size else np.zeros(xs), dtype, "dense dx"
+    )
     assert_agrees(dk, x2.T @ dy2 if x2.size and dy2.size else np.zeros(ks), dtype, "dense dkernel")
     assert_agrees(db, dy2.sum(axis=0), dtype, "dense dbias")
 

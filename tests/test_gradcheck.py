@@ -4,22 +4,12 @@ import pytest
 
 from cconv import ops
 
-EPS = 1e-6
+from ._helpers import numeric_grad as _numeric_grad
 
 
 def numeric_grad(f, a, dy):
-    """d sum(f(a) * dy) / da by central differences, one element at a time."""
-    g = np.zeros_like(a)
-    flat, gflat = a.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + EPS
-        up = np.sum(f(a) * dy)
-        flat[i] = old - EPS
-        down = np.sum(f(a) * dy)
-        flat[i] = old
-        gflat[i] = (up - down) / (2 * EPS)
-    return g
+    """d sum(f(a) * dy) / da by central differences."""
+    return _numeric_grad(lambda v: np.sum(f(v) * dy), a)
 
 
 @pytest.mark.parametrize(
@@ -36,9 +26,24 @@ def test_conv2d_gradients_match_finite_differences(x_shape, k_shape, kw, rng):
     bias = rng.standard_normal(k_shape[3])
     dy = rng.standard_normal(ops.conv2d(x, kernel, bias, **kw).shape)
     dx, dk, db = ops.conv2d_backward(dy, x, kernel, **kw)
-    np.testing.assert_allclose(dx, numeric_grad(lambda a: ops.conv2d(a, kernel, bias, **kw), x.copy(), dy), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(dk, numeric_grad(lambda a: ops.conv2d(x, a, bias, **kw), kernel.copy(), dy), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(db, numeric_grad(lambda a: ops.conv2d(x, kernel, a, **kw), bias.copy(), dy), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        dx,
+        numeric_grad(lambda a: ops.conv2d(a, kernel, bias, **kw), x.copy(), dy),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    np.testing.assert_allclose(
+        dk,
+        numeric_grad(lambda a: ops.conv2d(x, a, bias, **kw), kernel.copy(), dy),
+        rtol=1e-6,
+        atol=1e-7,
+    )
+    np.testing.assert_allclose(
+        db,
+        numeric_grad(lambda a: ops.conv2d(x, kernel, a, **kw), bias.copy(), dy),
+        rtol=1e-6,
+        atol=1e-7,
+    )
 
 
 @pytest.mark.parametrize("mode", ["max", "avg"])
@@ -50,4 +55,6 @@ def test_pool_gradients_match_finite_differences(mode, kw, rng):
     fwd = ops.max_pool2d if mode == "max" else ops.avg_pool2d
     bwd = ops.max_pool2d_backward if mode == "max" else ops.avg_pool2d_backward
     dy = rng.standard_normal(fwd(x, **kw).shape)
-    np.testing.assert_allclose(bwd(dy, x, **kw), numeric_grad(lambda a: fwd(a, **kw), x.copy(), dy), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        bwd(dy, x, **kw), numeric_grad(lambda a: fwd(a, **kw), x.copy(), dy), rtol=1e-6, atol=1e-7
+    )

@@ -5,7 +5,7 @@ import pytest
 from cconv import classic, ops
 
 from . import reference as ref
-from .conftest import assert_close
+from ._helpers import assert_close
 
 
 def test_inputs_are_not_modified(rng):
@@ -38,7 +38,11 @@ def test_non_contiguous_and_fortran_inputs(rng):
     kernel = np.asfortranarray(rng.standard_normal((3, 2, 3, 4)))
     want = ref.conv2d(x, kernel, None, (1, 1), ((0, 0), (0, 0)), (1, 1), 1)
     assert_close(ops.conv2d(x, kernel), want, np.float64)
-    assert_close(ops.max_pool2d(np.asfortranarray(x), 2), ref.pool2d(x, (2, 2), (2, 2), ((0, 0), (0, 0)), "max"), np.float64)
+    assert_close(
+        ops.max_pool2d(np.asfortranarray(x), 2),
+        ref.pool2d(x, (2, 2), (2, 2), ((0, 0), (0, 0)), "max"),
+        np.float64,
+    )
 
 
 def test_dtype_rules(rng):
@@ -70,7 +74,9 @@ def test_nan_and_inf_propagate():
 def test_zero_size_batch_and_channels(rng):
     y = ops.conv2d(np.zeros((0, 5, 5, 2)), np.ones((3, 3, 2, 4)), np.ones(4))
     assert y.shape == (0, 3, 3, 4)
-    dx, dk, db = ops.conv2d_backward(np.zeros((0, 3, 3, 4)), np.zeros((0, 5, 5, 2)), np.ones((3, 3, 2, 4)))
+    dx, dk, db = ops.conv2d_backward(
+        np.zeros((0, 3, 3, 4)), np.zeros((0, 5, 5, 2)), np.ones((3, 3, 2, 4))
+    )
     assert dx.shape == (0, 5, 5, 2) and np.all(dk == 0) and np.all(db == 0)
     y = ops.conv2d(np.zeros((2, 5, 5, 0)), np.ones((3, 3, 0, 4)), np.arange(4.0))
     np.testing.assert_array_equal(y, np.broadcast_to(np.arange(4.0), (2, 3, 3, 4)))
@@ -98,7 +104,9 @@ def test_classic_functions_match_ops(rng):
     Z = ops.conv2d(A, W, b.reshape(-1), strides=(2, 1), padding="same")
     np.testing.assert_array_equal(
         classic.conv_forward(A, W, b, relu, "same", (2, 1), "tensorflow"), relu(Z))
-    np.testing.assert_array_equal(classic.conv_forward(A, W, b, relu, "valid"), relu(ops.conv2d(A, W, b.reshape(-1))))
+    np.testing.assert_array_equal(
+        classic.conv_forward(A, W, b, relu, "valid"), relu(ops.conv2d(A, W, b.reshape(-1)))
+    )
     dZ = rng.standard_normal(Z.shape)
     dA, dW, db = classic.conv_backward(dZ, A, W, b, "same", (2, 1), "tensorflow")
     want = ops.conv2d_backward(dZ, A, W, strides=(2, 1), padding="same")
@@ -110,7 +118,9 @@ def test_classic_functions_match_ops(rng):
     np.testing.assert_array_equal(P, ops.avg_pool2d(A, 2, 2))
     np.testing.assert_array_equal(classic.pool_forward(A, (3, 2)), ops.max_pool2d(A, (3, 2), 1))
     dP = rng.standard_normal(P.shape)
-    np.testing.assert_array_equal(classic.pool_backward(dP, A, (2, 2), (2, 2), "avg"), ops.avg_pool2d_backward(dP, A, 2, 2))
+    np.testing.assert_array_equal(
+        classic.pool_backward(dP, A, (2, 2), (2, 2), "avg"), ops.avg_pool2d_backward(dP, A, 2, 2)
+    )
     with pytest.raises(ValueError, match='mode must be "max" or "avg"'):
         classic.pool_forward(A, (2, 2), mode="min")
     with pytest.raises(TypeError, match="activation must be callable"):
@@ -119,7 +129,9 @@ def test_classic_functions_match_ops(rng):
         classic.conv_forward(A, W, np.zeros((1, 1, 1, 3)), relu)
 
 
-@pytest.mark.parametrize("k_shape,groups", [((3, 3, 1, 6), 1), ((3, 3, 1, 2), 2), ((3, 3, 8, 16), 1)])
+@pytest.mark.parametrize(
+    "k_shape,groups", [((3, 3, 1, 6), 1), ((3, 3, 1, 2), 2), ((3, 3, 8, 16), 1)]
+)
 def test_inf_in_the_input_reaches_only_the_gradients_it_touches(k_shape, groups, rng):
     """An Inf in x's first column is read by kernel column 0 only (valid padding): the other
     kernel columns' gradients stay finite, in the direct and in the GEMM kernels."""
@@ -141,7 +153,9 @@ def test_huge_dilation_with_same_padding_stays_small(rng):
     kernel = rng.standard_normal((3, 3, 1, 2))
     y = ops.conv2d(x, kernel, padding="same", dilation_rate=100_000)
     np.testing.assert_allclose(y, x * kernel[1, 1, 0], rtol=1e-12)
-    dx, dk, db = ops.conv2d_backward(np.ones_like(y), x, kernel, padding="same", dilation_rate=100_000)
+    dx, dk, db = ops.conv2d_backward(
+        np.ones_like(y), x, kernel, padding="same", dilation_rate=100_000
+    )
     np.testing.assert_allclose(dx[..., 0], np.full(x.shape[:3], kernel[1, 1, 0].sum()), rtol=1e-12)
     assert np.count_nonzero(dk) == 2
 

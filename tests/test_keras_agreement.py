@@ -6,8 +6,10 @@ from cconv import ops
 from cconv._ext import conv as _conv
 from cconv._validation import normalize_pair
 
-from .conftest import assert_close
+from ._helpers import assert_close
 from .reference import pads_for
+
+pytestmark = pytest.mark.tensorflow
 
 tf = pytest.importorskip("tensorflow", reason="TensorFlow is needed for the agreement tests")
 

@@ -8,9 +8,13 @@ import pytest
 import cconv
 from cconv import layers as L
 
-from .conftest import assert_close
+from ._helpers import assert_close
 
-keras = pytest.importorskip("keras", reason="Keras (tensorflow-cpu) is needed for the agreement tests")
+pytestmark = pytest.mark.tensorflow
+
+keras = pytest.importorskip(
+    "keras", reason="Keras (tensorflow-cpu) is needed for the agreement tests"
+)
 tf = pytest.importorskip("tensorflow", reason="TensorFlow is needed for the agreement tests")
 K = keras.layers
 
@@ -45,7 +49,9 @@ PAIRS = [
 ]
 
 
-@pytest.mark.parametrize("kf,cf,shape", PAIRS, ids=[type(c()).__name__ + str(i) for i, (_, c, _) in enumerate(PAIRS)])
+@pytest.mark.parametrize(
+    "kf,cf,shape", PAIRS, ids=[type(c()).__name__ + str(i) for i, (_, c, _) in enumerate(PAIRS)]
+)
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 def test_each_layer_matches_keras(kf, cf, shape, training):
     if training and isinstance(cf(), L.Dropout):
@@ -132,7 +138,9 @@ def test_training_trajectory_matches_keras(opt):
     cm = cconv.models.lenet5((12, 12, 1), compile=False)
     cm.set_weights(km.get_weights())
     make = {
-        "sgd_momentum": (lambda m: m.optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=False)),
+        "sgd_momentum": (
+            lambda m: m.optimizers.SGD(learning_rate=0.05, momentum=0.9, nesterov=False)
+        ),
         "adam": (lambda m: m.optimizers.Adam(learning_rate=0.002)),
         "rmsprop": (lambda m: m.optimizers.RMSprop(learning_rate=0.001)),
     }[opt]
@@ -145,7 +153,9 @@ def test_training_trajectory_matches_keras(opt):
     for a, b in zip(cm.get_weights(), km.get_weights()):
         scale = max(1.0, float(np.abs(b).max()))
         assert np.abs(a - b).max() <= 1e-4 * scale, "weights drifted from Keras"
-    np.testing.assert_allclose(cm.evaluate(x, y, verbose=0), km.evaluate(x, y, verbose=0), rtol=1e-4)
+    np.testing.assert_allclose(
+        cm.evaluate(x, y, verbose=0), km.evaluate(x, y, verbose=0), rtol=1e-4
+    )
 
 
 def test_batchnorm_model_trains_like_keras():
@@ -169,12 +179,16 @@ def test_from_keras_round_trip_and_errors():
     km = keras.Sequential([keras.Input((10, 10, 3)), K.Conv2D(4, 3, activation="relu"),
                            K.AveragePooling2D(2), K.Dropout(0.2), K.Flatten(),
                            K.Dense(5), K.Softmax()])
-    km.compile(optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=["accuracy"])
+    km.compile(
+        optimizer=keras.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=["accuracy"]
+    )
     cm = cconv.from_keras(km)
     x = np.random.default_rng(0).random((4, 10, 10, 3)).astype(np.float32)
     assert_close(cm.predict(x, verbose=0), km.predict(x, verbose=0), np.float32, "from_keras")
-    assert [l.name for l in cm.layers] == [l.name for l in km.layers]
-    assert isinstance(cm.optimizer, cconv.optimizers.Adam) and cm.optimizer.learning_rate == pytest.approx(0.01)
+    assert [c.name for c in cm.layers] == [k.name for k in km.layers]
+    assert isinstance(
+        cm.optimizer, cconv.optimizers.Adam
+    ) and cm.optimizer.learning_rate == pytest.approx(0.01)
     bad = keras.Sequential([keras.Input((4,)), K.Dense(3), K.LayerNormalization()])
     with pytest.raises(ValueError, match="LayerNormalization.*Supported layers"):
         cconv.from_keras(bad)
@@ -187,10 +201,15 @@ def test_optimizer_steps_match_keras():
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(50,)).astype(np.float32)
     grads = [rng.normal(size=(50,)).astype(np.float32) for _ in range(5)]
-    for name, kw in [("SGD", dict(learning_rate=0.1)), ("SGD", dict(learning_rate=0.1, momentum=0.9)),
-                     ("SGD", dict(learning_rate=0.1, momentum=0.9, nesterov=True)),
-                     ("Adam", dict(learning_rate=0.01)), ("Adam", dict(amsgrad=True)),
-                     ("RMSprop", dict()), ("RMSprop", dict(momentum=0.5, centered=True))]:
+    for name, kw in [
+        ("SGD", dict(learning_rate=0.1)),
+        ("SGD", dict(learning_rate=0.1, momentum=0.9)),
+        ("SGD", dict(learning_rate=0.1, momentum=0.9, nesterov=True)),
+        ("Adam", dict(learning_rate=0.01)),
+        ("Adam", dict(amsgrad=True)),
+        ("RMSprop", dict()),
+        ("RMSprop", dict(momentum=0.5, centered=True)),
+    ]:
         kv = keras.Variable(w0.copy())
         ko = getattr(keras.optimizers, name)(**kw)
         cw = w0.copy()
@@ -211,11 +230,25 @@ def test_losses_match_keras():
     s = tf.sigmoid(z).numpy()
     cases = [
         (cconv.losses.CategoricalCrossentropy(), keras.losses.CategoricalCrossentropy(), y, p),
-        (cconv.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
-         keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1), y, z),
-        (cconv.losses.SparseCategoricalCrossentropy(), keras.losses.SparseCategoricalCrossentropy(), ids, p),
+        (
+            cconv.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
+            keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1),
+            y,
+            z,
+        ),
+        (
+            cconv.losses.SparseCategoricalCrossentropy(),
+            keras.losses.SparseCategoricalCrossentropy(),
+            ids,
+            p,
+        ),
         (cconv.losses.BinaryCrossentropy(), keras.losses.BinaryCrossentropy(), yb, s),
-        (cconv.losses.BinaryCrossentropy(from_logits=True), keras.losses.BinaryCrossentropy(from_logits=True), yb, z),
+        (
+            cconv.losses.BinaryCrossentropy(from_logits=True),
+            keras.losses.BinaryCrossentropy(from_logits=True),
+            yb,
+            z,
+        ),
         (cconv.losses.MeanSquaredError(), keras.losses.MeanSquaredError(), yb, z),
     ]
     for c, k, yt, yp in cases:

@@ -9,6 +9,8 @@ import pytest
 import cconv
 from cconv import layers as L
 
+from ._helpers import numeric_grad
+
 # (factory, sample input shape). Kinks (relu, max) are kept away from by random inputs.
 LAYER_CASES = [
     (lambda: L.Dense(4, activation="tanh"), (5,)),
@@ -60,27 +62,10 @@ def test_layer_backward_matches_finite_differences(factory, shape):
     def loss(xv):
         return float((layer.forward(xv, training=True) * r).sum())
 
-    eps = 1e-6
-    num = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        xp, xm = x.copy(), x.copy()
-        xp[i] += eps
-        xm[i] -= eps
-        num[i] = (loss(xp) - loss(xm)) / (2 * eps)
+    num = numeric_grad(loss, x)
     np.testing.assert_allclose(dx, num, rtol=1e-5, atol=1e-6)
     for name, g in grads.items():
-        w = getattr(layer, name)
-        numw = np.zeros_like(w)
-        for i in np.ndindex(w.shape):
-            old = w[i]
-            w[i] = old + eps
-            lp = loss(x)
-            w[i] = old - eps
-            lm = loss(x)
-            w[i] = old
-            numw[i] = (lp - lm) / (2 * eps)
+        numw = numeric_grad(lambda _: loss(x), getattr(layer, name))
         np.testing.assert_allclose(g, numw, rtol=1e-5, atol=1e-6, err_msg=f"grad of {name}")
 
 
@@ -134,7 +119,9 @@ def test_batchnorm_training_vs_inference_and_moving_stats():
     np.testing.assert_allclose(bn.moving_mean, 0.1 * x.mean(0), rtol=1e-5)
     np.testing.assert_allclose(bn.moving_variance, 0.9 + 0.1 * x.var(0), rtol=1e-5)
     y_inf = bn(x, training=False)
-    np.testing.assert_allclose(y_inf, (x - bn.moving_mean) / np.sqrt(bn.moving_variance + 1e-3), rtol=1e-5)
+    np.testing.assert_allclose(
+        y_inf, (x - bn.moving_mean) / np.sqrt(bn.moving_variance + 1e-3), rtol=1e-5
+    )
     frozen = L.BatchNormalization(trainable=False)
     frozen(x, training=True)                            # Keras 3: frozen BN is inference-only
     np.testing.assert_array_equal(frozen.moving_mean, 0)
@@ -203,16 +190,17 @@ def test_activations_match_formulas():
 
 
 def test_initializers_distributions_and_seeds():
-    I = cconv.initializers
-    w = I.HeNormal(seed=0)((5, 5, 16, 120))
+    inits = cconv.initializers
+    w = inits.HeNormal(seed=0)((5, 5, 16, 120))
     assert np.abs(w).max() <= 2 * np.sqrt(2 / 400) / 0.8796256610342398 + 1e-6
     assert abs(w.std() - np.sqrt(2 / 400)) < 0.05 * np.sqrt(2 / 400)
-    np.testing.assert_array_equal(w, I.he_normal(seed=0)((5, 5, 16, 120)))   # int seed: same values
-    g = I.get("glorot_uniform")((300, 200))
+    # an int seed gives the same values every time
+    np.testing.assert_array_equal(w, inits.he_normal(seed=0)((5, 5, 16, 120)))
+    g = inits.get("glorot_uniform")((300, 200))
     lim = np.sqrt(6 / 500)
     assert g.dtype == np.float32 and np.abs(g).max() <= lim and np.abs(g).max() > 0.95 * lim
-    assert np.all(I.get("zeros")((3,)) == 0) and np.all(I.get("ones")((3,)) == 1)
+    assert np.all(inits.get("zeros")((3,)) == 0) and np.all(inits.get("ones")((3,)) == 1)
     for name in ("glorot_normal", "he_uniform", "lecun_normal"):
-        assert I.get(name)((4, 4)).shape == (4, 4)
+        assert inits.get(name)((4, 4)).shape == (4, 4)
     with pytest.raises(ValueError, match="Known initializers"):
-        I.get("nope")
+        inits.get("nope")

@@ -58,20 +58,28 @@ def test_rss_stays_flat_over_10k_calls():
     assert grown < 2 * 2**20, f"RSS grew by {grown / 2**20:.2f} MiB over 10,000 calls"
 
 
-@pytest.mark.parametrize("call", [
-    # a batch that cannot be materialised (a broadcast view of 2**40 images)
-    lambda: ops.conv2d(np.broadcast_to(np.zeros((1, 1, 1, 1), np.float32), (2**40, 4, 4, 1)),
-                       np.ones((1, 1, 1, 1), np.float32)),
-    lambda: ops.max_pool2d(np.broadcast_to(np.zeros(1), (2**20, 2**10, 2**10, 1)), 2),
-    # outputs whose size overflows: padding makes 2**41 x 2**41 windows
-    lambda: ops.conv2d(np.zeros((1, 2, 2, 1)), np.ones((1, 1, 1, 1)), padding=2**40),
-    lambda: ops.avg_pool2d(np.zeros((1, 2, 2, 1)), (2**62, 1), strides=1, padding="same"),
-    # an output of 2**46 bytes
-    lambda: ops.conv2d(np.zeros((1, 2, 2, 1)), np.ones((1, 1, 1, 2**20)), padding=((2**21, 0), (0, 0))),
-    lambda: ops.conv2d_backward(np.zeros((1, 1, 1, 1)), np.zeros((1, 2, 2, 1)),
-                                np.ones((1, 1, 1, 1)), padding=2**61),
-    lambda: ops.conv_output_shape((2**62, 1), 1),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        # a batch that cannot be materialised (a broadcast view of 2**40 images)
+        lambda: ops.conv2d(
+            np.broadcast_to(np.zeros((1, 1, 1, 1), np.float32), (2**40, 4, 4, 1)),
+            np.ones((1, 1, 1, 1), np.float32),
+        ),
+        lambda: ops.max_pool2d(np.broadcast_to(np.zeros(1), (2**20, 2**10, 2**10, 1)), 2),
+        # outputs whose size overflows: padding makes 2**41 x 2**41 windows
+        lambda: ops.conv2d(np.zeros((1, 2, 2, 1)), np.ones((1, 1, 1, 1)), padding=2**40),
+        lambda: ops.avg_pool2d(np.zeros((1, 2, 2, 1)), (2**62, 1), strides=1, padding="same"),
+        # an output of 2**46 bytes
+        lambda: ops.conv2d(
+            np.zeros((1, 2, 2, 1)), np.ones((1, 1, 1, 2**20)), padding=((2**21, 0), (0, 0))
+        ),
+        lambda: ops.conv2d_backward(
+            np.zeros((1, 1, 1, 1)), np.zeros((1, 2, 2, 1)), np.ones((1, 1, 1, 1)), padding=2**61
+        ),
+        lambda: ops.conv_output_shape((2**62, 1), 1),
+    ],
+)
 def test_impossible_sizes_raise(call):
     with pytest.raises((MemoryError, ValueError)) as info:
         call()
@@ -84,7 +92,11 @@ def test_allocation_failure_message_names_the_op():
 
 
 @pytest.mark.skipif(os.environ.get("CCONV_MEMCHECK") == "0", reason="CCONV_MEMCHECK=0")
-@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed (apt-get install valgrind): scripts/memcheck.sh needs it")
+@pytest.mark.skipif(
+    shutil.which("valgrind") is None,
+    reason="valgrind is not installed (apt-get install valgrind): scripts/memcheck.sh needs it",
+)
+@pytest.mark.slow
 def test_memcheck_script(tmp_path):
     env = dict(os.environ, MEMCHECK_LOG=str(tmp_path / "memcheck.log"), PYTHON=sys.executable)
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "memcheck.sh")], env=env,

@@ -35,7 +35,9 @@ def test_predict_from_threads_is_exact(make):
     model = make()
     shape = model.input_shape[1:]
     rng = np.random.default_rng(0)
-    data = [rng.standard_normal((n,) + tuple(shape)).astype(model.dtype) for n in (1, 3, 7, 16, 40, 1)]
+    data = [
+        rng.standard_normal((n,) + tuple(shape)).astype(model.dtype) for n in (1, 3, 7, 16, 40, 1)
+    ]
     expected = [model.predict(x, verbose=0) for x in data]
     errors = []
     barrier = threading.Barrier(len(data))

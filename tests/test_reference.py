@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from cconv import ops
 
 from . import reference as ref
-from .conftest import assert_close
+from ._helpers import assert_close
 
 
 @st.composite
@@ -31,7 +31,16 @@ def conv_problems(draw):
     padding = pads if kind == "explicit" else kind
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     seed = draw(st.integers(0, 2**31))
-    return (n, h, w, groups * cg), (kh, kw, cg, groups * cog), (sh, sw), padding, (dh, dw), groups, dtype, seed
+    return (
+        (n, h, w, groups * cg),
+        (kh, kw, cg, groups * cog),
+        (sh, sw),
+        padding,
+        (dh, dw),
+        groups,
+        dtype,
+        seed,
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -66,7 +75,14 @@ def pool_problems(draw):
             (draw(st.integers(0, pw - 1)), draw(st.integers(0, pw - 1))))
     h, w = ph + draw(st.integers(0, 6)), pw + draw(st.integers(0, 6))
     shape = (draw(st.integers(1, 2)), h, w, draw(st.integers(1, 3)))
-    return shape, (ph, pw), (sh, sw), pads if kind == "explicit" else kind, draw(st.booleans()), draw(st.integers(0, 2**31))
+    return (
+        shape,
+        (ph, pw),
+        (sh, sw),
+        pads if kind == "explicit" else kind,
+        draw(st.booleans()),
+        draw(st.integers(0, 2**31)),
+    )
 
 
 @settings(max_examples=60, deadline=None)

@@ -20,7 +20,10 @@ def _all_ops(x, kernel, bias, dy_conv, dy_pool):
     for groups, k in ((2, kernel), (1, np.concatenate([kernel, kernel[:, :, ::-1]], axis=2))):
         kw = dict(strides=(2, 1), padding="same", dilation_rate=1, groups=groups)
         out += [ops.conv2d(x, k, bias, **kw), *ops.conv2d_backward(dy_conv, x, k, **kw)]
-    for fwd, bwd in ((ops.max_pool2d, ops.max_pool2d_backward), (ops.avg_pool2d, ops.avg_pool2d_backward)):
+    for fwd, bwd in (
+        (ops.max_pool2d, ops.max_pool2d_backward),
+        (ops.avg_pool2d, ops.avg_pool2d_backward),
+    ):
         out += [fwd(x, 3, 2, "same"), bwd(dy_pool, x, 3, 2, "same")]
     return out
 
@@ -62,8 +65,15 @@ def test_default_respects_omp_num_threads():
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-c", "import cconv; print(cconv.get_num_threads(), cconv.openmp_enabled())"],
-        env={"OMP_NUM_THREADS": "3", "PATH": ""}, capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import cconv; print(cconv.get_num_threads(), cconv.openmp_enabled())",
+        ],
+        env={"OMP_NUM_THREADS": "3", "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     assert out[0] == ("3" if out[1] == "True" else "1")
 

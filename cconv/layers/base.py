@@ -16,9 +16,11 @@ of NumPy calls, so assign new values with ``set_weights`` (which copies in place
 import itertools
 import re
 from collections import defaultdict
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._typing import ArrayLike, Config, DTypeLike, Shape
 from .node import call_symbolic, is_symbolic
 
 _name_counters = defaultdict(itertools.count)
@@ -60,7 +62,8 @@ class Layer:
     _trainable_names = ()       # the subset the optimizer updates
     _transient = ()             # forward caches, dropped when pickled
 
-    def __init__(self, name=None, trainable=True, dtype=None, input_shape=None):
+    def __init__(self, name: Optional[str] = None, trainable: bool = True,
+                 dtype: DTypeLike = None, input_shape: Optional[Shape] = None):
         if dtype is None:
             dtype = "float32"
         dtype = np.dtype(dtype).name
@@ -76,11 +79,20 @@ class Layer:
         self._need_dx = True     # a model clears this on its first trained layer
 
     # ----- shapes and building -------------------------------------------------
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         """Output shape of one sample given the input shape of one sample."""
         return tuple(input_shape)
 
-    def build(self, input_shape):
+    def _image_shape(self, input_shape):
+        """``(height, width, channels)`` of one sample, or a ValueError naming the layer."""
+        if len(input_shape) != 3:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r} expects samples of shape (height, width, "
+                f"channels); got sample shape {tuple(input_shape)}."
+            )
+        return tuple(input_shape)
+
+    def build(self, input_shape: Shape) -> None:
         """Create the weights for inputs of shape ``(batch,) + input_shape``
         (``input_shape`` may also include a leading ``None`` batch axis)."""
         input_shape = tuple(input_shape)
@@ -99,12 +111,12 @@ class Layer:
         pass
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> Tuple[Optional[int], ...]:
         """``(None,) + sample shape`` once built (or given), else None."""
         return None if self._input_shape is None else (None,) + self._input_shape
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> Tuple[Optional[int], ...]:
         return None if self._output_shape is None else (None,) + self._output_shape
 
     def _check_input(self, x):
@@ -127,43 +139,47 @@ class Layer:
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         if x.ndim < 2:
-            raise ValueError(f"Layer {self.name!r} needs a batch of inputs (ndim >= 2); got shape {x.shape}.")
+            raise ValueError(
+                f"Layer {self.name!r} needs a batch of inputs (ndim >= 2); got shape {x.shape}."
+            )
         self._check_input(x)
         return self.forward(x, training=training)
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """Output for a batch ``x``; caches for ``backward`` when ``training``."""
         raise NotImplementedError
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         """``dL/dx`` from ``dy = dL/dy`` (same shape as the last ``forward`` output);
         fills ``self.grads``. Needs a preceding ``forward(x, training=True)``."""
         raise NotImplementedError
 
     # ----- weights ------------------------------------------------------------------
     @property
-    def weights(self):
+    def weights(self) -> List[np.ndarray]:
         return [getattr(self, n) for n in self._weight_names if getattr(self, n, None) is not None]
 
     @property
-    def trainable_weights(self):
+    def trainable_weights(self) -> List[np.ndarray]:
         if not self.trainable:
             return []
-        return [getattr(self, n) for n in self._trainable_names if getattr(self, n, None) is not None]
+        return [
+            getattr(self, n) for n in self._trainable_names if getattr(self, n, None) is not None
+        ]
 
     @property
-    def non_trainable_weights(self):
+    def non_trainable_weights(self) -> List[np.ndarray]:
         tw = {id(w) for w in self.trainable_weights}
         return [w for w in self.weights if id(w) not in tw]
 
     def _present_weight_names(self):
         return [n for n in self._weight_names if getattr(self, n, None) is not None]
 
-    def get_weights(self):
+    def get_weights(self) -> List[np.ndarray]:
         """Copies of the weights, Keras's order (e.g. kernel, bias)."""
         return [w.copy() for w in self.weights]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         """Copy ``weights`` (Keras's order and shapes) into the layer, in place."""
         names = self._present_weight_names()
         weights = list(weights)
@@ -183,18 +199,18 @@ class Layer:
         for n, w in zip(names, weights):
             getattr(self, n)[...] = w
 
-    def count_params(self):
+    def count_params(self) -> int:
         return int(sum(w.size for w in self.weights))
 
     # ----- config ----------------------------------------------------------------------
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
         if self._input_shape is not None and not self.built:
             cfg["input_shape"] = list(self._input_shape)
         return cfg
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: Config):
         return cls(**config)
 
     def __getstate__(self):

@@ -1,9 +1,14 @@
 """Conv2D: 2-D convolution (cross-correlation, as Keras) on the compiled core."""
 
-from .. import activations as _activations
-from .. import initializers as _initializers
+from typing import Optional, Union
+
+import numpy as np
+
 from .. import ops as _ops
+from .._typing import Config, IntOrPair, Shape
 from .._validation import check_int, normalize_padding_mode, normalize_pair
+from ..activations import Activation
+from ..initializers import Initializer
 from .base import check_data_format
 from .core import _ActivatedLayer
 
@@ -39,9 +44,12 @@ class Conv2D(_ActivatedLayer):
     _weight_names = ("kernel", "bias")
     _trainable_names = ("kernel", "bias")
 
-    def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
-                 dilation_rate=1, groups=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+    def __init__(self, filters: int, kernel_size: IntOrPair, strides: IntOrPair = 1,
+                 padding: str = "valid", data_format: Optional[str] = None,
+                 dilation_rate: IntOrPair = 1, groups: int = 1,
+                 activation: Union[str, Activation, None] = None, use_bias: bool = True,
+                 kernel_initializer: Union[str, Initializer] = "glorot_uniform",
+                 bias_initializer: Union[str, Initializer] = "zeros", **kwargs):
         super().__init__(**kwargs)
         check_data_format(data_format)
         self.filters = check_int(filters, "filters", "Conv2D")
@@ -55,19 +63,10 @@ class Conv2D(_ActivatedLayer):
                 f"Conv2D: filters must be divisible by groups; got filters={self.filters}, "
                 f"groups={self.groups}."
             )
-        self._set_activation(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = _initializers.get(kernel_initializer)
-        self.bias_initializer = _initializers.get(bias_initializer)
-        self.kernel = self.bias = None
+        self._set_kernel_args(activation, use_bias, kernel_initializer, bias_initializer)
 
-    def compute_output_shape(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"Conv2D {self.name!r} expects samples of shape (height, width, channels); "
-                f"got sample shape {tuple(input_shape)}."
-            )
-        h, w, c = input_shape
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        h, w, c = self._image_shape(input_shape)
         if c % self.groups:
             raise ValueError(
                 f"Conv2D {self.name!r}: input channels ({c}) must be divisible by "
@@ -83,7 +82,9 @@ class Conv2D(_ActivatedLayer):
 
     def _build(self, input_shape):
         kh, kw = self.kernel_size
-        self.kernel = self.kernel_initializer((kh, kw, input_shape[-1] // self.groups, self.filters), self.dtype)
+        self.kernel = self.kernel_initializer(
+            (kh, kw, input_shape[-1] // self.groups, self.filters), self.dtype
+        )
         if self.use_bias:
             self.bias = self.bias_initializer((self.filters,), self.dtype)
 
@@ -93,21 +94,22 @@ class Conv2D(_ActivatedLayer):
         return _ops.conv2d(x, self.kernel, self.bias, strides=self.strides, padding=self.padding,
                              dilation_rate=self.dilation_rate, groups=self.groups)
 
-    def backward_logits(self, dz):
+    def backward_logits(self, dz: np.ndarray) -> np.ndarray:
         dx, dk, db = _ops.conv2d_backward(dz, self._x, self.kernel, strides=self.strides,
                                              padding=self.padding, dilation_rate=self.dilation_rate,
                                              groups=self.groups, input_grad=self._need_dx)
-        if self.trainable:
-            self.grads["kernel"][...] = dk
-            if self.bias is not None:
-                self.grads["bias"][...] = db
+        self._set_grads(dk, db)
         return dx
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
-        cfg.update(filters=self.filters, kernel_size=list(self.kernel_size), strides=list(self.strides),
-                   padding=self.padding, dilation_rate=list(self.dilation_rate), groups=self.groups,
-                   activation=_activations.serialize(self.activation), use_bias=self.use_bias,
-                   kernel_initializer=_initializers.serialize(self.kernel_initializer),
-                   bias_initializer=_initializers.serialize(self.bias_initializer))
+        cfg.update(
+            filters=self.filters,
+            kernel_size=list(self.kernel_size),
+            strides=list(self.strides),
+            padding=self.padding,
+            dilation_rate=list(self.dilation_rate),
+            groups=self.groups,
+            **self._kernel_config(),
+        )
         return cfg

@@ -1,15 +1,19 @@
 """Core layers: Input, Dense, Activation, ReLU, LeakyReLU, Softmax, Dropout, Flatten."""
 
 import math
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from .. import activations as _activations
 from .. import initializers as _initializers
 from .. import ops as _ops
+from .._typing import Config, DTypeLike, Shape
 from .._validation import check_int
+from ..activations import Activation
+from ..initializers import Initializer
 from .base import Layer, check_data_format
-from .node import input_tensor
+from .node import KerasTensor, input_tensor
 
 __all__ = ["InputLayer", "Input", "Dense", "Activation", "ReLU", "LeakyReLU", "Softmax",
            "Dropout", "Flatten"]
@@ -22,11 +26,14 @@ class InputLayer(Layer):
         shape: sample shape without the batch axis, e.g. ``(28, 28, 1)``.
     """
 
-    def __init__(self, shape, batch_size=None, name=None, dtype=None):
+    def __init__(self, shape: Sequence[int], batch_size: Optional[int] = None,
+                 name: Optional[str] = None, dtype: DTypeLike = None):
         try:
             shape = tuple(int(d) for d in shape)
         except TypeError:
-            raise TypeError(f"Input shape must be a tuple of ints, e.g. (28, 28, 1); got {shape!r}.") from None
+            raise TypeError(
+                f"Input shape must be a tuple of ints, e.g. (28, 28, 1); got {shape!r}."
+            ) from None
         if any(d <= 0 for d in shape):
             raise ValueError(f"Input shape dimensions must be positive; got {shape!r}.")
         super().__init__(name=name, dtype=dtype, input_shape=shape)
@@ -35,18 +42,20 @@ class InputLayer(Layer):
         self._output_shape = shape
         self.built = True
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return x
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         return dy
 
-    def get_config(self):
+    def get_config(self) -> Config:
         return {"shape": list(self.shape), "batch_size": self.batch_size, "name": self.name,
                 "dtype": self.dtype}
 
 
-def Input(shape=None, batch_size=None, name=None, dtype=None, batch_shape=None):
+def Input(shape: Optional[Sequence[int]] = None, batch_size: Optional[int] = None,
+          name: Optional[str] = None, dtype: DTypeLike = None,
+          batch_shape: Optional[Sequence[Optional[int]]] = None) -> KerasTensor:
     """``cconv.Input((28, 28, 1))``: a symbolic batch of samples of that shape (a
     :class:`~cconv.layers.node.KerasTensor` of shape ``(None,) + shape``). Call layers on it
     and pass it to ``cconv.Model(inputs, outputs)``, or make it the first element of a
@@ -66,7 +75,27 @@ class _ActivatedLayer(Layer):
     def _set_activation(self, activation):
         self.activation = _activations.get(activation)
 
-    def forward(self, x, training=False):
+    def _set_kernel_args(self, activation, use_bias, kernel_initializer, bias_initializer):
+        """The arguments every kernel-and-bias layer takes (Dense, Conv2D)."""
+        self._set_activation(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = _initializers.get(kernel_initializer)
+        self.bias_initializer = _initializers.get(bias_initializer)
+        self.kernel = self.bias = None
+
+    def _kernel_config(self):
+        return dict(activation=_activations.serialize(self.activation), use_bias=self.use_bias,
+                    kernel_initializer=_initializers.serialize(self.kernel_initializer),
+                    bias_initializer=_initializers.serialize(self.bias_initializer))
+
+    def _set_grads(self, dk, db):
+        """Store the kernel and bias gradients (in the model's flat gradient views)."""
+        if self.trainable:
+            self.grads["kernel"][...] = dk
+            if self.bias is not None:
+                self.grads["bias"][...] = db
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         z = self._linear(x, training)
         act = self.activation
         if act.name == "linear":
@@ -82,11 +111,11 @@ class _ActivatedLayer(Layer):
             return a
         return act.forward(z, inplace=True)
 
-    def forward_logits(self, x, training=False):
+    def forward_logits(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """The pre-activation output ``z`` (the logits for a softmax layer)."""
         return self._linear(x, training)
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         if self.activation.name != "linear":
             dy = self.activation.backward(dy, self._z, self._a)
         return self.backward_logits(dy)
@@ -108,19 +137,19 @@ class Dense(_ActivatedLayer):
     _weight_names = ("kernel", "bias")
     _trainable_names = ("kernel", "bias")
 
-    def __init__(self, units, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+    def __init__(self, units: int, activation: Union[str, Activation, None] = None,
+                 use_bias: bool = True,
+                 kernel_initializer: Union[str, Initializer] = "glorot_uniform",
+                 bias_initializer: Union[str, Initializer] = "zeros", **kwargs):
         super().__init__(**kwargs)
         self.units = check_int(units, "units", "Dense")
-        self._set_activation(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = _initializers.get(kernel_initializer)
-        self.bias_initializer = _initializers.get(bias_initializer)
-        self.kernel = self.bias = None
+        self._set_kernel_args(activation, use_bias, kernel_initializer, bias_initializer)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) < 1:
-            raise ValueError(f"Dense {self.name!r} needs inputs of rank >= 2; got sample shape {input_shape}.")
+            raise ValueError(
+                f"Dense {self.name!r} needs inputs of rank >= 2; got sample shape {input_shape}."
+            )
         return tuple(input_shape[:-1]) + (self.units,)
 
     def _build(self, input_shape):
@@ -133,34 +162,28 @@ class Dense(_ActivatedLayer):
             self._x = x
         return _ops.dense(x, self.kernel, self.bias)
 
-    def backward_logits(self, dz):
+    def backward_logits(self, dz: np.ndarray) -> np.ndarray:
         dx, dk, db = _ops.dense_backward(dz, self._x, self.kernel, input_grad=self._need_dx)
-        if self.trainable:
-            self.grads["kernel"][...] = dk
-            if self.bias is not None:
-                self.grads["bias"][...] = db
+        self._set_grads(dk, db)
         return dx
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
-        cfg.update(units=self.units, activation=_activations.serialize(self.activation),
-                   use_bias=self.use_bias,
-                   kernel_initializer=_initializers.serialize(self.kernel_initializer),
-                   bias_initializer=_initializers.serialize(self.bias_initializer))
+        cfg.update(units=self.units, **self._kernel_config())
         return cfg
 
 
 class Activation(_ActivatedLayer):
     """Applies an activation function: ``Activation("relu")``. Shape unchanged."""
 
-    def __init__(self, activation, **kwargs):
+    def __init__(self, activation: Union[str, Activation, None], **kwargs):
         super().__init__(**kwargs)
         self._set_activation(activation)
 
     def _linear(self, x, training):
         return x
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         act = self.activation
         if act.name == "linear":
             return x
@@ -170,10 +193,10 @@ class Activation(_ActivatedLayer):
             self._a = a
         return a
 
-    def backward_logits(self, dz):
+    def backward_logits(self, dz: np.ndarray) -> np.ndarray:
         return dz
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
         cfg["activation"] = _activations.serialize(self.activation)
         return cfg
@@ -182,13 +205,13 @@ class Activation(_ActivatedLayer):
 class Softmax(Activation):
     """Softmax over the last axis. Shape unchanged."""
 
-    def __init__(self, axis=-1, **kwargs):
+    def __init__(self, axis: int = -1, **kwargs):
         if axis != -1:
             raise ValueError(f"Softmax: only axis=-1 is supported; got axis={axis!r}.")
         super().__init__("softmax", **kwargs)
         self.axis = -1
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = Layer.get_config(self)
         cfg["axis"] = self.axis
         return cfg
@@ -204,7 +227,8 @@ class ReLU(Layer):
 
     _transient = ("_x",)
 
-    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, **kwargs):
+    def __init__(self, max_value: Optional[float] = None, negative_slope: float = 0.0,
+                 threshold: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if max_value is not None and max_value < 0:
             raise ValueError(f"ReLU: max_value must be >= 0 or None; got {max_value!r}.")
@@ -217,7 +241,7 @@ class ReLU(Layer):
     def _plain(self):
         return self.max_value is None and self.negative_slope == 0 and self.threshold == 0
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if training:
             self._x = x
         if self._plain():
@@ -228,7 +252,7 @@ class ReLU(Layer):
             y = np.where(x >= self.max_value, t(self.max_value), y)
         return y.astype(x.dtype, copy=False)
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         x = self._x
         if self._plain():
             return np.multiply(dy, x > 0)
@@ -237,19 +261,21 @@ class ReLU(Layer):
             g = np.where(x >= self.max_value, 0, g)
         return g.astype(dy.dtype, copy=False)
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
-        cfg.update(max_value=self.max_value, negative_slope=self.negative_slope, threshold=self.threshold)
+        cfg.update(
+            max_value=self.max_value, negative_slope=self.negative_slope, threshold=self.threshold
+        )
         return cfg
 
 
 class LeakyReLU(ReLU):
     """``x`` for ``x >= 0``, ``negative_slope * x`` otherwise (Keras default 0.3)."""
 
-    def __init__(self, negative_slope=0.3, **kwargs):
+    def __init__(self, negative_slope: float = 0.3, **kwargs):
         super().__init__(negative_slope=negative_slope, **kwargs)
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = Layer.get_config(self)
         cfg["negative_slope"] = self.negative_slope
         return cfg
@@ -268,7 +294,8 @@ class Dropout(Layer):
 
     _transient = ("_mask",)
 
-    def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
+    def __init__(self, rate: float, noise_shape: Optional[Sequence[Optional[int]]] = None,
+                 seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         if not 0 <= rate < 1:
             raise ValueError(f"Dropout: rate must be in [0, 1); got {rate!r}.")
@@ -278,7 +305,7 @@ class Dropout(Layer):
         self.seed = seed
         self._rng = np.random.default_rng(seed)
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if not training or self.rate == 0:
             self._mask = None
             return x
@@ -288,10 +315,10 @@ class Dropout(Layer):
         self._mask = mask
         return x * mask
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         return dy if self._mask is None else dy * self._mask
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
         cfg.update(rate=self.rate, seed=self.seed)
         return cfg
@@ -303,16 +330,16 @@ class Flatten(Layer):
 
     _transient = ("_xshape",)
 
-    def __init__(self, data_format=None, **kwargs):
+    def __init__(self, data_format: Optional[str] = None, **kwargs):
         check_data_format(data_format)
         super().__init__(**kwargs)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         return (int(math.prod(input_shape)),)
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         self._xshape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         return dy.reshape(self._xshape)

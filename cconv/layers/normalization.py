@@ -1,8 +1,12 @@
 """BatchNormalization over the channel (last) axis, Keras 3 semantics."""
 
+from typing import Union
+
 import numpy as np
 
 from .. import initializers as _initializers
+from .._typing import Config, Shape
+from ..initializers import Initializer
 from .base import Layer
 
 __all__ = ["BatchNormalization"]
@@ -34,12 +38,17 @@ class BatchNormalization(Layer):
     _trainable_names = ("gamma", "beta")
     _transient = ("_xhat", "_rstd", "_mode")
 
-    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
-                 beta_initializer="zeros", gamma_initializer="ones",
-                 moving_mean_initializer="zeros", moving_variance_initializer="ones", **kwargs):
+    def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3,
+                 center: bool = True, scale: bool = True,
+                 beta_initializer: Union[str, Initializer] = "zeros",
+                 gamma_initializer: Union[str, Initializer] = "ones",
+                 moving_mean_initializer: Union[str, Initializer] = "zeros",
+                 moving_variance_initializer: Union[str, Initializer] = "ones", **kwargs):
         super().__init__(**kwargs)
         if axis not in (-1, [-1], (-1,)):
-            raise ValueError(f"BatchNormalization: only axis=-1 (channels_last) is supported; got axis={axis!r}.")
+            raise ValueError(
+                f"BatchNormalization: only axis=-1 (channels_last) is supported; got axis={axis!r}."
+            )
         if not 0 <= momentum <= 1:
             raise ValueError(f"BatchNormalization: momentum must be in [0, 1]; got {momentum!r}.")
         if epsilon <= 0:
@@ -55,7 +64,7 @@ class BatchNormalization(Layer):
         self.moving_variance_initializer = _initializers.get(moving_variance_initializer)
         self.gamma = self.beta = self.moving_mean = self.moving_variance = None
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) < 1:
             raise ValueError(f"BatchNormalization {self.name!r} needs inputs of rank >= 2.")
         return tuple(input_shape)
@@ -69,7 +78,7 @@ class BatchNormalization(Layer):
         self.moving_mean = self.moving_mean_initializer(c, self.dtype)
         self.moving_variance = self.moving_variance_initializer(c, self.dtype)
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         training = training and self.trainable
         t = x.dtype.type
         axes = tuple(range(x.ndim - 1))
@@ -97,7 +106,7 @@ class BatchNormalization(Layer):
         self._rstd, self._mode = inv, "infer"
         return x * inv + off
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._mode == "infer":
             return dy * self._rstd
         xhat, rstd = self._xhat, self._rstd
@@ -114,7 +123,7 @@ class BatchNormalization(Layer):
         t = dy.dtype.type
         return (g * t(1.0 / m)) * (t(m) * dy - dbeta - xhat * dgamma)
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
         ser = _initializers.serialize
         cfg.update(axis=self.axis, momentum=self.momentum, epsilon=self.epsilon, center=self.center,

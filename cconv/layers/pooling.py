@@ -1,8 +1,11 @@
 """Pooling layers: MaxPooling2D, AveragePooling2D, GlobalMaxPooling2D, GlobalAveragePooling2D."""
 
+from typing import Optional
+
 import numpy as np
 
 from .. import ops as _ops
+from .._typing import Config, IntOrPair, Shape
 from .._validation import normalize_padding_mode, normalize_pair
 from .base import Layer, check_data_format
 
@@ -13,7 +16,8 @@ class _Pooling2D(Layer):
     _transient = ("_x",)
     _op = _op_backward = None
 
-    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None, **kwargs):
+    def __init__(self, pool_size: IntOrPair = (2, 2), strides: Optional[IntOrPair] = None,
+                 padding: str = "valid", data_format: Optional[str] = None, **kwargs):
         super().__init__(**kwargs)
         check_data_format(data_format)
         where = type(self).__name__
@@ -22,13 +26,8 @@ class _Pooling2D(Layer):
                         else normalize_pair(strides, "strides", where))
         self.padding = normalize_padding_mode(padding, where)
 
-    def compute_output_shape(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"{type(self).__name__} {self.name!r} expects samples of shape (height, width, "
-                f"channels); got sample shape {tuple(input_shape)}."
-            )
-        h, w, c = input_shape
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        h, w, c = self._image_shape(input_shape)
         try:
             oh, ow = _ops.conv_output_shape((h, w), self.pool_size, self.strides, self.padding)
         except ValueError as exc:
@@ -36,16 +35,18 @@ class _Pooling2D(Layer):
                              f"is too small for pool_size={self.pool_size} ({exc})") from None
         return (oh, ow, c)
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if training:
             self._x = x
-        return getattr(_ops, self._op)(x, self.pool_size, strides=self.strides, padding=self.padding)
+        return getattr(_ops, self._op)(
+            x, self.pool_size, strides=self.strides, padding=self.padding
+        )
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         return getattr(_ops, self._op_backward)(dy, self._x, self.pool_size, strides=self.strides,
                                                   padding=self.padding)
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
         cfg.update(pool_size=list(self.pool_size), strides=list(self.strides), padding=self.padding)
         return cfg
@@ -73,20 +74,16 @@ class AveragePooling2D(_Pooling2D):
 class _GlobalPooling2D(Layer):
     _transient = ("_x", "_y")
 
-    def __init__(self, data_format=None, keepdims=False, **kwargs):
+    def __init__(self, data_format: Optional[str] = None, keepdims: bool = False, **kwargs):
         super().__init__(**kwargs)
         check_data_format(data_format)
         self.keepdims = bool(keepdims)
 
-    def compute_output_shape(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"{type(self).__name__} {self.name!r} expects samples of shape (height, width, "
-                f"channels); got sample shape {tuple(input_shape)}."
-            )
-        return (1, 1, input_shape[2]) if self.keepdims else (input_shape[2],)
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        c = self._image_shape(input_shape)[2]
+        return (1, 1, c) if self.keepdims else (c,)
 
-    def get_config(self):
+    def get_config(self) -> Config:
         cfg = super().get_config()
         cfg["keepdims"] = self.keepdims
         return cfg
@@ -96,12 +93,12 @@ class GlobalAveragePooling2D(_GlobalPooling2D):
     """Mean over height and width: ``(batch, h, w, c)`` -> ``(batch, c)``
     (``(batch, 1, 1, c)`` with ``keepdims=True``)."""
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if training:
             self._x = x
         return x.mean(axis=(1, 2), keepdims=self.keepdims, dtype=x.dtype)
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         n, h, w, c = self._x.shape
         g = dy.reshape(n, 1, 1, c) * dy.dtype.type(1.0 / (h * w))
         return np.broadcast_to(g, self._x.shape).copy()
@@ -113,13 +110,13 @@ class GlobalMaxPooling2D(_GlobalPooling2D):
     The gradient is shared equally among tied maxima, as ``tf.reduce_max``'s is.
     """
 
-    def forward(self, x, training=False):
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         y = x.max(axis=(1, 2), keepdims=True)
         if training:
             self._x, self._y = x, y
         return y if self.keepdims else y.reshape(x.shape[0], x.shape[3])
 
-    def backward(self, dy):
+    def backward(self, dy: np.ndarray) -> np.ndarray:
         x = self._x
         n, c = x.shape[0], x.shape[3]
         mask = (x == self._y).astype(x.dtype)
