@@ -212,7 +212,7 @@ class DistributedModel:
         model = self.model
         loss = self._reduce_step(0.0, 0, metrics)
         if model._gflat.size:
-            model.optimizer.apply((model._gflat,), (model._wflat,))
+            model._apply_optimizer()
         return loss
 
     # ----- fit / evaluate ----------------------------------------------------------------------------

@@ -148,6 +148,7 @@ class Sequential:
                 self._first_trained = i
                 layer._need_dx = False
                 break
+        self._penalized = any(layer._weight_regularizers() for layer in self._layers)
         self.built = True
         self._packed = False
 
@@ -229,6 +230,7 @@ class Sequential:
         gflat = np.zeros(total, dtype=self.dtype)
         off = 0
         views = []
+        segments = []           # (weight name, start, stop): each Keras variable in the flat array
         for layer, name, w in entries:
             n = w.size
             wv = wflat[off:off + n].reshape(w.shape)
@@ -237,8 +239,10 @@ class Sequential:
             setattr(layer, name, wv)
             layer.grads[name] = gv
             views.append((layer, name, wv))
+            segments.append((name, off, off + n))
             off += n
         self._wflat, self._gflat, self._views = wflat, gflat, views
+        self._segments = segments
         self._packed = True
 
     def _ensure_packed(self):
@@ -362,9 +366,31 @@ class Sequential:
             m._update(yb, pred)
         if self._step_reducer is not None:   # cconv.distributed: allreduce self._gflat (+ loss, metrics)
             loss = self._step_reducer(loss, xb.shape[0], metrics)
+        if self._penalized:                  # weight regularizers: into the loss and the gradients
+            loss += self._regularization_loss_and_grads()
         if self._gflat.size:
-            self.optimizer.apply((self._gflat,), (self._wflat,))
+            self._apply_optimizer()
         return loss
+
+    def _regularization_loss_and_grads(self, grads=True):
+        """The sum of the trainable weights' regularizer penalties (Keras adds it to the loss it
+        reports, in training and evaluation); with ``grads``, adds each penalty's gradient into
+        its weight's gradient (``layer.grads``)."""
+        total = 0.0
+        for layer in self._layers:
+            if not layer.trainable:
+                continue
+            for name, reg in layer._weight_regularizers():
+                w = getattr(layer, name)
+                total += reg(w)
+                if grads:
+                    reg.add_gradient(w, layer.grads[name])
+        return total
+
+    def _apply_optimizer(self):
+        """One optimizer step on the flat weights; the segments let it clip per variable and
+        skip excluded variables' weight decay."""
+        self.optimizer.apply((self._gflat,), (self._wflat,), segments=(self._segments,))
 
     def __call__(self, x, training=False):
         """Apply the model to a batch; returns a NumPy array (no progress bar, no batching)."""
@@ -535,7 +561,10 @@ class Sequential:
     def _evaluate(self, x, y, y_shape, batch_size):
         metrics = self._make_metrics(y_shape)
         loss_sum = self._loss_sum(x, y, metrics, batch_size)
-        return [loss_sum / max(x.shape[0], 1)] + [m.result() for m in metrics]
+        loss = loss_sum / max(x.shape[0], 1)
+        if self._penalized:
+            loss += self._regularization_loss_and_grads(grads=False)
+        return [loss] + [m.result() for m in metrics]
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto"):
         """Loss (and metrics) on ``(x, y)`` in inference mode.
@@ -651,7 +680,7 @@ class Sequential:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_wflat", "_gflat", "_views", "_step_reducer"):
+        for k in ("_wflat", "_gflat", "_views", "_segments", "_step_reducer"):
             state.pop(k, None)
         state["_packed"] = False
         return state

@@ -31,6 +31,8 @@ class Conv2D(_ActivatedLayer):
         activation: name or activation object (default: linear).
         use_bias: add a bias per filter.
         kernel_initializer, bias_initializer: names or initializer objects.
+        kernel_regularizer, bias_regularizer: None, a name ("l1", "l2", "l1_l2") or a
+            :mod:`cconv.regularizers` object; its penalty joins the loss.
 
     Input shape: ``(batch, height, width, channels)``.
     Output shape: ``(batch, new_height, new_width, filters)``.
@@ -46,7 +48,8 @@ class Conv2D(_ActivatedLayer):
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", data_format=None,
                  dilation_rate=1, groups=1, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         check_data_format(data_format)
         if not isinstance(filters, (int, np.integer)) or isinstance(filters, bool) or filters <= 0:
@@ -65,6 +68,7 @@ class Conv2D(_ActivatedLayer):
                 f"groups={self.groups}."
             )
         self._set_activation(activation)
+        self._set_regularizers(kernel_regularizer, bias_regularizer)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _initializers.get(kernel_initializer)
         self.bias_initializer = _initializers.get(bias_initializer)
@@ -118,5 +122,6 @@ class Conv2D(_ActivatedLayer):
                    padding=self.padding, dilation_rate=list(self.dilation_rate), groups=self.groups,
                    activation=_activations.serialize(self.activation), use_bias=self.use_bias,
                    kernel_initializer=_initializers.serialize(self.kernel_initializer),
-                   bias_initializer=_initializers.serialize(self.bias_initializer))
+                   bias_initializer=_initializers.serialize(self.bias_initializer),
+                   **self._regularizer_config())
         return cfg

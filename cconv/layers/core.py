@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import activations as _activations
 from .. import initializers as _initializers
+from .. import regularizers as _regularizers
 from .base import Layer
 
 __all__ = ["InputLayer", "Input", "Dense", "Activation", "ReLU", "LeakyReLU", "Softmax",
@@ -61,6 +62,15 @@ class _ActivatedLayer(Layer):
     def _set_activation(self, activation):
         self.activation = _activations.get(activation)
 
+    def _set_regularizers(self, kernel_regularizer, bias_regularizer):
+        """Penalties on the kernel and bias (see :mod:`cconv.regularizers`)."""
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer)
+        self.bias_regularizer = _regularizers.get(bias_regularizer)
+
+    def _regularizer_config(self):
+        return {"kernel_regularizer": _regularizers.serialize(self.kernel_regularizer),
+                "bias_regularizer": _regularizers.serialize(self.bias_regularizer)}
+
     def forward(self, x, training=False):
         z = self._linear(x, training)
         act = self.activation
@@ -95,6 +105,8 @@ class Dense(_ActivatedLayer):
         activation: name or :class:`cconv.activations.Activation` (default: linear).
         use_bias: add a bias vector.
         kernel_initializer, bias_initializer: names or initializer objects.
+        kernel_regularizer, bias_regularizer: None, a name ("l1", "l2", "l1_l2") or a
+            :mod:`cconv.regularizers` object; its penalty joins the loss.
 
     Input shape: ``(batch, ..., in)``. Output shape: ``(batch, ..., units)``.
     Weights: kernel ``(in, units)``, bias ``(units,)``.
@@ -104,12 +116,14 @@ class Dense(_ActivatedLayer):
     _trainable_names = ("kernel", "bias")
 
     def __init__(self, units, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units <= 0:
             raise ValueError(f"Dense: units must be a positive int; got {units!r}.")
         self.units = int(units)
         self._set_activation(activation)
+        self._set_regularizers(kernel_regularizer, bias_regularizer)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _initializers.get(kernel_initializer)
         self.bias_initializer = _initializers.get(bias_initializer)
@@ -143,7 +157,8 @@ class Dense(_ActivatedLayer):
         cfg.update(units=self.units, activation=_activations.serialize(self.activation),
                    use_bias=self.use_bias,
                    kernel_initializer=_initializers.serialize(self.kernel_initializer),
-                   bias_initializer=_initializers.serialize(self.bias_initializer))
+                   bias_initializer=_initializers.serialize(self.bias_initializer),
+                   **self._regularizer_config())
         return cfg
 
 
