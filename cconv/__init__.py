@@ -21,7 +21,7 @@ __all__ = ["ops", "classic", "get_num_threads", "set_num_threads", "openmp_enabl
 
 # --- Keras-style API (issue 3: layers, models, training) -------------------------------
 from . import (activations, callbacks, datasets, initializers, layers, losses,  # noqa: E402
-               metrics, models, optimizers)
+               metrics, models, optimizers, regularizers, schedules, utils)
 from .interop import from_keras  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Sequential, load_model  # noqa: E402
@@ -29,5 +29,6 @@ from .models import Sequential, load_model  # noqa: E402
 __all__ += [
     "Sequential", "Input", "load_model", "from_keras", "layers", "models", "optimizers",
     "losses", "metrics", "activations", "initializers", "callbacks", "datasets",
+    "regularizers", "utils",
 ]
 # --- end Keras-style API ---------------------------------------------------------------

@@ -239,3 +239,16 @@ def test_regularizer_names_and_serialization(tmp_path):
     assert m2.layers[0].kernel_regularizer.get_config() == {"l1": 0.01}
     x, y = _data(8)
     assert m2.evaluate(x, y, verbose=0) == pytest.approx(m.evaluate(x, y, verbose=0), rel=1e-6)
+
+
+# ----- utils -----------------------------------------------------------------------------------------
+def test_to_categorical_matches_keras():
+    keras = _keras()
+    for y, n in (([0, 2, 1], None), ([[1], [0]], 3), (np.arange(6).reshape(2, 3) % 4, 5)):
+        got = cconv.utils.to_categorical(y, n)
+        want = keras.utils.to_categorical(y, n)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+    assert cconv.datasets.to_categorical is cconv.utils.to_categorical
+    with pytest.raises(ValueError, match=r"in \[0, 2\)"):
+        cconv.utils.to_categorical([0, 2], 2)
