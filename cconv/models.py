@@ -412,7 +412,8 @@ class Sequential:
     def _fit_callbacks(self, callbacks, verbose, epochs, steps):
         """(History, progress bar or None, CallbackList) for a fit of ``epochs`` x ``steps``."""
         history = _callbacks.History()
-        cbs = [history] + list(callbacks or [])
+        cbs = list(callbacks or []) + [history]   # after the user's, as Keras: it records
+        # what they add to the logs (``learning_rate``)
         progbar = None
         if verbose:
             progbar = _callbacks.ProgbarLogger(verbose=verbose)

@@ -252,3 +252,127 @@ def test_to_categorical_matches_keras():
     assert cconv.datasets.to_categorical is cconv.utils.to_categorical
     with pytest.raises(ValueError, match=r"in \[0, 2\)"):
         cconv.utils.to_categorical([0, 2], 2)
+
+
+# ----- callbacks ---------------------------------------------------------------------------------------
+def _fit_both_with(make_callbacks, epochs=4, lr=0.05, **fit):
+    keras = _keras()
+    km, cm = _pair(keras)
+    x, y = _data()
+    hk = hc = None
+    for m, mod in ((km, keras), (cm, cconv)):
+        m.compile(optimizer=mod.optimizers.SGD(lr), loss="categorical_crossentropy")
+        h = m.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0,
+                  callbacks=make_callbacks(mod), **fit)
+        hk, hc = (h, hc) if m is km else (hk, h)
+    return km, cm, hk, hc
+
+
+def test_learning_rate_scheduler_like_keras():
+    def schedule(epoch, lr):
+        return lr if epoch < 1 else lr * 0.5
+    km, cm, hk, hc = _fit_both_with(
+        lambda mod: [mod.callbacks.LearningRateScheduler(schedule)], epochs=3)
+    np.testing.assert_allclose(hc.history["learning_rate"], hk.history["learning_rate"], rtol=1e-6)
+    np.testing.assert_allclose(hc.history["loss"], hk.history["loss"], rtol=1e-4)
+    one_arg = cconv.callbacks.LearningRateScheduler(lambda epoch: 0.01 * (epoch + 1))
+    m = cconv.Sequential([cconv.Input((6, 6, 1)), L.Flatten(), L.Dense(3, activation="softmax")])
+    m.compile(optimizer="sgd", loss="categorical_crossentropy")
+    x, y = _data(8)
+    h = m.fit(x, y, epochs=2, verbose=0, callbacks=[one_arg])
+    np.testing.assert_allclose(h.history["learning_rate"], [0.01, 0.02])
+    bad = cconv.callbacks.LearningRateScheduler(lambda epoch: 1)
+    with pytest.raises(ValueError, match="should be a float"):
+        m.fit(x, y, epochs=1, verbose=0, callbacks=[bad])
+
+
+def test_reduce_lr_on_plateau_like_keras():
+    # A large min_delta makes "no improvement" certain, so reductions follow patience/cooldown.
+    km, cm, hk, hc = _fit_both_with(lambda mod: [mod.callbacks.ReduceLROnPlateau(
+        monitor="loss", factor=0.5, patience=1, min_delta=1.0, cooldown=1, min_lr=0.01)],
+        epochs=7)
+    np.testing.assert_allclose(hc.history["learning_rate"], hk.history["learning_rate"], rtol=1e-6)
+    assert len(set(hc.history["learning_rate"])) > 2         # it did reduce, several times
+    np.testing.assert_allclose(hc.history["loss"], hk.history["loss"], rtol=1e-4)
+
+
+def test_csv_logger_like_keras(tmp_path):
+    x, y = _data()
+    km, cm, hk, hc = _fit_both_with(lambda mod: [mod.callbacks.CSVLogger(
+        tmp_path / f"{mod.__name__}.csv")], epochs=2, validation_data=(x[:8], y[:8]))
+    rows = {}
+    for name in ("keras", "cconv"):
+        with open(tmp_path / f"{name}.csv", newline="") as f:
+            rows[name] = list(csv.reader(f))
+    assert rows["cconv"][0] == rows["keras"][0] == ["epoch", "loss", "val_loss"]
+    for rc, rk in zip(rows["cconv"][1:], rows["keras"][1:]):
+        assert rc[0] == rk[0]
+        np.testing.assert_allclose([float(v) for v in rc[1:]], [float(v) for v in rk[1:]],
+                                   rtol=1e-4)
+    log = cconv.callbacks.CSVLogger(tmp_path / "more.csv", separator=";", append=True)
+    m = cconv.Sequential([cconv.Input((6, 6, 1)), L.Flatten(), L.Dense(3, activation="softmax")])
+    m.compile(optimizer="sgd", loss="categorical_crossentropy")
+    m.fit(x, y, epochs=1, verbose=0, callbacks=[log])
+    m.fit(x, y, epochs=1, verbose=0, callbacks=[log])
+    lines = (tmp_path / "more.csv").read_text().splitlines()
+    assert lines[0] == "epoch;loss;val_loss" and len(lines) == 3 and lines[2].endswith(";NA")
+
+
+def test_terminate_on_nan_stops_at_the_first_nan_batch(capsys):
+    keras = _keras()
+    x, y = _data()
+    y[13] = np.nan                                       # sample 13 is in batch 1 (batch size 8)
+    seen = {}
+    for mod in (keras, cconv):
+        km, cm = _pair(keras)
+        m = km if mod is keras else cm
+        m.compile(optimizer=mod.optimizers.SGD(0.01), loss="categorical_crossentropy")
+        batches = []
+        cbs = [mod.callbacks.TerminateOnNaN(),
+               mod.callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: batches.append(b))]
+        h = m.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0, callbacks=cbs)
+        seen[mod.__name__] = (batches, len(h.history["loss"]))
+    assert seen["cconv"] == seen["keras"] == ([0, 1], 1)
+    assert "Batch 1: Invalid loss, terminating training" in capsys.readouterr().out
+    m = cconv.Sequential([cconv.Input((6, 6, 1)), L.Flatten(), L.Dense(3, activation="softmax")])
+    m.compile(optimizer="sgd", loss="categorical_crossentropy")
+    with pytest.raises(RuntimeError, match="NaN or Inf loss encountered at batch 1"):
+        m.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False,
+              callbacks=[cconv.callbacks.TerminateOnNaN(raise_error=True)])
+
+
+def test_lambda_callback_hooks_like_keras():
+    calls = {}
+    for mod in (_keras(), cconv):
+        log = []
+        cb = mod.callbacks.LambdaCallback(
+            on_train_begin=lambda logs: log.append(("train_begin", isinstance(logs, dict))),
+            on_epoch_begin=lambda e, logs: log.append(("epoch_begin", e)),
+            on_train_batch_begin=lambda b, logs: log.append(("batch_begin", b)),
+            on_train_batch_end=lambda b, logs: log.append(("batch_end", b, "loss" in logs)),
+            on_epoch_end=lambda e, logs: log.append(("epoch_end", e, sorted(logs))),
+            on_train_end=lambda logs: log.append(("train_end", isinstance(logs, dict))),
+            note="kept")
+        assert cb.note == "kept"
+        m = mod.Sequential([mod.Input((6, 6, 1)), mod.layers.Flatten(), mod.layers.Dense(3)])
+        m.compile(optimizer="sgd", loss="mse")
+        x, y = _data(12)
+        m.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False, callbacks=[cb])
+        calls[mod.__name__] = log
+    assert calls["cconv"] == calls["keras"]
+
+
+def test_history_plot(tmp_path, monkeypatch):
+    x, y = _data(16)
+    m = cconv.Sequential([cconv.Input((6, 6, 1)), L.Flatten(), L.Dense(3, activation="softmax")])
+    m.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
+    h = m.fit(x, y, epochs=3, verbose=0, validation_split=0.25)
+    with pytest.raises(ValueError, match="recorded"):
+        h.plot(tmp_path / "x.png", keys=["auc"])
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match="cconv\\[plot\\]"):
+        h.plot(tmp_path / "h.png")
+    monkeypatch.undo()
+    pytest.importorskip("matplotlib", reason="History.plot draws with matplotlib")
+    out = h.plot(tmp_path / "h.png")
+    assert out == tmp_path / "h.png" and (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
