@@ -376,3 +376,80 @@ def test_history_plot(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib", reason="History.plot draws with matplotlib")
     out = h.plot(tmp_path / "h.png")
     assert out == tmp_path / "h.png" and (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ----- metrics --------------------------------------------------------------------------------------
+def _metric_data(seed=0, n=30, c=4):
+    rng = np.random.default_rng(seed)
+    p = rng.random((n, c)).astype(np.float32)
+    p[:5] = np.round(p[:5], 1)                          # ties at top-k borders and thresholds
+    p[5] = [0.0, 1.0, 0.5, 1e-8][:c]                    # the AUC's end buckets
+    ids = rng.integers(0, c, n)
+    return np.eye(c, dtype=np.float32)[ids], p, ids, rng.random(n).astype(np.float32)
+
+
+METRIC_CASES = {
+    "topk2": ("TopKCategoricalAccuracy", dict(k=2), "onehot"),
+    "topk5": ("TopKCategoricalAccuracy", dict(), "onehot"),
+    "sparse_topk": ("SparseTopKCategoricalAccuracy", dict(k=2), "ids"),
+    "sparse_topk_col": ("SparseTopKCategoricalAccuracy", dict(k=1), "ids_col"),
+    "precision": ("Precision", dict(), "onehot"),
+    "precision_thresholds": ("Precision", dict(thresholds=[0.3, 0.5, 0.8]), "onehot"),
+    "precision_topk": ("Precision", dict(top_k=2), "onehot"),
+    "precision_class": ("Precision", dict(class_id=1, thresholds=0.4), "onehot"),
+    "recall": ("Recall", dict(), "onehot"),
+    "recall_topk_class": ("Recall", dict(top_k=1, class_id=2), "onehot"),
+    "auc": ("AUC", dict(), "onehot"),
+    "auc_pr": ("AUC", dict(curve="PR"), "onehot"),
+    "auc_minoring": ("AUC", dict(num_thresholds=7, summation_method="minoring"), "onehot"),
+    "auc_majoring_pr": ("AUC", dict(curve="PR", summation_method="majoring"), "onehot"),
+    "auc_thresholds": ("AUC", dict(thresholds=[0.2, 0.5, 0.9]), "onehot"),
+    "auc_logits": ("AUC", dict(from_logits=True), "logits"),
+    "mse": ("MeanSquaredError", dict(), "onehot"),
+    "mae_col": ("MeanAbsoluteError", dict(), "col"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(METRIC_CASES))
+def test_metric_matches_keras(case):
+    keras = _keras()
+    cls, kw, kind = METRIC_CASES[case]
+    km, cmet = getattr(keras.metrics, cls)(**kw), getattr(cconv.metrics, cls)(**kw)
+    weighted = cls in ("Precision", "Recall", "AUC")
+    for seed in (0, 1):                                  # two updates accumulate
+        y, p, ids, w = _metric_data(seed)
+        if kind == "ids":
+            y = ids
+        elif kind == "ids_col":
+            y = ids[:, None]
+        elif kind == "logits":
+            p = (p - 0.5) * 8
+        elif kind == "col":
+            y, p = y[:, 0], p[:, :1]
+        sw = {"sample_weight": w} if weighted and seed == 1 else {}
+        km.update_state(y, p, **sw)
+        cmet.update_state(y, p, **sw)
+    want = np.asarray(km.result(), dtype=np.float64)
+    np.testing.assert_allclose(np.asarray(cmet.result()), want, rtol=1e-5, atol=1e-6)
+    cmet.reset_state()
+    assert np.all(np.asarray(cmet.result()) == 0)
+
+
+def test_metrics_by_name_in_fit_like_keras():
+    keras = _keras()
+    names = ["precision", "recall", "auc", "top_k_categorical_accuracy", "mse", "mae"]
+    km, cm = _pair(keras)
+    for m, mod in ((km, keras), (cm, cconv)):
+        m.compile(optimizer=mod.optimizers.SGD(0.05), loss="categorical_crossentropy",
+                  metrics=names + [mod.metrics.TopKCategoricalAccuracy(k=1, name="top1")])
+    x, y = _data()
+    hk = km.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    hc = cm.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    assert sorted(hc.history) == sorted(hk.history)
+    for k in hk.history:
+        np.testing.assert_allclose(hc.history[k], hk.history[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    for name in names:
+        assert isinstance(cconv.metrics.get(name), type(cconv.metrics.get(name)))
+    assert isinstance(cconv.metrics.get("AUC"), cconv.metrics.AUC)
+    with pytest.raises(ValueError, match="curve"):
+        cconv.metrics.AUC(curve="PRGAIN")
