@@ -17,9 +17,9 @@ import warnings
 
 import numpy as np
 
-__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping", "ModelCheckpoint",
-           "ReduceLROnPlateau", "LearningRateScheduler", "CSVLogger", "TerminateOnNaN",
-           "LambdaCallback"]
+__all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping",
+           "ModelCheckpoint", "ReduceLROnPlateau", "LearningRateScheduler", "CSVLogger",
+           "TerminateOnNaN", "LambdaCallback"]
 
 
 class Callback:
@@ -133,7 +133,8 @@ class History(Callback):
         for ax, k in zip(axes, names):
             for key in (k, "val_" + k):
                 if key in self.history:
-                    ax.plot(epochs[:len(self.history[key])], self.history[key], marker="o", label=key)
+                    values = self.history[key]
+                    ax.plot(epochs[:len(values)], values, marker="o", label=key)
             ax.set_xlabel("epoch")
             ax.set_ylabel(k)
             ax.legend()
@@ -512,8 +513,8 @@ class TerminateOnNaN(Callback):
         if loss is None or math.isfinite(loss):
             return
         if self.raise_error:
-            raise RuntimeError(f"NaN or Inf loss encountered at batch {batch}. Loss value: {loss}. "
-                               f"Terminating training immediately.")
+            raise RuntimeError(f"NaN or Inf loss encountered at batch {batch}. Loss value: "
+                               f"{loss}. Terminating training immediately.")
         print(f"Batch {batch}: Invalid loss, terminating training")
         self.model.stop_training = True
 

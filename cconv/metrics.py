@@ -405,7 +405,8 @@ def _interpolated_pr_auc(tp, fp, fn):
     both = (p[:-1] > 0) & (p[1:] > 0)
     ratio = np.where(both, _div0(p[:-1], np.maximum(p[1:], 0)), 1.0)
     safe_log = np.log(np.where(ratio > 0, ratio, 1.0))
-    return float(np.sum(_div0(slope * (dtp + intercept * safe_log), np.maximum(tp[1:] + fn[1:], 0))))
+    area = _div0(slope * (dtp + intercept * safe_log), np.maximum(tp[1:] + fn[1:], 0))
+    return float(np.sum(area))
 
 
 _NAMES = {
@@ -418,10 +419,10 @@ _NAMES = {
     "sparse_top_k_categorical_accuracy": SparseTopKCategoricalAccuracy,
     "precision": Precision, "recall": Recall, "auc": AUC,
 }
-_CLASSES = {c.__name__: c for c in (Accuracy, BinaryAccuracy, CategoricalAccuracy,
-                                     SparseCategoricalAccuracy, MeanSquaredError, MeanAbsoluteError,
-                                     TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy,
-                                     Precision, Recall, AUC)}
+_CLASSES = {c.__name__: c for c in (
+    Accuracy, BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy, MeanSquaredError,
+    MeanAbsoluteError, TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy, Precision, Recall,
+    AUC)}
 
 
 def get(identifier, y_true_shape=None, y_pred_shape=None):

@@ -134,7 +134,8 @@ class Optimizer:
             self._slots.append(None)
         for i, (g, w) in enumerate(zip(grads, variables)):
             if g.shape != w.shape:
-                raise ValueError(f"apply: gradient {i} has shape {g.shape}, its variable {w.shape}.")
+                raise ValueError(
+                    f"apply: gradient {i} has shape {g.shape}, its variable {w.shape}.")
         lr = self.learning_rate
         self._before_update(variables)
         scale = self._global_clip_scale(grads)
@@ -249,6 +250,19 @@ class Optimizer:
         return f"{type(self).__name__}({self.get_config()})"
 
 
+def _update_moments(g, m, v, tmp, beta_1, beta_2):
+    """Adam's moment estimates in place: ``m += (g - m) * (1 - beta_1)``,
+    ``v += (g*g - v) * (1 - beta_2)`` (``tmp`` is scratch)."""
+    t = m.dtype.type
+    np.subtract(g, m, out=tmp)
+    tmp *= t(1 - beta_1)
+    m += tmp
+    np.square(g, out=tmp)
+    tmp -= v
+    tmp *= t(1 - beta_2)
+    v += tmp
+
+
 def _optional_nonnegative(value, arg):
     if value is None:
         return None
@@ -337,13 +351,7 @@ class Adam(Optimizer):
         step = t(self.iterations + 1)
         alpha = t(lr) * np.sqrt(t(1) - t(self.beta_2) ** step) / (t(1) - t(self.beta_1) ** step)
         m, v, tmp, tmp2 = s["m"], s["v"], s["tmp"], s["tmp2"]
-        np.subtract(g, m, out=tmp)
-        tmp *= t(1 - self.beta_1)
-        m += tmp
-        np.square(g, out=tmp)
-        tmp -= v
-        tmp *= t(1 - self.beta_2)
-        v += tmp
+        _update_moments(g, m, v, tmp, self.beta_1, self.beta_2)
         if self.amsgrad:
             np.maximum(s["v_hat"], v, out=s["v_hat"])
             v = s["v_hat"]
@@ -497,13 +505,7 @@ class Nadam(Optimizer):
         u_t, u_next = self._u(t, step), self._u(t, step + 1)
         p_t = t(self._u_product)
         m, v, tmp = s["m"], s["v"], s["tmp"]
-        np.subtract(g, m, out=tmp)
-        tmp *= t(1 - self.beta_1)
-        m += tmp
-        np.square(g, out=tmp)
-        tmp -= v
-        tmp *= t(1 - self.beta_2)
-        v += tmp
+        _update_moments(g, m, v, tmp, self.beta_1, self.beta_2)
         m_hat = m * u_next                      # Keras's order of operations
         m_hat /= t(1) - p_t * u_next
         g_part = g * (t(1) - u_t)

@@ -148,7 +148,7 @@ def test_learning_rate_is_settable_and_schedules_serialize(tmp_path):
         cconv.optimizers.SGD(clipnorm=1.0, clipvalue=1.0)
 
 
-# ----- clipping, weight decay and the new optimizers ------------------------------------------------
+# ----- clipping, weight decay and the new optimizers ---------------------------------------------
 OPTIMIZERS = {
     "sgd_clipnorm": lambda m: m.optimizers.SGD(0.5, clipnorm=0.05),
     "adam_global_clipnorm": lambda m: m.optimizers.Adam(0.01, global_clipnorm=0.05),
@@ -194,7 +194,7 @@ def test_optimizer_does_not_modify_the_gradients():
         cconv.optimizers.AdamW(weight_decay=None)
 
 
-# ----- regularizers ----------------------------------------------------------------------------------
+# ----- regularizers ------------------------------------------------------------------------------
 REGULARIZERS = {
     "l1": (cconv.regularizers.L1(0.01), None),
     "l2": (cconv.regularizers.L2(0.05), cconv.regularizers.L2(0.1)),
@@ -241,7 +241,7 @@ def test_regularizer_names_and_serialization(tmp_path):
     assert m2.evaluate(x, y, verbose=0) == pytest.approx(m.evaluate(x, y, verbose=0), rel=1e-6)
 
 
-# ----- utils -----------------------------------------------------------------------------------------
+# ----- utils -------------------------------------------------------------------------------------
 def test_to_categorical_matches_keras():
     keras = _keras()
     for y, n in (([0, 2, 1], None), ([[1], [0]], 3), (np.arange(6).reshape(2, 3) % 4, 5)):
@@ -254,7 +254,7 @@ def test_to_categorical_matches_keras():
         cconv.utils.to_categorical([0, 2], 2)
 
 
-# ----- callbacks ---------------------------------------------------------------------------------------
+# ----- callbacks ---------------------------------------------------------------------------------
 def _fit_both_with(make_callbacks, epochs=4, lr=0.05, **fit):
     keras = _keras()
     km, cm = _pair(keras)
@@ -378,7 +378,7 @@ def test_history_plot(tmp_path, monkeypatch):
     assert out == tmp_path / "h.png" and (tmp_path / "h.png").read_bytes()[:4] == b"\x89PNG"
 
 
-# ----- metrics --------------------------------------------------------------------------------------
+# ----- metrics -----------------------------------------------------------------------------------
 def _metric_data(seed=0, n=30, c=4):
     rng = np.random.default_rng(seed)
     p = rng.random((n, c)).astype(np.float32)
