@@ -143,6 +143,14 @@ class History(Callback):
         return path
 
 
+def _fmt_value(v):
+    """A log value for printing: 4 decimals, or each of a list's (a metric with several
+    thresholds)."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return "[" + ", ".join(f"{float(x):.4f}" for x in np.ravel(v)) + "]"
+    return f"{v:.4f}"
+
+
 def _fmt_time(seconds):
     if seconds >= 3600:
         return f"{int(seconds // 3600)}:{int(seconds % 3600 // 60):02d}:{int(seconds % 60):02d}"
@@ -206,7 +214,7 @@ class ProgbarLogger(Callback):
             eta = elapsed / max(step, 1) * (steps - step)
             timing = f"ETA: {_fmt_time(eta)}"
         parts = [f"{step:>{n}}/{steps} [{bar}] - {timing}"]
-        parts += [f"{k}: {v:.4f}" for k, v in logs.items()]
+        parts += [f"{k}: {_fmt_value(v)}" for k, v in logs.items()]
         parts.append(f"{rate:,.0f} images/s")
         line = " - ".join(parts)
         out = self._out()
@@ -491,13 +499,20 @@ class CSVLogger(Callback):
             self.writer = csv.writer(self.csv_file, delimiter=self.sep)
             if self.append_header:
                 self.writer.writerow(["epoch"] + self.keys)
-        self.writer.writerow([epoch] + [logs.get(k, "NA") for k in self.keys])
+        self.writer.writerow([epoch] + [_csv_value(logs.get(k, "NA")) for k in self.keys])
         self.csv_file.flush()
 
     def on_train_end(self, logs=None):
         if self.csv_file is not None and not self.csv_file.closed:
             self.csv_file.close()
         self.writer = None
+
+
+def _csv_value(v):
+    """Keras's cell for a list-valued log (a metric with several thresholds): ``"[a, b]"``."""
+    if isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) > 0:
+        return f'"[{", ".join(map(str, v))}]"'
+    return v
 
 
 class TerminateOnNaN(Callback):
