@@ -30,6 +30,9 @@ from . import (  # noqa: E402
     metrics,
     models,
     optimizers,
+    regularizers,
+    schedules,
+    utils,
 )
 from .interop import from_keras  # noqa: E402
 from .layers import Input  # noqa: E402
@@ -41,5 +44,6 @@ __all__ += [
     "Sequential", "Model", "Input", "load_model", "functional", "from_keras", "layers", "models",
     "optimizers",
     "losses", "metrics", "activations", "initializers", "callbacks", "datasets",
+    "regularizers", "utils",
 ]
 # --- end Keras-style API ---------------------------------------------------------------

@@ -1,11 +1,15 @@
 """Training callbacks (Keras 3 names): :class:`Callback`, :class:`History`,
-:class:`ProgbarLogger`, :class:`EarlyStopping`, :class:`ModelCheckpoint`.
+:class:`ProgbarLogger`, :class:`EarlyStopping`, :class:`ModelCheckpoint`,
+:class:`ReduceLROnPlateau`, :class:`LearningRateScheduler`, :class:`CSVLogger`,
+:class:`TerminateOnNaN`, :class:`LambdaCallback`.
 
 Hooks receive ``logs`` dicts of floats (``loss``, metric names, ``val_*`` at epoch end).
 Per-batch hooks are only called for callbacks that override them, so an unused hook costs
 nothing per step.
 """
 
+import csv
+import math
 import os
 import sys
 import time
@@ -14,7 +18,8 @@ import warnings
 import numpy as np
 
 __all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping",
-           "ModelCheckpoint"]
+           "ModelCheckpoint", "ReduceLROnPlateau", "LearningRateScheduler", "CSVLogger",
+           "TerminateOnNaN", "LambdaCallback"]
 
 
 class Callback:
@@ -41,7 +46,9 @@ class Callback:
 
 
 def _overrides(cb, hook):
-    return getattr(type(cb), hook) is not getattr(Callback, hook)
+    """Whether ``cb`` defines ``hook`` itself (in its class, or on the instance as
+    :class:`LambdaCallback` does)."""
+    return getattr(type(cb), hook) is not getattr(Callback, hook) or hook in vars(cb)
 
 
 class CallbackList:
@@ -95,6 +102,53 @@ class History(Callback):
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(v)
+
+    def plot(self, path, keys=None):
+        """Draw each quantity per epoch (``loss`` and each metric, with its ``val_`` twin on
+        the same axes) and save the figure to ``path`` (format from the extension: .png, .pdf,
+        .svg). Needs matplotlib (``pip install 'cconv[plot]'``).
+
+        Args:
+            keys: names to draw (default: every recorded name without the ``val_`` prefix).
+
+        Returns:
+            ``path``.
+
+        Raises:
+            ImportError: matplotlib is missing. ValueError: nothing recorded, or an unknown key.
+        """
+        try:
+            from matplotlib.figure import Figure
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib "
+                              "(or pip install 'cconv[plot]').") from None
+        names = [k for k in self.history if not k.startswith("val_")] if keys is None else keys
+        unknown = [k for k in names if k not in self.history]
+        if not names or unknown:
+            raise ValueError(f"History.plot: nothing to draw for {unknown or names}; recorded: "
+                             f"{sorted(self.history)}.")
+        epochs = [e + 1 for e in self.epoch] or list(range(1, len(self.history[names[0]]) + 1))
+        fig = Figure(figsize=(5, 3 * len(names)))
+        axes = fig.subplots(len(names), 1, squeeze=False)[:, 0]
+        for ax, k in zip(axes, names):
+            for key in (k, "val_" + k):
+                if key in self.history:
+                    values = self.history[key]
+                    ax.plot(epochs[:len(values)], values, marker="o", label=key)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(k)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.fspath(path))
+        return path
+
+
+def _fmt_value(v):
+    """A log value for printing: 4 decimals, or each of a list's (a metric with several
+    thresholds)."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return "[" + ", ".join(f"{float(x):.4f}" for x in np.ravel(v)) + "]"
+    return f"{v:.4f}"
 
 
 def _fmt_time(seconds):
@@ -164,7 +218,7 @@ class ProgbarLogger(Callback):
             eta = elapsed / max(step, 1) * (steps - step)
             timing = f"ETA: {_fmt_time(eta)}"
         parts = [f"{step:>{n}}/{steps} [{bar}] - {timing}"]
-        parts += [f"{k}: {v:.4f}" for k, v in logs.items()]
+        parts += [f"{k}: {_fmt_value(v)}" for k, v in logs.items()]
         parts.append(f"{rate:,.0f} images/s")
         line = " - ".join(parts)
         out = self._out()
@@ -184,6 +238,10 @@ class ProgbarLogger(Callback):
         self._draw(self.params.get("steps") or 0, logs or {}, elapsed, final=True)
 
 
+# Metric names (substrings) that improve upwards, as Keras's metrics' ``_direction = "up"``.
+_HIGHER_IS_BETTER = ("acc", "precision", "recall", "auc")
+
+
 class _MonitorMixin:
     def _init_monitor(self, monitor, mode, min_delta=0.0):
         if mode not in ("auto", "min", "max"):
@@ -195,9 +253,8 @@ class _MonitorMixin:
         self.min_delta = abs(min_delta)
         if mode == "auto":
             name = monitor[4:] if monitor.startswith("val_") else monitor
-            mode = (
-                "min" if ("loss" in name or "error" in name) else "max" if ("acc" in name) else None
-            )
+            mode = ("min" if ("loss" in name or "error" in name) else
+                    "max" if any(k in name for k in _HIGHER_IS_BETTER) else None)
             if mode is None:
                 raise ValueError(
                     f"{type(self).__name__}: cannot tell whether monitor={monitor!r} should be "
@@ -333,3 +390,200 @@ class ModelCheckpoint(_MonitorMixin, Callback):
             self.model.save_weights(path)
         else:
             self.model.save(path)
+
+
+def _current_lr(model):
+    return float(model.optimizer.learning_rate)
+
+
+class ReduceLROnPlateau(_MonitorMixin, Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for
+    ``patience`` epochs (Keras 3). Adds ``learning_rate`` to the epoch logs.
+
+    Args:
+        monitor: log key, default "val_loss". factor: in (0, 1). patience: epochs without
+            improvement. verbose: print reductions. mode: "auto", "min" or "max".
+        min_delta: smallest change that counts as an improvement (1e-4).
+        cooldown: epochs to wait after a reduction before counting again.
+        min_lr: the learning rate never goes below this.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):
+        super().__init__()
+        if factor >= 1.0:
+            raise ValueError(f"ReduceLROnPlateau does not support a factor >= 1.0; got "
+                             f"factor={factor}.")
+        self._init_monitor(monitor, mode, min_delta)
+        self.factor, self.min_lr, self.patience = factor, min_lr, patience
+        self.verbose, self.cooldown = verbose, cooldown
+        self._reset()
+
+    def _reset(self):
+        self.best = None
+        self.cooldown_counter = 0
+        self.wait = 0
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        logs["learning_rate"] = _current_lr(self.model)
+        current = self._get(logs)
+        if current is None:
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._is_improvement(current, self.best):
+            self.best = current
+            self.wait = 0
+        elif self.cooldown_counter <= 0:
+            self.wait += 1
+            if self.wait >= self.patience and self._reduce(epoch):
+                self.cooldown_counter = self.cooldown
+                self.wait = 0
+
+    def _reduce(self, epoch):
+        old = _current_lr(self.model)
+        if not old > np.float32(self.min_lr):
+            return False
+        new = max(old * self.factor, self.min_lr)
+        self.model.optimizer.learning_rate = new
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate to {new}.")
+        return True
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate at the start of each epoch to ``schedule(epoch, lr)`` (or
+    ``schedule(epoch)``); ``epoch`` counts from 0. Adds ``learning_rate`` to the epoch logs.
+
+    Raises:
+        ValueError: the schedule returned something other than a float.
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        lr = _current_lr(self.model)
+        try:
+            lr = self.schedule(epoch, lr)
+        except TypeError:          # Keras's older one-argument form
+            lr = self.schedule(epoch)
+        if not isinstance(lr, (float, np.float32, np.float64)):
+            raise ValueError(f"The output of the schedule function should be a float; got {lr!r}.")
+        self.model.optimizer.learning_rate = float(lr)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to {lr}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = _current_lr(self.model)
+
+
+class CSVLogger(Callback):
+    """Write one CSV row per epoch: ``epoch`` (0-based) then the log keys in sorted order (with
+    ``val_`` twins added when validation has not run yet), as Keras does.
+
+    Args:
+        filename: the file. separator: field separator. append: append to an existing file
+            (no second header).
+    """
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        self.sep = separator
+        self.filename = os.fspath(filename)
+        self.append = append
+        self.csv_file = self.writer = self.keys = None
+
+    def on_train_begin(self, logs=None):
+        self.append_header = True
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename) as f:
+                self.append_header = not f.readline()
+        if self.csv_file is not None and not self.csv_file.closed:
+            self.csv_file.close()
+        self.csv_file = open(self.filename, "a" if self.append else "w", newline="")
+        self.writer = self.keys = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+            if not any(k.startswith("val_") for k in self.keys):
+                self.keys += ["val_" + k for k in self.keys]
+        if self.writer is None:
+            self.writer = csv.writer(self.csv_file, delimiter=self.sep)
+            if self.append_header:
+                self.writer.writerow(["epoch"] + self.keys)
+        self.writer.writerow([epoch] + [_csv_value(logs.get(k, "NA")) for k in self.keys])
+        self.csv_file.flush()
+
+    def on_train_end(self, logs=None):
+        if self.csv_file is not None and not self.csv_file.closed:
+            self.csv_file.close()
+        self.writer = None
+
+
+def _csv_value(v):
+    """Keras's cell for a list-valued log (a metric with several thresholds): ``"[a, b]"``."""
+    if isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) > 0:
+        return f'"[{", ".join(map(str, v))}]"'
+    return v
+
+
+class TerminateOnNaN(Callback):
+    """Stop training at the first batch whose loss is NaN or infinite (that batch's epoch still
+    ends normally). ``raise_error=True`` raises ``RuntimeError`` instead."""
+
+    def __init__(self, raise_error=False):
+        super().__init__()
+        self.raise_error = raise_error
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(loss):
+            return
+        if self.raise_error:
+            raise RuntimeError(f"NaN or Inf loss encountered at batch {batch}. Loss value: "
+                               f"{loss}. Terminating training immediately.")
+        print(f"Batch {batch}: Invalid loss, terminating training")
+        self.model.stop_training = True
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions, Keras's signatures: ``on_epoch_begin(epoch, logs)``,
+    ``on_epoch_end(epoch, logs)``, ``on_train_begin(logs)``, ``on_train_end(logs)``,
+    ``on_train_batch_begin(batch, logs)``, ``on_train_batch_end(batch, logs)``. ``logs`` is
+    always a dict. Extra keyword arguments become attributes."""
+
+    def __init__(self, on_epoch_begin=None, on_epoch_end=None, on_train_begin=None,
+                 on_train_end=None, on_train_batch_begin=None, on_train_batch_end=None, **kwargs):
+        super().__init__()
+        self.__dict__.update(kwargs)
+        for hook, fn in (("on_epoch_begin", on_epoch_begin), ("on_epoch_end", on_epoch_end),
+                         ("on_train_batch_begin", on_train_batch_begin),
+                         ("on_train_batch_end", on_train_batch_end)):
+            if fn is not None:
+                setattr(self, hook, _indexed_hook(fn))
+        for hook, fn in (("on_train_begin", on_train_begin), ("on_train_end", on_train_end)):
+            if fn is not None:
+                setattr(self, hook, _logs_hook(fn))
+
+
+def _indexed_hook(fn):
+    def hook(index, logs=None):
+        return fn(index, logs if logs is not None else {})
+    return hook
+
+
+def _logs_hook(fn):
+    def hook(logs=None):
+        return fn(logs if logs is not None else {})
+    return hook

@@ -11,19 +11,9 @@ import os
 
 import numpy as np
 
+from .utils import to_categorical  # noqa: F401  (its old home; cconv.utils is Keras's)
+
 __all__ = ["load_digits", "load_mnist", "to_categorical"]
-
-
-def to_categorical(y, num_classes=None, dtype="float32"):
-    """One-hot encode integer class ids ``(n,)`` -> ``(n, num_classes)``."""
-    y = np.asarray(y, dtype=np.int64).reshape(-1)
-    if num_classes is None:
-        num_classes = int(y.max()) + 1 if y.size else 0
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(f"class ids must be in [0, {num_classes}); got {y.min()}..{y.max()}.")
-    out = np.zeros((y.size, num_classes), dtype=dtype)
-    out[np.arange(y.size), y] = 1
-    return out
 
 
 def load_digits(test_size=0.2, one_hot=True, upsample=1, pad=0, seed=0):

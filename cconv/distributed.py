@@ -247,7 +247,7 @@ class DistributedModel:
         model = self.model
         loss = self._reduce_step(0.0, 0, metrics)
         if model._gflat.size:
-            model.optimizer.apply((model._gflat,), (model._wflat,))
+            model._apply_optimizer()
         return loss
 
     # ----- fit / evaluate ------------------------------------------------------------------------
@@ -365,6 +365,9 @@ class DistributedModel:
                         dtype=np.float64)
         self.comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
         out = [sums[0] / max(sums[1], 1)]
+        model._ensure_packed()
+        if model._penalized:          # weight regularizers, as Sequential.evaluate adds them
+            out[0] += model._regularization_loss_and_grads(grads=False)
         for i in range(len(metrics)):
             t, c = sums[2 + 2 * i], sums[3 + 2 * i]
             out.append(float(t / c) if c else 0.0)

@@ -140,6 +140,7 @@ class Trainer:
         gflat = np.zeros(total, dtype=self.dtype)
         off = 0
         views = []
+        segments = []      # (weight name, start, stop): each Keras variable in the flat array
         for layer, name, w in entries:
             n = w.size
             wv = wflat[off:off + n].reshape(w.shape)
@@ -148,8 +149,11 @@ class Trainer:
             setattr(layer, name, wv)
             layer.grads[name] = gv
             views.append((layer, name, wv))
+            segments.append((name, off, off + n))
             off += n
         self._wflat, self._gflat, self._views = wflat, gflat, views
+        self._segments = segments
+        self._penalized = any(layer._weight_regularizers() for layer in self.layers)
         self._packed = True
 
     def _ensure_packed(self):
@@ -278,9 +282,31 @@ class Trainer:
             m._update(yb, pred)
         if self._step_reducer is not None:   # cconv.distributed: allreduce the gradients
             loss = self._step_reducer(loss, xb.shape[0], metrics)
+        if self._penalized:               # weight regularizers: into the loss and the gradients
+            loss += self._regularization_loss_and_grads()
         if self._gflat.size:
-            self.optimizer.apply((self._gflat,), (self._wflat,))
+            self._apply_optimizer()
         return loss
+
+    def _regularization_loss_and_grads(self, grads=True):
+        """The sum of the trainable weights' regularizer penalties (Keras adds it to the loss it
+        reports, in training and evaluation); with ``grads``, adds each penalty's gradient into
+        its weight's gradient (``layer.grads``)."""
+        total = 0.0
+        for layer in self.layers:
+            if not layer.trainable:
+                continue
+            for name, reg in layer._weight_regularizers():
+                w = getattr(layer, name)
+                total += reg(w)
+                if grads:
+                    reg.add_gradient(w, layer.grads[name])
+        return total
+
+    def _apply_optimizer(self):
+        """One optimizer step on the flat weights; the segments let it clip per variable and
+        skip excluded variables' weight decay."""
+        self.optimizer.apply((self._gflat,), (self._wflat,), segments=(self._segments,))
 
     def __call__(self, x: ArrayLike, training: bool = False) -> np.ndarray:
         """Apply the model to a batch; returns a NumPy array (no progress bar, no batching)."""
@@ -300,7 +326,9 @@ class Trainer:
     def _fit_callbacks(self, callbacks, verbose, epochs, steps):
         """(History, progress bar or None, CallbackList) for a fit of ``epochs`` x ``steps``."""
         history = _callbacks.History()
-        cbs = [history] + list(callbacks or [])
+        # after the user's callbacks, as Keras: it records what they add to the logs
+        # (``learning_rate``)
+        cbs = list(callbacks or []) + [history]
         progbar = None
         if verbose:
             progbar = _callbacks.ProgbarLogger(verbose=verbose)
@@ -449,8 +477,11 @@ class Trainer:
 
     def _evaluate(self, x, y, y_shape, batch_size):
         metrics = self._make_metrics(y_shape)
-        loss_sum = self._loss_sum(x, y, metrics, batch_size)
-        return [loss_sum / max(x.shape[0], 1)] + [m.result() for m in metrics]
+        loss = self._loss_sum(x, y, metrics, batch_size) / max(x.shape[0], 1)
+        self._ensure_packed()
+        if self._penalized:
+            loss += self._regularization_loss_and_grads(grads=False)
+        return [loss] + [m.result() for m in metrics]
 
     def evaluate(self, x: ArrayLike = None, y: ArrayLike = None, batch_size: Optional[int] = None,
                  verbose: Union[str, int] = "auto") -> Union[float, List[float]]:
@@ -524,7 +555,7 @@ class Trainer:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_wflat", "_gflat", "_views", "_step_reducer"):
+        for k in ("_wflat", "_gflat", "_views", "_segments", "_step_reducer"):
             state.pop(k, None)
         state["_packed"] = False
         return state

@@ -202,6 +202,16 @@ class Layer:
     def count_params(self) -> int:
         return int(sum(w.size for w in self.weights))
 
+    def _weight_regularizers(self):
+        """``(weight name, regularizer)`` for each present trainable weight whose
+        ``<name>_regularizer`` attribute is set (e.g. ``kernel_regularizer``)."""
+        out = []
+        for n in self._trainable_names:
+            reg = getattr(self, n + "_regularizer", None)
+            if reg is not None and getattr(self, n, None) is not None:
+                out.append((n, reg))
+        return out
+
     # ----- config ----------------------------------------------------------------------
     def get_config(self) -> Config:
         cfg = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}

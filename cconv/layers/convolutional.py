@@ -31,6 +31,8 @@ class Conv2D(_ActivatedLayer):
         activation: name or activation object (default: linear).
         use_bias: add a bias per filter.
         kernel_initializer, bias_initializer: names or initializer objects.
+        kernel_regularizer, bias_regularizer: None, a name ("l1", "l2", "l1_l2") or a
+            :mod:`cconv.regularizers` object; its penalty joins the loss.
 
     Input shape: ``(batch, height, width, channels)``.
     Output shape: ``(batch, new_height, new_width, filters)``.
@@ -49,7 +51,8 @@ class Conv2D(_ActivatedLayer):
                  dilation_rate: IntOrPair = 1, groups: int = 1,
                  activation: Union[str, Activation, None] = None, use_bias: bool = True,
                  kernel_initializer: Union[str, Initializer] = "glorot_uniform",
-                 bias_initializer: Union[str, Initializer] = "zeros", **kwargs):
+                 bias_initializer: Union[str, Initializer] = "zeros",
+                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         check_data_format(data_format)
         self.filters = check_int(filters, "filters", "Conv2D")
@@ -63,7 +66,8 @@ class Conv2D(_ActivatedLayer):
                 f"Conv2D: filters must be divisible by groups; got filters={self.filters}, "
                 f"groups={self.groups}."
             )
-        self._set_kernel_args(activation, use_bias, kernel_initializer, bias_initializer)
+        self._set_kernel_args(activation, use_bias, kernel_initializer, bias_initializer,
+                              kernel_regularizer, bias_regularizer)
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         h, w, c = self._image_shape(input_shape)

@@ -8,6 +8,7 @@ import numpy as np
 from .. import activations as _activations
 from .. import initializers as _initializers
 from .. import ops as _ops
+from .. import regularizers as _regularizers
 from .._typing import Config, DTypeLike, Shape
 from .._validation import check_int
 from ..activations import Activation
@@ -75,18 +76,24 @@ class _ActivatedLayer(Layer):
     def _set_activation(self, activation):
         self.activation = _activations.get(activation)
 
-    def _set_kernel_args(self, activation, use_bias, kernel_initializer, bias_initializer):
-        """The arguments every kernel-and-bias layer takes (Dense, Conv2D)."""
+    def _set_kernel_args(self, activation, use_bias, kernel_initializer, bias_initializer,
+                         kernel_regularizer=None, bias_regularizer=None):
+        """The arguments every kernel-and-bias layer takes (Dense, Conv2D); the regularizers
+        are penalties on the kernel and bias (see :mod:`cconv.regularizers`)."""
         self._set_activation(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = _initializers.get(kernel_initializer)
         self.bias_initializer = _initializers.get(bias_initializer)
+        self.kernel_regularizer = _regularizers.get(kernel_regularizer)
+        self.bias_regularizer = _regularizers.get(bias_regularizer)
         self.kernel = self.bias = None
 
     def _kernel_config(self):
         return dict(activation=_activations.serialize(self.activation), use_bias=self.use_bias,
                     kernel_initializer=_initializers.serialize(self.kernel_initializer),
-                    bias_initializer=_initializers.serialize(self.bias_initializer))
+                    bias_initializer=_initializers.serialize(self.bias_initializer),
+                    kernel_regularizer=_regularizers.serialize(self.kernel_regularizer),
+                    bias_regularizer=_regularizers.serialize(self.bias_regularizer))
 
     def _set_grads(self, dk, db):
         """Store the kernel and bias gradients (in the model's flat gradient views)."""
@@ -129,6 +136,8 @@ class Dense(_ActivatedLayer):
         activation: name or :class:`cconv.activations.Activation` (default: linear).
         use_bias: add a bias vector.
         kernel_initializer, bias_initializer: names or initializer objects.
+        kernel_regularizer, bias_regularizer: None, a name ("l1", "l2", "l1_l2") or a
+            :mod:`cconv.regularizers` object; its penalty joins the loss.
 
     Input shape: ``(batch, ..., in)``. Output shape: ``(batch, ..., units)``.
     Weights: kernel ``(in, units)``, bias ``(units,)``.
@@ -140,10 +149,12 @@ class Dense(_ActivatedLayer):
     def __init__(self, units: int, activation: Union[str, Activation, None] = None,
                  use_bias: bool = True,
                  kernel_initializer: Union[str, Initializer] = "glorot_uniform",
-                 bias_initializer: Union[str, Initializer] = "zeros", **kwargs):
+                 bias_initializer: Union[str, Initializer] = "zeros",
+                 kernel_regularizer=None, bias_regularizer=None, **kwargs):
         super().__init__(**kwargs)
         self.units = check_int(units, "units", "Dense")
-        self._set_kernel_args(activation, use_bias, kernel_initializer, bias_initializer)
+        self._set_kernel_args(activation, use_bias, kernel_initializer, bias_initializer,
+                              kernel_regularizer, bias_regularizer)
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         if len(input_shape) < 1:
