@@ -44,6 +44,6 @@ __all__ += [
     "Sequential", "Model", "Input", "load_model", "functional", "from_keras", "layers", "models",
     "optimizers",
     "losses", "metrics", "activations", "initializers", "callbacks", "datasets",
-    "regularizers", "utils",
+    "regularizers", "schedules", "utils",
 ]
 # --- end Keras-style API ---------------------------------------------------------------

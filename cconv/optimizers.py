@@ -30,6 +30,7 @@ import inspect
 import math
 import re
 import sys
+from typing import Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
