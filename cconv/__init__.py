@@ -20,11 +20,14 @@ __version__ = "0.1.0"
 __all__ = ["ops", "classic", "get_num_threads", "set_num_threads", "openmp_enabled", "isa"]
 
 # --- Keras-style API: layers, models, training -----------------------------------------
+# keras_files registers the .keras / .h5 / .weights.h5 formats with cconv.saving
 from . import (  # noqa: E402
     activations,
     callbacks,
     datasets,
+    functional,
     initializers,
+    keras_files,
     layers,
     losses,
     metrics,
@@ -32,18 +35,17 @@ from . import (  # noqa: E402
     optimizers,
     regularizers,
     schedules,
+    sequential,
     utils,
 )
 from .interop import from_keras  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Model, Sequential, load_model  # noqa: E402
-# keras_files registers the .keras / .h5 / .weights.h5 formats with cconv.saving
-from . import functional, keras_files  # noqa: E402,F401
 
 __all__ += [
     "Sequential", "Model", "Input", "load_model", "functional", "from_keras", "layers", "models",
     "optimizers",
     "losses", "metrics", "activations", "initializers", "callbacks", "datasets",
-    "regularizers", "schedules", "utils",
+    "regularizers", "schedules", "utils", "keras_files", "sequential",
 ]
 # --- end Keras-style API ---------------------------------------------------------------

@@ -155,7 +155,8 @@ def pool_forward(
     mode: str = "max",
     semantics: str = "course",
 ) -> np.ndarray:
-    """Max or average pooling without padding: ``(m, h_prev, w_prev, c)`` -> ``(m, h_new, w_new, c)``.
+    """Max or average pooling without padding: ``(m, h_prev, w_prev, c)`` ->
+    ``(m, h_new, w_new, c)``.
 
     ``kernel_shape`` is ``(kh, kw)``; ``mode`` is ``"max"`` or ``"avg"``. Both ``semantics``
     give the same result here; a window holding NaN has the maximum NaN.
@@ -163,7 +164,8 @@ def pool_forward(
     _is_course(semantics, "pool_forward")
     is_max = _pool_mode(mode, "pool_forward")
     pool = ops.max_pool2d if is_max else ops.avg_pool2d
-    return pool(A_prev, _kernel_shape(kernel_shape, "pool_forward"), strides=stride, padding="valid")
+    return pool(A_prev, _kernel_shape(kernel_shape, "pool_forward"), strides=stride,
+                padding="valid")
 
 
 def pool_backward(

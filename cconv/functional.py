@@ -25,7 +25,7 @@ How it runs (one rule per question):
   the graph saves them per node after each training forward (``node._cache``) and puts them
   back before that node's backward; its weight gradients (which ``backward`` overwrites) are
   summed over its nodes and written back once at the end of the backward pass.
-- Training reuses :class:`~cconv.models.Sequential`'s compile/fit/evaluate/predict loop: a
+- Training reuses :class:`~cconv.sequential.Sequential`'s compile/fit/evaluate/predict loop: a
   model with several inputs or outputs presents them to it as ONE flat array per batch
   (each sample's arrays flattened and concatenated, in input/output order), split again
   inside :meth:`Model._forward`, the loss (:class:`_MultiLoss`) and the metrics. Losses
@@ -40,8 +40,8 @@ from . import losses as _losses
 from . import metrics as _metrics
 from .layers.base import _snake, unique_name
 from .layers.node import KerasTensor, input_tensor, is_symbolic
-from .models import Sequential, _shape_str
 from .saving import register_model_class
+from .sequential import Sequential, _shape_str
 
 __all__ = ["Model", "Input", "KerasTensor"]
 
@@ -242,7 +242,7 @@ class Model(Sequential):
         name: model name (default "functional", or the subclass name in snake case).
 
     Same ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``summary`` / ``get_weights``
-    / ``set_weights`` / ``save`` as :class:`~cconv.models.Sequential`. With several inputs
+    / ``set_weights`` / ``save`` as :class:`~cconv.sequential.Sequential`. With several inputs
     ``x`` is a list (input order) or a dict (input names); with several outputs ``y`` and
     ``predict``'s result are lists (output order; ``y`` may be a dict by output name).
 
@@ -549,7 +549,7 @@ class Model(Sequential):
         if not isinstance(self.loss, _MultiLoss):
             return Sequential._make_metrics(self, y_shape)
         out = []
-        for i, name in enumerate(self._output_names):
+        for i in range(len(self._output_names)):
             if len(self._output_names) > 1 and self.loss.losses[i] is not None:
                 out.append(_OutputMetric(self.loss, i, None))
             for j, m in self._metric_ids:

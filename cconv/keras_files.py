@@ -31,8 +31,8 @@ from . import losses as _losses
 from . import optimizers as _optimizers
 from .functional import Model, graph_config, map_graph, model_from_graph_config
 from .layers.base import _snake
-from .models import Sequential
 from .saving import file_format, register_format
+from .sequential import Sequential
 
 __all__ = ["load_keras", "save_keras", "load_h5", "save_weights_h5", "load_weights_h5",
            "layer_from_keras_config", "file_format"]
@@ -322,10 +322,12 @@ def compile_from_keras(model, config):
     if not config:
         return
     try:
-        optimizer = _from_keras_object(config.get("optimizer"), _optimizers.REGISTRY.classes(), "optimizer")
+        optimizer = _from_keras_object(config.get("optimizer"), _optimizers.REGISTRY.classes(),
+                                       "optimizer")
         loss = config.get("loss")
         if isinstance(loss, dict) and "class_name" not in loss:
-            loss = {k: _from_keras_object(v, _losses.REGISTRY.classes(), "loss") for k, v in loss.items()}
+            loss = {k: _from_keras_object(v, _losses.REGISTRY.classes(), "loss")
+                    for k, v in loss.items()}
         elif isinstance(loss, (list, tuple)):
             loss = [_from_keras_object(v, _losses.REGISTRY.classes(), "loss") for v in loss]
         else:
@@ -336,7 +338,7 @@ def compile_from_keras(model, config):
         model.compile(optimizer=optimizer, loss=loss, **kwargs)
     except (ValueError, TypeError, KeyError) as exc:
         warnings.warn(f"The model was loaded uncompiled: its compile settings cannot be used "
-                      f"by cconv ({exc}). Call model.compile(...) before training.")
+                      f"by cconv ({exc}). Call model.compile(...) before training.", stacklevel=2)
 
 
 # ----- weights: model.weights.h5 ----------------------------------------------------------------
@@ -451,7 +453,7 @@ def _read_optimizer(model, f):
     if len(stored) != 2 + len(names) * len(slices):
         warnings.warn(f"Optimizer state not loaded: the file has {len(stored)} optimizer "
                       f"variables, {type(model.optimizer).__name__} here needs "
-                      f"{2 + len(names) * len(slices)}.")
+                      f"{2 + len(names) * len(slices)}.", stacklevel=2)
         return
     flats = {n: np.empty(model._wflat.shape, model.dtype) for n in names}
     i = 2

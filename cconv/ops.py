@@ -12,10 +12,10 @@ the one rule every function here uses). This module validates and decides; the a
 in the compiled core (``cconv._ext``), without the GIL, on ``cconv.get_num_threads()`` threads.
 
 Dtypes: float32 and float64 are computed in their own precision and kept, in either byte
-order (results are native). When arguments mix them the result is float64. float16 is computed in float32 and returns float32 (never
-truncated back). Booleans and integers become float64. Anything else (complex, object,
-strings, ``None``) raises ``TypeError``. Inputs are never modified; results are fresh
-C-contiguous arrays.
+order (results are native). When arguments mix them the result is float64. float16 is
+computed in float32 and returns float32 (never truncated back). Booleans and integers become
+float64. Anything else (complex, object, strings, ``None``) raises ``TypeError``. Inputs are
+never modified; results are fresh C-contiguous arrays.
 """
 from __future__ import annotations
 

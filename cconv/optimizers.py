@@ -30,7 +30,7 @@ import inspect
 import math
 import re
 import sys
-from typing import Dict, Iterable, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Sequence, Tuple
 
 import numpy as np
 

@@ -2,7 +2,6 @@
 data: learning-rate schedules, gradient clipping, weight decay, AdamW / Adagrad / Nadam,
 regularizers, callbacks and metrics."""
 import csv
-import math
 
 import numpy as np
 import pytest

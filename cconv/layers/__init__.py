@@ -9,7 +9,7 @@ from .depthwise import DepthwiseConv2D, SeparableConv2D
 from .merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization
 from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
-from .reshaping import Cropping2D, Permute, Reshape, Rescaling, UpSampling2D, ZeroPadding2D
+from .reshaping import Cropping2D, Permute, Rescaling, Reshape, UpSampling2D, ZeroPadding2D
 
 # Keras aliases.
 Convolution2D = Conv2D
