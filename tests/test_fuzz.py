@@ -2,8 +2,8 @@
 
 Each example draws every argument from a mixture of valid values (zero-size dimensions, 1x1
 everything, kernel equal to the input, strides larger than the kernel, huge dilations and
-pool sizes with "same" padding, NaN/Inf data, non-contiguous arrays, lists, ints, bools,
-float16) and invalid ones (None, complex, strings, objects, ragged lists, wrong ranks,
+pool sizes with "same" padding, NaN/Inf data, non-contiguous arrays, the other byte order
+(big-endian on this machine), lists, ints, bools, float16) and invalid ones (None, complex, strings, objects, ragged lists, wrong ranks,
 mismatched channels, zero or negative strides, floats where ints belong, unknown padding,
 sizes past the 64-bit index range). An oracle written here from DESIGN.md decides what
 should happen:
@@ -128,7 +128,7 @@ def compute_dtype(dtypes):
 @st.composite
 def array_arg(draw, shape, name, special=True):
     """(value given to the op, expected-dtype-of-input or Invalid, the float64 data)."""
-    form = draw(st.sampled_from(["c"] * 12 + ["view", "fortran", "list", "bad"]))
+    form = draw(st.sampled_from(["c"] * 12 + ["view", "fortran", "list", "swapped", "bad"]))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
     data = rng.standard_normal(shape)
@@ -170,6 +170,8 @@ def array_arg(draw, shape, name, special=True):
         return view, dtype, data
     if form == "fortran":
         return np.asfortranarray(arr), dtype, data
+    if form == "swapped":   # the other byte order: same values, same precision, native results
+        return arr.astype(dtype.newbyteorder("S")), dtype, data
     return arr, dtype, data
 
 
