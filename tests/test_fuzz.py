@@ -3,10 +3,10 @@
 Each example draws every argument from a mixture of valid values (zero-size dimensions, 1x1
 everything, kernel equal to the input, strides larger than the kernel, huge dilations and
 pool sizes with "same" padding, NaN/Inf data, non-contiguous arrays, the other byte order
-(big-endian on this machine), lists, ints, bools, float16) and invalid ones (None, complex, strings, objects, ragged lists, wrong ranks,
-mismatched channels, zero or negative strides, floats where ints belong, unknown padding,
-sizes past the 64-bit index range). An oracle written here from DESIGN.md decides what
-should happen:
+(big-endian on this machine), lists, ints, bools, float16) and invalid ones (None, complex,
+strings, objects, ragged lists, wrong ranks, mismatched channels, zero or negative strides,
+floats where ints belong, unknown padding, sizes past the 64-bit index range). An oracle
+written here from DESIGN.md decides what should happen:
 
 * valid: the result has the documented shape and dtype and agrees with the NumPy reference
   (tests/reference.py; a clipped-window variant below for padding too large to materialise),
