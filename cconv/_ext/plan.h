@@ -1,0 +1,168 @@
+/* A compiled inference plan: a list of nodes (convolution with fused bias, activation and
+   pooling; pooling; dense with fused bias and activation; activation), each reading the
+   output of an earlier node (or the plan's input) and writing its own buffer, run for a
+   whole batch in one call without the GIL. cconv/_ext/plan.pyx fills the descriptors;
+   cconv/plan.py decides everything else (algorithms, buffer offsets, threads).
+
+   Two ways to run, chosen by plan.py from the shapes:
+     - by chunks: the batch is cut into chunks of CH images; each thread runs the WHOLE
+       network on one chunk at a time, in its own arena (one parallel region, no barrier per
+       layer). For small layers (LeNet) and large batches.
+     - by layers: one parallel region; each node's work (im2col tiles, Winograd tile chunks,
+       pooled rows, dense row blocks) is shared among the threads, a barrier after each node.
+       For few images and large layers.
+   Every output element is computed by the same arithmetic in either way and for any thread
+   count (the GEMM's result for a row does not depend on the other rows of its call), so
+   results are bit-identical for any number of threads.
+
+   The per-type code is plan_impl.h, included once for float and once for double. */
+#ifndef CCONV_PLAN_H
+#define CCONV_PLAN_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "omp_helpers.h"
+#include "gemm.h"
+#include "direct.h"
+#include "winograd.h"
+#include "pool_cells.h"
+
+enum { CCONV_PLAN_CONV = 1, CCONV_PLAN_POOL = 2, CCONV_PLAN_DENSE = 3, CCONV_PLAN_ACT = 4 };
+enum { CCONV_ACT_LINEAR = 0, CCONV_ACT_RELU = 1, CCONV_ACT_SIGMOID = 2, CCONV_ACT_TANH = 3,
+       CCONV_ACT_SOFTMAX = 4 };
+enum { CCONV_ALGO_IM2COL = 0, CCONV_ALGO_DIRECT = 1, CCONV_ALGO_WINOGRAD = 2,
+       CCONV_ALGO_POINTWISE = 3 };
+enum { CCONV_POOL_NONE = 0, CCONV_POOL_MAX = 1, CCONV_POOL_AVG = 2 };
+
+/* Elements of one im2col tile (as conv.pyx) and of one Winograd chunk's V and M. */
+#define CCONV_PLAN_TILE_ELEMS 65536
+#define CCONV_PLAN_WINO_ELEMS 262144
+/* Rows of one dense block when the layers share the threads. */
+#define CCONV_PLAN_DENSE_ROWS 16
+
+typedef struct {
+    int64_t H, W, C, KH, KW, OH, OW, sh, sw, pt, pl;
+} cconv_pool_geom;
+
+typedef struct {
+    int kind, act, algo, pool;   /* CCONV_PLAN_*, CCONV_ACT_*, CCONV_ALGO_*, CCONV_POOL_* */
+    int input;                   /* producing node, -1: the plan's input */
+    cconv_geom g;                /* convolution, one image (g.N unused) */
+    cconv_pool_geom pg;          /* pooling: the pool node's, or the one fused after a conv */
+    int64_t rows, K, units;      /* dense: rows per image, input features, units */
+    int64_t in_size, out_size;   /* elements per image of the input and the output */
+    int64_t mid_size;            /* conv with fused pool: elements per image before the pool */
+    int64_t out_off;             /* offset per image in the arena; -1: the plan's output */
+    int64_t tile;                /* rows per im2col tile, or tiles per Winograd chunk */
+    int64_t upi;                 /* units of work per image (tiles or chunks; 1 otherwise) */
+    const void *w, *b;           /* kernel, bias (NULL: none): the model's arrays */
+    void *wino;                  /* Winograd: transformed kernel (16, C, CO), the plan's */
+} cconv_pnode;
+
+typedef struct {
+    cconv_pnode *nodes;
+    int nnodes;
+    int64_t in_size, out_size;   /* elements per image of the plan's input and output */
+    int64_t arena_img;           /* arena elements per image (all node outputs) */
+    int64_t mid_img;             /* largest conv output before a fused pool, per image */
+    int64_t scratch;             /* scratch elements per thread */
+    int64_t chunk;               /* images per chunk (running by chunks) */
+    void *arena;                 /* by chunks: threads x chunk x arena_img; by layers:
+                                    N x (arena_img + mid_img) */
+    void *scr;                   /* threads x scratch */
+} cconv_plan;
+
+/* Rows of an im2col tile for one image's P output positions (conv.pyx's rule). */
+static inline int64_t cconv_plan_tile_rows(const cconv_geom *g)
+{
+    int64_t k = g->KH * g->KW * g->C, P = g->OH * g->OW;
+    int64_t t = CCONV_PLAN_TILE_ELEMS / (k > 0 ? k : 1);
+    if (t < 1) t = 1;
+    return t < P ? t : P;
+}
+
+/* Winograd tiles per chunk: whole micro-panels of 12, at most one image's tiles. */
+static inline int64_t cconv_plan_wino_tiles(const cconv_geom *g)
+{
+    int64_t T = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
+    int64_t tc = CCONV_PLAN_WINO_ELEMS / (16 * (g->C + g->CO));
+    tc = (tc / 12) * 12;
+    if (tc < 12) tc = 12;
+    return tc < T ? tc : T;
+}
+
+/* Fill nd->tile and nd->upi; return the scratch elements one thread needs for the node
+   (by chunks, the conv output of one image before a fused pool comes on top). */
+static int64_t cconv_plan_prepare_node(cconv_pnode *nd)
+{
+    const cconv_geom *g = &nd->g;
+    int64_t P = g->OH * g->OW, T;
+    nd->tile = 1;
+    nd->upi = 1;
+    if (nd->kind != CCONV_PLAN_CONV) return 0;
+    switch (nd->algo) {
+    case CCONV_ALGO_DIRECT:
+        return cconv_direct_scratch(g);
+    case CCONV_ALGO_WINOGRAD:
+        T = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
+        nd->tile = cconv_plan_wino_tiles(g);
+        nd->upi = (T + nd->tile - 1) / nd->tile;
+        return 16 * nd->tile * (g->C + g->CO) + g->C + 4 * g->CO;
+    default:
+        nd->tile = cconv_plan_tile_rows(g);
+        nd->upi = (P + nd->tile - 1) / nd->tile;
+        return nd->algo == CCONV_ALGO_POINTWISE ? 0 : nd->tile * g->KH * g->KW * g->C;
+    }
+}
+
+#define PT float
+#define PF(name) name##_f32
+#define P_GEMM cconv_sgemm
+#define P_EXP expf
+#define P_TANH tanhf
+#define P_DIRECT cconv_direct_forward_f32
+#define P_WINO_K cconv_wino_kernel_f32
+#define P_WINO_IN cconv_wino_input_f32
+#define P_WINO_OUT cconv_wino_output_f32
+#define P_POOL_MAX cconv_pool_max_f32
+#define P_POOL_ADD cconv_pool_add_f32
+#include "plan_impl.h"
+#undef PT
+#undef PF
+#undef P_GEMM
+#undef P_EXP
+#undef P_TANH
+#undef P_DIRECT
+#undef P_WINO_K
+#undef P_WINO_IN
+#undef P_WINO_OUT
+#undef P_POOL_MAX
+#undef P_POOL_ADD
+
+#define PT double
+#define PF(name) name##_f64
+#define P_GEMM cconv_dgemm
+#define P_EXP exp
+#define P_TANH tanh
+#define P_DIRECT cconv_direct_forward_f64
+#define P_WINO_K cconv_wino_kernel_f64
+#define P_WINO_IN cconv_wino_input_f64
+#define P_WINO_OUT cconv_wino_output_f64
+#define P_POOL_MAX cconv_pool_max_f64
+#define P_POOL_ADD cconv_pool_add_f64
+#include "plan_impl.h"
+#undef PT
+#undef PF
+#undef P_GEMM
+#undef P_EXP
+#undef P_TANH
+#undef P_DIRECT
+#undef P_WINO_K
+#undef P_WINO_IN
+#undef P_WINO_OUT
+#undef P_POOL_MAX
+#undef P_POOL_ADD
+
+#endif

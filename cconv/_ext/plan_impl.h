@@ -1,0 +1,302 @@
+/* The per-type body of plan.h, included once per element type with PT (the type), PF (the
+   name suffix) and P_* (the kernels of that type) defined. No include guard on purpose. */
+
+/* Activation over rows x width elements, in place (cconv.activations' formulas). */
+static void PF(cconv_plan_act)(PT *y, int64_t rows, int64_t width, int act)
+{
+    int64_t i, j, n = rows * width;
+    switch (act) {
+    case CCONV_ACT_RELU:
+        for (i = 0; i < n; i++) y[i] = y[i] < (PT)0 ? (PT)0 : y[i];
+        break;
+    case CCONV_ACT_SIGMOID:
+        for (i = 0; i < n; i++) {
+            PT z = y[i], e = P_EXP(-(z < 0 ? -z : z)), r = (PT)1 / ((PT)1 + e);
+            y[i] = z >= 0 ? r : e * r;
+        }
+        break;
+    case CCONV_ACT_TANH:
+        for (i = 0; i < n; i++) y[i] = P_TANH(y[i]);
+        break;
+    case CCONV_ACT_SOFTMAX:
+        for (i = 0; i < rows; i++) {
+            PT *r = y + i * width, m = r[0], s = 0;
+            for (j = 1; j < width; j++) m = (r[j] > m || r[j] != r[j]) ? r[j] : m;
+            for (j = 0; j < width; j++) { r[j] = P_EXP(r[j] - m); s += r[j]; }
+            for (j = 0; j < width; j++) r[j] /= s;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* bias (may be NULL) then activation over rows x width. */
+static void PF(cconv_plan_epilogue)(PT *y, int64_t rows, int64_t width, const PT *bias, int act)
+{
+    int64_t i, j;
+    if (bias)
+        for (i = 0; i < rows; i++)
+            for (j = 0; j < width; j++) y[i * width + j] += bias[j];
+    PF(cconv_plan_act)(y, rows, width, act);
+}
+
+/* Rows p0..p1 of one image's im2col matrix (one group): col[p - p0][(kh KW + kw) C + c]. */
+static void PF(cconv_plan_im2col)(const PT *x, PT *col, const cconv_geom *g, int64_t p0,
+                                  int64_t p1)
+{
+    int64_t K = g->KH * g->KW * g->C, p, kh, kw, ih, iw, iw0;
+    int64_t oh = p0 / g->OW, ow = p0 - oh * g->OW;
+    for (p = p0; p < p1; p++) {
+        int inside_w;
+        iw0 = ow * g->sw - g->pl;
+        inside_w = iw0 >= 0 && iw0 + (g->KW - 1) * g->dw < g->W;
+        for (kh = 0; kh < g->KH; kh++) {
+            PT *dst = col + (p - p0) * K + kh * g->KW * g->C;
+            const PT *src;
+            ih = oh * g->sh - g->pt + kh * g->dh;
+            if (ih < 0 || ih >= g->H) {
+                memset(dst, 0, (size_t)(g->KW * g->C) * sizeof(PT));
+                continue;
+            }
+            src = x + ih * g->W * g->C;
+            if (inside_w && g->dw == 1) {
+                memcpy(dst, src + iw0 * g->C, (size_t)(g->KW * g->C) * sizeof(PT));
+                continue;
+            }
+            for (kw = 0; kw < g->KW; kw++) {
+                iw = iw0 + kw * g->dw;
+                if (iw < 0 || iw >= g->W) memset(dst + kw * g->C, 0, (size_t)g->C * sizeof(PT));
+                else memcpy(dst + kw * g->C, src + iw * g->C, (size_t)g->C * sizeof(PT));
+            }
+        }
+        if (++ow == g->OW) { ow = 0; oh++; }
+    }
+}
+
+/* Activation of the outputs of Winograd tiles t0..t0+nt of one image (they are 2x2 blocks). */
+static void PF(cconv_plan_wino_act)(PT *y, const cconv_geom *g, int64_t t0, int64_t nt, int act)
+{
+    int64_t TW = (g->OW + 1) / 2, t, oh, ow;
+    if (act == CCONV_ACT_LINEAR) return;
+    for (t = t0; t < t0 + nt; t++) {
+        int64_t th = t / TW, tw = t - th * TW;
+        for (oh = 2 * th; oh < 2 * th + 2 && oh < g->OH; oh++) {
+            ow = 2 * tw;
+            PF(cconv_plan_act)(y + (oh * g->OW + ow) * g->CO, ow + 1 < g->OW ? 2 : 1, g->CO, act);
+        }
+    }
+}
+
+/* Unit u of one image's convolution: x (H, W, C) -> y (OH, OW, CO), bias and activation
+   included. A unit is the whole image (direct), an im2col tile or a Winograd chunk. */
+static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, int64_t u,
+                                     PT *scr)
+{
+    const cconv_geom *g = &nd->g;
+    const PT *w = (const PT *)nd->w, *b = (const PT *)nd->b;
+    int64_t P = g->OH * g->OW, K = g->KH * g->KW * g->C, CO = g->CO;
+    int64_t p0 = u * nd->tile, rows, e;
+    if (nd->algo == CCONV_ALGO_DIRECT) {
+        P_DIRECT(x, w, b, y, g, scr);
+        PF(cconv_plan_act)(y, P, CO, nd->act);
+        return;
+    }
+    if (nd->algo == CCONV_ALGO_WINOGRAD) {
+        int64_t TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, T = TH * TW, TC = nd->tile;
+        int64_t t0 = u * TC, nt = T - t0 < TC ? T - t0 : TC, C = g->C;
+        PT *V = scr, *M = scr + 16 * TC * C, *zeros = M + 16 * TC * CO;
+        memset(zeros, 0, (size_t)(C + CO) * sizeof(PT));
+        P_WINO_IN(x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, nt * C, zeros);
+        for (e = 0; e < 16; e++)
+            P_GEMM(0, 0, nt, CO, C, 1, V + e * nt * C, C, (const PT *)nd->wino + e * C * CO, CO,
+                   0, M + e * nt * CO, CO);
+        P_WINO_OUT(M, nt * CO, CO, b ? b : zeros + C, y, g->OH, g->OW, TH, TW, t0, nt,
+                   zeros + C + CO);
+        PF(cconv_plan_wino_act)(y, g, t0, nt, nd->act);
+        return;
+    }
+    rows = P - p0 < nd->tile ? P - p0 : nd->tile;
+    if (nd->algo == CCONV_ALGO_POINTWISE) {
+        P_GEMM(0, 0, rows, CO, K, 1, x + p0 * g->C, g->C, w, CO, 0, y + p0 * CO, CO);
+    } else {
+        PF(cconv_plan_im2col)(x, scr, g, p0, p0 + rows);
+        P_GEMM(0, 0, rows, CO, K, 1, scr, K, w, CO, 0, y + p0 * CO, CO);
+    }
+    PF(cconv_plan_epilogue)(y + p0 * CO, rows, CO, b, nd->act);
+}
+
+/* Pooled rows oh0..oh1 of one image: x (H, W, C) -> y (OH, OW, C) (pool.pyx's order). */
+static void PF(cconv_plan_pool_rows)(const cconv_pool_geom *g, int is_max, const PT *x, PT *y,
+                                     int64_t oh0, int64_t oh1)
+{
+    int64_t oh, ow, h, w, c, C = g->C;
+    for (oh = oh0; oh < oh1; oh++)
+        for (ow = 0; ow < g->OW; ow++) {
+            int64_t h0 = oh * g->sh - g->pt, w0 = ow * g->sw - g->pl;
+            int64_t h1 = h0 + g->KH < g->H ? h0 + g->KH : g->H;
+            int64_t w1 = w0 + g->KW < g->W ? w0 + g->KW : g->W;
+            PT *yr = y + (oh * g->OW + ow) * C;
+            int first = 1;
+            if (h0 < 0) h0 = 0;
+            if (w0 < 0) w0 = 0;
+            for (h = h0; h < h1; h++)
+                for (w = w0; w < w1; w++) {
+                    const PT *xr = x + (h * g->W + w) * C;
+                    if (first) { memcpy(yr, xr, (size_t)C * sizeof(PT)); first = 0; }
+                    else if (is_max) P_POOL_MAX(yr, xr, C);
+                    else P_POOL_ADD(yr, xr, C);
+                }
+            if (!is_max) {
+                PT inv = (PT)1 / (PT)((h1 - h0) * (w1 - w0));
+                for (c = 0; c < C; c++) yr[c] *= inv;
+            }
+        }
+}
+
+/* Dense rows r0..r1: y = act(x @ w + b). */
+static void PF(cconv_plan_dense_rows)(const cconv_pnode *nd, const PT *x, PT *y, int64_t r0,
+                                      int64_t r1)
+{
+    if (r1 <= r0) return;
+    P_GEMM(0, 0, r1 - r0, nd->units, nd->K, 1, x + r0 * nd->K, nd->K, (const PT *)nd->w,
+           nd->units, 0, y + r0 * nd->units, nd->units);
+    PF(cconv_plan_epilogue)(y + r0 * nd->units, r1 - r0, nd->units, (const PT *)nd->b, nd->act);
+}
+
+/* Node nd on images 0..n of a buffer set: in, out, (mid: conv output before a fused pool,
+   one image, in scr), scr: the thread's scratch. Used by chunks (one thread). */
+static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *in, PT *out, int64_t n,
+                                      PT *scr, int64_t mid_img)
+{
+    int64_t k, u;
+    switch (nd->kind) {
+    case CCONV_PLAN_CONV:
+        for (k = 0; k < n; k++) {
+            const PT *xi = in + k * nd->in_size;
+            PT *yi = out + k * nd->out_size;
+            PT *dst = nd->pool ? scr : yi;
+            for (u = 0; u < nd->upi; u++)
+                PF(cconv_plan_conv_unit)(nd, xi, dst, u, nd->pool ? scr + mid_img : scr);
+            if (nd->pool)
+                PF(cconv_plan_pool_rows)(&nd->pg, nd->pool == CCONV_POOL_MAX, dst, yi, 0,
+                                         nd->pg.OH);
+        }
+        break;
+    case CCONV_PLAN_POOL:
+        for (k = 0; k < n; k++)
+            PF(cconv_plan_pool_rows)(&nd->pg, nd->pool == CCONV_POOL_MAX, in + k * nd->in_size,
+                                     out + k * nd->out_size, 0, nd->pg.OH);
+        break;
+    case CCONV_PLAN_DENSE:
+        PF(cconv_plan_dense_rows)(nd, in, out, 0, n * nd->rows);
+        break;
+    default:
+        memcpy(out, in, (size_t)(n * nd->out_size) * sizeof(PT));
+        PF(cconv_plan_act)(out, n * nd->out_size / nd->units, nd->units, nd->act);
+    }
+}
+
+static const PT *PF(cconv_plan_src)(const cconv_plan *p, const cconv_pnode *nd, const PT *x,
+                                    const PT *arena, int64_t cap)
+{
+    return nd->input < 0 ? x : arena + p->nodes[nd->input].out_off * cap;
+}
+
+/* The whole network on chunks of p->chunk images, each chunk by one thread. */
+static void PF(cconv_plan_run_chunks)(const cconv_plan *p, const PT *x, PT *y, int64_t N,
+                                      int nthreads)
+{
+    int64_t CH = p->chunk, nchunks = (N + CH - 1) / CH, c;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (c = 0; c < nchunks; c++) {
+        int tid = omp_get_thread_num(), i;
+        PT *arena = (PT *)p->arena + (int64_t)tid * CH * p->arena_img;
+        PT *scr = (PT *)p->scr + (int64_t)tid * p->scratch;
+        int64_t n0 = c * CH, n = N - n0 < CH ? N - n0 : CH;
+        const PT *xc = x + n0 * p->in_size;
+        for (i = 0; i < p->nnodes; i++) {
+            const cconv_pnode *nd = &p->nodes[i];
+            PT *out = nd->out_off < 0 ? y + n0 * p->out_size : arena + nd->out_off * CH;
+            PF(cconv_plan_node_chunk)(nd, PF(cconv_plan_src)(p, nd, xc, arena, CH), out, n, scr,
+                                      p->mid_img);
+        }
+    }
+}
+
+/* Node nd on the whole batch, its work shared by the threads of the enclosing region. */
+static void PF(cconv_plan_node_shared)(const cconv_plan *p, const cconv_pnode *nd, const PT *in,
+                                       PT *out, int64_t N, PT *scr, PT *mid)
+{
+    int64_t t, units, nb;
+    const cconv_pool_geom *pg = &nd->pg;
+    PT *dst = nd->pool ? mid : out;
+    int64_t dsz = nd->pool ? nd->mid_size : nd->out_size, psrc = nd->in_size;
+    if (nd->kind == CCONV_PLAN_CONV) {
+        units = N * nd->upi;
+        #pragma omp for schedule(static)
+        for (t = 0; t < units; t++) {
+            int64_t n = t / nd->upi;
+            PF(cconv_plan_conv_unit)(nd, in + n * nd->in_size, dst + n * dsz, t - n * nd->upi,
+                                     scr);
+        }
+        psrc = nd->mid_size;
+    }
+    if (nd->kind == CCONV_PLAN_POOL || nd->pool) {
+        const PT *src = nd->kind == CCONV_PLAN_POOL ? in : mid;
+        units = N * pg->OH;
+        #pragma omp for schedule(static)
+        for (t = 0; t < units; t++) {
+            int64_t n = t / pg->OH, oh = t - n * pg->OH;
+            PF(cconv_plan_pool_rows)(pg, nd->pool == CCONV_POOL_MAX, src + n * psrc,
+                                     out + n * nd->out_size, oh, oh + 1);
+        }
+    } else if (nd->kind == CCONV_PLAN_DENSE) {
+        nb = (N * nd->rows + CCONV_PLAN_DENSE_ROWS - 1) / CCONV_PLAN_DENSE_ROWS;
+        #pragma omp for schedule(static)
+        for (t = 0; t < nb; t++) {
+            int64_t r1 = (t + 1) * CCONV_PLAN_DENSE_ROWS;
+            PF(cconv_plan_dense_rows)(nd, in, out, t * CCONV_PLAN_DENSE_ROWS,
+                                      r1 < N * nd->rows ? r1 : N * nd->rows);
+        }
+    } else if (nd->kind == CCONV_PLAN_ACT) {
+        #pragma omp for schedule(static)
+        for (t = 0; t < N; t++)
+            PF(cconv_plan_node_chunk)(nd, in + t * nd->in_size, out + t * nd->out_size, 1, scr, 0);
+    }
+}
+
+/* The network node by node over the whole batch, each node's work shared by the threads. */
+static void PF(cconv_plan_run_layers)(const cconv_plan *p, const PT *x, PT *y, int64_t N,
+                                      int nthreads)
+{
+    #pragma omp parallel num_threads(nthreads)
+    {
+        int tid = omp_get_thread_num(), i;
+        PT *arena = (PT *)p->arena;
+        PT *mid = arena + N * p->arena_img;
+        PT *scr = (PT *)p->scr + (int64_t)tid * p->scratch;
+        for (i = 0; i < p->nnodes; i++) {
+            const cconv_pnode *nd = &p->nodes[i];
+            PT *out = nd->out_off < 0 ? y : arena + nd->out_off * N;
+            PF(cconv_plan_node_shared)(p, nd, PF(cconv_plan_src)(p, nd, x, arena, N), out, N,
+                                       scr, mid);
+        }
+    }
+}
+
+/* Run the plan on x (N images) into y; by_layers picks the scheme. Winograd kernels are
+   transformed first (the weights may have changed since the last call). */
+static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t N, int nthreads,
+                               int by_layers)
+{
+    int i;
+    for (i = 0; i < p->nnodes; i++) {
+        const cconv_pnode *nd = &p->nodes[i];
+        if (nd->kind == CCONV_PLAN_CONV && nd->algo == CCONV_ALGO_WINOGRAD)
+            P_WINO_K((const PT *)nd->w, nd->g.C, nd->g.CO, 0, (PT *)nd->wino);
+    }
+    if (N <= 0) return;
+    if (by_layers) PF(cconv_plan_run_layers)(p, x, y, N, nthreads);
+    else PF(cconv_plan_run_chunks)(p, x, y, N, nthreads);
+}
