@@ -19,6 +19,7 @@ from . import layers as _layers
 from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
+from . import plan as _plan
 from .layers.base import unique_name
 
 __all__ = ["Sequential", "load_model", "lenet5", "tutorial_cnn"]
@@ -53,6 +54,8 @@ class Sequential:
     # ``reducer(loss, batch_size, metrics) -> loss`` sums the gradients in ``_gflat`` (and the
     # loss and metric totals) over ranks. None: single process, no extra work per step.
     _step_reducer = None
+    # False: predict/__call__ always run layer by layer (Keras's name; see cconv.plan).
+    jit_compile = True
 
     def __init__(self, layers=None, name=None):
         self.name = name or unique_name("sequential")
@@ -247,7 +250,7 @@ class Sequential:
         self._pack()
 
     # ----- compile --------------------------------------------------------------------------
-    def compile(self, optimizer="rmsprop", loss=None, *, metrics=None):
+    def compile(self, optimizer="rmsprop", loss=None, *, metrics=None, jit_compile=True):
         """Configure training.
 
         Args:
@@ -255,6 +258,8 @@ class Sequential:
             loss: name ("categorical_crossentropy", "sparse_categorical_crossentropy",
                 "binary_crossentropy", "mse", "mae") or loss object.
             metrics: list of names ("accuracy", ...) or metric objects (keyword only).
+            jit_compile: False runs inference layer by layer instead of through the
+                compiled plan (:mod:`cconv.plan`); results agree to float rounding.
 
         Raises:
             ValueError: an unknown name (the message lists the known ones).
@@ -269,6 +274,7 @@ class Sequential:
             if isinstance(m, str) and m.lower() not in ("accuracy", "acc"):
                 _metrics.get(m)
         self._metric_ids = list(metrics)
+        self.jit_compile = bool(jit_compile)
         self.compiled = True
 
     def _make_metrics(self, y_shape):
@@ -335,6 +341,9 @@ class Sequential:
 
     # ----- forward / backward ---------------------------------------------------------------------
     def _forward(self, x, training, logits=False):
+        plan = None if training or logits else _plan.get_plan(self)
+        if plan is not None:
+            return plan(x)
         layers = self._layers
         for layer in layers[:-1]:
             x = layer.forward(x, training)
@@ -651,7 +660,7 @@ class Sequential:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_wflat", "_gflat", "_views", "_step_reducer"):
+        for k in ("_wflat", "_gflat", "_views", "_step_reducer", "_plan"):
             state.pop(k, None)
         state["_packed"] = False
         return state

@@ -53,7 +53,7 @@ _MAX_CHUNK = 64
 _SERIAL_WORK = 1 << 18
 # Multiply-adds per image from which a batch with fewer chunks than threads shares each node's
 # work among the threads (one barrier per node) instead of giving whole chunks to threads.
-_SHARED_WORK = 1 << 20
+_SHARED_WORK = 1 << 24
 
 # conv.pyx's rule for its direct kernels (DIRECT_MAX_CG, DIRECT_MAX_COG, planar size), so the
 # plan computes the same numbers as the layer path.
@@ -190,10 +190,13 @@ class _Builder:
         if not self.nodes or self.value != len(self.nodes) - 1:
             return None
         arena = _assign_offsets(self.nodes)
-        mid = max([n["mid_size"] for n in self.nodes if n.get("pool")] or [0])
+        mid = max([n["mid_size"] for n in self.nodes
+                   if n["kind"] == _native.KINDS["conv"] and n.get("pool")] or [0])
         native = _native.NativePlan(self.nodes, math.prod(self.in_shape), math.prod(self.shape),
                                     arena, mid, dtype)
-        return _NativeSegment(native, self.shape, dtype, self.work, arena)
+        seg = _NativeSegment(native, self.shape, dtype, self.work, arena)
+        seg.native_nodes = self.nodes
+        return seg
 
 
 def _assign_offsets(nodes):

@@ -117,9 +117,65 @@ static int64_t cconv_plan_prepare_node(cconv_pnode *nd)
     }
 }
 
+/* Rows of op(A) @ B one at a time, with the GEMM's exact arithmetic per element (gemm.h: K in
+   ceil(K / CCONV_GEMM_KC) equal depth blocks, each summed from zero with one FMA per term
+   (a multiply and an add on the generic path) in k order, then added to C), but without
+   packing B: for a few rows, packing B costs more than the products. */
+#define CCONV_PLAN_ROWS_DEFINE(SUF, T, ATTR, MULADD)                                           \
+ATTR static void cconv_plan_rows_##SUF(int64_t M, int64_t N, int64_t K, const T *A,           \
+                                       int64_t lda, const T *B, int64_t ldb, T *C, int64_t ldc)  \
+{                                                                                              \
+    int64_t nkb = (K + CCONV_GEMM_KC - 1) / CCONV_GEMM_KC, kcb = (K + nkb - 1) / nkb;          \
+    int64_t i, j0, j, k, pc;                                                                   \
+    T acc[256];                                                                                \
+    for (i = 0; i < M; i++)                                                                    \
+        for (j0 = 0; j0 < N; j0 += 256) {                                                      \
+            int64_t nj = N - j0 < 256 ? N - j0 : 256;                                          \
+            T *CCONV__RESTRICT c = C + i * ldc + j0;                                           \
+            for (pc = 0; pc < K; pc += kcb) {                                                  \
+                int64_t kc = K - pc < kcb ? K - pc : kcb;                                      \
+                for (j = 0; j < nj; j++) acc[j] = (T)0;                                        \
+                for (k = pc; k < pc + kc; k++) {                                               \
+                    const T a = A[i * lda + k];                                                \
+                    const T *CCONV__RESTRICT b = B + k * ldb + j0;                             \
+                    for (j = 0; j < nj; j++) acc[j] = MULADD(a, b[j], acc[j]);                 \
+                }                                                                              \
+                if (pc == 0) for (j = 0; j < nj; j++) c[j] = acc[j];                           \
+                else for (j = 0; j < nj; j++) c[j] = c[j] + acc[j];                            \
+            }                                                                                  \
+        }                                                                                      \
+}
+#define CCONV__PLAN_FMA_F(a, b, c) __builtin_fmaf((a), (b), (c))
+#define CCONV__PLAN_FMA_D(a, b, c) __builtin_fma((a), (b), (c))
+#define CCONV__PLAN_MULADD(a, b, c) ((a) * (b) + (c))
+#if defined(CCONV__X86)
+CCONV_PLAN_ROWS_DEFINE(f32_avx512, float, CCONV__ATTR_AVX512, CCONV__PLAN_FMA_F)
+CCONV_PLAN_ROWS_DEFINE(f64_avx512, double, CCONV__ATTR_AVX512, CCONV__PLAN_FMA_D)
+CCONV_PLAN_ROWS_DEFINE(f32_avx2, float, CCONV__ATTR_AVX2, CCONV__PLAN_FMA_F)
+CCONV_PLAN_ROWS_DEFINE(f64_avx2, double, CCONV__ATTR_AVX2, CCONV__PLAN_FMA_D)
+#endif
+CCONV_PLAN_ROWS_DEFINE(f32_base, float, , CCONV__PLAN_MULADD)
+CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
+
+#if defined(CCONV__X86)
+#define CCONV__PLAN_ROWS(SUF, ARGS)                                                            \
+    do {                                                                                       \
+        int lvl_ = cconv__isa();                                                               \
+        if (lvl_ >= 2) cconv_plan_rows_##SUF##_avx512 ARGS;                                    \
+        else if (lvl_ == 1) cconv_plan_rows_##SUF##_avx2 ARGS;                                 \
+        else cconv_plan_rows_##SUF##_base ARGS;                                                \
+    } while (0)
+#else
+#define CCONV__PLAN_ROWS(SUF, ARGS) cconv_plan_rows_##SUF##_base ARGS
+#endif
+
+/* Up to this many rows, cconv_plan_rows_* replaces the GEMM (same results). */
+#define CCONV_PLAN_FEW_ROWS 4
+
 #define PT float
 #define PF(name) name##_f32
 #define P_GEMM cconv_sgemm
+#define P_ROWS(ARGS) CCONV__PLAN_ROWS(f32, ARGS)
 #define P_EXP expf
 #define P_TANH tanhf
 #define P_DIRECT cconv_direct_forward_f32
@@ -132,6 +188,7 @@ static int64_t cconv_plan_prepare_node(cconv_pnode *nd)
 #undef PT
 #undef PF
 #undef P_GEMM
+#undef P_ROWS
 #undef P_EXP
 #undef P_TANH
 #undef P_DIRECT
@@ -144,6 +201,7 @@ static int64_t cconv_plan_prepare_node(cconv_pnode *nd)
 #define PT double
 #define PF(name) name##_f64
 #define P_GEMM cconv_dgemm
+#define P_ROWS(ARGS) CCONV__PLAN_ROWS(f64, ARGS)
 #define P_EXP exp
 #define P_TANH tanh
 #define P_DIRECT cconv_direct_forward_f64
@@ -156,6 +214,7 @@ static int64_t cconv_plan_prepare_node(cconv_pnode *nd)
 #undef PT
 #undef PF
 #undef P_GEMM
+#undef P_ROWS
 #undef P_EXP
 #undef P_TANH
 #undef P_DIRECT

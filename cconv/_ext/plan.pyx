@@ -101,7 +101,9 @@ cdef class NativePlan:
             nd.b = _ptr(spec.get("b"))
             s = cconv_plan_prepare_node(nd)
             if nd.algo == CCONV_ALGO_WINOGRAD and nd.kind == CCONV_PLAN_CONV:
-                u = np.empty(16 * nd.g.C * nd.g.CO, dtype=self.dtype)
+                # U (16, C, CO), then the kernel it came from (NaN: never equal, so the first
+                # call transforms)
+                u = np.full(25 * nd.g.C * nd.g.CO, np.nan, dtype=self.dtype)
                 self.keep.append(u)
                 nd.wino = cnp.PyArray_DATA(<cnp.ndarray>u)
             scratch = max(scratch, s)

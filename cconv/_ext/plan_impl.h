@@ -159,8 +159,12 @@ static void PF(cconv_plan_dense_rows)(const cconv_pnode *nd, const PT *x, PT *y,
                                       int64_t r1)
 {
     if (r1 <= r0) return;
-    P_GEMM(0, 0, r1 - r0, nd->units, nd->K, 1, x + r0 * nd->K, nd->K, (const PT *)nd->w,
-           nd->units, 0, y + r0 * nd->units, nd->units);
+    if (r1 - r0 <= CCONV_PLAN_FEW_ROWS)
+        P_ROWS((r1 - r0, nd->units, nd->K, x + r0 * nd->K, nd->K, (const PT *)nd->w, nd->units,
+                y + r0 * nd->units, nd->units));
+    else
+        P_GEMM(0, 0, r1 - r0, nd->units, nd->K, 1, x + r0 * nd->K, nd->K, (const PT *)nd->w,
+               nd->units, 0, y + r0 * nd->units, nd->units);
     PF(cconv_plan_epilogue)(y + r0 * nd->units, r1 - r0, nd->units, (const PT *)nd->b, nd->act);
 }
 
@@ -286,15 +290,19 @@ static void PF(cconv_plan_run_layers)(const cconv_plan *p, const PT *x, PT *y, i
 }
 
 /* Run the plan on x (N images) into y; by_layers picks the scheme. Winograd kernels are
-   transformed first (the weights may have changed since the last call). */
+   transformed again first when the weights changed since the last call. */
 static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t N, int nthreads,
                                int by_layers)
 {
     int i;
     for (i = 0; i < p->nnodes; i++) {
         const cconv_pnode *nd = &p->nodes[i];
-        if (nd->kind == CCONV_PLAN_CONV && nd->algo == CCONV_ALGO_WINOGRAD)
-            P_WINO_K((const PT *)nd->w, nd->g.C, nd->g.CO, 0, (PT *)nd->wino);
+        size_t kbytes = (size_t)(9 * nd->g.C * nd->g.CO) * sizeof(PT);
+        if (nd->kind != CCONV_PLAN_CONV || nd->algo != CCONV_ALGO_WINOGRAD) continue;
+        /* wino holds U (16, C, CO), then the kernel it was computed from */
+        if (memcmp((PT *)nd->wino + 16 * nd->g.C * nd->g.CO, nd->w, kbytes) == 0) continue;
+        P_WINO_K((const PT *)nd->w, nd->g.C, nd->g.CO, 0, (PT *)nd->wino);
+        memcpy((PT *)nd->wino + 16 * nd->g.C * nd->g.CO, nd->w, kbytes);
     }
     if (N <= 0) return;
     if (by_layers) PF(cconv_plan_run_layers)(p, x, y, N, nthreads);
