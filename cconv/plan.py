@@ -192,9 +192,9 @@ class _Builder:
         arena = _assign_offsets(self.nodes)
         mid = max([n["mid_size"] for n in self.nodes
                    if n["kind"] == _native.KINDS["conv"] and n.get("pool")] or [0])
-        native = _native.NativePlan(self.nodes, math.prod(self.in_shape), math.prod(self.shape),
-                                    arena, mid, dtype)
-        seg = _NativeSegment(native, self.shape, dtype, self.work, arena)
+        sizes = (math.prod(self.in_shape), math.prod(self.shape), arena, mid, dtype)
+        seg = _NativeSegment(lambda: _native.NativePlan(self.nodes, *sizes), self.shape, dtype,
+                             self.work, arena)
         seg.native_nodes = self.nodes
         return seg
 
@@ -223,35 +223,51 @@ def _assign_offsets(nodes):
 
 
 class _NativeSegment:
-    """A native segment with buffers for the last batch size and thread count it saw."""
+    """A native segment. Each concurrent caller (Python threads sharing a model) takes its
+    own :class:`NativePlan` (buffers for the last batch size and thread count it saw) from a
+    free list; one is enough for a single caller."""
 
-    def __init__(self, native, out_shape, dtype, work, arena_img):
-        self.native, self.out_shape, self.dtype = native, tuple(out_shape), np.dtype(dtype)
+    def __init__(self, make_native, out_shape, dtype, work, arena_img):
+        self._make_native = make_native
+        self.native = make_native()           # the first instance (introspection, tests)
+        self._free, self._all = [self.native], [self.native]
+        self.out_shape, self.dtype = tuple(out_shape), np.dtype(dtype)
         self.work, self.arena_img = work, arena_img
-        self._key = None
 
-    def _prepare(self, n, threads):
+    def _prepare(self, native, n, threads):
         """Chunk size, scheme and threads for ``n`` images (none of them changes a result)."""
         chunk = _CHUNK_BYTES // max(1, self.arena_img * self.dtype.itemsize)
         chunk = max(1, min(chunk, _MAX_CHUNK, -(-n // 8)))
         nchunks = -(-n // chunk)
         by_layers = nchunks < threads and self.work >= _SHARED_WORK
+        native.key = (n, threads)
         if n * self.work < _SERIAL_WORK:
             threads = 1
         elif not by_layers:
             threads = min(threads, nchunks)
-        self.native.prepare(n, threads, chunk, by_layers)
+        native.prepare(n, threads, chunk, by_layers)
 
     def __call__(self, x):
-        key = (x.shape[0], get_num_threads())
-        if key != self._key:
-            self._prepare(*key)
-            self._key = key
-        if not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x)
-        y = np.empty((x.shape[0],) + self.out_shape, dtype=self.dtype)
-        self.native.run(x, y)
+        try:
+            native = self._free.pop()         # atomic under the GIL
+        except IndexError:
+            native = self._make_native()
+            self._all.append(native)
+        try:
+            key = (x.shape[0], get_num_threads())
+            if key != native.key:
+                self._prepare(native, *key)
+            if not x.flags.c_contiguous:
+                x = np.ascontiguousarray(x)
+            y = np.empty((x.shape[0],) + self.out_shape, dtype=self.dtype)
+            native.run(x, y)
+        finally:
+            self._free.append(native)
         return y
+
+    @property
+    def buffer_bytes(self):
+        return sum(n.buffer_bytes for n in self._all)
 
 
 class _LayerSegment:
@@ -298,7 +314,7 @@ class Plan:
     @property
     def buffer_bytes(self):
         """Bytes of the plan's own buffers (activations, scratch) as sized by the last call."""
-        return sum(s.native.buffer_bytes for s in self.segments if isinstance(s, _NativeSegment))
+        return sum(s.buffer_bytes for s in self.segments if isinstance(s, _NativeSegment))
 
 
 def _flush(builder, pending, segments, dtype):

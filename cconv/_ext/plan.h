@@ -56,7 +56,7 @@ typedef struct {
     int64_t mid_size;            /* conv with fused pool: elements per image before the pool */
     int64_t out_off;             /* offset per image in the arena; -1: the plan's output */
     int64_t tile;                /* rows per im2col tile, or tiles per Winograd chunk */
-    int64_t upi;                 /* units of work per image (tiles or chunks; 1 otherwise) */
+    int64_t group;               /* conv with fused pool, by chunks: images per conv call */
     const void *w, *b;           /* kernel, bias (NULL: none): the model's arrays */
     void *wino;                  /* Winograd: transformed kernel (16, C, CO), the plan's */
 } cconv_pnode;
@@ -66,7 +66,8 @@ typedef struct {
     int nnodes;
     int64_t in_size, out_size;   /* elements per image of the plan's input and output */
     int64_t arena_img;           /* arena elements per image (all node outputs) */
-    int64_t mid_img;             /* largest conv output before a fused pool, per image */
+    int64_t mid_img;             /* by layers: conv output before a fused pool, per image */
+    int64_t mid_scr;             /* by chunks: the same for nd->group images, per thread */
     int64_t scratch;             /* scratch elements per thread */
     int64_t chunk;               /* images per chunk (running by chunks) */
     void *arena;                 /* by chunks: threads x chunk x arena_img; by layers:
@@ -74,45 +75,43 @@ typedef struct {
     void *scr;                   /* threads x scratch */
 } cconv_plan;
 
-/* Rows of an im2col tile for one image's P output positions (conv.pyx's rule). */
+/* Rows per im2col tile (conv.pyx's rule, from the shapes alone). */
 static inline int64_t cconv_plan_tile_rows(const cconv_geom *g)
 {
-    int64_t k = g->KH * g->KW * g->C, P = g->OH * g->OW;
+    int64_t k = g->KH * g->KW * g->C;
     int64_t t = CCONV_PLAN_TILE_ELEMS / (k > 0 ? k : 1);
-    if (t < 1) t = 1;
-    return t < P ? t : P;
+    return t < 1 ? 1 : t;
 }
 
-/* Winograd tiles per chunk: whole micro-panels of 12, at most one image's tiles. */
+/* Winograd tiles per chunk: whole micro-panels of 12 (conv.pyx's rule). */
 static inline int64_t cconv_plan_wino_tiles(const cconv_geom *g)
 {
-    int64_t T = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
     int64_t tc = CCONV_PLAN_WINO_ELEMS / (16 * (g->C + g->CO));
     tc = (tc / 12) * 12;
-    if (tc < 12) tc = 12;
-    return tc < T ? tc : T;
+    return tc < 12 ? 12 : tc;
 }
 
-/* Fill nd->tile and nd->upi; return the scratch elements one thread needs for the node
-   (by chunks, the conv output of one image before a fused pool comes on top). */
+/* Elements of conv output kept in a thread's scratch before a fused pool (by chunks). */
+#define CCONV_PLAN_MID_ELEMS 32768
+
+/* Fill nd->tile and nd->group; return the scratch elements one thread needs for the node
+   (the conv output of nd->group images before a fused pool comes on top: mid_scr). */
 static int64_t cconv_plan_prepare_node(cconv_pnode *nd)
 {
     const cconv_geom *g = &nd->g;
-    int64_t P = g->OH * g->OW, T;
     nd->tile = 1;
-    nd->upi = 1;
+    nd->group = 1;
     if (nd->kind != CCONV_PLAN_CONV) return 0;
+    if (nd->pool && nd->mid_size < CCONV_PLAN_MID_ELEMS)
+        nd->group = CCONV_PLAN_MID_ELEMS / nd->mid_size;
     switch (nd->algo) {
     case CCONV_ALGO_DIRECT:
         return cconv_direct_scratch(g);
     case CCONV_ALGO_WINOGRAD:
-        T = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
         nd->tile = cconv_plan_wino_tiles(g);
-        nd->upi = (T + nd->tile - 1) / nd->tile;
         return 16 * nd->tile * (g->C + g->CO) + g->C + 4 * g->CO;
     default:
         nd->tile = cconv_plan_tile_rows(g);
-        nd->upi = (P + nd->tile - 1) / nd->tile;
         return nd->algo == CCONV_ALGO_POINTWISE ? 0 : nd->tile * g->KH * g->KW * g->C;
     }
 }

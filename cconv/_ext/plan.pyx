@@ -21,14 +21,14 @@ cdef extern from "plan.h" nogil:
         int kind, act, algo, pool, input
         cconv_geom g
         cconv_pool_geom pg
-        int64_t rows, K, units, in_size, out_size, mid_size, out_off, tile, upi
+        int64_t rows, K, units, in_size, out_size, mid_size, out_off, tile, group
         const void *w
         const void *b
         void *wino
     ctypedef struct cconv_plan:
         cconv_pnode *nodes
         int nnodes
-        int64_t in_size, out_size, arena_img, mid_img, scratch, chunk
+        int64_t in_size, out_size, arena_img, mid_img, mid_scr, scratch, chunk
         void *arena
         void *scr
     enum:
@@ -74,6 +74,7 @@ cdef class NativePlan:
     cdef object arena_arr, scr_arr
     cdef public int64_t batch
     cdef public int threads, by_layers
+    cdef public object key                  # cconv.plan's record of what it prepared for
     cdef int is_f32
 
     def __cinit__(self):
@@ -83,7 +84,7 @@ cdef class NativePlan:
                  int64_t mid_img, dtype):
         cdef int i
         cdef cconv_pnode *nd
-        cdef int64_t scratch = 0, s
+        cdef int64_t scratch = 0, s, mid_scr = 0
         self.dtype = np.dtype(dtype)
         self.is_f32 = self.dtype == np.float32
         self.keep = []
@@ -107,9 +108,12 @@ cdef class NativePlan:
                 self.keep.append(u)
                 nd.wino = cnp.PyArray_DATA(<cnp.ndarray>u)
             scratch = max(scratch, s)
+            if nd.kind == CCONV_PLAN_CONV and nd.pool:
+                mid_scr = max(mid_scr, nd.group * nd.mid_size)
         self.p.in_size, self.p.out_size = in_size, out_size
         self.p.arena_img, self.p.mid_img = arena_img, mid_img
-        self.p.scratch = scratch + mid_img + 16
+        self.p.mid_scr = mid_scr
+        self.p.scratch = scratch + mid_scr + 16
         self.batch = -1
         self.threads = 0
 

@@ -41,25 +41,27 @@ static void PF(cconv_plan_epilogue)(PT *y, int64_t rows, int64_t width, const PT
     PF(cconv_plan_act)(y, rows, width, act);
 }
 
-/* Rows p0..p1 of one image's im2col matrix (one group): col[p - p0][(kh KW + kw) C + c]. */
-static void PF(cconv_plan_im2col)(const PT *x, PT *col, const cconv_geom *g, int64_t p0,
-                                  int64_t p1)
+/* Rows r0..r1 of the im2col matrix of consecutive images (one group), row r = (n OH + oh) OW
+   + ow: col[r - r0][(kh KW + kw) C + c] = x[n, ih, iw, c] (0 in the padding). */
+static void PF(cconv_plan_im2col)(const PT *x, PT *col, const cconv_geom *g, int64_t r0,
+                                  int64_t r1)
 {
-    int64_t K = g->KH * g->KW * g->C, p, kh, kw, ih, iw, iw0;
-    int64_t oh = p0 / g->OW, ow = p0 - oh * g->OW;
-    for (p = p0; p < p1; p++) {
+    int64_t K = g->KH * g->KW * g->C, P = g->OH * g->OW, r, kh, kw, ih, iw, iw0;
+    int64_t n = r0 / P, oh = (r0 - n * P) / g->OW, ow = r0 - n * P - oh * g->OW;
+    for (r = r0; r < r1; r++) {
+        const PT *xn = x + n * g->H * g->W * g->C;
         int inside_w;
         iw0 = ow * g->sw - g->pl;
         inside_w = iw0 >= 0 && iw0 + (g->KW - 1) * g->dw < g->W;
         for (kh = 0; kh < g->KH; kh++) {
-            PT *dst = col + (p - p0) * K + kh * g->KW * g->C;
+            PT *dst = col + (r - r0) * K + kh * g->KW * g->C;
             const PT *src;
             ih = oh * g->sh - g->pt + kh * g->dh;
             if (ih < 0 || ih >= g->H) {
                 memset(dst, 0, (size_t)(g->KW * g->C) * sizeof(PT));
                 continue;
             }
-            src = x + ih * g->W * g->C;
+            src = xn + ih * g->W * g->C;
             if (inside_w && g->dw == 1) {
                 memcpy(dst, src + iw0 * g->C, (size_t)(g->KW * g->C) * sizeof(PT));
                 continue;
@@ -70,40 +72,55 @@ static void PF(cconv_plan_im2col)(const PT *x, PT *col, const cconv_geom *g, int
                 else memcpy(dst + kw * g->C, src + iw * g->C, (size_t)g->C * sizeof(PT));
             }
         }
-        if (++ow == g->OW) { ow = 0; oh++; }
+        if (++ow == g->OW) { ow = 0; if (++oh == g->OH) { oh = 0; n++; } }
     }
 }
 
-/* Activation of the outputs of Winograd tiles t0..t0+nt of one image (they are 2x2 blocks). */
+/* Activation of the outputs of Winograd tiles t0..t0+nt of consecutive images (each tile is
+   a 2x2 block of one image's output). */
 static void PF(cconv_plan_wino_act)(PT *y, const cconv_geom *g, int64_t t0, int64_t nt, int act)
 {
-    int64_t TW = (g->OW + 1) / 2, t, oh, ow;
+    int64_t TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, t, oh, ow;
     if (act == CCONV_ACT_LINEAR) return;
     for (t = t0; t < t0 + nt; t++) {
-        int64_t th = t / TW, tw = t - th * TW;
+        int64_t n = t / (TH * TW), th = (t - n * TH * TW) / TW, tw = t - n * TH * TW - th * TW;
+        PT *yn = y + n * g->OH * g->OW * g->CO;
         for (oh = 2 * th; oh < 2 * th + 2 && oh < g->OH; oh++) {
             ow = 2 * tw;
-            PF(cconv_plan_act)(y + (oh * g->OW + ow) * g->CO, ow + 1 < g->OW ? 2 : 1, g->CO, act);
+            PF(cconv_plan_act)(yn + (oh * g->OW + ow) * g->CO, ow + 1 < g->OW ? 2 : 1, g->CO, act);
         }
     }
 }
 
-/* Unit u of one image's convolution: x (H, W, C) -> y (OH, OW, CO), bias and activation
-   included. A unit is the whole image (direct), an im2col tile or a Winograd chunk. */
-static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, int64_t u,
-                                     PT *scr)
+/* Units of work of a convolution over n consecutive images: one per image (direct), per
+   im2col tile of rows, or per chunk of Winograd tiles (both across the images). */
+static int64_t PF(cconv_plan_conv_units)(const cconv_pnode *nd, int64_t n)
+{
+    const cconv_geom *g = &nd->g;
+    int64_t all;
+    if (nd->algo == CCONV_ALGO_DIRECT) return n;
+    all = nd->algo == CCONV_ALGO_WINOGRAD ? n * ((g->OH + 1) / 2) * ((g->OW + 1) / 2)
+                                          : n * g->OH * g->OW;
+    return (all + nd->tile - 1) / nd->tile;
+}
+
+/* Unit u of the convolution of n consecutive images: x (n, H, W, C) -> y (n, OH, OW, CO),
+   bias and activation included. */
+static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, int64_t n,
+                                     int64_t u, PT *scr)
 {
     const cconv_geom *g = &nd->g;
     const PT *w = (const PT *)nd->w, *b = (const PT *)nd->b;
     int64_t P = g->OH * g->OW, K = g->KH * g->KW * g->C, CO = g->CO;
-    int64_t p0 = u * nd->tile, rows, e;
+    int64_t R = n * P, r0 = u * nd->tile, rows, e;
     if (nd->algo == CCONV_ALGO_DIRECT) {
-        P_DIRECT(x, w, b, y, g, scr);
-        PF(cconv_plan_act)(y, P, CO, nd->act);
+        PT *yu = y + u * P * CO;
+        P_DIRECT(x + u * g->H * g->W * g->C, w, b, yu, g, scr);
+        PF(cconv_plan_act)(yu, P, CO, nd->act);
         return;
     }
     if (nd->algo == CCONV_ALGO_WINOGRAD) {
-        int64_t TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, T = TH * TW, TC = nd->tile;
+        int64_t TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, T = n * TH * TW, TC = nd->tile;
         int64_t t0 = u * TC, nt = T - t0 < TC ? T - t0 : TC, C = g->C;
         PT *V = scr, *M = scr + 16 * TC * C, *zeros = M + 16 * TC * CO;
         memset(zeros, 0, (size_t)(C + CO) * sizeof(PT));
@@ -116,14 +133,14 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
         PF(cconv_plan_wino_act)(y, g, t0, nt, nd->act);
         return;
     }
-    rows = P - p0 < nd->tile ? P - p0 : nd->tile;
+    rows = R - r0 < nd->tile ? R - r0 : nd->tile;
     if (nd->algo == CCONV_ALGO_POINTWISE) {
-        P_GEMM(0, 0, rows, CO, K, 1, x + p0 * g->C, g->C, w, CO, 0, y + p0 * CO, CO);
+        P_GEMM(0, 0, rows, CO, K, 1, x + r0 * g->C, g->C, w, CO, 0, y + r0 * CO, CO);
     } else {
-        PF(cconv_plan_im2col)(x, scr, g, p0, p0 + rows);
-        P_GEMM(0, 0, rows, CO, K, 1, scr, K, w, CO, 0, y + p0 * CO, CO);
+        PF(cconv_plan_im2col)(x, scr, g, r0, r0 + rows);
+        P_GEMM(0, 0, rows, CO, K, 1, scr, K, w, CO, 0, y + r0 * CO, CO);
     }
-    PF(cconv_plan_epilogue)(y + p0 * CO, rows, CO, b, nd->act);
+    PF(cconv_plan_epilogue)(y + r0 * CO, rows, CO, b, nd->act);
 }
 
 /* Pooled rows oh0..oh1 of one image: x (H, W, C) -> y (OH, OW, C) (pool.pyx's order). */
@@ -143,7 +160,7 @@ static void PF(cconv_plan_pool_rows)(const cconv_pool_geom *g, int is_max, const
             for (h = h0; h < h1; h++)
                 for (w = w0; w < w1; w++) {
                     const PT *xr = x + (h * g->W + w) * C;
-                    if (first) { memcpy(yr, xr, (size_t)C * sizeof(PT)); first = 0; }
+                    if (first) { for (c = 0; c < C; c++) yr[c] = xr[c]; first = 0; }
                     else if (is_max) P_POOL_MAX(yr, xr, C);
                     else P_POOL_ADD(yr, xr, C);
                 }
@@ -168,23 +185,28 @@ static void PF(cconv_plan_dense_rows)(const cconv_pnode *nd, const PT *x, PT *y,
     PF(cconv_plan_epilogue)(y + r0 * nd->units, r1 - r0, nd->units, (const PT *)nd->b, nd->act);
 }
 
-/* Node nd on images 0..n of a buffer set: in, out, (mid: conv output before a fused pool,
-   one image, in scr), scr: the thread's scratch. Used by chunks (one thread). */
+/* Node nd on images 0..n (one thread): in, out; scr: the thread's scratch, whose first
+   mid_scr elements hold the conv output of nd->group images before a fused pool. */
 static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *in, PT *out, int64_t n,
-                                      PT *scr, int64_t mid_img)
+                                      PT *scr, int64_t mid_scr)
 {
-    int64_t k, u;
+    int64_t k, u, nu, gsz = 1;
     switch (nd->kind) {
     case CCONV_PLAN_CONV:
-        for (k = 0; k < n; k++) {
-            const PT *xi = in + k * nd->in_size;
-            PT *yi = out + k * nd->out_size;
-            PT *dst = nd->pool ? scr : yi;
-            for (u = 0; u < nd->upi; u++)
-                PF(cconv_plan_conv_unit)(nd, xi, dst, u, nd->pool ? scr + mid_img : scr);
-            if (nd->pool)
-                PF(cconv_plan_pool_rows)(&nd->pg, nd->pool == CCONV_POOL_MAX, dst, yi, 0,
-                                         nd->pg.OH);
+        /* with a fused pool, groups of images whose conv output fits the mid scratch */
+        for (k = 0; k < n; k += gsz) {
+            int64_t m;
+            PT *dst = nd->pool ? scr : out + k * nd->out_size;
+            gsz = nd->pool ? nd->group : n;
+            m = n - k < gsz ? n - k : gsz;
+            nu = PF(cconv_plan_conv_units)(nd, m);
+            for (u = 0; u < nu; u++)
+                PF(cconv_plan_conv_unit)(nd, in + k * nd->in_size, dst, m, u,
+                                         nd->pool ? scr + mid_scr : scr);
+            for (u = 0; nd->pool && u < m; u++)
+                PF(cconv_plan_pool_rows)(&nd->pg, nd->pool == CCONV_POOL_MAX,
+                                         dst + u * nd->mid_size, out + (k + u) * nd->out_size,
+                                         0, nd->pg.OH);
         }
         break;
     case CCONV_PLAN_POOL:
@@ -223,7 +245,7 @@ static void PF(cconv_plan_run_chunks)(const cconv_plan *p, const PT *x, PT *y, i
             const cconv_pnode *nd = &p->nodes[i];
             PT *out = nd->out_off < 0 ? y + n0 * p->out_size : arena + nd->out_off * CH;
             PF(cconv_plan_node_chunk)(nd, PF(cconv_plan_src)(p, nd, xc, arena, CH), out, n, scr,
-                                      p->mid_img);
+                                      p->mid_scr);
         }
     }
 }
@@ -235,15 +257,12 @@ static void PF(cconv_plan_node_shared)(const cconv_plan *p, const cconv_pnode *n
     int64_t t, units, nb;
     const cconv_pool_geom *pg = &nd->pg;
     PT *dst = nd->pool ? mid : out;
-    int64_t dsz = nd->pool ? nd->mid_size : nd->out_size, psrc = nd->in_size;
+    int64_t psrc = nd->in_size;
     if (nd->kind == CCONV_PLAN_CONV) {
-        units = N * nd->upi;
+        units = PF(cconv_plan_conv_units)(nd, N);
         #pragma omp for schedule(static)
-        for (t = 0; t < units; t++) {
-            int64_t n = t / nd->upi;
-            PF(cconv_plan_conv_unit)(nd, in + n * nd->in_size, dst + n * dsz, t - n * nd->upi,
-                                     scr);
-        }
+        for (t = 0; t < units; t++)
+            PF(cconv_plan_conv_unit)(nd, in, dst, N, t, scr);
         psrc = nd->mid_size;
     }
     if (nd->kind == CCONV_PLAN_POOL || nd->pool) {
