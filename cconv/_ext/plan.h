@@ -94,25 +94,37 @@ static inline int64_t cconv_plan_wino_tiles(const cconv_geom *g)
 /* Elements of conv output kept in a thread's scratch before a fused pool (by chunks). */
 #define CCONV_PLAN_MID_ELEMS 32768
 
-/* Fill nd->tile and nd->group; return the scratch elements one thread needs for the node
-   (the conv output of nd->group images before a fused pool comes on top: mid_scr). */
-static int64_t cconv_plan_prepare_node(cconv_pnode *nd)
+/* Fill nd->tile (im2col rows or Winograd tiles per unit of work) and nd->group (the most
+   images per conv call before a fused pool, by chunks). */
+static void cconv_plan_prepare_node(cconv_pnode *nd)
 {
-    const cconv_geom *g = &nd->g;
     nd->tile = 1;
     nd->group = 1;
-    if (nd->kind != CCONV_PLAN_CONV) return 0;
+    if (nd->kind != CCONV_PLAN_CONV) return;
     if (nd->pool && nd->mid_size < CCONV_PLAN_MID_ELEMS)
         nd->group = CCONV_PLAN_MID_ELEMS / nd->mid_size;
+    if (nd->algo == CCONV_ALGO_WINOGRAD) nd->tile = cconv_plan_wino_tiles(&nd->g);
+    else if (nd->algo != CCONV_ALGO_DIRECT) nd->tile = cconv_plan_tile_rows(&nd->g);
+}
+
+/* Scratch elements one thread needs for node nd when one call covers at most nimg images. */
+static int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
+{
+    const cconv_geom *g = &nd->g;
+    int64_t n;
+    if (nd->kind != CCONV_PLAN_CONV) return 0;
     switch (nd->algo) {
     case CCONV_ALGO_DIRECT:
         return cconv_direct_scratch(g);
     case CCONV_ALGO_WINOGRAD:
-        nd->tile = cconv_plan_wino_tiles(g);
-        return 16 * nd->tile * (g->C + g->CO) + g->C + 4 * g->CO;
+        n = nimg * ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
+        n = n < nd->tile ? n : nd->tile;
+        return 16 * n * (g->C + g->CO) + g->C + 4 * g->CO;
+    case CCONV_ALGO_POINTWISE:
+        return 0;
     default:
-        nd->tile = cconv_plan_tile_rows(g);
-        return nd->algo == CCONV_ALGO_POINTWISE ? 0 : nd->tile * g->KH * g->KW * g->C;
+        n = nimg * g->OH * g->OW;
+        return (n < nd->tile ? n : nd->tile) * g->KH * g->KW * g->C;
     }
 }
 

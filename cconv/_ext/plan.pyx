@@ -36,7 +36,8 @@ cdef extern from "plan.h" nogil:
         CCONV_ACT_LINEAR, CCONV_ACT_RELU, CCONV_ACT_SIGMOID, CCONV_ACT_TANH, CCONV_ACT_SOFTMAX
         CCONV_ALGO_IM2COL, CCONV_ALGO_DIRECT, CCONV_ALGO_WINOGRAD, CCONV_ALGO_POINTWISE
         CCONV_POOL_NONE, CCONV_POOL_MAX, CCONV_POOL_AVG
-    int64_t cconv_plan_prepare_node(cconv_pnode *nd)
+    void cconv_plan_prepare_node(cconv_pnode *nd)
+    int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
     void cconv_plan_run_f32(const cconv_plan *p, const float *x, float *y, int64_t N,
                             int nthreads, int by_layers)
     void cconv_plan_run_f64(const cconv_plan *p, const double *x, double *y, int64_t N,
@@ -70,7 +71,7 @@ cdef class NativePlan:
     """
     cdef cconv_plan p
     cdef object dtype
-    cdef list keep
+    cdef list keep, group_cap, wino_arrs
     cdef object arena_arr, scr_arr
     cdef public int64_t batch
     cdef public int threads, by_layers
@@ -84,10 +85,9 @@ cdef class NativePlan:
                  int64_t mid_img, dtype):
         cdef int i
         cdef cconv_pnode *nd
-        cdef int64_t scratch = 0, s, mid_scr = 0
         self.dtype = np.dtype(dtype)
         self.is_f32 = self.dtype == np.float32
-        self.keep = []
+        self.keep, self.group_cap, self.wino_arrs = [], [], []
         self.p.nodes = <cconv_pnode *>calloc(max(len(nodes), 1), sizeof(cconv_pnode))
         if self.p.nodes == NULL:
             raise MemoryError("NativePlan: could not allocate the node descriptors")
@@ -100,20 +100,16 @@ cdef class NativePlan:
                     self.keep.append(a)
             nd.w = _ptr(spec.get("w"))
             nd.b = _ptr(spec.get("b"))
-            s = cconv_plan_prepare_node(nd)
+            cconv_plan_prepare_node(nd)
+            self.group_cap.append(nd.group)
             if nd.algo == CCONV_ALGO_WINOGRAD and nd.kind == CCONV_PLAN_CONV:
                 # U (16, C, CO), then the kernel it came from (NaN: never equal, so the first
                 # call transforms)
                 u = np.full(25 * nd.g.C * nd.g.CO, np.nan, dtype=self.dtype)
-                self.keep.append(u)
+                self.wino_arrs.append(u)
                 nd.wino = cnp.PyArray_DATA(<cnp.ndarray>u)
-            scratch = max(scratch, s)
-            if nd.kind == CCONV_PLAN_CONV and nd.pool:
-                mid_scr = max(mid_scr, nd.group * nd.mid_size)
         self.p.in_size, self.p.out_size = in_size, out_size
         self.p.arena_img, self.p.mid_img = arena_img, mid_img
-        self.p.mid_scr = mid_scr
-        self.p.scratch = scratch + mid_scr + 16
         self.batch = -1
         self.threads = 0
 
@@ -125,6 +121,19 @@ cdef class NativePlan:
         ``chunk`` images or (``by_layers``) node by node. Reuses the buffers when they fit."""
         cdef int64_t arena = (batch * (self.p.arena_img + self.p.mid_img) if by_layers
                               else threads * chunk * self.p.arena_img)
+        cdef int64_t scratch = 0, mid_scr = 0, nimg
+        cdef int i
+        cdef cconv_pnode *nd
+        for i in range(self.p.nnodes):
+            nd = &self.p.nodes[i]
+            nimg = batch if by_layers else chunk
+            if nd.kind == CCONV_PLAN_CONV and nd.pool and not by_layers:
+                nd.group = max(1, min(self.group_cap[i], chunk))
+                nimg = nd.group
+                mid_scr = max(mid_scr, nd.group * nd.mid_size)
+            scratch = max(scratch, cconv_plan_node_scratch(nd, nimg))
+        self.p.mid_scr = mid_scr
+        self.p.scratch = scratch + mid_scr + 16
         if self.arena_arr is None or self.arena_arr.size < arena + 1:
             self.arena_arr = np.empty(arena + 1, dtype=self.dtype)
         if self.scr_arr is None or self.scr_arr.size < threads * self.p.scratch:
@@ -138,7 +147,7 @@ cdef class NativePlan:
     def buffer_bytes(self):
         """Bytes of the plan's own buffers (activation arena, per-thread scratch, Winograd
         kernels); the weights belong to the model."""
-        total = 0
+        total = sum(a.nbytes for a in self.wino_arrs)
         for a in (self.arena_arr, self.scr_arr):
             if a is not None:
                 total += a.nbytes

@@ -122,7 +122,7 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
     if (nd->algo == CCONV_ALGO_WINOGRAD) {
         int64_t TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, T = n * TH * TW, TC = nd->tile;
         int64_t t0 = u * TC, nt = T - t0 < TC ? T - t0 : TC, C = g->C;
-        PT *V = scr, *M = scr + 16 * TC * C, *zeros = M + 16 * TC * CO;
+        PT *V = scr, *M = scr + 16 * nt * C, *zeros = M + 16 * nt * CO;
         memset(zeros, 0, (size_t)(C + CO) * sizeof(PT));
         P_WINO_IN(x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, nt * C, zeros);
         for (e = 0; e < 16; e++)
