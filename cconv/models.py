@@ -341,7 +341,7 @@ class Sequential:
 
     # ----- forward / backward ---------------------------------------------------------------------
     def _forward(self, x, training, logits=False):
-        plan = None if training or logits else _plan.get_plan(self)
+        plan = None if training else _plan.get_plan(self, logits)
         if plan is not None:
             return plan(x)
         layers = self._layers

@@ -33,6 +33,7 @@ Example::
 """
 
 import math
+import operator
 import os
 
 import numpy as np
@@ -87,9 +88,12 @@ def _usable(w, dtype):
     return w is None or (w.dtype == dtype and w.flags.c_contiguous)
 
 
-def _act_code(layer):
+def _act_code(layer, logits=False):
+    """plan.h's code of the layer's activation (linear for ``logits``); None: not native."""
     act = getattr(layer, "activation", None)
-    return None if act is None else _native.ACTIVATIONS.get(act.name)
+    if act is None:
+        return None
+    return _native.ACTIVATIONS["linear"] if logits else _native.ACTIVATIONS.get(act.name)
 
 
 class _Builder:
@@ -111,12 +115,12 @@ class _Builder:
             return self.nodes[self.value]
         return None
 
-    def conv(self, layer):
+    def conv(self, layer, logits=False):
         out = layer._output_shape
         pads = _ops.compute_padding(self.shape[:2], layer.kernel_size, layer.strides,
                                     layer.padding, layer.dilation_rate)
         algo = _conv_algo(layer, self.shape, out, (pads[0][0], pads[1][0]))
-        act = _act_code(layer)
+        act = _act_code(layer, logits)
         if algo is None or act is None or not (_usable(layer.kernel, layer.dtype)
                                                and _usable(layer.bias, layer.dtype)):
             return False
@@ -144,8 +148,8 @@ class _Builder:
         self._add({"kind": _native.KINDS["pool"], "pool": kind, "pg": pg}, out)
         return True
 
-    def dense(self, layer):
-        act = _act_code(layer)
+    def dense(self, layer, logits=False):
+        act = _act_code(layer, logits)
         if act is None or not (_usable(layer.kernel, layer.dtype)
                                and _usable(layer.bias, layer.dtype)):
             return False
@@ -156,8 +160,8 @@ class _Builder:
                   self.shape[:-1] + (layer.units,))
         return True
 
-    def activation(self, layer):
-        act = _act_code(layer)
+    def activation(self, layer, logits=False):
+        act = _act_code(layer, logits)
         if act is None:
             return False
         if act == _native.ACTIVATIONS["linear"]:
@@ -170,19 +174,20 @@ class _Builder:
                   self.shape)
         return True
 
-    def add(self, layer):
-        """Append ``layer``; False when it has no native node."""
+    def add(self, layer, logits=False):
+        """Append ``layer`` (its ``forward_logits`` when ``logits``); False when it has no
+        native node."""
         if isinstance(layer, (_layers.Flatten, _layers.Dropout, _layers.InputLayer)):
             self.shape = layer._output_shape             # the data does not move
             return True
         if type(layer) is _layers.Conv2D:
-            return self.conv(layer)
+            return self.conv(layer, logits)
         if type(layer) in (_layers.MaxPooling2D, _layers.AveragePooling2D):
             return self.pool(layer)
         if type(layer) is _layers.Dense:
-            return self.dense(layer)
+            return self.dense(layer, logits)
         if type(layer) in (_layers.Activation, _layers.Softmax):
-            return self.activation(layer)
+            return self.activation(layer, logits)
         return False
 
     def finish(self, dtype):
@@ -271,14 +276,19 @@ class _NativeSegment:
 
 
 class _LayerSegment:
-    """Layers without a native node, run by their own ``forward`` in inference mode."""
+    """Layers without a native node, run by their own ``forward`` in inference mode (the
+    last one's ``forward_logits`` when ``logits``)."""
 
-    def __init__(self, layers):
-        self.layers = list(layers)
+    def __init__(self, layers, logits=False):
+        self.layers, self.logits = list(layers), logits
 
     def __call__(self, x):
-        for layer in self.layers:
-            x = layer.forward(x, False)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if i == last and self.logits:
+                x = layer.forward_logits(x, False)
+            else:
+                x = layer.forward(x, False)
         return x
 
 
@@ -293,7 +303,8 @@ class Plan:
 
     def __init__(self, segments, weights, native_layers, fallback_layers):
         self.segments = segments
-        self._weights = weights
+        self._wlayers, self._wnames, self._warrays = (
+            tuple(w[i] for w in weights) for i in range(3))
         self.native_layers, self.fallback_layers = native_layers, fallback_layers
         self._run = segments[0] if len(segments) == 1 else self._run_segments
 
@@ -307,9 +318,8 @@ class Plan:
 
     def is_current(self, layers):
         """True while the model has the same layers and weight arrays it was compiled with."""
-        return (len(layers) == len(self._layers_seen)
-                and all(a is b for a, b in zip(layers, self._layers_seen))
-                and all(getattr(l, n) is w for l, n, w in self._weights))
+        return layers == self._layers_seen and all(
+            map(operator.is_, map(getattr, self._wlayers, self._wnames), self._warrays))
 
     @property
     def buffer_bytes(self):
@@ -325,16 +335,19 @@ def _flush(builder, pending, segments, dtype):
         segments.append(_LayerSegment(pending))     # only data-free layers: run as layers
 
 
-def compile_plan(model):
+def compile_plan(model, logits=False):
     """Compile a built ``Sequential`` model's inference path; returns a :class:`Plan`, or
-    None when no layer has a native node (then the layer-by-layer path is as fast)."""
+    None when no layer has a native node (then the layer-by-layer path is as fast).
+    ``logits=True`` compiles the path that stops before the last layer's activation (the
+    model's ``_forward(x, False, logits=True)``, for a loss fused with it)."""
     model._ensure_built()
     dtype, shape = model.dtype, model._input_shape
     segments, builder, pending, native, fallback, weights = [], None, [], [], [], []
-    for layer in model._layers:
+    last = len(model._layers) - 1
+    for i, layer in enumerate(model._layers):
         if builder is None:
             builder, pending = _Builder(shape), []
-        if builder.add(layer):
+        if builder.add(layer, logits and i == last):
             pending.append(layer)
             native.append(layer.name)
             weights += [(layer, n, getattr(layer, n)) for n in layer._weight_names
@@ -345,6 +358,7 @@ def compile_plan(model):
             if not segments or not isinstance(segments[-1], _LayerSegment):
                 segments.append(_LayerSegment([]))
             segments[-1].layers.append(layer)
+            segments[-1].logits = logits and i == last
             fallback.append(layer.name)
         shape = layer._output_shape
     _flush(builder, pending, segments, dtype)
@@ -355,17 +369,20 @@ def compile_plan(model):
     return plan
 
 
-def get_plan(model):
-    """The model's cached plan, compiled on first use and again after its layers or weight
-    arrays change; None when disabled or when no layer has a native node."""
+def get_plan(model, logits=False):
+    """The model's cached plan (of its logits path with ``logits=True``), compiled on first
+    use and again after its layers or weight arrays change; None when disabled or when no
+    layer has a native node."""
     if getattr(model, "jit_compile", True) is False or not _enabled():
         return None
-    cached = model.__dict__.get("_plan")
+    plans = model.__dict__.get("_plan")
+    if plans is None:
+        plans = model._plan = {}
+    cached = plans.get(logits)
     if cached is not None and cached[0].is_current(model._layers):
         return cached[1]
-    plan = compile_plan(model)
-    marker = plan if plan is not None else _Unplannable(model)
-    model._plan = (marker, plan)
+    plan = compile_plan(model, logits)
+    plans[logits] = (plan if plan is not None else _Unplannable(model), plan)
     return plan
 
 
@@ -374,6 +391,6 @@ class _Unplannable:
 
     def __init__(self, model):
         self._layers_seen = list(model._layers)
-        self._weights = ()
+        self._wlayers = self._wnames = self._warrays = ()
 
     is_current = Plan.is_current

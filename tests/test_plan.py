@@ -135,7 +135,7 @@ def test_shared_scheme_equals_chunks(monkeypatch, batch, threads):
     by_chunks = model.predict_on_batch(x)
     assert not cplan.get_plan(model).segments[0].native.by_layers
     monkeypatch.setattr(cplan, "_SHARED_WORK", 0)
-    model._plan = None
+    model._plan = {}
     by_layers = model.predict_on_batch(x)
     assert cplan.get_plan(model).segments[0].native.by_layers
     np.testing.assert_array_equal(by_layers, by_chunks)
@@ -217,3 +217,20 @@ def test_native_run_checks_arrays():
         native.run(x, np.empty((3, 10), np.float32))
     with pytest.raises(TypeError, match="float32"):
         native.run(x.astype(np.float64), np.empty((2, 10), np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_evaluate_through_the_logits_plan(dtype):
+    model = _model([L(Input, (8, 8, 1)), L(Conv2D, 4, 3, activation="relu"), L(MaxPooling2D, 2),
+                    L(Flatten), L(Dense, 3, activation="softmax")], dtype)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 8, 8, 1)).astype(dtype)
+    y = np.eye(3, dtype=dtype)[rng.integers(0, 3, 9)]
+    planned = model.evaluate(x, y, batch_size=4, verbose=0)
+    assert cplan.get_plan(model, logits=True) is not None
+    model.jit_compile = False
+    layered = model.evaluate(x, y, batch_size=4, verbose=0)
+    assert_close(planned, layered, dtype)
+    expected = model._forward(x, False, logits=True)          # layer by layer
+    assert_close(cplan.compile_plan(model, logits=True)(x), expected, dtype)
