@@ -5,7 +5,7 @@ in one process, interleaved rounds, medians.
 
 Prints, per model and batch size, microseconds per call of ``predict_on_batch`` and images
 per second for both paths, the plan's scheme (chunks or layers, threads) and its buffer
-bytes, and the load average (the machine may be shared: compare the two columns, not runs).
+bytes next to the bytes of one batch's layer outputs, and the load average (the machine may be shared: compare the two columns, not runs).
 """
 import argparse
 import os
@@ -47,7 +47,9 @@ def bench(model, batch, rounds, dtype):
     plan = cplan.get_plan(model)
     seg = plan.segments[0]
     scheme = f"{'layers' if seg.native.by_layers else 'chunks'}/{seg.native.threads}t"
-    return statistics.median(plan_t), statistics.median(layer_t), scheme, plan.buffer_bytes
+    activations = batch * x.itemsize * sum(np.prod(l.output_shape[1:]) for l in model.layers)
+    return (statistics.median(plan_t), statistics.median(layer_t), scheme, plan.buffer_bytes,
+            activations)
 
 
 def main():
@@ -60,17 +62,17 @@ def main():
     cconv.set_num_threads(args.threads)
     print(f"load average before: {os.getloadavg()}; threads {args.threads}; {args.dtype}")
     print("| model | batch | plan us/call | layers us/call | plan images/s | layers images/s "
-          "| speed-up | scheme | plan buffers |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| speed-up | scheme | plan buffers | one batch's activations |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for make in (cconv.models.lenet5, cconv.models.tutorial_cnn):
         model = make(compile=False)
         if args.dtype != "float32":
             model = cconv.Sequential.from_config(_with_dtype(model.get_config(), args.dtype))
         for batch in (int(b) for b in args.batches.split(",")):
-            tp, tl, scheme, nbytes = bench(model, batch, args.rounds, args.dtype)
+            tp, tl, scheme, nbytes, act = bench(model, batch, args.rounds, args.dtype)
             print(f"| {model.name} | {batch} | {tp * 1e6:.1f} | {tl * 1e6:.1f} | "
                   f"{batch / tp:,.0f} | {batch / tl:,.0f} | {tl / tp:.2f}x | {scheme} | "
-                  f"{nbytes / 1024:.0f} KiB |")
+                  f"{nbytes / 1024:.0f} KiB | {act / 1024:.0f} KiB |")
     print(f"load average after: {os.getloadavg()}")
 
 

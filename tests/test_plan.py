@@ -234,3 +234,13 @@ def test_evaluate_through_the_logits_plan(dtype):
     assert_close(planned, layered, dtype)
     expected = model._forward(x, False, logits=True)          # layer by layer
     assert_close(cplan.compile_plan(model, logits=True)(x), expected, dtype)
+
+
+def test_model_with_a_plan_pickles_and_takes_empty_batches():
+    import pickle
+    model = cconv.models.lenet5(compile=False)
+    x = np.random.default_rng(0).standard_normal((2, 28, 28, 1)).astype(np.float32)
+    y = model.predict_on_batch(x)
+    clone = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(clone.predict_on_batch(x), y)
+    assert model.predict(x[:0], verbose=0).shape == (0, 10)

@@ -196,18 +196,6 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
 #define P_POOL_MAX cconv_pool_max_f32
 #define P_POOL_ADD cconv_pool_add_f32
 #include "plan_impl.h"
-#undef PT
-#undef PF
-#undef P_GEMM
-#undef P_ROWS
-#undef P_EXP
-#undef P_TANH
-#undef P_DIRECT
-#undef P_WINO_K
-#undef P_WINO_IN
-#undef P_WINO_OUT
-#undef P_POOL_MAX
-#undef P_POOL_ADD
 
 #define PT double
 #define PF(name) name##_f64
@@ -222,17 +210,5 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
 #define P_POOL_MAX cconv_pool_max_f64
 #define P_POOL_ADD cconv_pool_add_f64
 #include "plan_impl.h"
-#undef PT
-#undef PF
-#undef P_GEMM
-#undef P_ROWS
-#undef P_EXP
-#undef P_TANH
-#undef P_DIRECT
-#undef P_WINO_K
-#undef P_WINO_IN
-#undef P_WINO_OUT
-#undef P_POOL_MAX
-#undef P_POOL_ADD
 
 #endif

@@ -1,5 +1,6 @@
 /* The per-type body of plan.h, included once per element type with PT (the type), PF (the
-   name suffix) and P_* (the kernels of that type) defined. No include guard on purpose. */
+   name suffix) and P_* (the kernels of that type) defined; undefines them at its end. No
+   include guard on purpose. */
 
 /* Activation over rows x width elements, in place (cconv.activations' formulas). */
 static void PF(cconv_plan_act)(PT *y, int64_t rows, int64_t width, int act)
@@ -327,3 +328,16 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
     if (by_layers) PF(cconv_plan_run_layers)(p, x, y, N, nthreads);
     else PF(cconv_plan_run_chunks)(p, x, y, N, nthreads);
 }
+
+#undef PT
+#undef PF
+#undef P_GEMM
+#undef P_ROWS
+#undef P_EXP
+#undef P_TANH
+#undef P_DIRECT
+#undef P_WINO_K
+#undef P_WINO_IN
+#undef P_WINO_OUT
+#undef P_POOL_MAX
+#undef P_POOL_ADD
