@@ -352,7 +352,8 @@ class Sequential:
 
     def _train_step(self, xb, yb, metrics):
         fused = self._fused
-        out = self._forward(xb, True, logits=fused)
+        tplan = _plan.get_train_plan(self, fused)
+        out = tplan.forward(xb) if tplan is not None else self._forward(xb, True, logits=fused)
         if fused:
             loss, g, pred = self.loss.fused_value_and_grad(yb, out)
         else:
@@ -360,7 +361,9 @@ class Sequential:
             pred = out
         layers = self._layers
         last = len(layers) - 1
-        stop = self._first_trained
+        stop = self._first_trained if tplan is None else len(layers)
+        if tplan is not None:
+            tplan.backward(g)
         for i in range(last, stop - 1, -1):
             layer = layers[i]
             if i == last and fused:

@@ -42,9 +42,11 @@ from . import layers as _layers
 from . import ops as _ops
 from ._ext import conv as _conv
 from ._ext import plan as _native
+from ._ext import pool as _poolext
 from ._ext.parallel import get_num_threads
 
-__all__ = ["compile_plan", "get_plan", "Plan"]
+__all__ = ["compile_plan", "get_plan", "Plan", "compile_train_plan", "get_train_plan",
+           "TrainPlan"]
 
 # Per-thread bytes of a chunk's activations: chunks of images whose node outputs fit in a
 # core's L2 cache (with room for the kernels and scratch).
@@ -100,10 +102,12 @@ class _Builder:
     """Collects the nodes of one native segment; ``value`` is the node whose output is the
     segment's current value (-1: the segment's input) and ``shape`` its sample shape."""
 
-    def __init__(self, shape):
+    def __init__(self, shape, training=False):
         self.nodes, self.value, self.shape, self.in_shape, self.work = [], -1, shape, shape, 0
+        self.training = training
 
-    def _add(self, node, out_shape):
+    def _add(self, node, out_shape, layer=None):
+        node["layer"], node["shapes"] = layer, (tuple(self.shape), tuple(out_shape))
         node["input"], node["in_size"] = self.value, math.prod(self.shape)
         node["out_size"] = math.prod(out_shape)
         self.nodes.append(node)
@@ -130,7 +134,7 @@ class _Builder:
         self.work += out[0] * out[1] * out[2] * kh * kw * c // layer.groups
         self._add({"kind": _native.KINDS["conv"], "act": act, "algo": _native.ALGOS[algo],
                    "g": g, "w": layer.kernel, "b": layer.bias, "units": out[2],
-                   "mid_size": math.prod(out)}, out)
+                   "mid_size": math.prod(out)}, out, layer)
         return True
 
     def pool(self, layer):
@@ -141,11 +145,15 @@ class _Builder:
         kind = _native.POOLS["max" if isinstance(layer, _layers.MaxPooling2D) else "avg"]
         self.work += math.prod(out) * layer.pool_size[0] * layer.pool_size[1]
         conv = self._last("conv")
+        if self.training and kind == _native.POOLS["avg"]:
+            conv = None          # its gradient would need the whole conv output
         if conv is not None and not conv.get("pool"):      # fuse: pool the conv's output in cache
             conv["pool"], conv["pg"], conv["out_size"] = kind, pg, math.prod(out)
+            conv["shapes"] = (conv["shapes"][0], tuple(out))
+            conv["pool_layer"] = layer
             self.shape = tuple(out)
             return True
-        self._add({"kind": _native.KINDS["pool"], "pool": kind, "pg": pg}, out)
+        self._add({"kind": _native.KINDS["pool"], "pool": kind, "pg": pg}, out, layer)
         return True
 
     def dense(self, layer, logits=False):
@@ -157,7 +165,7 @@ class _Builder:
         self.work += rows * k * layer.units
         self._add({"kind": _native.KINDS["dense"], "act": act, "rows": rows, "K": k,
                    "units": layer.units, "w": layer.kernel, "b": layer.bias},
-                  self.shape[:-1] + (layer.units,))
+                  self.shape[:-1] + (layer.units,), layer)
         return True
 
     def activation(self, layer, logits=False):
@@ -171,7 +179,7 @@ class _Builder:
             node["act"] = act                               # fuse into the epilogue
             return True
         self._add({"kind": _native.KINDS["act"], "act": act, "units": self.shape[-1]},
-                  self.shape)
+                  self.shape, layer)
         return True
 
     def add(self, layer, logits=False):
@@ -195,8 +203,7 @@ class _Builder:
         if not self.nodes or self.value != len(self.nodes) - 1:
             return None
         arena = _assign_offsets(self.nodes)
-        mid = max([n["mid_size"] for n in self.nodes
-                   if n["kind"] == _native.KINDS["conv"] and n.get("pool")] or [0])
+        mid = max([n.get("mid_size", 0) for n in self.nodes if n.get("pool")] or [0])
         sizes = (math.prod(self.in_shape), math.prod(self.shape), arena, mid, dtype)
         seg = _NativeSegment(lambda: _native.NativePlan(self.nodes, *sizes), self.shape, dtype,
                              self.work, arena)
@@ -394,3 +401,136 @@ class _Unplannable:
         self._wlayers = self._wnames = self._warrays = ()
 
     is_current = Plan.is_current
+
+
+# ----- training --------------------------------------------------------------------------------
+_TRAIN_ACTS = {_native.ACTIVATIONS[a] for a in ("linear", "relu", "sigmoid", "tanh")}
+
+
+def _trainable_nodes(builder, model, logits):
+    """Add every layer of ``model`` to ``builder`` for training; False when one has no native
+    training node (then the whole step runs layer by layer)."""
+    last = len(model._layers) - 1
+    for i, layer in enumerate(model._layers):
+        if isinstance(layer, _layers.Dropout) and layer.rate > 0:
+            return False
+        if layer.weights and not (layer.trainable and layer.trainable_weights):
+            return False
+        if not builder.add(layer, logits and i == last):
+            return False
+    return builder.nodes and all(n.get("act", 0) in _TRAIN_ACTS for n in builder.nodes)
+
+
+class TrainPlan:
+    """A native training forward (every node's output kept, fused max pools recording their
+    winning cells) and its backward pass, which writes the gradients into the layers'
+    ``grads`` arrays (the model's flat gradient array). The loss and the optimizer stay the
+    model's. ``forward(x)`` returns the output (the logits when compiled with ``logits``);
+    ``backward(g)`` takes dL/d(output) for the same batch."""
+
+    def __init__(self, builder, model, checks):
+        self.nodes, self.dtype = builder.nodes, np.dtype(model.dtype)
+        self.out_shape, self.work = builder.shape, builder.work
+        self._wlayers, self._wnames, self._warrays = checks
+        self._layers_seen = list(model._layers)
+        top = arg_top = 0
+        for node in self.nodes:           # every output kept: no reuse
+            node["out_off"], node["arg_off"] = top, -1
+            top += node["out_size"]
+            if node.get("pool") == _native.POOLS["max"] and node["kind"] == _native.KINDS["conv"]:
+                node["arg_off"] = arg_top
+                arg_top += node["out_size"]
+        self.nodes[-1]["out_off"] = -1
+        mids = [n.get("mid_size", 0) for n in self.nodes if n.get("pool")] or [0]
+        self.native = _native.NativePlan(self.nodes, math.prod(builder.in_shape),
+                                         math.prod(self.out_shape), top, 0, model.dtype)
+        self._args_img, self._mid = arg_top, max(mids)
+        self._dx = max([n["in_size"] for n in self.nodes] + [1])
+        self._first = next(i for i, n in enumerate(self.nodes) if n.get("w") is not None)
+        self._n, self._x, self._y, self._bufs = -1, None, None, None
+
+    is_current = Plan.is_current
+
+    def forward(self, x):
+        n, threads = x.shape[0], get_num_threads()
+        if (n, threads) != self._n:
+            chunk = max(1, min(_MAX_CHUNK, -(-n // 8)))
+            self.native.prepare(n, min(threads, -(-n // chunk)), chunk, False, True,
+                                self._args_img)
+            self._bufs = [np.empty(n * self._dx, self.dtype) for _ in range(2)]
+            self._mid_buf = np.empty(n * self._mid, self.dtype)
+            self._n = (n, threads)
+        self._x = np.ascontiguousarray(x)
+        self._y = np.empty((n,) + tuple(self.out_shape), self.dtype)
+        self.native.run(self._x, self._y)
+        return self._y
+
+    def backward(self, g):
+        n, threads = self._x.shape[0], get_num_threads()
+        cur = np.array(g, dtype=self.dtype, order="C").reshape(n, -1)
+        for i in range(len(self.nodes) - 1, self._first - 1, -1):
+            node = self.nodes[i]
+            a = self._y.reshape(n, -1) if node["out_off"] < 0 else self.native.kept(i)[0]
+            if node.get("act", 0):
+                _native.act_grad(cur, cur, a, node["act"], threads)
+            src = node["input"]
+            x = self._x.reshape(n, -1) if src < 0 else self.native.kept(src)[0]
+            dx = None
+            if i > self._first:
+                dx = self._bufs[i % 2][:n * node["in_size"]].reshape(n, -1)
+            self._node_backward(i, node, cur, x, dx, threads)
+            cur = cur if node["kind"] == _native.KINDS["act"] else dx
+
+    def _node_backward(self, i, node, dy, x, dx, threads):
+        """Gradients of node ``i`` from ``dy`` (after its activation's derivative)."""
+        layer, (in_shape, out_shape) = node["layer"], node["shapes"]
+        n = dy.shape[0]
+        if node["kind"] == _native.KINDS["dense"]:
+            _native.dense_backward(x.reshape(-1, node["K"]), dy.reshape(-1, node["units"]),
+                                   layer.kernel, None if dx is None else dx.reshape(-1, node["K"]),
+                                   layer.grads["kernel"], layer.grads.get("bias"), threads)
+        elif node["kind"] == _native.KINDS["conv"]:
+            g = node["g"]
+            if node.get("pool"):
+                mid = self._mid_buf[:n * node["mid_size"]].reshape(n, -1)
+                _native.unpool(mid, dy, self.native.kept(i)[1], threads)
+                dy = mid
+            _conv.conv2d_backward(dy.reshape((n, g[6], g[7], g[5])), x.reshape((n,) + in_shape),
+                                     layer.kernel, None if dx is None else dx.reshape((n,) + in_shape),
+                                     layer.grads["kernel"], layer.grads.get("bias"), layer.strides,
+                                     layer.dilation_rate, (g[12], g[13]), layer.groups, threads)
+        elif node["kind"] == _native.KINDS["pool"]:
+            pg = node["pg"]
+            _poolext.pool2d_backward(dy.reshape((n,) + out_shape), x.reshape((n,) + in_shape),
+                                     dx.reshape((n,) + in_shape),
+                                     node["pool"] == _native.POOLS["max"], (pg[3], pg[4]),
+                                     (pg[7], pg[8]), (pg[9], pg[10]), threads)
+
+
+def compile_train_plan(model, logits=False):
+    """A :class:`TrainPlan` for ``model`` (built, weights packed), or None when a layer has no
+    native training node (BatchNormalization, Dropout with a rate, a frozen layer, softmax
+    before the last layer, ...)."""
+    builder = _Builder(model._input_shape, training=True)
+    if not _trainable_nodes(builder, model, logits) or builder.value != len(builder.nodes) - 1:
+        return None
+    checks = [(model, "_gflat", getattr(model, "_gflat", None))]
+    for layer in model._layers:
+        checks += [(layer, n, getattr(layer, n)) for n in layer._weight_names
+                   if getattr(layer, n, None) is not None]
+    return TrainPlan(builder, model, tuple(tuple(c[k] for c in checks) for k in range(3)))
+
+
+def get_train_plan(model, logits=False):
+    """The model's cached :class:`TrainPlan` (see :func:`get_plan`), or None."""
+    if getattr(model, "jit_compile", True) is False or not _enabled():
+        return None
+    plans = model.__dict__.get("_plan")
+    if plans is None:
+        plans = model._plan = {}
+    cached = plans.get(("train", logits))
+    if cached is not None and cached[0].is_current(model._layers):
+        return cached[1]
+    plan = compile_train_plan(model, logits)
+    plans[("train", logits)] = (plan if plan is not None else _Unplannable(model), plan)
+    return plan

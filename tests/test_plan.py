@@ -244,3 +244,82 @@ def test_model_with_a_plan_pickles_and_takes_empty_batches():
     clone = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(clone.predict_on_batch(x), y)
     assert model.predict(x[:0], verbose=0).shape == (0, 10)
+
+
+# ----- training through the plan --------------------------------------------------------------
+def _trajectory(model, x, y, jit, steps=3, batch=8):
+    import pickle
+    clone = pickle.loads(pickle.dumps(model))
+    clone.jit_compile = jit
+    losses = [float(np.ravel(clone.train_on_batch(x[i * batch:(i + 1) * batch],
+                                                  y[i * batch:(i + 1) * batch]))[0])
+              for i in range(steps)]
+    return losses, clone.get_weights(), clone
+
+
+TRAIN_CASES = {
+    "lenet5 adam": (lambda dtype: cconv.models.lenet5(compile=False), "adam",
+                    "categorical_crossentropy"),
+    "tutorial cnn rmsprop, logits": (lambda dtype: cconv.models.tutorial_cnn(compile=False),
+                                     "rmsprop", "sparse"),
+    "avg pool, sigmoid, tanh, activation layer, sgd momentum": (lambda dtype: _model([
+        L(Input, (9, 9, 2)), L(Conv2D, 5, 3, padding="same", activation="sigmoid"),
+        L(AveragePooling2D, 2), L(Conv2D, 4, 2, activation="tanh"), L(MaxPooling2D, 2, strides=1),
+        L(Flatten), L(Dense, 6), L(Activation, "relu"), L(Dense, 3, activation="softmax")],
+        dtype), "sgd_momentum", "categorical_crossentropy"),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_training_trajectory_matches_layer_path(case, dtype):
+    make, opt, loss = TRAIN_CASES[case]
+    model = make(dtype)
+    if model.dtype != dtype:
+        model = cconv.Sequential.from_config(
+            {**model.get_config(), "layers": [
+                {**c, "config": {**c["config"], "dtype": dtype}}
+                for c in model.get_config()["layers"]]})
+    opt = cconv.optimizers.SGD(0.05, momentum=0.9) if opt == "sgd_momentum" else opt
+    if loss == "sparse":
+        loss = cconv.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=opt, loss=loss)
+    rng = np.random.default_rng(5)
+    n, classes = 24, model.output_shape[-1]
+    x = rng.standard_normal((n,) + model.input_shape[1:]).astype(dtype)
+    labels = rng.integers(0, classes, n)
+    y = labels if isinstance(loss, cconv.losses.SparseCategoricalCrossentropy) else \
+        np.eye(classes, dtype=dtype)[labels]
+    planned, w_plan, clone = _trajectory(model, x, y, True)
+    assert cplan.get_train_plan(clone, clone._fused) is not None
+    layered, w_layer, _ = _trajectory(model, x, y, False)
+    tol = 1e-5 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(planned, layered, rtol=tol)
+    for a, b in zip(w_plan, w_layer):
+        assert_close(a, b, dtype, "weights after training")
+
+
+def test_training_bit_identical_across_threads():
+    model = cconv.models.lenet5()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((24, 28, 28, 1)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 24)]
+    results = []
+    for t in (1, 2, 3):
+        cconv.set_num_threads(t)
+        losses, weights, _ = _trajectory(model, x, y, True)
+        results.append((losses, weights))
+    for losses, weights in results[1:]:
+        assert losses == results[0][0]
+        for a, b in zip(weights, results[0][1]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_training_falls_back_for_layers_without_native_training():
+    model = _model([L(Input, (6, 6, 1)), L(Conv2D, 3, 3), L(BatchNormalization),
+                    L(Dropout, 0.3), L(Flatten), L(Dense, 2, activation="softmax")], "float32")
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    assert cplan.compile_train_plan(model, True) is None
+    x = np.random.default_rng(0).standard_normal((8, 6, 6, 1)).astype(np.float32)
+    history = model.fit(x, np.eye(2, dtype=np.float32)[np.arange(8) % 2], epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))

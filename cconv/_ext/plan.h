@@ -55,6 +55,7 @@ typedef struct {
     int64_t in_size, out_size;   /* elements per image of the input and the output */
     int64_t mid_size;            /* conv with fused pool: elements per image before the pool */
     int64_t out_off;             /* offset per image in the arena; -1: the plan's output */
+    int64_t arg_off;             /* training, fused max pool: offset per image in args */
     int64_t tile;                /* rows per im2col tile, or tiles per Winograd chunk */
     int64_t group;               /* conv with fused pool, by chunks: images per conv call */
     const void *w, *b;           /* kernel, bias (NULL: none): the model's arrays */
@@ -73,6 +74,9 @@ typedef struct {
     void *arena;                 /* by chunks: threads x chunk x arena_img; by layers:
                                     N x (arena_img + mid_img) */
     void *scr;                   /* threads x scratch */
+    int keep;                    /* training: every node output kept for the whole batch
+                                    (arena N x arena_img, by chunks) */
+    int32_t *args;               /* training: the input cell of each fused max-pool output */
 } cconv_plan;
 
 /* Rows per im2col tile (conv.pyx's rule, from the shapes alone). */

@@ -146,7 +146,7 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
 
 /* Pooled rows oh0..oh1 of one image: x (H, W, C) -> y (OH, OW, C) (pool.pyx's order). */
 static void PF(cconv_plan_pool_rows)(const cconv_pool_geom *g, int is_max, const PT *x, PT *y,
-                                     int64_t oh0, int64_t oh1)
+                                     int64_t oh0, int64_t oh1, int32_t *arg)
 {
     int64_t oh, ow, h, w, c, C = g->C;
     for (oh = oh0; oh < oh1; oh++)
@@ -169,6 +169,17 @@ static void PF(cconv_plan_pool_rows)(const cconv_pool_geom *g, int is_max, const
                 PT inv = (PT)1 / (PT)((h1 - h0) * (w1 - w0));
                 for (c = 0; c < C; c++) yr[c] *= inv;
             }
+            if (arg) {       /* the first cell (row-major) holding the maximum; NaN first */
+                int32_t *ar = arg + (oh * g->OW + ow) * C;
+                for (c = 0; c < C; c++) ar[c] = -1;
+                for (h = h1 - 1; h >= h0; h--)
+                    for (w = w1 - 1; w >= w0; w--)
+                        for (c = 0; c < C; c++) {
+                            PT v = x[(h * g->W + w) * C + c];
+                            if (v == yr[c] || (v != v && yr[c] != yr[c]))
+                                ar[c] = (int32_t)((h * g->W + w) * C + c);
+                        }
+            }
         }
 }
 
@@ -189,7 +200,7 @@ static void PF(cconv_plan_dense_rows)(const cconv_pnode *nd, const PT *x, PT *y,
 /* Node nd on images 0..n (one thread): in, out; scr: the thread's scratch, whose first
    mid_scr elements hold the conv output of nd->group images before a fused pool. */
 static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *in, PT *out, int64_t n,
-                                      PT *scr, int64_t mid_scr)
+                                      PT *scr, int64_t mid_scr, int32_t *arg)
 {
     int64_t k, u, nu, gsz = 1;
     switch (nd->kind) {
@@ -207,13 +218,13 @@ static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *in, PT *o
             for (u = 0; nd->pool && u < m; u++)
                 PF(cconv_plan_pool_rows)(&nd->pg, nd->pool == CCONV_POOL_MAX,
                                          dst + u * nd->mid_size, out + (k + u) * nd->out_size,
-                                         0, nd->pg.OH);
+                                         0, nd->pg.OH, arg ? arg + (k + u) * nd->out_size : 0);
         }
         break;
     case CCONV_PLAN_POOL:
         for (k = 0; k < n; k++)
             PF(cconv_plan_pool_rows)(&nd->pg, nd->pool == CCONV_POOL_MAX, in + k * nd->in_size,
-                                     out + k * nd->out_size, 0, nd->pg.OH);
+                                     out + k * nd->out_size, 0, nd->pg.OH, 0);
         break;
     case CCONV_PLAN_DENSE:
         PF(cconv_plan_dense_rows)(nd, in, out, 0, n * nd->rows);
@@ -230,7 +241,9 @@ static const PT *PF(cconv_plan_src)(const cconv_plan *p, const cconv_pnode *nd, 
     return nd->input < 0 ? x : arena + p->nodes[nd->input].out_off * cap;
 }
 
-/* The whole network on chunks of p->chunk images, each chunk by one thread. */
+/* The whole network on chunks of p->chunk images, each chunk by one thread. With p->keep
+   (training) every node's output stays in a batch-wide arena and fused max pools record
+   their winning cells in p->args. */
 static void PF(cconv_plan_run_chunks)(const cconv_plan *p, const PT *x, PT *y, int64_t N,
                                       int nthreads)
 {
@@ -238,15 +251,21 @@ static void PF(cconv_plan_run_chunks)(const cconv_plan *p, const PT *x, PT *y, i
     #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (c = 0; c < nchunks; c++) {
         int tid = omp_get_thread_num(), i;
-        PT *arena = (PT *)p->arena + (int64_t)tid * CH * p->arena_img;
-        PT *scr = (PT *)p->scr + (int64_t)tid * p->scratch;
         int64_t n0 = c * CH, n = N - n0 < CH ? N - n0 : CH;
+        int64_t cap = p->keep ? N : CH;
+        PT *arena = (PT *)p->arena + (p->keep ? 0 : (int64_t)tid * CH * p->arena_img);
+        PT *scr = (PT *)p->scr + (int64_t)tid * p->scratch;
         const PT *xc = x + n0 * p->in_size;
         for (i = 0; i < p->nnodes; i++) {
             const cconv_pnode *nd = &p->nodes[i];
-            PT *out = nd->out_off < 0 ? y + n0 * p->out_size : arena + nd->out_off * CH;
-            PF(cconv_plan_node_chunk)(nd, PF(cconv_plan_src)(p, nd, xc, arena, CH), out, n, scr,
-                                      p->mid_scr);
+            int64_t i0 = p->keep ? n0 : 0;
+            const PT *in = nd->input < 0 ? xc : arena + p->nodes[nd->input].out_off * cap
+                                                + i0 * nd->in_size;
+            PT *out = nd->out_off < 0 ? y + n0 * p->out_size
+                                      : arena + nd->out_off * cap + i0 * nd->out_size;
+            int32_t *arg = p->keep && nd->arg_off >= 0 ? p->args + nd->arg_off * N
+                                                         + n0 * nd->out_size : 0;
+            PF(cconv_plan_node_chunk)(nd, in, out, n, scr, p->mid_scr, arg);
         }
     }
 }
@@ -273,7 +292,7 @@ static void PF(cconv_plan_node_shared)(const cconv_plan *p, const cconv_pnode *n
         for (t = 0; t < units; t++) {
             int64_t n = t / pg->OH, oh = t - n * pg->OH;
             PF(cconv_plan_pool_rows)(pg, nd->pool == CCONV_POOL_MAX, src + n * psrc,
-                                     out + n * nd->out_size, oh, oh + 1);
+                                     out + n * nd->out_size, oh, oh + 1, 0);
         }
     } else if (nd->kind == CCONV_PLAN_DENSE) {
         nb = (N * nd->rows + CCONV_PLAN_DENSE_ROWS - 1) / CCONV_PLAN_DENSE_ROWS;
@@ -286,7 +305,8 @@ static void PF(cconv_plan_node_shared)(const cconv_plan *p, const cconv_pnode *n
     } else if (nd->kind == CCONV_PLAN_ACT) {
         #pragma omp for schedule(static)
         for (t = 0; t < N; t++)
-            PF(cconv_plan_node_chunk)(nd, in + t * nd->in_size, out + t * nd->out_size, 1, scr, 0);
+            PF(cconv_plan_node_chunk)(nd, in + t * nd->in_size, out + t * nd->out_size, 1, scr, 0,
+                                      0);
     }
 }
 
@@ -305,6 +325,73 @@ static void PF(cconv_plan_run_layers)(const cconv_plan *p, const PT *x, PT *y, i
             PT *out = nd->out_off < 0 ? y : arena + nd->out_off * N;
             PF(cconv_plan_node_shared)(p, nd, PF(cconv_plan_src)(p, nd, x, arena, N), out, N,
                                        scr, mid);
+        }
+    }
+}
+
+/* ---- training: the backward pass's own pieces (conv and pool gradients are conv.pyx's and
+   pool.pyx's kernels, called by cconv.plan) ---- */
+
+/* dz = da * f'(a) for the activation whose output is a (dz may be da). */
+static void PF(cconv_plan_act_grad)(PT *dz, const PT *da, const PT *a, int64_t n, int act,
+                                    int nthreads)
+{
+    int64_t i;
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (i = 0; i < n; i++) {
+        PT d = da[i], v = a[i];
+        switch (act) {
+        case CCONV_ACT_RELU: dz[i] = d * (PT)(v > 0); break;
+        case CCONV_ACT_SIGMOID: dz[i] = d * v * ((PT)1 - v); break;
+        case CCONV_ACT_TANH: dz[i] = d * ((PT)1 - v * v); break;
+        default: dz[i] = d;
+        }
+    }
+}
+
+/* dmid (N, mid) = the gradient of a fused max pool: dy (N, out) sent to the recorded cells. */
+static void PF(cconv_plan_unpool)(PT *dmid, const PT *dy, const int32_t *arg, int64_t N,
+                                  int64_t out, int64_t mid, int nthreads)
+{
+    int64_t n, k;
+    #pragma omp parallel for schedule(static) num_threads(nthreads) private(k)
+    for (n = 0; n < N; n++) {
+        PT *d = dmid + n * mid;
+        memset(d, 0, (size_t)mid * sizeof(PT));
+        for (k = 0; k < out; k++) d[arg[n * out + k]] += dy[n * out + k];
+    }
+}
+
+/* Dense gradients over R rows: dw (K, U) = x^T dz, db (U) = column sums of dz (row order),
+   dx (R, K) = dz w^T (dx, dw, db may be NULL). Each element is one GEMM over the full depth,
+   so the split over threads changes nothing. */
+static void PF(cconv_plan_dense_backward)(const PT *x, const PT *dz, const PT *w, PT *dx, PT *dw,
+                                          PT *db, int64_t R, int64_t K, int64_t U, int nthreads)
+{
+    int64_t b, r, nbk = (K + 15) / 16, nbr = (R + 15) / 16;
+    #pragma omp parallel num_threads(nthreads) private(r)
+    {
+        if (dw) {
+            #pragma omp for schedule(static)
+            for (b = 0; b < nbk; b++) {
+                int64_t k0 = b * 16, kn = K - k0 < 16 ? K - k0 : 16;
+                P_GEMM(1, 0, kn, U, R, 1, x + k0, K, dz, U, 0, dw + k0 * U, U);
+            }
+        }
+        if (db) {
+            #pragma omp for schedule(static)
+            for (b = 0; b < U; b++) {
+                PT s = 0;
+                for (r = 0; r < R; r++) s += dz[r * U + b];
+                db[b] = s;
+            }
+        }
+        if (dx) {
+            #pragma omp for schedule(static)
+            for (b = 0; b < nbr; b++) {
+                int64_t r0 = b * 16, rn = R - r0 < 16 ? R - r0 : 16;
+                P_GEMM(0, 1, rn, K, U, 1, dz + r0 * U, U, w, U, 0, dx + r0 * K, K);
+            }
         }
     }
 }
