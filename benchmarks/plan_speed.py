@@ -1,7 +1,7 @@
 """Inference speed through the compiled plan (cconv.plan) against the layer-by-layer path,
 in one process, interleaved rounds, medians.
 
-    python benchmarks/plan_speed.py [--threads 2] [--rounds 7] [--dtype float32]
+    python benchmarks/plan_speed.py [--threads 2] [--rounds 7] [--dtype float32] [--train]
 
 Prints, per model and batch size, microseconds per call of ``predict_on_batch`` and images
 per second for both paths, the plan's scheme (chunks or layers, threads) and its buffer
@@ -52,12 +52,31 @@ def bench(model, batch, rounds, dtype):
             activations)
 
 
+def bench_train(make, rounds, dtype, batch=64, steps=20):
+    """Training images/s (Adam, ``batch``) through the plan and layer by layer (medians)."""
+    model = make()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch * steps,) + model.input_shape[1:]).astype(dtype)
+    labels = rng.integers(0, model.output_shape[-1], batch * steps)
+    y = labels if model.name == "tutorial_cnn" else np.eye(10, dtype=dtype)[labels]
+    times = {True: [], False: []}
+    for _ in range(rounds):
+        for jit in (True, False):
+            model.jit_compile = jit
+            model.fit(x[:batch], y[:batch], batch_size=batch, verbose=0)
+            t0 = time.perf_counter()
+            model.fit(x, y, batch_size=batch, verbose=0, shuffle=False)
+            times[jit].append(time.perf_counter() - t0)
+    return [batch * steps / statistics.median(times[j]) for j in (True, False)]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batches", default="1,256")
+    ap.add_argument("--train", action="store_true", help="also time training (Adam, batch 64)")
     args = ap.parse_args()
     cconv.set_num_threads(args.threads)
     print(f"load average before: {os.getloadavg()}; threads {args.threads}; {args.dtype}")
@@ -73,6 +92,12 @@ def main():
             print(f"| {model.name} | {batch} | {tp * 1e6:.1f} | {tl * 1e6:.1f} | "
                   f"{batch / tp:,.0f} | {batch / tl:,.0f} | {tl / tp:.2f}x | {scheme} | "
                   f"{nbytes / 1024:.0f} KiB | {act / 1024:.0f} KiB |")
+    if args.train:
+        print("\n| model | training plan images/s | layers images/s | speed-up |")
+        print("|---|---|---|---|")
+        for make in (cconv.models.lenet5, cconv.models.tutorial_cnn):
+            tp, tl = bench_train(make, args.rounds, args.dtype)
+            print(f"| {make.__name__} | {tp:,.0f} | {tl:,.0f} | {tp / tl:.2f}x |")
     print(f"load average after: {os.getloadavg()}")
 
 

@@ -512,7 +512,8 @@ def compile_train_plan(model, logits=False):
     native training node (BatchNormalization, Dropout with a rate, a frozen layer, softmax
     before the last layer, ...)."""
     builder = _Builder(model._input_shape, training=True)
-    if not _trainable_nodes(builder, model, logits) or builder.value != len(builder.nodes) - 1:
+    if (not _trainable_nodes(builder, model, logits) or builder.value != len(builder.nodes) - 1
+            or not any(n.get("w") is not None for n in builder.nodes)):
         return None
     checks = [(model, "_gflat", getattr(model, "_gflat", None))]
     for layer in model._layers:

@@ -323,3 +323,11 @@ def test_training_falls_back_for_layers_without_native_training():
     x = np.random.default_rng(0).standard_normal((8, 6, 6, 1)).astype(np.float32)
     history = model.fit(x, np.eye(2, dtype=np.float32)[np.arange(8) % 2], epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_training_a_model_without_weights_runs_layer_by_layer():
+    model = _model([L(Input, (4, 4, 1)), L(MaxPooling2D, 2), L(Flatten)], "float32")
+    model.compile(optimizer="sgd", loss="mse")
+    assert cplan.compile_train_plan(model) is None
+    loss = model.train_on_batch(np.ones((2, 4, 4, 1), np.float32), np.zeros((2, 4), np.float32))
+    assert np.isfinite(loss)

@@ -158,6 +158,22 @@ static void PF(cconv_plan_pool_rows)(const cconv_pool_geom *g, int is_max, const
             int first = 1;
             if (h0 < 0) h0 = 0;
             if (w0 < 0) w0 = 0;
+            if (arg) {   /* max with its first winning cell (row-major; the first NaN wins) */
+                int32_t *CCONV__RESTRICT ar = arg + (oh * g->OW + ow) * C;
+                for (h = h0; h < h1; h++)
+                    for (w = w0; w < w1; w++) {
+                        const PT *CCONV__RESTRICT xr = x + (h * g->W + w) * C;
+                        int32_t base = (int32_t)((h * g->W + w) * C);
+                        for (c = 0; c < C; c++) {
+                            PT v = xr[c], m = yr[c];
+                            int take = first | (v > m) | ((v != v) & (m == m));
+                            yr[c] = take ? v : m;
+                            ar[c] = take ? base + (int32_t)c : ar[c];
+                        }
+                        first = 0;
+                    }
+                continue;
+            }
             for (h = h0; h < h1; h++)
                 for (w = w0; w < w1; w++) {
                     const PT *xr = x + (h * g->W + w) * C;
@@ -168,17 +184,6 @@ static void PF(cconv_plan_pool_rows)(const cconv_pool_geom *g, int is_max, const
             if (!is_max) {
                 PT inv = (PT)1 / (PT)((h1 - h0) * (w1 - w0));
                 for (c = 0; c < C; c++) yr[c] *= inv;
-            }
-            if (arg) {       /* the first cell (row-major) holding the maximum; NaN first */
-                int32_t *ar = arg + (oh * g->OW + ow) * C;
-                for (c = 0; c < C; c++) ar[c] = -1;
-                for (h = h1 - 1; h >= h0; h--)
-                    for (w = w1 - 1; w >= w0; w--)
-                        for (c = 0; c < C; c++) {
-                            PT v = x[(h * g->W + w) * C + c];
-                            if (v == yr[c] || (v != v && yr[c] != yr[c]))
-                                ar[c] = (int32_t)((h * g->W + w) * C + c);
-                        }
             }
         }
 }
