@@ -5,7 +5,8 @@ in one process, interleaved rounds, medians.
 
 Prints, per model and batch size, microseconds per call of ``predict_on_batch`` and images
 per second for both paths, the plan's scheme (chunks or layers, threads) and its buffer
-bytes next to the bytes of one batch's layer outputs, and the load average (the machine may be shared: compare the two columns, not runs).
+bytes next to the bytes of one batch's layer outputs, and the load average (the machine may
+be shared: compare the two columns, not runs).
 """
 import argparse
 import os

@@ -495,10 +495,11 @@ class TrainPlan:
                 mid = self._mid_buf[:n * node["mid_size"]].reshape(n, -1)
                 _native.unpool(mid, dy, self.native.kept(i)[1], threads)
                 dy = mid
+            dx4 = None if dx is None else dx.reshape((n,) + in_shape)
             _conv.conv2d_backward(dy.reshape((n, g[6], g[7], g[5])), x.reshape((n,) + in_shape),
-                                     layer.kernel, None if dx is None else dx.reshape((n,) + in_shape),
-                                     layer.grads["kernel"], layer.grads.get("bias"), layer.strides,
-                                     layer.dilation_rate, (g[12], g[13]), layer.groups, threads)
+                                  layer.kernel, dx4, layer.grads["kernel"],
+                                  layer.grads.get("bias"), layer.strides, layer.dilation_rate,
+                                  (g[12], g[13]), layer.groups, threads)
         elif node["kind"] == _native.KINDS["pool"]:
             pg = node["pg"]
             _poolext.pool2d_backward(dy.reshape((n,) + out_shape), x.reshape((n,) + in_shape),

@@ -270,7 +270,8 @@ def dense_backward(cnp.ndarray x, cnp.ndarray dz, cnp.ndarray w, dx, dw, db, int
 
 
 cdef void _fill_node(cconv_pnode *nd, dict s) except *:
-    nd.kind, nd.act, nd.algo, nd.pool = s["kind"], s.get("act", 0), s.get("algo", 0), s.get("pool", 0)
+    nd.kind, nd.act = s["kind"], s.get("act", 0)
+    nd.algo, nd.pool = s.get("algo", 0), s.get("pool", 0)
     nd.input = s["input"]
     g = s.get("g")
     if g is not None:
