@@ -54,7 +54,8 @@ class Sequential:
     # ``reducer(loss, batch_size, metrics) -> loss`` sums the gradients in ``_gflat`` (and the
     # loss and metric totals) over ranks. None: single process, no extra work per step.
     _step_reducer = None
-    # False: predict/__call__ always run layer by layer (Keras's name; see cconv.plan).
+    # False: inference and training run layer by layer, not through a compiled plan
+    # (Keras's name; see cconv.plan).
     jit_compile = True
 
     def __init__(self, layers=None, name=None):
@@ -258,8 +259,8 @@ class Sequential:
             loss: name ("categorical_crossentropy", "sparse_categorical_crossentropy",
                 "binary_crossentropy", "mse", "mae") or loss object.
             metrics: list of names ("accuracy", ...) or metric objects (keyword only).
-            jit_compile: False runs inference layer by layer instead of through the
-                compiled plan (:mod:`cconv.plan`); results agree to float rounding.
+            jit_compile: False runs inference and training layer by layer instead of
+                through a compiled plan (:mod:`cconv.plan`); results agree to float rounding.
 
         Raises:
             ValueError: an unknown name (the message lists the known ones).

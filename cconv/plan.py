@@ -321,6 +321,9 @@ class Plan:
         return x
 
     def __call__(self, x):
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"The plan expects inputs of shape (batch,) + {self.input_shape}; "
+                             f"got {x.shape}.")
         return self._run(x)
 
     def is_current(self, layers):
@@ -373,6 +376,7 @@ def compile_plan(model, logits=False):
         return None
     plan = Plan(segments, weights, native, fallback)
     plan._layers_seen = list(model._layers)
+    plan.input_shape = tuple(model._input_shape)
     return plan
 
 

@@ -217,6 +217,8 @@ def test_native_run_checks_arrays():
         native.run(x, np.empty((3, 10), np.float32))
     with pytest.raises(TypeError, match="float32"):
         native.run(x.astype(np.float64), np.empty((2, 10), np.float32))
+    with pytest.raises(ValueError, match=r"\(batch,\) \+ \(28, 28, 1\)"):
+        cplan.compile_plan(model)(np.zeros((2, 784), np.float32))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
