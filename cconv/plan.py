@@ -42,7 +42,6 @@ from . import layers as _layers
 from . import ops as _ops
 from ._ext import conv as _conv
 from ._ext import plan as _native
-from ._ext import pool as _poolext
 from ._ext.parallel import get_num_threads
 
 __all__ = ["compile_plan", "get_plan", "Plan", "compile_train_plan", "get_train_plan",
@@ -437,21 +436,29 @@ class TrainPlan:
         self.out_shape, self.work = builder.shape, builder.work
         self._wlayers, self._wnames, self._warrays = checks
         self._layers_seen = list(model._layers)
-        top = arg_top = 0
+        top = arg_top = part = 0
         for node in self.nodes:           # every output kept: no reuse
             node["out_off"], node["arg_off"] = top, -1
             top += node["out_size"]
-            if node.get("pool") == _native.POOLS["max"] and node["kind"] == _native.KINDS["conv"]:
+            if node.get("pool") == _native.POOLS["max"]:
                 node["arg_off"] = arg_top
                 arg_top += node["out_size"]
+            layer = node["layer"]
+            if node.get("w") is not None:   # gradients: the model's arrays, and chunk slices
+                node["dw"], node["dw_off"], node["w_size"] = (layer.grads["kernel"], part,
+                                                              node["w"].size)
+                part += node["w"].size
+            if node.get("b") is not None:
+                node["db"], node["db_off"], node["b_size"] = (layer.grads["bias"], part,
+                                                              node["b"].size)
+                part += node["b"].size
         self.nodes[-1]["out_off"] = -1
-        mids = [n.get("mid_size", 0) for n in self.nodes if n.get("pool")] or [0]
+        mid = max([n.get("mid_size", 0) for n in self.nodes if n.get("pool")] or [0])
         self.native = _native.NativePlan(self.nodes, math.prod(builder.in_shape),
-                                         math.prod(self.out_shape), top, 0, model.dtype)
-        self._args_img, self._mid = arg_top, max(mids)
-        self._dx = max([n["in_size"] for n in self.nodes] + [1])
+                                         math.prod(self.out_shape), top, mid, model.dtype)
+        self._args_img = arg_top
         self._first = next(i for i, n in enumerate(self.nodes) if n.get("w") is not None)
-        self._n, self._x, self._y, self._bufs = -1, None, None, None
+        self._n, self._x, self._y = -1, None, None
 
     is_current = Plan.is_current
 
@@ -461,8 +468,6 @@ class TrainPlan:
             chunk = max(1, min(_MAX_CHUNK, -(-n // 8)))
             self.native.prepare(n, min(threads, -(-n // chunk)), chunk, False, True,
                                 self._args_img)
-            self._bufs = [np.empty(n * self._dx, self.dtype) for _ in range(2)]
-            self._mid_buf = np.empty(n * self._mid, self.dtype)
             self._n = (n, threads)
         self._x = np.ascontiguousarray(x)
         self._y = np.empty((n,) + tuple(self.out_shape), self.dtype)
@@ -470,46 +475,8 @@ class TrainPlan:
         return self._y
 
     def backward(self, g):
-        n, threads = self._x.shape[0], get_num_threads()
-        cur = np.array(g, dtype=self.dtype, order="C").reshape(n, -1)
-        for i in range(len(self.nodes) - 1, self._first - 1, -1):
-            node = self.nodes[i]
-            a = self._y.reshape(n, -1) if node["out_off"] < 0 else self.native.kept(i)[0]
-            if node.get("act", 0):
-                _native.act_grad(cur, cur, a, node["act"], threads)
-            src = node["input"]
-            x = self._x.reshape(n, -1) if src < 0 else self.native.kept(src)[0]
-            dx = None
-            if i > self._first:
-                dx = self._bufs[i % 2][:n * node["in_size"]].reshape(n, -1)
-            self._node_backward(i, node, cur, x, dx, threads)
-            cur = cur if node["kind"] == _native.KINDS["act"] else dx
-
-    def _node_backward(self, i, node, dy, x, dx, threads):
-        """Gradients of node ``i`` from ``dy`` (after its activation's derivative)."""
-        layer, (in_shape, out_shape) = node["layer"], node["shapes"]
-        n = dy.shape[0]
-        if node["kind"] == _native.KINDS["dense"]:
-            _native.dense_backward(x.reshape(-1, node["K"]), dy.reshape(-1, node["units"]),
-                                   layer.kernel, None if dx is None else dx.reshape(-1, node["K"]),
-                                   layer.grads["kernel"], layer.grads.get("bias"), threads)
-        elif node["kind"] == _native.KINDS["conv"]:
-            g = node["g"]
-            if node.get("pool"):
-                mid = self._mid_buf[:n * node["mid_size"]].reshape(n, -1)
-                _native.unpool(mid, dy, self.native.kept(i)[1], threads)
-                dy = mid
-            dx4 = None if dx is None else dx.reshape((n,) + in_shape)
-            _conv.conv2d_backward(dy.reshape((n, g[6], g[7], g[5])), x.reshape((n,) + in_shape),
-                                  layer.kernel, dx4, layer.grads["kernel"],
-                                  layer.grads.get("bias"), layer.strides, layer.dilation_rate,
-                                  (g[12], g[13]), layer.groups, threads)
-        elif node["kind"] == _native.KINDS["pool"]:
-            pg = node["pg"]
-            _poolext.pool2d_backward(dy.reshape((n,) + out_shape), x.reshape((n,) + in_shape),
-                                     dx.reshape((n,) + in_shape),
-                                     node["pool"] == _native.POOLS["max"], (pg[3], pg[4]),
-                                     (pg[7], pg[8]), (pg[9], pg[10]), threads)
+        g = np.ascontiguousarray(g, dtype=self.dtype)
+        self.native.backward(self._x, self._y, g, self._first)
 
 
 def compile_train_plan(model, logits=False):

@@ -59,6 +59,9 @@ typedef struct {
     int64_t tile;                /* rows per im2col tile, or tiles per Winograd chunk */
     int64_t group;               /* conv with fused pool, by chunks: images per conv call */
     const void *w, *b;           /* kernel, bias (NULL: none): the model's arrays */
+    void *dw, *db;               /* training: their gradients (the model's flat array) */
+    int64_t dw_off, db_off;      /* training: their offsets in one chunk's partial gradients */
+    int64_t w_size, b_size;      /* training: their elements */
     void *wino;                  /* Winograd: transformed kernel (16, C, CO), the plan's */
 } cconv_pnode;
 
@@ -76,7 +79,10 @@ typedef struct {
     void *scr;                   /* threads x scratch */
     int keep;                    /* training: every node output kept for the whole batch
                                     (arena N x arena_img, by chunks) */
-    int32_t *args;               /* training: the input cell of each fused max-pool output */
+    int32_t *args;               /* training: the input cell of each max-pool output */
+    int64_t part_size;           /* training: one chunk's partial weight gradients */
+    void *conv_backward;         /* training: conv.pyx's conv2d_backward_c for this type, as
+                                    int (*)(dy, x, w, dx, dw, db, const cconv_geom *, N) */
 } cconv_plan;
 
 /* Rows per im2col tile (conv.pyx's rule, from the shapes alone). */

@@ -7,6 +7,8 @@ cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport calloc, free
 
+from cconv._ext.conv cimport ConvGeom, conv2d_backward_c
+
 import numpy as np
 
 cnp.import_array()
@@ -24,6 +26,9 @@ cdef extern from "plan.h" nogil:
         int64_t rows, K, units, in_size, out_size, mid_size, out_off, arg_off, tile, group
         const void *w
         const void *b
+        void *dw
+        void *db
+        int64_t dw_off, db_off, w_size, b_size
         void *wino
     ctypedef struct cconv_plan:
         cconv_pnode *nodes
@@ -33,6 +38,8 @@ cdef extern from "plan.h" nogil:
         void *scr
         int keep
         int32_t *args
+        int64_t part_size
+        void *conv_backward
     enum:
         CCONV_PLAN_CONV, CCONV_PLAN_POOL, CCONV_PLAN_DENSE, CCONV_PLAN_ACT
         CCONV_ACT_LINEAR, CCONV_ACT_RELU, CCONV_ACT_SIGMOID, CCONV_ACT_TANH, CCONV_ACT_SOFTMAX
@@ -44,20 +51,12 @@ cdef extern from "plan.h" nogil:
                             int nthreads, int by_layers)
     void cconv_plan_run_f64(const cconv_plan *p, const double *x, double *y, int64_t N,
                             int nthreads, int by_layers)
-    void cconv_plan_act_grad_f32(float *dz, const float *da, const float *a, int64_t n, int act,
-                                 int nthreads)
-    void cconv_plan_act_grad_f64(double *dz, const double *da, const double *a, int64_t n,
-                                 int act, int nthreads)
-    void cconv_plan_unpool_f32(float *dmid, const float *dy, const int32_t *arg, int64_t N,
-                               int64_t out, int64_t mid, int nthreads)
-    void cconv_plan_unpool_f64(double *dmid, const double *dy, const int32_t *arg, int64_t N,
-                               int64_t out, int64_t mid, int nthreads)
-    void cconv_plan_dense_backward_f32(const float *x, const float *dz, const float *w,
-                                       float *dx, float *dw, float *db, int64_t R, int64_t K,
-                                       int64_t U, int nthreads)
-    void cconv_plan_dense_backward_f64(const double *x, const double *dz, const double *w,
-                                       double *dx, double *dw, double *db, int64_t R, int64_t K,
-                                       int64_t U, int nthreads)
+    int cconv_plan_backward_f32(const cconv_plan *p, const float *x, const float *y,
+                                const float *g, int64_t N, int nthreads, float *part,
+                                float *bufs, int64_t maxsz, int first)
+    int cconv_plan_backward_f64(const cconv_plan *p, const double *x, const double *y,
+                                const double *g, int64_t N, int nthreads, double *part,
+                                double *bufs, int64_t maxsz, int first)
 
 
 #: The codes of plan.h's enums, for cconv.plan.
@@ -68,6 +67,26 @@ ACTIVATIONS = {"linear": CCONV_ACT_LINEAR, "relu": CCONV_ACT_RELU, "sigmoid": CC
 ALGOS = {"im2col": CCONV_ALGO_IM2COL, "direct": CCONV_ALGO_DIRECT,
          "winograd": CCONV_ALGO_WINOGRAD, "pointwise": CCONV_ALGO_POINTWISE}
 POOLS = {None: CCONV_POOL_NONE, "max": CCONV_POOL_MAX, "avg": CCONV_POOL_AVG}
+
+
+cdef ConvGeom _conv_geom(const cconv_geom *g, int64_t N) noexcept nogil:
+    cdef ConvGeom c
+    c.N, c.H, c.W, c.C, c.KH, c.KW, c.CO = N, g.H, g.W, g.C, g.KH, g.KW, g.CO
+    c.OH, c.OW, c.sh, c.sw, c.dh, c.dw = g.OH, g.OW, g.sh, g.sw, g.dh, g.dw
+    c.pt, c.pl, c.groups = g.pt, g.pl, g.groups
+    return c
+
+
+cdef int _conv_backward_f32(const float *dy, const float *x, const float *w, float *dx,
+                            float *dw, float *db, const cconv_geom *g, int64_t N) noexcept nogil:
+    """conv.pyx's gradients of one chunk of N images, on the calling thread."""
+    return conv2d_backward_c(dy, x, w, dx, dw, db, _conv_geom(g, N), 1)
+
+
+cdef int _conv_backward_f64(const double *dy, const double *x, const double *w, double *dx,
+                            double *dw, double *db, const cconv_geom *g,
+                            int64_t N) noexcept nogil:
+    return conv2d_backward_c(dy, x, w, dx, dw, db, _conv_geom(g, N), 1)
 
 
 cdef const void *_ptr(object a):
@@ -88,7 +107,7 @@ cdef class NativePlan:
     cdef cconv_plan p
     cdef object dtype
     cdef list keep, group_cap, wino_arrs
-    cdef object arena_arr, scr_arr, args_arr
+    cdef object arena_arr, scr_arr, args_arr, part_arr, bufs_arr
     cdef public int64_t batch
     cdef public int threads, by_layers
     cdef public object key                  # cconv.plan's record of what it prepared for
@@ -116,6 +135,13 @@ cdef class NativePlan:
                     self.keep.append(a)
             nd.w = _ptr(spec.get("w"))
             nd.b = _ptr(spec.get("b"))
+            for a in (spec.get("dw"), spec.get("db")):  # training: the model's gradients
+                if a is not None:
+                    self.keep.append(a)
+            nd.dw = <void *>_ptr(spec.get("dw"))
+            nd.db = <void *>_ptr(spec.get("db"))
+            self.p.part_size = max(self.p.part_size, nd.db_off + nd.b_size,
+                                   nd.dw_off + nd.w_size)
             cconv_plan_prepare_node(nd)
             self.group_cap.append(nd.group)
             if nd.algo == CCONV_ALGO_WINOGRAD and nd.kind == CCONV_PLAN_CONV:
@@ -126,6 +152,8 @@ cdef class NativePlan:
                 nd.wino = cnp.PyArray_DATA(<cnp.ndarray>u)
         self.p.in_size, self.p.out_size = in_size, out_size
         self.p.arena_img, self.p.mid_img = arena_img, mid_img
+        self.p.conv_backward = (<void *>_conv_backward_f32 if self.is_f32
+                                else <void *>_conv_backward_f64)
         self.batch = -1
         self.threads = 0
 
@@ -172,7 +200,7 @@ cdef class NativePlan:
         """Bytes of the plan's own buffers (activation arena, per-thread scratch, Winograd
         kernels); the weights belong to the model."""
         total = sum(a.nbytes for a in self.wino_arrs)
-        for a in (self.arena_arr, self.scr_arr, self.args_arr):
+        for a in (self.arena_arr, self.scr_arr, self.args_arr, self.part_arr, self.bufs_arr):
             if a is not None:
                 total += a.nbytes
         return total
@@ -199,74 +227,39 @@ cdef class NativePlan:
                 cconv_plan_run_f64(&self.p, <const double *>xp, <double *>yp, n, nt, bl)
 
 
-    def kept(self, int i):
-        """Training: node ``i``'s output for the prepared batch, (batch, out_size), and its
-        recorded max-pool cells (int32, same shape) or None. Views of the plan's buffers."""
-        cdef cconv_pnode *nd = &self.p.nodes[i]
-        cdef int64_t n = self.batch
-        out = self.arena_arr[nd.out_off * n:(nd.out_off + nd.out_size) * n].reshape(n, -1)
-        arg = None
-        if nd.arg_off >= 0:
-            arg = self.args_arr[nd.arg_off * n:(nd.arg_off + nd.out_size) * n].reshape(n, -1)
-        return out, arg
-
-
-def act_grad(cnp.ndarray dz, cnp.ndarray da, cnp.ndarray a, int act, int threads):
-    """dz = da * f'(a) for plan.h's activation ``act`` (arrays of one dtype and size,
-    C-contiguous; dz may be da). Internal: cconv.plan checks the arrays."""
-    cdef void *zp = cnp.PyArray_DATA(dz)
-    cdef const void *dp = cnp.PyArray_DATA(da)
-    cdef const void *ap = cnp.PyArray_DATA(a)
-    cdef int64_t n = a.size
-    cdef bint f32 = dz.dtype.itemsize == 4
-    with nogil:
-        if f32:
-            cconv_plan_act_grad_f32(<float *>zp, <const float *>dp, <const float *>ap, n, act,
-                                    threads)
-        else:
-            cconv_plan_act_grad_f64(<double *>zp, <const double *>dp, <const double *>ap, n,
-                                    act, threads)
-
-
-def unpool(cnp.ndarray dmid, cnp.ndarray dy, cnp.ndarray arg, int threads):
-    """dmid (N, mid) = dy (N, out) sent to the cells ``arg`` (N, out) recorded by a fused max
-    pool. Internal."""
-    cdef int64_t N = dy.shape[0], out = dy.size // max(N, 1), mid = dmid.size // max(N, 1)
-    cdef void *mp = cnp.PyArray_DATA(dmid)
-    cdef const void *dp = cnp.PyArray_DATA(dy)
-    cdef const int32_t *ip = <const int32_t *>cnp.PyArray_DATA(arg)
-    cdef bint f32 = dy.dtype.itemsize == 4
-    with nogil:
-        if f32:
-            cconv_plan_unpool_f32(<float *>mp, <const float *>dp, ip, N, out, mid, threads)
-        else:
-            cconv_plan_unpool_f64(<double *>mp, <const double *>dp, ip, N, out, mid, threads)
-
-
-cdef void *_opt(object a):
-    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
-
-
-def dense_backward(cnp.ndarray x, cnp.ndarray dz, cnp.ndarray w, dx, dw, db, int threads):
-    """Dense gradients over R = dz.shape[0] rows (plan.h); dx, dw, db may be None.
-    Internal."""
-    cdef int64_t R = dz.shape[0], U = w.shape[1], K = w.shape[0]
-    cdef const void *xp = cnp.PyArray_DATA(x)
-    cdef const void *zp = cnp.PyArray_DATA(dz)
-    cdef const void *wp = cnp.PyArray_DATA(w)
-    cdef void *dxp = _opt(dx)
-    cdef void *dwp = _opt(dw)
-    cdef void *dbp = _opt(db)
-    cdef bint f32 = w.dtype.itemsize == 4
-    with nogil:
-        if f32:
-            cconv_plan_dense_backward_f32(<const float *>xp, <const float *>zp,
-                                          <const float *>wp, <float *>dxp, <float *>dwp,
-                                          <float *>dbp, R, K, U, threads)
-        else:
-            cconv_plan_dense_backward_f64(<const double *>xp, <const double *>zp,
-                                          <const double *>wp, <double *>dxp, <double *>dwp,
-                                          <double *>dbp, R, K, U, threads)
+    def backward(self, cnp.ndarray x, cnp.ndarray y, cnp.ndarray g, int first):
+        """Training: the gradients of the kept forward of ``x`` (output ``y``) for
+        dL/d(output) ``g`` (same shape as y), written into the nodes' ``dw``/``db``; the
+        nodes before ``first`` get none. Internal: cconv.plan passes the forward's arrays."""
+        cdef int64_t n = self.batch, ch = self.p.chunk, maxsz = 1
+        cdef int i, status
+        if g.dtype != self.dtype or not cnp.PyArray_IS_C_CONTIGUOUS(g) or g.size != y.size:
+            raise ValueError("NativePlan.backward: g must be a C-contiguous array like y")
+        for i in range(self.p.nnodes):
+            maxsz = max(maxsz, self.p.nodes[i].in_size, self.p.nodes[i].out_size)
+        cdef int64_t nchunks = (n + ch - 1) // ch
+        cdef int64_t per_thread = 2 * ch * maxsz + ch * self.p.mid_img
+        if self.part_arr is None or self.part_arr.size < nchunks * self.p.part_size + 1:
+            self.part_arr = np.empty(nchunks * self.p.part_size + 1, dtype=self.dtype)
+        if self.bufs_arr is None or self.bufs_arr.size < self.threads * per_thread:
+            self.bufs_arr = np.empty(self.threads * per_thread, dtype=self.dtype)
+        cdef const void *xp = cnp.PyArray_DATA(x)
+        cdef const void *yp = cnp.PyArray_DATA(y)
+        cdef const void *gp = cnp.PyArray_DATA(g)
+        cdef void *pp = cnp.PyArray_DATA(<cnp.ndarray>self.part_arr)
+        cdef void *bp = cnp.PyArray_DATA(<cnp.ndarray>self.bufs_arr)
+        cdef int nt = self.threads
+        with nogil:
+            if self.is_f32:
+                status = cconv_plan_backward_f32(&self.p, <const float *>xp, <const float *>yp,
+                                                 <const float *>gp, n, nt, <float *>pp,
+                                                 <float *>bp, maxsz, first)
+            else:
+                status = cconv_plan_backward_f64(&self.p, <const double *>xp,
+                                                 <const double *>yp, <const double *>gp, n, nt,
+                                                 <double *>pp, <double *>bp, maxsz, first)
+        if status:
+            raise MemoryError("NativePlan.backward: could not allocate a workspace")
 
 
 cdef void _fill_node(cconv_pnode *nd, dict s) except *:
@@ -286,3 +279,5 @@ cdef void _fill_node(cconv_pnode *nd, dict s) except *:
     nd.in_size, nd.out_size = s["in_size"], s["out_size"]
     nd.mid_size, nd.out_off = s.get("mid_size", 0), s["out_off"]
     nd.arg_off = s.get("arg_off", -1)
+    nd.dw_off, nd.db_off = s.get("dw_off", 0), s.get("db_off", 0)
+    nd.w_size, nd.b_size = s.get("w_size", 0), s.get("b_size", 0)

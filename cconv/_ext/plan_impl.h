@@ -229,7 +229,8 @@ static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *in, PT *o
     case CCONV_PLAN_POOL:
         for (k = 0; k < n; k++)
             PF(cconv_plan_pool_rows)(&nd->pg, nd->pool == CCONV_POOL_MAX, in + k * nd->in_size,
-                                     out + k * nd->out_size, 0, nd->pg.OH, 0);
+                                     out + k * nd->out_size, 0, nd->pg.OH,
+                                     arg ? arg + k * nd->out_size : 0);
         break;
     case CCONV_PLAN_DENSE:
         PF(cconv_plan_dense_rows)(nd, in, out, 0, n * nd->rows);
@@ -334,15 +335,13 @@ static void PF(cconv_plan_run_layers)(const cconv_plan *p, const PT *x, PT *y, i
     }
 }
 
-/* ---- training: the backward pass's own pieces (conv and pool gradients are conv.pyx's and
-   pool.pyx's kernels, called by cconv.plan) ---- */
+/* ---- training: the backward pass (conv gradients are conv.pyx's kernels, passed in as
+   p->conv_backward) ---- */
 
 /* dz = da * f'(a) for the activation whose output is a (dz may be da). */
-static void PF(cconv_plan_act_grad)(PT *dz, const PT *da, const PT *a, int64_t n, int act,
-                                    int nthreads)
+static void PF(cconv_plan_act_grad)(PT *dz, const PT *da, const PT *a, int64_t n, int act)
 {
     int64_t i;
-    #pragma omp parallel for schedule(static) num_threads(nthreads)
     for (i = 0; i < n; i++) {
         PT d = da[i], v = a[i];
         switch (act) {
@@ -354,51 +353,132 @@ static void PF(cconv_plan_act_grad)(PT *dz, const PT *da, const PT *a, int64_t n
     }
 }
 
-/* dmid (N, mid) = the gradient of a fused max pool: dy (N, out) sent to the recorded cells. */
-static void PF(cconv_plan_unpool)(PT *dmid, const PT *dy, const int32_t *arg, int64_t N,
-                                  int64_t out, int64_t mid, int nthreads)
+typedef int (*PF(cconv_plan_conv_bwd_t))(const PT *dy, const PT *x, const PT *w, PT *dx, PT *dw,
+                                         PT *db, const cconv_geom *g, int64_t N);
+
+/* Average-pool gradient of one image: dx (H, W, C) from dy (OH, OW, C) (pool.pyx's order). */
+static void PF(cconv_plan_avg_unpool)(const cconv_pool_geom *g, const PT *dy, PT *dx)
 {
-    int64_t n, k;
-    #pragma omp parallel for schedule(static) num_threads(nthreads) private(k)
-    for (n = 0; n < N; n++) {
-        PT *d = dmid + n * mid;
-        memset(d, 0, (size_t)mid * sizeof(PT));
-        for (k = 0; k < out; k++) d[arg[n * out + k]] += dy[n * out + k];
-    }
+    int64_t oh, ow, h, w, c, C = g->C;
+    memset(dx, 0, (size_t)(g->H * g->W * C) * sizeof(PT));
+    for (oh = 0; oh < g->OH; oh++)
+        for (ow = 0; ow < g->OW; ow++) {
+            int64_t h0 = oh * g->sh - g->pt, w0 = ow * g->sw - g->pl;
+            int64_t h1 = h0 + g->KH < g->H ? h0 + g->KH : g->H;
+            int64_t w1 = w0 + g->KW < g->W ? w0 + g->KW : g->W;
+            const PT *d = dy + (oh * g->OW + ow) * C;
+            if (h0 < 0) h0 = 0;
+            if (w0 < 0) w0 = 0;
+            for (h = h0; h < h1; h++)
+                for (w = w0; w < w1; w++)
+                    for (c = 0; c < C; c++)
+                        dx[(h * g->W + w) * C + c] += d[c] / (PT)((h1 - h0) * (w1 - w0));
+        }
 }
 
-/* Dense gradients over R rows: dw (K, U) = x^T dz, db (U) = column sums of dz (row order),
-   dx (R, K) = dz w^T (dx, dw, db may be NULL). Each element is one GEMM over the full depth,
-   so the split over threads changes nothing. */
-static void PF(cconv_plan_dense_backward)(const PT *x, const PT *dz, const PT *w, PT *dx, PT *dw,
-                                          PT *db, int64_t R, int64_t K, int64_t U, int nthreads)
+/* Gradients of node nd for n images: dz (after the activation's derivative), its input x,
+   its recorded max-pool cells arg; partial weight gradients into part, dx (may be NULL);
+   mid: scratch for a fused pool's unpooled gradient. Returns -1 when conv.pyx could not
+   allocate a workspace. */
+static int PF(cconv_plan_node_grad)(const cconv_plan *p, const cconv_pnode *nd, const PT *dz,
+                                    const PT *x, const int32_t *arg, PT *part, PT *dx, PT *mid,
+                                    int64_t n)
 {
-    int64_t b, r, nbk = (K + 15) / 16, nbr = (R + 15) / 16;
-    #pragma omp parallel num_threads(nthreads) private(r)
-    {
-        if (dw) {
-            #pragma omp for schedule(static)
-            for (b = 0; b < nbk; b++) {
-                int64_t k0 = b * 16, kn = K - k0 < 16 ? K - k0 : 16;
-                P_GEMM(1, 0, kn, U, R, 1, x + k0, K, dz, U, 0, dw + k0 * U, U);
-            }
+    int64_t k, r, u, R = n * nd->rows;
+    PT *dw = part + nd->dw_off, *db = nd->b ? part + nd->db_off : 0;
+    if (nd->kind == CCONV_PLAN_DENSE) {
+        P_GEMM(1, 0, nd->K, nd->units, R, 1, x, nd->K, dz, nd->units, 0, dw, nd->units);
+        for (u = 0; db && u < nd->units; u++) {
+            PT s = 0;
+            for (r = 0; r < R; r++) s += dz[r * nd->units + u];
+            db[u] = s;
         }
-        if (db) {
-            #pragma omp for schedule(static)
-            for (b = 0; b < U; b++) {
-                PT s = 0;
-                for (r = 0; r < R; r++) s += dz[r * U + b];
-                db[b] = s;
+        if (dx) P_GEMM(0, 1, R, nd->K, nd->units, 1, dz, nd->units, (const PT *)nd->w,
+                       nd->units, 0, dx, nd->K);
+        return 0;
+    }
+    if (nd->kind == CCONV_PLAN_CONV) {
+        if (nd->pool) {
+            for (k = 0; k < n; k++) {
+                PT *d = mid + k * nd->mid_size;
+                memset(d, 0, (size_t)nd->mid_size * sizeof(PT));
+                for (r = 0; r < nd->out_size; r++)
+                    d[arg[k * nd->out_size + r]] += dz[k * nd->out_size + r];
             }
+            dz = mid;
         }
-        if (dx) {
-            #pragma omp for schedule(static)
-            for (b = 0; b < nbr; b++) {
-                int64_t r0 = b * 16, rn = R - r0 < 16 ? R - r0 : 16;
-                P_GEMM(0, 1, rn, K, U, 1, dz + r0 * U, U, w, U, 0, dx + r0 * K, K);
+        return ((PF(cconv_plan_conv_bwd_t))p->conv_backward)(dz, x, (const PT *)nd->w, dx, dw,
+                                                             db, &nd->g, n);
+    }
+    if (nd->kind == CCONV_PLAN_POOL && dx) {
+        for (k = 0; k < n; k++) {
+            PT *d = dx + k * nd->in_size;
+            if (nd->pool == CCONV_POOL_AVG) {
+                PF(cconv_plan_avg_unpool)(&nd->pg, dz + k * nd->out_size, d);
+                continue;
             }
+            memset(d, 0, (size_t)nd->in_size * sizeof(PT));
+            for (r = 0; r < nd->out_size; r++)
+                d[arg[k * nd->out_size + r]] += dz[k * nd->out_size + r];
         }
     }
+    return 0;
+}
+
+/* The backward pass of a kept training forward, by chunks: every thread takes whole chunks
+   of images through all nodes (from the last to node `first`, the first with weights), each
+   chunk's weight gradients into its own slice of p_part; then the slices are summed in chunk
+   order into each node's dw/db. g: dL/d(output) (N, out_size); y: the forward's output;
+   bufs: per thread 2 x chunk x maxsz + chunk x mid_img elements. Returns -1 on a failed
+   workspace allocation. */
+static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y, const PT *g,
+                                   int64_t N, int nthreads, PT *p_part, PT *bufs, int64_t maxsz,
+                                   int first)
+{
+    int64_t CH = p->chunk, nchunks = (N + CH - 1) / CH, c, e;
+    int failed = 0, i;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(|:failed)
+    for (c = 0; c < nchunks; c++) {
+        int tid = omp_get_thread_num(), j;
+        int64_t n0 = c * CH, n = N - n0 < CH ? N - n0 : CH;
+        PT *ba = bufs + (int64_t)tid * (2 * CH * maxsz + CH * p->mid_img), *bb = ba + CH * maxsz;
+        PT *mid = bb + CH * maxsz;
+        const PT *cur = g + n0 * p->out_size;
+        for (j = p->nnodes - 1; j >= first; j--) {
+            const cconv_pnode *nd = &p->nodes[j];
+            const PT *arena = (const PT *)p->arena;
+            const PT *a = nd->out_off < 0 ? y + n0 * p->out_size
+                                          : arena + nd->out_off * N + n0 * nd->out_size;
+            const PT *xin = nd->input < 0 ? x + n0 * p->in_size
+                : arena + p->nodes[nd->input].out_off * N + n0 * nd->in_size;
+            const int32_t *arg = nd->arg_off >= 0 ? p->args + nd->arg_off * N + n0 * nd->out_size
+                                                  : 0;
+            PT *dx;
+            if (nd->act != CCONV_ACT_LINEAR) {
+                PT *t = cur == ba ? ba : cur == bb ? bb : ba;
+                PF(cconv_plan_act_grad)(t, cur, a, n * nd->out_size, nd->act);
+                cur = t;
+            }
+            if (nd->kind == CCONV_PLAN_ACT) continue;
+            dx = j > first ? (cur == ba ? bb : ba) : 0;
+            failed |= PF(cconv_plan_node_grad)(p, nd, cur, xin, arg, p_part + c * p->part_size,
+                                               dx, mid, n) != 0;
+            cur = dx;
+        }
+    }
+    if (failed) return -1;
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (e = 0; e < p->part_size; e++) {
+        PT s = p_part[e];
+        for (c = 1; c < nchunks; c++) s += p_part[c * p->part_size + e];
+        p_part[e] = s;
+    }
+    for (i = 0; i < p->nnodes; i++) {
+        const cconv_pnode *nd = &p->nodes[i];
+        if (nd->dw) memcpy(nd->dw, p_part + nd->dw_off, (size_t)nd->w_size * sizeof(PT));
+        if (nd->db) memcpy(nd->db, p_part + nd->db_off, (size_t)nd->b_size * sizeof(PT));
+    }
+    return 0;
 }
 
 /* Run the plan on x (N images) into y; by_layers picks the scheme. Winograd kernels are
