@@ -269,6 +269,10 @@ TRAIN_CASES = {
         L(AveragePooling2D, 2), L(Conv2D, 4, 2, activation="tanh"), L(MaxPooling2D, 2, strides=1),
         L(Flatten), L(Dense, 6), L(Activation, "relu"), L(Dense, 3, activation="softmax")],
         dtype), "sgd_momentum", "categorical_crossentropy"),
+    "pool after pool, dense on rank-3 samples, mse": (lambda dtype: _model([
+        L(Input, (10, 10, 3)), L(Conv2D, 6, 3, strides=2, padding="same", activation="relu"),
+        L(MaxPooling2D, 2, strides=1), L(MaxPooling2D, 2, padding="same"),
+        L(Dense, 5, activation="tanh"), L(Flatten), L(Dense, 4)], dtype), "adam", "mse"),
 }
 
 
