@@ -379,21 +379,27 @@ def compile_plan(model, logits=False):
     return plan
 
 
-def get_plan(model, logits=False):
-    """The model's cached plan (of its logits path with ``logits=True``), compiled on first
-    use and again after its layers or weight arrays change; None when disabled or when no
-    layer has a native node."""
+def _cached(model, key, compile_fn, *args):
+    """The model's plan under ``key``, compiled by ``compile_fn(model, *args)`` on first use
+    and again after the model's layers or weight arrays change; None when disabled."""
     if getattr(model, "jit_compile", True) is False or not _enabled():
         return None
     plans = model.__dict__.get("_plan")
     if plans is None:
         plans = model._plan = {}
-    cached = plans.get(logits)
+    cached = plans.get(key)
     if cached is not None and cached[0].is_current(model._layers):
         return cached[1]
-    plan = compile_plan(model, logits)
-    plans[logits] = (plan if plan is not None else _Unplannable(model), plan)
+    plan = compile_fn(model, *args)
+    plans[key] = (plan if plan is not None else _Unplannable(model), plan)
     return plan
+
+
+def get_plan(model, logits=False):
+    """The model's cached inference plan (of its logits path with ``logits=True``), compiled
+    on first use and again after its layers or weight arrays change; None when disabled
+    (``jit_compile=False``, ``CCONV_PLAN=0``) or when no layer has a native node."""
+    return _cached(model, logits, compile_plan, logits)
 
 
 class _Unplannable:
@@ -495,15 +501,5 @@ def compile_train_plan(model, logits=False):
 
 
 def get_train_plan(model, logits=False):
-    """The model's cached :class:`TrainPlan` (see :func:`get_plan`), or None."""
-    if getattr(model, "jit_compile", True) is False or not _enabled():
-        return None
-    plans = model.__dict__.get("_plan")
-    if plans is None:
-        plans = model._plan = {}
-    cached = plans.get(("train", logits))
-    if cached is not None and cached[0].is_current(model._layers):
-        return cached[1]
-    plan = compile_train_plan(model, logits)
-    plans[("train", logits)] = (plan if plan is not None else _Unplannable(model), plan)
-    return plan
+    """The model's cached :class:`TrainPlan` (as :func:`get_plan`), or None."""
+    return _cached(model, ("train", logits), compile_train_plan, logits)
