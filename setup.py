@@ -15,7 +15,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-EXT_MODULES = ["conv", "pool", "parallel", "blas", "resample"]
+EXT_MODULES = ["conv", "pool", "parallel", "blas", "resample", "plan"]
 
 OPENMP_TEST = textwrap.dedent(
     """

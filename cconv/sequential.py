@@ -11,6 +11,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import layers as _layers
+from . import plan as _plan
 from . import saving as _saving
 from ._typing import Config
 from .layers.base import unique_name
@@ -156,6 +157,17 @@ class Sequential(Trainer):
 
     # ----- forward / backward --------------------------------------------------------------------
     def _forward(self, x, training, logits=False):
+        """The output (the last layer's logits with ``logits``): through the compiled plan
+        (:mod:`cconv.plan`) when the layers allow it, else layer by layer. In training the
+        plan keeps what its backward needs until the next :meth:`_backward`."""
+        if training:
+            self._train_plan = _plan.get_train_plan(self, logits)
+            if self._train_plan is not None:
+                return self._train_plan.forward(x)
+        else:
+            plan = _plan.get_plan(self, logits)
+            if plan is not None:
+                return plan(x)
         layers = self._layers
         for layer in layers[:-1]:
             x = layer.forward(x, training)
@@ -163,7 +175,12 @@ class Sequential(Trainer):
         return last.forward_logits(x, training) if logits else last.forward(x, training)
 
     def _backward(self, g, logits=False):
-        """Back-propagate from the output down to the first layer with trainable weights."""
+        """Back-propagate from the output down to the first layer with trainable weights
+        (through the training plan when the forward pass ran through it)."""
+        tplan = self.__dict__.pop("_train_plan", None)
+        if tplan is not None:
+            tplan.backward(g)
+            return
         layers = self._layers
         last = len(layers) - 1
         for i in range(last, self._first_trained - 1, -1):

@@ -67,6 +67,9 @@ class Trainer:
     # ``reducer(loss, batch_size, metrics) -> loss`` sums the gradients in ``_gflat`` (and the
     # loss and metric totals) over ranks. None: single process, no extra work per step.
     _step_reducer = None
+    # False: inference and training run layer by layer, not through a compiled plan
+    # (Keras's name; see cconv.plan).
+    jit_compile = True
 
     def __init__(self):
         self.compiled = False
@@ -173,7 +176,8 @@ class Trainer:
     # ----- compile --------------------------------------------------------------------------
     def compile(self, optimizer: Union[str, dict, _optimizers.Optimizer] = "rmsprop",
                 loss: Union[str, dict, _losses.Loss, None] = None, *,
-                metrics: Optional[Sequence[Union[str, _metrics.Metric]]] = None) -> None:
+                metrics: Optional[Sequence[Union[str, _metrics.Metric]]] = None,
+                jit_compile: bool = True) -> None:
         """Configure training.
 
         Args:
@@ -181,10 +185,13 @@ class Trainer:
             loss: name ("categorical_crossentropy", "sparse_categorical_crossentropy",
                 "binary_crossentropy", "mse", "mae") or loss object.
             metrics: list of names ("accuracy", ...) or metric objects (keyword only).
+            jit_compile: False runs inference and training layer by layer instead of
+                through a compiled plan (:mod:`cconv.plan`); results agree to float rounding.
 
         Raises:
             ValueError: an unknown name (the message lists the known ones).
         """
+        self.jit_compile = bool(jit_compile)
         self.optimizer = _optimizers.get(optimizer)
         self.loss = _losses.get(loss)
         if metrics is None:
@@ -555,7 +562,8 @@ class Trainer:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_wflat", "_gflat", "_views", "_segments", "_step_reducer"):
+        for k in ("_wflat", "_gflat", "_views", "_segments", "_step_reducer", "_plan",
+                  "_train_plan"):
             state.pop(k, None)
         state["_packed"] = False
         return state

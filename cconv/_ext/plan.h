@@ -1,0 +1,224 @@
+/* A compiled inference plan: a list of nodes (convolution with fused bias, activation and
+   pooling; pooling; dense with fused bias and activation; activation), each reading the
+   output of an earlier node (or the plan's input) and writing its own buffer, run for a
+   whole batch in one call without the GIL. cconv/_ext/plan.pyx fills the descriptors;
+   cconv/plan.py decides everything else (algorithms, buffer offsets, threads).
+
+   Two ways to run, chosen by plan.py from the shapes:
+     - by chunks: the batch is cut into chunks of CH images; each thread runs the WHOLE
+       network on one chunk at a time, in its own arena (one parallel region, no barrier per
+       layer). For small layers (LeNet) and large batches.
+     - by layers: one parallel region; each node's work (im2col tiles, Winograd tile chunks,
+       pooled rows, dense row blocks) is shared among the threads, a barrier after each node.
+       For few images and large layers.
+   Every output element is computed by the same arithmetic in either way and for any thread
+   count (the GEMM's result for a row does not depend on the other rows of its call), so
+   results are bit-identical for any number of threads.
+
+   The per-type code is plan_impl.h, included once for float and once for double. */
+#ifndef CCONV_PLAN_H
+#define CCONV_PLAN_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "omp_helpers.h"
+#include "gemm.h"
+#include "direct.h"
+#include "winograd.h"
+#include "pool_cells.h"
+
+enum { CCONV_PLAN_CONV = 1, CCONV_PLAN_POOL = 2, CCONV_PLAN_DENSE = 3, CCONV_PLAN_ACT = 4 };
+enum { CCONV_ACT_LINEAR = 0, CCONV_ACT_RELU = 1, CCONV_ACT_SIGMOID = 2, CCONV_ACT_TANH = 3,
+       CCONV_ACT_SOFTMAX = 4 };
+enum { CCONV_ALGO_IM2COL = 0, CCONV_ALGO_DIRECT = 1, CCONV_ALGO_WINOGRAD = 2,
+       CCONV_ALGO_POINTWISE = 3 };
+enum { CCONV_POOL_NONE = 0, CCONV_POOL_MAX = 1, CCONV_POOL_AVG = 2 };
+
+/* Elements of one im2col tile (as conv.pyx) and of one Winograd chunk's V and M. */
+#define CCONV_PLAN_TILE_ELEMS 65536
+#define CCONV_PLAN_WINO_ELEMS 262144
+/* Rows of one dense block when the layers share the threads. */
+#define CCONV_PLAN_DENSE_ROWS 16
+
+typedef struct {
+    int64_t H, W, C, KH, KW, OH, OW, sh, sw, pt, pl;
+} cconv_pool_geom;
+
+typedef struct {
+    int kind, act, algo, pool;   /* CCONV_PLAN_*, CCONV_ACT_*, CCONV_ALGO_*, CCONV_POOL_* */
+    int input;                   /* producing node, -1: the plan's input */
+    cconv_geom g;                /* convolution, one image (g.N unused) */
+    cconv_pool_geom pg;          /* pooling: the pool node's, or the one fused after a conv */
+    int64_t rows, K, units;      /* dense: rows per image, input features, units */
+    int64_t in_size, out_size;   /* elements per image of the input and the output */
+    int64_t mid_size;            /* conv with fused pool: elements per image before the pool */
+    int64_t out_off;             /* offset per image in the arena; -1: the plan's output */
+    int64_t arg_off;             /* training, fused max pool: offset per image in args */
+    int64_t tile;                /* rows per im2col tile, or tiles per Winograd chunk */
+    int64_t group;               /* conv with fused pool, by chunks: images per conv call */
+    const void *w, *b;           /* kernel, bias (NULL: none): the model's arrays */
+    void *dw, *db;               /* training: their gradients (the model's flat array) */
+    int64_t dw_off, db_off;      /* training: their offsets in one chunk's partial gradients */
+    int64_t w_size, b_size;      /* training: their elements */
+    void *wino;                  /* Winograd: transformed kernel (16, C, CO), the plan's */
+} cconv_pnode;
+
+typedef struct {
+    cconv_pnode *nodes;
+    int nnodes;
+    int64_t in_size, out_size;   /* elements per image of the plan's input and output */
+    int64_t arena_img;           /* arena elements per image (all node outputs) */
+    int64_t mid_img;             /* by layers: conv output before a fused pool, per image */
+    int64_t mid_scr;             /* by chunks: the same for nd->group images, per thread */
+    int64_t scratch;             /* scratch elements per thread */
+    int64_t chunk;               /* images per chunk (running by chunks) */
+    void *arena;                 /* by chunks: threads x chunk x arena_img; by layers:
+                                    N x (arena_img + mid_img) */
+    void *scr;                   /* threads x scratch */
+    int keep;                    /* training: every node output kept for the whole batch
+                                    (arena N x arena_img, by chunks) */
+    int32_t *args;               /* training: the input cell of each max-pool output */
+    int64_t part_size;           /* training: one chunk's partial weight gradients */
+    void *conv_backward;         /* training: conv.pyx's conv2d_backward_c for this type, as
+                                    int (*)(dy, x, w, dx, dw, db, const cconv_geom *, N) */
+} cconv_plan;
+
+/* Rows per im2col tile (conv.pyx's rule, from the shapes alone). */
+static inline int64_t cconv_plan_tile_rows(const cconv_geom *g)
+{
+    int64_t k = g->KH * g->KW * g->C;
+    int64_t t = CCONV_PLAN_TILE_ELEMS / (k > 0 ? k : 1);
+    return t < 1 ? 1 : t;
+}
+
+/* Winograd tiles per chunk: whole micro-panels of 12 (conv.pyx's rule). */
+static inline int64_t cconv_plan_wino_tiles(const cconv_geom *g)
+{
+    int64_t tc = CCONV_PLAN_WINO_ELEMS / (16 * (g->C + g->CO));
+    tc = (tc / 12) * 12;
+    return tc < 12 ? 12 : tc;
+}
+
+/* Elements of conv output kept in a thread's scratch before a fused pool (by chunks). */
+#define CCONV_PLAN_MID_ELEMS 32768
+
+/* Fill nd->tile (im2col rows or Winograd tiles per unit of work) and nd->group (the most
+   images per conv call before a fused pool, by chunks). */
+static void cconv_plan_prepare_node(cconv_pnode *nd)
+{
+    nd->tile = 1;
+    nd->group = 1;
+    if (nd->kind != CCONV_PLAN_CONV) return;
+    if (nd->pool && nd->mid_size < CCONV_PLAN_MID_ELEMS)
+        nd->group = CCONV_PLAN_MID_ELEMS / nd->mid_size;
+    if (nd->algo == CCONV_ALGO_WINOGRAD) nd->tile = cconv_plan_wino_tiles(&nd->g);
+    else if (nd->algo != CCONV_ALGO_DIRECT) nd->tile = cconv_plan_tile_rows(&nd->g);
+}
+
+/* Scratch elements one thread needs for node nd when one call covers at most nimg images. */
+static int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
+{
+    const cconv_geom *g = &nd->g;
+    int64_t n;
+    if (nd->kind != CCONV_PLAN_CONV) return 0;
+    switch (nd->algo) {
+    case CCONV_ALGO_DIRECT:
+        return cconv_direct_scratch(g);
+    case CCONV_ALGO_WINOGRAD:
+        n = nimg * ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
+        n = n < nd->tile ? n : nd->tile;
+        return 16 * n * (g->C + g->CO) + g->C + 4 * g->CO;
+    case CCONV_ALGO_POINTWISE:
+        return 0;
+    default:
+        n = nimg * g->OH * g->OW;
+        return (n < nd->tile ? n : nd->tile) * g->KH * g->KW * g->C;
+    }
+}
+
+/* Rows of op(A) @ B one at a time, with the GEMM's exact arithmetic per element (gemm.h: K in
+   ceil(K / CCONV_GEMM_KC) equal depth blocks, each summed from zero with one FMA per term
+   (a multiply and an add on the generic path) in k order, then added to C), but without
+   packing B: for a few rows, packing B costs more than the products. */
+#define CCONV_PLAN_ROWS_DEFINE(SUF, T, ATTR, MULADD)                                           \
+ATTR static void cconv_plan_rows_##SUF(int64_t M, int64_t N, int64_t K, const T *A,           \
+                                       int64_t lda, const T *B, int64_t ldb, T *C, int64_t ldc)  \
+{                                                                                              \
+    int64_t nkb = (K + CCONV_GEMM_KC - 1) / CCONV_GEMM_KC, kcb = (K + nkb - 1) / nkb;          \
+    int64_t i, j0, j, k, pc;                                                                   \
+    T acc[256];                                                                                \
+    for (i = 0; i < M; i++)                                                                    \
+        for (j0 = 0; j0 < N; j0 += 256) {                                                      \
+            int64_t nj = N - j0 < 256 ? N - j0 : 256;                                          \
+            T *CCONV__RESTRICT c = C + i * ldc + j0;                                           \
+            for (pc = 0; pc < K; pc += kcb) {                                                  \
+                int64_t kc = K - pc < kcb ? K - pc : kcb;                                      \
+                for (j = 0; j < nj; j++) acc[j] = (T)0;                                        \
+                for (k = pc; k < pc + kc; k++) {                                               \
+                    const T a = A[i * lda + k];                                                \
+                    const T *CCONV__RESTRICT b = B + k * ldb + j0;                             \
+                    for (j = 0; j < nj; j++) acc[j] = MULADD(a, b[j], acc[j]);                 \
+                }                                                                              \
+                if (pc == 0) for (j = 0; j < nj; j++) c[j] = acc[j];                           \
+                else for (j = 0; j < nj; j++) c[j] = c[j] + acc[j];                            \
+            }                                                                                  \
+        }                                                                                      \
+}
+#define CCONV__PLAN_FMA_F(a, b, c) __builtin_fmaf((a), (b), (c))
+#define CCONV__PLAN_FMA_D(a, b, c) __builtin_fma((a), (b), (c))
+#define CCONV__PLAN_MULADD(a, b, c) ((a) * (b) + (c))
+#if defined(CCONV__X86)
+CCONV_PLAN_ROWS_DEFINE(f32_avx512, float, CCONV__ATTR_AVX512, CCONV__PLAN_FMA_F)
+CCONV_PLAN_ROWS_DEFINE(f64_avx512, double, CCONV__ATTR_AVX512, CCONV__PLAN_FMA_D)
+CCONV_PLAN_ROWS_DEFINE(f32_avx2, float, CCONV__ATTR_AVX2, CCONV__PLAN_FMA_F)
+CCONV_PLAN_ROWS_DEFINE(f64_avx2, double, CCONV__ATTR_AVX2, CCONV__PLAN_FMA_D)
+#endif
+CCONV_PLAN_ROWS_DEFINE(f32_base, float, , CCONV__PLAN_MULADD)
+CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
+
+#if defined(CCONV__X86)
+#define CCONV__PLAN_ROWS(SUF, ARGS)                                                            \
+    do {                                                                                       \
+        int lvl_ = cconv__isa();                                                               \
+        if (lvl_ >= 2) cconv_plan_rows_##SUF##_avx512 ARGS;                                    \
+        else if (lvl_ == 1) cconv_plan_rows_##SUF##_avx2 ARGS;                                 \
+        else cconv_plan_rows_##SUF##_base ARGS;                                                \
+    } while (0)
+#else
+#define CCONV__PLAN_ROWS(SUF, ARGS) cconv_plan_rows_##SUF##_base ARGS
+#endif
+
+/* Up to this many rows, cconv_plan_rows_* replaces the GEMM (same results). */
+#define CCONV_PLAN_FEW_ROWS 4
+
+#define PT float
+#define PF(name) name##_f32
+#define P_GEMM cconv_sgemm
+#define P_ROWS(ARGS) CCONV__PLAN_ROWS(f32, ARGS)
+#define P_EXP expf
+#define P_TANH tanhf
+#define P_DIRECT cconv_direct_forward_f32
+#define P_WINO_K cconv_wino_kernel_f32
+#define P_WINO_IN cconv_wino_input_f32
+#define P_WINO_OUT cconv_wino_output_f32
+#define P_POOL_MAX cconv_pool_max_f32
+#define P_POOL_ADD cconv_pool_add_f32
+#include "plan_impl.h"
+
+#define PT double
+#define PF(name) name##_f64
+#define P_GEMM cconv_dgemm
+#define P_ROWS(ARGS) CCONV__PLAN_ROWS(f64, ARGS)
+#define P_EXP exp
+#define P_TANH tanh
+#define P_DIRECT cconv_direct_forward_f64
+#define P_WINO_K cconv_wino_kernel_f64
+#define P_WINO_IN cconv_wino_input_f64
+#define P_WINO_OUT cconv_wino_output_f64
+#define P_POOL_MAX cconv_pool_max_f64
+#define P_POOL_ADD cconv_pool_add_f64
+#include "plan_impl.h"
+
+#endif

@@ -1,0 +1,283 @@
+# cython: language_level=3
+"""The native side of a compiled inference plan (plan.h): node descriptors, buffers, and
+one GIL-free call per batch. ``cconv.plan`` builds the node list and decides algorithms,
+buffer offsets, chunk size and threads; this module trusts those decisions and only checks
+the arrays handed to :meth:`NativePlan.run`."""
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t
+from libc.stdlib cimport calloc, free
+
+from cconv._ext.conv cimport ConvGeom, conv2d_backward_c
+
+import numpy as np
+
+cnp.import_array()
+
+
+cdef extern from "plan.h" nogil:
+    ctypedef struct cconv_geom:
+        int64_t N, H, W, C, KH, KW, CO, OH, OW, sh, sw, dh, dw, pt, pl, groups
+    ctypedef struct cconv_pool_geom:
+        int64_t H, W, C, KH, KW, OH, OW, sh, sw, pt, pl
+    ctypedef struct cconv_pnode:
+        int kind, act, algo, pool, input
+        cconv_geom g
+        cconv_pool_geom pg
+        int64_t rows, K, units, in_size, out_size, mid_size, out_off, arg_off, tile, group
+        const void *w
+        const void *b
+        void *dw
+        void *db
+        int64_t dw_off, db_off, w_size, b_size
+        void *wino
+    ctypedef struct cconv_plan:
+        cconv_pnode *nodes
+        int nnodes
+        int64_t in_size, out_size, arena_img, mid_img, mid_scr, scratch, chunk
+        void *arena
+        void *scr
+        int keep
+        int32_t *args
+        int64_t part_size
+        void *conv_backward
+    enum:
+        CCONV_PLAN_CONV, CCONV_PLAN_POOL, CCONV_PLAN_DENSE, CCONV_PLAN_ACT
+        CCONV_ACT_LINEAR, CCONV_ACT_RELU, CCONV_ACT_SIGMOID, CCONV_ACT_TANH, CCONV_ACT_SOFTMAX
+        CCONV_ALGO_IM2COL, CCONV_ALGO_DIRECT, CCONV_ALGO_WINOGRAD, CCONV_ALGO_POINTWISE
+        CCONV_POOL_NONE, CCONV_POOL_MAX, CCONV_POOL_AVG
+    void cconv_plan_prepare_node(cconv_pnode *nd)
+    int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
+    void cconv_plan_run_f32(const cconv_plan *p, const float *x, float *y, int64_t N,
+                            int nthreads, int by_layers)
+    void cconv_plan_run_f64(const cconv_plan *p, const double *x, double *y, int64_t N,
+                            int nthreads, int by_layers)
+    int cconv_plan_backward_f32(const cconv_plan *p, const float *x, const float *y,
+                                const float *g, int64_t N, int nthreads, float *part,
+                                float *bufs, int64_t maxsz, int first)
+    int cconv_plan_backward_f64(const cconv_plan *p, const double *x, const double *y,
+                                const double *g, int64_t N, int nthreads, double *part,
+                                double *bufs, int64_t maxsz, int first)
+
+
+#: The codes of plan.h's enums, for cconv.plan.
+KINDS = {"conv": CCONV_PLAN_CONV, "pool": CCONV_PLAN_POOL, "dense": CCONV_PLAN_DENSE,
+         "act": CCONV_PLAN_ACT}
+ACTIVATIONS = {"linear": CCONV_ACT_LINEAR, "relu": CCONV_ACT_RELU, "sigmoid": CCONV_ACT_SIGMOID,
+               "tanh": CCONV_ACT_TANH, "softmax": CCONV_ACT_SOFTMAX}
+ALGOS = {"im2col": CCONV_ALGO_IM2COL, "direct": CCONV_ALGO_DIRECT,
+         "winograd": CCONV_ALGO_WINOGRAD, "pointwise": CCONV_ALGO_POINTWISE}
+POOLS = {None: CCONV_POOL_NONE, "max": CCONV_POOL_MAX, "avg": CCONV_POOL_AVG}
+
+
+cdef ConvGeom _conv_geom(const cconv_geom *g, int64_t N) noexcept nogil:
+    cdef ConvGeom c
+    c.N, c.H, c.W, c.C, c.KH, c.KW, c.CO = N, g.H, g.W, g.C, g.KH, g.KW, g.CO
+    c.OH, c.OW, c.sh, c.sw, c.dh, c.dw = g.OH, g.OW, g.sh, g.sw, g.dh, g.dw
+    c.pt, c.pl, c.groups = g.pt, g.pl, g.groups
+    return c
+
+
+cdef int _conv_backward_f32(const float *dy, const float *x, const float *w, float *dx,
+                            float *dw, float *db, const cconv_geom *g, int64_t N) noexcept nogil:
+    """conv.pyx's gradients of one chunk of N images, on the calling thread."""
+    return conv2d_backward_c(dy, x, w, dx, dw, db, _conv_geom(g, N), 1)
+
+
+cdef int _conv_backward_f64(const double *dy, const double *x, const double *w, double *dx,
+                            double *dw, double *db, const cconv_geom *g,
+                            int64_t N) noexcept nogil:
+    return conv2d_backward_c(dy, x, w, dx, dw, db, _conv_geom(g, N), 1)
+
+
+cdef const void *_ptr(object a):
+    return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+cdef class NativePlan:
+    """Descriptors of ``nodes`` (dicts from :func:`cconv.plan.compile_plan`) over weights
+    owned by the model (kept alive here), with buffers for one batch size.
+
+    Args:
+        nodes: list of dicts, keys as the fields of ``cconv_pnode`` in plan.h, plus ``w``
+            and ``b`` (C-contiguous arrays of ``dtype`` or None).
+        in_size, out_size: elements of one input and one output sample.
+        arena_img, mid_img: arena and pre-pool elements per image.
+        dtype: numpy float32 or float64.
+    """
+    cdef cconv_plan p
+    cdef object dtype
+    cdef list keep, group_cap, wino_arrs
+    cdef object arena_arr, scr_arr, args_arr, part_arr, bufs_arr
+    cdef public int64_t batch
+    cdef public int threads, by_layers
+    cdef public object key                  # cconv.plan's record of what it prepared for
+    cdef int is_f32
+
+    def __cinit__(self):
+        self.p.nodes = NULL
+
+    def __init__(self, list nodes, int64_t in_size, int64_t out_size, int64_t arena_img,
+                 int64_t mid_img, dtype):
+        cdef int i
+        cdef cconv_pnode *nd
+        self.dtype = np.dtype(dtype)
+        self.is_f32 = self.dtype == np.float32
+        self.keep, self.group_cap, self.wino_arrs = [], [], []
+        self.p.nodes = <cconv_pnode *>calloc(max(len(nodes), 1), sizeof(cconv_pnode))
+        if self.p.nodes == NULL:
+            raise MemoryError("NativePlan: could not allocate the node descriptors")
+        self.p.nnodes = len(nodes)
+        for i, spec in enumerate(nodes):
+            nd = &self.p.nodes[i]
+            _fill_node(nd, spec)
+            for a in (spec.get("w"), spec.get("b")):  # the model's arrays: kept alive
+                if a is not None:
+                    self.keep.append(a)
+            nd.w = _ptr(spec.get("w"))
+            nd.b = _ptr(spec.get("b"))
+            for a in (spec.get("dw"), spec.get("db")):  # training: the model's gradients
+                if a is not None:
+                    self.keep.append(a)
+            nd.dw = <void *>_ptr(spec.get("dw"))
+            nd.db = <void *>_ptr(spec.get("db"))
+            self.p.part_size = max(self.p.part_size, nd.db_off + nd.b_size,
+                                   nd.dw_off + nd.w_size)
+            cconv_plan_prepare_node(nd)
+            self.group_cap.append(nd.group)
+            if nd.algo == CCONV_ALGO_WINOGRAD and nd.kind == CCONV_PLAN_CONV:
+                # U (16, C, CO), then the kernel it came from (NaN: never equal, so the first
+                # call transforms)
+                u = np.full(25 * nd.g.C * nd.g.CO, np.nan, dtype=self.dtype)
+                self.wino_arrs.append(u)
+                nd.wino = cnp.PyArray_DATA(<cnp.ndarray>u)
+        self.p.in_size, self.p.out_size = in_size, out_size
+        self.p.arena_img, self.p.mid_img = arena_img, mid_img
+        self.p.conv_backward = (<void *>_conv_backward_f32 if self.is_f32
+                                else <void *>_conv_backward_f64)
+        self.batch = -1
+        self.threads = 0
+
+    def __dealloc__(self):
+        free(self.p.nodes)
+
+    def prepare(self, int64_t batch, int threads, int64_t chunk, bint by_layers,
+                bint keep=False, int64_t args_img=0):
+        """Size the buffers for ``batch`` images on ``threads`` threads, by chunks of
+        ``chunk`` images or (``by_layers``) node by node. Reuses the buffers when they fit.
+        ``keep`` (training, by chunks): every node output stays for the whole batch, and
+        fused max pools record their winning cells (``args_img`` int32 per image)."""
+        cdef int64_t arena = (batch * (self.p.arena_img + self.p.mid_img) if by_layers
+                              else (batch if keep else threads * chunk) * self.p.arena_img)
+        cdef int64_t scratch = 0, mid_scr = 0, nimg
+        cdef int i
+        cdef cconv_pnode *nd
+        for i in range(self.p.nnodes):
+            nd = &self.p.nodes[i]
+            nimg = batch if by_layers else chunk
+            if nd.kind == CCONV_PLAN_CONV and nd.pool and not by_layers:
+                nd.group = max(1, min(self.group_cap[i], chunk))
+                nimg = nd.group
+                mid_scr = max(mid_scr, nd.group * nd.mid_size)
+            scratch = max(scratch, cconv_plan_node_scratch(nd, nimg))
+        self.p.mid_scr = mid_scr
+        self.p.scratch = scratch + mid_scr + 16
+        if self.arena_arr is None or self.arena_arr.size < arena + 1:
+            self.arena_arr = np.empty(arena + 1, dtype=self.dtype)
+        if self.scr_arr is None or self.scr_arr.size < threads * self.p.scratch:
+            self.scr_arr = np.empty(threads * self.p.scratch, dtype=self.dtype)
+        if keep and (self.args_arr is None or self.args_arr.size < batch * args_img + 1):
+            self.args_arr = np.empty(batch * args_img + 1, dtype=np.int32)
+        self.p.keep = keep
+        self.p.args = (<int32_t *>cnp.PyArray_DATA(<cnp.ndarray>self.args_arr)
+                       if self.args_arr is not None else NULL)
+        self.p.arena = cnp.PyArray_DATA(<cnp.ndarray>self.arena_arr)
+        self.p.scr = cnp.PyArray_DATA(<cnp.ndarray>self.scr_arr)
+        self.p.chunk = chunk
+        self.batch, self.threads, self.by_layers = batch, threads, by_layers
+
+    @property
+    def buffer_bytes(self):
+        """Bytes of the plan's own buffers (activation arena, per-thread scratch, Winograd
+        kernels); the weights belong to the model."""
+        total = sum(a.nbytes for a in self.wino_arrs)
+        for a in (self.arena_arr, self.scr_arr, self.args_arr, self.part_arr, self.bufs_arr):
+            if a is not None:
+                total += a.nbytes
+        return total
+
+    def run(self, cnp.ndarray x, cnp.ndarray y):
+        """y = plan(x) for a batch prepared with :meth:`prepare`; one GIL-free call."""
+        cdef int64_t n = self.batch
+        if (x.dtype is not self.dtype and x.dtype != self.dtype) or y.dtype != self.dtype:
+            raise TypeError(f"NativePlan.run: x and y must be {self.dtype}; got {x.dtype}, "
+                            f"{y.dtype}")
+        if (not cnp.PyArray_IS_C_CONTIGUOUS(x) or not cnp.PyArray_IS_C_CONTIGUOUS(y)
+                or x.shape[0] != n or y.shape[0] != n or x.size != n * self.p.in_size
+                or y.size != n * self.p.out_size or not cnp.PyArray_ISWRITEABLE(y)):
+            raise ValueError(f"NativePlan.run: expected C-contiguous x with {n} x "
+                             f"{self.p.in_size} and writable y with {n} x {self.p.out_size} "
+                             f"elements; got shapes {(<object>x).shape}, {(<object>y).shape}")
+        cdef const void *xp = cnp.PyArray_DATA(x)
+        cdef void *yp = cnp.PyArray_DATA(y)
+        cdef int nt = self.threads, bl = self.by_layers
+        with nogil:
+            if self.is_f32:
+                cconv_plan_run_f32(&self.p, <const float *>xp, <float *>yp, n, nt, bl)
+            else:
+                cconv_plan_run_f64(&self.p, <const double *>xp, <double *>yp, n, nt, bl)
+
+
+    def backward(self, cnp.ndarray x, cnp.ndarray y, cnp.ndarray g, int first):
+        """Training: the gradients of the kept forward of ``x`` (output ``y``) for
+        dL/d(output) ``g`` (same shape as y), written into the nodes' ``dw``/``db``; the
+        nodes before ``first`` get none. Internal: cconv.plan passes the forward's arrays."""
+        cdef int64_t n = self.batch, ch = self.p.chunk, maxsz = 1
+        cdef int i, status
+        if g.dtype != self.dtype or not cnp.PyArray_IS_C_CONTIGUOUS(g) or g.size != y.size:
+            raise ValueError("NativePlan.backward: g must be a C-contiguous array like y")
+        for i in range(self.p.nnodes):
+            maxsz = max(maxsz, self.p.nodes[i].in_size, self.p.nodes[i].out_size)
+        cdef int64_t nchunks = (n + ch - 1) // ch
+        cdef int64_t per_thread = 2 * ch * maxsz + ch * self.p.mid_img
+        if self.part_arr is None or self.part_arr.size < nchunks * self.p.part_size + 1:
+            self.part_arr = np.empty(nchunks * self.p.part_size + 1, dtype=self.dtype)
+        if self.bufs_arr is None or self.bufs_arr.size < self.threads * per_thread:
+            self.bufs_arr = np.empty(self.threads * per_thread, dtype=self.dtype)
+        cdef const void *xp = cnp.PyArray_DATA(x)
+        cdef const void *yp = cnp.PyArray_DATA(y)
+        cdef const void *gp = cnp.PyArray_DATA(g)
+        cdef void *pp = cnp.PyArray_DATA(<cnp.ndarray>self.part_arr)
+        cdef void *bp = cnp.PyArray_DATA(<cnp.ndarray>self.bufs_arr)
+        cdef int nt = self.threads
+        with nogil:
+            if self.is_f32:
+                status = cconv_plan_backward_f32(&self.p, <const float *>xp, <const float *>yp,
+                                                 <const float *>gp, n, nt, <float *>pp,
+                                                 <float *>bp, maxsz, first)
+            else:
+                status = cconv_plan_backward_f64(&self.p, <const double *>xp,
+                                                 <const double *>yp, <const double *>gp, n, nt,
+                                                 <double *>pp, <double *>bp, maxsz, first)
+        if status:
+            raise MemoryError("NativePlan.backward: could not allocate a workspace")
+
+
+cdef void _fill_node(cconv_pnode *nd, dict s) except *:
+    nd.kind, nd.act = s["kind"], s.get("act", 0)
+    nd.algo, nd.pool = s.get("algo", 0), s.get("pool", 0)
+    nd.input = s["input"]
+    g = s.get("g")
+    if g is not None:
+        (nd.g.H, nd.g.W, nd.g.C, nd.g.KH, nd.g.KW, nd.g.CO, nd.g.OH, nd.g.OW, nd.g.sh, nd.g.sw,
+         nd.g.dh, nd.g.dw, nd.g.pt, nd.g.pl, nd.g.groups) = g
+        nd.g.N = 1
+    pg = s.get("pg")
+    if pg is not None:
+        (nd.pg.H, nd.pg.W, nd.pg.C, nd.pg.KH, nd.pg.KW, nd.pg.OH, nd.pg.OW, nd.pg.sh, nd.pg.sw,
+         nd.pg.pt, nd.pg.pl) = pg
+    nd.rows, nd.K, nd.units = s.get("rows", 0), s.get("K", 0), s.get("units", 1)
+    nd.in_size, nd.out_size = s["in_size"], s["out_size"]
+    nd.mid_size, nd.out_off = s.get("mid_size", 0), s["out_off"]
+    nd.arg_off = s.get("arg_off", -1)
+    nd.dw_off, nd.db_off = s.get("dw_off", 0), s.get("db_off", 0)
+    nd.w_size, nd.b_size = s.get("w_size", 0), s.get("b_size", 0)

@@ -1,0 +1,515 @@
+/* The per-type body of plan.h, included once per element type with PT (the type), PF (the
+   name suffix) and P_* (the kernels of that type) defined; undefines them at its end. No
+   include guard on purpose. */
+
+/* Activation over rows x width elements, in place (cconv.activations' formulas). */
+static void PF(cconv_plan_act)(PT *y, int64_t rows, int64_t width, int act)
+{
+    int64_t i, j, n = rows * width;
+    switch (act) {
+    case CCONV_ACT_RELU:
+        for (i = 0; i < n; i++) y[i] = y[i] < (PT)0 ? (PT)0 : y[i];
+        break;
+    case CCONV_ACT_SIGMOID:
+        for (i = 0; i < n; i++) {
+            PT z = y[i], e = P_EXP(-(z < 0 ? -z : z)), r = (PT)1 / ((PT)1 + e);
+            y[i] = z >= 0 ? r : e * r;
+        }
+        break;
+    case CCONV_ACT_TANH:
+        for (i = 0; i < n; i++) y[i] = P_TANH(y[i]);
+        break;
+    case CCONV_ACT_SOFTMAX:
+        for (i = 0; i < rows; i++) {
+            PT *r = y + i * width, m = r[0], s = 0;
+            for (j = 1; j < width; j++) m = (r[j] > m || r[j] != r[j]) ? r[j] : m;
+            for (j = 0; j < width; j++) { r[j] = P_EXP(r[j] - m); s += r[j]; }
+            for (j = 0; j < width; j++) r[j] /= s;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+/* bias (may be NULL) then activation over rows x width. */
+static void PF(cconv_plan_epilogue)(PT *y, int64_t rows, int64_t width, const PT *bias, int act)
+{
+    int64_t i, j;
+    if (bias)
+        for (i = 0; i < rows; i++)
+            for (j = 0; j < width; j++) y[i * width + j] += bias[j];
+    PF(cconv_plan_act)(y, rows, width, act);
+}
+
+/* Rows r0..r1 of the im2col matrix of consecutive images (one group), row r = (n OH + oh) OW
+   + ow: col[r - r0][(kh KW + kw) C + c] = x[n, ih, iw, c] (0 in the padding). */
+static void PF(cconv_plan_im2col)(const PT *x, PT *col, const cconv_geom *g, int64_t r0,
+                                  int64_t r1)
+{
+    int64_t K = g->KH * g->KW * g->C, P = g->OH * g->OW, r, kh, kw, ih, iw, iw0;
+    int64_t n = r0 / P, oh = (r0 - n * P) / g->OW, ow = r0 - n * P - oh * g->OW;
+    for (r = r0; r < r1; r++) {
+        const PT *xn = x + n * g->H * g->W * g->C;
+        int inside_w;
+        iw0 = ow * g->sw - g->pl;
+        inside_w = iw0 >= 0 && iw0 + (g->KW - 1) * g->dw < g->W;
+        for (kh = 0; kh < g->KH; kh++) {
+            PT *dst = col + (r - r0) * K + kh * g->KW * g->C;
+            const PT *src;
+            ih = oh * g->sh - g->pt + kh * g->dh;
+            if (ih < 0 || ih >= g->H) {
+                memset(dst, 0, (size_t)(g->KW * g->C) * sizeof(PT));
+                continue;
+            }
+            src = xn + ih * g->W * g->C;
+            if (inside_w && g->dw == 1) {
+                memcpy(dst, src + iw0 * g->C, (size_t)(g->KW * g->C) * sizeof(PT));
+                continue;
+            }
+            for (kw = 0; kw < g->KW; kw++) {
+                iw = iw0 + kw * g->dw;
+                if (iw < 0 || iw >= g->W) memset(dst + kw * g->C, 0, (size_t)g->C * sizeof(PT));
+                else memcpy(dst + kw * g->C, src + iw * g->C, (size_t)g->C * sizeof(PT));
+            }
+        }
+        if (++ow == g->OW) { ow = 0; if (++oh == g->OH) { oh = 0; n++; } }
+    }
+}
+
+/* Activation of the outputs of Winograd tiles t0..t0+nt of consecutive images (each tile is
+   a 2x2 block of one image's output). */
+static void PF(cconv_plan_wino_act)(PT *y, const cconv_geom *g, int64_t t0, int64_t nt, int act)
+{
+    int64_t TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, t, oh, ow;
+    if (act == CCONV_ACT_LINEAR) return;
+    for (t = t0; t < t0 + nt; t++) {
+        int64_t n = t / (TH * TW), th = (t - n * TH * TW) / TW, tw = t - n * TH * TW - th * TW;
+        PT *yn = y + n * g->OH * g->OW * g->CO;
+        for (oh = 2 * th; oh < 2 * th + 2 && oh < g->OH; oh++) {
+            ow = 2 * tw;
+            PF(cconv_plan_act)(yn + (oh * g->OW + ow) * g->CO, ow + 1 < g->OW ? 2 : 1, g->CO, act);
+        }
+    }
+}
+
+/* Units of work of a convolution over n consecutive images: one per image (direct), per
+   im2col tile of rows, or per chunk of Winograd tiles (both across the images). */
+static int64_t PF(cconv_plan_conv_units)(const cconv_pnode *nd, int64_t n)
+{
+    const cconv_geom *g = &nd->g;
+    int64_t all;
+    if (nd->algo == CCONV_ALGO_DIRECT) return n;
+    all = nd->algo == CCONV_ALGO_WINOGRAD ? n * ((g->OH + 1) / 2) * ((g->OW + 1) / 2)
+                                          : n * g->OH * g->OW;
+    return (all + nd->tile - 1) / nd->tile;
+}
+
+/* Unit u of the convolution of n consecutive images: x (n, H, W, C) -> y (n, OH, OW, CO),
+   bias and activation included. */
+static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, int64_t n,
+                                     int64_t u, PT *scr)
+{
+    const cconv_geom *g = &nd->g;
+    const PT *w = (const PT *)nd->w, *b = (const PT *)nd->b;
+    int64_t P = g->OH * g->OW, K = g->KH * g->KW * g->C, CO = g->CO;
+    int64_t R = n * P, r0 = u * nd->tile, rows, e;
+    if (nd->algo == CCONV_ALGO_DIRECT) {
+        PT *yu = y + u * P * CO;
+        P_DIRECT(x + u * g->H * g->W * g->C, w, b, yu, g, scr);
+        PF(cconv_plan_act)(yu, P, CO, nd->act);
+        return;
+    }
+    if (nd->algo == CCONV_ALGO_WINOGRAD) {
+        int64_t TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, T = n * TH * TW, TC = nd->tile;
+        int64_t t0 = u * TC, nt = T - t0 < TC ? T - t0 : TC, C = g->C;
+        PT *V = scr, *M = scr + 16 * nt * C, *zeros = M + 16 * nt * CO;
+        memset(zeros, 0, (size_t)(C + CO) * sizeof(PT));
+        P_WINO_IN(x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, nt * C, zeros);
+        for (e = 0; e < 16; e++)
+            P_GEMM(0, 0, nt, CO, C, 1, V + e * nt * C, C, (const PT *)nd->wino + e * C * CO, CO,
+                   0, M + e * nt * CO, CO);
+        P_WINO_OUT(M, nt * CO, CO, b ? b : zeros + C, y, g->OH, g->OW, TH, TW, t0, nt,
+                   zeros + C + CO);
+        PF(cconv_plan_wino_act)(y, g, t0, nt, nd->act);
+        return;
+    }
+    rows = R - r0 < nd->tile ? R - r0 : nd->tile;
+    if (nd->algo == CCONV_ALGO_POINTWISE) {
+        P_GEMM(0, 0, rows, CO, K, 1, x + r0 * g->C, g->C, w, CO, 0, y + r0 * CO, CO);
+    } else {
+        PF(cconv_plan_im2col)(x, scr, g, r0, r0 + rows);
+        P_GEMM(0, 0, rows, CO, K, 1, scr, K, w, CO, 0, y + r0 * CO, CO);
+    }
+    PF(cconv_plan_epilogue)(y + r0 * CO, rows, CO, b, nd->act);
+}
+
+/* Pooled rows oh0..oh1 of one image: x (H, W, C) -> y (OH, OW, C) (pool.pyx's order). */
+static void PF(cconv_plan_pool_rows)(const cconv_pool_geom *g, int is_max, const PT *x, PT *y,
+                                     int64_t oh0, int64_t oh1, int32_t *arg)
+{
+    int64_t oh, ow, h, w, c, C = g->C;
+    for (oh = oh0; oh < oh1; oh++)
+        for (ow = 0; ow < g->OW; ow++) {
+            int64_t h0 = oh * g->sh - g->pt, w0 = ow * g->sw - g->pl;
+            int64_t h1 = h0 + g->KH < g->H ? h0 + g->KH : g->H;
+            int64_t w1 = w0 + g->KW < g->W ? w0 + g->KW : g->W;
+            PT *yr = y + (oh * g->OW + ow) * C;
+            int first = 1;
+            if (h0 < 0) h0 = 0;
+            if (w0 < 0) w0 = 0;
+            if (arg) {   /* max with its first winning cell (row-major; the first NaN wins) */
+                int32_t *CCONV__RESTRICT ar = arg + (oh * g->OW + ow) * C;
+                for (h = h0; h < h1; h++)
+                    for (w = w0; w < w1; w++) {
+                        const PT *CCONV__RESTRICT xr = x + (h * g->W + w) * C;
+                        int32_t base = (int32_t)((h * g->W + w) * C);
+                        for (c = 0; c < C; c++) {
+                            PT v = xr[c], m = yr[c];
+                            int take = first | (v > m) | ((v != v) & (m == m));
+                            yr[c] = take ? v : m;
+                            ar[c] = take ? base + (int32_t)c : ar[c];
+                        }
+                        first = 0;
+                    }
+                continue;
+            }
+            for (h = h0; h < h1; h++)
+                for (w = w0; w < w1; w++) {
+                    const PT *xr = x + (h * g->W + w) * C;
+                    if (first) { for (c = 0; c < C; c++) yr[c] = xr[c]; first = 0; }
+                    else if (is_max) P_POOL_MAX(yr, xr, C);
+                    else P_POOL_ADD(yr, xr, C);
+                }
+            if (!is_max) {
+                PT inv = (PT)1 / (PT)((h1 - h0) * (w1 - w0));
+                for (c = 0; c < C; c++) yr[c] *= inv;
+            }
+        }
+}
+
+/* Dense rows r0..r1: y = act(x @ w + b). */
+static void PF(cconv_plan_dense_rows)(const cconv_pnode *nd, const PT *x, PT *y, int64_t r0,
+                                      int64_t r1)
+{
+    if (r1 <= r0) return;
+    if (r1 - r0 <= CCONV_PLAN_FEW_ROWS)
+        P_ROWS((r1 - r0, nd->units, nd->K, x + r0 * nd->K, nd->K, (const PT *)nd->w, nd->units,
+                y + r0 * nd->units, nd->units));
+    else
+        P_GEMM(0, 0, r1 - r0, nd->units, nd->K, 1, x + r0 * nd->K, nd->K, (const PT *)nd->w,
+               nd->units, 0, y + r0 * nd->units, nd->units);
+    PF(cconv_plan_epilogue)(y + r0 * nd->units, r1 - r0, nd->units, (const PT *)nd->b, nd->act);
+}
+
+/* Node nd on images 0..n (one thread): in, out; scr: the thread's scratch, whose first
+   mid_scr elements hold the conv output of nd->group images before a fused pool. */
+static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *in, PT *out, int64_t n,
+                                      PT *scr, int64_t mid_scr, int32_t *arg)
+{
+    int64_t k, u, nu, gsz = 1;
+    switch (nd->kind) {
+    case CCONV_PLAN_CONV:
+        /* with a fused pool, groups of images whose conv output fits the mid scratch */
+        for (k = 0; k < n; k += gsz) {
+            int64_t m;
+            PT *dst = nd->pool ? scr : out + k * nd->out_size;
+            gsz = nd->pool ? nd->group : n;
+            m = n - k < gsz ? n - k : gsz;
+            nu = PF(cconv_plan_conv_units)(nd, m);
+            for (u = 0; u < nu; u++)
+                PF(cconv_plan_conv_unit)(nd, in + k * nd->in_size, dst, m, u,
+                                         nd->pool ? scr + mid_scr : scr);
+            for (u = 0; nd->pool && u < m; u++)
+                PF(cconv_plan_pool_rows)(&nd->pg, nd->pool == CCONV_POOL_MAX,
+                                         dst + u * nd->mid_size, out + (k + u) * nd->out_size,
+                                         0, nd->pg.OH, arg ? arg + (k + u) * nd->out_size : 0);
+        }
+        break;
+    case CCONV_PLAN_POOL:
+        for (k = 0; k < n; k++)
+            PF(cconv_plan_pool_rows)(&nd->pg, nd->pool == CCONV_POOL_MAX, in + k * nd->in_size,
+                                     out + k * nd->out_size, 0, nd->pg.OH,
+                                     arg ? arg + k * nd->out_size : 0);
+        break;
+    case CCONV_PLAN_DENSE:
+        PF(cconv_plan_dense_rows)(nd, in, out, 0, n * nd->rows);
+        break;
+    default:
+        memcpy(out, in, (size_t)(n * nd->out_size) * sizeof(PT));
+        PF(cconv_plan_act)(out, n * nd->out_size / nd->units, nd->units, nd->act);
+    }
+}
+
+static const PT *PF(cconv_plan_src)(const cconv_plan *p, const cconv_pnode *nd, const PT *x,
+                                    const PT *arena, int64_t cap)
+{
+    return nd->input < 0 ? x : arena + p->nodes[nd->input].out_off * cap;
+}
+
+/* The whole network on chunks of p->chunk images, each chunk by one thread. With p->keep
+   (training) every node's output stays in a batch-wide arena and fused max pools record
+   their winning cells in p->args. */
+static void PF(cconv_plan_run_chunks)(const cconv_plan *p, const PT *x, PT *y, int64_t N,
+                                      int nthreads)
+{
+    int64_t CH = p->chunk, nchunks = (N + CH - 1) / CH, c;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (c = 0; c < nchunks; c++) {
+        int tid = omp_get_thread_num(), i;
+        int64_t n0 = c * CH, n = N - n0 < CH ? N - n0 : CH;
+        int64_t cap = p->keep ? N : CH;
+        PT *arena = (PT *)p->arena + (p->keep ? 0 : (int64_t)tid * CH * p->arena_img);
+        PT *scr = (PT *)p->scr + (int64_t)tid * p->scratch;
+        const PT *xc = x + n0 * p->in_size;
+        for (i = 0; i < p->nnodes; i++) {
+            const cconv_pnode *nd = &p->nodes[i];
+            int64_t i0 = p->keep ? n0 : 0;
+            const PT *in = nd->input < 0 ? xc : arena + p->nodes[nd->input].out_off * cap
+                                                + i0 * nd->in_size;
+            PT *out = nd->out_off < 0 ? y + n0 * p->out_size
+                                      : arena + nd->out_off * cap + i0 * nd->out_size;
+            int32_t *arg = p->keep && nd->arg_off >= 0 ? p->args + nd->arg_off * N
+                                                         + n0 * nd->out_size : 0;
+            PF(cconv_plan_node_chunk)(nd, in, out, n, scr, p->mid_scr, arg);
+        }
+    }
+}
+
+/* Node nd on the whole batch, its work shared by the threads of the enclosing region. */
+static void PF(cconv_plan_node_shared)(const cconv_plan *p, const cconv_pnode *nd, const PT *in,
+                                       PT *out, int64_t N, PT *scr, PT *mid)
+{
+    int64_t t, units, nb;
+    const cconv_pool_geom *pg = &nd->pg;
+    PT *dst = nd->pool ? mid : out;
+    int64_t psrc = nd->in_size;
+    if (nd->kind == CCONV_PLAN_CONV) {
+        units = PF(cconv_plan_conv_units)(nd, N);
+        #pragma omp for schedule(static)
+        for (t = 0; t < units; t++)
+            PF(cconv_plan_conv_unit)(nd, in, dst, N, t, scr);
+        psrc = nd->mid_size;
+    }
+    if (nd->kind == CCONV_PLAN_POOL || nd->pool) {
+        const PT *src = nd->kind == CCONV_PLAN_POOL ? in : mid;
+        units = N * pg->OH;
+        #pragma omp for schedule(static)
+        for (t = 0; t < units; t++) {
+            int64_t n = t / pg->OH, oh = t - n * pg->OH;
+            PF(cconv_plan_pool_rows)(pg, nd->pool == CCONV_POOL_MAX, src + n * psrc,
+                                     out + n * nd->out_size, oh, oh + 1, 0);
+        }
+    } else if (nd->kind == CCONV_PLAN_DENSE) {
+        nb = (N * nd->rows + CCONV_PLAN_DENSE_ROWS - 1) / CCONV_PLAN_DENSE_ROWS;
+        #pragma omp for schedule(static)
+        for (t = 0; t < nb; t++) {
+            int64_t r1 = (t + 1) * CCONV_PLAN_DENSE_ROWS;
+            PF(cconv_plan_dense_rows)(nd, in, out, t * CCONV_PLAN_DENSE_ROWS,
+                                      r1 < N * nd->rows ? r1 : N * nd->rows);
+        }
+    } else if (nd->kind == CCONV_PLAN_ACT) {
+        #pragma omp for schedule(static)
+        for (t = 0; t < N; t++)
+            PF(cconv_plan_node_chunk)(nd, in + t * nd->in_size, out + t * nd->out_size, 1, scr, 0,
+                                      0);
+    }
+}
+
+/* The network node by node over the whole batch, each node's work shared by the threads. */
+static void PF(cconv_plan_run_layers)(const cconv_plan *p, const PT *x, PT *y, int64_t N,
+                                      int nthreads)
+{
+    #pragma omp parallel num_threads(nthreads)
+    {
+        int tid = omp_get_thread_num(), i;
+        PT *arena = (PT *)p->arena;
+        PT *mid = arena + N * p->arena_img;
+        PT *scr = (PT *)p->scr + (int64_t)tid * p->scratch;
+        for (i = 0; i < p->nnodes; i++) {
+            const cconv_pnode *nd = &p->nodes[i];
+            PT *out = nd->out_off < 0 ? y : arena + nd->out_off * N;
+            PF(cconv_plan_node_shared)(p, nd, PF(cconv_plan_src)(p, nd, x, arena, N), out, N,
+                                       scr, mid);
+        }
+    }
+}
+
+/* ---- training: the backward pass (conv gradients are conv.pyx's kernels, passed in as
+   p->conv_backward) ---- */
+
+/* dz = da * f'(a) for the activation whose output is a (dz may be da). */
+static void PF(cconv_plan_act_grad)(PT *dz, const PT *da, const PT *a, int64_t n, int act)
+{
+    int64_t i;
+    for (i = 0; i < n; i++) {
+        PT d = da[i], v = a[i];
+        switch (act) {
+        case CCONV_ACT_RELU: dz[i] = d * (PT)(v > 0); break;
+        case CCONV_ACT_SIGMOID: dz[i] = d * v * ((PT)1 - v); break;
+        case CCONV_ACT_TANH: dz[i] = d * ((PT)1 - v * v); break;
+        default: dz[i] = d;
+        }
+    }
+}
+
+typedef int (*PF(cconv_plan_conv_bwd_t))(const PT *dy, const PT *x, const PT *w, PT *dx, PT *dw,
+                                         PT *db, const cconv_geom *g, int64_t N);
+
+/* Average-pool gradient of one image: dx (H, W, C) from dy (OH, OW, C) (pool.pyx's order). */
+static void PF(cconv_plan_avg_unpool)(const cconv_pool_geom *g, const PT *dy, PT *dx)
+{
+    int64_t oh, ow, h, w, c, C = g->C;
+    memset(dx, 0, (size_t)(g->H * g->W * C) * sizeof(PT));
+    for (oh = 0; oh < g->OH; oh++)
+        for (ow = 0; ow < g->OW; ow++) {
+            int64_t h0 = oh * g->sh - g->pt, w0 = ow * g->sw - g->pl;
+            int64_t h1 = h0 + g->KH < g->H ? h0 + g->KH : g->H;
+            int64_t w1 = w0 + g->KW < g->W ? w0 + g->KW : g->W;
+            const PT *d = dy + (oh * g->OW + ow) * C;
+            if (h0 < 0) h0 = 0;
+            if (w0 < 0) w0 = 0;
+            for (h = h0; h < h1; h++)
+                for (w = w0; w < w1; w++)
+                    for (c = 0; c < C; c++)
+                        dx[(h * g->W + w) * C + c] += d[c] / (PT)((h1 - h0) * (w1 - w0));
+        }
+}
+
+/* Gradients of node nd for n images: dz (after the activation's derivative), its input x,
+   its recorded max-pool cells arg; partial weight gradients into part, dx (may be NULL);
+   mid: scratch for a fused pool's unpooled gradient. Returns -1 when conv.pyx could not
+   allocate a workspace. */
+static int PF(cconv_plan_node_grad)(const cconv_plan *p, const cconv_pnode *nd, const PT *dz,
+                                    const PT *x, const int32_t *arg, PT *part, PT *dx, PT *mid,
+                                    int64_t n)
+{
+    int64_t k, r, u, R = n * nd->rows;
+    PT *dw = part + nd->dw_off, *db = nd->b ? part + nd->db_off : 0;
+    if (nd->kind == CCONV_PLAN_DENSE) {
+        P_GEMM(1, 0, nd->K, nd->units, R, 1, x, nd->K, dz, nd->units, 0, dw, nd->units);
+        for (u = 0; db && u < nd->units; u++) {
+            PT s = 0;
+            for (r = 0; r < R; r++) s += dz[r * nd->units + u];
+            db[u] = s;
+        }
+        if (dx) P_GEMM(0, 1, R, nd->K, nd->units, 1, dz, nd->units, (const PT *)nd->w,
+                       nd->units, 0, dx, nd->K);
+        return 0;
+    }
+    if (nd->kind == CCONV_PLAN_CONV) {
+        if (nd->pool) {
+            for (k = 0; k < n; k++) {
+                PT *d = mid + k * nd->mid_size;
+                memset(d, 0, (size_t)nd->mid_size * sizeof(PT));
+                for (r = 0; r < nd->out_size; r++)
+                    d[arg[k * nd->out_size + r]] += dz[k * nd->out_size + r];
+            }
+            dz = mid;
+        }
+        return ((PF(cconv_plan_conv_bwd_t))p->conv_backward)(dz, x, (const PT *)nd->w, dx, dw,
+                                                             db, &nd->g, n);
+    }
+    if (nd->kind == CCONV_PLAN_POOL && dx) {
+        for (k = 0; k < n; k++) {
+            PT *d = dx + k * nd->in_size;
+            if (nd->pool == CCONV_POOL_AVG) {
+                PF(cconv_plan_avg_unpool)(&nd->pg, dz + k * nd->out_size, d);
+                continue;
+            }
+            memset(d, 0, (size_t)nd->in_size * sizeof(PT));
+            for (r = 0; r < nd->out_size; r++)
+                d[arg[k * nd->out_size + r]] += dz[k * nd->out_size + r];
+        }
+    }
+    return 0;
+}
+
+/* The backward pass of a kept training forward, by chunks: every thread takes whole chunks
+   of images through all nodes (from the last to node `first`, the first with weights), each
+   chunk's weight gradients into its own slice of p_part; then the slices are summed in chunk
+   order into each node's dw/db. g: dL/d(output) (N, out_size); y: the forward's output;
+   bufs: per thread 2 x chunk x maxsz + chunk x mid_img elements. Returns -1 on a failed
+   workspace allocation. */
+static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y, const PT *g,
+                                   int64_t N, int nthreads, PT *p_part, PT *bufs, int64_t maxsz,
+                                   int first)
+{
+    int64_t CH = p->chunk, nchunks = (N + CH - 1) / CH, c, e;
+    int failed = 0, i;
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(|:failed)
+    for (c = 0; c < nchunks; c++) {
+        int tid = omp_get_thread_num(), j;
+        int64_t n0 = c * CH, n = N - n0 < CH ? N - n0 : CH;
+        PT *ba = bufs + (int64_t)tid * (2 * CH * maxsz + CH * p->mid_img), *bb = ba + CH * maxsz;
+        PT *mid = bb + CH * maxsz;
+        const PT *cur = g + n0 * p->out_size;
+        for (j = p->nnodes - 1; j >= first; j--) {
+            const cconv_pnode *nd = &p->nodes[j];
+            const PT *arena = (const PT *)p->arena;
+            const PT *a = nd->out_off < 0 ? y + n0 * p->out_size
+                                          : arena + nd->out_off * N + n0 * nd->out_size;
+            const PT *xin = nd->input < 0 ? x + n0 * p->in_size
+                : arena + p->nodes[nd->input].out_off * N + n0 * nd->in_size;
+            const int32_t *arg = nd->arg_off >= 0 ? p->args + nd->arg_off * N + n0 * nd->out_size
+                                                  : 0;
+            PT *dx;
+            if (nd->act != CCONV_ACT_LINEAR) {
+                PT *t = cur == ba ? ba : cur == bb ? bb : ba;
+                PF(cconv_plan_act_grad)(t, cur, a, n * nd->out_size, nd->act);
+                cur = t;
+            }
+            if (nd->kind == CCONV_PLAN_ACT) continue;
+            dx = j > first ? (cur == ba ? bb : ba) : 0;
+            failed |= PF(cconv_plan_node_grad)(p, nd, cur, xin, arg, p_part + c * p->part_size,
+                                               dx, mid, n) != 0;
+            cur = dx;
+        }
+    }
+    if (failed) return -1;
+    #pragma omp parallel for schedule(static) num_threads(nthreads)
+    for (e = 0; e < p->part_size; e++) {
+        PT s = p_part[e];
+        for (c = 1; c < nchunks; c++) s += p_part[c * p->part_size + e];
+        p_part[e] = s;
+    }
+    for (i = 0; i < p->nnodes; i++) {
+        const cconv_pnode *nd = &p->nodes[i];
+        if (nd->dw) memcpy(nd->dw, p_part + nd->dw_off, (size_t)nd->w_size * sizeof(PT));
+        if (nd->db) memcpy(nd->db, p_part + nd->db_off, (size_t)nd->b_size * sizeof(PT));
+    }
+    return 0;
+}
+
+/* Run the plan on x (N images) into y; by_layers picks the scheme. Winograd kernels are
+   transformed again first when the weights changed since the last call. */
+static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t N, int nthreads,
+                               int by_layers)
+{
+    int i;
+    for (i = 0; i < p->nnodes; i++) {
+        const cconv_pnode *nd = &p->nodes[i];
+        size_t kbytes = (size_t)(9 * nd->g.C * nd->g.CO) * sizeof(PT);
+        if (nd->kind != CCONV_PLAN_CONV || nd->algo != CCONV_ALGO_WINOGRAD) continue;
+        /* wino holds U (16, C, CO), then the kernel it was computed from */
+        if (memcmp((PT *)nd->wino + 16 * nd->g.C * nd->g.CO, nd->w, kbytes) == 0) continue;
+        P_WINO_K((const PT *)nd->w, nd->g.C, nd->g.CO, 0, (PT *)nd->wino);
+        memcpy((PT *)nd->wino + 16 * nd->g.C * nd->g.CO, nd->w, kbytes);
+    }
+    if (N <= 0) return;
+    if (by_layers) PF(cconv_plan_run_layers)(p, x, y, N, nthreads);
+    else PF(cconv_plan_run_chunks)(p, x, y, N, nthreads);
+}
+
+#undef PT
+#undef PF
+#undef P_GEMM
+#undef P_ROWS
+#undef P_EXP
+#undef P_TANH
+#undef P_DIRECT
+#undef P_WINO_K
+#undef P_WINO_IN
+#undef P_WINO_OUT
+#undef P_POOL_MAX
+#undef P_POOL_ADD

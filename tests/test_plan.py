@@ -1,0 +1,339 @@
+"""The compiled inference plan (cconv.plan) against the layer-by-layer path: every native
+node and both dtypes, fallback segments, identical results for any thread count and scheme,
+buffers reused across calls, weights followed after they change."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import cconv
+from cconv import plan as cplan
+from cconv.layers import (Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense,
+                          Dropout, Flatten, Input, MaxPooling2D, ReLU, Softmax)
+from tests.conftest import assert_close
+
+DTYPES = ["float32", "float64"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    before = cconv.get_num_threads()
+    yield
+    cconv.set_num_threads(before)
+
+
+def _model(layers, dtype):
+    """A built Sequential of ``layers`` (callables taking dtype), random biases."""
+    model = cconv.Sequential([make(dtype) for make in layers])
+    model.build()
+    rng = np.random.default_rng(7)
+    for layer in model.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias[...] = rng.standard_normal(layer.bias.shape)
+    return model
+
+
+def _layer_path(model, x):
+    model.jit_compile = False
+    try:
+        return model.predict_on_batch(x)
+    finally:
+        model.jit_compile = True
+
+
+def _check(model, batches=(1, 7), threads=(1, 2, 3)):
+    """Plan == layer path (to rounding), identical for every thread count; returns the plan."""
+    plan = cplan.compile_plan(model)
+    assert plan is not None
+    for n in batches:
+        x = np.random.default_rng(n).standard_normal((n,) + model.input_shape[1:])
+        x = x.astype(model.dtype)
+        expected = _layer_path(model, x)
+        first = None
+        for t in threads:
+            cconv.set_num_threads(t)
+            y = model.predict_on_batch(x)
+            assert y.dtype == model.dtype and y.shape == expected.shape
+            assert_close(y, expected, model.dtype, f"batch {n}, {t} threads")
+            if first is None:
+                first = y
+            else:
+                np.testing.assert_array_equal(y, first, err_msg=f"batch {n}, {t} threads")
+    return plan
+
+
+def L(cls, *args, **kw):
+    return lambda dtype: cls(*args, dtype=dtype, **kw)
+
+
+NODE_CASES = {
+    "direct conv + relu + fused max pool": [
+        L(Input, (12, 11, 1)), L(Conv2D, 6, 5, padding="same", activation="relu"),
+        L(MaxPooling2D, 2), L(Flatten), L(Dense, 5, activation="softmax")],
+    "grouped direct conv + tanh": [
+        L(Input, (9, 9, 4)), L(Conv2D, 4, 3, groups=2, activation="tanh"), L(Flatten),
+        L(Dense, 3)],
+    "im2col conv, stride, dilation + fused same avg pool": [
+        L(Input, (13, 12, 5)), L(Conv2D, 9, 3, strides=2, padding="same"),
+        L(AveragePooling2D, 3, strides=2, padding="same"), L(Flatten), L(Dense, 4)],
+    "dilated conv + sigmoid, pool after pool": [
+        L(Input, (14, 14, 6)), L(Conv2D, 10, 3, dilation_rate=2, activation="sigmoid"),
+        L(MaxPooling2D, 2, strides=1), L(MaxPooling2D, 2), L(Flatten), L(Dense, 3)],
+    "winograd conv + relu, pointwise conv + softmax": [
+        L(Input, (10, 9, 16)), L(Conv2D, 16, 3, padding="same", activation="relu"),
+        L(Conv2D, 7, 1, activation="softmax")],
+    "dense on rank-3 samples, activation layers": [
+        L(Input, (5, 6)), L(Dense, 8), L(Activation, "relu"), L(Dense, 4, activation="tanh"),
+        L(Flatten), L(Dense, 6), L(Softmax)],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(NODE_CASES))
+def test_native_nodes_match_layer_path(case, dtype):
+    model = _model(NODE_CASES[case], dtype)
+    plan = _check(model)
+    assert plan.fallback_layers == []
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_standalone_activation_after_pool(dtype):
+    model = _model([L(Input, (8, 8, 3)), L(Conv2D, 4, 3), L(MaxPooling2D, 2),
+                    L(Activation, "sigmoid"), L(Flatten), L(Dense, 2), L(Activation, "tanh")],
+                   dtype)
+    plan = _check(model)
+    kinds = [n["kind"] for n in plan.segments[0].native_nodes]
+    assert kinds.count(cconv._ext.plan.KINDS["act"]) == 1      # the tanh is fused into Dense
+
+
+@pytest.mark.parametrize("make", [cconv.models.lenet5, cconv.models.tutorial_cnn])
+def test_models_bit_identical_across_threads(make):
+    model = make(compile=False)
+    _check(model, batches=(1, 7, 256))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fallback_layers_run_inside_the_plan(dtype):
+    model = _model([L(Input, (10, 10, 2)), L(Conv2D, 8, 3, activation="relu"),
+                    L(BatchNormalization), L(Dropout, 0.5), L(MaxPooling2D, 2),
+                    L(ReLU, negative_slope=0.1), L(Flatten), L(Dense, 3, activation="softmax")],
+                   dtype)
+    bn = model.layers[1]
+    bn.moving_mean[...] = 0.3
+    bn.moving_variance[...] = 2.0
+    plan = _check(model)
+    assert plan.fallback_layers == [bn.name, model.layers[4].name]
+    assert [type(s).__name__ for s in plan.segments] == [
+        "_NativeSegment", "_LayerSegment", "_NativeSegment", "_LayerSegment", "_NativeSegment"]
+
+
+@pytest.mark.parametrize("batch, threads", [(1, 2), (3, 4)])
+def test_shared_scheme_equals_chunks(monkeypatch, batch, threads):
+    model = cconv.models.tutorial_cnn(compile=False)
+    x = np.random.default_rng(0).standard_normal((batch, 32, 32, 3)).astype(np.float32)
+    cconv.set_num_threads(threads)
+    by_chunks = model.predict_on_batch(x)
+    assert not cplan.get_plan(model).segments[0].native.by_layers
+    monkeypatch.setattr(cplan, "_SHARED_WORK", 0)
+    model._plan = {}
+    by_layers = model.predict_on_batch(x)
+    assert cplan.get_plan(model).segments[0].native.by_layers
+    np.testing.assert_array_equal(by_layers, by_chunks)
+
+
+def test_buffers_reused_across_calls():
+    model = cconv.models.lenet5(compile=False)
+    x = np.random.default_rng(0).standard_normal((1, 28, 28, 1)).astype(np.float32)
+    model.predict_on_batch(x)
+    plan = cplan.get_plan(model)
+    nbytes = plan.buffer_bytes
+    tracemalloc.start()
+    try:
+        for _ in range(200):
+            model.predict_on_batch(x)
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(10_000):
+            model.predict_on_batch(x)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert cplan.get_plan(model) is plan
+    assert plan.buffer_bytes == nbytes
+    assert after - before < 64 * 1024
+    # another batch size re-plans; coming back does not grow the buffers
+    model.predict_on_batch(np.repeat(x, 5, axis=0))
+    grown = plan.buffer_bytes
+    model.predict_on_batch(x)
+    assert plan.buffer_bytes == grown
+
+
+def test_plan_follows_weight_changes():
+    model = cconv.models.tutorial_cnn(compile=False)        # has a Winograd layer
+    x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    model.predict_on_batch(x)
+    weights = [w * 0.5 for w in model.get_weights()]
+    model.set_weights(weights)                               # in place
+    assert_close(model.predict_on_batch(x), _layer_path(model, x), "float32")
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit(x, np.zeros((2, 10), np.float32), epochs=1, verbose=0)   # repacks the weights
+    assert_close(model.predict_on_batch(x), _layer_path(model, x), "float32")
+    model.add(Activation("softmax"))
+    model.build()
+    assert_close(model.predict(x), _layer_path(model, x), "float32")
+
+
+def test_opt_out(monkeypatch):
+    model = cconv.models.lenet5(compile=False)
+    assert cplan.get_plan(model) is not None
+    model.compile(optimizer="adam", loss="mse", jit_compile=False)
+    assert cplan.get_plan(model) is None
+    model.jit_compile = True
+    monkeypatch.setenv("CCONV_PLAN", "0")
+    assert cplan.get_plan(model) is None
+
+
+def test_unplannable_model_has_no_plan():
+    model = _model([L(Input, (4,)), L(ReLU, negative_slope=0.2), L(Flatten)], "float32")
+    assert cplan.compile_plan(model) is None
+    x = np.ones((3, 4), np.float32)
+    np.testing.assert_array_equal(model.predict(x), _layer_path(model, x))
+
+
+def test_predict_batches_and_non_contiguous_input():
+    model = cconv.models.lenet5(compile=False)
+    x = np.random.default_rng(0).standard_normal((70, 28, 28, 2)).astype(np.float32)[..., :1]
+    assert not x.flags.c_contiguous
+    expected = _layer_path(model, np.ascontiguousarray(x))
+    assert_close(model.predict(x, batch_size=32, verbose=0), expected, "float32")
+    assert_close(model(x), expected, "float32")
+
+
+def test_native_run_checks_arrays():
+    model = cconv.models.lenet5(compile=False)
+    x = np.zeros((2, 28, 28, 1), np.float32)
+    model.predict_on_batch(x)
+    native = cplan.get_plan(model).segments[0].native
+    with pytest.raises(ValueError, match="expected C-contiguous"):
+        native.run(x, np.empty((3, 10), np.float32))
+    with pytest.raises(TypeError, match="float32"):
+        native.run(x.astype(np.float64), np.empty((2, 10), np.float32))
+    with pytest.raises(ValueError, match=r"\(batch,\) \+ \(28, 28, 1\)"):
+        cplan.compile_plan(model)(np.zeros((2, 784), np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_evaluate_through_the_logits_plan(dtype):
+    model = _model([L(Input, (8, 8, 1)), L(Conv2D, 4, 3, activation="relu"), L(MaxPooling2D, 2),
+                    L(Flatten), L(Dense, 3, activation="softmax")], dtype)
+    model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((9, 8, 8, 1)).astype(dtype)
+    y = np.eye(3, dtype=dtype)[rng.integers(0, 3, 9)]
+    planned = model.evaluate(x, y, batch_size=4, verbose=0)
+    assert cplan.get_plan(model, logits=True) is not None
+    model.jit_compile = False
+    layered = model.evaluate(x, y, batch_size=4, verbose=0)
+    assert_close(planned, layered, dtype)
+    expected = model._forward(x, False, logits=True)          # layer by layer
+    assert_close(cplan.compile_plan(model, logits=True)(x), expected, dtype)
+
+
+def test_model_with_a_plan_pickles_and_takes_empty_batches():
+    import pickle
+    model = cconv.models.lenet5(compile=False)
+    x = np.random.default_rng(0).standard_normal((2, 28, 28, 1)).astype(np.float32)
+    y = model.predict_on_batch(x)
+    clone = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(clone.predict_on_batch(x), y)
+    assert model.predict(x[:0], verbose=0).shape == (0, 10)
+
+
+# ----- training through the plan --------------------------------------------------------------
+def _trajectory(model, x, y, jit, steps=3, batch=8):
+    import pickle
+    clone = pickle.loads(pickle.dumps(model))
+    clone.jit_compile = jit
+    losses = [float(np.ravel(clone.train_on_batch(x[i * batch:(i + 1) * batch],
+                                                  y[i * batch:(i + 1) * batch]))[0])
+              for i in range(steps)]
+    return losses, clone.get_weights(), clone
+
+
+TRAIN_CASES = {
+    "lenet5 adam": (lambda dtype: cconv.models.lenet5(compile=False), "adam",
+                    "categorical_crossentropy"),
+    "tutorial cnn rmsprop, logits": (lambda dtype: cconv.models.tutorial_cnn(compile=False),
+                                     "rmsprop", "sparse"),
+    "avg pool, sigmoid, tanh, activation layer, sgd momentum": (lambda dtype: _model([
+        L(Input, (9, 9, 2)), L(Conv2D, 5, 3, padding="same", activation="sigmoid"),
+        L(AveragePooling2D, 2), L(Conv2D, 4, 2, activation="tanh"), L(MaxPooling2D, 2, strides=1),
+        L(Flatten), L(Dense, 6), L(Activation, "relu"), L(Dense, 3, activation="softmax")],
+        dtype), "sgd_momentum", "categorical_crossentropy"),
+    "pool after pool, dense on rank-3 samples, mse": (lambda dtype: _model([
+        L(Input, (10, 10, 3)), L(Conv2D, 6, 3, strides=2, padding="same", activation="relu"),
+        L(MaxPooling2D, 2, strides=1), L(MaxPooling2D, 2, padding="same"),
+        L(Dense, 5, activation="tanh"), L(Flatten), L(Dense, 4)], dtype), "adam", "mse"),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(TRAIN_CASES))
+def test_training_trajectory_matches_layer_path(case, dtype):
+    make, opt, loss = TRAIN_CASES[case]
+    model = make(dtype)
+    if model.dtype != dtype:
+        model = cconv.Sequential.from_config(
+            {**model.get_config(), "layers": [
+                {**c, "config": {**c["config"], "dtype": dtype}}
+                for c in model.get_config()["layers"]]})
+    opt = cconv.optimizers.SGD(0.05, momentum=0.9) if opt == "sgd_momentum" else opt
+    if loss == "sparse":
+        loss = cconv.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=opt, loss=loss)
+    rng = np.random.default_rng(5)
+    n, classes = 24, model.output_shape[-1]
+    x = rng.standard_normal((n,) + model.input_shape[1:]).astype(dtype)
+    labels = rng.integers(0, classes, n)
+    y = labels if isinstance(loss, cconv.losses.SparseCategoricalCrossentropy) else \
+        np.eye(classes, dtype=dtype)[labels]
+    planned, w_plan, clone = _trajectory(model, x, y, True)
+    assert cplan.get_train_plan(clone, clone._fused) is not None
+    layered, w_layer, _ = _trajectory(model, x, y, False)
+    tol = 1e-5 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(planned, layered, rtol=tol)
+    for a, b in zip(w_plan, w_layer):
+        assert_close(a, b, dtype, "weights after training")
+
+
+def test_training_bit_identical_across_threads():
+    model = cconv.models.lenet5()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((24, 28, 28, 1)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 24)]
+    results = []
+    for t in (1, 2, 3):
+        cconv.set_num_threads(t)
+        losses, weights, _ = _trajectory(model, x, y, True)
+        results.append((losses, weights))
+    for losses, weights in results[1:]:
+        assert losses == results[0][0]
+        for a, b in zip(weights, results[0][1]):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_training_falls_back_for_layers_without_native_training():
+    model = _model([L(Input, (6, 6, 1)), L(Conv2D, 3, 3), L(BatchNormalization),
+                    L(Dropout, 0.3), L(Flatten), L(Dense, 2, activation="softmax")], "float32")
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    assert cplan.compile_train_plan(model, True) is None
+    x = np.random.default_rng(0).standard_normal((8, 6, 6, 1)).astype(np.float32)
+    history = model.fit(x, np.eye(2, dtype=np.float32)[np.arange(8) % 2], epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_training_a_model_without_weights_runs_layer_by_layer():
+    model = _model([L(Input, (4, 4, 1)), L(MaxPooling2D, 2), L(Flatten)], "float32")
+    model.compile(optimizer="sgd", loss="mse")
+    assert cplan.compile_train_plan(model) is None
+    loss = model.train_on_batch(np.ones((2, 4, 4, 1), np.float32), np.zeros((2, 4), np.float32))
+    assert np.isfinite(loss)
