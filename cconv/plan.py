@@ -57,31 +57,25 @@ _SERIAL_WORK = 1 << 18
 # work among the threads (one barrier per node) instead of giving whole chunks to threads.
 _SHARED_WORK = 1 << 24
 
-# conv.pyx's rule for its direct kernels (DIRECT_MAX_CG, DIRECT_MAX_COG, planar size), so the
-# plan computes the same numbers as the layer path.
-_DIRECT_MAX_CG, _DIRECT_MAX_COG = 4, 8
-
-
 def _enabled():
     return os.environ.get("CCONV_PLAN", "1") != "0"
 
 
 def _conv_algo(layer, shape, out, pads):
-    """"direct", "winograd", "pointwise", "im2col" (as ``ops.conv2d`` picks), or None."""
-    (h, w, c), (oh, ow, co) = shape, out
-    (kh, kw), (sh, sw), (dh, dw), groups = (layer.kernel_size, layer.strides,
-                                            layer.dilation_rate, layer.groups)
-    pointwise = (kh, kw, sh, sw) == (1, 1, 1, 1) and pads == (0, 0) and (oh, ow) == (h, w)
-    hp, wp = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
-    if (c // groups <= _DIRECT_MAX_CG and co // groups <= _DIRECT_MAX_COG and not pointwise
-            and hp * wp <= 4 * h * w + 65536):
-        return "direct"
-    if groups != 1:
-        return None
-    if _conv._uses_winograd((1, h, w, c), layer.kernel.shape, (1, oh, ow, co), layer.strides,
-                            layer.dilation_rate, 1, np.dtype(layer.dtype).itemsize, False):
-        return "winograd"
-    return "pointwise" if pointwise else "im2col"
+    """"direct", "winograd", "pointwise", "im2col": what ``ops.conv2d`` runs for this layer
+    (``cconv._ext.conv.choose_algorithm``, the one rule), or None (grouped, not direct)."""
+    algo = _conv.choose_algorithm((1,) + tuple(shape), layer.kernel.shape, (1,) + tuple(out),
+                                  layer.strides, layer.dilation_rate, pads, layer.groups,
+                                  layer.dtype)
+    return algo if layer.groups == 1 or algo == "direct" else None
+
+
+def _finite_or_no_winograd(nodes, x):
+    """False when ``x`` holds Inf or NaN and a node runs Winograd: its transforms would turn
+    what the direct sum gives (+-inf) into NaN, so such a batch runs layer by layer, where
+    ``ops`` takes an exact path (docs/reliability.md)."""
+    return not any(n.get("algo") == _native.ALGOS["winograd"] for n in nodes) or bool(
+        np.isfinite(x).all())
 
 
 def _usable(w, dtype):
@@ -313,6 +307,13 @@ class Plan:
             tuple(w[i] for w in weights) for i in range(3))
         self.native_layers, self.fallback_layers = native_layers, fallback_layers
         self._run = segments[0] if len(segments) == 1 else self._run_segments
+        self._nodes = [n for seg in segments if isinstance(seg, _NativeSegment)
+                       for n in seg.native_nodes]
+
+    def accepts(self, x):
+        """Whether the plan gives what the layer path gives for ``x`` (False only for Inf or
+        NaN inputs of a plan that runs Winograd; the caller then runs layer by layer)."""
+        return _finite_or_no_winograd(self._nodes, x)
 
     def _run_segments(self, x):
         for seg in self.segments:
@@ -467,6 +468,10 @@ class TrainPlan:
         self._n, self._x, self._y = -1, None, None
 
     is_current = Plan.is_current
+
+    def accepts(self, x):
+        """As :meth:`Plan.accepts`."""
+        return _finite_or_no_winograd(self.nodes, x)
 
     def forward(self, x):
         n, threads = x.shape[0], get_num_threads()

@@ -161,12 +161,13 @@ class Sequential(Trainer):
         (:mod:`cconv.plan`) when the layers allow it, else layer by layer. In training the
         plan keeps what its backward needs until the next :meth:`_backward`."""
         if training:
-            self._train_plan = _plan.get_train_plan(self, logits)
-            if self._train_plan is not None:
-                return self._train_plan.forward(x)
+            tplan = _plan.get_train_plan(self, logits)
+            if tplan is not None and tplan.accepts(x):
+                self._train_plan = tplan
+                return tplan.forward(x)
         else:
             plan = _plan.get_plan(self, logits)
-            if plan is not None:
+            if plan is not None and plan.accepts(x):
                 return plan(x)
         layers = self._layers
         for layer in layers[:-1]:
