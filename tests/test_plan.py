@@ -8,8 +8,19 @@ import pytest
 
 import cconv
 from cconv import plan as cplan
-from cconv.layers import (Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense,
-                          Dropout, Flatten, Input, MaxPooling2D, ReLU, Softmax)
+from cconv.layers import (
+    Activation,
+    AveragePooling2D,
+    BatchNormalization,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    Input,
+    MaxPooling2D,
+    ReLU,
+    Softmax,
+)
 from tests.conftest import assert_close
 
 DTYPES = ["float32", "float64"]
