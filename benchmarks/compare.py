@@ -265,8 +265,9 @@ def worker_keras(spec, weights, threads, quick):
 def worker_torch(spec, weights, threads, quick):
     import torch
 
+    if torch.get_num_interop_threads() != 1:   # settable once per process, before any work
+        torch.set_num_interop_threads(1)
     torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
     net = build_torch(spec, weights).eval()
     # training on logits with the fused log-softmax loss (what PyTorch users write)
     logits = net[:-1] if isinstance(net[-1], torch.nn.Softmax) else net
