@@ -26,51 +26,71 @@ cdef enum:
     CHANNEL_BLOCK = 16
 
 
+cdef inline void _repeat_row(const floating *src, floating *dst, int64_t W, int64_t C,
+                             int64_t sh, int64_t sw) noexcept nogil:
+    """Write the input row ``src`` (W, C) into the ``sh`` output rows ``dst`` (sh, W*sw, C),
+    each pixel repeated ``sw`` times along the row."""
+    cdef int64_t OW = W * sw
+    cdef int64_t w, j, i
+    for w in range(W):
+        for j in range(sw):
+            memcpy(dst + (w * sw + j) * C, src + w * C, C * sizeof(floating))
+    for i in range(1, sh):
+        memcpy(dst + i * OW * C, dst, OW * C * sizeof(floating))
+
+
+cdef inline void _sum_row_blocks(const floating *src, floating *dst, int64_t W, int64_t C,
+                                 int64_t sh, int64_t sw) noexcept nogil:
+    """Write into the input row ``dst`` (W, C) the sum of each ``sh x sw`` block of the output
+    rows ``src`` (sh, W*sw, C), the block read in row-major order."""
+    cdef int64_t OW = W * sw
+    cdef int64_t w, i, j, c
+    cdef const floating *s
+    cdef floating *d
+    for w in range(W):
+        d = dst + w * C
+        memset(d, 0, C * sizeof(floating))
+        for i in range(sh):
+            s = src + (i * OW + w * sw) * C
+            for j in range(sw):
+                for c in range(C):
+                    d[c] += s[j * C + c]
+
+
+cdef void _nearest(const floating[:, :, :, ::1] src, floating[:, :, :, ::1] dst, int64_t H,
+                   int64_t W, int64_t sh, int64_t sw, bint backward, int num_threads):
+    """Nearest upsampling by ``(sh, sw)`` of N images of H x W pixels (C channels), one task
+    per input row and its ``sh`` output rows: forward (``src`` x (N, H, W, C), ``dst``
+    y (N, H*sh, W*sw, C)) repeats the input row into them; backward (``src`` dy shaped like y,
+    ``dst`` dx shaped like x) sums them into the input row."""
+    cdef int64_t rows = src.shape[0] * H, C = src.shape[3]
+    cdef int64_t row = W * C, block = sh * W * sw * C
+    cdef int64_t r
+    cdef const floating *a
+    cdef floating *b
+    if rows * W * C == 0:
+        return
+    a = &src[0, 0, 0, 0]
+    b = &dst[0, 0, 0, 0]
+    with nogil:
+        for r in prange(rows, schedule="static", num_threads=num_threads):
+            if backward:
+                _sum_row_blocks(a + r * block, b + r * row, W, C, sh, sw)
+            else:
+                _repeat_row(a + r * row, b + r * block, W, C, sh, sw)
+
+
 def nearest_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
                     int64_t sh, int64_t sw, int num_threads):
     """Fill ``y`` (N, H*sh, W*sw, C) with each pixel of ``x`` (N, H, W, C) repeated."""
-    cdef int64_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
-    cdef int64_t OW = W * sw
-    cdef int64_t it, n, h, w, j, i
-    cdef const floating *src
-    cdef floating *dst
-    if N * H * W * C == 0:
-        return
-    with nogil:
-        for it in prange(N * H, schedule="static", num_threads=num_threads):
-            n = it // H
-            h = it - n * H
-            src = &x[n, h, 0, 0]
-            dst = &y[n, h * sh, 0, 0]
-            for w in range(W):
-                for j in range(sw):
-                    memcpy(dst + (w * sw + j) * C, src + w * C, C * sizeof(floating))
-            for i in range(1, sh):
-                memcpy(dst + i * OW * C, dst, OW * C * sizeof(floating))
+    _nearest(x, y, x.shape[1], x.shape[2], sh, sw, False, num_threads)
 
 
 def nearest_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
                      int64_t sh, int64_t sw, int num_threads):
-    """Fill ``dx`` (N, H, W, C) with the sum of each ``sh x sw`` block of ``dy``."""
-    cdef int64_t N = dx.shape[0], H = dx.shape[1], W = dx.shape[2], C = dx.shape[3]
-    cdef int64_t OW = W * sw
-    cdef int64_t it, n, h, w, i, j, c
-    cdef const floating *src
-    cdef floating *dst
-    if N * H * W * C == 0:
-        return
-    with nogil:
-        for it in prange(N * H, schedule="static", num_threads=num_threads):
-            n = it // H
-            h = it - n * H
-            for w in range(W):
-                dst = &dx[n, h, w, 0]
-                memset(dst, 0, C * sizeof(floating))
-                for i in range(sh):
-                    src = &dy[n, h * sh + i, w * sw, 0]
-                    for j in range(sw):
-                        for c in range(C):
-                            dst[c] += src[j * C + c]
+    """Fill ``dx`` (N, H, W, C) with the sum of each ``sh x sw`` block of ``dy``
+    (N, H*sh, W*sw, C)."""
+    _nearest(dy, dx, dx.shape[1], dx.shape[2], sh, sw, True, num_threads)
 
 
 def bilinear_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
