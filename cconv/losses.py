@@ -17,7 +17,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from ._typing import ArrayLike, Config, DTypeLike
-from .registry import Registry
+from .registry import Configurable, Registry
 
 __all__ = [
     "Loss", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
@@ -42,7 +42,7 @@ def _logsumexp_softmax(z):
     return m + np.log(s), e
 
 
-class Loss:
+class Loss(Configurable):
     """Base class. Subclasses implement ``_per_sample(y_true, y_pred)`` and
     ``_value_and_grad(y_true, y_pred)``."""
 
@@ -96,13 +96,6 @@ class Loss:
 
     def get_config(self) -> Config:
         return {"name": self.name}
-
-    @classmethod
-    def from_config(cls, config: Config):
-        return cls(**config)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.get_config()})"
 
 
 class _CrossEntropy(Loss):

@@ -19,6 +19,8 @@ learning rate: pass one as ``learning_rate=`` to any optimizer. Values are compu
 
 import math
 
+from .registry import Configurable
+
 __all__ = [
     "LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay", "InverseTimeDecay",
     "PolynomialDecay", "CosineDecay", "serialize", "deserialize",
@@ -31,7 +33,7 @@ def _positive_steps(decay_steps, cls):
     return decay_steps
 
 
-class LearningRateSchedule:
+class LearningRateSchedule(Configurable):
     """Base class: ``schedule(step) -> float``. Subclasses define ``__call__`` and
     ``get_config`` (so that a model using them can be saved)."""
 
@@ -40,13 +42,6 @@ class LearningRateSchedule:
 
     def get_config(self):
         raise NotImplementedError(f"{type(self).__name__} must define get_config() to be saved.")
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.get_config()})"
 
 
 class ExponentialDecay(LearningRateSchedule):
