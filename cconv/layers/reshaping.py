@@ -48,7 +48,6 @@ def _crop(a, amounts):
     return np.ascontiguousarray(a[:, t:a.shape[1] - b, l:a.shape[2] - r])
 
 
-
 class ZeroPadding2D(Layer):
     """Adds rows and columns of zeros around each image (Keras's ``ZeroPadding2D``).
 
