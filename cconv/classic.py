@@ -42,12 +42,7 @@ _SEMANTICS = ("course", "tensorflow")
 
 
 def _bias_vector(b, W, op):
-    if b is None:
-        raise TypeError(f"{op}: b must be an array of shape (1, 1, 1, c_new), got None")
-    try:
-        b = np.asarray(b)
-    except Exception as exc:  # ragged nested lists and the like
-        raise TypeError(f"{op}: b could not be converted to an array: {exc}") from None
+    b = ops._as_array(b, "b", op, "an array of shape (1, 1, 1, c_new)")
     try:
         w_shape = np.shape(W)
     except Exception:  # a ragged W: ops reports it, naming the argument

@@ -150,6 +150,12 @@ def _by_name(value, names, what):
     return [value] * len(names)
 
 
+def _list_property(attr, doc):
+    """A read-only property giving a new list of ``self.<attr>``, which callers may change
+    without touching the model."""
+    return property(lambda self: list(getattr(self, attr)), doc=doc + " (A new list.)")
+
+
 # ----- losses and metrics over several outputs ------------------------------------------------
 class _MultiLoss(_losses.Loss):
     """``sum_i weight_i * loss_i(y_i, out_i)`` over a model's outputs, on packed arrays.
@@ -367,21 +373,10 @@ class Model(Sequential):
         used = [l for l in self._layers if not isinstance(l, _layers.InputLayer)]
         self._layers = self._tracked + [l for l in used if all(l is not t for t in self._tracked)]
 
-    @property
-    def inputs(self):
-        return list(self._inputs)
-
-    @property
-    def outputs(self):
-        return list(self._outputs)
-
-    @property
-    def input_names(self):
-        return list(self._input_names)
-
-    @property
-    def output_names(self):
-        return list(self._output_names)
+    inputs = _list_property("_inputs", "The model's input tensors.")
+    outputs = _list_property("_outputs", "The model's output tensors.")
+    input_names = _list_property("_input_names", "The names of the model's inputs.")
+    output_names = _list_property("_output_names", "The names of the model's outputs.")
 
     @property
     def input_shape(self):

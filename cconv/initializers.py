@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from .registry import Registry
+from .registry import Configurable, Registry
 
 __all__ = [
     "Initializer", "Zeros", "Ones", "Constant", "RandomNormal", "RandomUniform",
@@ -38,18 +38,11 @@ def compute_fans(shape):
     return shape[-2] * receptive, shape[-1] * receptive
 
 
-class Initializer:
-    """Base class: ``__call__(shape, dtype="float32") -> ndarray``."""
+class Initializer(Configurable):
+    """Base class: ``__call__(shape, dtype="float32") -> ndarray`` of that shape."""
 
     def __call__(self, shape, dtype="float32"):
         raise NotImplementedError
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
@@ -112,16 +105,20 @@ def _truncated_normal(rng, shape, stddev):
     return (out * stddev).reshape(shape)
 
 
-class RandomNormal(_Random):
+class _Normal(_Random):
+    """The arguments of RandomNormal and TruncatedNormal: ``mean``, ``stddev``, ``seed``."""
+
     def __init__(self, mean=0.0, stddev=0.05, seed=None):
         super().__init__(seed)
         self.mean, self.stddev = float(mean), float(stddev)
 
-    def __call__(self, shape, dtype="float32"):
-        return self._rng().normal(self.mean, self.stddev, size=shape).astype(dtype)
-
     def get_config(self):
         return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
+
+
+class RandomNormal(_Normal):
+    def __call__(self, shape, dtype="float32"):
+        return self._rng().normal(self.mean, self.stddev, size=shape).astype(dtype)
 
 
 class RandomUniform(_Random):
@@ -136,16 +133,9 @@ class RandomUniform(_Random):
         return {"minval": self.minval, "maxval": self.maxval, "seed": self.seed}
 
 
-class TruncatedNormal(_Random):
-    def __init__(self, mean=0.0, stddev=0.05, seed=None):
-        super().__init__(seed)
-        self.mean, self.stddev = float(mean), float(stddev)
-
+class TruncatedNormal(_Normal):
     def __call__(self, shape, dtype="float32"):
         return (self.mean + _truncated_normal(self._rng(), tuple(shape), self.stddev)).astype(dtype)
-
-    def get_config(self):
-        return {"mean": self.mean, "stddev": self.stddev, "seed": self.seed}
 
 
 class VarianceScaling(_Random):

@@ -17,7 +17,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 
 from ._typing import ArrayLike, Config, DTypeLike
-from .registry import Registry
+from .registry import Configurable, Registry
 
 __all__ = [
     "Loss", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
@@ -42,7 +42,7 @@ def _logsumexp_softmax(z):
     return m + np.log(s), e
 
 
-class Loss:
+class Loss(Configurable):
     """Base class. Subclasses implement ``_per_sample(y_true, y_pred)`` and
     ``_value_and_grad(y_true, y_pred)``."""
 
@@ -96,13 +96,6 @@ class Loss:
 
     def get_config(self) -> Config:
         return {"name": self.name}
-
-    @classmethod
-    def from_config(cls, config: Config):
-        return cls(**config)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.get_config()})"
 
 
 class _CrossEntropy(Loss):
@@ -295,32 +288,40 @@ class BinaryCrossentropy(_CrossEntropy):
         return float(per.mean()), grad.astype(p.dtype, copy=False)
 
 
-class MeanSquaredError(Loss):
+class _ElementwiseLoss(Loss):
+    """``mean(f(y_true - y_pred))`` over the last axis, then the batch, for an even ``f``
+    (``_f``); ``_grad(d)`` is the gradient of the batch mean with respect to ``y_pred`` from
+    ``d = y_pred - y_true`` (a fresh array, shaped like ``y_pred``, that it may overwrite)."""
+
+    def _per_sample(self, y, p):
+        return self._f(y - p).mean(axis=-1)
+
+    def _value_and_grad(self, y, p):
+        d = p - y
+        return float(np.mean(self._f(d))), self._grad(d)
+
+
+class MeanSquaredError(_ElementwiseLoss):
     """``mean((y_true - y_pred) ** 2)`` over the last axis, then the batch."""
 
     _default_name = "mean_squared_error"
+    _f = staticmethod(np.square)
 
-    def _per_sample(self, y, p):
-        return np.square(y - p).mean(axis=-1)
-
-    def _value_and_grad(self, y, p):
-        d = p - y
-        val = float(np.mean(np.square(d)))
+    @staticmethod
+    def _grad(d):
         d *= d.dtype.type(2.0 / d.size)
-        return val, d
+        return d
 
 
-class MeanAbsoluteError(Loss):
+class MeanAbsoluteError(_ElementwiseLoss):
     """``mean(|y_true - y_pred|)`` over the last axis, then the batch."""
 
     _default_name = "mean_absolute_error"
+    _f = staticmethod(np.abs)
 
-    def _per_sample(self, y, p):
-        return np.abs(y - p).mean(axis=-1)
-
-    def _value_and_grad(self, y, p):
-        d = p - y
-        return float(np.mean(np.abs(d))), np.sign(d) * d.dtype.type(1.0 / d.size)
+    @staticmethod
+    def _grad(d):
+        return np.sign(d) * d.dtype.type(1.0 / d.size)
 
 
 def _functional(cls, **fixed):

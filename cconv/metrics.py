@@ -13,7 +13,7 @@ labels of lower rank (or a last axis of 1 against several outputs) ->
 
 import numpy as np
 
-from .registry import Registry
+from .registry import Configurable, Registry
 
 __all__ = [
     "Metric", "Mean", "Accuracy", "BinaryAccuracy", "CategoricalAccuracy",
@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 
-class Metric:
+class Metric(Configurable):
     """Base class: a running (weighted) mean of per-sample values."""
 
     _default_name = "metric"
@@ -53,10 +53,6 @@ class Metric:
 
     def get_config(self):
         return {"name": self.name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
     def __repr__(self):
         return f"<{type(self).__name__} name={self.name!r} result={self.result():.4f}>"

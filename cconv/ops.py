@@ -219,19 +219,63 @@ def _float_dtype(arrays, op):
     return np.float64 if np.float64 in kinds else np.float32
 
 
+def _as_array(value, name, op, what="an array"):
+    """``np.asarray(value)``; TypeError naming ``name`` for None (which must be ``what``) and
+    for what NumPy cannot convert (ragged nested lists and the like)."""
+    if value is None:
+        raise TypeError(f"{op}: {name} must be {what}, got None")
+    try:
+        return np.asarray(value)
+    except Exception as exc:  # ragged nested lists and the like
+        raise TypeError(f"{op}: {name} could not be converted to an array: {exc}") from None
+
+
 def _arrays(op, **named):
     """Validate and convert named array arguments to C-contiguous arrays of one float dtype."""
-    arrs = []
-    for name, value in named.items():
-        if value is None:
-            raise TypeError(f"{op}: {name} must be an array, got None")
-        try:
-            a = np.asarray(value)
-        except Exception as exc:  # ragged nested lists and the like
-            raise TypeError(f"{op}: {name} could not be converted to an array: {exc}") from None
-        arrs.append((name, a))
+    arrs = [(name, _as_array(value, name, op)) for name, value in named.items()]
     dtype = _float_dtype(arrs, op)
     return dtype, [np.ascontiguousarray(a, dtype=dtype) for _, a in arrs]
+
+
+def _arrays_with_bias(op, x, kernel, bias):
+    """``_arrays`` of x, kernel and bias, a bias of None staying None:
+    ``(dtype, x, kernel, bias)``."""
+    if bias is None:
+        dtype, (x, kernel) = _arrays(op, x=x, kernel=kernel)
+        return dtype, x, kernel, None
+    dtype, (x, kernel, bias) = _arrays(op, x=x, kernel=kernel, bias=bias)
+    return dtype, x, kernel, bias
+
+
+def _check_bias(op, bias, kernel, axis):
+    """A bias must be None or ``(kernel.shape[axis],)``, one value per filter."""
+    if bias is not None and bias.shape != (kernel.shape[axis],):
+        raise ValueError(
+            f"{op}: bias must have shape ({kernel.shape[axis]},) to match kernel shape "
+            f"{kernel.shape}, got {bias.shape}"
+        )
+
+
+def _check_dy(op, dy, expected, forward, x, kernel):
+    """``dy`` must have the shape ``expected`` of ``forward``'s output on x with kernel."""
+    if dy.shape != expected:
+        raise ValueError(
+            f"{op}: dy must have the output shape {expected} of {forward} on x {x.shape} with "
+            f"kernel {kernel.shape}, got {dy.shape}"
+        )
+
+
+def _weight_grads(op, dtype, x, kernel, input_grad):
+    """Fresh ``(dx, dkernel)`` shaped like x and kernel; dx is None without ``input_grad``."""
+    dx = _empty(x.shape, dtype, op, "dx") if input_grad else None
+    return dx, _empty(kernel.shape, dtype, op, "dkernel")
+
+
+def _zero_fill(*grads):
+    """Zero the gradients that are not None (nothing flows back from an empty output)."""
+    for grad in grads:
+        if grad is not None:
+            grad.fill(0)
 
 
 def _check_rank(a, name, op, rank=4, what="(batch, height, width, channels)"):
@@ -299,16 +343,9 @@ def conv2d(
             a kernel larger than the padded input; the message names the shapes.
     """
     op = "conv2d"
-    if bias is None:
-        dtype, (x, kernel) = _arrays(op, x=x, kernel=kernel)
-    else:
-        dtype, (x, kernel, bias) = _arrays(op, x=x, kernel=kernel, bias=bias)
+    dtype, x, kernel, bias = _arrays_with_bias(op, x, kernel, bias)
     (oh, ow), pads, s, d = _conv_setup(op, x, kernel, strides, padding, dilation_rate, groups)
-    if bias is not None and bias.shape != (kernel.shape[3],):
-        raise ValueError(
-            f"{op}: bias must have shape ({kernel.shape[3]},) to match kernel shape "
-            f"{kernel.shape}, got {bias.shape}"
-        )
+    _check_bias(op, bias, kernel, 3)
     y = _empty((x.shape[0], oh, ow, kernel.shape[3]), dtype, op)
     _conv.conv2d_forward(x, kernel, bias, y, s, d, (pads[0][0], pads[1][0]), int(groups),
                          _threads(y.size * kernel.shape[0] * kernel.shape[1] * kernel.shape[2]))
@@ -339,22 +376,14 @@ def conv2d_backward(
     op = "conv2d_backward"
     dtype, (dy, x, kernel) = _arrays(op, dy=dy, x=x, kernel=kernel)
     (oh, ow), pads, s, d = _conv_setup(op, x, kernel, strides, padding, dilation_rate, groups)
-    expected = (x.shape[0], oh, ow, kernel.shape[3])
-    if dy.shape != expected:
-        raise ValueError(
-            f"{op}: dy must have the output shape {expected} of conv2d on x {x.shape} with "
-            f"kernel {kernel.shape}, got {dy.shape}"
-        )
-    dx = _empty(x.shape, dtype, op, "dx") if input_grad else None
-    dkernel = _empty(kernel.shape, dtype, op, "dkernel")
+    _check_dy(op, dy, (x.shape[0], oh, ow, kernel.shape[3]), "conv2d", x, kernel)
+    dx, dkernel = _weight_grads(op, dtype, x, kernel, input_grad)
     dbias = _empty((kernel.shape[3],), dtype, op, "dbias")
     work = 2 * dy.size * kernel.shape[0] * kernel.shape[1] * kernel.shape[2]
     if dy.size == 0:
         # Nothing flows back from an empty output. (The direct kernel's scratch planes also
         # assume a non-empty output: calling it here wrote out of bounds.)
-        for grad in (dx, dkernel, dbias):
-            if grad is not None:
-                grad.fill(0)
+        _zero_fill(dx, dkernel, dbias)
         return dx, dkernel, dbias
     _conv.conv2d_backward(dy, x, kernel, dx, dkernel, dbias, s, d, (pads[0][0], pads[1][0]),
                           int(groups), _threads(work))
@@ -489,16 +518,9 @@ def dense(x: ArrayLike, kernel: ArrayLike, bias: Optional[ArrayLike] = None) -> 
         ``(batch, ..., units)``.
     """
     op = "dense"
-    if bias is None:
-        dtype, (x, kernel) = _arrays(op, x=x, kernel=kernel)
-    else:
-        dtype, (x, kernel, bias) = _arrays(op, x=x, kernel=kernel, bias=bias)
+    dtype, x, kernel, bias = _arrays_with_bias(op, x, kernel, bias)
     x2 = _dense_setup(op, x, kernel)
-    if bias is not None and bias.shape != (kernel.shape[1],):
-        raise ValueError(
-            f"{op}: bias must have shape ({kernel.shape[1]},) to match kernel shape "
-            f"{kernel.shape}, got {bias.shape}"
-        )
+    _check_bias(op, bias, kernel, 1)
     y = _empty((x2.shape[0], kernel.shape[1]), dtype, op)
     _blas.matmul(x2, kernel, y, False, False, _threads(y.size * kernel.shape[0]))
     if bias is not None:
@@ -514,21 +536,13 @@ def dense_backward(
     op = "dense_backward"
     dtype, (dy, x, kernel) = _arrays(op, dy=dy, x=x, kernel=kernel)
     x2 = _dense_setup(op, x, kernel)
-    expected = x.shape[:-1] + (kernel.shape[1],)
-    if dy.shape != expected:
-        raise ValueError(
-            f"{op}: dy must have the output shape {expected} of dense on x {x.shape} with "
-            f"kernel {kernel.shape}, got {dy.shape}"
-        )
+    _check_dy(op, dy, x.shape[:-1] + (kernel.shape[1],), "dense", x, kernel)
     dy2 = dy.reshape(x2.shape[0], kernel.shape[1])
     work = x2.shape[0] * kernel.size
-    dkernel = _empty(kernel.shape, dtype, op, "dkernel")
+    dx, dkernel = _weight_grads(op, dtype, x, kernel, input_grad)
     _blas.matmul(x2, dy2, dkernel, True, False, _threads(work))
-    dx = None
-    if input_grad:
-        dx = _empty(x2.shape, dtype, op, "dx")
-        _blas.matmul(dy2, kernel, dx, False, True, _threads(work))
-        dx = dx.reshape(x.shape)
+    if dx is not None:
+        _blas.matmul(dy2, kernel, dx.reshape(x2.shape), False, True, _threads(work))
     return dx, dkernel, dy2.sum(axis=0)
 
 
@@ -633,17 +647,10 @@ def conv2d_transpose(
         ``(batch, out_h, out_w, filters)``.
     """
     op = "conv2d_transpose"
-    if bias is None:
-        dtype, (x, kernel) = _arrays(op, x=x, kernel=kernel)
-    else:
-        dtype, (x, kernel, bias) = _arrays(op, x=x, kernel=kernel, bias=bias)
+    dtype, x, kernel, bias = _arrays_with_bias(op, x, kernel, bias)
     (oh, ow), pads, s, d = _conv_transpose_setup(op, x, kernel, strides, padding, output_padding,
                                                  dilation_rate)
-    if bias is not None and bias.shape != (kernel.shape[2],):
-        raise ValueError(
-            f"{op}: bias must have shape ({kernel.shape[2]},) to match kernel shape "
-            f"{kernel.shape}, got {bias.shape}"
-        )
+    _check_bias(op, bias, kernel, 2)
     y = _empty((x.shape[0], oh, ow, kernel.shape[2]), dtype, op)
     if x.size == 0 or y.size == 0:
         y.fill(0)
@@ -676,19 +683,11 @@ def conv2d_transpose_backward(
     dtype, (dy, x, kernel) = _arrays(op, dy=dy, x=x, kernel=kernel)
     (oh, ow), pads, s, d = _conv_transpose_setup(op, x, kernel, strides, padding, output_padding,
                                                  dilation_rate)
-    expected = (x.shape[0], oh, ow, kernel.shape[2])
-    if dy.shape != expected:
-        raise ValueError(
-            f"{op}: dy must have the output shape {expected} of conv2d_transpose on x {x.shape} "
-            f"with kernel {kernel.shape}, got {dy.shape}"
-        )
-    dx = _empty(x.shape, dtype, op, "dx") if input_grad else None
-    dkernel = _empty(kernel.shape, dtype, op, "dkernel")
+    _check_dy(op, dy, (x.shape[0], oh, ow, kernel.shape[2]), "conv2d_transpose", x, kernel)
+    dx, dkernel = _weight_grads(op, dtype, x, kernel, input_grad)
     dbias = dy.sum(axis=(0, 1, 2))
     if dy.size == 0 or x.size == 0:
-        for grad in (dx, dkernel):
-            if grad is not None:
-                grad.fill(0)
+        _zero_fill(dx, dkernel)
         return dx, dkernel, dbias
     before = (pads[0][0], pads[1][0])
     work = x.size * kernel.shape[0] * kernel.shape[1] * kernel.shape[2]

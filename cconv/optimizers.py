@@ -35,7 +35,6 @@ from typing import Dict, Iterable, Sequence, Tuple
 import numpy as np
 
 from . import schedules as _schedules
-from ._typing import Config
 from .registry import Registry
 
 # ``cconv.optimizers.schedules`` as in Keras; also importable as a module path (like os.path).
@@ -63,6 +62,9 @@ class Optimizer:
     """
 
     _default_name = "optimizer"
+    # The subclass's own constructor arguments, stored under the same attribute names, that
+    # get_config adds (in this order) after the common ones.
+    _config_attrs = ()
 
     def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None,
                  global_clipnorm=None, name=None):
@@ -216,9 +218,11 @@ class Optimizer:
             lr = _schedules.serialize(lr)
         elif not isinstance(lr, float):
             lr = self.learning_rate    # a plain callable cannot be saved: its current value
-        return {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
-                "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
-                "clipvalue": self.clipvalue}
+        cfg = {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
+               "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
+               "clipvalue": self.clipvalue}
+        cfg.update((attr, getattr(self, attr)) for attr in self._config_attrs)
+        return cfg
 
     @classmethod
     def from_config(cls, config):
@@ -291,6 +295,7 @@ class SGD(Optimizer):
     Keras 3 defaults: learning_rate=0.01, momentum=0.0, nesterov=False."""
 
     _default_name = "SGD"
+    _config_attrs = ("momentum", "nesterov")
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, **kwargs):
         super().__init__(learning_rate, **kwargs)
@@ -323,17 +328,13 @@ class SGD(Optimizer):
         else:
             w += m
 
-    def get_config(self) -> Config:
-        cfg = super().get_config()
-        cfg.update(momentum=self.momentum, nesterov=self.nesterov)
-        return cfg
-
 
 class Adam(Optimizer):
     """Adam, Keras 3: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7
     (added outside the square root), amsgrad=False."""
 
     _default_name = "adam"
+    _config_attrs = ("beta_1", "beta_2", "epsilon", "amsgrad")
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
                  amsgrad=False, **kwargs):
@@ -365,19 +366,13 @@ class Adam(Optimizer):
         tmp2 /= tmp
         w -= tmp2
 
-    def get_config(self) -> Config:
-        cfg = super().get_config()
-        cfg.update(
-            beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon, amsgrad=self.amsgrad
-        )
-        return cfg
-
 
 class RMSprop(Optimizer):
     """RMSprop, Keras 3: learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
     centered=False (epsilon inside the square root, as Keras 3)."""
 
     _default_name = "rmsprop"
+    _config_attrs = ("rho", "momentum", "epsilon", "centered")
 
     def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
                  **kwargs):
@@ -422,13 +417,6 @@ class RMSprop(Optimizer):
         else:
             w -= inc
 
-    def get_config(self) -> Config:
-        cfg = super().get_config()
-        cfg.update(
-            rho=self.rho, momentum=self.momentum, epsilon=self.epsilon, centered=self.centered
-        )
-        return cfg
-
 
 class AdamW(Adam):
     """Adam with decoupled weight decay, Keras 3: ``weight_decay=0.004`` by default (each step
@@ -449,6 +437,7 @@ class Adagrad(Optimizer):
     ``a += g*g``; ``w -= lr * g / sqrt(a + epsilon)``."""
 
     _default_name = "adagrad"
+    _config_attrs = ("initial_accumulator_value", "epsilon")
 
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
                  **kwargs):
@@ -475,11 +464,6 @@ class Adagrad(Optimizer):
         inc /= tmp
         w -= inc
 
-    def get_config(self):
-        cfg = super().get_config()
-        cfg.update(initial_accumulator_value=self.initial_accumulator_value, epsilon=self.epsilon)
-        return cfg
-
 
 class Nadam(Optimizer):
     """Nadam (Adam with Nesterov momentum), Keras 3: learning_rate=0.001, beta_1=0.9,
@@ -488,6 +472,7 @@ class Nadam(Optimizer):
     ``v_hat = v / (1 - beta_2**t)``, ``w -= lr * m_hat / (sqrt(v_hat) + epsilon)``."""
 
     _default_name = "nadam"
+    _config_attrs = ("beta_1", "beta_2", "epsilon")
 
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, **kwargs):
         super().__init__(learning_rate, **kwargs)
@@ -525,11 +510,6 @@ class Nadam(Optimizer):
         m_hat *= t(lr)
         m_hat /= tmp
         w -= m_hat
-
-    def get_config(self):
-        cfg = super().get_config()
-        cfg.update(beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
-        return cfg
 
     def get_state(self):
         iterations, arrays = super().get_state()

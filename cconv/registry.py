@@ -9,13 +9,30 @@ module's table. Serialized form (Keras's): ``{"class_name": type(obj).__name__, 
 obj.get_config()}``.
 """
 
-__all__ = ["Registry", "canonical"]
+__all__ = ["Configurable", "Registry", "canonical"]
 
 
 def canonical(name):
     """The lookup key of a name: lower case without underscores (``"He_Normal"`` ->
     ``"henormal"``)."""
     return str(name).lower().replace("_", "")
+
+
+class Configurable:
+    """The config protocol behind :meth:`Registry.serialize` / :meth:`Registry.deserialize`:
+    ``get_config()`` is a dict of the constructor's keyword arguments (none by default),
+    ``from_config(config)`` builds the object again from it, and ``repr`` shows it:
+    ``L2({'l2': 0.01})``. Base of initializers, regularizers, schedules, metrics and losses."""
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.get_config()})"
 
 
 def _default_from_name(cls, name):

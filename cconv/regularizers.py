@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from .registry import Configurable
+
 __all__ = ["Regularizer", "L1", "L2", "L1L2", "l1", "l2", "l1_l2", "get", "serialize",
            "deserialize"]
 
@@ -26,7 +28,7 @@ def _factor(value, name):
     return float(value)
 
 
-class Regularizer:
+class Regularizer(Configurable):
     """Base class: ``regularizer(w) -> float`` penalty; ``add_gradient(w, out)`` adds its
     gradient with respect to ``w`` into ``out`` (same shape) in place."""
 
@@ -35,16 +37,6 @@ class Regularizer:
 
     def add_gradient(self, w, out):
         pass
-
-    def get_config(self):
-        return {}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
-
-    def __repr__(self):
-        return f"{type(self).__name__}({self.get_config()})"
 
 
 class L1L2(Regularizer):

@@ -19,6 +19,8 @@ learning rate: pass one as ``learning_rate=`` to any optimizer. Values are compu
 
 import math
 
+from .registry import Configurable
+
 __all__ = [
     "LearningRateSchedule", "ExponentialDecay", "PiecewiseConstantDecay", "InverseTimeDecay",
     "PolynomialDecay", "CosineDecay", "serialize", "deserialize",
@@ -31,7 +33,7 @@ def _positive_steps(decay_steps, cls):
     return decay_steps
 
 
-class LearningRateSchedule:
+class LearningRateSchedule(Configurable):
     """Base class: ``schedule(step) -> float``. Subclasses define ``__call__`` and
     ``get_config`` (so that a model using them can be saved)."""
 
@@ -41,24 +43,26 @@ class LearningRateSchedule:
     def get_config(self):
         raise NotImplementedError(f"{type(self).__name__} must define get_config() to be saved.")
 
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
 
-    def __repr__(self):
-        return f"{type(self).__name__}({self.get_config()})"
+class _Decay(LearningRateSchedule):
+    """What the schedules that decay over ``decay_steps`` share: the arguments
+    ``initial_learning_rate``, ``decay_steps`` (> 0; ``label`` names the schedule in the error)
+    and ``name``."""
+
+    def __init__(self, initial_learning_rate, decay_steps, name, label):
+        self.initial_learning_rate = initial_learning_rate
+        self.decay_steps = _positive_steps(decay_steps, label)
+        self.name = name
 
 
-class ExponentialDecay(LearningRateSchedule):
+class ExponentialDecay(_Decay):
     """``initial_learning_rate * decay_rate ** (step / decay_steps)``."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False,
                  name="ExponentialDecay"):
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = _positive_steps(decay_steps, "ExponentialDecay")
+        super().__init__(initial_learning_rate, decay_steps, name, "ExponentialDecay")
         self.decay_rate = decay_rate
         self.staircase = staircase
-        self.name = name
 
     def __call__(self, step):
         p = float(step) / self.decay_steps
@@ -108,17 +112,15 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         return {"boundaries": self.boundaries, "values": self.values, "name": self.name}
 
 
-class PolynomialDecay(LearningRateSchedule):
+class PolynomialDecay(_Decay):
     """``(lr0 - end_learning_rate) * (1 - step / decay_steps) ** power + end_learning_rate``."""
 
     def __init__(self, initial_learning_rate, decay_steps, end_learning_rate=0.0001, power=1.0,
                  cycle=False, name="PolynomialDecay"):
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = _positive_steps(decay_steps, "PolynomialDecay")
+        super().__init__(initial_learning_rate, decay_steps, name, "PolynomialDecay")
         self.end_learning_rate = end_learning_rate
         self.power = power
         self.cycle = cycle
-        self.name = name
 
     def __call__(self, step):
         step = float(step)
@@ -137,16 +139,14 @@ class PolynomialDecay(LearningRateSchedule):
                 "power": self.power, "cycle": self.cycle, "name": self.name}
 
 
-class CosineDecay(LearningRateSchedule):
+class CosineDecay(_Decay):
     """Cosine decay to ``alpha * peak`` over ``decay_steps``, after an optional linear warmup
     from ``initial_learning_rate`` to ``warmup_target`` (the peak) over ``warmup_steps``."""
 
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0, name="CosineDecay",
                  warmup_target=None, warmup_steps=0):
-        self.initial_learning_rate = initial_learning_rate
-        self.decay_steps = _positive_steps(decay_steps, "CosineDecay")
+        super().__init__(initial_learning_rate, decay_steps, name, "CosineDecay")
         self.alpha = alpha
-        self.name = name
         self.warmup_target = warmup_target
         self.warmup_steps = warmup_steps
 

@@ -35,6 +35,13 @@ static inline int64_t cconv_direct_scratch(const void *geom)
     return g->C * cconv_direct_hp(g) * cconv_direct_wp(g) + g->CO * g->OH * cconv_direct_wp(g) + 16;
 }
 
+/* The sizes every direct kernel reads from g: the padded plane Hp x Wp, the channels CG and
+   filters COg of one group, OW and the column stride sw. */
+#define CCONV__DIRECT_SIZES(g)                                                                 \
+    int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g);                                  \
+    int64_t CG = (g)->C / (g)->groups, COg = (g)->CO / (g)->groups;                            \
+    int64_t OW = (g)->OW, sw = (g)->sw;
+
 #define CCONV_DIRECT_DEFINE(SUFFIX, T, ATTR, VB)                                                 \
 /* Copy one image into the zero-padded planar buffer; returns 1 when it holds Inf or NaN. */   \
 ATTR static int cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geom *g)           \
@@ -64,8 +71,7 @@ ATTR static int cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geom
 ATTR static void cconv_direct_forward_##SUFFIX(const T *x, const T *w, const T *bias, T *y,    \
                                                const cconv_geom *g, T *scratch)                \
 {                                                                                              \
-    int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g);                                 \
-    int64_t CG = g->C / g->groups, COg = g->CO / g->groups, OW = g->OW, sw = g->sw;            \
+    CCONV__DIRECT_SIZES(g)                                                                     \
     int64_t plane = g->sh == 1 && sw == 1;                                                     \
     int64_t len = plane ? (g->OH - 1) * Wp + OW : OW;     /* outputs per pass */               \
     int64_t oh, ow, co, kh, kw, c, j;                                                          \
@@ -106,8 +112,7 @@ ATTR static void cconv_direct_forward_##SUFFIX(const T *x, const T *w, const T *
 ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, T *dw, T *db,  \
                                                        const cconv_geom *g, T *scratch)        \
 {                                                                                              \
-    int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g);                                 \
-    int64_t CG = g->C / g->groups, COg = g->CO / g->groups, OW = g->OW, sw = g->sw;            \
+    CCONV__DIRECT_SIZES(g)                                                                     \
     int64_t oh, ow, co, kh, kw, c, l, j;                                                       \
     T *xT = scratch, *dyT = scratch + g->C * Hp * Wp;                                          \
     int bad = cconv_direct_planar_##SUFFIX(x, xT, g);                                          \
@@ -153,8 +158,7 @@ ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, 
 ATTR static void cconv_direct_backward_input_##SUFFIX(const T *dy, const T *w, T *dx,          \
                                                       const cconv_geom *g, T *scratch)         \
 {                                                                                              \
-    int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g);                                 \
-    int64_t CG = g->C / g->groups, COg = g->CO / g->groups, OW = g->OW, sw = g->sw;            \
+    CCONV__DIRECT_SIZES(g)                                                                     \
     int64_t oh, ow, co, kh, kw, c, ih, iw;                                                     \
     T *dxT = scratch, *dyT = scratch + g->C * Hp * Wp;                                         \
     memset(dxT, 0, (size_t)(g->C * Hp * Wp) * sizeof(T));                                      \

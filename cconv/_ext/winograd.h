@@ -162,6 +162,35 @@ CCONV_WINO_KERNEL_GRAD(f64, double)
 #define CCONV__WINO_VLOOP(VB, T, CN, STEP)
 #endif
 
+/* Q *CCONV__RESTRICT P0 .. P15 = BASE, BASE + S, .., BASE + 15 S: the 16 planes of a chunk's
+   transformed tiles (Q is T or const T), one per element e of the 4x4 transformed tile. */
+#define CCONV__WINO_PLANES(Q, P, BASE, S)                                                      \
+    Q *CCONV__RESTRICT P##0 = (BASE), *CCONV__RESTRICT P##1 = P##0 + (S);                      \
+    Q *CCONV__RESTRICT P##2 = P##0 + 2 * (S), *CCONV__RESTRICT P##3 = P##0 + 3 * (S);          \
+    Q *CCONV__RESTRICT P##4 = P##0 + 4 * (S), *CCONV__RESTRICT P##5 = P##0 + 5 * (S);          \
+    Q *CCONV__RESTRICT P##6 = P##0 + 6 * (S), *CCONV__RESTRICT P##7 = P##0 + 7 * (S);          \
+    Q *CCONV__RESTRICT P##8 = P##0 + 8 * (S), *CCONV__RESTRICT P##9 = P##0 + 9 * (S);          \
+    Q *CCONV__RESTRICT P##10 = P##0 + 10 * (S), *CCONV__RESTRICT P##11 = P##0 + 11 * (S);      \
+    Q *CCONV__RESTRICT P##12 = P##0 + 12 * (S), *CCONV__RESTRICT P##13 = P##0 + 13 * (S);      \
+    Q *CCONV__RESTRICT P##14 = P##0 + 14 * (S), *CCONV__RESTRICT P##15 = P##0 + 15 * (S);
+/* Tile t0 as (image n, tile row th, tile column tw); then the next tile, row-major over the
+   batch (tiles t = (n * TH + th) * TW + tw). */
+#define CCONV__WINO_FIRST_TILE(t0)                                                             \
+    n = (t0) / (TH * TW);                                                                      \
+    th = ((t0) - n * TH * TW) / TW;                                                            \
+    tw = (t0) - (n * TH + th) * TW;
+#define CCONV__WINO_NEXT_TILE if (++tw == TW) { tw = 0; if (++th == TH) { th = 0; n++; } }
+/* Q *CCONV__RESTRICT P00, P01, P10, P11: the 2x2 block of tile (n, th, tw) in A (N, OH, OW,
+   CO); cells of a partial tile outside A point at F01, F10 and F11 instead. */
+#define CCONV__WINO_BLOCK(Q, P, A, F01, F10, F11)                                              \
+    const int64_t oh_ = 2 * th, ow_ = 2 * tw;                                                  \
+    const int hb_ = oh_ + 1 < OH, wb_ = ow_ + 1 < OW;                                          \
+    Q *base_ = (A) + ((n * OH + oh_) * OW + ow_) * CO;                                         \
+    Q *CCONV__RESTRICT P##00 = base_;                                                          \
+    Q *CCONV__RESTRICT P##01 = wb_ ? base_ + CO : (F01);                                       \
+    Q *CCONV__RESTRICT P##10 = hb_ ? base_ + OW * CO : (F10);                                  \
+    Q *CCONV__RESTRICT P##11 = hb_ && wb_ ? base_ + (OW + 1) * CO : (F11);
+
 /* V[e * vs + (t - t0) * C + c] for tiles t0 .. t0 + nt - 1 of in (N, IH, IW, C); zeros holds
    at least C zeros (it stands in for input cells outside the image). */
 #define CCONV_WINO_DEFINE(SUF, T, ATTR, VB)                                                        \
@@ -172,9 +201,7 @@ ATTR static void cconv_wino_input_##SUF(const T *in, int64_t IH, int64_t IW, int
 {                                                                                              \
     int64_t t, n, th, tw, c;                                                                   \
     int i, j;                                                                                  \
-    n = t0 / (TH * TW);                                                                        \
-    th = (t0 - n * TH * TW) / TW;                                                              \
-    tw = t0 - (n * TH + th) * TW;                                                              \
+    CCONV__WINO_FIRST_TILE(t0)                                                                 \
     for (t = 0; t < nt; t++) {                                                                 \
         const T *p[4][4];                                                                      \
         const int64_t ih0 = 2 * th - pt, iw0 = 2 * tw - pl;                                    \
@@ -193,19 +220,12 @@ ATTR static void cconv_wino_input_##SUF(const T *in, int64_t IH, int64_t IW, int
             const T *CCONV__RESTRICT p22 = p[2][2], *CCONV__RESTRICT p23 = p[2][3];            \
             const T *CCONV__RESTRICT p30 = p[3][0], *CCONV__RESTRICT p31 = p[3][1];            \
             const T *CCONV__RESTRICT p32 = p[3][2], *CCONV__RESTRICT p33 = p[3][3];            \
-            T *CCONV__RESTRICT v0 = V + t * C, *CCONV__RESTRICT v1 = v0 + vs;                  \
-            T *CCONV__RESTRICT v2 = v0 + 2 * vs, *CCONV__RESTRICT v3 = v0 + 3 * vs;            \
-            T *CCONV__RESTRICT v4 = v0 + 4 * vs, *CCONV__RESTRICT v5 = v0 + 5 * vs;            \
-            T *CCONV__RESTRICT v6 = v0 + 6 * vs, *CCONV__RESTRICT v7 = v0 + 7 * vs;            \
-            T *CCONV__RESTRICT v8 = v0 + 8 * vs, *CCONV__RESTRICT v9 = v0 + 9 * vs;            \
-            T *CCONV__RESTRICT v10 = v0 + 10 * vs, *CCONV__RESTRICT v11 = v0 + 11 * vs;        \
-            T *CCONV__RESTRICT v12 = v0 + 12 * vs, *CCONV__RESTRICT v13 = v0 + 13 * vs;        \
-            T *CCONV__RESTRICT v14 = v0 + 14 * vs, *CCONV__RESTRICT v15 = v0 + 15 * vs;        \
+            CCONV__WINO_PLANES(T, v, V + t * C, vs)                                            \
             c = 0;                                                                             \
             CCONV__WINO_VLOOP(VB, T, C, CCONV__WINO_IN_STEP)                                   \
             for (; c < C; c++) { CCONV__WINO_IN_STEP(T, CCONV__WINO_SLD, CCONV__WINO_SST) }    \
         }                                                                                      \
-        if (++tw == TW) { tw = 0; if (++th == TH) { th = 0; n++; } }                           \
+        CCONV__WINO_NEXT_TILE                                                                  \
     }                                                                                          \
 }                                                                                              \
                                                                                                \
@@ -216,30 +236,15 @@ ATTR static void cconv_wino_output_##SUF(const T *M, int64_t ms, int64_t CO, con
                                          int64_t TW, int64_t t0, int64_t nt, T *trash)         \
 {                                                                                              \
     int64_t t, n, th, tw, c;                                                                   \
-    n = t0 / (TH * TW);                                                                        \
-    th = (t0 - n * TH * TW) / TW;                                                              \
-    tw = t0 - (n * TH + th) * TW;                                                              \
+    CCONV__WINO_FIRST_TILE(t0)                                                                 \
     for (t = 0; t < nt; t++) {                                                                 \
-        const int64_t oh = 2 * th, ow = 2 * tw;                                                \
-        const int hb = oh + 1 < OH, wb = ow + 1 < OW;                                          \
-        T *base = out + ((n * OH + oh) * OW + ow) * CO;                                        \
-        T *CCONV__RESTRICT y00 = base;                                                         \
-        T *CCONV__RESTRICT y01 = wb ? base + CO : trash;                                       \
-        T *CCONV__RESTRICT y10 = hb ? base + OW * CO : trash + CO;                             \
-        T *CCONV__RESTRICT y11 = hb && wb ? base + (OW + 1) * CO : trash + 2 * CO;             \
-        const T *CCONV__RESTRICT m0 = M + t * CO, *CCONV__RESTRICT m1 = m0 + ms;               \
-        const T *CCONV__RESTRICT m2 = m0 + 2 * ms, *CCONV__RESTRICT m3 = m0 + 3 * ms;          \
-        const T *CCONV__RESTRICT m4 = m0 + 4 * ms, *CCONV__RESTRICT m5 = m0 + 5 * ms;          \
-        const T *CCONV__RESTRICT m6 = m0 + 6 * ms, *CCONV__RESTRICT m7 = m0 + 7 * ms;          \
-        const T *CCONV__RESTRICT m8 = m0 + 8 * ms, *CCONV__RESTRICT m9 = m0 + 9 * ms;          \
-        const T *CCONV__RESTRICT m10 = m0 + 10 * ms, *CCONV__RESTRICT m11 = m0 + 11 * ms;      \
-        const T *CCONV__RESTRICT m12 = m0 + 12 * ms, *CCONV__RESTRICT m13 = m0 + 13 * ms;      \
-        const T *CCONV__RESTRICT m14 = m0 + 14 * ms, *CCONV__RESTRICT m15 = m0 + 15 * ms;      \
+        CCONV__WINO_BLOCK(T, y, out, trash, trash + CO, trash + 2 * CO)                        \
+        CCONV__WINO_PLANES(const T, m, M + t * CO, ms)                                         \
         const T *CCONV__RESTRICT b = bias;                                                     \
         c = 0;                                                                                 \
         CCONV__WINO_VLOOP(VB, T, CO, CCONV__WINO_OUT_STEP)                                     \
         for (; c < CO; c++) { CCONV__WINO_OUT_STEP(T, CCONV__WINO_SLD, CCONV__WINO_SST) }      \
-        if (++tw == TW) { tw = 0; if (++th == TH) { th = 0; n++; } }                           \
+        CCONV__WINO_NEXT_TILE                                                                  \
     }                                                                                          \
 }                                                                                              \
                                                                                                \
@@ -251,29 +256,14 @@ ATTR static void cconv_wino_dy_##SUF(const T *dy, int64_t OH, int64_t OW, int64_
                                      int64_t ms, const T *zeros, T *CCONV__RESTRICT acc)       \
 {                                                                                              \
     int64_t t, n, th, tw, c;                                                                   \
-    n = t0 / (TH * TW);                                                                        \
-    th = (t0 - n * TH * TW) / TW;                                                              \
-    tw = t0 - (n * TH + th) * TW;                                                              \
+    CCONV__WINO_FIRST_TILE(t0)                                                                 \
     for (t = 0; t < nt; t++) {                                                                 \
-        const int64_t oh = 2 * th, ow = 2 * tw;                                                \
-        const int hb = oh + 1 < OH, wb = ow + 1 < OW;                                          \
-        const T *base = dy + ((n * OH + oh) * OW + ow) * CO;                                   \
-        const T *CCONV__RESTRICT q00 = base;                                                   \
-        const T *CCONV__RESTRICT q01 = wb ? base + CO : zeros;                                 \
-        const T *CCONV__RESTRICT q10 = hb ? base + OW * CO : zeros;                            \
-        const T *CCONV__RESTRICT q11 = hb && wb ? base + (OW + 1) * CO : zeros;                \
-        T *CCONV__RESTRICT v0 = dM + t * CO, *CCONV__RESTRICT v1 = v0 + ms;                    \
-        T *CCONV__RESTRICT v2 = v0 + 2 * ms, *CCONV__RESTRICT v3 = v0 + 3 * ms;                \
-        T *CCONV__RESTRICT v4 = v0 + 4 * ms, *CCONV__RESTRICT v5 = v0 + 5 * ms;                \
-        T *CCONV__RESTRICT v6 = v0 + 6 * ms, *CCONV__RESTRICT v7 = v0 + 7 * ms;                \
-        T *CCONV__RESTRICT v8 = v0 + 8 * ms, *CCONV__RESTRICT v9 = v0 + 9 * ms;                \
-        T *CCONV__RESTRICT v10 = v0 + 10 * ms, *CCONV__RESTRICT v11 = v0 + 11 * ms;            \
-        T *CCONV__RESTRICT v12 = v0 + 12 * ms, *CCONV__RESTRICT v13 = v0 + 13 * ms;            \
-        T *CCONV__RESTRICT v14 = v0 + 14 * ms, *CCONV__RESTRICT v15 = v0 + 15 * ms;            \
+        CCONV__WINO_BLOCK(const T, q, dy, zeros, zeros, zeros)                                 \
+        CCONV__WINO_PLANES(T, v, dM + t * CO, ms)                                              \
         c = 0;                                                                                 \
         CCONV__WINO_VLOOP(VB, T, CO, CCONV__WINO_DY_STEP)                                      \
         for (; c < CO; c++) { CCONV__WINO_DY_STEP(T, CCONV__WINO_SLD, CCONV__WINO_SST) }       \
-        if (++tw == TW) { tw = 0; if (++th == TH) { th = 0; n++; } }                           \
+        CCONV__WINO_NEXT_TILE                                                                  \
     }                                                                                          \
 }
 

@@ -79,11 +79,7 @@ class Conv2DTranspose(_ActivatedLayer):
                     output_padding=self.output_padding, dilation_rate=self.dilation_rate)
 
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"Conv2DTranspose {self.name!r} expects samples of shape (height, width, "
-                f"channels); got sample shape {tuple(input_shape)}."
-            )
+        self._image_shape(input_shape)
         try:
             oh, ow = _ops.conv_transpose_output_shape(input_shape[:2], self.kernel_size,
                                                       **self._geometry_args())

@@ -43,11 +43,7 @@ class _DepthwiseBase(_ActivatedLayer):
         self.bias_initializer = _initializers.get(bias_initializer)
 
     def _spatial_output(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(
-                f"{type(self).__name__} {self.name!r} expects samples of shape (height, width, "
-                f"channels); got sample shape {tuple(input_shape)}."
-            )
+        self._image_shape(input_shape)
         try:
             return _ops.conv_output_shape(input_shape[:2], self.kernel_size, self.strides,
                                           self.padding, self.dilation_rate)

@@ -31,10 +31,21 @@ def _amounts(value, arg_name, layer):
     return tuple(normalize_pair(v, arg_name, layer, minimum=0) for v in value)
 
 
-def _check_image(layer, input_shape):
-    if len(input_shape) != 3:
-        raise ValueError(f"{type(layer).__name__} {layer.name!r} expects samples of shape "
-                         f"(height, width, channels); got sample shape {tuple(input_shape)}.")
+def _pad(a, amounts):
+    """``a`` (n, h, w, c) inside zeros: ``(n, top + h + bottom, left + w + right, c)`` for
+    ``amounts`` ``((top, bottom), (left, right))``; what ``_crop`` removes, put back."""
+    (t, b), (l, r) = amounts
+    n, h, w, c = a.shape
+    out = np.zeros((n, h + t + b, w + l + r, c), dtype=a.dtype)
+    out[:, t:t + h, l:l + w] = a
+    return out
+
+
+def _crop(a, amounts):
+    """``a`` (n, h, w, c) without its edges: ``(n, h - top - bottom, w - left - right, c)``,
+    C-contiguous, for ``amounts`` ``((top, bottom), (left, right))``."""
+    (t, b), (l, r) = amounts
+    return np.ascontiguousarray(a[:, t:a.shape[1] - b, l:a.shape[2] - r])
 
 
 class ZeroPadding2D(Layer):
@@ -54,21 +65,15 @@ class ZeroPadding2D(Layer):
         self.padding = _amounts(padding, "padding", "ZeroPadding2D")
 
     def compute_output_shape(self, input_shape):
-        _check_image(self, input_shape)
         (t, b), (l, r) = self.padding
-        h, w, c = input_shape
+        h, w, c = self._image_shape(input_shape)
         return (h + t + b, w + l + r, c)
 
     def forward(self, x, training=False):
-        (t, b), (l, r) = self.padding
-        n, h, w, c = x.shape
-        y = np.zeros((n, h + t + b, w + l + r, c), dtype=x.dtype)
-        y[:, t:t + h, l:l + w] = x
-        return y
+        return _pad(x, self.padding)
 
     def backward(self, dy):
-        (t, b), (l, r) = self.padding
-        return np.ascontiguousarray(dy[:, t:dy.shape[1] - b, l:dy.shape[2] - r])
+        return _crop(dy, self.padding)
 
     def get_config(self):
         cfg = super().get_config()
@@ -87,17 +92,14 @@ class Cropping2D(Layer):
     w - left - right, c)``.
     """
 
-    _transient = ("_xshape",)
-
     def __init__(self, cropping=((0, 0), (0, 0)), data_format=None, **kwargs):
         super().__init__(**kwargs)
         check_data_format(data_format)
         self.cropping = _amounts(cropping, "cropping", "Cropping2D")
 
     def compute_output_shape(self, input_shape):
-        _check_image(self, input_shape)
         (t, b), (l, r) = self.cropping
-        h, w, c = input_shape
+        h, w, c = self._image_shape(input_shape)
         if t + b >= h or l + r >= w:
             raise ValueError(
                 f"Cropping2D {self.name!r}: cropping {self.cropping} removes all of an input of "
@@ -106,15 +108,10 @@ class Cropping2D(Layer):
         return (h - t - b, w - l - r, c)
 
     def forward(self, x, training=False):
-        (t, b), (l, r) = self.cropping
-        self._xshape = x.shape
-        return np.ascontiguousarray(x[:, t:x.shape[1] - b, l:x.shape[2] - r])
+        return _crop(x, self.cropping)
 
     def backward(self, dy):
-        (t, _), (l, _) = self.cropping
-        dx = np.zeros(self._xshape, dtype=dy.dtype)
-        dx[:, t:t + dy.shape[1], l:l + dy.shape[2]] = dy
-        return dx
+        return _pad(dy, self.cropping)
 
     def get_config(self):
         cfg = super().get_config()
@@ -149,8 +146,7 @@ class UpSampling2D(Layer):
         self.interpolation = interpolation.lower()
 
     def compute_output_shape(self, input_shape):
-        _check_image(self, input_shape)
-        h, w, c = input_shape
+        h, w, c = self._image_shape(input_shape)
         return (h * self.size[0], w * self.size[1], c)
 
     def forward(self, x, training=False):
