@@ -213,6 +213,11 @@ class _OutputMetric:
         if self.metric is not None:
             self.metric.reset_state()
 
+    @property
+    def _weighted(self):
+        """A per-output loss is weighted as the loss is; a metric as compiled (unweighted)."""
+        return self.metric is None or self.metric._weighted
+
     def _update(self, y, out, sample_weight=None):
         ys, outs = self.multi.split(y, out)
         yi, oi = ys[self.index], outs[self.index]

@@ -27,6 +27,8 @@ class Metric:
     """Base class: a running (weighted) mean of per-sample values."""
 
     _default_name = "metric"
+    # True for compile(weighted_metrics=...): fit and evaluate pass it the sample weights.
+    _weighted = False
 
     def __init__(self, name=None):
         self.name = name or self._default_name

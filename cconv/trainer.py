@@ -70,6 +70,17 @@ def _logs(loss, metrics):
     return logs
 
 
+def _metric_list(metrics):
+    """``compile``'s metrics as a list, unknown names rejected early."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, (str, _metrics.Metric)):
+        metrics = [metrics]
+    for m in metrics:
+        _metrics.get(m)
+    return list(metrics)
+
+
 def _check_fraction(validation_split):
     if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
         raise TypeError(f"validation_split must be a float in [0, 1); got "
@@ -236,14 +247,20 @@ class Trainer:
     def compile(self, optimizer: Union[str, dict, _optimizers.Optimizer] = "rmsprop",
                 loss: Union[str, dict, _losses.Loss, None] = None, *,
                 metrics: Optional[Sequence[Union[str, _metrics.Metric]]] = None,
-                jit_compile: bool = True) -> None:
+                jit_compile: bool = True,
+                weighted_metrics: Optional[Sequence[Union[str, _metrics.Metric]]] = None
+                ) -> None:
         """Configure training.
 
         Args:
             optimizer: name ("adam", "sgd", "rmsprop") or optimizer object.
             loss: name ("categorical_crossentropy", "sparse_categorical_crossentropy",
                 "binary_crossentropy", "mse", "mae") or loss object.
-            metrics: list of names ("accuracy", ...) or metric objects (keyword only).
+            metrics: list of names ("accuracy", ...) or metric objects (keyword only); as in
+                Keras they ignore sample and class weights.
+            weighted_metrics: metrics that use the sample (or class) weights: weighted means
+                ``sum(value_i * w_i) / sum(w_i)``; a name that is also in ``metrics`` is
+                logged as ``weighted_<name>`` (Keras's rule).
             jit_compile: False runs inference and training layer by layer instead of
                 through a compiled plan (:mod:`cconv.plan`); results agree to float rounding.
 
@@ -253,35 +270,53 @@ class Trainer:
         self.jit_compile = bool(jit_compile)
         self.optimizer = _optimizers.get(optimizer)
         self.loss = _losses.get(loss)
-        if metrics is None:
-            metrics = []
-        elif isinstance(metrics, (str, _metrics.Metric)):
-            metrics = [metrics]
-        for m in metrics:          # fail early on unknown names
-            _metrics.get(m)
-        self._metric_ids = list(metrics)
+        self._metric_ids = _metric_list(metrics)
+        self._weighted_metric_ids = _metric_list(weighted_metrics)
         self.compiled = True
 
     def get_compile_config(self) -> Optional[Config]:
         """The compile arguments as JSON-able data (None when not compiled)."""
         if not self.compiled:
             return None
-        return {"optimizer": _optimizers.serialize(self.optimizer),
-                "loss": _losses.serialize(self.loss),
-                "metrics": [m if isinstance(m, str) else m.name for m in self._metric_ids]}
+        config = {"optimizer": _optimizers.serialize(self.optimizer),
+                  "loss": _losses.serialize(self.loss),
+                  "metrics": [m if isinstance(m, str) else m.name for m in self._metric_ids]}
+        weighted = getattr(self, "_weighted_metric_ids", [])
+        if weighted:
+            config["weighted_metrics"] = [m if isinstance(m, str) else m.name
+                                          for m in weighted]
+        return config
 
     def compile_from_config(self, config: Config) -> None:
         """Compile from :meth:`get_compile_config`'s result."""
+        extra = ({"weighted_metrics": config["weighted_metrics"]}
+                 if config.get("weighted_metrics") else {})
         self.compile(optimizer=_optimizers.deserialize(config["optimizer"]),
-                     loss=_losses.deserialize(config["loss"]), metrics=config["metrics"])
+                     loss=_losses.deserialize(config["loss"]), metrics=config["metrics"],
+                     **extra)
 
     def _make_metrics(self, y_shape):
+        """The metric objects: ``metrics`` (unweighted), then ``weighted_metrics``
+        (``_weighted = True``; renamed ``weighted_<name>`` on a clash, as Keras)."""
         out_shape = (None,) + self._output_shape
-        return [_metrics.get(m, y_shape, out_shape) for m in self._metric_ids]
+        out = [_metrics.get(m, y_shape, out_shape) for m in self._metric_ids]
+        names = {m.name for m in out}
+        for mid in getattr(self, "_weighted_metric_ids", []):
+            m = _metrics.get(mid, y_shape, out_shape)
+            if m.name in names:
+                m.name = "weighted_" + m.name
+            names.add(m.name)
+            m._weighted = True
+            out.append(m)
+        return out
 
     @property
     def metrics_names(self) -> List[str]:
-        return ["loss"] + [m if isinstance(m, str) else m.name for m in self._metric_ids]
+        names = ["loss"] + [m if isinstance(m, str) else m.name for m in self._metric_ids]
+        for m in getattr(self, "_weighted_metric_ids", []):
+            name = m if isinstance(m, str) else m.name
+            names.append("weighted_" + name if name in names else name)
+        return names
 
     def _require_compiled(self, what):
         if not self.compiled:
@@ -451,7 +486,7 @@ class Trainer:
         loss, g, pred = self._loss_grad(yb, out, sample_weight)
         self._backward(g, logits=self._fused)
         for m in metrics:
-            m._update(yb, pred, sample_weight)
+            m._update(yb, pred, sample_weight if m._weighted else None)
         if self._step_reducer is not None:   # cconv.distributed: allreduce the gradients
             loss = self._step_reducer(loss, xb.shape[0], metrics)
         if self._penalized:               # weight regularizers: into the loss and the gradients
@@ -743,7 +778,7 @@ class Trainer:
             per = self.loss._per_sample(yb, out)
             loss = float(np.mean(per)) if w is None else _losses.weighted_mean(per, w)
         for m in metrics:
-            m._update(yb, pred, w)
+            m._update(yb, pred, w if m._weighted else None)
         return loss
 
     def _loss_sum(self, x, y, metrics, batch_size, sample_weight=None):
