@@ -747,17 +747,16 @@ class Trainer:
         iterator = EpochIterator(adapter, initial_epoch, epochs, steps_per_epoch)
         history, progbar, cb = self._fit_callbacks(callbacks, verbose, epochs,
                                                    iterator.num_batches)
-        validate = None
-        if val is not None:
-            val_it = EpochIterator(val[0], 0, 1, validation_steps)
-            validate = (lambda: self._evaluate_iterator(val_it, val[1], "validation_data"))
+        val_it = None if val is None else EpochIterator(val[0], 0, 1, validation_steps)
+        validate = None if val is None else (
+            lambda: self._evaluate_iterator(val_it, val[1], "validation_data"))
         self.stop_training = False
         cb.on_train_begin()
         try:
             self._run_epochs(iterator, metrics, cb, progbar, self._fit_step, validate,
                              validation_freq)
         finally:
-            if val is not None:
+            if val_it is not None:
                 val_it.close()
         cb.on_train_end()
         self.history = history
