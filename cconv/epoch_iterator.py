@@ -226,10 +226,15 @@ class _StreamAdapter:
         self.name = name
         self.use_prefetch = bool(use_prefetch)
         self.y_shape = None
+        self._peeked = False
 
     def peek(self):
-        """The first prepared batch (prepared once; it is also the first batch yielded)."""
+        """The first prepared batch (prepared once, before training; it is also the first
+        batch yielded)."""
         if self._first is None:
+            if self._peeked:
+                raise RuntimeError(f"{self.name}: peek() after the first batch was used.")
+            self._peeked = True
             raw = self._raw(0)
             if raw is _DONE:
                 raise ValueError(f"{self.name} yielded no batch.")
@@ -269,7 +274,8 @@ class GeneratorDataAdapter(_StreamAdapter):
         while self.num_batches is None or step < self.num_batches:
             if self._first is not None and not self._first_used:
                 self._first_used = True
-                yield self._first[0]
+                batch, self._first = self._first[0], None     # not kept alive afterwards
+                yield batch
             else:
                 raw = self._raw(step)
                 if raw is _DONE:

@@ -805,7 +805,6 @@ class Trainer:
         self._ensure_packed()
         if self._penalized:
             loss += self._regularization_loss_and_grads(grads=False)
-        self._last_eval_steps = iterator.num_batches
         return [loss] + [m.result() for m in metrics]
 
     def _evaluate(self, x, y, y_shape, batch_size, sample_weight=None):
