@@ -1,7 +1,7 @@
 """Training callbacks (Keras 3 names): :class:`Callback`, :class:`History`,
 :class:`ProgbarLogger`, :class:`EarlyStopping`, :class:`ModelCheckpoint`,
 :class:`ReduceLROnPlateau`, :class:`LearningRateScheduler`, :class:`CSVLogger`,
-:class:`TerminateOnNaN`, :class:`LambdaCallback`.
+:class:`TerminateOnNaN`, :class:`LambdaCallback`, :class:`BackupAndRestore`.
 
 Hooks receive ``logs`` dicts of floats (``loss``, metric names, ``val_*`` at epoch end).
 Per-batch hooks are only called for callbacks that override them, so an unused hook costs
@@ -17,9 +17,11 @@ import warnings
 
 import numpy as np
 
+from . import saving as _saving
+
 __all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping",
            "ModelCheckpoint", "ReduceLROnPlateau", "LearningRateScheduler", "CSVLogger",
-           "TerminateOnNaN", "LambdaCallback"]
+           "TerminateOnNaN", "LambdaCallback", "BackupAndRestore"]
 
 
 class Callback:
@@ -370,9 +372,20 @@ class ModelCheckpoint(_MonitorMixin, Callback):
         self._init_monitor(monitor, mode)
         self.best = initial_value_threshold
 
+    def _path(self, epoch, logs):
+        try:
+            return self.filepath.format(epoch=epoch + 1, **logs)
+        except KeyError as e:
+            raise KeyError(
+                f"ModelCheckpoint: filepath {self.filepath!r} uses the key {e.args[0]!r}, "
+                f"which is not in the logs of epoch {epoch + 1}; available keys: "
+                f"{', '.join(['epoch'] + sorted(logs))}"
+                + (" (val_* keys need validation_data or validation_split)."
+                   if str(e.args[0]).startswith("val_") else ".")) from None
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        path = self.filepath.format(epoch=epoch + 1, **logs)
+        path = self._path(epoch, logs)
         if self.save_best_only:
             current = self._get(logs)
             if current is None or not self._is_improvement(current, self.best):
@@ -587,3 +600,106 @@ def _logs_hook(fn):
     def hook(logs=None):
         return fn(logs if logs is not None else {})
     return hook
+
+
+class BackupAndRestore(Callback):
+    """Back up the weights, the optimizer state and the epoch to ``backup_dir`` so that an
+    interrupted ``fit`` resumes where it stopped (Keras 3).
+
+    When ``fit`` starts and a backup exists, the weights, optimizer state (step count, slots
+    and a settable learning rate) are restored and training continues at the epoch after the
+    last backed-up one. Each backup replaces the previous one atomically (a crash while
+    saving leaves the previous backup whole). When ``fit`` ends normally (not by an
+    exception) the backup is deleted if ``delete_checkpoint``.
+
+    Args:
+        backup_dir: folder of the backup file (``backup.npz``); created when needed.
+        save_freq: ``"epoch"`` (back up after every epoch), an int ``n`` (after every ``n``
+            batches instead; a resume then reruns the interrupted epoch from those weights,
+            as Keras does) or False (never back up; only restore).
+        delete_checkpoint: delete the backup when training ends normally.
+
+    The global NumPy random state is not backed up: a resumed ``shuffle=True`` run draws new
+    orders (the weights restored are exact).
+    """
+
+    FILE = "backup.npz"
+
+    def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint=True):
+        super().__init__()
+        if not backup_dir:
+            raise ValueError("BackupAndRestore: backup_dir is required.")
+        if save_freq is not False and save_freq != "epoch" and (
+                isinstance(save_freq, bool) or not isinstance(save_freq, int)
+                or save_freq < 1):
+            raise ValueError(f"BackupAndRestore: save_freq must be 'epoch', a positive int or "
+                             f"False; got {save_freq!r}.")
+        self.backup_dir = os.fspath(backup_dir)
+        self.save_freq = save_freq
+        self.delete_checkpoint = bool(delete_checkpoint)
+        self._file = os.path.join(self.backup_dir, self.FILE)
+        self._epochs_done = 0
+        self._batches = 0
+        if save_freq not in (False, "epoch"):
+            self.on_train_batch_end = self._batch_end      # per-batch hook only when needed
+
+    def on_train_begin(self, logs=None):
+        self._batches = 0
+        self._epochs_done = 0
+        if os.path.exists(self._file):
+            self._restore()
+
+    def _restore(self):
+        meta, arrays = _saving._read(self._file, "backup")
+        if meta.get("format") != "cconv.backup":
+            raise ValueError(f"{self._file!r} is not a cconv BackupAndRestore file.")
+        model = self.model
+        model.set_weights([arrays[f"w{i}"] for i in range(meta["num_weights"])])
+        opt = meta.get("optimizer")
+        if opt is not None and model.optimizer is not None:
+            model.set_optimizer_state(opt["iterations"],
+                                      {k: arrays["opt." + k] for k in opt["state_keys"]})
+            if opt.get("learning_rate") is not None:
+                try:
+                    model.optimizer.learning_rate = opt["learning_rate"]
+                except TypeError:           # built on a schedule: the step count sets it
+                    pass
+        self._epochs_done = int(meta["epoch"])
+        model._initial_epoch = self._epochs_done
+
+    def _save(self):
+        model = self.model
+        weights = model.get_weights()
+        arrays = {f"w{i}": w for i, w in enumerate(weights)}
+        meta = {"format": "cconv.backup", "version": 1, "num_weights": len(weights),
+                "epoch": self._epochs_done}
+        if model.optimizer is not None:
+            iterations, state = model.get_optimizer_state()
+            try:
+                lr = float(model.optimizer.learning_rate)
+            except (TypeError, ValueError):
+                lr = None
+            meta["optimizer"] = {"iterations": int(iterations), "state_keys": sorted(state),
+                                 "learning_rate": lr}
+            arrays.update({"opt." + k: v for k, v in state.items()})
+        os.makedirs(self.backup_dir, exist_ok=True)
+        _saving._write(self._file, meta, arrays)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epochs_done = epoch + 1
+        self._batches = 0
+        if self.save_freq == "epoch":
+            self._save()
+
+    def _batch_end(self, batch, logs=None):
+        self._batches += 1
+        if self._batches % self.save_freq == 0:
+            self._save()
+
+    def on_train_end(self, logs=None):
+        if self.delete_checkpoint and os.path.exists(self._file):
+            os.remove(self._file)
+            try:
+                os.rmdir(self.backup_dir)            # only when nothing else is in it
+            except OSError:
+                pass

@@ -1,34 +1,50 @@
 """One epoch/batch loop for ``fit``, ``evaluate`` and ``predict`` (single process and
 :mod:`cconv.distributed`), fed by a data adapter, as Keras 3's ``trainers/epoch_iterator.py``.
 
-The data-adapter interface (what :class:`EpochIterator` calls; a new source of data, e.g. a
-Python generator, a sequence object with ``__len__`` and ``__getitem__`` or sample weights,
-is a new class with these members):
+The data-adapter interface (what :class:`EpochIterator` calls; each source of data is a class
+with these members: :class:`ArrayDataAdapter` for in-memory arrays (with optional sample
+weights), :class:`GeneratorDataAdapter` for Python generators and iterators,
+:class:`SequenceDataAdapter` for objects with ``__len__`` and ``__getitem__``):
 
 ``num_batches``
     Steps per epoch (int), or None when unknown until the data runs out (a generator).
 ``num_samples``
     Samples per epoch (int), or None when unknown.
 ``on_epoch_begin()``
-    Called once at the start of every epoch, before the first batch is asked for (the array
-    adapter draws its shuffled order here).
+    Called once at the start of every pass over the data, before the first batch is asked
+    for (the array adapter draws its shuffled order here).
 ``get_numpy_iterator()``
-    Yields the epoch's batches as tuples ``(x, y)`` of NumPy arrays already in the model's
-    dtype (``y`` is None for ``predict``; a later adapter with sample weights yields
-    ``(x, y, sample_weight)``). A yielded batch may be overwritten by the next one (the array
-    adapter reuses one buffer), so a consumer must be done with it before asking again.
+    Yields the pass's batches as tuples ``(x, y)`` or ``(x, y, sample_weight)`` of NumPy
+    arrays already in the model's dtype (``y`` is None for ``predict``). A yielded batch may be
+    overwritten by the next one (the array adapter reuses one buffer), so a consumer must be
+    done with it before asking again.
+
+The stream adapters turn each raw batch into that form with a ``prepare(raw, step) ->
+(batch, y_shape)`` function the model gives them (it checks and converts the batch), and
+read one batch ahead on a background thread (:func:`prefetch`): at most
+:data:`PREFETCH_BATCHES` prepared batches wait in the queue, so memory stays bounded by a few
+batches whatever the stream's length.
 
 The array adapter draws one ``np.random.permutation(n)`` per shuffled epoch and nothing else,
 so training trajectories depend only on NumPy's global random state, as they always have.
 """
 
+import numbers
+import queue
+import threading
+import warnings
+
 import numpy as np
 
 from ._validation import check_int
 
-__all__ = ["DEFAULT_BATCH_SIZE", "check_batch_size", "ArrayDataAdapter", "EpochIterator"]
+__all__ = ["DEFAULT_BATCH_SIZE", "PREFETCH_BATCHES", "check_batch_size", "data_kind",
+           "ArrayDataAdapter", "GeneratorDataAdapter", "SequenceDataAdapter", "EpochIterator",
+           "prefetch"]
 
 DEFAULT_BATCH_SIZE = 32
+# Prepared batches a stream adapter's background thread may hold ready ahead of the consumer.
+PREFETCH_BATCHES = 1
 
 
 def check_batch_size(batch_size, name="batch_size"):
@@ -40,6 +56,55 @@ def check_batch_size(batch_size, name="batch_size"):
     if batch_size is None:
         return DEFAULT_BATCH_SIZE
     return check_int(batch_size, name)
+
+
+def _numeric_nested(obj):
+    """Whether a list/tuple holds only numbers, NumPy arrays and such lists (no conversion)."""
+    stack = [obj]
+    while stack:
+        for v in stack.pop():
+            if isinstance(v, (list, tuple)):
+                stack.append(v)
+            elif not isinstance(v, (numbers.Number, np.generic, np.ndarray)):
+                return False
+    return True
+
+
+def data_kind(obj, name):
+    """What ``obj`` is, judged from its type alone (nothing is converted or called):
+    ``"array"`` (a NumPy array, a list/tuple of numbers, or an array-like object with
+    ``__array__`` and ``shape``, or a dict of arrays by name), ``"sequence"`` (``__len__``
+    and ``__getitem__``, like Keras's ``PyDataset``) or ``"iterator"`` (a generator, an
+    iterator or another iterable).
+
+    Raises:
+        TypeError: anything else, naming the argument ``name`` and the type.
+    """
+    if isinstance(obj, np.ndarray):
+        return "array"
+    if isinstance(obj, (list, tuple)):
+        if _numeric_nested(obj):
+            return "array"
+        raise TypeError(f"{name} is a {type(obj).__name__} of something other than numbers "
+                        f"or arrays; pass a NumPy array, a generator or a sequence of batches.")
+    if isinstance(obj, dict) and obj and all(
+            isinstance(v, (np.ndarray, list, tuple)) or hasattr(type(v), "__array__")
+            for v in obj.values()):
+        return "array"              # arrays by input/output name (a graph model's inputs)
+    if not isinstance(obj, (str, bytes, dict, set, frozenset)):
+        t = type(obj)
+        if (hasattr(t, "__array__") or hasattr(t, "__array_interface__")) \
+                and hasattr(obj, "shape"):
+            return "array"
+        if hasattr(t, "__len__") and hasattr(t, "__getitem__"):
+            return "sequence"
+        if hasattr(t, "__next__") or hasattr(t, "__iter__"):
+            return "iterator"
+    raise TypeError(
+        f"{name} must be a NumPy array (or array-like with __array__ and shape), a list of "
+        f"numbers, a generator/iterator yielding (x, y) or (x, y, sample_weight) batches, or a "
+        f"sequence with __len__ and __getitem__ returning batches; got an object of type "
+        f"{type(obj).__module__}.{type(obj).__qualname__}.")
 
 
 class ArrayDataAdapter:
@@ -57,11 +122,13 @@ class ArrayDataAdapter:
         part: ``(lo, hi) -> (start, count)``: the samples this process takes from the step's
             positions ``[lo, hi)`` of the epoch order (default all of them;
             :mod:`cconv.distributed` splits each step over ranks).
+        sample_weight: per-sample weights ``(n,)`` or None; with weights the batches are
+            ``(x, y, sample_weight)``.
     """
 
     def __init__(self, x, y=None, batch_size=DEFAULT_BATCH_SIZE, shuffle=False, steps=None,
-                 permutation=None, part=None):
-        self.x, self.y = x, y
+                 permutation=None, part=None, sample_weight=None):
+        self.x, self.y, self.sample_weight = x, y, sample_weight
         self.num_samples = int(x.shape[0])
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
@@ -84,10 +151,13 @@ class ArrayDataAdapter:
                 self._ybuf = np.empty((cnt,) + self.y.shape[1:], dtype=self.y.dtype)
         xb = np.take(self.x, idx, axis=0, out=self._xbuf[:cnt])
         yb = None if self.y is None else np.take(self.y, idx, axis=0, out=self._ybuf[:cnt])
+        if self.sample_weight is not None:
+            return xb, yb, self.sample_weight[idx]
         return xb, yb
 
     def get_numpy_iterator(self):
         n, b = self.num_samples, self.batch_size
+        w = self.sample_weight
         for step in range(self.num_batches):
             lo = min(step * b, n)
             hi = min(lo + b, n)
@@ -96,28 +166,236 @@ class ArrayDataAdapter:
                 yield self._gather(self._order[start:start + cnt])
             else:
                 stop = start + cnt
-                yield self.x[start:stop], None if self.y is None else self.y[start:stop]
+                batch = self.x[start:stop], None if self.y is None else self.y[start:stop]
+                yield batch if w is None else batch + (w[start:stop],)
+
+
+_DONE = object()
+
+
+def prefetch(source, depth=PREFETCH_BATCHES):
+    """Yield what the iterator ``source`` yields, produced on one background thread that
+    stays at most ``depth`` items ahead; an exception in ``source`` is raised here. Closing
+    this generator (or leaving a loop over it) stops the thread and waits for it, so the
+    source is never read by two threads at once."""
+    q = queue.Queue(maxsize=max(int(depth), 1))
+    stop = threading.Event()
+
+    def put(item):
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run():
+        try:
+            for item in source:
+                if not put((True, item)):
+                    return
+            put((True, _DONE))
+        except BaseException as e:        # handed to the consumer, raised there
+            put((False, e))
+
+    thread = threading.Thread(target=run, name="cconv-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = q.get()
+            if not ok:
+                raise item
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _StreamAdapter:
+    """What the generator and sequence adapters share: the ``prepare`` function, the first
+    batch read ahead (:meth:`peek`, so the model can be built and checked before training) and
+    the prefetch thread."""
+
+    num_samples = None
+
+    def __init__(self, prepare, name, use_prefetch=True):
+        self._prepare = prepare
+        self.name = name
+        self.use_prefetch = bool(use_prefetch)
+        self.y_shape = None
+        self._peeked = False
+
+    def peek(self):
+        """The first prepared batch (prepared once, before training; it is also the first
+        batch yielded)."""
+        if self._first is None:
+            if self._peeked:
+                raise RuntimeError(f"{self.name}: peek() after the first batch was used.")
+            self._peeked = True
+            raw = self._raw(0)
+            if raw is _DONE:
+                raise ValueError(f"{self.name} yielded no batch.")
+            self._first = self._prepare(raw, 0)
+            self.y_shape = self._first[1]
+        return self._first[0]
+
+    def on_epoch_begin(self):
+        pass
+
+    def get_numpy_iterator(self):
+        it = self._batches()
+        return prefetch(it) if self.use_prefetch else it
+
+
+class GeneratorDataAdapter(_StreamAdapter):
+    """Batches from a Python generator, iterator or iterable yielding ``(x, y)`` or
+    ``(x, y, sample_weight)`` (``predict``: ``x`` or ``(x,)``). One pass reads ``steps``
+    batches (None: until the generator is exhausted); the next pass continues where it
+    stopped, as Keras reads a generator."""
+
+    def __init__(self, source, prepare, name="x", steps=None, use_prefetch=True):
+        super().__init__(prepare, name, use_prefetch)
+        self._it = iter(source)
+        self.num_batches = steps
+        self._first = None
+        self._first_used = False
+
+    def _raw(self, step):
+        try:
+            return next(self._it)
+        except StopIteration:
+            return _DONE
+
+    def _batches(self):
+        step = 0
+        while self.num_batches is None or step < self.num_batches:
+            if self._first is not None and not self._first_used:
+                self._first_used = True
+                batch, self._first = self._first[0], None     # not kept alive afterwards
+                yield batch
+            else:
+                raw = self._raw(step)
+                if raw is _DONE:
+                    return
+                yield self._prepare(raw, step)[0]
+            step += 1
+
+
+class SequenceDataAdapter(_StreamAdapter):
+    """Batches ``seq[0] ... seq[len(seq) - 1]`` of an object with ``__len__`` and
+    ``__getitem__`` (Keras's ``PyDataset``, or any class), each ``(x, y)`` or
+    ``(x, y, sample_weight)``. ``shuffle`` visits the batches in a new random order every pass
+    (``np.random.permutation``); ``seq.on_epoch_end()`` is called after each pass when it
+    exists. ``steps`` limits a pass to the first ``steps`` batches of its order."""
+
+    def __init__(self, seq, prepare, name="x", steps=None, shuffle=False, use_prefetch=True):
+        super().__init__(prepare, name, use_prefetch)
+        n = len(seq)
+        if not isinstance(n, numbers.Integral) or n < 0:
+            raise TypeError(f"{name}: len() of the sequence must be an int >= 0; got {n!r}.")
+        self._seq = seq
+        self._len = int(n)
+        self.num_batches = self._len if steps is None else min(int(steps), self._len)
+        self.shuffle = bool(shuffle)
+        self._order = None
+        self._first = None
+
+    def _raw(self, i):
+        if i >= self._len:
+            return _DONE
+        return self._seq[i]
+
+    def on_epoch_begin(self):
+        self._order = np.random.permutation(self._len) if self.shuffle else None
+
+    def _batches(self):
+        for step in range(self.num_batches):
+            i = int(self._order[step]) if self._order is not None else step
+            if i == 0 and self._first is not None:
+                batch, self._first = self._first[0], None     # the peeked batch, used once
+            else:
+                batch = self._prepare(self._seq[i], i)[0]
+            yield batch
+        end = getattr(self._seq, "on_epoch_end", None)
+        if callable(end):
+            end()
 
 
 class EpochIterator:
     """Epochs ``initial_epoch .. epochs - 1`` over a data adapter.
 
-    ``for epoch in it.epochs(): for step, batch in it.enumerate_epoch(): ...``
+    ``for epoch in it.epochs(): for step, batch in it.enumerate_epoch(): ...``; then
+    :meth:`close`.
+
+    ``steps_per_epoch`` (Keras's rule): an epoch takes that many batches, continuing the
+    current pass over the data where the last epoch stopped and starting a new pass when it
+    is used up; a pass that runs out of data within an epoch ends the epoch early with a
+    warning and sets :attr:`ran_out` (fit then stops).
     """
 
-    def __init__(self, adapter, initial_epoch=0, epochs=1):
+    def __init__(self, adapter, initial_epoch=0, epochs=1, steps_per_epoch=None):
         self.adapter = adapter
         self.initial_epoch = int(initial_epoch)
         self.num_epochs = int(epochs)
+        self.steps_per_epoch = steps_per_epoch
+        self.ran_out = False
+        self._current = None
+        self._seen = 0
 
     @property
     def num_batches(self):
-        return self.adapter.num_batches
+        return self.steps_per_epoch or self.adapter.num_batches
 
     def epochs(self):
         return range(self.initial_epoch, self.num_epochs)
 
     def enumerate_epoch(self):
-        """``(step, batch)`` for one epoch, the adapter told first that the epoch begins."""
+        """``(step, batch)`` for one epoch (a new pass starts with the adapter's
+        ``on_epoch_begin``)."""
+        return enumerate(self._epoch())
+
+    def _new_pass(self):
+        self.close()
         self.adapter.on_epoch_begin()
-        return enumerate(self.adapter.get_numpy_iterator())
+        self._current = iter(self.adapter.get_numpy_iterator())
+        self._seen = 0
+
+    def _ran_out(self):
+        self.ran_out = True
+        warnings.warn("Your input ran out of data; interrupting training. Make sure that your "
+                      "dataset or generator can generate at least `steps_per_epoch * epochs` "
+                      "batches.", stacklevel=4)
+
+    def _epoch(self):
+        spe = self.steps_per_epoch
+        if self._current is None or spe is None:
+            self._new_pass()
+        n = self.adapter.num_batches
+        step = 0
+        while spe is None or step < spe:
+            if n is not None and self._seen >= n:
+                if spe:
+                    self._ran_out()
+                break
+            try:
+                batch = next(self._current)
+            except StopIteration:
+                self._current = None
+                if spe or step == 0:
+                    self._ran_out()
+                break
+            self._seen += 1
+            step += 1
+            yield batch
+        if n is not None and self._seen >= n:
+            self.close()
+
+    def close(self):
+        """Stop the current pass (and its prefetch thread, if any)."""
+        cur, self._current = self._current, None
+        close = getattr(cur, "close", None)
+        if close is not None:
+            close()

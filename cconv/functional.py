@@ -219,14 +219,22 @@ class _OutputMetric:
         if self.metric is not None:
             self.metric.reset_state()
 
-    def _update(self, y, out):
+    @property
+    def _weighted(self):
+        """A per-output loss is weighted as the loss is; a metric as compiled (unweighted)."""
+        return self.metric is None or self.metric._weighted
+
+    def _update(self, y, out, sample_weight=None):
         ys, outs = self.multi.split(y, out)
         yi, oi = ys[self.index], outs[self.index]
         if self.metric is not None:
-            self.metric._update(yi, oi)
+            self.metric._update(yi, oi, sample_weight)
         elif self.multi.losses[self.index] is not None:
             per = self.multi.losses[self.index]._per_sample(yi, oi)
-            self._total += float(per.reshape(oi.shape[0], -1).mean(axis=1).sum())
+            per = per.reshape(oi.shape[0], -1).mean(axis=1)
+            if sample_weight is not None:     # Keras: sum(loss * w) / batch size
+                per = per * sample_weight
+            self._total += float(per.sum())
             self._count += oi.shape[0]
 
     def result(self):
@@ -494,10 +502,11 @@ class Model(Sequential):
     def _unpack_outputs(self, out):
         return out if len(self._outputs) == 1 else _unpack(out, self._out_shapes)
 
-    def predict(self, x, batch_size=None, verbose="auto"):
+    def predict(self, x, batch_size=None, verbose="auto", *, steps=None):
         """Outputs for ``x`` (a list or dict of arrays for several inputs), in batches;
         an array, or a list of arrays (output order) for several outputs."""
-        return self._unpack_outputs(Sequential.predict(self, x, batch_size, verbose))
+        return self._unpack_outputs(Sequential.predict(self, x, batch_size, verbose,
+                                                       steps=steps))
 
 
     # ----- compile and data ------------------------------------------------------------------

@@ -23,7 +23,7 @@ __all__ = [
     "Loss", "CategoricalCrossentropy", "SparseCategoricalCrossentropy", "BinaryCrossentropy",
     "MeanSquaredError", "MeanAbsoluteError", "get", "serialize", "deserialize",
     "categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy",
-    "mean_squared_error", "mean_absolute_error",
+    "mean_squared_error", "mean_absolute_error", "weighted_mean", "apply_sample_weight",
 ]
 
 EPSILON = 1e-7   # keras.backend.epsilon()
@@ -72,6 +72,13 @@ class Loss(Configurable):
         """``(mean loss, dL/dlogits, activation(logits))`` for a model ending in
         ``fused_activation``."""
         raise NotImplementedError
+
+    def per_sample_and_grad(self, y_true: np.ndarray,
+                            y_pred: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``(per-sample losses, dL/dy_pred)`` of the unweighted mean (see
+        :func:`apply_sample_weight`)."""
+        _, grad = self.value_and_grad(y_true, y_pred)
+        return self._per_sample(y_true, y_pred), grad
 
     def prepare_targets(self, y: ArrayLike, output_shape: Tuple[Optional[int], ...],
                         dtype: DTypeLike = np.float32) -> np.ndarray:
@@ -138,6 +145,17 @@ class _CrossEntropy(Loss):
     def fused_value_and_grad(self, y, z):
         per, grad, p = self._from_logits(y, z)
         return float(per.mean()), grad, p
+
+    def fused_per_sample_and_grad(self, y, z):
+        """``(per-sample losses, dL/dlogits of their mean, activation(logits))``."""
+        per, grad, p = self._from_logits(y, z)
+        return per.reshape(grad.shape[:-1]), grad, p
+
+    def per_sample_and_grad(self, y, p):
+        if self.from_logits:
+            per, grad, _ = self._from_logits(y, p)
+            return per.reshape(grad.shape[:-1]), grad
+        return super().per_sample_and_grad(y, p)
 
     def get_config(self) -> Config:
         cfg = {"name": self.name, "from_logits": self.from_logits}
@@ -322,6 +340,24 @@ class MeanAbsoluteError(_ElementwiseLoss):
     @staticmethod
     def _grad(d):
         return np.sign(d) * d.dtype.type(1.0 / d.size)
+
+
+def weighted_mean(per, sample_weight):
+    """Keras 3's "sum_over_batch_size" reduction with per-sample weights:
+    ``sum(loss_i * w_i) / loss.size`` (``per``: ``(batch, ...)``; each sample's weight applies to
+    all its values)."""
+    per = np.asarray(per).reshape(len(sample_weight), -1)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    return float((per * w[:, None]).sum() / max(per.size, 1))
+
+
+def apply_sample_weight(per, grad, sample_weight):
+    """``(weighted loss, gradient)`` from :meth:`Loss.per_sample_and_grad`'s result: the loss
+    by :func:`weighted_mean`, the gradient of the unweighted mean scaled sample by sample (in
+    place), which is the gradient of the weighted loss."""
+    w = np.asarray(sample_weight, dtype=grad.dtype)
+    grad *= w.reshape(w.shape + (1,) * (grad.ndim - 1))
+    return weighted_mean(per, sample_weight), grad
 
 
 def _functional(cls, **fixed):

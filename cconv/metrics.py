@@ -27,6 +27,8 @@ class Metric(Configurable):
     """Base class: a running (weighted) mean of per-sample values."""
 
     _default_name = "metric"
+    # True for compile(weighted_metrics=...): fit and evaluate pass it the sample weights.
+    _weighted = False
 
     def __init__(self, name=None):
         self.name = name or self._default_name
@@ -40,16 +42,24 @@ class Metric(Configurable):
         """The current value (float); 0.0 before any update."""
         return self._total / self._count if self._count else 0.0
 
-    def update_state(self, y_true, y_pred):
-        values = self._values(np.asarray(y_true), np.asarray(y_pred))
-        self._total += float(np.sum(values))
-        self._count += values.size
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """Add a batch; ``sample_weight`` (one weight per sample) makes the result a weighted
+        mean, as Keras's: ``sum(value_i * w_i) / sum(w_i)`` (a sample with several values, e.g.
+        a spatial output, first averages them)."""
+        self._update(np.asarray(y_true), np.asarray(y_pred),
+                     None if sample_weight is None else np.asarray(sample_weight))
 
-    def _update(self, y_true, y_pred):
+    def _update(self, y_true, y_pred, sample_weight=None):
         """Fast path used by fit: inputs are already checked and converted."""
         values = self._values(y_true, y_pred)
-        self._total += float(values.sum())
-        self._count += values.size
+        if sample_weight is None:
+            self._total += float(values.sum())
+            self._count += values.size
+            return
+        w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+        per = np.asarray(values, dtype=np.float64).reshape(w.size, -1).mean(axis=1)
+        self._total += float((per * w).sum())
+        self._count += float(w.sum())
 
     def get_config(self):
         return {"name": self.name}
@@ -251,8 +261,8 @@ class _ConfusionMetric(Metric):
         p, w = p.reshape(-1), w.reshape(-1)
         self._accumulate(p, np.where(pos, w, 0.0), np.where(pos, 0.0, w))
 
-    def _update(self, y_true, y_pred):
-        self.update_state(y_true, y_pred)
+    def _update(self, y_true, y_pred, sample_weight=None):
+        self.update_state(y_true, y_pred, sample_weight)
 
     def _accumulate(self, p, w_pos, w_neg):
         # Compared in float32, as Keras's float32 metric variables do (ties at a threshold).

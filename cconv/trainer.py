@@ -30,8 +30,10 @@ are converted to the model dtype once per ``fit``/``predict`` call, not per batc
 """
 
 import math
+import numbers
 import os
 import time
+import warnings
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -42,7 +44,15 @@ from . import metrics as _metrics
 from . import optimizers as _optimizers
 from . import saving as _saving
 from ._typing import ArrayLike, Config
-from .epoch_iterator import ArrayDataAdapter, EpochIterator, check_batch_size
+from ._validation import check_int, is_int
+from .epoch_iterator import (
+    ArrayDataAdapter,
+    EpochIterator,
+    GeneratorDataAdapter,
+    SequenceDataAdapter,
+    check_batch_size,
+    data_kind,
+)
 
 __all__ = ["Trainer", "shape_str"]
 
@@ -58,6 +68,66 @@ def _logs(loss, metrics):
     for m in metrics:
         logs[m.name] = m.result()
     return logs
+
+
+def _metric_list(metrics):
+    """``compile``'s metrics as a list, unknown names rejected early."""
+    if metrics is None:
+        return []
+    if isinstance(metrics, (str, _metrics.Metric)):
+        metrics = [metrics]
+    for m in metrics:
+        _metrics.get(m)
+    return list(metrics)
+
+
+def _check_fraction(validation_split):
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
+        raise TypeError(f"validation_split must be a float in [0, 1); got "
+                        f"{validation_split!r}.")
+    if not 0 <= validation_split < 1:
+        raise ValueError(f"validation_split must be in [0, 1); got {validation_split}.")
+
+
+def _check_class_weight(class_weight):
+    if class_weight is None:
+        return
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be a dict {{class index: weight}}; got "
+                        f"{type(class_weight).__name__}.")
+    for k, v in class_weight.items():
+        if not is_int(k):
+            raise TypeError(f"class_weight keys must be int class indices; got {k!r}.")
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"class_weight[{k}] must be a number; got {v!r}.")
+
+
+def _check_fit_args(epochs, initial_epoch, validation_split, validation_freq, steps_per_epoch,
+                    validation_steps, class_weight):
+    """fit's scalar arguments, checked before anything is converted or trained.
+
+    Raises:
+        TypeError / ValueError: naming the argument and its value.
+    """
+    epochs = check_int(epochs, "epochs", where="fit", minimum=0)
+    initial_epoch = check_int(initial_epoch, "initial_epoch", where="fit", minimum=0)
+    if initial_epoch > epochs:
+        raise ValueError(f"fit: initial_epoch={initial_epoch} is greater than "
+                         f"epochs={epochs} (epochs is the index of the last epoch + 1).")
+    _check_fraction(validation_split)
+    check_int(validation_freq, "validation_freq", where="fit")
+    for name, v in (("steps_per_epoch", steps_per_epoch), ("validation_steps",
+                                                           validation_steps)):
+        if v is not None:
+            check_int(v, name, where="fit")
+    _check_class_weight(class_weight)
+
+
+def _bad_loss_message(loss, epoch, step):
+    return (f"The training loss became {loss} at epoch {epoch + 1}, step {step + 1} (batch "
+            f"index {step}); the weights are no longer finite from there on. Check the "
+            f"data, the labels and the learning rate (callbacks.TerminateOnNaN stops training "
+            f"at the first such batch).")
 
 
 class Trainer:
@@ -177,14 +247,20 @@ class Trainer:
     def compile(self, optimizer: Union[str, dict, _optimizers.Optimizer] = "rmsprop",
                 loss: Union[str, dict, _losses.Loss, None] = None, *,
                 metrics: Optional[Sequence[Union[str, _metrics.Metric]]] = None,
-                jit_compile: bool = True) -> None:
+                jit_compile: bool = True,
+                weighted_metrics: Optional[Sequence[Union[str, _metrics.Metric]]] = None
+                ) -> None:
         """Configure training.
 
         Args:
             optimizer: name ("adam", "sgd", "rmsprop") or optimizer object.
             loss: name ("categorical_crossentropy", "sparse_categorical_crossentropy",
                 "binary_crossentropy", "mse", "mae") or loss object.
-            metrics: list of names ("accuracy", ...) or metric objects (keyword only).
+            metrics: list of names ("accuracy", ...) or metric objects (keyword only); as in
+                Keras they ignore sample and class weights.
+            weighted_metrics: metrics that use the sample (or class) weights: weighted means
+                ``sum(value_i * w_i) / sum(w_i)``; a name that is also in ``metrics`` is
+                logged as ``weighted_<name>`` (Keras's rule).
             jit_compile: False runs inference and training layer by layer instead of
                 through a compiled plan (:mod:`cconv.plan`); results agree to float rounding.
 
@@ -194,35 +270,53 @@ class Trainer:
         self.jit_compile = bool(jit_compile)
         self.optimizer = _optimizers.get(optimizer)
         self.loss = _losses.get(loss)
-        if metrics is None:
-            metrics = []
-        elif isinstance(metrics, (str, _metrics.Metric)):
-            metrics = [metrics]
-        for m in metrics:          # fail early on unknown names
-            _metrics.get(m)
-        self._metric_ids = list(metrics)
+        self._metric_ids = _metric_list(metrics)
+        self._weighted_metric_ids = _metric_list(weighted_metrics)
         self.compiled = True
 
     def get_compile_config(self) -> Optional[Config]:
         """The compile arguments as JSON-able data (None when not compiled)."""
         if not self.compiled:
             return None
-        return {"optimizer": _optimizers.serialize(self.optimizer),
-                "loss": _losses.serialize(self.loss),
-                "metrics": [m if isinstance(m, str) else m.name for m in self._metric_ids]}
+        config = {"optimizer": _optimizers.serialize(self.optimizer),
+                  "loss": _losses.serialize(self.loss),
+                  "metrics": [m if isinstance(m, str) else m.name for m in self._metric_ids]}
+        weighted = getattr(self, "_weighted_metric_ids", [])
+        if weighted:
+            config["weighted_metrics"] = [m if isinstance(m, str) else m.name
+                                          for m in weighted]
+        return config
 
     def compile_from_config(self, config: Config) -> None:
         """Compile from :meth:`get_compile_config`'s result."""
+        extra = ({"weighted_metrics": config["weighted_metrics"]}
+                 if config.get("weighted_metrics") else {})
         self.compile(optimizer=_optimizers.deserialize(config["optimizer"]),
-                     loss=_losses.deserialize(config["loss"]), metrics=config["metrics"])
+                     loss=_losses.deserialize(config["loss"]), metrics=config["metrics"],
+                     **extra)
 
     def _make_metrics(self, y_shape):
+        """The metric objects: ``metrics`` (unweighted), then ``weighted_metrics``
+        (``_weighted = True``; renamed ``weighted_<name>`` on a clash, as Keras)."""
         out_shape = (None,) + self._output_shape
-        return [_metrics.get(m, y_shape, out_shape) for m in self._metric_ids]
+        out = [_metrics.get(m, y_shape, out_shape) for m in self._metric_ids]
+        names = {m.name for m in out}
+        for mid in getattr(self, "_weighted_metric_ids", []):
+            m = _metrics.get(mid, y_shape, out_shape)
+            if m.name in names:
+                m.name = "weighted_" + m.name
+            names.add(m.name)
+            m._weighted = True
+            out.append(m)
+        return out
 
     @property
     def metrics_names(self) -> List[str]:
-        return ["loss"] + [m if isinstance(m, str) else m.name for m in self._metric_ids]
+        names = ["loss"] + [m if isinstance(m, str) else m.name for m in self._metric_ids]
+        for m in getattr(self, "_weighted_metric_ids", []):
+            name = m if isinstance(m, str) else m.name
+            names.append("weighted_" + name if name in names else name)
+        return names
 
     def _require_compiled(self, what):
         if not self.compiled:
@@ -243,6 +337,10 @@ class Trainer:
     def _prepare_x(self, x, what="x"):
         if x is None:
             raise ValueError(f"{what} is required.")
+        kind = data_kind(x, what)         # before any conversion: never np.asarray a stranger
+        if kind != "array":
+            raise TypeError(f"{what} must be an array here; got a {kind} "
+                            f"({type(x).__name__}).")
         x = np.asarray(x)
         if x.dtype.kind not in "fiub":
             raise TypeError(f"{what} must be numeric; got dtype {x.dtype}.")
@@ -265,6 +363,8 @@ class Trainer:
         x = self._prepare_x(x, "x" + what)
         if y is None:
             raise ValueError(f"y{what} (the labels) is required.")
+        if data_kind(y, "y" + what) != "array":
+            raise TypeError(f"y{what} must be an array; got {type(y).__name__}.")
         y = np.asarray(y)
         if y.ndim == 0 or y.shape[0] != x.shape[0]:
             raise ValueError(
@@ -275,18 +375,118 @@ class Trainer:
         y = self.loss.prepare_targets(y, (None,) + self._output_shape, dtype=self.dtype)
         return x, y, y_raw_shape
 
-    # ----- one step ---------------------------------------------------------------------------
-    def _train_step(self, xb, yb, metrics):
-        fused = self._fused
-        out = self._forward(xb, True, logits=fused)
-        if fused:
-            loss, g, pred = self.loss.fused_value_and_grad(yb, out)
+    def _sample_weights(self, sample_weight, class_weight, y, n, what=""):
+        """Per-sample weights ``(n,)`` in the model dtype from ``sample_weight`` or
+        ``class_weight`` (Keras's rule: one-hot labels by their argmax, class ids rounded),
+        or None.
+
+        Raises:
+            ValueError: both given, a wrong length, or labels without one class per sample.
+            TypeError: weights that are not numbers.
+        """
+        if sample_weight is not None and class_weight is not None:
+            raise ValueError("You cannot use class_weight and sample_weight at the same time.")
+        if sample_weight is not None:
+            if data_kind(sample_weight, "sample_weight" + what) != "array":
+                raise TypeError(f"sample_weight{what} must be an array of numbers; got "
+                                f"{type(sample_weight).__name__}.")
+            w = np.asarray(sample_weight)
+            if w.dtype.kind not in "fiub":
+                raise TypeError(f"sample_weight{what} must be numeric; got dtype {w.dtype}.")
+            if w.ndim == 2 and w.shape[1] == 1:
+                w = w[:, 0]
+            if w.shape != (n,):
+                raise ValueError(f"sample_weight{what} must have shape ({n},), one weight per "
+                                 f"sample; got shape {w.shape}.")
+            return w.astype(self.dtype, copy=False)
+        if class_weight is None:
+            return None
+        if getattr(self.loss, "losses", None) is not None:
+            raise ValueError("class_weight is only supported for models with a single output.")
+        ids = y
+        if ids.ndim > 1:
+            ids = ids.argmax(axis=-1) if ids.shape[-1] != 1 else ids[..., 0]
+        if ids.ndim != 1:
+            raise ValueError(f"class_weight needs one class per sample; the labels y{what} "
+                             f"have shape {y.shape}.")
+        ids = np.round(ids).astype(np.int64)
+        w = np.ones(n, dtype=self.dtype)
+        for c, v in class_weight.items():
+            w[ids == c] = v
+        return w
+
+    def _stream_batch(self, raw, step, what, class_weight):
+        """``((x, y[, w]), raw y shape)`` from one batch of a generator or sequence."""
+        if not isinstance(raw, (tuple, list)) or len(raw) not in (2, 3):
+            size = f" of length {len(raw)}" if isinstance(raw, (tuple, list)) else ""
+            raise TypeError(f"{what}: every batch must be a tuple (x, y) or (x, y, "
+                            f"sample_weight); batch {step} is a {type(raw).__name__}{size}.")
+        where = f" of batch {step} of {what}"
+        x, y, y_shape = self._prepare_xy(raw[0], raw[1], where)
+        w = self._sample_weights(raw[2] if len(raw) == 3 else None, class_weight, y,
+                                 x.shape[0], where)
+        return ((x, y) if w is None else (x, y, w)), y_shape
+
+    def _stream_x(self, raw, step, what):
+        """``((x, None), None)`` from one batch of a generator or sequence for predict:
+        ``x``, or a tuple whose first element is ``x``."""
+        x = raw[0] if isinstance(raw, tuple) else raw
+        return (self._prepare_x(x, f"x of batch {step} of {what}"), None), None
+
+    def _stream_adapter(self, kind, data, what, prepare, steps=None, shuffle=False):
+        """The adapter for a generator/iterator or a sequence; its first batch is read and
+        checked now (building the model if needed), before anything trains."""
+        name = f"{what} ({type(data).__name__})"
+        if kind == "sequence":
+            adapter = SequenceDataAdapter(data, prepare, name, steps, shuffle)
         else:
+            adapter = GeneratorDataAdapter(data, prepare, name, steps)
+        adapter.peek()
+        return adapter
+
+    def _data(self, x, y, sample_weight, class_weight, batch_size, shuffle, steps, what="x"):
+        """``(adapter, raw y shape)`` for fit/evaluate data of any kind (arrays, a generator,
+        a sequence), checked before anything trains."""
+        if x is None:
+            raise ValueError(f"{what} is required.")
+        kind = data_kind(x, what)
+        if kind == "array":
+            x, y, y_shape = self._prepare_xy(x, y)
+            w = self._sample_weights(sample_weight, class_weight, y, x.shape[0])
+            return ArrayDataAdapter(x, y, batch_size, shuffle=shuffle, sample_weight=w), y_shape
+        for name, v in (("y", y), ("sample_weight", sample_weight)):
+            if v is not None:
+                raise ValueError(f"{name} must be None when {what} is a {kind} "
+                                 f"({type(x).__name__}): its batches carry it.")
+        adapter = self._stream_adapter(
+            kind, x, what, lambda raw, i: self._stream_batch(raw, i, what, class_weight),
+            steps, shuffle)
+        return adapter, adapter.y_shape
+
+    # ----- one step ---------------------------------------------------------------------------
+    def _loss_grad(self, yb, out, sample_weight=None):
+        """``(loss, dL/d(output or logits), prediction)`` for one batch; with weights Keras's
+        ``sum(loss_i * w_i) / batch_size``, the gradient scaled sample by sample before
+        ``_backward`` (so the layer path and the compiled plan both see it)."""
+        fused = self._fused
+        if sample_weight is None:
+            if fused:
+                return self.loss.fused_value_and_grad(yb, out)
             loss, g = self.loss.value_and_grad(yb, out)
-            pred = out
-        self._backward(g, logits=fused)
+            return loss, g, out
+        if fused:
+            per, g, pred = self.loss.fused_per_sample_and_grad(yb, out)
+        else:
+            (per, g), pred = self.loss.per_sample_and_grad(yb, out), out
+        loss, g = _losses.apply_sample_weight(per, g, sample_weight)
+        return loss, g, pred
+
+    def _train_step(self, xb, yb, metrics, sample_weight=None):
+        out = self._forward(xb, True, logits=self._fused)
+        loss, g, pred = self._loss_grad(yb, out, sample_weight)
+        self._backward(g, logits=self._fused)
         for m in metrics:
-            m._update(yb, pred)
+            m._update(yb, pred, sample_weight if m._weighted else None)
         if self._step_reducer is not None:   # cconv.distributed: allreduce the gradients
             loss = self._step_reducer(loss, xb.shape[0], metrics)
         if self._penalized:               # weight regularizers: into the loss and the gradients
@@ -319,14 +519,18 @@ class Trainer:
         """Apply the model to a batch; returns a NumPy array (no progress bar, no batching)."""
         return self._forward(self._prepare_x(x), training)
 
-    def train_on_batch(self, x: ArrayLike, y: ArrayLike) -> Union[float, List[float]]:
-        """One optimizer step on ``(x, y)``; returns the loss (and metrics as a list)."""
+    def train_on_batch(self, x: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
+                       class_weight: Optional[dict] = None) -> Union[float, List[float]]:
+        """One optimizer step on ``(x, y)`` (optionally weighted); returns the loss (and
+        metrics as a list)."""
         self._require_compiled("train_on_batch")
+        _check_class_weight(class_weight)
         x, y, y_shape = self._prepare_xy(x, y)
+        w = self._sample_weights(sample_weight, class_weight, y, x.shape[0])
         self._setup_fusion()
         self._ensure_packed()
         metrics = self._make_metrics(y_shape)
-        loss = self._train_step(x, y, metrics)
+        loss = self._train_step(x, y, metrics, w)
         return [loss] + [m.result() for m in metrics] if metrics else loss
 
     # ----- fit --------------------------------------------------------------------------------
@@ -344,25 +548,74 @@ class Trainer:
         history.params = params
         return history, progbar, _callbacks.CallbackList(cbs, self, params)
 
+    def _split(self, arrays, validation_split):
+        """Keras's rule: the LAST ``validation_split`` of the samples, taken before shuffling,
+        is the validation part; ``(training arrays, validation arrays)`` (None stays None)."""
+        n = arrays[0].shape[0]
+        split = int(math.floor(n * (1.0 - validation_split)))
+        if split == 0 or split == n:
+            raise ValueError(f"validation_split={validation_split} leaves an empty training or "
+                             f"validation set with {n} samples.")
+        return ([None if a is None else a[:split] for a in arrays],
+                [None if a is None else a[split:] for a in arrays])
+
     def _validation_set(self, x, y, y_shape, validation_split, validation_data):
-        """``(x, y, (x_val, y_val, y_val_shape) or None)``: the training set without the
-        validation part (Keras's rule: the LAST ``validation_split`` of the samples, taken
-        before shuffling) and the prepared validation set."""
+        """``(x, y, (x_val, y_val, y_val_shape) or None)`` for arrays without sample weights
+        (:mod:`cconv.distributed`): the training set without the validation part and the
+        prepared validation set."""
         if validation_data is None and validation_split:
-            if not 0 < validation_split < 1:
-                raise ValueError(f"validation_split must be in (0, 1); got {validation_split}.")
-            split = int(math.floor(x.shape[0] * (1.0 - validation_split)))
-            if split == 0 or split == x.shape[0]:
-                raise ValueError(
-                    f"validation_split={validation_split} leaves an empty training or "
-                    f"validation set with {x.shape[0]} samples."
-                )
-            return x[:split], y[:split], (x[split:], y[split:], y_shape)
+            _check_fraction(validation_split)
+            (x, y), (xv, yv) = self._split([x, y], validation_split)
+            return x, y, (xv, yv, y_shape)
         if validation_data is None:
             return x, y, None
-        if len(validation_data) != 2:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a tuple (x_val, y_val).")
         return x, y, self._prepare_xy(validation_data[0], validation_data[1], what="_val")
+
+    def _fit_data(self, x, y, sample_weight, class_weight, batch_size, shuffle, steps,
+                  validation_split):
+        """``(adapter, y shape, validation part or None)``; arrays lose their validation part
+        (``validation_split``; sample weights are split with them, class weights apply to the
+        training part only, as Keras)."""
+        kind = "array" if x is None else data_kind(x, "x")
+        if kind != "array" or not validation_split:
+            adapter, y_shape = self._data(x, y, sample_weight, class_weight, batch_size,
+                                          shuffle, steps)
+            if kind != "array" and validation_split:
+                raise ValueError(f"validation_split is only supported for arrays; x is a "
+                                 f"{kind} ({type(x).__name__}). Pass validation_data instead.")
+            return adapter, y_shape, None
+        x, y, y_shape = self._prepare_xy(x, y)
+        w = self._sample_weights(sample_weight, None, y, x.shape[0])
+        (x, y, w), (xv, yv, wv) = self._split([x, y, w], validation_split)
+        if class_weight is not None:
+            w = self._sample_weights(None, class_weight, y, x.shape[0])
+        val = ArrayDataAdapter(xv, yv, batch_size, sample_weight=wv), y_shape
+        return ArrayDataAdapter(x, y, batch_size, shuffle=shuffle, sample_weight=w), y_shape, val
+
+    def _validation_data(self, validation_data, batch_size, steps):
+        """``(adapter, y shape)`` for ``validation_data``: ``(x_val, y_val)``,
+        ``(x_val, y_val, sample_weight_val)``, a generator or a sequence."""
+        if isinstance(validation_data, (tuple, list)):
+            if len(validation_data) not in (2, 3):
+                raise ValueError(f"validation_data must be a tuple (x_val, y_val) or (x_val, "
+                                 f"y_val, sample_weight_val); got {len(validation_data)} items.")
+            xv, yv = validation_data[0], validation_data[1]
+            wv = validation_data[2] if len(validation_data) == 3 else None
+            if data_kind(xv, "x_val") != "array":
+                raise TypeError(f"x_val in validation_data must be an array; got "
+                                f"{type(xv).__name__} (pass a generator or sequence itself as "
+                                f"validation_data).")
+            xv, yv, y_shape = self._prepare_xy(xv, yv, what="_val")
+            wv = self._sample_weights(wv, None, yv, xv.shape[0], "_val")
+            return ArrayDataAdapter(xv, yv, batch_size, sample_weight=wv), y_shape
+        kind = data_kind(validation_data, "validation_data")
+        if kind == "array":
+            raise ValueError("validation_data must be a tuple (x_val, y_val), a generator or a "
+                             "sequence; got an array alone.")
+        return self._data(validation_data, None, None, None, batch_size, False, steps,
+                          "validation_data")
 
     def _run_epochs(self, iterator, metrics, cb, progbar, step, validate=None,
                     validation_freq=1, hooks=None):
@@ -372,156 +625,266 @@ class Trainer:
         ``[loss, *metrics]`` on the validation set. ``hooks`` (optional) has
         ``on_epoch_begin()``, ``on_epoch_end()`` (before the epoch's logs are made) and
         ``stop_requested() -> bool`` (after each epoch; without hooks: ``stop_training``, also
-        checked after every batch).
+        checked after every batch). A callback may set ``model._initial_epoch`` in
+        ``on_train_begin`` (``BackupAndRestore``) to resume at that epoch. The first loss that
+        is NaN or infinite gives one ``RuntimeWarning`` naming the epoch and step.
         """
         batch_hooks = cb.wants_batch_begin or cb.wants_batch_end
-        for epoch in iterator.epochs():
-            for m in metrics:
-                m.reset_state()
-            if hooks is not None:
-                hooks.on_epoch_begin()
-            cb.on_epoch_begin(epoch)
-            loss_sum = 0.0
-            seen = 0
-            for i, batch in iterator.enumerate_epoch():
-                if batch_hooks:
-                    cb.on_train_batch_begin(i)
-                loss, nb = step(batch, metrics)
-                loss_sum += loss * nb
-                seen += nb
-                if progbar is not None or batch_hooks:
-                    logs = _logs(loss_sum / seen, metrics)
-                    if progbar is not None:
-                        progbar.update(i + 1, seen, logs)
+        resume = self.__dict__.pop("_initial_epoch", None)
+        if resume is not None:
+            iterator.initial_epoch = int(resume)
+        warned = False
+        try:
+            for epoch in iterator.epochs():
+                for m in metrics:
+                    m.reset_state()
+                if hooks is not None:
+                    hooks.on_epoch_begin()
+                cb.on_epoch_begin(epoch)
+                loss_sum = 0.0
+                seen = steps = 0
+                for i, batch in iterator.enumerate_epoch():
                     if batch_hooks:
-                        cb.on_train_batch_end(i, logs)
-                if hooks is None and self.stop_training:
+                        cb.on_train_batch_begin(i)
+                    loss, nb = step(batch, metrics)
+                    if not warned and not math.isfinite(loss):
+                        warned = True
+                        warnings.warn(_bad_loss_message(loss, epoch, i), RuntimeWarning,
+                                      stacklevel=3)
+                    loss_sum += loss * nb
+                    seen += nb
+                    steps += 1
+                    if progbar is not None or batch_hooks:
+                        logs = _logs(loss_sum / seen, metrics)
+                        if progbar is not None:
+                            progbar.update(i + 1, seen, logs)
+                        if batch_hooks:
+                            cb.on_train_batch_end(i, logs)
+                    if hooks is None and self.stop_training:
+                        break
+                if steps == 0 and iterator.ran_out:
+                    break                           # no data left for this epoch
+                if hooks is not None:
+                    hooks.on_epoch_end()
+                logs = _logs(loss_sum / max(seen, 1), metrics)
+                if validate is not None and (epoch + 1) % validation_freq == 0:
+                    for k, v in zip(self.metrics_names, validate()):
+                        logs["val_" + k] = v
+                cb.on_epoch_end(epoch, logs)
+                stop = hooks.stop_requested() if hooks is not None else self.stop_training
+                if stop or iterator.ran_out:
                     break
-            if hooks is not None:
-                hooks.on_epoch_end()
-            logs = _logs(loss_sum / max(seen, 1), metrics)
-            if validate is not None and (epoch + 1) % validation_freq == 0:
-                for k, v in zip(self.metrics_names, validate()):
-                    logs["val_" + k] = v
-            cb.on_epoch_end(epoch, logs)
-            if hooks.stop_requested() if hooks is not None else self.stop_training:
-                break
+        finally:
+            iterator.close()
 
     def _fit_step(self, batch, metrics):
-        xb, yb = batch
-        return self._train_step(xb, yb, metrics), xb.shape[0]
+        xb, yb = batch[0], batch[1]
+        w = batch[2] if len(batch) == 3 else None
+        return self._train_step(xb, yb, metrics, w), xb.shape[0]
 
-    def fit(self, x: ArrayLike = None, y: ArrayLike = None, batch_size: Optional[int] = None,
-            epochs: int = 1, verbose: Union[str, int] = "auto",
+    def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1,
+            verbose: Union[str, int] = "auto",
             callbacks: Optional[Sequence[_callbacks.Callback]] = None,
-            validation_split: float = 0.0, validation_data: Optional[tuple] = None,
-            shuffle: bool = True, initial_epoch: int = 0,
+            validation_split: float = 0.0, validation_data=None, shuffle: bool = True,
+            class_weight: Optional[dict] = None, sample_weight: Optional[ArrayLike] = None,
+            initial_epoch: int = 0, steps_per_epoch: Optional[int] = None,
+            validation_steps: Optional[int] = None,
             validation_batch_size: Optional[int] = None,
             validation_freq: int = 1) -> _callbacks.History:
-        """Train for ``epochs`` passes over ``(x, y)``.
+        """Train for ``epochs`` passes over the data (Keras 3's arguments, in Keras's order).
 
         Args:
-            x: inputs ``(n,) + input_shape``. y: labels for the loss (one-hot, class ids, ...).
-            batch_size: default 32. epochs: number of epochs (ending index, with
-                ``initial_epoch``).
+            x: inputs ``(n,) + input_shape``; or a generator/iterator, or a sequence
+                (``__len__`` and ``__getitem__``, like Keras's ``PyDataset``), yielding
+                batches ``(x, y)`` or ``(x, y, sample_weight)`` (then ``y`` and
+                ``sample_weight`` are None). Streams are read one batch ahead on a background
+                thread. y: labels for the loss (one-hot, class ids, ...).
+            batch_size: default 32 (arrays only; a stream's batches are its own).
+            epochs: number of epochs (ending index, with ``initial_epoch``).
             verbose: "auto"/1 progress bar, 2 one line per epoch, 0 silent.
             callbacks: list of :class:`cconv.callbacks.Callback`.
-            validation_split: fraction of the data, taken from the END before shuffling, to
-                evaluate on after each epoch (Keras's rule).
-            validation_data: ``(x_val, y_val)``; overrides validation_split.
-            shuffle: reshuffle the training samples each epoch (``np.random`` state).
+            validation_split: fraction in [0, 1) of the arrays, taken from the END before
+                shuffling, to evaluate on after each epoch (Keras's rule).
+            validation_data: ``(x_val, y_val)``, ``(x_val, y_val, sample_weight_val)``, a
+                generator or a sequence; overrides validation_split.
+            shuffle: reshuffle the training samples (a sequence's batch order) each epoch
+                (``np.random`` state).
+            class_weight: ``{class index: weight}``, turned into per-sample weights from the
+                labels (one-hot: their argmax; class ids: rounded), as Keras.
+            sample_weight: one weight per sample, ``(n,)``. With weights the loss is Keras's
+                ``sum(loss_i * w_i) / batch_size`` and metrics are weighted means.
+            steps_per_epoch: batches per epoch (default: the whole data; a generator runs
+                until exhausted); later epochs continue where the last one stopped.
+            validation_steps: batches per validation run (default: all of it).
+            validation_freq: validate after every ``validation_freq``-th epoch.
 
         Returns:
             :class:`cconv.callbacks.History`; ``history.history`` maps "loss", metric names
             and "val_*" to per-epoch lists.
 
         Raises:
-            RuntimeError: not compiled. ValueError: input or label shapes that do not fit
-            the model or the loss, or a batch size below 1.
+            RuntimeError: not compiled. TypeError / ValueError: a bad argument (named in the
+            message), data that is not an array, generator or sequence, or input or label
+            shapes that do not fit the model or the loss; all raised before any weight
+            changes, except for a stream's later batches.
         """
         self._require_compiled("fit")
         verbose = 1 if verbose == "auto" else verbose
+        _check_fit_args(epochs, initial_epoch, validation_split, validation_freq,
+                        steps_per_epoch, validation_steps, class_weight)
         batch_size = check_batch_size(batch_size)
-        val_bs = check_batch_size(validation_batch_size or batch_size, "validation_batch_size")
-        x, y, y_shape = self._prepare_xy(x, y)
-        x, y, val = self._validation_set(x, y, y_shape, validation_split, validation_data)
-        if x.shape[0] == 0:
+        val_bs = check_batch_size(batch_size if validation_batch_size is None
+                                  else validation_batch_size, "validation_batch_size")
+        adapter, y_shape, val = self._fit_data(x, y, sample_weight, class_weight, batch_size,
+                                               shuffle, steps_per_epoch, validation_split)
+        if adapter.num_samples == 0:
             raise ValueError("fit got an empty dataset (0 samples).")
+        if validation_data is not None:
+            val = self._validation_data(validation_data, val_bs, validation_steps)
         self._setup_fusion()
         self._ensure_packed()
         metrics = self._make_metrics(y_shape)
-        iterator = EpochIterator(ArrayDataAdapter(x, y, batch_size, shuffle=shuffle),
-                                 initial_epoch, epochs)
+        iterator = EpochIterator(adapter, initial_epoch, epochs, steps_per_epoch)
         history, progbar, cb = self._fit_callbacks(callbacks, verbose, epochs,
                                                    iterator.num_batches)
-        validate = None if val is None else (lambda: self._evaluate(*val, val_bs))
+        val_it = None if val is None else EpochIterator(val[0], 0, 1, validation_steps)
+        validate = None if val is None else (
+            lambda: self._evaluate_iterator(val_it, val[1], "validation_data"))
         self.stop_training = False
         cb.on_train_begin()
-        self._run_epochs(iterator, metrics, cb, progbar, self._fit_step, validate,
-                         validation_freq)
+        try:
+            self._run_epochs(iterator, metrics, cb, progbar, self._fit_step, validate,
+                             validation_freq)
+        finally:
+            if val_it is not None:
+                val_it.close()
         cb.on_train_end()
         self.history = history
         history.model = self
         return history
 
     # ----- evaluate / predict -------------------------------------------------------------------
-    def _loss_sum(self, x, y, metrics, batch_size):
+    def _eval_batch(self, batch, metrics):
+        """The loss of one batch ``(x, y[, w])`` in inference mode; ``metrics`` are updated."""
+        xb, yb = batch[0], batch[1]
+        w = batch[2] if len(batch) == 3 else None
+        fused = self._fused
+        out = self._forward(xb, False, logits=fused)
+        if fused:
+            loss, _, pred = self._loss_grad(yb, out, w)
+        else:
+            pred = out
+            per = self.loss._per_sample(yb, out)
+            loss = float(np.mean(per)) if w is None else _losses.weighted_mean(per, w)
+        for m in metrics:
+            m._update(yb, pred, w if m._weighted else None)
+        return loss
+
+    def _loss_sum(self, x, y, metrics, batch_size, sample_weight=None):
         """Sum over ``(x, y)`` of each batch's mean loss times its size, in inference mode;
         ``metrics`` are updated on the way (the distributed evaluate reuses this)."""
-        fused = self._fused
         loss_sum = 0.0
-        for xb, yb in ArrayDataAdapter(x, y, batch_size).get_numpy_iterator():
-            out = self._forward(xb, False, logits=fused)
-            if fused:
-                loss, _, pred = self.loss.fused_value_and_grad(yb, out)
-            else:
-                pred = out
-                loss = float(np.mean(self.loss._per_sample(yb, out)))
-            loss_sum += loss * xb.shape[0]
-            for m in metrics:
-                m._update(yb, pred)
+        adapter = ArrayDataAdapter(x, y, batch_size, sample_weight=sample_weight)
+        for batch in adapter.get_numpy_iterator():
+            loss_sum += self._eval_batch(batch, metrics) * batch[0].shape[0]
         return loss_sum
 
-    def _evaluate(self, x, y, y_shape, batch_size):
+    def _evaluate_iterator(self, iterator, y_shape, what="x"):
+        """``[loss, *metrics]`` over one epoch of ``iterator`` (an :class:`EpochIterator`)."""
         metrics = self._make_metrics(y_shape)
-        loss = self._loss_sum(x, y, metrics, batch_size) / max(x.shape[0], 1)
+        loss_sum, n = 0.0, 0
+        for _, batch in iterator.enumerate_epoch():
+            nb = batch[0].shape[0]
+            loss_sum += self._eval_batch(batch, metrics) * nb
+            n += nb
+        if n == 0 and iterator.num_batches != 0 and iterator.adapter.num_samples != 0:
+            raise ValueError(f"{what} ran out of data: no batch left to evaluate (a generator "
+                             f"without validation_steps/steps is used up by its first pass; "
+                             f"use a sequence, or a generator that repeats with steps).")
+        loss = loss_sum / max(n, 1)
         self._ensure_packed()
         if self._penalized:
             loss += self._regularization_loss_and_grads(grads=False)
         return [loss] + [m.result() for m in metrics]
 
-    def evaluate(self, x: ArrayLike = None, y: ArrayLike = None, batch_size: Optional[int] = None,
-                 verbose: Union[str, int] = "auto") -> Union[float, List[float]]:
+    def _evaluate(self, x, y, y_shape, batch_size, sample_weight=None):
+        adapter = ArrayDataAdapter(x, y, batch_size, sample_weight=sample_weight)
+        return self._evaluate_iterator(EpochIterator(adapter), y_shape)
+
+    def evaluate(self, x=None, y=None, batch_size: Optional[int] = None,
+                 verbose: Union[str, int] = "auto", *,
+                 sample_weight: Optional[ArrayLike] = None, steps: Optional[int] = None,
+                 return_dict: bool = False) -> Union[float, List[float], dict]:
         """Loss (and metrics) on ``(x, y)`` in inference mode, in batches of ``batch_size``
-        (default 32).
+        (default 32); ``x`` may also be a generator or sequence of ``(x, y[, w])`` batches.
+
+        Args:
+            sample_weight: one weight per sample (Keras's weighted loss and metrics).
+            steps: evaluate only this many batches.
+            return_dict: return ``{"loss": ..., metric name: ...}``.
 
         Returns:
-            ``[loss, *metrics]`` as floats, or the loss alone when there are no metrics.
+            ``[loss, *metrics]`` as floats, the loss alone when there are no metrics, or a
+            dict with ``return_dict=True``.
         """
         self._require_compiled("evaluate")
         batch_size = check_batch_size(batch_size)
-        x, y, y_shape = self._prepare_xy(x, y)
+        if steps is not None:
+            steps = check_int(steps, "steps")
+        adapter, y_shape = self._data(x, y, sample_weight, None, batch_size, False, steps)
         self._setup_fusion()
         t0 = time.perf_counter()
-        vals = self._evaluate(x, y, y_shape, batch_size)
+        it = EpochIterator(adapter, 0, 1, steps)
+        try:
+            vals = self._evaluate_iterator(it, y_shape)
+        finally:
+            it.close()
         if verbose not in (0, False):
             dt = time.perf_counter() - t0
-            steps = -(-x.shape[0] // batch_size)
+            n = adapter.num_samples
+            shown = it.num_batches if it.num_batches is not None else "?"
             parts = [f"{k}: {v:.4f}" for k, v in zip(self.metrics_names, vals)]
-            print(f"{steps}/{steps} - {dt:.2f}s - " + " - ".join(parts)
-                  + f" - {x.shape[0] / max(dt, 1e-9):,.0f} images/s")
+            rate = "" if n is None else f" - {n / max(dt, 1e-9):,.0f} images/s"
+            print(f"{shown}/{shown} - {dt:.2f}s - " + " - ".join(parts) + rate)
+        if return_dict:
+            return dict(zip(self.metrics_names, vals))
         return vals if len(vals) > 1 else vals[0]
 
-    def predict(self, x: ArrayLike, batch_size: Optional[int] = None,
-                verbose: Union[str, int] = "auto") -> np.ndarray:
-        """Model outputs for ``x`` of shape ``(n,) + input_shape``, in batches of
-        ``batch_size`` (default 32). Returns a fresh array ``(n,) + output_shape``.
+    def _predict_stream(self, x, kind, steps):
+        adapter = self._stream_adapter(kind, x, "x", lambda raw, i: self._stream_x(raw, i, "x"),
+                                       steps)
+        it = EpochIterator(adapter, 0, 1, steps)
+        outs = []
+        try:
+            for _, batch in it.enumerate_epoch():
+                outs.append(np.array(self._forward(batch[0], False), copy=True))
+        finally:
+            it.close()
+        if not outs:
+            return np.empty((0,) + self._output_shape, dtype=self.dtype)
+        return np.concatenate(outs, axis=0)
 
-        ``verbose="auto"`` shows a progress line only when there is more than one batch (so
-        a single-image predict costs microseconds); ``verbose=1`` always, 0 never.
+    def predict(self, x, batch_size: Optional[int] = None, verbose: Union[str, int] = "auto",
+                *, steps: Optional[int] = None) -> np.ndarray:
+        """Model outputs for ``x`` of shape ``(n,) + input_shape`` (or a generator/sequence of
+        batches ``x`` or ``(x, ...)``), in batches of ``batch_size`` (default 32). Returns a
+        fresh array ``(n,) + output_shape`` (``(0,) + output_shape`` for 0 samples).
+
+        ``steps`` predicts only that many batches. ``verbose="auto"`` shows a progress line
+        only when there is more than one batch (so a single-image predict costs
+        microseconds); ``verbose=1`` always, 0 never.
         """
         batch_size = check_batch_size(batch_size)
+        if steps is not None:
+            steps = check_int(steps, "steps")
+        kind = "array" if x is None else data_kind(x, "x")
+        if kind != "array":
+            return self._predict_stream(x, kind, steps)
         x = self._prepare_x(x)
+        if steps is not None:
+            x = x[:steps * batch_size]
+        if x.shape[0] == 0:
+            return np.empty((0,) + self._output_shape, dtype=self.dtype)
         adapter = ArrayDataAdapter(x, None, batch_size)
         n, steps = x.shape[0], adapter.num_batches
         show = verbose == 1 or verbose is True or (verbose == "auto" and steps > 1)
