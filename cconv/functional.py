@@ -445,9 +445,27 @@ class Model(Sequential):
                 and act.name == self.loss.fused_activation):
             self._fused, self._fuse_step = True, len(self._plan) - 1
 
+    def _chain_layers(self):
+        """The layers in execution order when the graph is a chain (one input, one output,
+        each node reading only the previous node's output, no shared layer), so that the
+        compiled plan (:mod:`cconv.plan`) runs it as it runs a Sequential; else None."""
+        if len(self._inputs) != 1 or len(self._outputs) != 1:
+            return None
+        layers, prev = [], 0
+        for node, ins, out, shared in self._plan:
+            if shared or node.multi or ins != [prev]:
+                return None
+            layers.append(node.layer)
+            prev = out
+        return layers if self._out_slots == [prev] else None
+
     def _forward(self, x, training, logits=False):
         """Run the graph on a (packed) batch; returns the (packed) outputs, the final
-        logits instead of the activated output when ``logits`` and the loss is fused."""
+        logits instead of the activated output when ``logits`` and the loss is fused.
+        A chain runs through the compiled plan when its layers allow it."""
+        y = self._planned_forward(x, training, logits) if len(self._inputs) == 1 else None
+        if y is not None:
+            return y
         vals = [None] * (len(self._inputs) + len(self._plan))
         xs = [x] if len(self._inputs) == 1 else _unpack(x, self._in_shapes)
         vals[:len(xs)] = xs
@@ -467,6 +485,8 @@ class Model(Sequential):
         """Back-propagate ``g = dL/d(outputs)`` (packed; dL/d(logits) with ``logits``) through the
         graph in reverse node order, summing gradients of tensors used several times and the
         weight gradients of shared layers (see the module docstring)."""
+        if self._planned_backward(g):
+            return
         gs = [g] if len(self._outputs) == 1 else _unpack(g, self._out_shapes)
         grads, sums = {}, {}
         n_in = len(self._inputs)

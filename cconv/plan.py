@@ -346,15 +346,20 @@ def _flush(builder, pending, segments, dtype):
 
 
 def compile_plan(model, logits=False):
-    """Compile a built ``Sequential`` model's inference path; returns a :class:`Plan`, or
-    None when no layer has a native node (then the layer-by-layer path is as fast).
+    """Compile a built model's inference path; returns a :class:`Plan`, or None when no
+    layer has a native node (then the layer-by-layer path is as fast) or the model is a graph
+    that is not a chain (``model._chain_layers()`` is None: several inputs or outputs, a
+    merge, a branch, a shared layer), which runs node by node.
     ``logits=True`` compiles the path that stops before the last layer's activation (the
     model's ``_forward(x, False, logits=True)``, for a loss fused with it)."""
     model._ensure_built()
+    chain = model._chain_layers()
+    if chain is None:
+        return None
     dtype, shape = model.dtype, model._input_shape
     segments, builder, pending, native, fallback, weights = [], None, [], [], [], []
-    last = len(model._layers) - 1
-    for i, layer in enumerate(model._layers):
+    last = len(chain) - 1
+    for i, layer in enumerate(chain):
         if builder is None:
             builder, pending = _Builder(shape), []
         if builder.add(layer, logits and i == last):
@@ -385,9 +390,9 @@ def _cached(model, key, compile_fn, *args):
     and again after the model's layers or weight arrays change; None when disabled."""
     if getattr(model, "jit_compile", True) is False or not _enabled():
         return None
-    plans = model.__dict__.get("_plan")
+    plans = model.__dict__.get("_plans")
     if plans is None:
-        plans = model._plan = {}
+        plans = model._plans = {}
     cached = plans.get(key)
     if cached is not None and cached[0].is_current(model._layers):
         return cached[1]
@@ -419,9 +424,12 @@ _TRAIN_ACTS = {_native.ACTIVATIONS[a] for a in ("linear", "relu", "sigmoid", "ta
 
 def _trainable_nodes(builder, model, logits):
     """Add every layer of ``model`` to ``builder`` for training; False when one has no native
-    training node (then the whole step runs layer by layer)."""
-    last = len(model._layers) - 1
-    for i, layer in enumerate(model._layers):
+    training node or the model is no chain (then the whole step runs layer by layer)."""
+    chain = model._chain_layers()
+    if chain is None:
+        return False
+    last = len(chain) - 1
+    for i, layer in enumerate(chain):
         if isinstance(layer, _layers.Dropout) and layer.rate > 0:
             return False
         if layer.weights and not (layer.trainable and layer.trainable_weights):

@@ -156,19 +156,38 @@ class Sequential(Trainer):
         return (None,) + self._output_shape
 
     # ----- forward / backward --------------------------------------------------------------------
-    def _forward(self, x, training, logits=False):
-        """The output (the last layer's logits with ``logits``): through the compiled plan
-        (:mod:`cconv.plan`) when the layers allow it, else layer by layer. In training the
-        plan keeps what its backward needs until the next :meth:`_backward`."""
+    def _chain_layers(self):
+        """The layers in the order they run when the model is a chain (a Sequential always
+        is), for :mod:`cconv.plan`; None for a graph that is not one."""
+        return self._layers
+
+    def _planned_forward(self, x, training, logits=False):
+        """The output through the compiled plan (:mod:`cconv.plan`), or None when the model
+        has no plan for ``x``. In training the plan keeps what its backward needs until the
+        next :meth:`_planned_backward`."""
         if training:
             tplan = _plan.get_train_plan(self, logits)
             if tplan is not None and tplan.accepts(x):
                 self._train_plan = tplan
                 return tplan.forward(x)
-        else:
-            plan = _plan.get_plan(self, logits)
-            if plan is not None and plan.accepts(x):
-                return plan(x)
+            return None
+        plan = _plan.get_plan(self, logits)
+        return plan(x) if plan is not None and plan.accepts(x) else None
+
+    def _planned_backward(self, g):
+        """Back-propagate ``g`` through the training plan if the forward pass ran through
+        it; returns whether it did."""
+        tplan = self.__dict__.pop("_train_plan", None)
+        if tplan is not None:
+            tplan.backward(g)
+        return tplan is not None
+
+    def _forward(self, x, training, logits=False):
+        """The output (the last layer's logits with ``logits``): through the compiled plan
+        when the layers allow it, else layer by layer."""
+        y = self._planned_forward(x, training, logits)
+        if y is not None:
+            return y
         layers = self._layers
         for layer in layers[:-1]:
             x = layer.forward(x, training)
@@ -178,9 +197,7 @@ class Sequential(Trainer):
     def _backward(self, g, logits=False):
         """Back-propagate from the output down to the first layer with trainable weights
         (through the training plan when the forward pass ran through it)."""
-        tplan = self.__dict__.pop("_train_plan", None)
-        if tplan is not None:
-            tplan.backward(g)
+        if self._planned_backward(g):
             return
         layers = self._layers
         last = len(layers) - 1

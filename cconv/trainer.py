@@ -925,7 +925,7 @@ class Trainer:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_wflat", "_gflat", "_views", "_segments", "_step_reducer", "_plan",
+        for k in ("_wflat", "_gflat", "_views", "_segments", "_step_reducer", "_plans",
                   "_train_plan"):
             state.pop(k, None)
         state["_packed"] = False

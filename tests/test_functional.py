@@ -102,9 +102,11 @@ def test_functional_chain_equals_sequential():
     seq.set_weights(model.get_weights())
     data = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
     planned = seq.predict(data, verbose=0)        # the compiled plan: C's tanh
-    seq.jit_compile = False                       # layer by layer, as the graph runs
-    np.testing.assert_array_equal(model.predict(data, verbose=0), seq.predict(data, verbose=0))
-    np.testing.assert_allclose(model.predict(data, verbose=0), planned, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(model.predict(data, verbose=0), planned)  # a chain: same plan
+    seq.jit_compile = model.jit_compile = False   # layer by layer: NumPy's tanh
+    layered = model.predict(data, verbose=0)
+    np.testing.assert_array_equal(layered, seq.predict(data, verbose=0))
+    np.testing.assert_allclose(layered, planned, rtol=1e-6, atol=1e-7)
     assert [type(l).__name__ for l in model.layers] == ["InputLayer", "Dense", "Dense"]
     assert model.get_layer(d1.name) is d1
     with pytest.raises(ValueError, match="No layer named"):

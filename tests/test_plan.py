@@ -146,7 +146,7 @@ def test_shared_scheme_equals_chunks(monkeypatch, batch, threads):
     by_chunks = model.predict_on_batch(x)
     assert not cplan.get_plan(model).segments[0].native.by_layers
     monkeypatch.setattr(cplan, "_SHARED_WORK", 0)
-    model._plan = {}
+    model._plans = {}
     by_layers = model.predict_on_batch(x)
     assert cplan.get_plan(model).segments[0].native.by_layers
     np.testing.assert_array_equal(by_layers, by_chunks)
@@ -348,3 +348,76 @@ def test_training_a_model_without_weights_runs_layer_by_layer():
     assert cplan.compile_train_plan(model) is None
     loss = model.train_on_batch(np.ones((2, 4, 4, 1), np.float32), np.zeros((2, 4), np.float32))
     assert np.isfinite(loss)
+
+
+# ----- graph models --------------------------------------------------------------------------
+def _functional_lenet(dtype="float32"):
+    """The course's LeNet-5 written with the Functional API (a chain)."""
+    inputs = cconv.Input((28, 28, 1), dtype=dtype)
+    x = Conv2D(6, 5, padding="same", activation="relu", dtype=dtype)(inputs)
+    x = MaxPooling2D(2, dtype=dtype)(x)
+    x = Conv2D(16, 5, activation="relu", dtype=dtype)(x)
+    x = Flatten(dtype=dtype)(MaxPooling2D(2, dtype=dtype)(x))
+    x = Dense(120, activation="relu", dtype=dtype)(x)
+    return cconv.Model(inputs, Dense(10, activation="softmax", dtype=dtype)(x))
+
+
+def _residual():
+    inputs = cconv.Input((8, 8, 2))
+    x = Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    y = Conv2D(4, 3, padding="same")(x)
+    x = cconv.layers.Add()([x, y])
+    return cconv.Model(inputs, Dense(3, activation="softmax")(Flatten()(x)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_functional_chain_runs_through_the_plan(dtype):
+    model = _functional_lenet(dtype)
+    assert [l.name for l in model._chain_layers()] == [l.name for l in model.layers[1:]]
+    plan = _check(model)
+    assert plan.fallback_layers == []
+    assert cplan.get_plan(model) is not None
+
+
+def test_functional_chain_trains_through_the_plan():
+    model = _functional_lenet()
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((24, 28, 28, 1)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 24)]
+    planned, w_plan, clone = _trajectory(model, x, y, True)
+    assert cplan.get_train_plan(clone, clone._fused) is not None
+    layered, w_layer, _ = _trajectory(model, x, y, False)
+    np.testing.assert_allclose(planned, layered, rtol=1e-5)
+    for a, b in zip(w_plan, w_layer):
+        assert_close(a, b, "float32", "weights after training")
+    seq = cconv.Sequential([Input((28, 28, 1))] + [
+        type(l).from_config(l.get_config()) for l in model.layers[1:]])
+    seq.build()
+    seq.set_weights(model.get_weights())
+    seq.compile(optimizer="adam", loss="categorical_crossentropy")
+    as_seq, w_seq, _ = _trajectory(seq, x, y, True)
+    assert as_seq == planned                       # the same plan, the same bits
+    for a, b in zip(w_seq, w_plan):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_graph_that_is_no_chain_runs_node_by_node():
+    model = _residual()
+    assert model._chain_layers() is None
+    assert cplan.compile_plan(model) is None and cplan.get_plan(model) is None
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    assert cplan.compile_train_plan(model, True) is None
+    x = np.random.default_rng(1).standard_normal((4, 8, 8, 2)).astype(np.float32)
+    assert np.isfinite(model.train_on_batch(x, np.eye(3, dtype=np.float32)[[0, 1, 2, 0]]))
+
+
+@pytest.mark.parametrize("make", [_functional_lenet, _residual])
+def test_graph_model_pickles(make):
+    import pickle
+    model = make()
+    x = np.random.default_rng(0).standard_normal((2,) + model.input_shape[1:])
+    x = x.astype(np.float32)
+    y = model.predict(x, verbose=0)
+    clone = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(clone.predict(x, verbose=0), y)
