@@ -27,12 +27,44 @@ typedef struct {
 static inline int64_t cconv_direct_hp(const cconv_geom *g) { return (g->OH - 1) * g->sh + (g->KH - 1) * g->dh + 1; }
 static inline int64_t cconv_direct_wp(const cconv_geom *g) { return (g->OW - 1) * g->sw + (g->KW - 1) * g->dw + 1; }
 
+/* Filters the forward pass accumulates at once, in registers (8 vectors of accumulators fit
+   AVX2's 16 registers beside the operands). */
+#define CCONV__DIRECT_COB 8
+
+/* One full block of cconv__direct_block: JB outputs (one vector of VB bytes) for
+   CCONV__DIRECT_COB filters with stride 1, the accumulators held in GNU C vectors (so in
+   registers). Other compilers leave it empty: the block's plain loops then run instead,
+   with the same arithmetic in the same order. */
+#if defined(__GNUC__)
+#define CCONV__DIRECT_VBLOCK(T, VB)                                                            \
+    if (nv == JB && sw == 1) {                                                                 \
+        typedef T cconv__dv __attribute__((vector_size(VB)));                                  \
+        cconv__dv vacc[COB], vs;                                                               \
+        for (cb = 0; cb < COB; cb++) vacc[cb] = (cconv__dv){0};                                \
+        for (kh = 0; kh < g->KH; kh++) {                                                       \
+            int64_t hp = oh * g->sh + kh * g->dh;                                              \
+            for (kw = 0; kw < g->KW; kw++) {                                                   \
+                for (c = 0; c < CG; c++) {                                                     \
+                    const T *wv = wt + ((kh * g->KW + kw) * CG + c) * COB;                     \
+                    memcpy(&vs, xT + ((c0 + c) * Hp + hp) * Wp + kw * g->dw + j, sizeof vs);   \
+                    for (cb = 0; cb < COB; cb++) vacc[cb] += wv[cb] * vs;                      \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (cb = 0; cb < nco; cb++) memcpy(yT + cb * len + j, &vacc[cb], sizeof vs);          \
+        return;                                                                                \
+    }
+#else
+#define CCONV__DIRECT_VBLOCK(T, VB)
+#endif
+
 /* Scratch elements one thread needs: planar input (or input gradient) plus one transposed row. */
 static inline int64_t cconv_direct_scratch(const void *geom)
 {
     const cconv_geom *g = (const cconv_geom *)geom;
     /* the forward pass with stride 1 keeps a whole padded output plane per filter */
-    return g->C * cconv_direct_hp(g) * cconv_direct_wp(g) + g->CO * g->OH * cconv_direct_wp(g) + 16;
+    return g->C * cconv_direct_hp(g) * cconv_direct_wp(g) + g->CO * g->OH * cconv_direct_wp(g)
+           + g->KH * g->KW * (g->C / g->groups) * CCONV__DIRECT_COB + 16;
 }
 
 /* The sizes every direct kernel reads from g: the padded plane Hp x Wp, the channels CG and
@@ -65,43 +97,78 @@ ATTR static int cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geom
     return bad;                                                                                \
 }                                                                                              \
                                                                                                \
-/* y (OH, OW, CO) of one image = conv(x) + bias (bias may be NULL). With stride 1 every     \
-   tap is one long multiply-add over the whole padded plane (row pitch Wp): the columns past   \
-   OW of each row are computed too and thrown away, which keeps the loop long and simple. */  \
-ATTR static void cconv_direct_forward_##SUFFIX(const T *x, const T *w, const T *bias, T *y,    \
-                                               const cconv_geom *g, T *scratch)                \
+/* Accumulate yT[co0 + cb][j .. j + nv) for the nco filters whose tap weights wt holds         \
+   (CCONV__DIRECT_COB per tap, zero past nco), in registers across all taps: each tap is one   \
+   load of the input row and a multiply-add per filter. Each output sums its taps in the       \
+   order kh, kw, c from zero, exactly as one multiply-add per tap over a whole row would.  */ \
+ATTR static inline void cconv__direct_block_##SUFFIX(const T *xT, const T *wt, T *yT,          \
+                                                     int64_t len, int64_t nco, int64_t j,      \
+                                                     int64_t nv, int64_t oh, int64_t c0,       \
+                                                     const cconv_geom *g)                      \
 {                                                                                              \
+    enum { JB = VB / sizeof(T), COB = CCONV__DIRECT_COB };                                     \
     CCONV__DIRECT_SIZES(g)                                                                     \
-    int64_t plane = g->sh == 1 && sw == 1;                                                     \
-    int64_t len = plane ? (g->OH - 1) * Wp + OW : OW;     /* outputs per pass */               \
-    int64_t oh, ow, co, kh, kw, c, j;                                                          \
-    T *xT = scratch, *yT = scratch + g->C * Hp * Wp;                                           \
-    cconv_direct_planar_##SUFFIX(x, xT, g);                                                    \
-    for (oh = 0; oh < (plane ? 1 : g->OH); oh++) {                                             \
-        for (co = 0; co < g->CO; co++) {                                                       \
-            T *CCONV__RESTRICT yr = yT + co * len;                                             \
-            int64_t c0 = (co / COg) * CG;                                                      \
-            for (j = 0; j < len; j++) yr[j] = (T)0;                                            \
-            for (kh = 0; kh < g->KH; kh++) {                                                   \
-                int64_t hp = oh * g->sh + kh * g->dh;                                          \
-                for (kw = 0; kw < g->KW; kw++) {                                               \
-                    for (c = 0; c < CG; c++) {                                                 \
-                        const T wv = w[((kh * g->KW + kw) * CG + c) * g->CO + co];             \
-                        const T *CCONV__RESTRICT src = xT + ((c0 + c) * Hp + hp) * Wp + kw * g->dw; \
-                        if (sw == 1) { for (j = 0; j < len; j++) yr[j] += wv * src[j]; }       \
-                        else { for (j = 0; j < len; j++) yr[j] += wv * src[j * sw]; }          \
-                    }                                                                          \
+    T acc[COB][JB];                                                                            \
+    int64_t kh, kw, c, cb, v;                                                                  \
+    (void)OW; (void)COg;                                                                       \
+    CCONV__DIRECT_VBLOCK(T, VB)                                                                \
+    for (cb = 0; cb < COB; cb++) for (v = 0; v < JB; v++) acc[cb][v] = (T)0;                   \
+    for (kh = 0; kh < g->KH; kh++) {                                                           \
+        int64_t hp = oh * g->sh + kh * g->dh;                                                  \
+        for (kw = 0; kw < g->KW; kw++) {                                                       \
+            for (c = 0; c < CG; c++) {                                                         \
+                const T *CCONV__RESTRICT src = xT + ((c0 + c) * Hp + hp) * Wp + kw * g->dw     \
+                                               + j * sw;                                       \
+                const T *CCONV__RESTRICT wv = wt + ((kh * g->KW + kw) * CG + c) * COB;         \
+                if (nv == JB && sw == 1) {                                                     \
+                    for (cb = 0; cb < COB; cb++)                                               \
+                        for (v = 0; v < JB; v++) acc[cb][v] += wv[cb] * src[v];                \
+                } else {                                                                       \
+                    for (cb = 0; cb < COB; cb++)                                               \
+                        for (v = 0; v < nv; v++) acc[cb][v] += wv[cb] * src[v * sw];           \
                 }                                                                              \
             }                                                                                  \
         }                                                                                      \
-        for (j = 0; j < (plane ? g->OH : 1); j++) {                                            \
-            int64_t orow = plane ? j : oh, base = plane ? j * Wp : 0;                          \
-            for (ow = 0; ow < OW; ow++) {                                                      \
-                T *yo = y + (orow * OW + ow) * g->CO;                                          \
-                for (co = 0; co < g->CO; co++)                                                 \
-                    yo[co] = yT[co * len + base + ow] + (bias ? bias[co] : (T)0);              \
-            }                                                                                  \
+    }                                                                                          \
+    for (cb = 0; cb < nco; cb++)                                                               \
+        for (v = 0; v < nv; v++) yT[cb * len + j + v] = acc[cb][v];                            \
+}                                                                                              \
+                                                                                               \
+/* y (OH, OW, CO) of one image = conv(x) + bias (bias may be NULL). With stride 1 the whole  \
+   padded plane (row pitch Wp) is one long row of outputs: the columns past OW of each row   \
+   are computed too and thrown away, which keeps the blocks long and simple. Filters go in   \
+   blocks of CCONV__DIRECT_COB within a group, outputs in blocks of one vector. */            \
+ATTR static void cconv_direct_forward_##SUFFIX(const T *x, const T *w, const T *bias, T *y,    \
+                                               const cconv_geom *g, T *scratch)                \
+{                                                                                              \
+    enum { JB = VB / sizeof(T), COB = CCONV__DIRECT_COB };                                     \
+    CCONV__DIRECT_SIZES(g)                                                                     \
+    int64_t plane = g->sh == 1 && sw == 1;                                                     \
+    int64_t len = plane ? (g->OH - 1) * Wp + OW : OW;     /* outputs per pass */               \
+    int64_t taps = g->KH * g->KW * CG, oh, ow, co, co0, nco, t, cb, j;                         \
+    T *xT = scratch, *yT = scratch + g->C * Hp * Wp, *wt = yT + g->CO * g->OH * Wp;           \
+    cconv_direct_planar_##SUFFIX(x, xT, g);                                                    \
+    for (co0 = 0; co0 < g->CO; co0 += nco) {                                                   \
+        int64_t gend = (co0 / COg + 1) * COg;                                                  \
+        nco = gend - co0 < COB ? gend - co0 : COB;                                             \
+        for (t = 0; t < taps; t++)                                                             \
+            for (cb = 0; cb < COB; cb++)                                                       \
+                wt[t * COB + cb] = cb < nco ? w[t * g->CO + co0 + cb] : (T)0;                  \
+        for (oh = 0; oh < (plane ? 1 : g->OH); oh++) {                                         \
+            T *yb = yT + co0 * len + (plane ? 0 : oh * g->CO * len);                           \
+            for (j = 0; j < len; j += JB)                                                      \
+                cconv__direct_block_##SUFFIX(xT, wt, yb, len, nco, j,                          \
+                                             len - j < JB ? len - j : JB, oh,                  \
+                                             (co0 / COg) * CG, g);                             \
         }                                                                                      \
+    }                                                                                          \
+    for (co = 0; co < g->CO; co++) {           /* back to NHWC, one filter at a time */       \
+        const T bv = bias ? bias[co] : (T)0;                                                   \
+        const T *CCONV__RESTRICT yr = yT + co * len;                                           \
+        T *CCONV__RESTRICT yo = y + co;                                                        \
+        int64_t CO = g->CO, pitch = plane ? Wp : g->CO * len;                                  \
+        for (oh = 0; oh < g->OH; oh++, yr += pitch)                                            \
+            for (ow = 0; ow < OW; ow++, yo += CO) *yo = yr[ow] + bv;                           \
     }                                                                                          \
 }                                                                                              \
                                                                                                \
