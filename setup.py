@@ -5,6 +5,7 @@ with MSVC ``/openmp``, with Apple clang ``-Xpreprocessor -fopenmp -lomp``. When 
 package still builds, serially, and ``cconv.openmp_enabled()`` returns False.
 Set ``CCONV_DISABLE_OPENMP=1`` to force a serial build.
 """
+import glob
 import os
 import sys
 import tempfile
@@ -16,6 +17,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 EXT_MODULES = ["conv", "pool", "parallel", "blas", "resample", "plan"]
+HEADERS = sorted(glob.glob("cconv/_ext/*.h") + glob.glob("cconv/_ext/*.pxi"))
 
 OPENMP_TEST = textwrap.dedent(
     """
@@ -77,6 +79,9 @@ extensions = [
         [f"cconv/_ext/{name}.pyx"],
         include_dirs=[np.get_include(), "cconv/_ext"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        # Cython tracks the headers a .pyx names, not those they include (plan.h includes
+        # direct.h, gemm.h, ...): every module is rebuilt when any header changes.
+        depends=HEADERS,
     )
     for name in EXT_MODULES
 ]
