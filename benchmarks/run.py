@@ -173,23 +173,24 @@ def bench_pool(repeat, frameworks):
                     y = tfp(a, 2, 2, "VALID")
                 return tape.gradient(y, a, output_gradients=tf.ones_like(y))
 
-            fns["tensorflow"] = (lambda f=tf_fwd: f(tx).numpy(), lambda f=tf_bwd: f(tx).numpy())
+            fns["tensorflow"] = (lambda f=tf_fwd, a=tx: f(a).numpy(),
+                                 lambda f=tf_bwd, a=tx: f(a).numpy())
         if "torch" in frameworks:
             import torch
             import torch.nn.functional as F
 
             tpool = F.max_pool2d if mode == "max" else F.avg_pool2d
-            tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+            tt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
 
             def t_fwd(tpool=tpool):
                 with torch.no_grad():
-                    return tpool(tx, 2).numpy()
+                    return tpool(tt, 2).numpy()
 
             def t_bwd(tpool=tpool):
-                tx.grad = None
-                y = tpool(tx, 2)
+                tt.grad = None
+                y = tpool(tt, 2)
                 y.backward(torch.ones_like(y))
-                return tx.grad
+                return tt.grad
 
             fns["torch"] = (t_fwd, t_bwd)
         for phase, idx in (("forward", 0), ("forward+backward", 1)):
