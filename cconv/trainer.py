@@ -81,6 +81,12 @@ def _metric_list(metrics):
     return list(metrics)
 
 
+def _unclashed(name, taken):
+    """A weighted metric's name: ``weighted_<name>`` when an unweighted metric has it
+    (Keras's rule)."""
+    return "weighted_" + name if name in taken else name
+
+
 def _check_fraction(validation_split):
     if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real):
         raise TypeError(f"validation_split must be a float in [0, 1); got "
@@ -303,8 +309,7 @@ class Trainer:
         names = {m.name for m in out}
         for mid in getattr(self, "_weighted_metric_ids", []):
             m = _metrics.get(mid, y_shape, out_shape)
-            if m.name in names:
-                m.name = "weighted_" + m.name
+            m.name = _unclashed(m.name, names)
             names.add(m.name)
             m._weighted = True
             out.append(m)
@@ -314,8 +319,7 @@ class Trainer:
     def metrics_names(self) -> List[str]:
         names = ["loss"] + [m if isinstance(m, str) else m.name for m in self._metric_ids]
         for m in getattr(self, "_weighted_metric_ids", []):
-            name = m if isinstance(m, str) else m.name
-            names.append("weighted_" + name if name in names else name)
+            names.append(_unclashed(m if isinstance(m, str) else m.name, names))
         return names
 
     def _require_compiled(self, what):
@@ -712,7 +716,8 @@ class Trainer:
             class_weight: ``{class index: weight}``, turned into per-sample weights from the
                 labels (one-hot: their argmax; class ids: rounded), as Keras.
             sample_weight: one weight per sample, ``(n,)``. With weights the loss is Keras's
-                ``sum(loss_i * w_i) / batch_size`` and metrics are weighted means.
+                ``sum(loss_i * w_i) / batch_size``; ``compile(weighted_metrics=...)`` are
+                weighted means, plain ``metrics`` ignore the weights (as Keras 3).
             steps_per_epoch: batches per epoch (default: the whole data; a generator runs
                 until exhausted); later epochs continue where the last one stopped.
             validation_steps: batches per validation run (default: all of it).

@@ -436,3 +436,13 @@ def test_backup_and_restore_arguments_and_keep(tmp_path):
                   callbacks=[cconv.callbacks.BackupAndRestore(tmp_path / "k")])
     assert h.history == {}                      # both epochs were done: nothing to resume
     assert not (tmp_path / "k").exists()
+
+
+@pytest.mark.parametrize("bad, error, match", [
+    (["nope"], ValueError, "Unknown metric 'nope'"),
+    ([3], TypeError, "metric must be a name"),
+])
+def test_bad_weighted_metrics_are_refused_at_compile(bad, error, match):
+    m = cconv.Sequential([cconv.Input((4,)), L.Dense(3, activation="softmax")])
+    with pytest.raises(error, match=match):
+        m.compile(optimizer="sgd", loss="categorical_crossentropy", weighted_metrics=bad)
