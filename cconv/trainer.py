@@ -716,8 +716,7 @@ class Trainer:
             class_weight: ``{class index: weight}``, turned into per-sample weights from the
                 labels (one-hot: their argmax; class ids: rounded), as Keras.
             sample_weight: one weight per sample, ``(n,)``. With weights the loss is Keras's
-                ``sum(loss_i * w_i) / batch_size``; ``compile(weighted_metrics=...)`` are
-                weighted means, plain ``metrics`` ignore the weights (as Keras 3).
+                ``sum(loss_i * w_i) / batch_size``; only weighted_metrics use the weights.
             steps_per_epoch: batches per epoch (default: the whole data; a generator runs
                 until exhausted); later epochs continue where the last one stopped.
             validation_steps: batches per validation run (default: all of it).
