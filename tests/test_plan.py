@@ -108,6 +108,20 @@ def test_native_nodes_match_layer_path(case, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("channels", [1, 3, 6, 16, 33])
+def test_pooling_equals_the_layer_path_bit_for_bit(channels, dtype):
+    """Every vector width of the plan's pooling (channel counts below, at and above a vector),
+    ties and NaNs: the same bits as the layers' kernels (it only selects, and sums in order)."""
+    model = _model([L(Input, (9, 10, channels)), L(MaxPooling2D, 3, strides=2, padding="same"),
+                    L(AveragePooling2D, 2, strides=1), L(MaxPooling2D, 2)], dtype)
+    x = np.round(np.random.default_rng(channels).standard_normal((4, 9, 10, channels)), 1)
+    x[x > 1.8] = np.nan
+    x = x.astype(dtype)
+    assert cplan.compile_plan(model) is not None
+    np.testing.assert_array_equal(model.predict_on_batch(x), _layer_path(model, x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_standalone_activation_after_pool(dtype):
     model = _model([L(Input, (8, 8, 3)), L(Conv2D, 4, 3), L(MaxPooling2D, 2),
                     L(Activation, "sigmoid"), L(Flatten), L(Dense, 2), L(Activation, "tanh")],

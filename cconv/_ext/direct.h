@@ -208,8 +208,12 @@ ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, 
                     for (c = 0; c < CG; c++) {                                                 \
                         const T *CCONV__RESTRICT src = xT + ((c0 + c) * Hp + hp) * Wp + kw * g->dw; \
                         T acc[16] = {0};                                                       \
-                        for (j = 0; j + 16 <= len; j += 16)                                    \
-                            for (l = 0; l < 16; l++) acc[l] += src[(j + l) * sw] * d[j + l];   \
+                        if (sw == 1) /* the same sums, with unit-stride loads the compiler sees */ \
+                            for (j = 0; j + 16 <= len; j += 16)                                \
+                                for (l = 0; l < 16; l++) acc[l] += src[j + l] * d[j + l];      \
+                        else                                                                   \
+                            for (j = 0; j + 16 <= len; j += 16)                                \
+                                for (l = 0; l < 16; l++) acc[l] += src[(j + l) * sw] * d[j + l]; \
                         for (; j < len; j++) acc[0] += src[j * sw] * d[j];                     \
                         for (l = 8; l > 0; l /= 2)                                             \
                             for (j = 0; j < l; j++) acc[j] += acc[j + l];                      \

@@ -39,12 +39,10 @@ enum { CCONV_POOL_NONE = 0, CCONV_POOL_MAX = 1, CCONV_POOL_AVG = 2 };
 /* Elements of one im2col tile (as conv.pyx) and of one Winograd chunk's V and M. */
 #define CCONV_PLAN_TILE_ELEMS 65536
 #define CCONV_PLAN_WINO_ELEMS 262144
+/* Elements per task when the chunks' partial weight gradients are summed. */
+#define CCONV_PLAN_SUM_BLOCK 4096
 /* Rows of one dense block when the layers share the threads. */
 #define CCONV_PLAN_DENSE_ROWS 16
-
-typedef struct {
-    int64_t H, W, C, KH, KW, OH, OW, sh, sw, pt, pl;
-} cconv_pool_geom;
 
 typedef struct {
     int kind, act, algo, pool;   /* CCONV_PLAN_*, CCONV_ACT_*, CCONV_ALGO_*, CCONV_POOL_* */
@@ -203,8 +201,7 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
 #define P_WINO_K cconv_wino_kernel_f32
 #define P_WINO_IN cconv_wino_input_f32
 #define P_WINO_OUT cconv_wino_output_f32
-#define P_POOL_MAX cconv_pool_max_f32
-#define P_POOL_ADD cconv_pool_add_f32
+#define P_POOL_ROWS cconv_pool_rows_f32
 #include "plan_impl.h"
 
 #define PT double
@@ -217,8 +214,7 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
 #define P_WINO_K cconv_wino_kernel_f64
 #define P_WINO_IN cconv_wino_input_f64
 #define P_WINO_OUT cconv_wino_output_f64
-#define P_POOL_MAX cconv_pool_max_f64
-#define P_POOL_ADD cconv_pool_add_f64
+#define P_POOL_ROWS cconv_pool_rows_f64
 #include "plan_impl.h"
 
 #endif

@@ -144,48 +144,12 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
     PF(cconv_plan_epilogue)(y + r0 * CO, rows, CO, b, nd->act);
 }
 
-/* Pooled rows oh0..oh1 of one image: x (H, W, C) -> y (OH, OW, C) (pool.pyx's order). */
+/* Pooled rows oh0..oh1 of one image: x (H, W, C) -> y (OH, OW, C); with arg (training, max
+   only) the input cell of each output too (pool_cells.h). */
 static void PF(cconv_plan_pool_rows)(const cconv_pool_geom *g, int is_max, const PT *x, PT *y,
                                      int64_t oh0, int64_t oh1, int32_t *arg)
 {
-    int64_t oh, ow, h, w, c, C = g->C;
-    for (oh = oh0; oh < oh1; oh++)
-        for (ow = 0; ow < g->OW; ow++) {
-            int64_t h0 = oh * g->sh - g->pt, w0 = ow * g->sw - g->pl;
-            int64_t h1 = h0 + g->KH < g->H ? h0 + g->KH : g->H;
-            int64_t w1 = w0 + g->KW < g->W ? w0 + g->KW : g->W;
-            PT *yr = y + (oh * g->OW + ow) * C;
-            int first = 1;
-            if (h0 < 0) h0 = 0;
-            if (w0 < 0) w0 = 0;
-            if (arg) {   /* max with its first winning cell (row-major; the first NaN wins) */
-                int32_t *CCONV__RESTRICT ar = arg + (oh * g->OW + ow) * C;
-                for (h = h0; h < h1; h++)
-                    for (w = w0; w < w1; w++) {
-                        const PT *CCONV__RESTRICT xr = x + (h * g->W + w) * C;
-                        int32_t base = (int32_t)((h * g->W + w) * C);
-                        for (c = 0; c < C; c++) {
-                            PT v = xr[c], m = yr[c];
-                            int take = first | (v > m) | ((v != v) & (m == m));
-                            yr[c] = take ? v : m;
-                            ar[c] = take ? base + (int32_t)c : ar[c];
-                        }
-                        first = 0;
-                    }
-                continue;
-            }
-            for (h = h0; h < h1; h++)
-                for (w = w0; w < w1; w++) {
-                    const PT *xr = x + (h * g->W + w) * C;
-                    if (first) { for (c = 0; c < C; c++) yr[c] = xr[c]; first = 0; }
-                    else if (is_max) P_POOL_MAX(yr, xr, C);
-                    else P_POOL_ADD(yr, xr, C);
-                }
-            if (!is_max) {
-                PT inv = (PT)1 / (PT)((h1 - h0) * (w1 - w0));
-                for (c = 0; c < C; c++) yr[c] *= inv;
-            }
-        }
+    P_POOL_ROWS((g, arg ? 2 : is_max, x, y, oh0, oh1, arg));
 }
 
 /* Dense rows r0..r1: y = act(x @ w + b). */
@@ -338,18 +302,23 @@ static void PF(cconv_plan_run_layers)(const cconv_plan *p, const PT *x, PT *y, i
 /* ---- training: the backward pass (conv gradients are conv.pyx's kernels, passed in as
    p->conv_backward) ---- */
 
-/* dz = da * f'(a) for the activation whose output is a (dz may be da). */
+/* dz = da * f'(a) for the activation whose output is a (dz may be da); one loop per
+   activation, so each vectorises. */
 static void PF(cconv_plan_act_grad)(PT *dz, const PT *da, const PT *a, int64_t n, int act)
 {
     int64_t i;
-    for (i = 0; i < n; i++) {
-        PT d = da[i], v = a[i];
-        switch (act) {
-        case CCONV_ACT_RELU: dz[i] = d * (PT)(v > 0); break;
-        case CCONV_ACT_SIGMOID: dz[i] = d * v * ((PT)1 - v); break;
-        case CCONV_ACT_TANH: dz[i] = d * ((PT)1 - v * v); break;
-        default: dz[i] = d;
-        }
+    switch (act) {
+    case CCONV_ACT_RELU:
+        for (i = 0; i < n; i++) dz[i] = da[i] * (PT)(a[i] > 0);
+        break;
+    case CCONV_ACT_SIGMOID:
+        for (i = 0; i < n; i++) dz[i] = da[i] * a[i] * ((PT)1 - a[i]);
+        break;
+    case CCONV_ACT_TANH:
+        for (i = 0; i < n; i++) dz[i] = da[i] * ((PT)1 - a[i] * a[i]);
+        break;
+    default:
+        if (dz != da) memcpy(dz, da, (size_t)n * sizeof(PT));
     }
 }
 
@@ -467,11 +436,17 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
         }
     }
     if (failed) return -1;
+    /* chunk 0's slice += each later chunk's, in chunk order, by blocks of elements */
     #pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (e = 0; e < p->part_size; e++) {
-        PT s = p_part[e];
-        for (c = 1; c < nchunks; c++) s += p_part[c * p->part_size + e];
-        p_part[e] = s;
+    for (e = 0; e < (p->part_size + CCONV_PLAN_SUM_BLOCK - 1) / CCONV_PLAN_SUM_BLOCK; e++) {
+        int64_t e0 = e * CCONV_PLAN_SUM_BLOCK, k, cc;
+        int64_t e1 = e0 + CCONV_PLAN_SUM_BLOCK < p->part_size ? e0 + CCONV_PLAN_SUM_BLOCK
+                                                               : p->part_size;
+        for (cc = 1; cc < nchunks; cc++) {
+            const PT *CCONV__RESTRICT src = p_part + cc * p->part_size;
+            PT *CCONV__RESTRICT dst = p_part;
+            for (k = e0; k < e1; k++) dst[k] += src[k];
+        }
     }
     for (i = 0; i < p->nnodes; i++) {
         const cconv_pnode *nd = &p->nodes[i];
@@ -511,5 +486,4 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
 #undef P_WINO_K
 #undef P_WINO_IN
 #undef P_WINO_OUT
-#undef P_POOL_MAX
-#undef P_POOL_ADD
+#undef P_POOL_ROWS
