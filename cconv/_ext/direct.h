@@ -74,6 +74,17 @@ static inline int64_t cconv_direct_scratch(const void *geom)
     int64_t CG = (g)->C / (g)->groups, COg = (g)->CO / (g)->groups;                            \
     int64_t OW = (g)->OW, sw = (g)->sw;
 
+/* The end of one tap's dot product in cconv_direct_backward_params: the entries from j0 on,
+   the 16 lanes summed pairwise, added to the gradient DST. */
+#define CCONV__DK_FINISH(acc, src, j0, DST)                                                    \
+    do {                                                                                       \
+        int64_t j_, l_;                                                                        \
+        for (j_ = (j0); j_ < len; j_++) acc[0] += src[j_ * sw] * d[j_];                        \
+        for (l_ = 8; l_ > 0; l_ /= 2)                                                          \
+            for (j_ = 0; j_ < l_; j_++) acc[j_] += acc[j_ + l_];                               \
+        DST += acc[0];                                                                         \
+    } while (0)
+
 #define CCONV_DIRECT_DEFINE(SUFFIX, T, ATTR, VB)                                                 \
 /* Copy one image into the zero-padded planar buffer; returns 1 when it holds Inf or NaN. */   \
 ATTR static int cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geom *g)           \
@@ -198,26 +209,52 @@ ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, 
         for (co = 0; co < g->CO; co++) {                                                       \
             const T *CCONV__RESTRICT d = dyT + co * (plane ? g->OH * Wp : OW);                 \
             int64_t c0 = (co / COg) * CG;                                                      \
-            T s = (T)0;                                                                        \
-            for (j = 0; j < len; j++) s += d[j];                                               \
-            if (db) db[co] += s;                                                               \
+            if (db) { /* 16 lanes summed pairwise, as the weights' dot products */             \
+                T acc[16] = {0};                                                               \
+                for (j = 0; j + 16 <= len; j += 16)                                            \
+                    for (l = 0; l < 16; l++) acc[l] += d[j + l];                               \
+                for (; j < len; j++) acc[0] += d[j];                                           \
+                for (l = 8; l > 0; l /= 2)                                                     \
+                    for (j = 0; j < l; j++) acc[j] += acc[j + l];                              \
+                db[co] += acc[0];                                                              \
+            }                                                                                  \
             if (!dw) continue;                                                                 \
             for (kh = 0; kh < g->KH; kh++) {                                                   \
                 int64_t hp = oh * g->sh + kh * g->dh;                                          \
-                for (kw = 0; kw < g->KW; kw++) {                                               \
-                    for (c = 0; c < CG; c++) {                                                 \
-                        const T *CCONV__RESTRICT src = xT + ((c0 + c) * Hp + hp) * Wp + kw * g->dw; \
+                for (c = 0; c < CG; c++) {                                                     \
+                    const T *CCONV__RESTRICT row = xT + ((c0 + c) * Hp + hp) * Wp;             \
+                    T *dwc = dw + (kh * g->KW * CG + c) * g->CO + co;                          \
+                    kw = 0;                                                                    \
+                    if (sw == 1) /* 4 taps at a time: 4 independent sums share each d load */  \
+                        for (; kw + 4 <= g->KW; kw += 4) {                                     \
+                            const T *CCONV__RESTRICT s0 = row + kw * g->dw;                    \
+                            const T *CCONV__RESTRICT s1 = s0 + g->dw;                          \
+                            const T *CCONV__RESTRICT s2 = s1 + g->dw;                          \
+                            const T *CCONV__RESTRICT s3 = s2 + g->dw;                          \
+                            T a0[16] = {0}, a1[16] = {0}, a2[16] = {0}, a3[16] = {0};          \
+                            for (j = 0; j + 16 <= len; j += 16)                                \
+                                for (l = 0; l < 16; l++) {                                     \
+                                    const T dv = d[j + l];                                     \
+                                    a0[l] += s0[j + l] * dv;                                   \
+                                    a1[l] += s1[j + l] * dv;                                   \
+                                    a2[l] += s2[j + l] * dv;                                   \
+                                    a3[l] += s3[j + l] * dv;                                   \
+                                }                                                              \
+                            CCONV__DK_FINISH(a0, s0, j, dwc[(kw + 0) * CG * g->CO]);           \
+                            CCONV__DK_FINISH(a1, s1, j, dwc[(kw + 1) * CG * g->CO]);           \
+                            CCONV__DK_FINISH(a2, s2, j, dwc[(kw + 2) * CG * g->CO]);           \
+                            CCONV__DK_FINISH(a3, s3, j, dwc[(kw + 3) * CG * g->CO]);           \
+                        }                                                                      \
+                    for (; kw < g->KW; kw++) {                                                 \
+                        const T *CCONV__RESTRICT src = row + kw * g->dw;                       \
                         T acc[16] = {0};                                                       \
-                        if (sw == 1) /* the same sums, with unit-stride loads the compiler sees */ \
+                        if (sw == 1) /* the same sums, with unit-stride loads the compiler sees */\
                             for (j = 0; j + 16 <= len; j += 16)                                \
                                 for (l = 0; l < 16; l++) acc[l] += src[j + l] * d[j + l];      \
                         else                                                                   \
                             for (j = 0; j + 16 <= len; j += 16)                                \
-                                for (l = 0; l < 16; l++) acc[l] += src[(j + l) * sw] * d[j + l]; \
-                        for (; j < len; j++) acc[0] += src[j * sw] * d[j];                     \
-                        for (l = 8; l > 0; l /= 2)                                             \
-                            for (j = 0; j < l; j++) acc[j] += acc[j + l];                      \
-                        dw[((kh * g->KW + kw) * CG + c) * g->CO + co] += acc[0];               \
+                                for (l = 0; l < 16; l++) acc[l] += src[(j + l) * sw] * d[j + l];\
+                        CCONV__DK_FINISH(acc, src, j, dwc[kw * CG * g->CO]);                   \
                     }                                                                          \
                 }                                                                              \
             }                                                                                  \
