@@ -35,6 +35,7 @@ from typing import Dict, Iterable, Sequence, Tuple
 import numpy as np
 
 from . import schedules as _schedules
+from ._ext import optim as _optim
 from .registry import Registry
 
 # ``cconv.optimizers.schedules`` as in Keras; also importable as a module path (like os.path).
@@ -258,6 +259,13 @@ class Optimizer:
         return f"{type(self).__name__}({self.get_config()})"
 
 
+def _fused(g, w):
+    """Whether ``cconv._ext.optim`` can update ``w`` from ``g`` in one pass (same dtype,
+    float32/float64, both C-contiguous; the results are NumPy's, bit for bit)."""
+    return (g.dtype == w.dtype and w.dtype in (np.float32, np.float64)
+            and g.flags.c_contiguous and w.flags.c_contiguous and g.shape == w.shape)
+
+
 def _update_moments(g, m, v, tmp, beta_1, beta_2):
     """Adam's moment estimates in place: ``m += (g - m) * (1 - beta_1)``,
     ``v += (g*g - v) * (1 - beta_2)`` (``tmp`` is scratch)."""
@@ -314,6 +322,11 @@ class SGD(Optimizer):
         t = w.dtype.type
         lr = t(lr)
         tmp = s["tmp"]
+        if _fused(g, w):
+            m = s.get("momentum", tmp)
+            _optim.sgd(g.reshape(-1), w.reshape(-1), m.reshape(-1), lr, t(self.momentum),
+                       self.momentum != 0, self.nesterov)
+            return
         np.multiply(g, lr, out=tmp)
         if self.momentum == 0:
             w -= tmp
@@ -356,6 +369,11 @@ class Adam(Optimizer):
         step = t(self.iterations + 1)
         alpha = t(lr) * np.sqrt(t(1) - t(self.beta_2) ** step) / (t(1) - t(self.beta_1) ** step)
         m, v, tmp, tmp2 = s["m"], s["v"], s["tmp"], s["tmp2"]
+        if _fused(g, w):
+            v_hat = s["v_hat"] if self.amsgrad else v
+            _optim.adam(*(a.reshape(-1) for a in (g, w, m, v, v_hat)), t(1 - self.beta_1),
+                        t(1 - self.beta_2), alpha, t(self.epsilon), self.amsgrad)
+            return
         _update_moments(g, m, v, tmp, self.beta_1, self.beta_2)
         if self.amsgrad:
             np.maximum(s["v_hat"], v, out=s["v_hat"])

@@ -1,0 +1,56 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Optimizer updates in one pass over the weights (cconv.optimizers calls them for C-contiguous
+arrays of one dtype). Each element goes through the same IEEE operations, in the same order, as
+the NumPy expressions they replace (no fused multiply-add: this module is compiled for the
+baseline instruction set), so the results are bit for bit those of the NumPy path. One thread,
+no GIL: a training step's weights are small next to its convolutions, and a fork would cost
+more than the loop."""
+from cython cimport floating
+from libc.math cimport sqrt, sqrtf
+from libc.stdint cimport int64_t
+
+
+def adam(const floating[::1] g, floating[::1] w, floating[::1] m, floating[::1] v,
+         floating[::1] v_hat, floating c1, floating c2, floating alpha, floating eps,
+         bint amsgrad):
+    """Adam, in place: m += (g - m) * c1; v += (g*g - v) * c2 (c1 = 1 - beta_1,
+    c2 = 1 - beta_2); with ``amsgrad`` v_hat = max(v_hat, v) is used for v;
+    w -= m * alpha / (sqrt(v) + eps). All arrays have g's length."""
+    cdef int64_t i, n = g.shape[0]
+    cdef floating gi, mi, vi, r
+    with nogil:
+        for i in range(n):
+            gi = g[i]
+            mi = m[i] + (gi - m[i]) * c1
+            vi = v[i] + (gi * gi - v[i]) * c2
+            m[i] = mi
+            v[i] = vi
+            if amsgrad:
+                if vi != vi or vi > v_hat[i]:      # np.maximum: a NaN on either side stays
+                    v_hat[i] = vi
+                vi = v_hat[i]
+            if floating is float:
+                r = sqrtf(vi)
+            else:
+                r = sqrt(vi)
+            w[i] = w[i] - (mi * alpha) / (r + eps)
+
+
+def sgd(const floating[::1] g, floating[::1] w, floating[::1] m, floating lr,
+        floating momentum, bint use_momentum, bint nesterov):
+    """SGD, in place: w -= g * lr; with momentum m = m * momentum - g * lr, then
+    w += m (nesterov: w += m * momentum - g * lr)."""
+    cdef int64_t i, n = g.shape[0]
+    cdef floating step, mi
+    with nogil:
+        for i in range(n):
+            step = g[i] * lr
+            if not use_momentum:
+                w[i] = w[i] - step
+                continue
+            mi = m[i] * momentum - step
+            m[i] = mi
+            if nesterov:
+                w[i] = w[i] + (mi * momentum - step)
+            else:
+                w[i] = w[i] + mi
