@@ -32,65 +32,109 @@
    w (3, 3, C, CO): flip == 0: g = w (Cin = C, Cout = CO), the forward convolution;
    flip == 1: g[kh][kw][ci][co] = w[2 - kh][2 - kw][co][ci] (Cin = CO, Cout = C), the input
    gradient. U is (16, Cin, Cout). Computed in double, then rounded once. */
-#define CCONV_WINO_KERNEL(SUF, T)                                                              \
-static void cconv_wino_kernel_##SUF(const T *w, int64_t C, int64_t CO, int flip, T *U)         \
+#define CCONV_WINO_KERNEL_DEFINE(SUF, T, ATTR, VB)                                             \
+ATTR static void cconv_wino_kernel_##SUF(const T *CCONV__RESTRICT w, int64_t C, int64_t CO,    \
+                                         int flip, T *CCONV__RESTRICT U)                       \
 {                                                                                              \
-    const int64_t Cin = flip ? CO : C, Cout = flip ? C : CO, plane = Cin * Cout;               \
-    int64_t ci, co;                                                                            \
-    int i, j;                                                                                  \
-    for (ci = 0; ci < Cin; ci++) {                                                             \
-        for (co = 0; co < Cout; co++) {                                                        \
-            double g[3][3], a[4][3], u[4][4];                                                  \
-            for (i = 0; i < 3; i++)                                                            \
-                for (j = 0; j < 3; j++)                                                        \
-                    g[i][j] = flip ? (double)w[(((2 - i) * 3 + (2 - j)) * C + co) * CO + ci]   \
-                                   : (double)w[((i * 3 + j) * C + ci) * CO + co];              \
-            for (j = 0; j < 3; j++) {                                                          \
-                a[0][j] = g[0][j];                                                             \
-                a[1][j] = 0.5 * (g[0][j] + g[1][j] + g[2][j]);                                 \
-                a[2][j] = 0.5 * (g[0][j] - g[1][j] + g[2][j]);                                 \
-                a[3][j] = g[2][j];                                                             \
+    /* By tiles of 16 x 16 (c, k) channel pairs, k along w's contiguous CO axis: the tile's 16 \
+       transformed elements go to a local block first, then to U, where element (c, k) of U[e] \
+       is at c * CO + k (flip == 0) or k * C + c (flip == 1). Reading and writing U[e] in      \
+       place would touch 25 streams whose strides are multiples of 4 KiB. */                   \
+    const int64_t plane = C * CO;                                                              \
+    int64_t c0, k0, cc, kk;                                                                    \
+    int i, j, e;                                                                               \
+    for (c0 = 0; c0 < C; c0 += 16)                                                             \
+        for (k0 = 0; k0 < CO; k0 += 16) {                                                      \
+            const int64_t nc = C - c0 < 16 ? C - c0 : 16, nk = CO - k0 < 16 ? CO - k0 : 16;    \
+            T ub[16][16][16];                                        /* [e][c][k] */           \
+            for (cc = 0; cc < nc; cc++) {                                                      \
+                const T *CCONV__RESTRICT wt[9];                                                \
+                for (i = 0; i < 3; i++)                                                        \
+                    for (j = 0; j < 3; j++)                                                    \
+                        wt[i * 3 + j] = w + ((flip ? (2 - i) * 3 + (2 - j) : i * 3 + j) * C    \
+                                             + c0 + cc) * CO + k0;                             \
+                for (kk = 0; kk < nk; kk++) {                                                  \
+                    double g[3][3], a[4][3];                                                   \
+                    for (i = 0; i < 3; i++)                                                    \
+                        for (j = 0; j < 3; j++) g[i][j] = (double)wt[i * 3 + j][kk];           \
+                    for (j = 0; j < 3; j++) {                                                  \
+                        a[0][j] = g[0][j];                                                     \
+                        a[1][j] = 0.5 * (g[0][j] + g[1][j] + g[2][j]);                         \
+                        a[2][j] = 0.5 * (g[0][j] - g[1][j] + g[2][j]);                         \
+                        a[3][j] = g[2][j];                                                     \
+                    }                                                                          \
+                    for (i = 0; i < 4; i++) {                                                  \
+                        ub[i * 4 + 0][cc][kk] = (T)a[i][0];                                    \
+                        ub[i * 4 + 1][cc][kk] = (T)(0.5 * (a[i][0] + a[i][1] + a[i][2]));      \
+                        ub[i * 4 + 2][cc][kk] = (T)(0.5 * (a[i][0] - a[i][1] + a[i][2]));      \
+                        ub[i * 4 + 3][cc][kk] = (T)a[i][2];                                    \
+                    }                                                                          \
+                }                                                                              \
             }                                                                                  \
-            for (i = 0; i < 4; i++) {                                                          \
-                u[i][0] = a[i][0];                                                             \
-                u[i][1] = 0.5 * (a[i][0] + a[i][1] + a[i][2]);                                 \
-                u[i][2] = 0.5 * (a[i][0] - a[i][1] + a[i][2]);                                 \
-                u[i][3] = a[i][2];                                                             \
-            }                                                                                  \
-            for (i = 0; i < 4; i++)                                                            \
-                for (j = 0; j < 4; j++) U[(i * 4 + j) * plane + ci * Cout + co] = (T)u[i][j];  \
+            for (e = 0; e < 16; e++)                                                           \
+                if (!flip)                                                                     \
+                    for (cc = 0; cc < nc; cc++)                                                \
+                        memcpy(U + e * plane + (c0 + cc) * CO + k0, ub[e][cc],                 \
+                               (size_t)nk * sizeof(T));                                        \
+                else                                                                           \
+                    for (kk = 0; kk < nk; kk++)                                                \
+                        for (cc = 0; cc < nc; cc++)                                            \
+                            U[e * plane + (k0 + kk) * C + c0 + cc] = ub[e][cc][kk];            \
         }                                                                                      \
-    }                                                                                          \
 }
-CCONV_WINO_KERNEL(f32, float)
-CCONV_WINO_KERNEL(f64, double)
+CCONV_ISA_DEFINE_ALL(CCONV_WINO_KERNEL_DEFINE, f32, float)
+CCONV_ISA_DEFINE_ALL(CCONV_WINO_KERNEL_DEFINE, f64, double)
+static void cconv_wino_kernel_f32(const float *w, int64_t C, int64_t CO, int flip, float *U)
+{
+    CCONV_ISA_DISPATCH(cconv_wino_kernel, f32, (w, C, CO, flip, U));
+}
+static void cconv_wino_kernel_f64(const double *w, int64_t C, int64_t CO, int flip, double *U)
+{
+    CCONV_ISA_DISPATCH(cconv_wino_kernel, f64, (w, C, CO, flip, U));
+}
 
 /* Kernel gradient from the gradient of the transformed kernel: dk (3, 3, C, CO) = G^T dU G for
    every (c, co), dU (16, C, CO). Computed in double, rounded once. */
-#define CCONV_WINO_KERNEL_GRAD(SUF, T)                                                         \
-static void cconv_wino_kernel_grad_##SUF(const T *dU, int64_t C, int64_t CO, T *dk)            \
+#define CCONV_WINO_KERNEL_GRAD_DEFINE(SUF, T, ATTR, VB)                                        \
+ATTR static void cconv_wino_kernel_grad_##SUF(const T *CCONV__RESTRICT dU, int64_t C,          \
+                                              int64_t CO, T *CCONV__RESTRICT dk)               \
 {                                                                                              \
+    /* By blocks of 16 (c, co) pairs through local copies, as cconv_wino_kernel_* */           \
     const int64_t plane = C * CO;                                                              \
-    int64_t e;                                                                                 \
+    int64_t e0, e, n;                                                                          \
     int i, j;                                                                                  \
-    for (e = 0; e < plane; e++) {                                                              \
-        double u[4][4], a[3][4];                                                               \
-        for (i = 0; i < 4; i++)                                                                \
-            for (j = 0; j < 4; j++) u[i][j] = (double)dU[(i * 4 + j) * plane + e];             \
-        for (j = 0; j < 4; j++) {                                                              \
-            a[0][j] = u[0][j] + 0.5 * (u[1][j] + u[2][j]);                                     \
-            a[1][j] = 0.5 * (u[1][j] - u[2][j]);                                               \
-            a[2][j] = 0.5 * (u[1][j] + u[2][j]) + u[3][j];                                     \
+    for (e0 = 0; e0 < plane; e0 += 16) {                                                       \
+        T ub[16][16], kb[9][16];                                                               \
+        n = plane - e0 < 16 ? plane - e0 : 16;                                                 \
+        for (i = 0; i < 16; i++) memcpy(ub[i], dU + i * plane + e0, (size_t)n * sizeof(T));    \
+        for (e = 0; e < n; e++) {                                                              \
+            double u[4][4], a[3][4];                                                           \
+            for (i = 0; i < 4; i++)                                                            \
+                for (j = 0; j < 4; j++) u[i][j] = (double)ub[i * 4 + j][e];                    \
+            for (j = 0; j < 4; j++) {                                                          \
+                a[0][j] = u[0][j] + 0.5 * (u[1][j] + u[2][j]);                                 \
+                a[1][j] = 0.5 * (u[1][j] - u[2][j]);                                           \
+                a[2][j] = 0.5 * (u[1][j] + u[2][j]) + u[3][j];                                 \
+            }                                                                                  \
+            for (i = 0; i < 3; i++) {                                                          \
+                kb[i * 3 + 0][e] = (T)(a[i][0] + 0.5 * (a[i][1] + a[i][2]));                   \
+                kb[i * 3 + 1][e] = (T)(0.5 * (a[i][1] - a[i][2]));                             \
+                kb[i * 3 + 2][e] = (T)(0.5 * (a[i][1] + a[i][2]) + a[i][3]);                   \
+            }                                                                                  \
         }                                                                                      \
-        for (i = 0; i < 3; i++) {                                                              \
-            dk[(i * 3 + 0) * plane + e] = (T)(a[i][0] + 0.5 * (a[i][1] + a[i][2]));            \
-            dk[(i * 3 + 1) * plane + e] = (T)(0.5 * (a[i][1] - a[i][2]));                      \
-            dk[(i * 3 + 2) * plane + e] = (T)(0.5 * (a[i][1] + a[i][2]) + a[i][3]);            \
-        }                                                                                      \
+        for (i = 0; i < 9; i++) memcpy(dk + i * plane + e0, kb[i], (size_t)n * sizeof(T));     \
     }                                                                                          \
 }
-CCONV_WINO_KERNEL_GRAD(f32, float)
-CCONV_WINO_KERNEL_GRAD(f64, double)
+CCONV_ISA_DEFINE_ALL(CCONV_WINO_KERNEL_GRAD_DEFINE, f32, float)
+CCONV_ISA_DEFINE_ALL(CCONV_WINO_KERNEL_GRAD_DEFINE, f64, double)
+static void cconv_wino_kernel_grad_f32(const float *dU, int64_t C, int64_t CO, float *dk)
+{
+    CCONV_ISA_DISPATCH(cconv_wino_kernel_grad, f32, (dU, C, CO, dk));
+}
+static void cconv_wino_kernel_grad_f64(const double *dU, int64_t C, int64_t CO, double *dk)
+{
+    CCONV_ISA_DISPATCH(cconv_wino_kernel_grad, f64, (dU, C, CO, dk));
+}
 
 /* One channel step (c .. c + lanes) of each transform, over any type VT with + and - (a GCC
    vector or the scalar T); LD(p) reads a VT at p, ST(p, v) writes one. */
