@@ -145,12 +145,13 @@ ATTR static inline void cconv__direct_block_##SUFFIX(const T *xT, const T *wt, T
         for (v = 0; v < nv; v++) yT[cb * len + j + v] = acc[cb][v];                            \
 }                                                                                              \
                                                                                                \
-/* y (OH, OW, CO) of one image = conv(x) + bias (bias may be NULL). With stride 1 the whole  \
+/* y (OH, OW, CO) of one image = conv(x) + bias (bias may be NULL), then max(., 0) with relu  \
+   (the compiled plan's fused activation). With stride 1 the whole                            \
    padded plane (row pitch Wp) is one long row of outputs: the columns past OW of each row   \
    are computed too and thrown away, which keeps the blocks long and simple. Filters go in   \
    blocks of CCONV__DIRECT_COB within a group, outputs in blocks of one vector. */            \
 ATTR static void cconv_direct_forward_##SUFFIX(const T *x, const T *w, const T *bias, T *y,    \
-                                               const cconv_geom *g, T *scratch)                \
+                                               const cconv_geom *g, T *scratch, int relu)      \
 {                                                                                              \
     enum { JB = VB / sizeof(T), COB = CCONV__DIRECT_COB };                                     \
     CCONV__DIRECT_SIZES(g)                                                                     \
@@ -179,7 +180,10 @@ ATTR static void cconv_direct_forward_##SUFFIX(const T *x, const T *w, const T *
         T *CCONV__RESTRICT yo = y + co;                                                        \
         int64_t CO = g->CO, pitch = plane ? Wp : g->CO * len;                                  \
         for (oh = 0; oh < g->OH; oh++, yr += pitch)                                            \
-            for (ow = 0; ow < OW; ow++, yo += CO) *yo = yr[ow] + bv;                           \
+            for (ow = 0; ow < OW; ow++, yo += CO) {                                            \
+                const T v = yr[ow] + bv;                                                       \
+                *yo = relu && v < (T)0 ? (T)0 : v;                                             \
+            }                                                                                  \
     }                                                                                          \
 }                                                                                              \
                                                                                                \
@@ -309,7 +313,13 @@ static void cconv_direct_forward_##SUF(const T *x, const T *w, const T *bias, T 
                                        const void *g, T *scratch)                              \
 {                                                                                              \
     const cconv_geom *geom = (const cconv_geom *)g;                                            \
-    CCONV_ISA_DISPATCH(cconv_direct_forward, SUF, (x, w, bias, y, geom, scratch));             \
+    CCONV_ISA_DISPATCH(cconv_direct_forward, SUF, (x, w, bias, y, geom, scratch, 0));          \
+}                                                                                              \
+static void cconv_direct_forward_relu_##SUF(const T *x, const T *w, const T *bias, T *y,       \
+                                            const void *g, T *scratch, int relu)               \
+{                                                                                              \
+    const cconv_geom *geom = (const cconv_geom *)g;                                            \
+    CCONV_ISA_DISPATCH(cconv_direct_forward, SUF, (x, w, bias, y, geom, scratch, relu));       \
 }                                                                                              \
 static void cconv_direct_backward_params_##SUF(const T *dy, const T *x, T *dw, T *db,          \
                                                const void *g, T *scratch)                      \

@@ -197,7 +197,7 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f32, ARGS)
 #define P_EXP expf
 #define P_TANH tanhf
-#define P_DIRECT cconv_direct_forward_f32
+#define P_DIRECT cconv_direct_forward_relu_f32
 #define P_WINO_K cconv_wino_kernel_f32
 #define P_WINO_IN cconv_wino_input_f32
 #define P_WINO_OUT cconv_wino_output_f32
@@ -210,7 +210,7 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f64, ARGS)
 #define P_EXP exp
 #define P_TANH tanh
-#define P_DIRECT cconv_direct_forward_f64
+#define P_DIRECT cconv_direct_forward_relu_f64
 #define P_WINO_K cconv_wino_kernel_f64
 #define P_WINO_IN cconv_wino_input_f64
 #define P_WINO_OUT cconv_wino_output_f64

@@ -32,10 +32,20 @@ static void PF(cconv_plan_act)(PT *y, int64_t rows, int64_t width, int act)
     }
 }
 
-/* bias (may be NULL) then activation over rows x width. */
+/* bias (may be NULL) then activation over rows x width; with relu, one pass. */
 static void PF(cconv_plan_epilogue)(PT *y, int64_t rows, int64_t width, const PT *bias, int act)
 {
     int64_t i, j;
+    if (bias && act == CCONV_ACT_RELU) {
+        for (i = 0; i < rows; i++) {
+            PT *CCONV__RESTRICT r = y + i * width;
+            for (j = 0; j < width; j++) {
+                const PT v = r[j] + bias[j];
+                r[j] = v < (PT)0 ? (PT)0 : v;
+            }
+        }
+        return;
+    }
     if (bias)
         for (i = 0; i < rows; i++)
             for (j = 0; j < width; j++) y[i * width + j] += bias[j];
@@ -116,8 +126,8 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
     int64_t R = n * P, r0 = u * nd->tile, rows, e;
     if (nd->algo == CCONV_ALGO_DIRECT) {
         PT *yu = y + u * P * CO;
-        P_DIRECT(x + u * g->H * g->W * g->C, w, b, yu, g, scr);
-        PF(cconv_plan_act)(yu, P, CO, nd->act);
+        P_DIRECT(x + u * g->H * g->W * g->C, w, b, yu, g, scr, nd->act == CCONV_ACT_RELU);
+        if (nd->act != CCONV_ACT_RELU) PF(cconv_plan_act)(yu, P, CO, nd->act);
         return;
     }
     if (nd->algo == CCONV_ALGO_WINOGRAD) {
