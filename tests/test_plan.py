@@ -122,6 +122,25 @@ def test_pooling_equals_the_layer_path_bit_for_bit(channels, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_nodes_with_packed_weights_equal_the_layer_path(dtype):
+    """The plan packs each GEMM's weights once per run (im2col, pointwise, Winograd's 16
+    matrices, dense with a depth over one GEMM block and more columns than one block holds):
+    the same bits as the layers' GEMM calls, for any batch and thread count."""
+    model = _model([L(Input, (11, 10, 3)), L(Conv2D, 20, 3, activation="relu"),
+                    L(Conv2D, 24, 3, padding="same"), L(Conv2D, 9, 1, activation="relu"),
+                    L(Flatten), L(Dense, 700, activation="relu"), L(Dense, 5)], dtype)
+    algos = [n.get("algo") for n in cplan.compile_plan(model).segments[0].native_nodes]
+    assert {cplan._native.ALGOS[a] for a in ("im2col", "winograd", "pointwise")} <= set(algos)
+    for n in (1, 5, 70):
+        x = np.random.default_rng(n).standard_normal((n, 11, 10, 3)).astype(dtype)
+        expected = _layer_path(model, x)
+        for t in (1, 2):
+            cconv.set_num_threads(t)
+            np.testing.assert_array_equal(model.predict_on_batch(x), expected)
+            np.testing.assert_array_equal(model.predict_on_batch(x), expected)   # reused
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_standalone_activation_after_pool(dtype):
     model = _model([L(Input, (8, 8, 3)), L(Conv2D, 4, 3), L(MaxPooling2D, 2),
                     L(Activation, "sigmoid"), L(Flatten), L(Dense, 2), L(Activation, "tanh")],

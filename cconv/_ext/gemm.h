@@ -317,19 +317,64 @@ CCONV__PATH(cconv__dgen, , double, d, 4, CCONV_GEMM_KC, DG, 4, DG, 2, DG, 1)
 #endif
 
 /* ------------------------------------------------------------------------------------------ */
-/* Blocked driver (plain C; only the kernels are ISA specific).                                 */
+/* Blocked driver (plain C; only the kernels are ISA specific). pre: B already packed by           \
+   cconv__pack_all (the same blocks in the same order), or NULL to pack each block here. */        \
 #define CCONV__DRIVER(T, S)                                                                        \
-    static void cconv__drive_##S(const cconv__cfg_##S *cf, int ta, int tb, int64_t M, int64_t N,  \
+    /* Pack B[pc:pc+kc, jc:jc+nc] into zero-padded panels, element (k, j) at k*w + j; returns      \
+       the elements written. */                                                                    \
+    static int64_t cconv__pack_block_##S(const cconv__cfg_##S *cf, int tb, const T *B,             \
+                                         int64_t ldb, int64_t pc, int64_t kc, int64_t jc,          \
+                                         int64_t nc, T *bp)                                        \
+    {                                                                                              \
+        const int nr = cf->w[0];                                                                   \
+        int64_t jr, k, j, total = 0;                                                               \
+        for (jr = 0; jr < nc; jr += nr) {                                                          \
+            const int n = (int)(nc - jr < nr ? nc - jr : nr);                                      \
+            const int w = n > cf->w[1] ? cf->w[0] : n > cf->w[2] ? cf->w[1] : cf->w[2];            \
+            if (bp && !tb) {                                                                       \
+                const T *src = B + pc * ldb + jc + jr;                                             \
+                for (k = 0; k < kc; k++) {                                                         \
+                    for (j = 0; j < n; j++) bp[k * w + j] = src[k * ldb + j];                      \
+                    for (; j < w; j++) bp[k * w + j] = (T)0;                                       \
+                }                                                                                  \
+            } else if (bp) {                                                                       \
+                const T *src = B + (jc + jr) * ldb + pc;                                           \
+                for (j = 0; j < n; j++)                                                            \
+                    for (k = 0; k < kc; k++) bp[k * w + j] = src[j * ldb + k];                     \
+                for (j = n; j < w; j++)                                                            \
+                    for (k = 0; k < kc; k++) bp[k * w + j] = (T)0;                                 \
+            }                                                                                      \
+            if (bp) bp += kc * w;                                                                  \
+            total += kc * w;                                                                       \
+        }                                                                                          \
+        return total;                                                                              \
+    }                                                                                              \
+    /* All of B's blocks as the driver packs them (out NULL: only count the elements). */          \
+    static int64_t cconv__pack_all_##S(const cconv__cfg_##S *cf, int tb, int64_t K, int64_t N,     \
+                                       const T *B, int64_t ldb, int64_t bcap, T *out)              \
+    {                                                                                              \
+        const int nr = cf->w[0];                                                                   \
+        const int64_t nkb = (K + cf->kc - 1) / cf->kc, kcb = (K + nkb - 1) / nkb;                  \
+        int64_t ncmax = bcap / kcb / nr * nr, jc, pc, total = 0;                                   \
+        if (ncmax < nr) ncmax = nr;                                                                \
+        for (jc = 0; jc < N; jc += ncmax)                                                          \
+            for (pc = 0; pc < K; pc += kcb)                                                        \
+                total += cconv__pack_block_##S(cf, tb, B, ldb, pc, K - pc < kcb ? K - pc : kcb,    \
+                                               jc, N - jc < ncmax ? N - jc : ncmax,                \
+                                               out ? out + total : 0);                             \
+        return total;                                                                              \
+    }                                                                                              \
+    static void cconv__drive_##S(const cconv__cfg_##S *cf, int ta, int tb, int64_t M, int64_t N,   \
                                  int64_t K, T alpha, const T *A, int64_t lda, const T *B,          \
                                  int64_t ldb, T beta, T *C, int64_t ldc, T *bbuf, int64_t bcap,    \
-                                 T *abuf)                                                          \
+                                 T *abuf, const T *pre)                                            \
     {                                                                                              \
         const int mr = cf->mr, nr = cf->w[0];                                                      \
-        /* Equal depth blocks: depends only on K, so the summation order is fixed by the inputs. */ \
+        /* Equal depth blocks: depends only on K, so the summation order is fixed by the inputs. */\
         const int64_t nkb = (K + cf->kc - 1) / cf->kc;                                             \
         const int64_t kcb = (K + nkb - 1) / nkb;                                                   \
         int64_t ncmax = bcap / kcb / nr * nr;                                                      \
-        int64_t jc, pc, ic, jr, k, i, j;                                                           \
+        int64_t jc, pc, ic, jr, k, i;                                                              \
         if (ncmax < nr) ncmax = nr;                                                                \
         for (jc = 0; jc < N; jc += ncmax) {                                                        \
             const int64_t nc = N - jc < ncmax ? N - jc : ncmax;                                    \
@@ -337,26 +382,10 @@ CCONV__PATH(cconv__dgen, , double, d, 4, CCONV_GEMM_KC, DG, 4, DG, 2, DG, 1)
             for (pc = 0; pc < K; pc += kcb) {                                                      \
                 const int64_t kc = K - pc < kcb ? K - pc : kcb;                                    \
                 const T be = pc == 0 ? beta : (T)1;                                                \
-                T *bp = bbuf;                                                                      \
-                /* Pack B[pc:pc+kc, jc:jc+nc] into zero-padded panels, element (k, j) at k*w + j. */ \
-                for (jr = 0; jr < nc; jr += nr) {                                                  \
-                    const int n = (int)(nc - jr < nr ? nc - jr : nr);                              \
-                    const int w = n > cf->w[1] ? cf->w[0] : n > cf->w[2] ? cf->w[1] : cf->w[2];    \
-                    if (!tb) {                                                                     \
-                        const T *src = B + pc * ldb + jc + jr;                                     \
-                        for (k = 0; k < kc; k++) {                                                 \
-                            for (j = 0; j < n; j++) bp[k * w + j] = src[k * ldb + j];              \
-                            for (; j < w; j++) bp[k * w + j] = (T)0;                               \
-                        }                                                                          \
-                    } else {                                                                       \
-                        const T *src = B + (jc + jr) * ldb + pc;                                   \
-                        for (j = 0; j < n; j++)                                                    \
-                            for (k = 0; k < kc; k++) bp[k * w + j] = src[j * ldb + k];             \
-                        for (j = n; j < w; j++)                                                    \
-                            for (k = 0; k < kc; k++) bp[k * w + j] = (T)0;                         \
-                    }                                                                              \
-                    bp += kc * w;                                                                  \
-                }                                                                                  \
+                const T *bk = pre ? pre : bbuf;                                                    \
+                const T *bp;                                                                       \
+                if (pre) pre += cconv__pack_block_##S(cf, tb, B, ldb, pc, kc, jc, nc, 0);          \
+                else cconv__pack_block_##S(cf, tb, B, ldb, pc, kc, jc, nc, bbuf);                  \
                 for (ic = 0; ic < M; ic += mr) {                                                   \
                     const int m = (int)(M - ic < mr ? M - ic : mr);                                \
                     const T *ap;                                                                   \
@@ -366,7 +395,7 @@ CCONV__PATH(cconv__dgen, , double, d, 4, CCONV_GEMM_KC, DG, 4, DG, 2, DG, 1)
                         if (ta) { ap = A + pc * lda + ic; sa = lda; }                              \
                         else { ap = A + ic * lda + pc; sa = lda; arow = 1; }                       \
                     } else {                                                                       \
-                        /* Pack A[ic:ic+m, pc:pc+kc] as element (i, k) at k*mr + i, rows >= m zero. */ \
+                        /* Pack A[ic:ic+m, pc:pc+kc] as element (i, k) at k*mr + i, rows >= m zero. */\
                         if (ta) {                                                                  \
                             const T *src = A + pc * lda + ic;                                      \
                             for (k = 0; k < kc; k++) {                                             \
@@ -383,7 +412,7 @@ CCONV__PATH(cconv__dgen, , double, d, 4, CCONV_GEMM_KC, DG, 4, DG, 2, DG, 1)
                         ap = abuf;                                                                 \
                         sa = mr;                                                                   \
                     }                                                                              \
-                    bp = bbuf;                                                                     \
+                    bp = bk;                                                                       \
                     for (jr = 0; jr < nc; jr += nr) {                                              \
                         const int n = (int)(nc - jr < nr ? nc - jr : nr);                          \
                         const int s = n > cf->w[1] ? 0 : n > cf->w[2] ? 1 : 2;                     \
@@ -451,7 +480,7 @@ static void *cconv__scratch(void)
         CCONV__SELECT_##S                                                                          \
         cconv__drive_##S(cf, transa, transb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,         \
                          (T *)scratch, CCONV_GEMM_BBUF_BYTES / (int64_t)sizeof(T),                 \
-                         (T *)(scratch + CCONV_GEMM_BBUF_BYTES));                                  \
+                         (T *)(scratch + CCONV_GEMM_BBUF_BYTES), 0);                               \
     }
 
 #ifdef CCONV__X86
@@ -474,6 +503,48 @@ static void *cconv__scratch(void)
 
 CCONV__API(float, s, cconv_sgemm)
 CCONV__API(double, d, cconv_dgemm)
+
+/* B packed once for many products with the same B (a layer's weights):
+     NAME_packed_size(K, N)               elements of the packed copy of B (K x N, row-major)
+     NAME_pack(K, N, B, ldb, Bp)          packs it; returns the ISA level it was packed for
+     NAME_packed(M, N, K, A, lda, B, ldb, Bp, level, C, ldc)
+                                          C = A @ B, the same bits as NAME(0, 0, M, N, K, 1, A,
+                                          lda, B, ldb, 0, C, ldc); B itself is used when the
+                                          level in use is not `level` (or without scratch). */
+#define CCONV__PACKED_API(T, S, NAME)                                                              \
+    CCONV__UNUSED static int64_t NAME##_packed_size(int64_t K, int64_t N)                          \
+    {                                                                                              \
+        const cconv__cfg_##S *cf = &cconv__##S##gen_cfg;                                           \
+        CCONV__SELECT_##S                                                                          \
+        if (K <= 0 || N <= 0) return 0;                                                            \
+        return cconv__pack_all_##S(cf, 0, K, N, 0, 0, CCONV_GEMM_BBUF_BYTES / (int64_t)sizeof(T), 0);\
+    }                                                                                              \
+    CCONV__UNUSED static int NAME##_pack(int64_t K, int64_t N, const T *B, int64_t ldb, T *Bp)     \
+    {                                                                                              \
+        const cconv__cfg_##S *cf = &cconv__##S##gen_cfg;                                           \
+        CCONV__SELECT_##S                                                                          \
+        if (K > 0 && N > 0)                                                                        \
+            cconv__pack_all_##S(cf, 0, K, N, B, ldb, CCONV_GEMM_BBUF_BYTES / (int64_t)sizeof(T), Bp);\
+        return cconv__isa();                                                                       \
+    }                                                                                              \
+    CCONV__UNUSED static void NAME##_packed(int64_t M, int64_t N, int64_t K, const T *A,           \
+                                            int64_t lda, const T *B, int64_t ldb, const T *Bp,     \
+                                            int level, T *C, int64_t ldc)                          \
+    {                                                                                              \
+        const cconv__cfg_##S *cf = &cconv__##S##gen_cfg;                                           \
+        char *scratch;                                                                             \
+        CCONV__SELECT_##S                                                                          \
+        if (M <= 0 || N <= 0) return;                                                              \
+        if (K <= 0 || level != cconv__isa() || !(scratch = (char *)cconv__scratch())) {            \
+            NAME(0, 0, M, N, K, (T)1, A, lda, B, ldb, (T)0, C, ldc);                               \
+            return;                                                                                \
+        }                                                                                          \
+        cconv__drive_##S(cf, 0, 0, M, N, K, (T)1, A, lda, B, ldb, (T)0, C, ldc, (T *)scratch,      \
+                         CCONV_GEMM_BBUF_BYTES / (int64_t)sizeof(T),                               \
+                         (T *)(scratch + CCONV_GEMM_BBUF_BYTES), Bp);                              \
+    }
+CCONV__PACKED_API(float, s, cconv_sgemm)
+CCONV__PACKED_API(double, d, cconv_dgemm)
 
 #ifdef CCONV_GEMM_TESTING
 /* Cap the ISA level (-1 = automatic). Returns the level now in effect. */

@@ -61,6 +61,10 @@ typedef struct {
     int64_t dw_off, db_off;      /* training: their offsets in one chunk's partial gradients */
     int64_t w_size, b_size;      /* training: their elements */
     void *wino;                  /* Winograd: transformed kernel (16, C, CO), the plan's */
+    void *bpack;                 /* the GEMM's B (kernel, or Winograd's 16 U[e]) packed once per
+                                    run (gemm.h), the plan's; NULL: packed by each GEMM call */
+    int64_t bpack_one;           /* elements of one packed B */
+    int bpack_isa;               /* the ISA level it was packed for; -1: not packed */
 } cconv_pnode;
 
 typedef struct {
@@ -113,6 +117,27 @@ static void cconv_plan_prepare_node(cconv_pnode *nd)
         nd->group = CCONV_PLAN_MID_ELEMS / nd->mid_size;
     if (nd->algo == CCONV_ALGO_WINOGRAD) nd->tile = cconv_plan_wino_tiles(&nd->g);
     else if (nd->algo != CCONV_ALGO_DIRECT) nd->tile = cconv_plan_tile_rows(&nd->g);
+}
+
+/* K x N of the B matrix of node nd's GEMMs (0 x 0: none), and how many such B (16 for
+   Winograd, one per transformed element). */
+static int64_t cconv_plan_gemm_b(const cconv_pnode *nd, int64_t *N, int64_t *count)
+{
+    *count = 1;
+    *N = 0;
+    if (nd->kind == CCONV_PLAN_DENSE) { *N = nd->units; return nd->K; }
+    if (nd->kind != CCONV_PLAN_CONV || nd->algo == CCONV_ALGO_DIRECT) return 0;
+    *N = nd->g.CO;
+    if (nd->algo == CCONV_ALGO_WINOGRAD) { *count = 16; return nd->g.C; }
+    return nd->g.KH * nd->g.KW * nd->g.C;
+}
+
+/* Elements of node nd's packed B buffer (all of its B), for the ISA level in use. */
+static int64_t cconv_plan_bpack_elems(const cconv_pnode *nd, int is_f32)
+{
+    int64_t N, count, K = cconv_plan_gemm_b(nd, &N, &count);
+    if (K <= 0 || N <= 0) return 0;
+    return count * (is_f32 ? cconv_sgemm_packed_size(K, N) : cconv_dgemm_packed_size(K, N));
 }
 
 /* Scratch elements one thread needs for node nd when one call covers at most nimg images. */
@@ -194,6 +219,9 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
 #define PT float
 #define PF(name) name##_f32
 #define P_GEMM cconv_sgemm
+#define P_GEMM_PACK cconv_sgemm_pack
+#define P_GEMM_PACKED cconv_sgemm_packed
+#define P_GEMM_PACKED_SIZE cconv_sgemm_packed_size
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f32, ARGS)
 #define P_EXP expf
 #define P_TANH tanhf
@@ -207,6 +235,9 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
 #define PT double
 #define PF(name) name##_f64
 #define P_GEMM cconv_dgemm
+#define P_GEMM_PACK cconv_dgemm_pack
+#define P_GEMM_PACKED cconv_dgemm_packed
+#define P_GEMM_PACKED_SIZE cconv_dgemm_packed_size
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f64, ARGS)
 #define P_EXP exp
 #define P_TANH tanh

@@ -30,6 +30,9 @@ cdef extern from "plan.h" nogil:
         void *db
         int64_t dw_off, db_off, w_size, b_size
         void *wino
+        void *bpack
+        int64_t bpack_one
+        int bpack_isa
     ctypedef struct cconv_plan:
         cconv_pnode *nodes
         int nnodes
@@ -47,6 +50,7 @@ cdef extern from "plan.h" nogil:
         CCONV_POOL_NONE, CCONV_POOL_MAX, CCONV_POOL_AVG
     void cconv_plan_prepare_node(cconv_pnode *nd)
     int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
+    int64_t cconv_plan_bpack_elems(const cconv_pnode *nd, int is_f32)
     void cconv_plan_run_f32(const cconv_plan *p, const float *x, float *y, int64_t N,
                             int nthreads, int by_layers)
     void cconv_plan_run_f64(const cconv_plan *p, const double *x, double *y, int64_t N,
@@ -119,6 +123,7 @@ cdef class NativePlan:
     def __init__(self, list nodes, int64_t in_size, int64_t out_size, int64_t arena_img,
                  int64_t mid_img, dtype):
         cdef int i
+        cdef int64_t nb
         cdef cconv_pnode *nd
         self.dtype = np.dtype(dtype)
         self.is_f32 = self.dtype == np.float32
@@ -150,6 +155,14 @@ cdef class NativePlan:
                 u = np.full(25 * nd.g.C * nd.g.CO, np.nan, dtype=self.dtype)
                 self.wino_arrs.append(u)
                 nd.wino = cnp.PyArray_DATA(<cnp.ndarray>u)
+            nb = cconv_plan_bpack_elems(nd, self.is_f32)
+            nd.bpack_isa = -1
+            if nb > 0:             # the GEMM's B, packed once per run (plan.h)
+                packed = np.empty(nb, dtype=self.dtype)
+                self.wino_arrs.append(packed)
+                nd.bpack = cnp.PyArray_DATA(<cnp.ndarray>packed)
+                nd.bpack_one = nb // (16 if nd.algo == CCONV_ALGO_WINOGRAD
+                                      and nd.kind == CCONV_PLAN_CONV else 1)
         self.p.in_size, self.p.out_size = in_size, out_size
         self.p.arena_img, self.p.mid_img = arena_img, mid_img
         self.p.conv_backward = (<void *>_conv_backward_f32 if self.is_f32
@@ -198,7 +211,7 @@ cdef class NativePlan:
     @property
     def buffer_bytes(self):
         """Bytes of the plan's own buffers (activation arena, per-thread scratch, Winograd
-        kernels); the weights belong to the model."""
+        kernels, packed GEMM operands); the weights belong to the model."""
         total = sum(a.nbytes for a in self.wino_arrs)
         for a in (self.arena_arr, self.scr_arr, self.args_arr, self.part_arr, self.bufs_arr):
             if a is not None:

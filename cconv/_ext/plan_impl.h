@@ -103,6 +103,19 @@ static void PF(cconv_plan_wino_act)(PT *y, const cconv_geom *g, int64_t t0, int6
     }
 }
 
+/* C (M x N) = A @ B for node nd's B number e (B: ldb = N), from its packed copy when the run
+   packed one (the same bits either way). */
+static void PF(cconv_plan_gemm)(const cconv_pnode *nd, int64_t e, int64_t M, int64_t N,
+                                int64_t K, const PT *A, int64_t lda, const PT *B, PT *C,
+                                int64_t ldc)
+{
+    if (nd->bpack && nd->bpack_isa >= 0)
+        P_GEMM_PACKED(M, N, K, A, lda, B, N, (const PT *)nd->bpack + e * nd->bpack_one,
+                      nd->bpack_isa, C, ldc);
+    else
+        P_GEMM(0, 0, M, N, K, 1, A, lda, B, N, 0, C, ldc);
+}
+
 /* Units of work of a convolution over n consecutive images: one per image (direct), per
    im2col tile of rows, or per chunk of Winograd tiles (both across the images). */
 static int64_t PF(cconv_plan_conv_units)(const cconv_pnode *nd, int64_t n)
@@ -137,8 +150,8 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
         memset(zeros, 0, (size_t)(C + CO) * sizeof(PT));
         P_WINO_IN(x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, nt * C, zeros);
         for (e = 0; e < 16; e++)
-            P_GEMM(0, 0, nt, CO, C, 1, V + e * nt * C, C, (const PT *)nd->wino + e * C * CO, CO,
-                   0, M + e * nt * CO, CO);
+            PF(cconv_plan_gemm)(nd, e, nt, CO, C, V + e * nt * C, C,
+                                (const PT *)nd->wino + e * C * CO, M + e * nt * CO, CO);
         P_WINO_OUT(M, nt * CO, CO, b ? b : zeros + C, y, g->OH, g->OW, TH, TW, t0, nt,
                    zeros + C + CO);
         PF(cconv_plan_wino_act)(y, g, t0, nt, nd->act);
@@ -146,10 +159,10 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
     }
     rows = R - r0 < nd->tile ? R - r0 : nd->tile;
     if (nd->algo == CCONV_ALGO_POINTWISE) {
-        P_GEMM(0, 0, rows, CO, K, 1, x + r0 * g->C, g->C, w, CO, 0, y + r0 * CO, CO);
+        PF(cconv_plan_gemm)(nd, 0, rows, CO, K, x + r0 * g->C, g->C, w, y + r0 * CO, CO);
     } else {
         PF(cconv_plan_im2col)(x, scr, g, r0, r0 + rows);
-        P_GEMM(0, 0, rows, CO, K, 1, scr, K, w, CO, 0, y + r0 * CO, CO);
+        PF(cconv_plan_gemm)(nd, 0, rows, CO, K, scr, K, w, y + r0 * CO, CO);
     }
     PF(cconv_plan_epilogue)(y + r0 * CO, rows, CO, b, nd->act);
 }
@@ -171,8 +184,8 @@ static void PF(cconv_plan_dense_rows)(const cconv_pnode *nd, const PT *x, PT *y,
         P_ROWS((r1 - r0, nd->units, nd->K, x + r0 * nd->K, nd->K, (const PT *)nd->w, nd->units,
                 y + r0 * nd->units, nd->units));
     else
-        P_GEMM(0, 0, r1 - r0, nd->units, nd->K, 1, x + r0 * nd->K, nd->K, (const PT *)nd->w,
-               nd->units, 0, y + r0 * nd->units, nd->units);
+        PF(cconv_plan_gemm)(nd, 0, r1 - r0, nd->units, nd->K, x + r0 * nd->K, nd->K,
+                            (const PT *)nd->w, y + r0 * nd->units, nd->units);
     PF(cconv_plan_epilogue)(y + r0 * nd->units, r1 - r0, nd->units, (const PT *)nd->b, nd->act);
 }
 
@@ -482,6 +495,19 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
         memcpy((PT *)nd->wino + 16 * nd->g.C * nd->g.CO, nd->w, kbytes);
     }
     if (N <= 0) return;
+    for (i = 0; i < p->nnodes; i++) {     /* B packed once for all the run's GEMMs */
+        cconv_pnode *nd = &p->nodes[i];
+        int64_t nb, count, e, K = cconv_plan_gemm_b(nd, &nb, &count);
+        const PT *B = nd->algo == CCONV_ALGO_WINOGRAD && nd->kind == CCONV_PLAN_CONV
+                          ? (const PT *)nd->wino : (const PT *)nd->w;
+        nd->bpack_isa = -1;
+        /* dense rows that few run on cconv_plan_rows_*, without B packed */
+        if (!nd->bpack || (nd->kind == CCONV_PLAN_DENSE && N * nd->rows <= CCONV_PLAN_FEW_ROWS))
+            continue;
+        for (e = 0; e < count; e++)
+            nd->bpack_isa = P_GEMM_PACK(K, nb, B + e * K * nb, nb,
+                                        (PT *)nd->bpack + e * nd->bpack_one);
+    }
     if (by_layers) PF(cconv_plan_run_layers)(p, x, y, N, nthreads);
     else PF(cconv_plan_run_chunks)(p, x, y, N, nthreads);
 }
@@ -489,6 +515,9 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
 #undef PT
 #undef PF
 #undef P_GEMM
+#undef P_GEMM_PACK
+#undef P_GEMM_PACKED
+#undef P_GEMM_PACKED_SIZE
 #undef P_ROWS
 #undef P_EXP
 #undef P_TANH
