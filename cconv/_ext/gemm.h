@@ -334,8 +334,8 @@ CCONV__PATH(cconv__dgen, , double, d, 4, CCONV_GEMM_KC, DG, 4, DG, 2, DG, 1)
             if (bp && !tb) {                                                                       \
                 const T *src = B + pc * ldb + jc + jr;                                             \
                 for (k = 0; k < kc; k++) {                                                         \
-                    for (j = 0; j < n; j++) bp[k * w + j] = src[k * ldb + j];                      \
-                    for (; j < w; j++) bp[k * w + j] = (T)0;                                       \
+                    memcpy(bp + k * w, src + k * ldb, (size_t)n * sizeof(T));                      \
+                    if (w > n) memset(bp + k * w + n, 0, (size_t)(w - n) * sizeof(T));             \
                 }                                                                                  \
             } else if (bp) {                                                                       \
                 const T *src = B + (jc + jr) * ldb + pc;                                           \

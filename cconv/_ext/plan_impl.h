@@ -493,13 +493,17 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
         if (memcmp((PT *)nd->wino + 16 * nd->g.C * nd->g.CO, nd->w, kbytes) == 0) continue;
         P_WINO_K((const PT *)nd->w, nd->g.C, nd->g.CO, 0, (PT *)nd->wino);
         memcpy((PT *)nd->wino + 16 * nd->g.C * nd->g.CO, nd->w, kbytes);
+        p->nodes[i].bpack_isa = -1;         /* U changed: pack it again below */
     }
     if (N <= 0) return;
     for (i = 0; i < p->nnodes; i++) {     /* B packed once for all the run's GEMMs */
         cconv_pnode *nd = &p->nodes[i];
         int64_t nb, count, e, K = cconv_plan_gemm_b(nd, &nb, &count);
-        const PT *B = nd->algo == CCONV_ALGO_WINOGRAD && nd->kind == CCONV_PLAN_CONV
-                          ? (const PT *)nd->wino : (const PT *)nd->w;
+        const int wino = nd->algo == CCONV_ALGO_WINOGRAD && nd->kind == CCONV_PLAN_CONV;
+        const PT *B = wino ? (const PT *)nd->wino : (const PT *)nd->w;
+        /* Winograd's U is packed again only when it was transformed again (checked above);
+           the other nodes' B is the model's array, which may have changed in place */
+        if (wino && nd->bpack && nd->bpack_isa == cconv__isa()) continue;
         nd->bpack_isa = -1;
         /* dense rows that few run on cconv_plan_rows_*, without B packed */
         if (!nd->bpack || (nd->kind == CCONV_PLAN_DENSE && N * nd->rows <= CCONV_PLAN_FEW_ROWS))
