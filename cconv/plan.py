@@ -55,7 +55,7 @@ _MAX_CHUNK = 64
 _SERIAL_WORK = 1 << 18
 # Multiply-adds per image from which a batch with fewer chunks than threads shares each node's
 # work among the threads (one barrier per node) instead of giving whole chunks to threads.
-_SHARED_WORK = 1 << 24
+_SHARED_WORK = 1 << 21
 
 def _enabled():
     return os.environ.get("CCONV_PLAN", "1") != "0"

@@ -171,11 +171,12 @@ def test_fallback_layers_run_inside_the_plan(dtype):
         "_NativeSegment", "_LayerSegment", "_NativeSegment", "_LayerSegment", "_NativeSegment"]
 
 
-@pytest.mark.parametrize("batch, threads", [(1, 2), (3, 4)])
+@pytest.mark.parametrize("batch, threads", [(1, 2), (1, 3), (3, 4)])
 def test_shared_scheme_equals_chunks(monkeypatch, batch, threads):
     model = cconv.models.tutorial_cnn(compile=False)
     x = np.random.default_rng(0).standard_normal((batch, 32, 32, 3)).astype(np.float32)
     cconv.set_num_threads(threads)
+    monkeypatch.setattr(cplan, "_SHARED_WORK", 1 << 62)       # never by layers
     by_chunks = model.predict_on_batch(x)
     assert not cplan.get_plan(model).segments[0].native.by_layers
     monkeypatch.setattr(cplan, "_SHARED_WORK", 0)

@@ -110,7 +110,7 @@ cdef class NativePlan:
     """
     cdef cconv_plan p
     cdef object dtype
-    cdef list keep, group_cap, wino_arrs
+    cdef list keep, group_cap, wino_arrs, tile_cap
     cdef object arena_arr, scr_arr, args_arr, part_arr, bufs_arr
     cdef public int64_t batch
     cdef public int threads, by_layers
@@ -127,7 +127,7 @@ cdef class NativePlan:
         cdef cconv_pnode *nd
         self.dtype = np.dtype(dtype)
         self.is_f32 = self.dtype == np.float32
-        self.keep, self.group_cap, self.wino_arrs = [], [], []
+        self.keep, self.group_cap, self.wino_arrs, self.tile_cap = [], [], [], []
         self.p.nodes = <cconv_pnode *>calloc(max(len(nodes), 1), sizeof(cconv_pnode))
         if self.p.nodes == NULL:
             raise MemoryError("NativePlan: could not allocate the node descriptors")
@@ -149,6 +149,7 @@ cdef class NativePlan:
                                    nd.dw_off + nd.w_size)
             cconv_plan_prepare_node(nd)
             self.group_cap.append(nd.group)
+            self.tile_cap.append(nd.tile)
             if nd.algo == CCONV_ALGO_WINOGRAD and nd.kind == CCONV_PLAN_CONV:
                 # U (16, C, CO), then the kernel it came from (NaN: never equal, so the first
                 # call transforms)
@@ -181,12 +182,19 @@ cdef class NativePlan:
         fused max pools record their winning cells (``args_img`` int32 per image)."""
         cdef int64_t arena = (batch * (self.p.arena_img + self.p.mid_img) if by_layers
                               else (batch if keep else threads * chunk) * self.p.arena_img)
-        cdef int64_t scratch = 0, mid_scr = 0, nimg
+        cdef int64_t scratch = 0, mid_scr = 0, nimg, units
         cdef int i
         cdef cconv_pnode *nd
         for i in range(self.p.nnodes):
             nd = &self.p.nodes[i]
             nimg = batch if by_layers else chunk
+            nd.tile = self.tile_cap[i]
+            if by_layers and nd.kind == CCONV_PLAN_CONV and nd.algo != CCONV_ALGO_DIRECT:
+                # few images: smaller units of work, so that every thread gets some (a row's
+                # or a tile's result does not depend on the unit it is computed in)
+                units = batch * (((nd.g.OH + 1) // 2) * ((nd.g.OW + 1) // 2)
+                                 if nd.algo == CCONV_ALGO_WINOGRAD else nd.g.OH * nd.g.OW)
+                nd.tile = max(1, min(nd.tile, -(-units // threads)))
             if nd.kind == CCONV_PLAN_CONV and nd.pool and not by_layers:
                 nd.group = max(1, min(self.group_cap[i], chunk))
                 nimg = nd.group
