@@ -27,7 +27,7 @@ import numpy as np
 cdef extern from "omp_helpers.h":
     pass
 
-from cconv._ext.gemm cimport NO_TRANS, TRANS, gemm
+from cconv._ext.gemm cimport NO_TRANS, TRANS, gemm, gemm_pack, gemm_packed, gemm_packed_size
 
 cdef enum:
     # Input channels and filters per group up to which the direct kernels (direct.h) replace

@@ -122,10 +122,16 @@ cdef int forward_tiles(const floating *x, const floating *kernel, const floating
     cdef const floating *A
     cdef int failed = 0
     cdef int *failed_p = &failed
+    cdef floating *packed = NULL
+    cdef int level = -1
     TP = tile_rows(g, R)
     ntiles = (R + TP - 1) // TP
     if num_threads > ntiles:
         num_threads = <int>ntiles
+    if g.groups == 1 and ntiles > 1:     # the kernel packed once for all tiles' GEMMs
+        packed = <floating *>malloc((gemm_packed_size(kernel, K, CO) + 1) * sizeof(floating))
+        if packed != NULL:
+            level = gemm_pack(NO_TRANS, K, CO, kernel, CO, packed)
     with parallel(num_threads=num_threads):
         col = NULL
         if not pointwise:
@@ -145,13 +151,17 @@ cdef int forward_tiles(const floating *x, const floating *kernel, const floating
                     im2col(x, col, g, r0, r0 + rows, gi)
                     A = col
                     lda = K
-                gemm(NO_TRANS, NO_TRANS, rows, COg, K, A, lda, kernel + gi * COg, CO, 0,
-                     yt + gi * COg, CO)
+                if packed != NULL:
+                    gemm_packed(NO_TRANS, rows, CO, K, A, lda, kernel, CO, packed, level, yt, CO)
+                else:
+                    gemm(NO_TRANS, NO_TRANS, rows, COg, K, A, lda, kernel + gi * COg, CO, 0,
+                         yt + gi * COg, CO)
             if bias != NULL:
                 for r in range(rows):
                     for c in range(CO):
                         yt[r * CO + c] += bias[c]
         free(col)
+    free(packed)
     return -WORKSPACE_IM2COL if failed else 0
 
 
@@ -204,6 +214,12 @@ cdef int input_im2col(const floating *dy, const floating *kernel, floating *dx,
     cdef const floating *dyt
     cdef int failed = 0
     cdef int *failed_p = &failed
+    cdef floating *packed = NULL
+    cdef int level = -1
+    if g.groups == 1 and g.N * ntiles > 1:   # W^T packed once for all tiles' GEMMs
+        packed = <floating *>malloc((gemm_packed_size(kernel, g.CO, K) + 1) * sizeof(floating))
+        if packed != NULL:
+            level = gemm_pack(TRANS, g.CO, K, kernel, g.CO, packed)
     with parallel(num_threads=num_threads if num_threads < g.N else <int>g.N):
         dcol = <floating *>malloc((TP * K + 1) * sizeof(floating))
         for n in prange(g.N, schedule="dynamic"):
@@ -216,8 +232,13 @@ cdef int input_im2col(const floating *dy, const floating *kernel, floating *dx,
                 rows = P - p0 if P - p0 < TP else TP
                 dyt = dy + (n * P + p0) * g.CO
                 for gi in range(g.groups):
-                    gemm(NO_TRANS, TRANS, rows, K, COg, dyt + gi * COg, g.CO, kernel + gi * COg,
-                         g.CO, 0, dcol, K)
+                    if packed != NULL:
+                        gemm_packed(TRANS, rows, K, g.CO, dyt, g.CO, kernel, g.CO, packed,
+                                    level, dcol, K)
+                    else:
+                        gemm(NO_TRANS, TRANS, rows, K, COg, dyt + gi * COg, g.CO,
+                             kernel + gi * COg, g.CO, 0, dcol, K)
                     col2im_add(dcol, dx + n * HWC, g, p0, p0 + rows, gi)
         free(dcol)
+    free(packed)
     return -WORKSPACE_IM2COL if failed else 0

@@ -504,13 +504,14 @@ static void *cconv__scratch(void)
 CCONV__API(float, s, cconv_sgemm)
 CCONV__API(double, d, cconv_dgemm)
 
-/* B packed once for many products with the same B (a layer's weights):
-     NAME_packed_size(K, N)               elements of the packed copy of B (K x N, row-major)
-     NAME_pack(K, N, B, ldb, Bp)          packs it; returns the ISA level it was packed for
-     NAME_packed(M, N, K, A, lda, B, ldb, Bp, level, C, ldc)
-                                          C = A @ B, the same bits as NAME(0, 0, M, N, K, 1, A,
-                                          lda, B, ldb, 0, C, ldc); B itself is used when the
-                                          level in use is not `level` (or without scratch). */
+/* op(B) packed once for many products with the same B (a layer's weights):
+     NAME_packed_size(K, N)               elements of the packed copy of op(B) (K x N)
+     NAME_pack(transb, K, N, B, ldb, Bp)  packs it; returns the ISA level it was packed for
+     NAME_packed(transb, M, N, K, A, lda, B, ldb, Bp, level, C, ldc)
+                                          C = A @ op(B), the same bits as NAME(0, transb, M, N,
+                                          K, 1, A, lda, B, ldb, 0, C, ldc); B itself is used
+                                          when the level in use is not `level` (or without
+                                          scratch). */
 #define CCONV__PACKED_API(T, S, NAME)                                                              \
     CCONV__UNUSED static int64_t NAME##_packed_size(int64_t K, int64_t N)                          \
     {                                                                                              \
@@ -519,15 +520,15 @@ CCONV__API(double, d, cconv_dgemm)
         if (K <= 0 || N <= 0) return 0;                                                            \
         return cconv__pack_all_##S(cf, 0, K, N, 0, 0, CCONV_GEMM_BBUF_BYTES / (int64_t)sizeof(T), 0);\
     }                                                                                              \
-    CCONV__UNUSED static int NAME##_pack(int64_t K, int64_t N, const T *B, int64_t ldb, T *Bp)     \
+    CCONV__UNUSED static int NAME##_pack(int tb, int64_t K, int64_t N, const T *B, int64_t ldb, T *Bp)\
     {                                                                                              \
         const cconv__cfg_##S *cf = &cconv__##S##gen_cfg;                                           \
         CCONV__SELECT_##S                                                                          \
         if (K > 0 && N > 0)                                                                        \
-            cconv__pack_all_##S(cf, 0, K, N, B, ldb, CCONV_GEMM_BBUF_BYTES / (int64_t)sizeof(T), Bp);\
+            cconv__pack_all_##S(cf, tb, K, N, B, ldb, CCONV_GEMM_BBUF_BYTES / (int64_t)sizeof(T), Bp);\
         return cconv__isa();                                                                       \
     }                                                                                              \
-    CCONV__UNUSED static void NAME##_packed(int64_t M, int64_t N, int64_t K, const T *A,           \
+    CCONV__UNUSED static void NAME##_packed(int tb, int64_t M, int64_t N, int64_t K, const T *A,   \
                                             int64_t lda, const T *B, int64_t ldb, const T *Bp,     \
                                             int level, T *C, int64_t ldc)                          \
     {                                                                                              \
@@ -536,10 +537,10 @@ CCONV__API(double, d, cconv_dgemm)
         CCONV__SELECT_##S                                                                          \
         if (M <= 0 || N <= 0) return;                                                              \
         if (K <= 0 || level != cconv__isa() || !(scratch = (char *)cconv__scratch())) {            \
-            NAME(0, 0, M, N, K, (T)1, A, lda, B, ldb, (T)0, C, ldc);                               \
+            NAME(0, tb, M, N, K, (T)1, A, lda, B, ldb, (T)0, C, ldc);                              \
             return;                                                                                \
         }                                                                                          \
-        cconv__drive_##S(cf, 0, 0, M, N, K, (T)1, A, lda, B, ldb, (T)0, C, ldc, (T *)scratch,      \
+        cconv__drive_##S(cf, 0, tb, M, N, K, (T)1, A, lda, B, ldb, (T)0, C, ldc, (T *)scratch,     \
                          CCONV_GEMM_BBUF_BYTES / (int64_t)sizeof(T),                               \
                          (T *)(scratch + CCONV_GEMM_BBUF_BYTES), Bp);                              \
     }

@@ -110,7 +110,7 @@ static void PF(cconv_plan_gemm)(const cconv_pnode *nd, int64_t e, int64_t M, int
                                 int64_t ldc)
 {
     if (nd->bpack && nd->bpack_isa >= 0)
-        P_GEMM_PACKED(M, N, K, A, lda, B, N, (const PT *)nd->bpack + e * nd->bpack_one,
+        P_GEMM_PACKED(0, M, N, K, A, lda, B, N, (const PT *)nd->bpack + e * nd->bpack_one,
                       nd->bpack_isa, C, ldc);
     else
         P_GEMM(0, 0, M, N, K, 1, A, lda, B, N, 0, C, ldc);
@@ -509,7 +509,7 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
         if (!nd->bpack || (nd->kind == CCONV_PLAN_DENSE && N * nd->rows <= CCONV_PLAN_FEW_ROWS))
             continue;
         for (e = 0; e < count; e++)
-            nd->bpack_isa = P_GEMM_PACK(K, nb, B + e * K * nb, nb,
+            nd->bpack_isa = P_GEMM_PACK(0, K, nb, B + e * K * nb, nb,
                                         (PT *)nd->bpack + e * nd->bpack_one);
     }
     if (by_layers) PF(cconv_plan_run_layers)(p, x, y, N, nthreads);
