@@ -29,6 +29,10 @@ cdef extern from "pool_cells.h" nogil:
     void cconv_pool_maxgrad_f64(double *dxn, const double *xn, const double *m,
                                 const double *dy, int64_t *idx, int64_t W, int64_t C,
                                 int64_t h0, int64_t h1, int64_t w0, int64_t w1)
+    void cconv_pool_avggrad_f32(float *dxn, const float *dy, float *share, int64_t W,
+                                int64_t C, int64_t h0, int64_t h1, int64_t w0, int64_t w1)
+    void cconv_pool_avggrad_f64(double *dxn, const double *dy, double *share, int64_t W,
+                                int64_t C, int64_t h0, int64_t h1, int64_t w0, int64_t w1)
     void cconv_pool_maxgrad_ties_f32(float *dxn, const float *xn, float *m, const float *dy,
                                      int64_t W, int64_t C, int64_t h0, int64_t h1, int64_t w0,
                                      int64_t w1)
@@ -124,14 +128,10 @@ cdef void backward_row(const floating *dy, const floating *x, floating *dx, cons
                     cconv_pool_maxgrad_f32_wide(dxn, xn, best, dyr, idx, g.W, C, h0, h1, w0, w1)
             else:
                 cconv_pool_maxgrad_f64(dxn, xn, best, dyr, idx, g.W, C, h0, h1, w0, w1)
+        elif floating is float:        # each real cell gets its share, dy / count
+            cconv_pool_avggrad_f32(dxn, dyr, best, g.W, C, h0, h1, w0, w1)
         else:
-            for c in range(C):
-                best[c] = dyr[c] / ((h1 - h0) * (w1 - w0))  # each real cell's share
-            for h in range(h0, h1):
-                for w in range(w0, w1):
-                    dxr = dxn + (h * g.W + w) * C
-                    for c in range(C):
-                        dxr[c] += best[c]
+            cconv_pool_avggrad_f64(dxn, dyr, best, g.W, C, h0, h1, w0, w1)
 
 
 cdef int pool2d_forward_c(const floating *x, floating *y, PoolGeom g, bint is_max,
