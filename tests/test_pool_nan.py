@@ -63,3 +63,17 @@ def test_average_pooling_propagates_nan():
     x[0, 0, 0, 0] = np.nan
     y = ops.avg_pool2d(x, 2)
     assert np.isnan(y[0, 0, 0, 0]) and np.isfinite(y.reshape(-1)[1:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avg_pool_gradient_of_tiling_windows_is_written_once(dtype):
+    """Windows that tile the image store each cell's share instead of adding it to zeros:
+    the same bits, signed zeros and NaN included (0 + -0.0 is +0.0)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 8, 6, 5)).astype(dtype)
+    dy = rng.standard_normal((3, 4, 3, 5)).astype(dtype)
+    dy[0, 0, 0, :2] = -0.0
+    dy[1, 1, 1, 0] = np.nan
+    dx = ops.avg_pool2d_backward(dy, x, 2, 2)
+    expected = np.zeros_like(x) + np.repeat(np.repeat(dy / dtype(4), 2, axis=1), 2, axis=2)
+    assert dx.tobytes() == expected.tobytes()

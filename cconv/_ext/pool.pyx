@@ -30,9 +30,11 @@ cdef extern from "pool_cells.h" nogil:
                                 const double *dy, int64_t *idx, int64_t W, int64_t C,
                                 int64_t h0, int64_t h1, int64_t w0, int64_t w1)
     void cconv_pool_avggrad_f32(float *dxn, const float *dy, float *share, int64_t W,
-                                int64_t C, int64_t h0, int64_t h1, int64_t w0, int64_t w1)
+                                int64_t C, int64_t h0, int64_t h1, int64_t w0, int64_t w1,
+                                int assign)
     void cconv_pool_avggrad_f64(double *dxn, const double *dy, double *share, int64_t W,
-                                int64_t C, int64_t h0, int64_t h1, int64_t w0, int64_t w1)
+                                int64_t C, int64_t h0, int64_t h1, int64_t w0, int64_t w1,
+                                int assign)
     void cconv_pool_maxgrad_ties_f32(float *dxn, const float *xn, float *m, const float *dy,
                                      int64_t W, int64_t C, int64_t h0, int64_t h1, int64_t w0,
                                      int64_t w1)
@@ -99,10 +101,12 @@ cdef void forward_row(const floating *x, floating *y, const PoolGeom *g, bint is
 
 cdef void backward_row(const floating *dy, const floating *x, floating *dx, const PoolGeom *g,
                        bint is_max, int64_t n, int64_t oh, floating *best,
-                       int64_t *idx, bint all_ties) noexcept nogil:
+                       int64_t *idx, bint all_ties, bint assign=False) noexcept nogil:
     """Gradient of one output row; ``best`` (window maxima or shares) and ``idx`` (the cell
     receiving each channel's gradient) are per-thread scratch of C items. ``all_ties``: max
-    pooling's gradient goes to every cell equal to the maximum, not only the first."""
+    pooling's gradient goes to every cell equal to the maximum, not only the first.
+    ``assign`` (average pooling whose windows tile the image): the row's cells are stored,
+    not added to, so dx needs no zeroing first."""
     cdef int64_t ow, h, w, c, h0, h1, w0, w1
     cdef int64_t C = g.C
     cdef int64_t HWC = g.H * g.W * C
@@ -129,9 +133,9 @@ cdef void backward_row(const floating *dy, const floating *x, floating *dx, cons
             else:
                 cconv_pool_maxgrad_f64(dxn, xn, best, dyr, idx, g.W, C, h0, h1, w0, w1)
         elif floating is float:        # each real cell gets its share, dy / count
-            cconv_pool_avggrad_f32(dxn, dyr, best, g.W, C, h0, h1, w0, w1)
+            cconv_pool_avggrad_f32(dxn, dyr, best, g.W, C, h0, h1, w0, w1, assign)
         else:
-            cconv_pool_avggrad_f64(dxn, dyr, best, g.W, C, h0, h1, w0, w1)
+            cconv_pool_avggrad_f64(dxn, dyr, best, g.W, C, h0, h1, w0, w1, assign)
 
 
 cdef int pool2d_forward_c(const floating *x, floating *y, PoolGeom g, bint is_max,
@@ -150,6 +154,9 @@ cdef int pool2d_backward_c(const floating *dy, const floating *x, floating *dx, 
     # Windows that overlap in height send gradient to the same rows: then one task per image.
     # Each task first zeroes the part of dx it owns (in parallel, while it is in cache).
     cdef bint by_row = g.KH <= g.sh
+    # average windows that tile the image exactly: every dx cell written once, not zeroed
+    cdef bint tiles = (not is_max and g.KH == g.sh and g.KW == g.sw and g.pt == 0
+                       and g.pl == 0 and g.OH * g.sh == g.H and g.OW * g.sw == g.W)
     cdef int64_t nitems = g.N * g.OH if by_row else g.N
     cdef int64_t rowsize = g.W * g.C
     cdef int64_t it, n, oh, r0, r1
@@ -178,8 +185,10 @@ cdef int pool2d_backward_c(const floating *dy, const floating *x, floating *dx, 
                 r1 = g.H if oh == g.OH - 1 else (oh + 1) * g.sh - g.pt
                 r0 = 0 if r0 < 0 else (g.H if r0 > g.H else r0)
                 r1 = r0 if r1 < r0 else (g.H if r1 > g.H else r1)
-                memset(dx + (n * g.H + r0) * rowsize, 0, (r1 - r0) * rowsize * sizeof(floating))
-                backward_row(dy, x, dx, &g, is_max, n, oh, best, idx, all_ties)
+                if not tiles:
+                    memset(dx + (n * g.H + r0) * rowsize, 0,
+                           (r1 - r0) * rowsize * sizeof(floating))
+                backward_row(dy, x, dx, &g, is_max, n, oh, best, idx, all_ties, tiles)
             else:
                 memset(dx + it * g.H * rowsize, 0, g.H * rowsize * sizeof(floating))
                 for oh in range(g.OH):

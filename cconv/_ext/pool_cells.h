@@ -50,10 +50,12 @@ static inline void cconv_pool_maxgrad_##SUF(T *CCONV__PR dxn, const T *CCONV__PR
     for (c = 0; c < C; c++) dxn[(int64_t)idx[c] * C + c] += dy[c];                            \
 }                                                                                             \
 /* Average-pool gradient of one window: each of its (h1 - h0) x (w1 - w0) cells gets         \
-   dy / count added (share: scratch of C items). */                                          \
+   dy / count added, or with `assign` stored as 0 + dy / count (windows that tile the image: \
+   the same bits without zeroing dx first; share: scratch of C items). */                     \
 static inline void cconv_pool_avggrad_##SUF(T *CCONV__PR dxn, const T *CCONV__PR dy,          \
                                             T *CCONV__PR share, int64_t W, int64_t C,          \
-                                            int64_t h0, int64_t h1, int64_t w0, int64_t w1)    \
+                                            int64_t h0, int64_t h1, int64_t w0, int64_t w1,    \
+                                            int assign)                                        \
 {                                                                                             \
     int64_t h, w, c;                                                                          \
     const T count = (T)((h1 - h0) * (w1 - w0));                                               \
@@ -61,7 +63,8 @@ static inline void cconv_pool_avggrad_##SUF(T *CCONV__PR dxn, const T *CCONV__PR
     for (h = h0; h < h1; h++)                                                                 \
         for (w = w0; w < w1; w++) {                                                           \
             T *CCONV__PR d = dxn + (h * W + w) * C;                                           \
-            for (c = 0; c < C; c++) d[c] += share[c];                                         \
+            if (assign) for (c = 0; c < C; c++) d[c] = (T)0 + share[c];                       \
+            else for (c = 0; c < C; c++) d[c] += share[c];                                    \
         }                                                                                     \
 }                                                                                             \
 /* The same window's gradient under the rule "every cell equal to the maximum gets dy" (ties  \
