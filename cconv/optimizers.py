@@ -36,6 +36,7 @@ import numpy as np
 
 from . import schedules as _schedules
 from ._ext import optim as _optim
+from ._ext.parallel import get_num_threads
 from .registry import Registry
 
 # ``cconv.optimizers.schedules`` as in Keras; also importable as a module path (like os.path).
@@ -325,7 +326,7 @@ class SGD(Optimizer):
         if _fused(g, w):
             m = s.get("momentum", tmp)
             _optim.sgd(g.reshape(-1), w.reshape(-1), m.reshape(-1), lr, t(self.momentum),
-                       self.momentum != 0, self.nesterov)
+                       self.momentum != 0, self.nesterov, get_num_threads())
             return
         np.multiply(g, lr, out=tmp)
         if self.momentum == 0:
@@ -372,7 +373,8 @@ class Adam(Optimizer):
         if _fused(g, w):
             v_hat = s["v_hat"] if self.amsgrad else v
             _optim.adam(*(a.reshape(-1) for a in (g, w, m, v, v_hat)), t(1 - self.beta_1),
-                        t(1 - self.beta_2), alpha, t(self.epsilon), self.amsgrad)
+                        t(1 - self.beta_2), alpha, t(self.epsilon), self.amsgrad,
+                        get_num_threads())
             return
         _update_moments(g, m, v, tmp, self.beta_1, self.beta_2)
         if self.amsgrad:

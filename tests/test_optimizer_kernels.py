@@ -2,13 +2,21 @@
 import numpy as np
 import pytest
 
+import cconv
 from cconv import optimizers
 
 
-def _steps(opt, fused, monkeypatch, dtype, steps=6):
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    before = cconv.get_num_threads()
+    yield
+    cconv.set_num_threads(before)
+
+
+def _steps(opt, fused, monkeypatch, dtype, steps=6, shape=(7, 5)):
     monkeypatch.setattr(optimizers, "_fused", lambda g, w: fused)
     rng = np.random.default_rng(3)
-    w = rng.standard_normal((7, 5)).astype(dtype)
+    w = rng.standard_normal(shape).astype(dtype)
     for i in range(steps):
         g = rng.standard_normal(w.shape).astype(dtype) * 10.0 ** (i - 3)
         if i == 4:
@@ -23,9 +31,11 @@ def _steps(opt, fused, monkeypatch, dtype, steps=6):
     lambda: optimizers.AdamW(0.01), lambda: optimizers.SGD(0.1),
     lambda: optimizers.SGD(0.1, momentum=0.9), lambda: optimizers.SGD(0.1, 0.9, nesterov=True)],
     ids=["adam", "amsgrad", "adamw", "sgd", "momentum", "nesterov"])
-def test_fused_update_is_numpys(make, dtype, monkeypatch):
-    w_fused, (it_f, state_f) = _steps(make(), True, monkeypatch, dtype)
-    w_numpy, (it_n, state_n) = _steps(make(), False, monkeypatch, dtype)
+@pytest.mark.parametrize("shape, threads", [((7, 5), 1), ((201, 200), 2), ((201, 200), 3)])
+def test_fused_update_is_numpys(make, dtype, shape, threads, monkeypatch):
+    cconv.set_num_threads(threads)      # from 32768 elements the update is split by threads
+    w_fused, (it_f, state_f) = _steps(make(), True, monkeypatch, dtype, shape=shape)
+    w_numpy, (it_n, state_n) = _steps(make(), False, monkeypatch, dtype, shape=shape)
     assert w_fused.tobytes() == w_numpy.tobytes()
     assert it_f == it_n and state_f.keys() == state_n.keys()
     for key in state_f:
