@@ -132,12 +132,15 @@ static int64_t cconv_plan_gemm_b(const cconv_pnode *nd, int64_t *N, int64_t *cou
     return nd->g.KH * nd->g.KW * nd->g.C;
 }
 
-/* Elements of node nd's packed B buffer (all of its B), for the ISA level in use. */
-static int64_t cconv_plan_bpack_elems(const cconv_pnode *nd, int is_f32)
+/* Sets nd->bpack_one (elements of one packed B, for the ISA level in use) and marks nothing
+   packed yet; returns the elements of the node's whole packed-B buffer (0: no GEMM). */
+static int64_t cconv_plan_bpack_init(cconv_pnode *nd, int is_f32)
 {
     int64_t N, count, K = cconv_plan_gemm_b(nd, &N, &count);
-    if (K <= 0 || N <= 0) return 0;
-    return count * (is_f32 ? cconv_sgemm_packed_size(K, N) : cconv_dgemm_packed_size(K, N));
+    nd->bpack_isa = -1;
+    nd->bpack_one = K <= 0 || N <= 0 ? 0
+                    : is_f32 ? cconv_sgemm_packed_size(K, N) : cconv_dgemm_packed_size(K, N);
+    return count * nd->bpack_one;
 }
 
 /* Scratch elements one thread needs for node nd when one call covers at most nimg images. */
@@ -221,7 +224,6 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
 #define P_GEMM cconv_sgemm
 #define P_GEMM_PACK cconv_sgemm_pack
 #define P_GEMM_PACKED cconv_sgemm_packed
-#define P_GEMM_PACKED_SIZE cconv_sgemm_packed_size
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f32, ARGS)
 #define P_EXP expf
 #define P_TANH tanhf
@@ -237,7 +239,6 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
 #define P_GEMM cconv_dgemm
 #define P_GEMM_PACK cconv_dgemm_pack
 #define P_GEMM_PACKED cconv_dgemm_packed
-#define P_GEMM_PACKED_SIZE cconv_dgemm_packed_size
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f64, ARGS)
 #define P_EXP exp
 #define P_TANH tanh

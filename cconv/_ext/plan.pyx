@@ -50,7 +50,7 @@ cdef extern from "plan.h" nogil:
         CCONV_POOL_NONE, CCONV_POOL_MAX, CCONV_POOL_AVG
     void cconv_plan_prepare_node(cconv_pnode *nd)
     int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
-    int64_t cconv_plan_bpack_elems(const cconv_pnode *nd, int is_f32)
+    int64_t cconv_plan_bpack_init(cconv_pnode *nd, int is_f32)
     void cconv_plan_run_f32(const cconv_plan *p, const float *x, float *y, int64_t N,
                             int nthreads, int by_layers)
     void cconv_plan_run_f64(const cconv_plan *p, const double *x, double *y, int64_t N,
@@ -156,14 +156,11 @@ cdef class NativePlan:
                 u = np.full(25 * nd.g.C * nd.g.CO, np.nan, dtype=self.dtype)
                 self.wino_arrs.append(u)
                 nd.wino = cnp.PyArray_DATA(<cnp.ndarray>u)
-            nb = cconv_plan_bpack_elems(nd, self.is_f32)
-            nd.bpack_isa = -1
+            nb = cconv_plan_bpack_init(nd, self.is_f32)
             if nb > 0:             # the GEMM's B, packed once per run (plan.h)
                 packed = np.empty(nb, dtype=self.dtype)
                 self.wino_arrs.append(packed)
                 nd.bpack = cnp.PyArray_DATA(<cnp.ndarray>packed)
-                nd.bpack_one = nb // (16 if nd.algo == CCONV_ALGO_WINOGRAD
-                                      and nd.kind == CCONV_PLAN_CONV else 1)
         self.p.in_size, self.p.out_size = in_size, out_size
         self.p.arena_img, self.p.mid_img = arena_img, mid_img
         self.p.conv_backward = (<void *>_conv_backward_f32 if self.is_f32

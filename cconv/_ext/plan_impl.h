@@ -521,7 +521,6 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
 #undef P_GEMM
 #undef P_GEMM_PACK
 #undef P_GEMM_PACKED
-#undef P_GEMM_PACKED_SIZE
 #undef P_ROWS
 #undef P_EXP
 #undef P_TANH

@@ -143,6 +143,12 @@ typedef struct {
         CCONV__POOL_WIN(T, IDX, VT, IT, L, mode);                                                    \
     }
 
+/* One window at width L in each mode (a compile-time constant inside the expansion). */
+#define CCONV__POOL_MODES(T, IDX, VT, IT, L)                                                    \
+    if (mode == 0) { CCONV__POOL_CHANNELS(T, IDX, VT, IT, L, 0) }                               \
+    else if (mode == 1) { CCONV__POOL_CHANNELS(T, IDX, VT, IT, L, 1) }                          \
+    else { CCONV__POOL_CHANNELS(T, IDX, VT, IT, L, 2) }
+
 /* Bytes of a vector of at least one T. */
 #define CCONV__POOL_VB(B, T) ((B) > (int)sizeof(T) ? (B) : (int)sizeof(T))
 
@@ -168,24 +174,13 @@ ATTR static void cconv_pool_rows_##SUF(const cconv_pool_geom *g, int mode, const
             int32_t *CCONV__PR ar = arg ? arg + (oh * g->OW + ow) * C : 0;                      \
             if (h0 < 0) h0 = 0;                                                                 \
             if (w0 < 0) w0 = 0;                                                                 \
-            if (C >= L1) {                                                                      \
-                if (mode == 0) { CCONV__POOL_CHANNELS(T, IDX, vt1_, it1_, L1, 0) }                   \
-                else if (mode == 1) { CCONV__POOL_CHANNELS(T, IDX, vt1_, it1_, L1, 1) }              \
-                else { CCONV__POOL_CHANNELS(T, IDX, vt1_, it1_, L1, 2) }                             \
-            } else if (C >= L1 / 2 && L1 >= 2) {                                                \
-                if (mode == 0) { CCONV__POOL_CHANNELS(T, IDX, vt2_, it2_, L1 / 2, 0) }               \
-                else if (mode == 1) { CCONV__POOL_CHANNELS(T, IDX, vt2_, it2_, L1 / 2, 1) }          \
-                else { CCONV__POOL_CHANNELS(T, IDX, vt2_, it2_, L1 / 2, 2) }                         \
-            } else if (C >= L1 / 4 && L1 >= 8) {                                                \
-                if (mode == 0) { CCONV__POOL_CHANNELS(T, IDX, vt4_, it4_, L1 / 4, 0) }               \
-                else if (mode == 1) { CCONV__POOL_CHANNELS(T, IDX, vt4_, it4_, L1 / 4, 1) }          \
-                else { CCONV__POOL_CHANNELS(T, IDX, vt4_, it4_, L1 / 4, 2) }                         \
-            } else {                                                                            \
+            if (C >= L1) { CCONV__POOL_MODES(T, IDX, vt1_, it1_, L1) }                          \
+            else if (C >= L1 / 2 && L1 >= 2) { CCONV__POOL_MODES(T, IDX, vt2_, it2_, L1 / 2) }  \
+            else if (C >= L1 / 4 && L1 >= 8) { CCONV__POOL_MODES(T, IDX, vt4_, it4_, L1 / 4) }  \
+            else {                                                                              \
                 typedef T vts_ __attribute__((vector_size(sizeof(T))));                         \
                 typedef IDX its_ __attribute__((vector_size(sizeof(T))));                       \
-                if (mode == 0) { CCONV__POOL_CHANNELS(T, IDX, vts_, its_, 1, 0) }                    \
-                else if (mode == 1) { CCONV__POOL_CHANNELS(T, IDX, vts_, its_, 1, 1) }               \
-                else { CCONV__POOL_CHANNELS(T, IDX, vts_, its_, 1, 2) }                              \
+                CCONV__POOL_MODES(T, IDX, vts_, its_, 1)                                        \
             }                                                                                   \
         }                                                                                       \
 }
