@@ -22,6 +22,8 @@ Either way each output element is computed by the same arithmetic, so results ar
 bit-identical for any thread count, and they equal the layer-by-layer path to float rounding
 (bit-identical where both use the same kernel: GEMM, direct and Winograd convolutions,
 pooling, relu).
+A node-by-node call that stalls (another process took a core from one of its threads) sends
+the next half second of calls to one thread; the thread count never changes a result.
 
 Opt out: ``CCONV_PLAN=0`` in the environment, or ``model.jit_compile = False`` (Keras's
 name), or ``model.compile(..., jit_compile=False)``.
@@ -35,6 +37,7 @@ Example::
 import math
 import operator
 import os
+import time
 
 import numpy as np
 
@@ -56,6 +59,15 @@ _SERIAL_WORK = 1 << 18
 # Multiply-adds per image from which a batch with fewer chunks than threads shares each node's
 # work among the threads (one barrier per node) instead of giving whole chunks to threads.
 _SHARED_WORK = 1 << 21
+# Node-by-node runs wait at one barrier per node, so a thread that another process preempts
+# stalls the whole call for its time slice (one image of the tutorial CNN: 60-90 us quiet,
+# 5.5 ms with one busy process per core; 110-160 us on one thread). So node-by-node calls are
+# timed against the last one-thread call of the same batch size (one is made after the first
+# node-by-node call): one that takes over _STALL_RATIO times as long sends the next
+# _BACKOFF_S seconds of calls to one thread (by chunks: no barrier), then node by node is
+# tried again. The thread count never changes a result.
+_STALL_RATIO = 1.5
+_BACKOFF_S = 0.5
 
 def _enabled():
     return os.environ.get("CCONV_PLAN", "1") != "0"
@@ -238,13 +250,21 @@ class _NativeSegment:
         self._free, self._all = [self.native], [self.native]
         self.out_shape, self.dtype = tuple(out_shape), np.dtype(dtype)
         self.work, self.arena_img = work, arena_img
+        self._serial_t = {}                   # batch: seconds of its last one-thread call
+        self._serial_until = -1.0             # clock time until which calls take one thread
+        self._probe = False                   # the next call: one thread, timed
+        self._clock = time.perf_counter
+
+    def _chunks(self, n, threads):
+        """``(chunk size, by layers)`` for ``n`` images on ``threads`` threads."""
+        chunk = _CHUNK_BYTES // max(1, self.arena_img * self.dtype.itemsize)
+        chunk = max(1, min(chunk, _MAX_CHUNK, -(-n // 8)))
+        return chunk, -(-n // chunk) < threads and self.work >= _SHARED_WORK
 
     def _prepare(self, native, n, threads):
         """Chunk size, scheme and threads for ``n`` images (none of them changes a result)."""
-        chunk = _CHUNK_BYTES // max(1, self.arena_img * self.dtype.itemsize)
-        chunk = max(1, min(chunk, _MAX_CHUNK, -(-n // 8)))
+        chunk, by_layers = self._chunks(n, threads)
         nchunks = -(-n // chunk)
-        by_layers = nchunks < threads and self.work >= _SHARED_WORK
         native.key = (n, threads)
         if n * self.work < _SERIAL_WORK:
             threads = 1
@@ -259,16 +279,40 @@ class _NativeSegment:
             native = self._make_native()
             self._all.append(native)
         try:
-            key = (x.shape[0], get_num_threads())
+            n, threads, guarded = x.shape[0], get_num_threads(), False
+            if (threads > 1 and (self._probe or self._serial_until >= 0
+                                 and self._clock() < self._serial_until)
+                    and self._chunks(n, threads)[1]):
+                threads, guarded = 1, True    # a recent node-by-node call stalled
+            key = (n, threads)
             if key != native.key:
                 self._prepare(native, *key)
             if not x.flags.c_contiguous:
                 x = np.ascontiguousarray(x)
-            y = np.empty((x.shape[0],) + self.out_shape, dtype=self.dtype)
-            native.run(x, y)
+            y = np.empty((n,) + self.out_shape, dtype=self.dtype)
+            if native.by_layers or guarded:
+                self._timed_run(native, x, y)
+            else:
+                native.run(x, y)
         finally:
             self._free.append(native)
         return y
+
+    def _timed_run(self, native, x, y):
+        """A node-by-node or stall-guarded one-thread run, timed: a node-by-node call slower
+        than _STALL_RATIO one-thread calls (or the first one) sends calls to one thread."""
+        n = x.shape[0]
+        t0 = self._clock()
+        native.run(x, y)
+        t1 = self._clock()
+        if not native.by_layers:
+            self._serial_t[n], self._probe = t1 - t0, False
+            return
+        serial = self._serial_t.get(n)
+        if serial is None:
+            self._probe = True
+        elif t1 - t0 > _STALL_RATIO * serial:
+            self._serial_until = t1 + _BACKOFF_S
 
     @property
     def buffer_bytes(self):

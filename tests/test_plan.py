@@ -186,6 +186,39 @@ def test_shared_scheme_equals_chunks(monkeypatch, batch, threads):
     np.testing.assert_array_equal(by_layers, by_chunks)
 
 
+def test_stalled_node_by_node_call_backs_off_to_one_thread(monkeypatch):
+    """After its first node-by-node call a batch size is timed once on one thread; a later
+    node-by-node call far slower than that sends the calls to one thread until the back-off
+    ends. Every call gives the same bits. The clock is a fake one."""
+    model = cconv.models.tutorial_cnn(compile=False)
+    x = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    cconv.set_num_threads(2)
+    monkeypatch.setattr(cplan, "_SHARED_WORK", 0)
+    seg_of = lambda: cplan.get_plan(model).segments[0]  # noqa: E731
+    want = model.predict_on_batch(x)
+    seg = seg_of()
+    assert seg.native.key == (1, 2) and seg.native.by_layers and seg._probe
+    now, step = [100.0], [1e-4]
+
+    def clock():
+        now[0] += step[0]
+        return now[0]
+    seg._clock = clock
+    np.testing.assert_array_equal(model.predict_on_batch(x), want)   # the one-thread probe
+    assert seg.native.key == (1, 1) and not seg._probe
+    assert seg._serial_t[1] == pytest.approx(1e-4)
+    np.testing.assert_array_equal(model.predict_on_batch(x), want)   # fast: stays
+    assert seg.native.key == (1, 2) and seg._serial_until < 0
+    step[0] = 1e-3                                          # now each call "takes" 10x
+    np.testing.assert_array_equal(model.predict_on_batch(x), want)
+    assert seg._serial_until > now[0]
+    np.testing.assert_array_equal(model.predict_on_batch(x), want)
+    assert seg.native.key == (1, 1) and not seg.native.by_layers     # backed off
+    now[0] = seg._serial_until
+    np.testing.assert_array_equal(model.predict_on_batch(x), want)
+    assert seg.native.key == (1, 2) and seg.native.by_layers         # tried again
+
+
 def test_buffers_reused_across_calls():
     model = cconv.models.lenet5(compile=False)
     x = np.random.default_rng(0).standard_normal((1, 28, 28, 1)).astype(np.float32)
