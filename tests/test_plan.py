@@ -219,6 +219,21 @@ def test_stalled_node_by_node_call_backs_off_to_one_thread(monkeypatch):
     assert seg.native.key == (1, 2) and seg.native.by_layers         # tried again
 
 
+def test_dense_weights_packed_only_for_enough_rows():
+    """One image runs the dense layers on unpacked weights, so the plan holds no packed copy
+    of them until a batch needs one; the outputs do not depend on it."""
+    model = cconv.models.lenet5(compile=False)
+    x = np.random.default_rng(0).standard_normal((32, 28, 28, 1)).astype(np.float32)
+    one = model.predict_on_batch(x[:1])
+    plan = cplan.get_plan(model)
+    dense_bytes = sum(l.kernel.nbytes for l in model.layers if isinstance(l, cconv.layers.Dense))
+    assert plan.buffer_bytes < dense_bytes
+    many = model.predict_on_batch(x)
+    assert plan.buffer_bytes > dense_bytes
+    np.testing.assert_array_equal(many[:1], one)
+    np.testing.assert_array_equal(model.predict_on_batch(x[:1]), one)
+
+
 def test_buffers_reused_across_calls():
     model = cconv.models.lenet5(compile=False)
     x = np.random.default_rng(0).standard_normal((1, 28, 28, 1)).astype(np.float32)

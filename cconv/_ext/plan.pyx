@@ -51,6 +51,7 @@ cdef extern from "plan.h" nogil:
     void cconv_plan_prepare_node(cconv_pnode *nd)
     int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
     int64_t cconv_plan_bpack_init(cconv_pnode *nd, int is_f32)
+    enum: CCONV_PLAN_FEW_ROWS
     void cconv_plan_run_f32(const cconv_plan *p, const float *x, float *y, int64_t N,
                             int nthreads, int by_layers)
     void cconv_plan_run_f64(const cconv_plan *p, const double *x, double *y, int64_t N,
@@ -110,7 +111,7 @@ cdef class NativePlan:
     """
     cdef cconv_plan p
     cdef object dtype
-    cdef list keep, group_cap, wino_arrs, tile_cap
+    cdef list keep, group_cap, wino_arrs, tile_cap, dense_pack
     cdef object arena_arr, scr_arr, args_arr, part_arr, bufs_arr
     cdef public int64_t batch
     cdef public int threads, by_layers
@@ -128,6 +129,7 @@ cdef class NativePlan:
         self.dtype = np.dtype(dtype)
         self.is_f32 = self.dtype == np.float32
         self.keep, self.group_cap, self.wino_arrs, self.tile_cap = [], [], [], []
+        self.dense_pack = []                # (node, elements) of dense B packed on first need
         self.p.nodes = <cconv_pnode *>calloc(max(len(nodes), 1), sizeof(cconv_pnode))
         if self.p.nodes == NULL:
             raise MemoryError("NativePlan: could not allocate the node descriptors")
@@ -157,7 +159,9 @@ cdef class NativePlan:
                 self.wino_arrs.append(u)
                 nd.wino = cnp.PyArray_DATA(<cnp.ndarray>u)
             nb = cconv_plan_bpack_init(nd, self.is_f32)
-            if nb > 0:             # the GEMM's B, packed once per run (plan.h)
+            if nb > 0 and nd.kind == CCONV_PLAN_DENSE:
+                self.dense_pack.append((i, nb))   # allocated by prepare for enough rows
+            elif nb > 0:           # the GEMM's B, packed once per run (plan.h)
                 packed = np.empty(nb, dtype=self.dtype)
                 self.wino_arrs.append(packed)
                 nd.bpack = cnp.PyArray_DATA(<cnp.ndarray>packed)
@@ -199,6 +203,13 @@ cdef class NativePlan:
             scratch = max(scratch, cconv_plan_node_scratch(nd, nimg))
         self.p.mid_scr = mid_scr
         self.p.scratch = scratch + mid_scr + 16
+        for i, nb in self.dense_pack:
+            nd = &self.p.nodes[i]
+            if nd.bpack == NULL and batch * nd.rows > CCONV_PLAN_FEW_ROWS:
+                # fewer rows run unpacked (plan_impl.h's cconv_plan_run)
+                packed = np.empty(nb, dtype=self.dtype)
+                self.wino_arrs.append(packed)
+                nd.bpack = cnp.PyArray_DATA(<cnp.ndarray>packed)
         if self.arena_arr is None or self.arena_arr.size < arena + 1:
             self.arena_arr = np.empty(arena + 1, dtype=self.dtype)
         if self.scr_arr is None or self.scr_arr.size < threads * self.p.scratch:
