@@ -63,10 +63,13 @@ _SHARED_WORK = 1 << 21
 # stalls the whole call for its time slice (one image of the tutorial CNN: 60-90 us quiet,
 # 5.5 ms with one busy process per core; 110-160 us on one thread). So node-by-node calls are
 # timed against the last one-thread call of the same batch size (one is made after the first
-# node-by-node call): one that takes over _STALL_RATIO times as long sends the next
-# _BACKOFF_S seconds of calls to one thread (by chunks: no barrier), then node by node is
-# tried again. The thread count never changes a result.
-_STALL_RATIO = 1.5
+# node-by-node call): _STALLS calls in a row that take over _STALL_RATIO times as long (not
+# counting the first after one-thread calls, which wakes the sleeping workers; a quiet
+# machine has lone spikes) send the next _BACKOFF_S seconds of calls to one thread (by
+# chunks: no barrier), then node by node is tried again. The thread count never changes a
+# result.
+_STALL_RATIO = 3.0
+_STALLS = 3
 _BACKOFF_S = 0.5
 
 def _enabled():
@@ -253,6 +256,8 @@ class _NativeSegment:
         self._serial_t = {}                   # batch: seconds of its last one-thread call
         self._serial_until = -1.0             # clock time until which calls take one thread
         self._probe = False                   # the next call: one thread, timed
+        self._warm = False                    # the last call ran node by node
+        self._slow = 0                        # node-by-node calls in a row over the ratio
         self._clock = time.perf_counter
 
     def _chunks(self, n, threads):
@@ -306,13 +311,18 @@ class _NativeSegment:
         native.run(x, y)
         t1 = self._clock()
         if not native.by_layers:
-            self._serial_t[n], self._probe = t1 - t0, False
+            self._serial_t[n], self._probe, self._warm = t1 - t0, False, False
             return
+        # the first node-by-node call after one-thread calls wakes the sleeping workers:
+        # not judged
+        warm, self._warm = self._warm, True
         serial = self._serial_t.get(n)
         if serial is None:
             self._probe = True
-        elif t1 - t0 > _STALL_RATIO * serial:
-            self._serial_until = t1 + _BACKOFF_S
+        elif warm:
+            self._slow = self._slow + 1 if t1 - t0 > _STALL_RATIO * serial else 0
+            if self._slow >= _STALLS:
+                self._serial_until, self._slow = t1 + _BACKOFF_S, 0
 
     @property
     def buffer_bytes(self):
