@@ -304,8 +304,9 @@ class _NativeSegment:
         return y
 
     def _timed_run(self, native, x, y):
-        """A node-by-node or stall-guarded one-thread run, timed: a node-by-node call slower
-        than _STALL_RATIO one-thread calls (or the first one) sends calls to one thread."""
+        """A node-by-node or stall-guarded one-thread run, timed. The first node-by-node call
+        asks for a one-thread probe; _STALLS warm ones in a row slower than _STALL_RATIO
+        one-thread calls send calls to one thread for _BACKOFF_S seconds."""
         n = x.shape[0]
         t0 = self._clock()
         native.run(x, y)
