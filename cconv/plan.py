@@ -22,8 +22,9 @@ Either way each output element is computed by the same arithmetic, so results ar
 bit-identical for any thread count, and they equal the layer-by-layer path to float rounding
 (bit-identical where both use the same kernel: GEMM, direct and Winograd convolutions,
 pooling, relu).
-A node-by-node call that stalls (another process took a core from one of its threads) sends
-the next half second of calls to one thread; the thread count never changes a result.
+Node-by-node calls that stall (another process took a core from one of their threads), three
+in a row, send the next half second of calls to one thread; the thread count never changes
+a result.
 
 Opt out: ``CCONV_PLAN=0`` in the environment, or ``model.jit_compile = False`` (Keras's
 name), or ``model.compile(..., jit_compile=False)``.
