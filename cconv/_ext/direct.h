@@ -31,6 +31,10 @@ static inline int64_t cconv_direct_wp(const cconv_geom *g) { return (g->OW - 1) 
    AVX2's 16 registers beside the operands). */
 #define CCONV__DIRECT_COB 8
 
+/* Zeroed elements after the planar input: the stride-1 forward reads whole tiles of outputs,
+   so its last tile reads up to 2 vectors minus one element past the plane. */
+#define CCONV__DIRECT_SLACK 64
+
 /* One full block of cconv__direct_block: JB outputs (one vector of VB bytes) for
    CCONV__DIRECT_COB filters with stride 1, the accumulators held in GNU C vectors (so in
    registers). Other compilers leave it empty: the block's plain loops then run instead,
@@ -58,12 +62,47 @@ static inline int64_t cconv_direct_wp(const cconv_geom *g) { return (g->OW - 1) 
 #define CCONV__DIRECT_VBLOCK(T, VB)
 #endif
 
+/* Vectors of outputs per tile of the stride-1 forward: 2 where 32 registers hold 2 x 8
+   accumulators beside the operands (AVX-512), else 1. */
+#define CCONV__DIRECT_NJ(VB) ((VB) >= 64 ? 2 : 1)
+
+/* cconv__direct_tile's body for exactly NCV filters, the accumulators held in GNU C vectors
+   (so in registers); other compilers run the tile's plain loops, with the same arithmetic in
+   the same order. */
+#if defined(__GNUC__)
+#define CCONV__DIRECT_VTILE(T, VB, NCV)                                                        \
+    if (NC == NCV) {                                                                           \
+        typedef T cconv__dv __attribute__((vector_size(VB)));                                  \
+        cconv__dv vacc[NCV][NJ], vs[NJ];                                                       \
+        for (cb = 0; cb < NCV; cb++) for (n = 0; n < NJ; n++) vacc[cb][n] = (cconv__dv){0};     \
+        for (kh = 0; kh < g->KH; kh++) {                                                       \
+            for (kw = 0; kw < g->KW; kw++) {                                                   \
+                const T *src = xT + (c0 * Hp + kh * g->dh) * Wp + kw * g->dw + j;              \
+                const T *wv = wt + (kh * g->KW + kw) * CG * NCV;                               \
+                for (c = 0; c < CG; c++, src += Hp * Wp, wv += NCV) {                          \
+                    for (n = 0; n < NJ; n++) memcpy(&vs[n], src + n * JB, sizeof vs[n]);       \
+                    for (cb = 0; cb < NCV; cb++) {                                             \
+                        const T wb = wv[cb];                                                   \
+                        for (n = 0; n < NJ; n++) vacc[cb][n] += wb * vs[n];                    \
+                    }                                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        for (cb = 0; cb < NCV; cb++)                                                           \
+            for (n = 0; n < NJ; n++) memcpy(tile + cb * NJ * JB + n * JB, &vacc[cb][n], VB);   \
+        return;                                                                                \
+    }
+#else
+#define CCONV__DIRECT_VTILE(T, VB, NCV)
+#endif
+
 /* Scratch elements one thread needs: planar input (or input gradient) plus one transposed row. */
 static inline int64_t cconv_direct_scratch(const void *geom)
 {
     const cconv_geom *g = (const cconv_geom *)geom;
-    /* the forward pass with stride 1 keeps a whole padded output plane per filter */
-    return g->C * cconv_direct_hp(g) * cconv_direct_wp(g) + g->CO * g->OH * cconv_direct_wp(g)
+    /* transposed outputs: the forward's rows with stride > 1, the kernel gradient's padded dy plane */
+    return g->C * cconv_direct_hp(g) * cconv_direct_wp(g) + CCONV__DIRECT_SLACK
+           + g->CO * g->OH * cconv_direct_wp(g)
            + g->KH * g->KW * (g->C / g->groups) * CCONV__DIRECT_COB + 16;
 }
 
@@ -91,7 +130,7 @@ ATTR static int cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geom
 {                                                                                              \
     int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g), c, hp, wp;                      \
     int bad = 0;                                                                               \
-    memset(xT, 0, (size_t)(g->C * Hp * Wp) * sizeof(T));                                       \
+    memset(xT, 0, (size_t)(g->C * Hp * Wp + CCONV__DIRECT_SLACK) * sizeof(T));                 \
     for (hp = 0; hp < Hp; hp++) {                                                              \
         int64_t ih = hp - g->pt;                                                               \
         if (ih < 0 || ih >= g->H) continue;                                                    \
@@ -145,44 +184,98 @@ ATTR static inline void cconv__direct_block_##SUFFIX(const T *xT, const T *wt, T
         for (v = 0; v < nv; v++) yT[cb * len + j + v] = acc[cb][v];                            \
 }                                                                                              \
                                                                                                \
+/* Stride 1: outputs j .. j + NJ * JB of the padded plane read as one long row (pitch Wp), for \
+   NC filters whose tap weights wt holds (NC per tap), into tile (NC rows of NJ * JB). All     \
+   NJ * NC accumulators stay in registers across the taps; each tap is NJ loads of the input  \
+   row and NJ multiply-adds per filter, summed in the order kh, kw, c from zero, as the block  \
+   kernel does. The last tile of a plane reads into the zeroed slack past it. */             \
+ATTR static inline void cconv__direct_tile_##SUFFIX(const T *xT, const T *wt, T *tile,          \
+                                                    int64_t j, int64_t c0, int64_t NC,         \
+                                                    const cconv_geom *g)                       \
+{                                                                                              \
+    enum { JB = VB / sizeof(T), NJ = CCONV__DIRECT_NJ(VB), COB = CCONV__DIRECT_COB };         \
+    CCONV__DIRECT_SIZES(g)                                                                     \
+    int64_t kh, kw, c, cb, n, v;                                                               \
+    (void)OW; (void)COg; (void)sw; (void)v;                                                    \
+    CCONV__DIRECT_VTILE(T, VB, 8)                                                              \
+    CCONV__DIRECT_VTILE(T, VB, 6)                                                              \
+    CCONV__DIRECT_VTILE(T, VB, 4)                                                              \
+    {                                                                                          \
+        T acc[COB][NJ * JB];                                                                   \
+        for (cb = 0; cb < NC; cb++) for (v = 0; v < NJ * JB; v++) acc[cb][v] = (T)0;           \
+        for (kh = 0; kh < g->KH; kh++)                                                         \
+            for (kw = 0; kw < g->KW; kw++)                                                     \
+                for (c = 0; c < CG; c++) {                                                     \
+                    const T *CCONV__RESTRICT src = xT + ((c0 + c) * Hp + kh * g->dh) * Wp      \
+                                                   + kw * g->dw + j;                           \
+                    const T *CCONV__RESTRICT wv = wt + ((kh * g->KW + kw) * CG + c) * NC;      \
+                    for (cb = 0; cb < NC; cb++)                                                \
+                        for (v = 0; v < NJ * JB; v++) acc[cb][v] += wv[cb] * src[v];           \
+                }                                                                              \
+        for (cb = 0; cb < NC; cb++)                                                            \
+            for (n = 0; n < NJ * JB; n++) tile[cb * NJ * JB + n] = acc[cb][n];                 \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
 /* y (OH, OW, CO) of one image = conv(x) + bias (bias may be NULL), then max(., 0) with relu  \
-   (the compiled plan's fused activation). With stride 1 the whole                            \
-   padded plane (row pitch Wp) is one long row of outputs: the columns past OW of each row   \
-   are computed too and thrown away, which keeps the blocks long and simple. Filters go in   \
-   blocks of CCONV__DIRECT_COB within a group, outputs in blocks of one vector. */            \
+   (the compiled plan's fused activation). Filters go in blocks of CCONV__DIRECT_COB within a \
+   group. With stride 1 the whole padded plane (row pitch Wp) is one long row of outputs, cut \
+   into tiles (cconv__direct_tile; the columns past OW of each row are computed too and      \
+   thrown away, which keeps the tiles long and simple), each written to y from the stack     \
+   while it is in cache. Otherwise each output row is computed in blocks of one vector into  \
+   the transposed rows yT, then written back NHWC. */                                        \
 ATTR static void cconv_direct_forward_##SUFFIX(const T *x, const T *w, const T *bias, T *y,    \
                                                const cconv_geom *g, T *scratch, int relu)      \
 {                                                                                              \
-    enum { JB = VB / sizeof(T), COB = CCONV__DIRECT_COB };                                     \
+    enum { JB = VB / sizeof(T), COB = CCONV__DIRECT_COB, NJ = CCONV__DIRECT_NJ(VB) };         \
     CCONV__DIRECT_SIZES(g)                                                                     \
-    int64_t plane = g->sh == 1 && sw == 1;                                                     \
-    int64_t len = plane ? (g->OH - 1) * Wp + OW : OW;     /* outputs per pass */               \
-    int64_t taps = g->KH * g->KW * CG, oh, ow, co, co0, nco, t, cb, j;                         \
-    T *xT = scratch, *yT = scratch + g->C * Hp * Wp, *wt = yT + g->CO * g->OH * Wp;           \
+    int64_t plane = g->sh == 1 && sw == 1, len = plane ? (g->OH - 1) * Wp + OW : OW;          \
+    int64_t taps = g->KH * g->KW * CG, CO = g->CO, oh, ow, co, co0, nco, NC, t, cb, j;         \
+    T *xT = scratch, *yT = scratch + g->C * Hp * Wp + CCONV__DIRECT_SLACK;                    \
+    T *wt = yT + CO * g->OH * Wp, tile[COB * NJ * JB], bv[COB];                                \
     cconv_direct_planar_##SUFFIX(x, xT, g);                                                    \
-    for (co0 = 0; co0 < g->CO; co0 += nco) {                                                   \
-        int64_t gend = (co0 / COg + 1) * COg;                                                  \
+    for (co0 = 0; co0 < CO; co0 += nco) {                                                      \
+        int64_t gend = (co0 / COg + 1) * COg, c0 = (co0 / COg) * CG;                           \
         nco = gend - co0 < COB ? gend - co0 : COB;                                             \
+        NC = !plane ? COB : nco <= 4 ? 4 : nco <= 6 ? 6 : COB;  /* the tile's filters */       \
         for (t = 0; t < taps; t++)                                                             \
-            for (cb = 0; cb < COB; cb++)                                                       \
-                wt[t * COB + cb] = cb < nco ? w[t * g->CO + co0 + cb] : (T)0;                  \
-        for (oh = 0; oh < (plane ? 1 : g->OH); oh++) {                                         \
-            T *yb = yT + co0 * len + (plane ? 0 : oh * g->CO * len);                           \
-            for (j = 0; j < len; j += JB)                                                      \
-                cconv__direct_block_##SUFFIX(xT, wt, yb, len, nco, j,                          \
-                                             len - j < JB ? len - j : JB, oh,                  \
-                                             (co0 / COg) * CG, g);                             \
+            for (cb = 0; cb < NC; cb++)                                                        \
+                wt[t * NC + cb] = cb < nco ? w[t * CO + co0 + cb] : (T)0;                      \
+        if (!plane) {                                                                          \
+            for (oh = 0; oh < g->OH; oh++)                                                     \
+                for (j = 0; j < len; j += JB)                                                  \
+                    cconv__direct_block_##SUFFIX(xT, wt, yT + co0 * len + oh * CO * len, len,  \
+                                                 nco, j, len - j < JB ? len - j : JB, oh, c0,  \
+                                                 g);                                           \
+            continue;                                                                          \
+        }                                                                                      \
+        for (cb = 0; cb < nco; cb++) bv[cb] = bias ? bias[co0 + cb] : (T)0;                    \
+        for (j = 0; j < len; j += NJ * JB) {                                                   \
+            int64_t v, e = len - j < NJ * JB ? len - j : NJ * JB;                              \
+            cconv__direct_tile_##SUFFIX(xT, wt, tile, j, c0, NC, g);                           \
+            oh = j / Wp;                                                                       \
+            ow = j - oh * Wp;                                                                  \
+            for (v = 0; v < e; v++) {                                                          \
+                if (ow < OW) {                                                                 \
+                    T *CCONV__RESTRICT yo = y + (oh * OW + ow) * CO + co0;                     \
+                    for (cb = 0; cb < nco; cb++) {                                             \
+                        const T val = tile[cb * NJ * JB + v] + bv[cb];                         \
+                        yo[cb] = relu && val < (T)0 ? (T)0 : val;                              \
+                    }                                                                          \
+                }                                                                              \
+                if (++ow == Wp) { ow = 0; oh++; }                                              \
+            }                                                                                  \
         }                                                                                      \
     }                                                                                          \
-    for (co = 0; co < g->CO; co++) {           /* back to NHWC, one filter at a time */       \
-        const T bv = bias ? bias[co] : (T)0;                                                   \
+    if (plane) return;                                                                         \
+    for (co = 0; co < CO; co++) {              /* back to NHWC, one filter at a time */       \
+        const T b0 = bias ? bias[co] : (T)0;                                                   \
         const T *CCONV__RESTRICT yr = yT + co * len;                                           \
         T *CCONV__RESTRICT yo = y + co;                                                        \
-        int64_t CO = g->CO, pitch = plane ? Wp : g->CO * len;                                  \
-        for (oh = 0; oh < g->OH; oh++, yr += pitch)                                            \
+        for (oh = 0; oh < g->OH; oh++, yr += CO * len)                                         \
             for (ow = 0; ow < OW; ow++, yo += CO) {                                            \
-                const T v = yr[ow] + bv;                                                       \
-                *yo = relu && v < (T)0 ? (T)0 : v;                                             \
+                const T val = yr[ow] + b0;                                                     \
+                *yo = relu && val < (T)0 ? (T)0 : val;                                         \
             }                                                                                  \
     }                                                                                          \
 }                                                                                              \
