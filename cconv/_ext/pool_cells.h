@@ -107,6 +107,19 @@ typedef struct {
     int64_t H, W, C, KH, KW, OH, OW, sh, sw, pt, pl;
 } cconv_pool_geom;
 
+/* One later cell (h, w) of a window into CCONV__POOL_WIN's running m_ (and a_). */
+#define CCONV__POOL_CELL(T, IDX, VT, IT, mode, h, w)                                            \
+    do {                                                                                        \
+        memcpy(&v_, x + ((h) * g->W + (w)) * C + c0, sizeof v_);                                \
+        if (mode == 0) m_ += v_;                                                                \
+        else {                                                                                  \
+            if (mode == 1) t_ = (v_ > m_) | (v_ != v_);                                         \
+            else t_ = (v_ > m_) | ((v_ != v_) & (m_ == m_));                                    \
+            m_ = (VT)(((IT)v_ & t_) | ((IT)m_ & ~t_));                                          \
+            if (mode == 2) a_ = ((io_ + (IDX)(((h) * g->W + (w)) * C)) & t_) | (a_ & ~t_);      \
+        }                                                                                       \
+    } while (0)
+
 /* Channels [c0, c0 + L) of one window (rows h0..h1, columns w0..w1) of image x into yr (and
    their winning cells into ar when ar is not NULL). VT: vector of L elements of T, IT: vector
    of L integers of T's width. */
@@ -119,17 +132,14 @@ typedef struct {
         memcpy(&io_, iota_, sizeof io_);                                                        \
         io_ += (IDX)c0;                                                                         \
         a_ = io_ + (IDX)((h0 * g->W + w0) * C);                                                 \
-        for (h_ = h0; h_ < h1; h_++)                                                            \
-            for (w_ = h_ == h0 ? w0 + 1 : w0; w_ < w1; w_++) {                                  \
-                memcpy(&v_, x + (h_ * g->W + w_) * C + c0, sizeof v_);                          \
-                if (mode == 0) m_ += v_;                                                        \
-                else {                                                                          \
-                    if (mode == 1) t_ = (v_ > m_) | (v_ != v_);                                 \
-                    else t_ = (v_ > m_) | ((v_ != v_) & (m_ == m_));                            \
-                    m_ = (VT)(((IT)v_ & t_) | ((IT)m_ & ~t_));                                  \
-                    if (mode == 2) a_ = ((io_ + (IDX)((h_ * g->W + w_) * C)) & t_) | (a_ & ~t_); \
-                }                                                                               \
-            }                                                                                   \
+        if (h1 - h0 == 2 && w1 - w0 == 2) {    /* the common 2 x 2 window, unrolled */          \
+            CCONV__POOL_CELL(T, IDX, VT, IT, mode, h0, w0 + 1);                                 \
+            CCONV__POOL_CELL(T, IDX, VT, IT, mode, h0 + 1, w0);                                 \
+            CCONV__POOL_CELL(T, IDX, VT, IT, mode, h0 + 1, w0 + 1);                             \
+        } else                                                                                  \
+            for (h_ = h0; h_ < h1; h_++)                                                        \
+                for (w_ = h_ == h0 ? w0 + 1 : w0; w_ < w1; w_++)                                \
+                    CCONV__POOL_CELL(T, IDX, VT, IT, mode, h_, w_);                             \
         if (mode == 0) m_ *= (T)1 / (T)((h1 - h0) * (w1 - w0));                                 \
         memcpy(yr + c0, &m_, sizeof m_);                                                        \
         if (mode == 2 && sizeof(IDX) == sizeof(int32_t)) memcpy(ar + c0, &a_, sizeof a_);       \
