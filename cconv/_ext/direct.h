@@ -89,12 +89,28 @@ static inline int64_t cconv_direct_wp(const cconv_geom *g) { return (g->OW - 1) 
             }                                                                                  \
         }                                                                                      \
         for (cb = 0; cb < NCV; cb++)                                                           \
-            for (n = 0; n < NJ; n++) memcpy(tile + cb * NJ * JB + n * JB, &vacc[cb][n], VB);   \
+            for (n = 0; n < NJ; n++) {                                                         \
+                typedef __typeof__(vs[0] < vs[0]) cconv__dm;                                   \
+                cconv__dv t = vacc[cb][n] + bv[cb];                                            \
+                if (relu) t = (cconv__dv)((cconv__dm)t & ~(t < (cconv__dv){0}));               \
+                memcpy(tile + cb * NJ * JB + n * JB, &t, VB);                                  \
+            }                                                                                  \
         return;                                                                                \
     }
 #else
 #define CCONV__DIRECT_VTILE(T, VB, NCV)
 #endif
+
+/* The stride-1 forward's tile (positions j .. j + e of the plane, from row oh, column ow) to
+   y, NCV filters from co0 on per position (a constant where it can be, so the copy unrolls). */
+#define CCONV__DIRECT_SCATTER(T, NCV)                                                          \
+    for (v = 0; v < e; v++) {                                                                  \
+        if (ow < OW) {                                                                         \
+            T *CCONV__RESTRICT yo = y + (oh * OW + ow) * CO + co0;                             \
+            for (cb = 0; cb < (NCV); cb++) yo[cb] = tile[cb * NJ * JB + v];                    \
+        }                                                                                      \
+        if (++ow == Wp) { ow = 0; oh++; }                                                      \
+    }
 
 /* Scratch elements one thread needs: planar input (or input gradient) plus one transposed row. */
 static inline int64_t cconv_direct_scratch(const void *geom)
@@ -134,6 +150,16 @@ ATTR static int cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geom
     for (hp = 0; hp < Hp; hp++) {                                                              \
         int64_t ih = hp - g->pt;                                                               \
         if (ih < 0 || ih >= g->H) continue;                                                    \
+        if (g->C == 1) {            /* one channel: each row is one contiguous copy */         \
+            int64_t w0 = g->pl > 0 ? 0 : -g->pl, w1 = Wp - g->pl < g->W ? Wp - g->pl : g->W;   \
+            T *CCONV__RESTRICT o = xT + hp * Wp + g->pl;                                       \
+            const T *CCONV__RESTRICT r = x + ih * g->W;                                        \
+            for (wp = w0; wp < w1; wp++) {                                                     \
+                o[wp] = r[wp];                                                                 \
+                bad |= !(r[wp] - r[wp] == (T)0);                                               \
+            }                                                                                  \
+            continue;                                                                          \
+        }                                                                                      \
         for (wp = 0; wp < Wp; wp++) {                                                          \
             int64_t iw = wp - g->pl;                                                           \
             if (iw < 0 || iw >= g->W) continue;                                                \
@@ -188,10 +214,11 @@ ATTR static inline void cconv__direct_block_##SUFFIX(const T *xT, const T *wt, T
    NC filters whose tap weights wt holds (NC per tap), into tile (NC rows of NJ * JB). All     \
    NJ * NC accumulators stay in registers across the taps; each tap is NJ loads of the input  \
    row and NJ multiply-adds per filter, summed in the order kh, kw, c from zero, as the block  \
-   kernel does. The last tile of a plane reads into the zeroed slack past it. */             \
-ATTR static inline void cconv__direct_tile_##SUFFIX(const T *xT, const T *wt, T *tile,          \
-                                                    int64_t j, int64_t c0, int64_t NC,         \
-                                                    const cconv_geom *g)                       \
+   kernel does; then bv[cb] is added and, with relu, negatives become +0 (NaN and -0 stay).  \
+   The last tile of a plane reads into the zeroed slack past it. */                          \
+ATTR static inline void cconv__direct_tile_##SUFFIX(const T *xT, const T *wt, const T *bv,     \
+                                                    int relu, T *tile, int64_t j, int64_t c0,  \
+                                                    int64_t NC, const cconv_geom *g)           \
 {                                                                                              \
     enum { JB = VB / sizeof(T), NJ = CCONV__DIRECT_NJ(VB), COB = CCONV__DIRECT_COB };         \
     CCONV__DIRECT_SIZES(g)                                                                     \
@@ -213,7 +240,10 @@ ATTR static inline void cconv__direct_tile_##SUFFIX(const T *xT, const T *wt, T 
                         for (v = 0; v < NJ * JB; v++) acc[cb][v] += wv[cb] * src[v];           \
                 }                                                                              \
         for (cb = 0; cb < NC; cb++)                                                            \
-            for (n = 0; n < NJ * JB; n++) tile[cb * NJ * JB + n] = acc[cb][n];                 \
+            for (n = 0; n < NJ * JB; n++) {                                                    \
+                const T val = acc[cb][n] + bv[cb];                                             \
+                tile[cb * NJ * JB + n] = relu && val < (T)0 ? (T)0 : val;                      \
+            }                                                                                  \
     }                                                                                          \
 }                                                                                              \
                                                                                                \
@@ -249,22 +279,16 @@ ATTR static void cconv_direct_forward_##SUFFIX(const T *x, const T *w, const T *
                                                  g);                                           \
             continue;                                                                          \
         }                                                                                      \
-        for (cb = 0; cb < nco; cb++) bv[cb] = bias ? bias[co0 + cb] : (T)0;                    \
+        for (cb = 0; cb < NC; cb++) bv[cb] = bias && cb < nco ? bias[co0 + cb] : (T)0;         \
         for (j = 0; j < len; j += NJ * JB) {                                                   \
             int64_t v, e = len - j < NJ * JB ? len - j : NJ * JB;                              \
-            cconv__direct_tile_##SUFFIX(xT, wt, tile, j, c0, NC, g);                           \
+            cconv__direct_tile_##SUFFIX(xT, wt, bv, relu, tile, j, c0, NC, g);                 \
             oh = j / Wp;                                                                       \
             ow = j - oh * Wp;                                                                  \
-            for (v = 0; v < e; v++) {                                                          \
-                if (ow < OW) {                                                                 \
-                    T *CCONV__RESTRICT yo = y + (oh * OW + ow) * CO + co0;                     \
-                    for (cb = 0; cb < nco; cb++) {                                             \
-                        const T val = tile[cb * NJ * JB + v] + bv[cb];                         \
-                        yo[cb] = relu && val < (T)0 ? (T)0 : val;                              \
-                    }                                                                          \
-                }                                                                              \
-                if (++ow == Wp) { ow = 0; oh++; }                                              \
-            }                                                                                  \
+            if (nco == 8) CCONV__DIRECT_SCATTER(T, 8)                                          \
+            else if (nco == 6) CCONV__DIRECT_SCATTER(T, 6)                                     \
+            else if (nco == 4) CCONV__DIRECT_SCATTER(T, 4)                                     \
+            else CCONV__DIRECT_SCATTER(T, nco)                                                 \
         }                                                                                      \
     }                                                                                          \
     if (plane) return;                                                                         \
