@@ -52,6 +52,20 @@ static void PF(cconv_plan_epilogue)(PT *y, int64_t rows, int64_t width, const PT
     PF(cconv_plan_act)(y, rows, width, act);
 }
 
+/* dst[0:n] = src[0:n] for the short runs of im2col: whole 64-byte blocks (the last one moved
+   back to end at n, copying a few elements twice: the same values), inline, where memcpy
+   would be a library call per run; runs under one block go to memcpy. */
+static inline void PF(cconv_plan_copy)(PT *dst, const PT *src, int64_t n)
+{
+    enum { E = 64 / sizeof(PT) };
+    int64_t i;
+    if (n < E) { memcpy(dst, src, (size_t)n * sizeof(PT)); return; }
+    for (i = 0; i < n; i += E) {
+        if (i + E > n) i = n - E;
+        memcpy(dst + i, src + i, 64);
+    }
+}
+
 /* Rows r0..r1 of the im2col matrix of consecutive images (one group), row r = (n OH + oh) OW
    + ow: col[r - r0][(kh KW + kw) C + c] = x[n, ih, iw, c] (0 in the padding). */
 static void PF(cconv_plan_im2col)(const PT *x, PT *col, const cconv_geom *g, int64_t r0,
@@ -74,13 +88,13 @@ static void PF(cconv_plan_im2col)(const PT *x, PT *col, const cconv_geom *g, int
             }
             src = xn + ih * g->W * g->C;
             if (inside_w && g->dw == 1) {
-                memcpy(dst, src + iw0 * g->C, (size_t)(g->KW * g->C) * sizeof(PT));
+                PF(cconv_plan_copy)(dst, src + iw0 * g->C, g->KW * g->C);
                 continue;
             }
             for (kw = 0; kw < g->KW; kw++) {
                 iw = iw0 + kw * g->dw;
                 if (iw < 0 || iw >= g->W) memset(dst + kw * g->C, 0, (size_t)g->C * sizeof(PT));
-                else memcpy(dst + kw * g->C, src + iw * g->C, (size_t)g->C * sizeof(PT));
+                else PF(cconv_plan_copy)(dst + kw * g->C, src + iw * g->C, g->C);
             }
         }
         if (++ow == g->OW) { ow = 0; if (++oh == g->OH) { oh = 0; n++; } }
