@@ -52,14 +52,27 @@ static void PF(cconv_plan_epilogue)(PT *y, int64_t rows, int64_t width, const PT
     PF(cconv_plan_act)(y, rows, width, act);
 }
 
-/* dst[0:n] = src[0:n] for the short runs of im2col: whole 64-byte blocks (the last one moved
-   back to end at n, copying a few elements twice: the same values), inline, where memcpy
-   would be a library call per run; runs under one block go to memcpy. */
+/* dst[0:n] = src[0:n] for the short runs of im2col, inline, where memcpy would be a library
+   call per run: whole 64-byte blocks, the last one moved back to end at n (copying a few
+   elements twice: the same values); under one block, two overlapping 32- or 16-byte moves. */
 static inline void PF(cconv_plan_copy)(PT *dst, const PT *src, int64_t n)
 {
     enum { E = 64 / sizeof(PT) };
     int64_t i;
-    if (n < E) { memcpy(dst, src, (size_t)n * sizeof(PT)); return; }
+    if (n < E / 4) {
+        for (i = 0; i < n; i++) dst[i] = src[i];
+        return;
+    }
+    if (n < E / 2) {
+        memcpy(dst, src, 16);
+        memcpy(dst + n - E / 4, src + n - E / 4, 16);
+        return;
+    }
+    if (n < E) {
+        memcpy(dst, src, 32);
+        memcpy(dst + n - E / 2, src + n - E / 2, 32);
+        return;
+    }
     for (i = 0; i < n; i += E) {
         if (i + E > n) i = n - E;
         memcpy(dst + i, src + i, 64);
