@@ -140,6 +140,68 @@ static inline int64_t cconv_direct_scratch(const void *geom)
         DST += acc[0];                                                                         \
     } while (0)
 
+#if defined(__GNUC__)
+/* Kernel gradient, sw == 1, one group: the dot products of NB filters' dy rows (from co0)
+   with the NK taps kw0.. of input row `row` (tap row kh, channel c), all NB x NK sums in
+   vectors of 16 lanes at once, so that each dy and each input vector loaded serves several
+   multiply-adds. Every sum is the per-tap loop's: lanes over j in steps of 16, then
+   CCONV__DK_FINISH. */
+#define CCONV__DK_BLOCK(T, NB, NK)                                                             \
+    do {                                                                                       \
+        typedef T cconv__v16 __attribute__((vector_size(16 * sizeof(T))));                    \
+        cconv__v16 a_[NB][NK], dv_[NB], xv_;                                                   \
+        int64_t b_, k_;                                                                        \
+        for (b_ = 0; b_ < NB; b_++)                                                            \
+            for (k_ = 0; k_ < NK; k_++) a_[b_][k_] = (cconv__v16){0};                          \
+        for (j = 0; j + 16 <= len; j += 16) {                                                  \
+            for (b_ = 0; b_ < NB; b_++)                                                        \
+                memcpy(&dv_[b_], dyT + (co0 + b_) * dstride + j, sizeof dv_[b_]);              \
+            for (k_ = 0; k_ < NK; k_++) {                                                      \
+                memcpy(&xv_, row + (kw0 + k_) * g->dw + j, sizeof xv_);                        \
+                for (b_ = 0; b_ < NB; b_++) a_[b_][k_] += xv_ * dv_[b_];                       \
+            }                                                                                  \
+        }                                                                                      \
+        for (b_ = 0; b_ < NB; b_++)                                                            \
+            for (k_ = 0; k_ < NK; k_++) {                                                      \
+                const T *CCONV__RESTRICT d = dyT + (co0 + b_) * dstride;                       \
+                const T *CCONV__RESTRICT src = row + (kw0 + k_) * g->dw;                       \
+                T acc[16];                                                                     \
+                memcpy(acc, &a_[b_][k_], sizeof acc);                                          \
+                CCONV__DK_FINISH(acc, src, j,                                                  \
+                                 dw[((kh * g->KW + kw0 + k_) * CG + c) * g->CO + co0 + b_]);   \
+            }                                                                                  \
+    } while (0)
+
+/* All of dw for one output pass (row oh, or the whole plane), in CCONV__DK_BLOCKs of NBV
+   filters x NKV taps, then the filters and taps left over one at a time. */
+#define CCONV__DK_BLOCKS(T, NBV, NKV)                                                          \
+    for (co0 = 0; co0 < g->CO; co0 += nb) {                                                    \
+        nb = g->CO - co0 >= NBV ? NBV : 1;                                                     \
+        for (kh = 0; kh < g->KH; kh++)                                                         \
+            for (c = 0; c < CG; c++) {                                                         \
+                const T *CCONV__RESTRICT row = xT + (c * Hp + oh * g->sh + kh * g->dh) * Wp;   \
+                for (kw0 = 0; kw0 + NKV <= g->KW; kw0 += NKV) {                                \
+                    if (nb == NBV) CCONV__DK_BLOCK(T, NBV, NKV);                               \
+                    else CCONV__DK_BLOCK(T, 1, NKV);                                           \
+                }                                                                              \
+                for (; kw0 < g->KW; kw0++) {                                                   \
+                    if (nb == NBV) CCONV__DK_BLOCK(T, NBV, 1);                                 \
+                    else CCONV__DK_BLOCK(T, 1, 1);                                             \
+                }                                                                              \
+            }                                                                                  \
+    }
+/* The blocking that fits the registers: 16 lanes of T in 1 vector (float, AVX-512): 4 x 4
+   sums; in 2: 2 x 2; else 1 x 2. */
+#define CCONV__DK_DRIVE(T, VB)                                                                 \
+    if (16 * sizeof(T) <= (VB)) { CCONV__DK_BLOCKS(T, 4, 4) }                                  \
+    else if (16 * sizeof(T) <= 2 * (VB)) { CCONV__DK_BLOCKS(T, 2, 2) }                         \
+    else { CCONV__DK_BLOCKS(T, 1, 2) }
+#define CCONV__DK_BLOCKED 1
+#else
+#define CCONV__DK_DRIVE(T, VB)
+#define CCONV__DK_BLOCKED 0
+#endif
+
 #define CCONV_DIRECT_DEFINE(SUFFIX, T, ATTR, VB)                                                 \
 /* Copy one image into the zero-padded planar buffer; returns 1 when it holds Inf or NaN. */   \
 ATTR static int cconv_direct_planar_##SUFFIX(const T *x, T *xT, const cconv_geom *g)           \
@@ -316,6 +378,7 @@ ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, 
     T *xT = scratch, *dyT = scratch + g->C * Hp * Wp;                                          \
     int bad = cconv_direct_planar_##SUFFIX(x, xT, g);                                          \
     int plane = g->sh == 1 && sw == 1 && !bad;                                                 \
+    int blocked = CCONV__DK_BLOCKED && sw == 1 && g->groups == 1;                              \
     int64_t len = plane ? (g->OH - 1) * Wp + OW : OW;     /* dy entries per pass */           \
     int64_t pitch = plane ? Wp : OW;                                                           \
     for (oh = 0; oh < (plane ? 1 : g->OH); oh++) {                                             \
@@ -326,6 +389,10 @@ ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, 
                 for (ow = 0; ow < OW; ow++) o[ow] = dr[ow * g->CO + co];                       \
                 for (ow = OW; ow < pitch && j + 1 < g->OH; ow++) o[ow] = (T)0;                 \
             }                                                                                  \
+        }                                                                                      \
+        if (dw && blocked) {                                                                   \
+            int64_t co0, kw0, nb, dstride = plane ? g->OH * Wp : OW;                           \
+            CCONV__DK_DRIVE(T, VB)                                                             \
         }                                                                                      \
         for (co = 0; co < g->CO; co++) {                                                       \
             const T *CCONV__RESTRICT d = dyT + co * (plane ? g->OH * Wp : OW);                 \
@@ -339,7 +406,7 @@ ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, 
                     for (j = 0; j < l; j++) acc[j] += acc[j + l];                              \
                 db[co] += acc[0];                                                              \
             }                                                                                  \
-            if (!dw) continue;                                                                 \
+            if (!dw || blocked) continue;                                                      \
             for (kh = 0; kh < g->KH; kh++) {                                                   \
                 int64_t hp = oh * g->sh + kh * g->dh;                                          \
                 for (c = 0; c < CG; c++) {                                                     \
