@@ -384,11 +384,12 @@ ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, 
     for (oh = 0; oh < (plane ? 1 : g->OH); oh++) {                                             \
         for (j = 0; j < (plane ? g->OH : 1); j++) {         /* dy rows, transposed */          \
             const T *dr = dy + ((plane ? j : oh) * OW) * g->CO;                                \
-            for (co = 0; co < g->CO; co++) {                                                   \
-                T *o = dyT + co * (plane ? g->OH * Wp : OW) + j * pitch;                       \
-                for (ow = 0; ow < OW; ow++) o[ow] = dr[ow * g->CO + co];                       \
-                for (ow = OW; ow < pitch && j + 1 < g->OH; ow++) o[ow] = (T)0;                 \
-            }                                                                                  \
+            const int64_t S = plane ? g->OH * Wp : OW;    /* one filter's dy */                \
+            T *CCONV__RESTRICT o = dyT + j * pitch;                                            \
+            for (ow = 0; ow < OW; ow++)      /* dy read in order, each filter a stream */      \
+                for (co = 0; co < g->CO; co++) o[co * S + ow] = dr[ow * g->CO + co];           \
+            for (co = 0; co < g->CO; co++)                                                     \
+                for (ow = OW; ow < pitch && j + 1 < g->OH; ow++) o[co * S + ow] = (T)0;        \
         }                                                                                      \
         if (dw && blocked) {                                                                   \
             int64_t co0, kw0, nb, dstride = plane ? g->OH * Wp : OW;                           \
