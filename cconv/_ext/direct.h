@@ -5,7 +5,9 @@
    building the matrix costs more than the multiply. Instead the image is copied once into a
    zero-padded planar buffer xT[c][hp][wp]; then every kernel tap is a contiguous
    multiply-add over a whole output row ("vectorise over output width"), whatever the number
-   of filters. Output rows are accumulated transposed (yT[co][ow]) and written back NHWC.
+   of filters. With stride 1 the outputs of a few filters are accumulated in registers, tile
+   by tile, and written NHWC from the stack; otherwise output rows are accumulated
+   transposed (yT[co][ow]) and written back NHWC.
 
    The loops are plain C compiled three times (AVX-512, AVX2+FMA, baseline) and picked at run
    time by isa.h, as gemm.h's are. Summation order is fixed by the loops, so results
