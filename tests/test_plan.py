@@ -141,6 +141,19 @@ def test_gemm_nodes_with_packed_weights_equal_the_layer_path(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("units", [5, 8, 16, 17, 40, 130, 260])
+def test_dense_few_rows_equal_the_layer_path(dtype, units):
+    """1-4 rows of a dense layer run on the plan's row kernel (vectors of columns held in
+    registers, the last one moved back to end at the width; depths over one GEMM block):
+    the same bits as the layers' GEMM for every width."""
+    model = _model([L(Input, (300,)), L(Dense, units, activation="relu"), L(Dense, units)],
+                   dtype)
+    for n in (1, 3, 4):
+        x = np.random.default_rng(units + n).standard_normal((n, 300)).astype(dtype)
+        np.testing.assert_array_equal(model.predict_on_batch(x), _layer_path(model, x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_standalone_activation_after_pool(dtype):
     model = _model([L(Input, (8, 8, 3)), L(Conv2D, 4, 3), L(MaxPooling2D, 2),
                     L(Activation, "sigmoid"), L(Flatten), L(Dense, 2), L(Activation, "tanh")],

@@ -167,15 +167,56 @@ static int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
 /* Rows of op(A) @ B one at a time, with the GEMM's exact arithmetic per element (gemm.h: K in
    ceil(K / CCONV_GEMM_KC) equal depth blocks, each summed from zero with one FMA per term
    (a multiply and an add on the generic path) in k order, then added to C), but without
-   packing B: for a few rows, packing B costs more than the products. */
-#define CCONV_PLAN_ROWS_DEFINE(SUF, T, ATTR, MULADD)                                           \
+   packing B: for a few rows, packing B costs more than the products. With N >= one vector
+   (VB bytes), the columns go in vectors held in registers across a depth block, up to 8 at
+   once (8 independent sums hide the multiply-add latency); the last vector is moved back to
+   end at N, and where it overlaps its neighbour only its own columns are added to C. */
+#define CCONV__PLAN_RBLOCK(T, NV)                                                              \
+    if (nv - v0 >= NV) {                                                                       \
+        vt_ acc_[NV];                                                                          \
+        for (q = 0; q < NV; q++) acc_[q] = (vt_){0};                                           \
+        for (k = pc; k < pc + kc; k++) {                                                       \
+            const T a = A[i * lda + k];                                                        \
+            const T *b = B + k * ldb;                                                          \
+            for (q = 0; q < NV; q++) {                                                         \
+                vt_ bv;                                                                        \
+                memcpy(&bv, b + CCONV__PLAN_COL(v0 + q), sizeof bv);                           \
+                acc_[q] += a * bv;                                                             \
+            }                                                                                  \
+        }                                                                                      \
+        for (q = 0; q < NV; q++) {                                                             \
+            T *cp = C + i * ldc + CCONV__PLAN_COL(v0 + q), tmp[VW];                            \
+            int64_t from = (v0 + q) * VW - CCONV__PLAN_COL(v0 + q), l;                         \
+            memcpy(tmp, &acc_[q], sizeof tmp);                                                 \
+            if (pc == 0) memcpy(cp, tmp, sizeof tmp);                                          \
+            else for (l = from; l < VW; l++) cp[l] = cp[l] + tmp[l];                           \
+        }                                                                                      \
+        v0 += NV;                                                                              \
+        continue;                                                                              \
+    }
+#define CCONV__PLAN_COL(v) ((v) * VW < N - VW ? (v) * VW : N - VW)
+#define CCONV_PLAN_ROWS_DEFINE(SUF, T, ATTR, MULADD, VB)                                       \
 ATTR static void cconv_plan_rows_##SUF(int64_t M, int64_t N, int64_t K, const T *A,           \
                                        int64_t lda, const T *B, int64_t ldb, T *C, int64_t ldc)  \
 {                                                                                              \
+    enum { VW = (VB) / sizeof(T) };                                                            \
+    typedef T vt_ __attribute__((vector_size(VB)));                                            \
     int64_t nkb = (K + CCONV_GEMM_KC - 1) / CCONV_GEMM_KC, kcb = (K + nkb - 1) / nkb;          \
-    int64_t i, j0, j, k, pc;                                                                   \
+    int64_t nv = (N + VW - 1) / VW, i, j0, j, k, pc, v0, q;                                    \
     T acc[256];                                                                                \
-    for (i = 0; i < M; i++)                                                                    \
+    for (i = 0; i < M; i++) {                                                                  \
+        if (N >= VW) {                                                                         \
+            for (pc = 0; pc < K; pc += kcb) {                                                  \
+                int64_t kc = K - pc < kcb ? K - pc : kcb;                                      \
+                for (v0 = 0; v0 < nv;) {                                                       \
+                    CCONV__PLAN_RBLOCK(T, 8)                                                   \
+                    CCONV__PLAN_RBLOCK(T, 4)                                                   \
+                    CCONV__PLAN_RBLOCK(T, 2)                                                   \
+                    CCONV__PLAN_RBLOCK(T, 1)                                                   \
+                }                                                                              \
+            }                                                                                  \
+            continue;                                                                          \
+        }                                                                                      \
         for (j0 = 0; j0 < N; j0 += 256) {                                                      \
             int64_t nj = N - j0 < 256 ? N - j0 : 256;                                          \
             T *CCONV__RESTRICT c = C + i * ldc + j0;                                           \
@@ -191,18 +232,19 @@ ATTR static void cconv_plan_rows_##SUF(int64_t M, int64_t N, int64_t K, const T 
                 else for (j = 0; j < nj; j++) c[j] = c[j] + acc[j];                            \
             }                                                                                  \
         }                                                                                      \
+    }                                                                                          \
 }
 #define CCONV__PLAN_FMA_F(a, b, c) __builtin_fmaf((a), (b), (c))
 #define CCONV__PLAN_FMA_D(a, b, c) __builtin_fma((a), (b), (c))
 #define CCONV__PLAN_MULADD(a, b, c) ((a) * (b) + (c))
 #if defined(CCONV__X86)
-CCONV_PLAN_ROWS_DEFINE(f32_avx512, float, CCONV__ATTR_AVX512, CCONV__PLAN_FMA_F)
-CCONV_PLAN_ROWS_DEFINE(f64_avx512, double, CCONV__ATTR_AVX512, CCONV__PLAN_FMA_D)
-CCONV_PLAN_ROWS_DEFINE(f32_avx2, float, CCONV__ATTR_AVX2, CCONV__PLAN_FMA_F)
-CCONV_PLAN_ROWS_DEFINE(f64_avx2, double, CCONV__ATTR_AVX2, CCONV__PLAN_FMA_D)
+CCONV_PLAN_ROWS_DEFINE(f32_avx512, float, CCONV__ATTR_AVX512, CCONV__PLAN_FMA_F, 64)
+CCONV_PLAN_ROWS_DEFINE(f64_avx512, double, CCONV__ATTR_AVX512, CCONV__PLAN_FMA_D, 64)
+CCONV_PLAN_ROWS_DEFINE(f32_avx2, float, CCONV__ATTR_AVX2, CCONV__PLAN_FMA_F, 32)
+CCONV_PLAN_ROWS_DEFINE(f64_avx2, double, CCONV__ATTR_AVX2, CCONV__PLAN_FMA_D, 32)
 #endif
-CCONV_PLAN_ROWS_DEFINE(f32_base, float, , CCONV__PLAN_MULADD)
-CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD)
+CCONV_PLAN_ROWS_DEFINE(f32_base, float, , CCONV__PLAN_MULADD, 16)
+CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD, 16)
 
 #if defined(CCONV__X86)
 #define CCONV__PLAN_ROWS(SUF, ARGS)                                                            \
