@@ -377,7 +377,7 @@ ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, 
 {                                                                                              \
     CCONV__DIRECT_SIZES(g)                                                                     \
     int64_t oh, ow, co, kh, kw, c, l, j;                                                       \
-    T *xT = scratch, *dyT = scratch + g->C * Hp * Wp;                                          \
+    T *xT = scratch, *dyT = scratch + g->C * Hp * Wp + CCONV__DIRECT_SLACK;                   \
     int bad = cconv_direct_planar_##SUFFIX(x, xT, g);                                          \
     int plane = g->sh == 1 && sw == 1 && !bad;                                                 \
     int blocked = CCONV__DK_BLOCKED && sw == 1 && g->groups == 1;                              \
