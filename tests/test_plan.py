@@ -199,6 +199,32 @@ def test_shared_scheme_equals_chunks(monkeypatch, batch, threads):
     np.testing.assert_array_equal(by_layers, by_chunks)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch, threads, splits", [
+    (1, 2, [2, 1, 2, 1]), (1, 3, [2, 1, 2, 1]), (3, 4, [4, 1, 2, 1])])
+def test_winograd_split_by_channels_equals_chunks(monkeypatch, dtype, batch, threads, splits):
+    """Few Winograd tiles, by layers: the output channels are split into parts, one unit of
+    work each (64 channels: up to 4 parts, 48: none, 32 with tanh and no bias: 2); the same
+    bits as running by chunks, which never splits."""
+    model = _model([L(Input, (6, 6, 16)), L(Conv2D, 64, 3, padding="same", activation="relu"),
+                    L(Conv2D, 48, 3, padding="same"),
+                    L(Conv2D, 32, 3, activation="tanh", use_bias=False), L(Flatten),
+                    L(Dense, 3)], dtype)
+    x = np.random.default_rng(3).standard_normal((batch, 6, 6, 16)).astype(dtype)
+    cconv.set_num_threads(threads)
+    monkeypatch.setattr(cplan, "_SHARED_WORK", 1 << 62)       # never by layers
+    by_chunks = model.predict_on_batch(x)
+    native = cplan.get_plan(model).segments[0].native
+    assert not native.by_layers and native.splits == [1, 1, 1, 1]
+    monkeypatch.setattr(cplan, "_SHARED_WORK", 0)
+    model._plans = {}
+    by_layers = model.predict_on_batch(x)
+    native = cplan.get_plan(model).segments[0].native
+    assert native.by_layers and native.splits == splits
+    np.testing.assert_array_equal(by_layers, by_chunks)
+    assert_close(by_layers, _layer_path(model, x), dtype, "layer path")
+
+
 def test_stalled_node_by_node_call_backs_off_to_one_thread(monkeypatch):
     """After its first node-by-node call a batch size is timed once on one thread; later
     node-by-node calls far slower than that (_STALLS in a row) send the calls to one thread

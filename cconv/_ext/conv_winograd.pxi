@@ -19,12 +19,12 @@ cdef extern from "winograd.h" nogil:
     void cconv_wino_dy_f64(const double *dy, int64_t OH, int64_t OW, int64_t CO, int64_t TH,
                            int64_t TW, int64_t t0, int64_t nt, double *dM, int64_t ms,
                            const double *zeros, double *acc)
-    void cconv_wino_output_f32(const float *M, int64_t ms, int64_t CO, const float *bias,
-                               float *out, int64_t OH, int64_t OW, int64_t TH, int64_t TW,
-                               int64_t t0, int64_t nt, float *trash)
-    void cconv_wino_output_f64(const double *M, int64_t ms, int64_t CO, const double *bias,
-                               double *out, int64_t OH, int64_t OW, int64_t TH, int64_t TW,
-                               int64_t t0, int64_t nt, double *trash)
+    void cconv_wino_output_f32(const float *M, int64_t ms, int64_t CO, int64_t CN,
+                               const float *bias, float *out, int64_t OH, int64_t OW,
+                               int64_t TH, int64_t TW, int64_t t0, int64_t nt, float *trash)
+    void cconv_wino_output_f64(const double *M, int64_t ms, int64_t CO, int64_t CN,
+                               const double *bias, double *out, int64_t OH, int64_t OW,
+                               int64_t TH, int64_t TW, int64_t t0, int64_t nt, double *trash)
     int cconv_wino_finite_f32(const float *p, int64_t n)
     int cconv_wino_finite_f64(const double *p, int64_t n)
 
@@ -67,9 +67,9 @@ cdef inline void wino_output(const floating *M, int64_t ms, int64_t CO, const fl
                              floating *out, int64_t OH, int64_t OW, int64_t TH, int64_t TW,
                              int64_t t0, int64_t nt, floating *trash) noexcept nogil:
     if floating is float:
-        cconv_wino_output_f32(M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)
+        cconv_wino_output_f32(M, ms, CO, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)
     else:
-        cconv_wino_output_f64(M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)
+        cconv_wino_output_f64(M, ms, CO, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)
 
 
 cdef inline bint wino_finite(const floating *p, int64_t n) noexcept nogil:

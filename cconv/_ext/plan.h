@@ -55,6 +55,8 @@ typedef struct {
     int64_t out_off;             /* offset per image in the arena; -1: the plan's output */
     int64_t arg_off;             /* training, fused max pool: offset per image in args */
     int64_t tile;                /* rows per im2col tile, or tiles per Winograd chunk */
+    int64_t nsplit;              /* Winograd, by layers: parts of CO per chunk of tiles, each
+                                    its own unit of work (1: the whole CO) */
     int64_t group;               /* conv with fused pool, by chunks: images per conv call */
     const void *w, *b;           /* kernel, bias (NULL: none): the model's arrays */
     void *dw, *db;               /* training: their gradients (the model's flat array) */
@@ -112,6 +114,7 @@ static void cconv_plan_prepare_node(cconv_pnode *nd)
 {
     nd->tile = 1;
     nd->group = 1;
+    nd->nsplit = 1;
     if (nd->kind != CCONV_PLAN_CONV) return;
     if (nd->pool && nd->mid_size < CCONV_PLAN_MID_ELEMS)
         nd->group = CCONV_PLAN_MID_ELEMS / nd->mid_size;
@@ -119,8 +122,25 @@ static void cconv_plan_prepare_node(cconv_pnode *nd)
     else if (nd->algo != CCONV_ALGO_DIRECT) nd->tile = cconv_plan_tile_rows(&nd->g);
 }
 
-/* K x N of the B matrix of node nd's GEMMs (0 x 0: none), and how many such B (16 for
-   Winograd, one per transformed element). */
+/* Parts of CO a Winograd node's tiles are split into when its layer has T tiles to share
+   among nthreads threads (by layers). With fewer tiles per thread than one micro-panel of
+   rows (12), the 16 GEMMs read all of U (16 x C x CO) for a few rows each, and reading U
+   costs more than the products: split by output channels instead, so that each thread reads
+   only its part of U. The parts are whole multiples of 16 channels (full vectors for the
+   GEMM's panels and the transforms); the most parts is the largest power of two <= nthreads.
+   An output channel's result does not depend on the part it is computed in. */
+static inline int64_t cconv_plan_wino_split(const cconv_pnode *nd, int64_t T, int nthreads)
+{
+    int64_t s = 1;
+    if (nd->kind != CCONV_PLAN_CONV || nd->algo != CCONV_ALGO_WINOGRAD
+        || nd->act == CCONV_ACT_SOFTMAX || T >= 12 * (int64_t)nthreads)
+        return 1;
+    while (2 * s <= nthreads && nd->g.CO % (32 * s) == 0) s *= 2;
+    return s;
+}
+
+/* K x N of the B matrix of node nd's GEMMs (0 x 0: none), and how many such B (for
+   Winograd 16 x nsplit: B number e * nsplit + s is columns s * N .. (s + 1) * N of U[e]). */
 static int64_t cconv_plan_gemm_b(const cconv_pnode *nd, int64_t *N, int64_t *count)
 {
     *count = 1;
@@ -128,7 +148,11 @@ static int64_t cconv_plan_gemm_b(const cconv_pnode *nd, int64_t *N, int64_t *cou
     if (nd->kind == CCONV_PLAN_DENSE) { *N = nd->units; return nd->K; }
     if (nd->kind != CCONV_PLAN_CONV || nd->algo == CCONV_ALGO_DIRECT) return 0;
     *N = nd->g.CO;
-    if (nd->algo == CCONV_ALGO_WINOGRAD) { *count = 16; return nd->g.C; }
+    if (nd->algo == CCONV_ALGO_WINOGRAD) {
+        *count = 16 * nd->nsplit;
+        *N = nd->g.CO / nd->nsplit;
+        return nd->g.C;
+    }
     return nd->g.KH * nd->g.KW * nd->g.C;
 }
 

@@ -23,7 +23,8 @@ cdef extern from "plan.h" nogil:
         int kind, act, algo, pool, input
         cconv_geom g
         cconv_pool_geom pg
-        int64_t rows, K, units, in_size, out_size, mid_size, out_off, arg_off, tile, group
+        int64_t rows, K, units, in_size, out_size, mid_size, out_off, arg_off, tile, nsplit
+        int64_t group
         const void *w
         const void *b
         void *dw
@@ -51,6 +52,7 @@ cdef extern from "plan.h" nogil:
     void cconv_plan_prepare_node(cconv_pnode *nd)
     int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
     int64_t cconv_plan_bpack_init(cconv_pnode *nd, int is_f32)
+    int64_t cconv_plan_wino_split(const cconv_pnode *nd, int64_t T, int nthreads)
     enum: CCONV_PLAN_FEW_ROWS
     void cconv_plan_run_f32(const cconv_plan *p, const float *x, float *y, int64_t N,
                             int nthreads, int by_layers)
@@ -112,6 +114,7 @@ cdef class NativePlan:
     cdef cconv_plan p
     cdef object dtype
     cdef list keep, group_cap, wino_arrs, tile_cap, dense_pack
+    cdef dict bpack_arrs                    # conv node index: its packed-B array
     cdef object arena_arr, scr_arr, args_arr, part_arr, bufs_arr
     cdef public int64_t batch
     cdef public int threads, by_layers
@@ -130,6 +133,7 @@ cdef class NativePlan:
         self.is_f32 = self.dtype == np.float32
         self.keep, self.group_cap, self.wino_arrs, self.tile_cap = [], [], [], []
         self.dense_pack = []                # (node, elements) of dense B packed on first need
+        self.bpack_arrs = {}
         self.p.nodes = <cconv_pnode *>calloc(max(len(nodes), 1), sizeof(cconv_pnode))
         if self.p.nodes == NULL:
             raise MemoryError("NativePlan: could not allocate the node descriptors")
@@ -162,9 +166,7 @@ cdef class NativePlan:
             if nb > 0 and nd.kind == CCONV_PLAN_DENSE:
                 self.dense_pack.append((i, nb))   # allocated by prepare for enough rows
             elif nb > 0:           # the GEMM's B, packed once per run (plan.h)
-                packed = np.empty(nb, dtype=self.dtype)
-                self.wino_arrs.append(packed)
-                nd.bpack = cnp.PyArray_DATA(<cnp.ndarray>packed)
+                self._bpack_alloc(i, nb)
         self.p.in_size, self.p.out_size = in_size, out_size
         self.p.arena_img, self.p.mid_img = arena_img, mid_img
         self.p.conv_backward = (<void *>_conv_backward_f32 if self.is_f32
@@ -175,6 +177,12 @@ cdef class NativePlan:
     def __dealloc__(self):
         free(self.p.nodes)
 
+    cdef _bpack_alloc(self, int i, int64_t nb):
+        """A new packed-B buffer of nb elements for conv node i (replacing its old one)."""
+        packed = np.empty(nb, dtype=self.dtype)
+        self.bpack_arrs[i] = packed
+        self.p.nodes[i].bpack = cnp.PyArray_DATA(<cnp.ndarray>packed)
+
     def prepare(self, int64_t batch, int threads, int64_t chunk, bint by_layers,
                 bint keep=False, int64_t args_img=0):
         """Size the buffers for ``batch`` images on ``threads`` threads, by chunks of
@@ -183,19 +191,27 @@ cdef class NativePlan:
         fused max pools record their winning cells (``args_img`` int32 per image)."""
         cdef int64_t arena = (batch * (self.p.arena_img + self.p.mid_img) if by_layers
                               else (batch if keep else threads * chunk) * self.p.arena_img)
-        cdef int64_t scratch = 0, mid_scr = 0, nimg, units
+        cdef int64_t scratch = 0, mid_scr = 0, nimg, units, split
         cdef int i
         cdef cconv_pnode *nd
         for i in range(self.p.nnodes):
             nd = &self.p.nodes[i]
             nimg = batch if by_layers else chunk
             nd.tile = self.tile_cap[i]
+            split = 1
             if by_layers and nd.kind == CCONV_PLAN_CONV and nd.algo != CCONV_ALGO_DIRECT:
                 # few images: smaller units of work, so that every thread gets some (a row's
-                # or a tile's result does not depend on the unit it is computed in)
+                # or a tile's result does not depend on the unit it is computed in); few
+                # Winograd tiles: parts of the output channels too (plan.h)
                 units = batch * (((nd.g.OH + 1) // 2) * ((nd.g.OW + 1) // 2)
                                  if nd.algo == CCONV_ALGO_WINOGRAD else nd.g.OH * nd.g.OW)
-                nd.tile = max(1, min(nd.tile, -(-units // threads)))
+                split = cconv_plan_wino_split(nd, units, threads)
+                nd.tile = max(1, min(nd.tile, -(-units // max(1, threads // split))))
+            if nd.kind == CCONV_PLAN_CONV and nd.algo == CCONV_ALGO_WINOGRAD:
+                nd.nsplit = split
+                nb = cconv_plan_bpack_init(nd, self.is_f32)   # packed again by the next run
+                if nd.bpack != NULL and self.bpack_arrs[i].size < nb:
+                    self._bpack_alloc(i, nb)
             if nd.kind == CCONV_PLAN_CONV and nd.pool and not by_layers:
                 nd.group = max(1, min(self.group_cap[i], chunk))
                 nimg = nd.group
@@ -225,10 +241,17 @@ cdef class NativePlan:
         self.batch, self.threads, self.by_layers = batch, threads, by_layers
 
     @property
+    def splits(self):
+        """Per node, the parts of its output channels that are separate units of work
+        (Winograd by layers with few tiles, plan.h; 1 for every other node)."""
+        return [self.p.nodes[i].nsplit if self.p.nodes[i].kind == CCONV_PLAN_CONV else 1
+                for i in range(self.p.nnodes)]
+
+    @property
     def buffer_bytes(self):
         """Bytes of the plan's own buffers (activation arena, per-thread scratch, Winograd
         kernels, packed GEMM operands); the weights belong to the model."""
-        total = sum(a.nbytes for a in self.wino_arrs)
+        total = sum(a.nbytes for a in self.wino_arrs + list(self.bpack_arrs.values()))
         for a in (self.arena_arr, self.scr_arr, self.args_arr, self.part_arr, self.bufs_arr):
             if a is not None:
                 total += a.nbytes

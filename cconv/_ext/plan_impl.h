@@ -114,44 +114,48 @@ static void PF(cconv_plan_im2col)(const PT *x, PT *col, const cconv_geom *g, int
     }
 }
 
-/* Activation of the outputs of Winograd tiles t0..t0+nt of consecutive images (each tile is
-   a 2x2 block of one image's output). */
-static void PF(cconv_plan_wino_act)(PT *y, const cconv_geom *g, int64_t t0, int64_t nt, int act)
+/* Activation of channels co0 .. co0 + cn of the outputs of Winograd tiles t0..t0+nt of
+   consecutive images (each tile is a 2x2 block of one image's output). */
+static void PF(cconv_plan_wino_act)(PT *y, const cconv_geom *g, int64_t t0, int64_t nt,
+                                    int64_t co0, int64_t cn, int act)
 {
     int64_t TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, t, oh, ow;
     if (act == CCONV_ACT_LINEAR) return;
     for (t = t0; t < t0 + nt; t++) {
         int64_t n = t / (TH * TW), th = (t - n * TH * TW) / TW, tw = t - n * TH * TW - th * TW;
-        PT *yn = y + n * g->OH * g->OW * g->CO;
-        for (oh = 2 * th; oh < 2 * th + 2 && oh < g->OH; oh++) {
-            ow = 2 * tw;
-            PF(cconv_plan_act)(yn + (oh * g->OW + ow) * g->CO, ow + 1 < g->OW ? 2 : 1, g->CO, act);
-        }
+        PT *yn = y + n * g->OH * g->OW * g->CO + co0;
+        for (oh = 2 * th; oh < 2 * th + 2 && oh < g->OH; oh++)
+            for (ow = 2 * tw; ow < 2 * tw + 2 && ow < g->OW; ow++)
+                PF(cconv_plan_act)(yn + (oh * g->OW + ow) * g->CO, 1, cn, act);
     }
 }
 
-/* C (M x N) = A @ B for node nd's B number e (B: ldb = N), from its packed copy when the run
-   packed one (the same bits either way). */
+/* C (M x N) = A @ B for node nd's B number e (B: K x N, row stride ldb), from its packed
+   copy when the run packed one (the same bits either way). */
 static void PF(cconv_plan_gemm)(const cconv_pnode *nd, int64_t e, int64_t M, int64_t N,
-                                int64_t K, const PT *A, int64_t lda, const PT *B, PT *C,
-                                int64_t ldc)
+                                int64_t K, const PT *A, int64_t lda, const PT *B, int64_t ldb,
+                                PT *C, int64_t ldc)
 {
     if (nd->bpack && nd->bpack_isa >= 0)
-        P_GEMM_PACKED(0, M, N, K, A, lda, B, N, (const PT *)nd->bpack + e * nd->bpack_one,
+        P_GEMM_PACKED(0, M, N, K, A, lda, B, ldb, (const PT *)nd->bpack + e * nd->bpack_one,
                       nd->bpack_isa, C, ldc);
     else
-        P_GEMM(0, 0, M, N, K, 1, A, lda, B, N, 0, C, ldc);
+        P_GEMM(0, 0, M, N, K, 1, A, lda, B, ldb, 0, C, ldc);
 }
 
 /* Units of work of a convolution over n consecutive images: one per image (direct), per
-   im2col tile of rows, or per chunk of Winograd tiles (both across the images). */
+   im2col tile of rows, or per chunk of Winograd tiles and part of CO (both across the
+   images; unit u is part u / chunks of chunk u % chunks, so that a static schedule gives
+   each thread one part of U). */
 static int64_t PF(cconv_plan_conv_units)(const cconv_pnode *nd, int64_t n)
 {
     const cconv_geom *g = &nd->g;
     int64_t all;
     if (nd->algo == CCONV_ALGO_DIRECT) return n;
-    all = nd->algo == CCONV_ALGO_WINOGRAD ? n * ((g->OH + 1) / 2) * ((g->OW + 1) / 2)
-                                          : n * g->OH * g->OW;
+    if (nd->algo == CCONV_ALGO_WINOGRAD)
+        return (n * ((g->OH + 1) / 2) * ((g->OW + 1) / 2) + nd->tile - 1) / nd->tile
+               * nd->nsplit;
+    all = n * g->OH * g->OW;
     return (all + nd->tile - 1) / nd->tile;
 }
 
@@ -172,24 +176,27 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
     }
     if (nd->algo == CCONV_ALGO_WINOGRAD) {
         int64_t TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, T = n * TH * TW, TC = nd->tile;
-        int64_t t0 = u * TC, nt = T - t0 < TC ? T - t0 : TC, C = g->C;
+        int64_t S = nd->nsplit, chunks = (T + TC - 1) / TC, s = u / chunks;
+        int64_t t0 = (u - s * chunks) * TC, nt = T - t0 < TC ? T - t0 : TC, C = g->C;
+        int64_t nb = CO / S, co0 = s * nb;     /* this unit's output channels */
         PT *V = scr, *M = scr + 16 * nt * C, *zeros = M + 16 * nt * CO;
         memset(zeros, 0, (size_t)(C + CO) * sizeof(PT));
         P_WINO_IN(x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, nt * C, zeros);
         for (e = 0; e < 16; e++)
-            PF(cconv_plan_gemm)(nd, e, nt, CO, C, V + e * nt * C, C,
-                                (const PT *)nd->wino + e * C * CO, M + e * nt * CO, CO);
-        P_WINO_OUT(M, nt * CO, CO, b ? b : zeros + C, y, g->OH, g->OW, TH, TW, t0, nt,
-                   zeros + C + CO);
-        PF(cconv_plan_wino_act)(y, g, t0, nt, nd->act);
+            PF(cconv_plan_gemm)(nd, e * S + s, nt, nb, C, V + e * nt * C, C,
+                                (const PT *)nd->wino + e * C * CO + co0, CO,
+                                M + e * nt * CO + co0, CO);
+        P_WINO_OUT(M + co0, nt * CO, CO, nb, (b ? b : zeros + C) + co0, y + co0, g->OH, g->OW,
+                   TH, TW, t0, nt, zeros + C + CO);
+        PF(cconv_plan_wino_act)(y, g, t0, nt, co0, nb, nd->act);
         return;
     }
     rows = R - r0 < nd->tile ? R - r0 : nd->tile;
     if (nd->algo == CCONV_ALGO_POINTWISE) {
-        PF(cconv_plan_gemm)(nd, 0, rows, CO, K, x + r0 * g->C, g->C, w, y + r0 * CO, CO);
+        PF(cconv_plan_gemm)(nd, 0, rows, CO, K, x + r0 * g->C, g->C, w, CO, y + r0 * CO, CO);
     } else {
         PF(cconv_plan_im2col)(x, scr, g, r0, r0 + rows);
-        PF(cconv_plan_gemm)(nd, 0, rows, CO, K, scr, K, w, y + r0 * CO, CO);
+        PF(cconv_plan_gemm)(nd, 0, rows, CO, K, scr, K, w, CO, y + r0 * CO, CO);
     }
     PF(cconv_plan_epilogue)(y + r0 * CO, rows, CO, b, nd->act);
 }
@@ -212,7 +219,7 @@ static void PF(cconv_plan_dense_rows)(const cconv_pnode *nd, const PT *x, PT *y,
                 y + r0 * nd->units, nd->units));
     else
         PF(cconv_plan_gemm)(nd, 0, r1 - r0, nd->units, nd->K, x + r0 * nd->K, nd->K,
-                            (const PT *)nd->w, y + r0 * nd->units, nd->units);
+                            (const PT *)nd->w, nd->units, y + r0 * nd->units, nd->units);
     PF(cconv_plan_epilogue)(y + r0 * nd->units, r1 - r0, nd->units, (const PT *)nd->b, nd->act);
 }
 
@@ -535,9 +542,12 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
         /* dense rows that few run on cconv_plan_rows_*, without B packed */
         if (!nd->bpack || (nd->kind == CCONV_PLAN_DENSE && N * nd->rows <= CCONV_PLAN_FEW_ROWS))
             continue;
+        /* Winograd: B number e * S + s is columns s * nb .. (s + 1) * nb of U[e] (K x CO) */
         for (e = 0; e < count; e++)
-            nd->bpack_isa = P_GEMM_PACK(0, K, nb, B + e * K * nb, nb,
-                                        (PT *)nd->bpack + e * nd->bpack_one);
+            nd->bpack_isa = wino ? P_GEMM_PACK(0, K, nb, B + e / nd->nsplit * K * nd->g.CO
+                                               + e % nd->nsplit * nb, nd->g.CO,
+                                               (PT *)nd->bpack + e * nd->bpack_one)
+                                 : P_GEMM_PACK(0, K, nb, B, nb, (PT *)nd->bpack);
     }
     if (by_layers) PF(cconv_plan_run_layers)(p, x, y, N, nthreads);
     else PF(cconv_plan_run_chunks)(p, x, y, N, nthreads);

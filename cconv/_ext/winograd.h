@@ -273,11 +273,13 @@ ATTR static void cconv_wino_input_##SUF(const T *in, int64_t IH, int64_t IW, int
     }                                                                                          \
 }                                                                                              \
                                                                                                \
-/* out (N, OH, OW, CO) for tiles t0 .. t0 + nt - 1 from M[e * ms + (t - t0) * CO + co];        \
-   bias holds CO values (zeros when there is none); trash holds 3 * CO writable elements. */   \
-ATTR static void cconv_wino_output_##SUF(const T *M, int64_t ms, int64_t CO, const T *bias,    \
-                                         T *out, int64_t OH, int64_t OW, int64_t TH,           \
-                                         int64_t TW, int64_t t0, int64_t nt, T *trash)         \
+/* out (N, OH, OW, CO) for tiles t0 .. t0 + nt - 1 from M[e * ms + (t - t0) * CO + co]:       \
+   channels 0 .. CN - 1 (CN <= CO; the caller offsets M, bias and out for a later part);      \
+   bias holds CN values (zeros when there is none); trash holds 3 * CO writable elements. */  \
+ATTR static void cconv_wino_output_##SUF(const T *M, int64_t ms, int64_t CO, int64_t CN,       \
+                                         const T *bias, T *out, int64_t OH, int64_t OW,        \
+                                         int64_t TH, int64_t TW, int64_t t0, int64_t nt,       \
+                                         T *trash)                                             \
 {                                                                                              \
     int64_t t, n, th, tw, c;                                                                   \
     CCONV__WINO_FIRST_TILE(t0)                                                                 \
@@ -286,8 +288,8 @@ ATTR static void cconv_wino_output_##SUF(const T *M, int64_t ms, int64_t CO, con
         CCONV__WINO_PLANES(const T, m, M + t * CO, ms)                                         \
         const T *CCONV__RESTRICT b = bias;                                                     \
         c = 0;                                                                                 \
-        CCONV__WINO_VLOOP(VB, T, CO, CCONV__WINO_OUT_STEP)                                     \
-        for (; c < CO; c++) { CCONV__WINO_OUT_STEP(T, CCONV__WINO_SLD, CCONV__WINO_SST) }      \
+        CCONV__WINO_VLOOP(VB, T, CN, CCONV__WINO_OUT_STEP)                                     \
+        for (; c < CN; c++) { CCONV__WINO_OUT_STEP(T, CCONV__WINO_SLD, CCONV__WINO_SST) }      \
         CCONV__WINO_NEXT_TILE                                                                  \
     }                                                                                          \
 }                                                                                              \
@@ -332,10 +334,10 @@ static void cconv_wino_input_##SUF(const T *in, int64_t IH, int64_t IW, int64_t 
                                    int64_t TW, int64_t pt, int64_t pl, int64_t t0, int64_t nt, \
                                    T *V, int64_t vs, const T *zeros)                           \
 { CCONV_ISA_DISPATCH(cconv_wino_input, SUF, (in, IH, IW, C, TH, TW, pt, pl, t0, nt, V, vs, zeros)); } \
-static void cconv_wino_output_##SUF(const T *M, int64_t ms, int64_t CO, const T *bias, T *out,  \
-                                    int64_t OH, int64_t OW, int64_t TH, int64_t TW,            \
-                                    int64_t t0, int64_t nt, T *trash)                          \
-{ CCONV_ISA_DISPATCH(cconv_wino_output, SUF, (M, ms, CO, bias, out, OH, OW, TH, TW, t0, nt, trash)); } \
+static void cconv_wino_output_##SUF(const T *M, int64_t ms, int64_t CO, int64_t CN,           \
+                                    const T *bias, T *out, int64_t OH, int64_t OW, int64_t TH, \
+                                    int64_t TW, int64_t t0, int64_t nt, T *trash)              \
+{ CCONV_ISA_DISPATCH(cconv_wino_output, SUF, (M, ms, CO, CN, bias, out, OH, OW, TH, TW, t0, nt, trash)); } \
 static void cconv_wino_dy_##SUF(const T *dy, int64_t OH, int64_t OW, int64_t CO, int64_t TH,    \
                                 int64_t TW, int64_t t0, int64_t nt, T *dM, int64_t ms,          \
                                 const T *zeros, T *acc)                                        \
