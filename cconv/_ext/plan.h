@@ -97,12 +97,16 @@ static inline int64_t cconv_plan_tile_rows(const cconv_geom *g)
     return t < 1 ? 1 : t;
 }
 
-/* Winograd tiles per chunk: whole micro-panels of 12 (conv.pyx's rule). */
+/* Rows of the GEMM's widest micro-panel (gemm.h's AVX-512 MR): Winograd chunks hold whole
+   panels of tiles. */
+#define CCONV_PLAN_WINO_PANEL 12
+
+/* Winograd tiles per chunk: whole micro-panels (conv.pyx's rule). */
 static inline int64_t cconv_plan_wino_tiles(const cconv_geom *g)
 {
     int64_t tc = CCONV_PLAN_WINO_ELEMS / (16 * (g->C + g->CO));
-    tc = (tc / 12) * 12;
-    return tc < 12 ? 12 : tc;
+    tc = (tc / CCONV_PLAN_WINO_PANEL) * CCONV_PLAN_WINO_PANEL;
+    return tc < CCONV_PLAN_WINO_PANEL ? CCONV_PLAN_WINO_PANEL : tc;
 }
 
 /* Elements of conv output kept in a thread's scratch before a fused pool (by chunks). */
@@ -124,7 +128,7 @@ static void cconv_plan_prepare_node(cconv_pnode *nd)
 
 /* Parts of CO a Winograd node's tiles are split into when its layer has T tiles to share
    among nthreads threads (by layers). With fewer tiles per thread than one micro-panel of
-   rows (12), the 16 GEMMs read all of U (16 x C x CO) for a few rows each, and reading U
+   rows, the 16 GEMMs read all of U (16 x C x CO) for a few rows each, and reading U
    costs more than the products: split by output channels instead, so that each thread reads
    only its part of U. The parts are whole multiples of 16 channels (full vectors for the
    GEMM's panels and the transforms); the most parts is the largest power of two <= nthreads.
@@ -133,7 +137,7 @@ static inline int64_t cconv_plan_wino_split(const cconv_pnode *nd, int64_t T, in
 {
     int64_t s = 1;
     if (nd->kind != CCONV_PLAN_CONV || nd->algo != CCONV_ALGO_WINOGRAD
-        || nd->act == CCONV_ACT_SOFTMAX || T >= 12 * (int64_t)nthreads)
+        || nd->act == CCONV_ACT_SOFTMAX || T >= CCONV_PLAN_WINO_PANEL * (int64_t)nthreads)
         return 1;
     while (2 * s <= nthreads && nd->g.CO % (32 * s) == 0) s *= 2;
     return s;
