@@ -67,6 +67,10 @@ typedef struct {
                                     run (gemm.h), the plan's; NULL: packed by each GEMM call */
     int64_t bpack_one;           /* elements of one packed B */
     int bpack_isa;               /* the ISA level it was packed for; -1: not packed */
+    void *tpack;                 /* training, dense: the kernel transposed (units x K) packed
+                                    once per backward for the input gradient, the plan's;
+                                    NULL: packed by each chunk's GEMM */
+    int tpack_isa;               /* the ISA level tpack was packed for */
 } cconv_pnode;
 
 typedef struct {
@@ -169,6 +173,14 @@ static int64_t cconv_plan_bpack_init(cconv_pnode *nd, int is_f32)
     nd->bpack_one = K <= 0 || N <= 0 ? 0
                     : is_f32 ? cconv_sgemm_packed_size(K, N) : cconv_dgemm_packed_size(K, N);
     return count * nd->bpack_one;
+}
+
+/* Elements of dense node nd's packed transposed kernel (tpack), 0 for other nodes. */
+static int64_t cconv_plan_tpack_size(const cconv_pnode *nd, int is_f32)
+{
+    if (nd->kind != CCONV_PLAN_DENSE || nd->K <= 0 || nd->units <= 0) return 0;
+    return is_f32 ? cconv_sgemm_packed_size(nd->units, nd->K)
+                  : cconv_dgemm_packed_size(nd->units, nd->K);
 }
 
 /* Scratch elements one thread needs for node nd when one call covers at most nimg images. */

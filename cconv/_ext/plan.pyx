@@ -34,6 +34,8 @@ cdef extern from "plan.h" nogil:
         void *bpack
         int64_t bpack_one
         int bpack_isa
+        void *tpack
+        int tpack_isa
     ctypedef struct cconv_plan:
         cconv_pnode *nodes
         int nnodes
@@ -52,6 +54,7 @@ cdef extern from "plan.h" nogil:
     void cconv_plan_prepare_node(cconv_pnode *nd)
     int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
     int64_t cconv_plan_bpack_init(cconv_pnode *nd, int is_f32)
+    int64_t cconv_plan_tpack_size(const cconv_pnode *nd, int is_f32)
     int64_t cconv_plan_wino_split(const cconv_pnode *nd, int64_t T, int nthreads)
     enum: CCONV_PLAN_FEW_ROWS
     void cconv_plan_run_f32(const cconv_plan *p, const float *x, float *y, int64_t N,
@@ -115,6 +118,7 @@ cdef class NativePlan:
     cdef object dtype
     cdef list keep, group_cap, wino_arrs, tile_cap, dense_pack
     cdef dict bpack_arrs                    # conv node index: its packed-B array
+    cdef dict tpack_arrs                    # dense node index: its packed transposed kernel
     cdef object arena_arr, scr_arr, args_arr, part_arr, bufs_arr
     cdef public int64_t batch
     cdef public int threads, by_layers
@@ -133,7 +137,7 @@ cdef class NativePlan:
         self.is_f32 = self.dtype == np.float32
         self.keep, self.group_cap, self.wino_arrs, self.tile_cap = [], [], [], []
         self.dense_pack = []                # (node, elements) of dense B packed on first need
-        self.bpack_arrs = {}
+        self.bpack_arrs, self.tpack_arrs = {}, {}
         self.p.nodes = <cconv_pnode *>calloc(max(len(nodes), 1), sizeof(cconv_pnode))
         if self.p.nodes == NULL:
             raise MemoryError("NativePlan: could not allocate the node descriptors")
@@ -251,7 +255,8 @@ cdef class NativePlan:
     def buffer_bytes(self):
         """Bytes of the plan's own buffers (activation arena, per-thread scratch, Winograd
         kernels, packed GEMM operands); the weights belong to the model."""
-        total = sum(a.nbytes for a in self.wino_arrs + list(self.bpack_arrs.values()))
+        total = sum(a.nbytes for a in self.wino_arrs + list(self.bpack_arrs.values())
+                    + list(self.tpack_arrs.values()))
         for a in (self.arena_arr, self.scr_arr, self.args_arr, self.part_arr, self.bufs_arr):
             if a is not None:
                 total += a.nbytes
@@ -283,12 +288,17 @@ cdef class NativePlan:
         """Training: the gradients of the kept forward of ``x`` (output ``y``) for
         dL/d(output) ``g`` (same shape as y), written into the nodes' ``dw``/``db``; the
         nodes before ``first`` get none. Internal: cconv.plan passes the forward's arrays."""
-        cdef int64_t n = self.batch, ch = self.p.chunk, maxsz = 1
+        cdef int64_t n = self.batch, ch = self.p.chunk, maxsz = 1, nb
         cdef int i, status
         if g.dtype != self.dtype or not cnp.PyArray_IS_C_CONTIGUOUS(g) or g.size != y.size:
             raise ValueError("NativePlan.backward: g must be a C-contiguous array like y")
         for i in range(self.p.nnodes):
             maxsz = max(maxsz, self.p.nodes[i].in_size, self.p.nodes[i].out_size)
+        for i in range(first + 1, self.p.nnodes):     # dense nodes with an input gradient
+            nb = cconv_plan_tpack_size(&self.p.nodes[i], self.is_f32)
+            if nb > 0 and i not in self.tpack_arrs:
+                self.tpack_arrs[i] = np.empty(nb, dtype=self.dtype)
+                self.p.nodes[i].tpack = cnp.PyArray_DATA(<cnp.ndarray>self.tpack_arrs[i])
         cdef int64_t nchunks = (n + ch - 1) // ch
         cdef int64_t per_thread = 2 * ch * maxsz + ch * self.p.mid_img
         if self.part_arr is None or self.part_arr.size < nchunks * self.p.part_size + 1:

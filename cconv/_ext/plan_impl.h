@@ -419,8 +419,12 @@ static int PF(cconv_plan_node_grad)(const cconv_plan *p, const cconv_pnode *nd, 
             for (r = 0; r < R; r++) s += dz[r * nd->units + u];
             db[u] = s;
         }
-        if (dx) P_GEMM(0, 1, R, nd->K, nd->units, 1, dz, nd->units, (const PT *)nd->w,
-                       nd->units, 0, dx, nd->K);
+        if (dx && nd->tpack)     /* the same bits as the unpacked call */
+            P_GEMM_PACKED(1, R, nd->K, nd->units, dz, nd->units, (const PT *)nd->w, nd->units,
+                          (const PT *)nd->tpack, nd->tpack_isa, dx, nd->K);
+        else if (dx)
+            P_GEMM(0, 1, R, nd->K, nd->units, 1, dz, nd->units, (const PT *)nd->w, nd->units,
+                   0, dx, nd->K);
         return 0;
     }
     if (nd->kind == CCONV_PLAN_CONV) {
@@ -463,6 +467,11 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
 {
     int64_t CH = p->chunk, nchunks = (N + CH - 1) / CH, c, e;
     int failed = 0, i;
+    for (i = first + 1; i < p->nnodes; i++) {   /* dense kernels transposed, for every chunk */
+        cconv_pnode *nd = &p->nodes[i];
+        if (nd->tpack) nd->tpack_isa = P_GEMM_PACK(1, nd->units, nd->K, (const PT *)nd->w,
+                                                   nd->units, (PT *)nd->tpack);
+    }
     #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(|:failed)
     for (c = 0; c < nchunks; c++) {
         int tid = omp_get_thread_num(), j;
