@@ -407,6 +407,9 @@ TRAIN_CASES = {
         L(Input, (10, 10, 3)), L(Conv2D, 6, 3, strides=2, padding="same", activation="relu"),
         L(MaxPooling2D, 2, strides=1), L(MaxPooling2D, 2, padding="same"),
         L(Dense, 5, activation="tanh"), L(Flatten), L(Dense, 4)], dtype), "adam", "mse"),
+    "dense only: every kernel gradient over the whole batch": (lambda dtype: _model([
+        L(Input, (70,)), L(Dense, 130, activation="relu"), L(Dense, 9, activation="sigmoid"),
+        L(Dense, 3, activation="softmax")], dtype), "adam", "categorical_crossentropy"),
 }
 
 

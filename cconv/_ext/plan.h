@@ -41,6 +41,8 @@ enum { CCONV_POOL_NONE = 0, CCONV_POOL_MAX = 1, CCONV_POOL_AVG = 2 };
 #define CCONV_PLAN_WINO_ELEMS 262144
 /* Elements per task when the chunks' partial weight gradients are summed. */
 #define CCONV_PLAN_SUM_BLOCK 4096
+/* Columns per task of a whole-batch dense kernel gradient (training). */
+#define CCONV_PLAN_DW_COLS 64
 /* Rows of one dense block when the layers share the threads. */
 #define CCONV_PLAN_DENSE_ROWS 16
 
@@ -71,6 +73,10 @@ typedef struct {
                                     once per backward for the input gradient, the plan's;
                                     NULL: packed by each chunk's GEMM */
     int tpack_isa;               /* the ISA level tpack was packed for */
+    void *dzs;                   /* training, a dense node after the last conv and pool: its
+                                    dL/dz for the whole batch (N x out_size), so that its
+                                    kernel gradient is one product over the batch; NULL:
+                                    per-chunk partial sums */
 } cconv_pnode;
 
 typedef struct {

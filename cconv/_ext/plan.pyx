@@ -36,6 +36,7 @@ cdef extern from "plan.h" nogil:
         int bpack_isa
         void *tpack
         int tpack_isa
+        void *dzs
     ctypedef struct cconv_plan:
         cconv_pnode *nodes
         int nnodes
@@ -119,7 +120,7 @@ cdef class NativePlan:
     cdef list keep, group_cap, wino_arrs, tile_cap, dense_pack
     cdef dict bpack_arrs                    # conv node index: its packed-B array
     cdef dict tpack_arrs                    # dense node index: its packed transposed kernel
-    cdef object arena_arr, scr_arr, args_arr, part_arr, bufs_arr
+    cdef object arena_arr, scr_arr, args_arr, part_arr, bufs_arr, dzs_arr
     cdef public int64_t batch
     cdef public int threads, by_layers
     cdef public object key                  # cconv.plan's record of what it prepared for
@@ -257,7 +258,8 @@ cdef class NativePlan:
         kernels, packed GEMM operands); the weights belong to the model."""
         total = sum(a.nbytes for a in self.wino_arrs + list(self.bpack_arrs.values())
                     + list(self.tpack_arrs.values()))
-        for a in (self.arena_arr, self.scr_arr, self.args_arr, self.part_arr, self.bufs_arr):
+        for a in (self.arena_arr, self.scr_arr, self.args_arr, self.part_arr, self.bufs_arr,
+                  self.dzs_arr):
             if a is not None:
                 total += a.nbytes
         return total
@@ -299,6 +301,23 @@ cdef class NativePlan:
             if nb > 0 and i not in self.tpack_arrs:
                 self.tpack_arrs[i] = np.empty(nb, dtype=self.dtype)
                 self.p.nodes[i].tpack = cnp.PyArray_DATA(<cnp.ndarray>self.tpack_arrs[i])
+        # the dense nodes after the last conv and pool: dz kept for the whole batch
+        cdef int tail = self.p.nnodes
+        cdef int64_t dzs = 0
+        while tail > first and self.p.nodes[tail - 1].kind in (CCONV_PLAN_DENSE, CCONV_PLAN_ACT):
+            tail -= 1
+        for i in range(tail, self.p.nnodes):
+            if self.p.nodes[i].kind == CCONV_PLAN_DENSE:
+                dzs += n * self.p.nodes[i].out_size
+        if dzs and (self.dzs_arr is None or self.dzs_arr.size < dzs):
+            self.dzs_arr = np.empty(dzs, dtype=self.dtype)
+        cdef char *dzp = (<char *>cnp.PyArray_DATA(<cnp.ndarray>self.dzs_arr) if dzs
+                          else NULL)
+        cdef int64_t isz = self.dtype.itemsize
+        for i in range(tail, self.p.nnodes):
+            if self.p.nodes[i].kind == CCONV_PLAN_DENSE:
+                self.p.nodes[i].dzs = dzp
+                dzp += n * self.p.nodes[i].out_size * isz
         cdef int64_t nchunks = (n + ch - 1) // ch
         cdef int64_t per_thread = 2 * ch * maxsz + ch * self.p.mid_img
         if self.part_arr is None or self.part_arr.size < nchunks * self.p.part_size + 1:

@@ -413,7 +413,8 @@ static int PF(cconv_plan_node_grad)(const cconv_plan *p, const cconv_pnode *nd, 
     int64_t k, r, u, R = n * nd->rows;
     PT *dw = part + nd->dw_off, *db = nd->b ? part + nd->db_off : 0;
     if (nd->kind == CCONV_PLAN_DENSE) {
-        P_GEMM(1, 0, nd->K, nd->units, R, 1, x, nd->K, dz, nd->units, 0, dw, nd->units);
+        if (nd->dzs) db = 0;     /* the whole batch's, after the chunks (dense_dw) */
+        else P_GEMM(1, 0, nd->K, nd->units, R, 1, x, nd->K, dz, nd->units, 0, dw, nd->units);
         for (u = 0; db && u < nd->units; u++) {
             PT s = 0;
             for (r = 0; r < R; r++) s += dz[r * nd->units + u];
@@ -455,10 +456,43 @@ static int PF(cconv_plan_node_grad)(const cconv_plan *p, const cconv_pnode *nd, 
     return 0;
 }
 
+/* Task k of the whole-batch kernel gradients of the dense nodes with dzs: columns
+   k' * CCONV_PLAN_DW_COLS .. of dw = X^T dz and db = the column sums of dz, for the k'-th
+   block of those nodes' columns in node order (x: the plan's input, N images). */
+static void PF(cconv_plan_dense_dw)(const cconv_plan *p, const PT *x, int64_t N, int64_t k)
+{
+    int i;
+    for (i = 0; i < p->nnodes; i++) {
+        const cconv_pnode *nd = &p->nodes[i];
+        int64_t nb, u0, ub, u, r, R = N * nd->rows;
+        const PT *X, *dz;
+        if (!nd->dzs) continue;
+        nb = (nd->units + CCONV_PLAN_DW_COLS - 1) / CCONV_PLAN_DW_COLS;
+        if (k >= nb) {
+            k -= nb;
+            continue;
+        }
+        u0 = k * CCONV_PLAN_DW_COLS;
+        ub = nd->units - u0 < CCONV_PLAN_DW_COLS ? nd->units - u0 : CCONV_PLAN_DW_COLS;
+        X = nd->input < 0 ? x : (const PT *)p->arena + p->nodes[nd->input].out_off * N;
+        dz = (const PT *)nd->dzs;
+        P_GEMM(1, 0, nd->K, ub, R, 1, X, nd->K, dz + u0, nd->units, 0, (PT *)nd->dw + u0,
+               nd->units);
+        for (u = u0; nd->db && u < u0 + ub; u++) {
+            PT s = 0;
+            for (r = 0; r < R; r++) s += dz[r * nd->units + u];
+            ((PT *)nd->db)[u] = s;
+        }
+        return;
+    }
+}
+
 /* The backward pass of a kept training forward, by chunks: every thread takes whole chunks
    of images through all nodes (from the last to node `first`, the first with weights), each
    chunk's weight gradients into its own slice of p_part; then the slices are summed in chunk
-   order into each node's dw/db. g: dL/d(output) (N, out_size); y: the forward's output;
+   order into each node's dw/db. Dense nodes with dzs keep dz for the whole batch instead, and
+   their dw and db come from one product over the batch, tasks beside the sums (their
+   gradients are the last of a slice). g: dL/d(output) (N, out_size); y: the forward's output;
    bufs: per thread 2 x chunk x maxsz + chunk x mid_img elements. Returns -1 on a failed
    workspace allocation. */
 static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y, const PT *g,
@@ -466,6 +500,7 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
                                    int first)
 {
     int64_t CH = p->chunk, nchunks = (N + CH - 1) / CH, c, e;
+    int64_t sum_end = p->part_size, nsum, ntasks = 0;
     int failed = 0, i;
     for (i = first + 1; i < p->nnodes; i++) {   /* dense kernels transposed, for every chunk */
         cconv_pnode *nd = &p->nodes[i];
@@ -489,7 +524,11 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
             const int32_t *arg = nd->arg_off >= 0 ? p->args + nd->arg_off * N + n0 * nd->out_size
                                                   : 0;
             PT *dx;
-            if (nd->act != CCONV_ACT_LINEAR) {
+            if (nd->dzs) {          /* dz into the whole batch's (a plain copy when linear) */
+                PT *t = (PT *)nd->dzs + n0 * nd->out_size;
+                PF(cconv_plan_act_grad)(t, cur, a, n * nd->out_size, nd->act);
+                cur = t;
+            } else if (nd->act != CCONV_ACT_LINEAR) {
                 PT *t = cur == ba ? ba : cur == bb ? bb : ba;
                 PF(cconv_plan_act_grad)(t, cur, a, n * nd->out_size, nd->act);
                 cur = t;
@@ -502,12 +541,23 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
         }
     }
     if (failed) return -1;
-    /* chunk 0's slice += each later chunk's, in chunk order, by blocks of elements */
-    #pragma omp parallel for schedule(static) num_threads(nthreads)
-    for (e = 0; e < (p->part_size + CCONV_PLAN_SUM_BLOCK - 1) / CCONV_PLAN_SUM_BLOCK; e++) {
+    for (i = 0; i < p->nnodes; i++) {
+        const cconv_pnode *nd = &p->nodes[i];
+        if (!nd->dzs) continue;
+        if (nd->dw_off < sum_end) sum_end = nd->dw_off;
+        ntasks += (nd->units + CCONV_PLAN_DW_COLS - 1) / CCONV_PLAN_DW_COLS;
+    }
+    nsum = (sum_end + CCONV_PLAN_SUM_BLOCK - 1) / CCONV_PLAN_SUM_BLOCK;
+    /* chunk 0's slice += each later chunk's, in chunk order, by blocks of elements; and the
+       dense nodes' whole-batch gradients */
+    #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (e = 0; e < nsum + ntasks; e++) {
         int64_t e0 = e * CCONV_PLAN_SUM_BLOCK, k, cc;
-        int64_t e1 = e0 + CCONV_PLAN_SUM_BLOCK < p->part_size ? e0 + CCONV_PLAN_SUM_BLOCK
-                                                               : p->part_size;
+        int64_t e1 = e0 + CCONV_PLAN_SUM_BLOCK < sum_end ? e0 + CCONV_PLAN_SUM_BLOCK : sum_end;
+        if (e >= nsum) {
+            PF(cconv_plan_dense_dw)(p, x, N, e - nsum);
+            continue;
+        }
         for (cc = 1; cc < nchunks; cc++) {
             const PT *CCONV__RESTRICT src = p_part + cc * p->part_size;
             PT *CCONV__RESTRICT dst = p_part;
@@ -516,6 +566,7 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
     }
     for (i = 0; i < p->nnodes; i++) {
         const cconv_pnode *nd = &p->nodes[i];
+        if (nd->dzs) continue;
         if (nd->dw) memcpy(nd->dw, p_part + nd->dw_off, (size_t)nd->w_size * sizeof(PT));
         if (nd->db) memcpy(nd->db, p_part + nd->db_off, (size_t)nd->b_size * sizeof(PT));
     }
