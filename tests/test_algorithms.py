@@ -24,8 +24,13 @@ CASES = [
      (_conv.WINOGRAD, _conv.WINOGRAD, _conv.WINOGRAD)),
     ("pointwise", (2, 7, 6, 8), (1, 1, 8, 12), 1, "valid", 1,
      (_conv.POINTWISE, _conv.POINTWISE, _conv.POINTWISE)),
-    ("im2col", (2, 9, 10, 6), (3, 3, 6, 10), 2, "same", 1,
+    ("im2col", (2, 9, 10, 8), (3, 3, 8, 10), 2, "same", 1,
      (_conv.IM2COL, _conv.IM2COL, _conv.IM2COL)),
+    # few taps (3 * 3 * 3 <= 64), more filters than direct.h takes: kgrad.h's kernel gradient
+    ("few-taps", (2, 9, 10, 3), (3, 3, 3, 16), 1, "same", 1,
+     (_conv.IM2COL, _conv.IM2COL, _conv.DIRECT)),
+    ("few-taps-strided", (3, 11, 9, 2), (5, 5, 2, 20), 2, "same", 1,
+     (_conv.IM2COL, _conv.IM2COL, _conv.DIRECT)),
 ]
 STEPS = ("forward", "input_gradient", "kernel_gradient")
 

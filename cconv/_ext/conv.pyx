@@ -4,7 +4,8 @@
 Four algorithms, each in its own include file, and one function that chooses among them
 (``choose``; ``choose_algorithm`` from Python), from the shapes alone:
 
-* direct (``conv_direct.pxi``, ``direct.h``): few channels and filters per group;
+* direct (``conv_direct.pxi``, ``direct.h``): few channels and filters per group; and the
+  kernel gradient of few taps (KH * KW * C <= 64, ``kgrad.h``) with more filters;
 * Winograd F(2x2, 3x3) (``conv_winograd.pxi``, ``winograd.h``): 3x3, stride 1, many channels;
 * pointwise (``conv_pointwise.pxi``): 1x1, stride 1, no padding: the input is the matrix;
 * im2col + GEMM (``conv_im2col.pxi``): everything else.
@@ -84,7 +85,7 @@ cdef Algorithm choose(const ConvGeom *g, Step step, size_t itemsize,
     else:
         if finite and use_winograd(g, False, itemsize) and wino_grad_blocks(g) > 0:
             return ALGO_WINOGRAD
-        if use_direct(g):
+        if use_direct(g) or use_kgrad(g):
             return ALGO_DIRECT
     return ALGO_POINTWISE if is_pointwise(g) else ALGO_IM2COL
 
@@ -159,7 +160,7 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
     cdef int64_t TP = tile_rows(g, R) if R > 0 else 1
     cdef int64_t nunits = g.N if direct else (R + TP - 1) // TP
     cdef int64_t per_block = KC + g.CO
-    cdef int64_t scratch = cconv_direct_scratch(g) if direct else TP * K
+    cdef int64_t scratch = direct_params_scratch(g) if direct else TP * K
     cdef bint needs_scratch = direct or (not pointwise and dkernel != NULL)
     cdef int64_t nblocks, b, e, u0, u1
     cdef floating *partial
