@@ -1,8 +1,13 @@
-"""cconv against TensorFlow (and PyTorch when installed), same process, same arrays.
+"""cconv against TensorFlow (and PyTorch when installed), same arrays.
 
     python benchmarks/run.py                 # everything, Markdown table + JSON
     python benchmarks/run.py --only ops      # ops | pool | models | memory
     python benchmarks/run.py --quick         # fewer repeats (a smoke run)
+    python benchmarks/run.py --same-process  # ops and pool with every runtime in one process
+
+The ops and pool suites measure each runtime in its own process (the same seeded arrays in
+each): OpenMP workers of one runtime spinning beside another's thread pool slowed both here,
+so one process showed cconv's stride-2 forward+backward at half its speed alone.
 
 Times are medians of repeated runs after warm-up; ratios are ``other / cconv`` (above 1:
 cconv is faster). These machines are shared and noisy: compare ratios, not raw times.
@@ -123,7 +128,10 @@ def have(module):
 
 
 # --------------------------------------------------------------------------- suites
-def bench_ops(repeat, frameworks):
+def bench_ops(repeat, frameworks, runtimes=None, show=True):
+    """Rows of the conv cases for the runtimes measured here (default: cconv and
+    ``frameworks``); ``show`` prints each row (it needs cconv's time)."""
+    runtimes = ["cconv"] + list(frameworks) if runtimes is None else runtimes
     rows = []
     rng = np.random.default_rng(0)
     for name, batch, hwc, cout, k, strides, padding in CONV_CASES:
@@ -131,10 +139,12 @@ def bench_ops(repeat, frameworks):
         kernel = rng.standard_normal((k, k, hwc[2], cout), dtype=np.float32) * 0.1
         bias = rng.standard_normal(cout, dtype=np.float32)
         flops = conv_flops(batch, hwc, cout, k, strides, padding)
-        fns = {"cconv": cconv_conv_fns(x, kernel, bias, strides, padding)}
-        if "tensorflow" in frameworks:
+        fns = {}
+        if "cconv" in runtimes:
+            fns["cconv"] = cconv_conv_fns(x, kernel, bias, strides, padding)
+        if "tensorflow" in runtimes:
             fns["tensorflow"] = tf_conv_fns(x, kernel, bias, strides, padding)
-        if "torch" in frameworks:
+        if "torch" in runtimes:
             fns["torch"] = torch_conv_fns(x, kernel, bias, strides, padding)
         for phase, idx, mult in (("forward", 0, 1.0), ("forward+backward", 1, 3.0)):
             row = {"case": name, "phase": phase}
@@ -144,19 +154,24 @@ def bench_ops(repeat, frameworks):
                     row[fw + "_ms"] = t * 1e3
                     row[fw + "_gflops"] = mult * flops / t / 1e9
             rows.append(row)
-            print_row(row, frameworks)
+            if show:
+                print_row(row, frameworks)
     return rows
 
 
-def bench_pool(repeat, frameworks):
+def bench_pool(repeat, frameworks, runtimes=None, show=True):
+    """As :func:`bench_ops`, for max and average pooling."""
+    runtimes = ["cconv"] + list(frameworks) if runtimes is None else runtimes
     rows = []
     x = np.random.default_rng(1).standard_normal(POOL_SHAPE, dtype=np.float32)
     for mode in ("max", "avg"):
         fwd = ops.max_pool2d if mode == "max" else ops.avg_pool2d
         bwd = ops.max_pool2d_backward if mode == "max" else ops.avg_pool2d_backward
         dy = np.ones_like(fwd(x, 2))
-        fns = {"cconv": (lambda: fwd(x, 2), lambda: (fwd(x, 2), bwd(dy, x, 2)))}
-        if "tensorflow" in frameworks:
+        fns = {}
+        if "cconv" in runtimes:
+            fns["cconv"] = (lambda: fwd(x, 2), lambda: (fwd(x, 2), bwd(dy, x, 2)))
+        if "tensorflow" in runtimes:
             import tensorflow as tf
 
             tfp = tf.nn.max_pool2d if mode == "max" else tf.nn.avg_pool2d
@@ -175,7 +190,7 @@ def bench_pool(repeat, frameworks):
 
             fns["tensorflow"] = (lambda f=tf_fwd, a=tx: f(a).numpy(),
                                  lambda f=tf_bwd, a=tx: f(a).numpy())
-        if "torch" in frameworks:
+        if "torch" in runtimes:
             import torch
             import torch.nn.functional as F
 
@@ -198,8 +213,34 @@ def bench_pool(repeat, frameworks):
             for fw, pair in fns.items():
                 row[fw + "_ms"] = median_time(pair[idx], repeat) * 1e3
             rows.append(row)
-            print_row(row, frameworks)
+            if show:
+                print_row(row, frameworks)
     return rows
+
+
+SUITES = {"ops": bench_ops, "pool": bench_pool}
+
+
+def isolated(suite, repeat, frameworks, quick):
+    """``suite``'s rows with each runtime measured in its own process (this script with
+    ``--worker``), merged case by case and printed."""
+    merged = None
+    for runtime in ["cconv"] + list(frameworks):
+        out = os.path.join(HERE, "results", f".worker-{suite}-{runtime}.json")
+        cmd = [sys.executable, os.path.abspath(__file__), "--only", suite, "--worker", runtime,
+               "--json", out] + (["--quick"] if quick else [])
+        subprocess.run(cmd, check=True)
+        with open(out) as f:
+            rows = json.load(f)[suite]
+        os.remove(out)
+        if merged is None:
+            merged = rows
+        else:
+            for row, other in zip(merged, rows):
+                row.update({k: v for k, v in other.items() if k not in ("case", "phase")})
+    for row in merged:
+        print_row(row, frameworks)
+    return merged
 
 
 MEMORY_SCRIPT = r"""
@@ -271,19 +312,30 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"))
+    parser.add_argument("--same-process", action="store_true",
+                        help="ops and pool: every runtime in this one process")
+    parser.add_argument("--worker", choices=["cconv", "tensorflow", "torch"],
+                        help=argparse.SUPPRESS)   # internal: measure one runtime, write JSON
     args = parser.parse_args(argv)
     suites = args.only or ["ops", "pool", "models", "memory"]
     repeat = 3 if args.quick else 10
+    if args.worker:      # no other runtime imported here, not even to check that it exists
+        results = {s: SUITES[s](repeat, [], [args.worker], show=False)
+                   for s in suites if s in SUITES}
+        os.makedirs(os.path.dirname(args.json), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(results, f)
+        return
     frameworks = [fw for fw in ("tensorflow", "torch") if have(fw) and not (fw == "torch" and args.no_torch)]
     print(f"cconv {cconv.__version__}, {cconv.get_num_threads()} threads, OpenMP {cconv.openmp_enabled()}, "
           f"{platform.processor() or platform.machine()}, compared with: {', '.join(frameworks) or 'nothing'}")
-    results = {"threads": cconv.get_num_threads(), "frameworks": frameworks}
-    if "ops" in suites:
-        header(frameworks, "ops")
-        results["ops"] = bench_ops(repeat, frameworks)
-    if "pool" in suites:
-        header(frameworks, "pool")
-        results["pool"] = bench_pool(repeat, frameworks)
+    results = {"threads": cconv.get_num_threads(), "frameworks": frameworks,
+               "same_process": args.same_process}
+    for suite in ("ops", "pool"):
+        if suite in suites:
+            header(frameworks, suite)
+            results[suite] = (SUITES[suite](repeat, frameworks) if args.same_process
+                              else isolated(suite, repeat, frameworks, args.quick))
     if "models" in suites:
         from benchmarks import models as model_bench
 
