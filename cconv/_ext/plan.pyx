@@ -125,6 +125,7 @@ cdef class NativePlan:
     cdef public int threads, by_layers
     cdef public object key                  # cconv.plan's record of what it prepared for
     cdef int is_f32
+    cdef int64_t all_part               # training: partial-gradient elements of all nodes
 
     def __cinit__(self):
         self.p.nodes = NULL
@@ -172,6 +173,7 @@ cdef class NativePlan:
                 self.dense_pack.append((i, nb))   # allocated by prepare for enough rows
             elif nb > 0:           # the GEMM's B, packed once per run (plan.h)
                 self._bpack_alloc(i, nb)
+        self.all_part = self.p.part_size
         self.p.in_size, self.p.out_size = in_size, out_size
         self.p.arena_img, self.p.mid_img = arena_img, mid_img
         self.p.conv_backward = (<void *>_conv_backward_f32 if self.is_f32
@@ -313,6 +315,11 @@ cdef class NativePlan:
             self.dzs_arr = np.empty(dzs, dtype=self.dtype)
         cdef char *dzp = (<char *>cnp.PyArray_DATA(<cnp.ndarray>self.dzs_arr) if dzs
                           else NULL)
+        # a chunk's partial gradients: the nodes before those (their offsets come first)
+        self.p.part_size = self.all_part
+        for i in range(tail, self.p.nnodes):
+            if self.p.nodes[i].kind == CCONV_PLAN_DENSE:
+                self.p.part_size = min(self.p.part_size, self.p.nodes[i].dw_off)
         cdef int64_t isz = self.dtype.itemsize
         for i in range(tail, self.p.nnodes):
             if self.p.nodes[i].kind == CCONV_PLAN_DENSE:
