@@ -50,16 +50,21 @@ cdef inline void direct_backward_input(const floating *dy, const floating *w, fl
         cconv_direct_backward_input_f64(dy, w, dx, g, scratch)
 
 
+cdef inline bint padded_plane_fits(const ConvGeom *g) noexcept nogil:
+    """Whether the zero-padded copy of one image that direct.h and kgrad.h read (the extent
+    the windows cover) stays near x's size: huge dilation or padding would make it far
+    larger."""
+    cdef int64_t hp = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    cdef int64_t wp = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
+    return hp * wp <= 4 * g.H * g.W + 65536
+
+
 cdef inline bint use_direct(const ConvGeom *g) noexcept nogil:
     """Few input channels and filters per group (LeNet's first layer, depthwise): im2col rows
     would be a handful of scattered elements feeding a GEMM a few columns wide, so the direct
     kernels win. Pointwise convolutions need no im2col."""
-    cdef int64_t hp = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1   # padded plane (direct.h)
-    cdef int64_t wp = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
     return (g.C // g.groups <= DIRECT_MAX_CG and g.CO // g.groups <= DIRECT_MAX_COG
-            and not is_pointwise(g)
-            # huge dilation or padding would make the padded planar copy far larger than x
-            and hp * wp <= 4 * g.H * g.W + 65536)
+            and not is_pointwise(g) and padded_plane_fits(g))
 
 
 cdef inline bint use_kgrad(const ConvGeom *g) noexcept nogil:
@@ -68,10 +73,8 @@ cdef inline bint use_kgrad(const ConvGeom *g) noexcept nogil:
     each weight in registers instead (measured, one thread: 3x3 RGB -> 32 filters 2.1x
     faster, 5x5 x 2 channels -> 24 filters 2.4x; LeNet's 1 -> 6 stays with direct.h, 10%
     faster there)."""
-    cdef int64_t hp = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1
-    cdef int64_t wp = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
     return (g.groups == 1 and g.KH * g.KW * g.C <= CCONV_KGRAD_MAX_TAPS and not is_pointwise(g)
-            and not use_direct(g) and hp * wp <= 4 * g.H * g.W + 65536)
+            and not use_direct(g) and padded_plane_fits(g))
 
 
 cdef inline int64_t direct_params_scratch(const ConvGeom *g) noexcept nogil:

@@ -308,18 +308,16 @@ cdef class NativePlan:
         cdef int64_t dzs = 0
         while tail > first and self.p.nodes[tail - 1].kind in (CCONV_PLAN_DENSE, CCONV_PLAN_ACT):
             tail -= 1
+        # and a chunk's partial gradients cover the nodes before them (their offsets come first)
+        self.p.part_size = self.all_part
         for i in range(tail, self.p.nnodes):
             if self.p.nodes[i].kind == CCONV_PLAN_DENSE:
                 dzs += n * self.p.nodes[i].out_size
+                self.p.part_size = min(self.p.part_size, self.p.nodes[i].dw_off)
         if dzs and (self.dzs_arr is None or self.dzs_arr.size < dzs):
             self.dzs_arr = np.empty(dzs, dtype=self.dtype)
         cdef char *dzp = (<char *>cnp.PyArray_DATA(<cnp.ndarray>self.dzs_arr) if dzs
                           else NULL)
-        # a chunk's partial gradients: the nodes before those (their offsets come first)
-        self.p.part_size = self.all_part
-        for i in range(tail, self.p.nnodes):
-            if self.p.nodes[i].kind == CCONV_PLAN_DENSE:
-                self.p.part_size = min(self.p.part_size, self.p.nodes[i].dw_off)
         cdef int64_t isz = self.dtype.itemsize
         for i in range(tail, self.p.nnodes):
             if self.p.nodes[i].kind == CCONV_PLAN_DENSE:

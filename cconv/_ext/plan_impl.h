@@ -491,8 +491,8 @@ static void PF(cconv_plan_dense_dw)(const cconv_plan *p, const PT *x, int64_t N,
    of images through all nodes (from the last to node `first`, the first with weights), each
    chunk's weight gradients into its own slice of p_part; then the slices are summed in chunk
    order into each node's dw/db. Dense nodes with dzs keep dz for the whole batch instead, and
-   their dw and db come from one product over the batch, tasks beside the sums (their
-   gradients are the last of a slice). g: dL/d(output) (N, out_size); y: the forward's output;
+   their dw and db come from one product over the batch, tasks beside the sums (p->part_size
+   then covers only the other nodes, whose offsets come first). g: dL/d(output) (N, out_size); y: the forward's output;
    bufs: per thread 2 x chunk x maxsz + chunk x mid_img elements. Returns -1 on a failed
    workspace allocation. */
 static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y, const PT *g,
@@ -500,7 +500,7 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
                                    int first)
 {
     int64_t CH = p->chunk, nchunks = (N + CH - 1) / CH, c, e;
-    int64_t sum_end = p->part_size, nsum, ntasks = 0;
+    int64_t nsum = (p->part_size + CCONV_PLAN_SUM_BLOCK - 1) / CCONV_PLAN_SUM_BLOCK, ntasks = 0;
     int failed = 0, i;
     for (i = first + 1; i < p->nnodes; i++) {   /* dense kernels transposed, for every chunk */
         cconv_pnode *nd = &p->nodes[i];
@@ -541,19 +541,16 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
         }
     }
     if (failed) return -1;
-    for (i = 0; i < p->nnodes; i++) {
-        const cconv_pnode *nd = &p->nodes[i];
-        if (!nd->dzs) continue;
-        if (nd->dw_off < sum_end) sum_end = nd->dw_off;
-        ntasks += (nd->units + CCONV_PLAN_DW_COLS - 1) / CCONV_PLAN_DW_COLS;
-    }
-    nsum = (sum_end + CCONV_PLAN_SUM_BLOCK - 1) / CCONV_PLAN_SUM_BLOCK;
+    for (i = 0; i < p->nnodes; i++)
+        if (p->nodes[i].dzs) ntasks += (p->nodes[i].units + CCONV_PLAN_DW_COLS - 1)
+                                       / CCONV_PLAN_DW_COLS;
     /* chunk 0's slice += each later chunk's, in chunk order, by blocks of elements; and the
        dense nodes' whole-batch gradients */
     #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (e = 0; e < nsum + ntasks; e++) {
         int64_t e0 = e * CCONV_PLAN_SUM_BLOCK, k, cc;
-        int64_t e1 = e0 + CCONV_PLAN_SUM_BLOCK < sum_end ? e0 + CCONV_PLAN_SUM_BLOCK : sum_end;
+        int64_t e1 = e0 + CCONV_PLAN_SUM_BLOCK < p->part_size ? e0 + CCONV_PLAN_SUM_BLOCK
+                                                               : p->part_size;
         if (e >= nsum) {
             PF(cconv_plan_dense_dw)(p, x, N, e - nsum);
             continue;
