@@ -11,6 +11,17 @@ cdef inline int64_t tile_rows(const ConvGeom *g, int64_t total) noexcept nogil:
     return t if t < total else total
 
 
+cdef inline int64_t params_tile_rows(const ConvGeom *g, int64_t total) noexcept nogil:
+    """Rows of the im2col matrix per tile of the kernel gradient: up to PARAMS_TILE_SCALE
+    times ``tile_rows`` while that leaves PARAMS_MIN_TILES tiles (each tile's GEMM then
+    reduces over more rows per pass over the K x CO gradient); shapes alone decide."""
+    cdef int64_t t = tile_rows(g, total)
+    cdef int64_t big = total // PARAMS_MIN_TILES
+    if big > PARAMS_TILE_SCALE * t:
+        big = PARAMS_TILE_SCALE * t
+    return big if big > t else t
+
+
 cdef inline void copy_n(floating *dst, const floating *src, int64_t count) noexcept nogil:
     cdef int64_t i
     if count >= 32:
