@@ -4,10 +4,14 @@
     python benchmarks/run.py --only ops      # ops | pool | models | memory
     python benchmarks/run.py --quick         # fewer repeats (a smoke run)
     python benchmarks/run.py --same-process  # ops and pool with every runtime in one process
+    python benchmarks/run.py --rounds 5      # ops and pool: 5 interleaved rounds (default 3)
 
 The ops and pool suites measure each runtime in its own process (the same seeded arrays in
 each): OpenMP workers of one runtime spinning beside another's thread pool slowed both here,
-so one process showed cconv's stride-2 forward+backward at half its speed alone.
+so one process showed cconv's stride-2 forward+backward at half its speed alone. The
+runtimes take turns over ``--rounds`` rounds and each time is the median over rounds.
+"Forward+backward" computes the output and all three gradients in every runtime (TensorFlow's
+graph is made to return the output, which its gradients do not need and it would prune).
 
 Times are medians of repeated runs after warm-up; ratios are ``other / cconv`` (above 1:
 cconv is faster). These machines are shared and noisy: compare ratios, not raw times.
@@ -77,7 +81,10 @@ def tf_conv_fns(x, kernel, bias, strides, padding):
         with tf.GradientTape() as tape:
             tape.watch(a)
             y = tf.nn.bias_add(tf.nn.conv2d(a, tk, strides, pad), tb)
-        return tape.gradient(y, [a, tk, tb], output_gradients=tf.ones_like(y))
+        # y is returned too: the gradients do not need it, and tf.function would otherwise
+        # prune the forward convolution (stride-2 56x56x64->128: 44 ms "forward+backward"
+        # against 62 with the forward that cconv's time includes)
+        return [y] + tape.gradient(y, [a, tk, tb], output_gradients=tf.ones_like(y))
 
     return (lambda: fwd(tx).numpy()), (lambda: [g.numpy() for g in fwd_bwd(tx)])
 
@@ -186,10 +193,11 @@ def bench_pool(repeat, frameworks, runtimes=None, show=True):
                 with tf.GradientTape() as tape:
                     tape.watch(a)
                     y = tfp(a, 2, 2, "VALID")
-                return tape.gradient(y, a, output_gradients=tf.ones_like(y))
+                # y returned so that the forward is not pruned (as for the convolutions)
+                return y, tape.gradient(y, a, output_gradients=tf.ones_like(y))
 
             fns["tensorflow"] = (lambda f=tf_fwd, a=tx: f(a).numpy(),
-                                 lambda f=tf_bwd, a=tx: f(a).numpy())
+                                 lambda f=tf_bwd, a=tx: [t.numpy() for t in f(a)])
         if "torch" in runtimes:
             import torch
             import torch.nn.functional as F
@@ -221,24 +229,34 @@ def bench_pool(repeat, frameworks, runtimes=None, show=True):
 SUITES = {"ops": bench_ops, "pool": bench_pool}
 
 
-def isolated(suite, repeat, frameworks, quick):
+def isolated(suite, repeat, frameworks, quick, rounds=1):
     """``suite``'s rows with each runtime measured in its own process (this script with
-    ``--worker``), merged case by case and printed."""
+    ``--worker``), merged case by case and printed. With several ``rounds`` the runtimes
+    take turns (the order reversed every other round, so that a noisy spell on this shared
+    machine does not hit one runtime only) and each time is the median over rounds."""
     merged = None
-    for runtime in ["cconv"] + list(frameworks):
-        out = os.path.join(HERE, "results", f".worker-{suite}-{runtime}.json")
-        cmd = [sys.executable, os.path.abspath(__file__), "--only", suite, "--worker", runtime,
-               "--json", out] + (["--quick"] if quick else [])
-        subprocess.run(cmd, check=True)
-        with open(out) as f:
-            rows = json.load(f)[suite]
-        os.remove(out)
-        if merged is None:
-            merged = rows
-        else:
+    runtimes = ["cconv"] + list(frameworks)
+    for r in range(rounds):
+        for runtime in (runtimes if r % 2 == 0 else runtimes[::-1]):
+            out = os.path.join(HERE, "results", f".worker-{suite}-{runtime}.json")
+            cmd = [sys.executable, os.path.abspath(__file__), "--only", suite, "--worker",
+                   runtime, "--json", out] + (["--quick"] if quick else [])
+            subprocess.run(cmd, check=True)
+            with open(out) as f:
+                rows = json.load(f)[suite]
+            os.remove(out)
+            if merged is None:
+                merged = [{k: (v if k in ("case", "phase") else [v]) for k, v in row.items()}
+                          for row in rows]
+                continue
             for row, other in zip(merged, rows):
-                row.update({k: v for k, v in other.items() if k not in ("case", "phase")})
+                for k, v in other.items():
+                    if k not in ("case", "phase"):
+                        row.setdefault(k, []).append(v)
     for row in merged:
+        for k, v in row.items():
+            if k not in ("case", "phase"):
+                row[k] = statistics.median(v)
         print_row(row, frameworks)
     return merged
 
@@ -312,6 +330,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"))
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="ops and pool: rounds of one process per runtime (median)")
     parser.add_argument("--same-process", action="store_true",
                         help="ops and pool: every runtime in this one process")
     parser.add_argument("--worker", choices=["cconv", "tensorflow", "torch"],
@@ -330,12 +350,15 @@ def main(argv=None):
     print(f"cconv {cconv.__version__}, {cconv.get_num_threads()} threads, OpenMP {cconv.openmp_enabled()}, "
           f"{platform.processor() or platform.machine()}, compared with: {', '.join(frameworks) or 'nothing'}")
     results = {"threads": cconv.get_num_threads(), "frameworks": frameworks,
-               "same_process": args.same_process}
+               "same_process": args.same_process, "rounds": max(1, args.rounds),
+               "load_before": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+               "date": time.strftime("%Y-%m-%d %H:%M")}
     for suite in ("ops", "pool"):
         if suite in suites:
             header(frameworks, suite)
             results[suite] = (SUITES[suite](repeat, frameworks) if args.same_process
-                              else isolated(suite, repeat, frameworks, args.quick))
+                              else isolated(suite, repeat, frameworks, args.quick,
+                                            max(1, args.rounds)))
     if "models" in suites:
         from benchmarks import models as model_bench
 
