@@ -518,7 +518,13 @@ class TrainPlan:
             if node.get("w") is not None:   # gradients: the model's arrays, and chunk slices
                 node["dw"], node["dw_off"], node["w_size"] = (layer.grads["kernel"], part,
                                                               node["w"].size)
-                part += node["w"].size
+                node["w_part"] = node["w"].size
+                if (node["kind"] == _native.KINDS["conv"]
+                        and node.get("algo") == _native.ALGOS["winograd"]):
+                    # the kernel gradient summed as the transformed (16, C, CO) (plan.h)
+                    node["wgrad"] = 1
+                    node["w_part"] = 16 * node["g"][2] * node["g"][5]
+                part += node["w_part"]
             if node.get("b") is not None:
                 node["db"], node["db_off"], node["b_size"] = (layer.grads["bias"], part,
                                                               node["b"].size)

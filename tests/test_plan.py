@@ -407,6 +407,11 @@ TRAIN_CASES = {
         L(Input, (10, 10, 3)), L(Conv2D, 6, 3, strides=2, padding="same", activation="relu"),
         L(MaxPooling2D, 2, strides=1), L(MaxPooling2D, 2, padding="same"),
         L(Dense, 5, activation="tanh"), L(Flatten), L(Dense, 4)], dtype), "adam", "mse"),
+    "winograd first layer without bias, then winograd with an input gradient": (
+        lambda dtype: _model([
+            L(Input, (7, 9, 16)), L(Conv2D, 16, 3, padding="same", use_bias=False),
+            L(Conv2D, 17, 3, activation="relu"), L(MaxPooling2D, 2), L(Flatten),
+            L(Dense, 3)], dtype), "adam", "mse"),
     "dense only: every kernel gradient over the whole batch": (lambda dtype: _model([
         L(Input, (70,)), L(Dense, 130, activation="relu"), L(Dense, 9, activation="sigmoid"),
         L(Dense, 3, activation="softmax")], dtype), "adam", "categorical_crossentropy"),
@@ -442,10 +447,13 @@ def test_training_trajectory_matches_layer_path(case, dtype):
         assert_close(a, b, dtype, "weights after training")
 
 
-def test_training_bit_identical_across_threads():
-    model = cconv.models.lenet5()
+@pytest.mark.parametrize("name", ["lenet5", "tutorial_cnn"])
+def test_training_bit_identical_across_threads(name):
+    model = getattr(cconv.models, name)()
+    if name == "tutorial_cnn":   # Winograd layers: kernel gradients summed transformed
+        model.compile(optimizer="adam", loss="categorical_crossentropy")
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((24, 28, 28, 1)).astype(np.float32)
+    x = rng.standard_normal((24,) + model.input_shape[1:]).astype(np.float32)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 24)]
     results = []
     for t in (1, 2, 3):
@@ -456,6 +464,33 @@ def test_training_bit_identical_across_threads():
         assert losses == results[0][0]
         for a, b in zip(weights, results[0][1]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_training_winograd_gradients_keep_the_exact_non_finite_values():
+    """An Inf in dL/d(output) reaches the Winograd layers' gradients: the plan's transformed
+    sums would turn Inf into NaN, so it reruns with the exact kernels and gives the layer
+    path's Inf and NaN entries."""
+    model = _model([L(Input, (6, 6, 16)), L(Conv2D, 16, 3, padding="same", activation="relu"),
+                    L(Conv2D, 16, 3), L(Flatten), L(Dense, 2)], "float32")
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.random.default_rng(3).standard_normal((16, 6, 6, 16)).astype(np.float32)
+    grads = []
+    for jit in (True, False):
+        model.jit_compile = jit
+        y = model._forward(x, True)
+        assert (getattr(model, "_train_plan", None) is not None) == jit
+        g = np.full_like(y, 0.5)
+        g[3, 1] = np.inf
+        model._backward(g)
+        grads.append([layer.grads[k].copy() for layer in model._layers
+                      for k in ("kernel", "bias") if layer.weights])
+    for a, b in zip(*grads):
+        assert not np.all(np.isfinite(a))
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_array_equal(np.isposinf(a), np.isposinf(b))
+        np.testing.assert_array_equal(np.isneginf(a), np.isneginf(b))
+        fin = np.isfinite(a)
+        np.testing.assert_allclose(a[fin], b[fin], rtol=1e-5, atol=1e-6)
 
 
 def test_training_falls_back_for_layers_without_native_training():

@@ -77,6 +77,15 @@ typedef struct {
                                     dL/dz for the whole batch (N x out_size), so that its
                                     kernel gradient is one product over the batch; NULL:
                                     per-chunk partial sums */
+    int wgrad;                   /* training, Winograd conv: the kernel gradient is summed in
+                                    the transformed domain (16, C, CO) in the chunk slices and
+                                    turned into dw once, after the sums */
+    int64_t w_part;              /* training: elements of dw's part of a chunk slice (w_size,
+                                    or 16 x C x CO with wgrad) */
+    void *wflip;                 /* training, wgrad with an input gradient: the transform of
+                                    the flipped kernel (16, CO, C), made once per backward,
+                                    the plan's; NULL: conv.pyx's input gradient */
+    int wflip_ok;                /* wflip holds this backward's kernel (its kernel is finite) */
 } cconv_pnode;
 
 typedef struct {
@@ -97,6 +106,8 @@ typedef struct {
     int64_t part_size;           /* training: one chunk's partial weight gradients */
     void *conv_backward;         /* training: conv.pyx's conv2d_backward_c for this type, as
                                     int (*)(dy, x, w, dx, dw, db, const cconv_geom *, N) */
+    int wino_exact;              /* training: wgrad nodes take conv.pyx's gradients instead
+                                    (the rerun after a non-finite Winograd kernel gradient) */
 } cconv_plan;
 
 /* Rows per im2col tile (conv.pyx's rule, from the shapes alone). */
@@ -319,6 +330,9 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD, 16)
 #define P_WINO_K cconv_wino_kernel_f32
 #define P_WINO_IN cconv_wino_input_f32
 #define P_WINO_OUT cconv_wino_output_f32
+#define P_WINO_DY cconv_wino_dy_f32
+#define P_WINO_KG cconv_wino_kernel_grad_f32
+#define P_FINITE cconv_wino_finite_f32
 #define P_POOL_ROWS cconv_pool_rows_f32
 #include "plan_impl.h"
 
@@ -334,6 +348,9 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD, 16)
 #define P_WINO_K cconv_wino_kernel_f64
 #define P_WINO_IN cconv_wino_input_f64
 #define P_WINO_OUT cconv_wino_output_f64
+#define P_WINO_DY cconv_wino_dy_f64
+#define P_WINO_KG cconv_wino_kernel_grad_f64
+#define P_FINITE cconv_wino_finite_f64
 #define P_POOL_ROWS cconv_pool_rows_f64
 #include "plan_impl.h"
 

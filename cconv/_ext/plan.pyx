@@ -37,6 +37,10 @@ cdef extern from "plan.h" nogil:
         void *tpack
         int tpack_isa
         void *dzs
+        int wgrad
+        int64_t w_part
+        void *wflip
+        int wflip_ok
     ctypedef struct cconv_plan:
         cconv_pnode *nodes
         int nnodes
@@ -47,6 +51,7 @@ cdef extern from "plan.h" nogil:
         int32_t *args
         int64_t part_size
         void *conv_backward
+        int wino_exact
     enum:
         CCONV_PLAN_CONV, CCONV_PLAN_POOL, CCONV_PLAN_DENSE, CCONV_PLAN_ACT
         CCONV_ACT_LINEAR, CCONV_ACT_RELU, CCONV_ACT_SIGMOID, CCONV_ACT_TANH, CCONV_ACT_SOFTMAX
@@ -78,6 +83,8 @@ ACTIVATIONS = {"linear": CCONV_ACT_LINEAR, "relu": CCONV_ACT_RELU, "sigmoid": CC
 ALGOS = {"im2col": CCONV_ALGO_IM2COL, "direct": CCONV_ALGO_DIRECT,
          "winograd": CCONV_ALGO_WINOGRAD, "pointwise": CCONV_ALGO_POINTWISE}
 POOLS = {None: CCONV_POOL_NONE, "max": CCONV_POOL_MAX, "avg": CCONV_POOL_AVG}
+# conv.pyx's WINO_KERNEL_BYTES: the transformed kernels always allowed
+_WFLIP_MAX_BYTES = 33554432
 
 
 cdef ConvGeom _conv_geom(const cconv_geom *g, int64_t N) noexcept nogil:
@@ -158,7 +165,7 @@ cdef class NativePlan:
             nd.dw = <void *>_ptr(spec.get("dw"))
             nd.db = <void *>_ptr(spec.get("db"))
             self.p.part_size = max(self.p.part_size, nd.db_off + nd.b_size,
-                                   nd.dw_off + nd.w_size)
+                                   nd.dw_off + nd.w_part)
             cconv_plan_prepare_node(nd)
             self.group_cap.append(nd.group)
             self.tile_cap.append(nd.tile)
@@ -294,15 +301,25 @@ cdef class NativePlan:
         nodes before ``first`` get none. Internal: cconv.plan passes the forward's arrays."""
         cdef int64_t n = self.batch, ch = self.p.chunk, maxsz = 1, nb
         cdef int i, status
+        cdef cconv_pnode *nd
         if g.dtype != self.dtype or not cnp.PyArray_IS_C_CONTIGUOUS(g) or g.size != y.size:
             raise ValueError("NativePlan.backward: g must be a C-contiguous array like y")
         for i in range(self.p.nnodes):
             maxsz = max(maxsz, self.p.nodes[i].in_size, self.p.nodes[i].out_size)
-        for i in range(first + 1, self.p.nnodes):     # dense nodes with an input gradient
-            nb = cconv_plan_tpack_size(&self.p.nodes[i], self.is_f32)
+        for i in range(first + 1, self.p.nnodes):     # nodes with an input gradient
+            nd = &self.p.nodes[i]
+            nb = cconv_plan_tpack_size(nd, self.is_f32)
             if nb > 0 and i not in self.tpack_arrs:
                 self.tpack_arrs[i] = np.empty(nb, dtype=self.dtype)
-                self.p.nodes[i].tpack = cnp.PyArray_DATA(<cnp.ndarray>self.tpack_arrs[i])
+                nd.tpack = cnp.PyArray_DATA(<cnp.ndarray>self.tpack_arrs[i])
+            # Winograd kgrad nodes: the flipped kernel's transform for the input gradient,
+            # where conv.pyx's input gradient would be Winograd too (use_winograd's rule
+            # without the output-size allowance: at most WINO_KERNEL_BYTES)
+            nb = 16 * nd.g.C * nd.g.CO
+            if (nd.wgrad and nd.wflip == NULL and nd.g.H >= 2 and nd.g.W >= 2
+                    and nb * self.dtype.itemsize <= _WFLIP_MAX_BYTES):
+                self.tpack_arrs[i] = np.empty(nb, dtype=self.dtype)
+                nd.wflip = cnp.PyArray_DATA(<cnp.ndarray>self.tpack_arrs[i])
         # the dense nodes after the last conv and pool: dz kept for the whole batch
         cdef int tail = self.p.nnodes
         cdef int64_t dzs = 0
@@ -335,6 +352,22 @@ cdef class NativePlan:
         cdef void *pp = cnp.PyArray_DATA(<cnp.ndarray>self.part_arr)
         cdef void *bp = cnp.PyArray_DATA(<cnp.ndarray>self.bufs_arr)
         cdef int nt = self.threads
+        self.p.wino_exact = 0
+        status = self._backward(xp, yp, gp, pp, bp, maxsz, first)
+        if status == 1:   # a Winograd kernel gradient not finite: conv.pyx's exact ones
+            self.p.wino_exact = 1
+            try:
+                status = self._backward(xp, yp, gp, pp, bp, maxsz, first)
+            finally:
+                self.p.wino_exact = 0
+        if status:
+            raise MemoryError("NativePlan.backward: could not allocate a workspace")
+
+    cdef int _backward(self, const void *xp, const void *yp, const void *gp, void *pp, void *bp,
+                       int64_t maxsz, int first):
+        cdef int status
+        cdef int64_t n = self.batch
+        cdef int nt = self.threads
         with nogil:
             if self.is_f32:
                 status = cconv_plan_backward_f32(&self.p, <const float *>xp, <const float *>yp,
@@ -344,8 +377,7 @@ cdef class NativePlan:
                 status = cconv_plan_backward_f64(&self.p, <const double *>xp,
                                                  <const double *>yp, <const double *>gp, n, nt,
                                                  <double *>pp, <double *>bp, maxsz, first)
-        if status:
-            raise MemoryError("NativePlan.backward: could not allocate a workspace")
+        return status
 
 
 cdef void _fill_node(cconv_pnode *nd, dict s) except *:
@@ -367,3 +399,5 @@ cdef void _fill_node(cconv_pnode *nd, dict s) except *:
     nd.arg_off = s.get("arg_off", -1)
     nd.dw_off, nd.db_off = s.get("dw_off", 0), s.get("db_off", 0)
     nd.w_size, nd.b_size = s.get("w_size", 0), s.get("b_size", 0)
+    nd.wgrad = s.get("wgrad", 0)
+    nd.w_part = s.get("w_part", nd.w_size)

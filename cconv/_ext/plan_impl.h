@@ -402,6 +402,71 @@ static void PF(cconv_plan_avg_unpool)(const cconv_pool_geom *g, const PT *dy, PT
         }
 }
 
+/* Winograd input gradient of n images (a wgrad node with wflip_ok): dx (n, H, W, C) = the
+   3x3 convolution of dz (n, OH, OW, CO) with the flipped kernel, whose transform is
+   nd->wflip, padded by 2 - pt, 2 - pl: conv.pyx's input_winograd, the same arithmetic tile
+   for tile. Returns -1 when its scratch could not be allocated. */
+static int PF(cconv_plan_wino_dx)(const cconv_pnode *nd, const PT *dz, PT *dx, int64_t n)
+{
+    const cconv_geom *g = &nd->g;
+    int64_t Ci = g->CO, Co = g->C;            /* this convolution's input and output channels */
+    int64_t TH = (g->H + 1) / 2, TW = (g->W + 1) / 2, T = n * TH * TW;
+    int64_t TC = cconv_plan_wino_tiles(g), t0, nt, e;
+    PT *buf, *V, *M, *zeros;
+    if (TC > T) TC = T;
+    /* V (16 x TC x Ci), M (16 x TC x Co), zeros (Ci, and the bias stand-in Co), trash */
+    buf = (PT *)malloc((size_t)(16 * TC * (Ci + Co) + Ci + 4 * Co) * sizeof(PT));
+    if (!buf) return -1;
+    V = buf;
+    M = V + 16 * TC * Ci;
+    zeros = M + 16 * TC * Co;
+    memset(zeros, 0, (size_t)(Ci + Co) * sizeof(PT));
+    for (t0 = 0; t0 < T; t0 += TC) {
+        nt = T - t0 < TC ? T - t0 : TC;
+        P_WINO_IN(dz, g->OH, g->OW, Ci, TH, TW, 2 - g->pt, 2 - g->pl, t0, nt, V, nt * Ci, zeros);
+        for (e = 0; e < 16; e++)
+            P_GEMM(0, 0, nt, Co, Ci, 1, V + e * nt * Ci, Ci, (const PT *)nd->wflip + e * Ci * Co,
+                   Co, 0, M + e * nt * Co, Co);
+        P_WINO_OUT(M, nt * Co, Co, Co, zeros + Ci, dx, g->H, g->W, TH, TW, t0, nt,
+                   zeros + Ci + Co);
+    }
+    free(buf);
+    return 0;
+}
+
+/* Winograd kernel gradient of n images in the transformed domain (a wgrad node):
+   dU (16, C, CO) = sum over tiles of V[e]^T dM[e] (V: the input transform of x, dM that of
+   dz), db (CO, may be NULL) = the sum of dz, as conv.pyx's params_winograd does per block.
+   Returns -1 when its scratch could not be allocated. */
+static int PF(cconv_plan_wino_dw)(const cconv_pnode *nd, const PT *dz, const PT *x, PT *dU,
+                                  PT *db, int64_t n)
+{
+    const cconv_geom *g = &nd->g;
+    int64_t C = g->C, CO = g->CO, TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, T = n * TH * TW;
+    int64_t TC = cconv_plan_wino_tiles(g), t0, nt, e, Z = C > CO ? C : CO;
+    PT *buf, *V, *dM, *zeros, *acc;
+    if (TC > T) TC = T;
+    buf = (PT *)malloc((size_t)(16 * TC * (C + CO) + Z + CO) * sizeof(PT));
+    if (!buf) return -1;
+    V = buf;
+    dM = V + 16 * TC * C;
+    zeros = dM + 16 * TC * CO;
+    acc = db ? db : zeros + Z;                 /* the bias gradient, or somewhere to put it */
+    memset(zeros, 0, (size_t)(Z + CO) * sizeof(PT));
+    memset(dU, 0, (size_t)(16 * C * CO) * sizeof(PT));
+    if (db) memset(db, 0, (size_t)CO * sizeof(PT));
+    for (t0 = 0; t0 < T; t0 += TC) {
+        nt = T - t0 < TC ? T - t0 : TC;
+        P_WINO_IN(x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, nt * C, zeros);
+        P_WINO_DY(dz, g->OH, g->OW, CO, TH, TW, t0, nt, dM, nt * CO, zeros, acc);
+        for (e = 0; e < 16; e++)
+            P_GEMM(1, 0, C, CO, nt, 1, V + e * nt * C, C, dM + e * nt * CO, CO, 1,
+                   dU + e * C * CO, CO);
+    }
+    free(buf);
+    return 0;
+}
+
 /* Gradients of node nd for n images: dz (after the activation's derivative), its input x,
    its recorded max-pool cells arg; partial weight gradients into part, dx (may be NULL);
    mid: scratch for a fused pool's unpooled gradient. Returns -1 when conv.pyx could not
@@ -437,6 +502,14 @@ static int PF(cconv_plan_node_grad)(const cconv_plan *p, const cconv_pnode *nd, 
                     d[arg[k * nd->out_size + r]] += dz[k * nd->out_size + r];
             }
             dz = mid;
+        }
+        if (nd->wgrad && !p->wino_exact) {
+            if (PF(cconv_plan_wino_dw)(nd, dz, x, dw, db, n)) return -1;
+            if (!dx) return 0;
+            /* conv.pyx's rule: Winograd only for finite operands (Inf - Inf would be NaN) */
+            if (nd->wflip && nd->wflip_ok && P_FINITE(dz, n * nd->g.OH * nd->g.OW * nd->g.CO))
+                return PF(cconv_plan_wino_dx)(nd, dz, dx, n);
+            dw = db = 0;
         }
         return ((PF(cconv_plan_conv_bwd_t))p->conv_backward)(dz, x, (const PT *)nd->w, dx, dw,
                                                              db, &nd->g, n);
@@ -494,18 +567,23 @@ static void PF(cconv_plan_dense_dw)(const cconv_plan *p, const PT *x, int64_t N,
    their dw and db come from one product over the batch, tasks beside the sums (p->part_size
    then covers only the other nodes, whose offsets come first). g: dL/d(output) (N, out_size); y: the forward's output;
    bufs: per thread 2 x chunk x maxsz + chunk x mid_img elements. Returns -1 on a failed
-   workspace allocation. */
+   workspace allocation, 1 when a wgrad node's kernel gradient is not finite (then run it
+   again with p->wino_exact). */
 static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y, const PT *g,
                                    int64_t N, int nthreads, PT *p_part, PT *bufs, int64_t maxsz,
                                    int first)
 {
     int64_t CH = p->chunk, nchunks = (N + CH - 1) / CH, c, e;
     int64_t nsum = (p->part_size + CCONV_PLAN_SUM_BLOCK - 1) / CCONV_PLAN_SUM_BLOCK, ntasks = 0;
-    int failed = 0, i;
+    int failed = 0, nonfinite = 0, i;
     for (i = first + 1; i < p->nnodes; i++) {   /* dense kernels transposed, for every chunk */
         cconv_pnode *nd = &p->nodes[i];
         if (nd->tpack) nd->tpack_isa = P_GEMM_PACK(1, nd->units, nd->K, (const PT *)nd->w,
                                                    nd->units, (PT *)nd->tpack);
+        if (nd->wflip) {          /* the flipped kernel transformed once for every chunk */
+            nd->wflip_ok = P_FINITE((const PT *)nd->w, 9 * nd->g.C * nd->g.CO);
+            if (nd->wflip_ok) P_WINO_K((const PT *)nd->w, nd->g.C, nd->g.CO, 1, (PT *)nd->wflip);
+        }
     }
     #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(|:failed)
     for (c = 0; c < nchunks; c++) {
@@ -564,10 +642,18 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
     for (i = 0; i < p->nnodes; i++) {
         const cconv_pnode *nd = &p->nodes[i];
         if (nd->dzs) continue;
-        if (nd->dw) memcpy(nd->dw, p_part + nd->dw_off, (size_t)nd->w_size * sizeof(PT));
+        if (nd->dw && nd->wgrad && !p->wino_exact) {
+            /* dk = G^T dU G, then conv.pyx's after-the-fact check: an Inf or NaN in x or dz
+               always leaves a non-finite value here; the caller then runs the backward again
+               with conv.pyx's exact kernel gradients (wino_exact) */
+            P_WINO_KG(p_part + nd->dw_off, nd->g.C, nd->g.CO, (PT *)nd->dw);
+            if (!P_FINITE((const PT *)nd->dw, nd->w_size)) nonfinite = 1;
+        } else if (nd->dw) {
+            memcpy(nd->dw, p_part + nd->dw_off, (size_t)nd->w_size * sizeof(PT));
+        }
         if (nd->db) memcpy(nd->db, p_part + nd->db_off, (size_t)nd->b_size * sizeof(PT));
     }
-    return 0;
+    return nonfinite;
 }
 
 /* Run the plan on x (N images) into y; by_layers picks the scheme. Winograd kernels are
@@ -622,4 +708,7 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
 #undef P_WINO_K
 #undef P_WINO_IN
 #undef P_WINO_OUT
+#undef P_WINO_DY
+#undef P_WINO_KG
+#undef P_FINITE
 #undef P_POOL_ROWS
