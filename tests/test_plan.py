@@ -225,6 +225,28 @@ def test_winograd_split_by_channels_equals_chunks(monkeypatch, dtype, batch, thr
     assert_close(by_layers, _layer_path(model, x), dtype, "layer path")
 
 
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_by_layers_units_give_every_thread_work(threads):
+    """By layers, a convolution's units are its tiles (or im2col rows) divided among the
+    threads rounded up: the tutorial CNN's one image has 49 tiles in its second conv, so on
+    2 threads units of 25 (units of 24 left a third unit of 1 tile, and one thread did 48)."""
+    model = cconv.models.tutorial_cnn(compile=False)
+    x = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    cconv.set_num_threads(threads)
+    model.predict_on_batch(x)
+    native = cplan.get_plan(model).segments[0].native
+    assert native.by_layers
+    nodes = cplan.get_plan(model)._nodes
+    for node, tile, split in zip(nodes, native.tiles, native.splits):
+        if node["kind"] != cplan._native.KINDS["conv"]:
+            continue
+        g = node["g"]
+        work = (-(-g[6] // 2) * -(-g[7] // 2) if node["algo"] == cplan._native.ALGOS["winograd"]
+                else g[6] * g[7])
+        parts = max(1, threads // split)
+        assert -(-work // tile) == min(parts, work), (node["algo"], work, tile, threads)
+
+
 def test_stalled_node_by_node_call_backs_off_to_one_thread(monkeypatch):
     """After its first node-by-node call a batch size is timed once on one thread; later
     node-by-node calls far slower than that (_STALLS in a row) send the calls to one thread

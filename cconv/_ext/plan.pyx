@@ -205,7 +205,7 @@ cdef class NativePlan:
         fused max pools record their winning cells (``args_img`` int32 per image)."""
         cdef int64_t arena = (batch * (self.p.arena_img + self.p.mid_img) if by_layers
                               else (batch if keep else threads * chunk) * self.p.arena_img)
-        cdef int64_t scratch = 0, mid_scr = 0, nimg, units, split
+        cdef int64_t scratch = 0, mid_scr = 0, nimg, units, split, parts
         cdef int i
         cdef cconv_pnode *nd
         for i in range(self.p.nnodes):
@@ -220,7 +220,11 @@ cdef class NativePlan:
                 units = batch * (((nd.g.OH + 1) // 2) * ((nd.g.OW + 1) // 2)
                                  if nd.algo == CCONV_ALGO_WINOGRAD else nd.g.OH * nd.g.OW)
                 split = cconv_plan_wino_split(nd, units, threads)
-                nd.tile = max(1, min(nd.tile, -(-units // max(1, threads // split))))
+                # units per thread, rounded up (C division here: setup.py's cdivision, so
+                # -(-a // b) would round down: 49 tiles on 2 threads became units of 24, 24
+                # and 1, and one thread did nearly all the work)
+                parts = max(1, threads // split)
+                nd.tile = max(1, min(nd.tile, (units + parts - 1) // parts))
             if nd.kind == CCONV_PLAN_CONV and nd.algo == CCONV_ALGO_WINOGRAD:
                 nd.nsplit = split
                 nb = cconv_plan_bpack_init(nd, self.is_f32)   # packed again by the next run
@@ -253,6 +257,12 @@ cdef class NativePlan:
         self.p.scr = cnp.PyArray_DATA(<cnp.ndarray>self.scr_arr)
         self.p.chunk = chunk
         self.batch, self.threads, self.by_layers = batch, threads, by_layers
+
+    @property
+    def tiles(self):
+        """Per node, the im2col rows or Winograd tiles of one unit of work (1 for nodes
+        without tiles)."""
+        return [self.p.nodes[i].tile for i in range(self.p.nnodes)]
 
     @property
     def splits(self):
