@@ -182,10 +182,15 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
         PT *V = scr, *M = scr + 16 * nt * C, *zeros = M + 16 * nt * CO;
         memset(zeros, 0, (size_t)(C + CO) * sizeof(PT));
         P_WINO_IN(x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, nt * C, zeros);
-        for (e = 0; e < 16; e++)
-            PF(cconv_plan_gemm)(nd, e * S + s, nt, nb, C, V + e * nt * C, C,
-                                (const PT *)nd->wino + e * C * CO + co0, CO,
-                                M + e * nt * CO + co0, CO);
+        for (e = 0; e < 16; e++) {
+            const PT *U = (const PT *)nd->wino + e * C * CO + co0;
+            if (nt <= CCONV_PLAN_FEW_ROWS)  /* a few tiles (one small image): the GEMM's
+                                               12-row panels would be mostly padding */
+                P_ROWS((nt, nb, C, V + e * nt * C, C, U, CO, M + e * nt * CO + co0, CO));
+            else
+                PF(cconv_plan_gemm)(nd, e * S + s, nt, nb, C, V + e * nt * C, C, U, CO,
+                                    M + e * nt * CO + co0, CO);
+        }
         P_WINO_OUT(M + co0, nt * CO, CO, nb, (b ? b : zeros + C) + co0, y + co0, g->OH, g->OW,
                    TH, TW, t0, nt, zeros + C + CO);
         PF(cconv_plan_wino_act)(y, g, t0, nt, co0, nb, nd->act);
