@@ -119,7 +119,12 @@ def ops_markdown(results):
     phases = [ph for ph in ("forward", "forward+backward")
               if any(ph in c for c in cases.values())]
     cols = [f"{fw} / cconv, {ph}" for ph in phases for fw in peers]
-    lines = [f"{results.get('threads', '?')} threads; ratios above 1 mean cconv is faster.", "",
+    when = ", ".join(x for x in (
+        results.get("date"), f"median of {results['rounds']} rounds" if "rounds" in results else None,
+        f"load average before: {results['load_before']:.2f}"
+        if results.get("load_before") is not None else None) if x)
+    lines = [f"{when + ', ' if when else ''}{results.get('threads', '?')} threads; ratios above 1 "
+             "mean cconv is faster.", "",
              "| case | " + " | ".join(cols) + " | cconv GFLOP/s (forward) |",
              "|---|" + "---|" * (len(cols) + 1)]
     for case in order:
