@@ -120,7 +120,8 @@ def ops_markdown(results):
               if any(ph in c for c in cases.values())]
     cols = [f"{fw} / cconv, {ph}" for ph in phases for fw in peers]
     when = ", ".join(x for x in (
-        results.get("date"), f"median of {results['rounds']} rounds" if "rounds" in results else None,
+        results.get("date"),
+        f"median of {results['rounds']} rounds" if "rounds" in results else None,
         f"load average before: {results['load_before']:.2f}"
         if results.get("load_before") is not None else None) if x)
     lines = [f"{when + ', ' if when else ''}{results.get('threads', '?')} threads; ratios above 1 "
