@@ -127,6 +127,7 @@ cdef class NativePlan:
     cdef list keep, group_cap, wino_arrs, tile_cap, dense_pack
     cdef dict bpack_arrs                    # conv node index: its packed-B array
     cdef dict tpack_arrs                    # dense node index: its packed transposed kernel
+    cdef dict wflip_arrs                    # Winograd node index: its flipped kernel's transform
     cdef object arena_arr, scr_arr, args_arr, part_arr, bufs_arr, dzs_arr
     cdef public int64_t batch
     cdef public int threads, by_layers
@@ -146,7 +147,7 @@ cdef class NativePlan:
         self.is_f32 = self.dtype == np.float32
         self.keep, self.group_cap, self.wino_arrs, self.tile_cap = [], [], [], []
         self.dense_pack = []                # (node, elements) of dense B packed on first need
-        self.bpack_arrs, self.tpack_arrs = {}, {}
+        self.bpack_arrs, self.tpack_arrs, self.wflip_arrs = {}, {}, {}
         self.p.nodes = <cconv_pnode *>calloc(max(len(nodes), 1), sizeof(cconv_pnode))
         if self.p.nodes == NULL:
             raise MemoryError("NativePlan: could not allocate the node descriptors")
@@ -276,7 +277,7 @@ cdef class NativePlan:
         """Bytes of the plan's own buffers (activation arena, per-thread scratch, Winograd
         kernels, packed GEMM operands); the weights belong to the model."""
         total = sum(a.nbytes for a in self.wino_arrs + list(self.bpack_arrs.values())
-                    + list(self.tpack_arrs.values()))
+                    + list(self.tpack_arrs.values()) + list(self.wflip_arrs.values()))
         for a in (self.arena_arr, self.scr_arr, self.args_arr, self.part_arr, self.bufs_arr,
                   self.dzs_arr):
             if a is not None:
@@ -328,8 +329,8 @@ cdef class NativePlan:
             nb = 16 * nd.g.C * nd.g.CO
             if (nd.wgrad and nd.wflip == NULL and nd.g.H >= 2 and nd.g.W >= 2
                     and nb * self.dtype.itemsize <= _WFLIP_MAX_BYTES):
-                self.tpack_arrs[i] = np.empty(nb, dtype=self.dtype)
-                nd.wflip = cnp.PyArray_DATA(<cnp.ndarray>self.tpack_arrs[i])
+                self.wflip_arrs[i] = np.empty(nb, dtype=self.dtype)
+                nd.wflip = cnp.PyArray_DATA(<cnp.ndarray>self.wflip_arrs[i])
         # the dense nodes after the last conv and pool: dz kept for the whole batch
         cdef int tail = self.p.nnodes
         cdef int64_t dzs = 0
@@ -361,7 +362,6 @@ cdef class NativePlan:
         cdef const void *gp = cnp.PyArray_DATA(g)
         cdef void *pp = cnp.PyArray_DATA(<cnp.ndarray>self.part_arr)
         cdef void *bp = cnp.PyArray_DATA(<cnp.ndarray>self.bufs_arr)
-        cdef int nt = self.threads
         self.p.wino_exact = 0
         status = self._backward(xp, yp, gp, pp, bp, maxsz, first)
         if status == 1:   # a Winograd kernel gradient not finite: conv.pyx's exact ones
