@@ -36,7 +36,9 @@ enum { CCONV_ALGO_IM2COL = 0, CCONV_ALGO_DIRECT = 1, CCONV_ALGO_WINOGRAD = 2,
        CCONV_ALGO_POINTWISE = 3 };
 enum { CCONV_POOL_NONE = 0, CCONV_POOL_MAX = 1, CCONV_POOL_AVG = 2 };
 
-/* Elements of one im2col tile (as conv.pyx) and of one Winograd chunk's V and M. */
+/* Elements of one im2col tile and of one Winograd chunk's V and M. The tile is half of
+   conv.pyx's since 2026-12-04 (a plan's tile shares the core's L2 with the chunk's
+   activations; not measured at 128 Ki); a row's result does not depend on its tile. */
 #define CCONV_PLAN_TILE_ELEMS 65536
 #define CCONV_PLAN_WINO_ELEMS 262144
 /* Elements per task when the chunks' partial weight gradients are summed. */
@@ -110,7 +112,7 @@ typedef struct {
                                     (the rerun after a non-finite Winograd kernel gradient) */
 } cconv_plan;
 
-/* Rows per im2col tile (conv.pyx's rule, from the shapes alone). */
+/* Rows per im2col tile (conv.pyx's rule with CCONV_PLAN_TILE_ELEMS, from the shapes alone). */
 static inline int64_t cconv_plan_tile_rows(const cconv_geom *g)
 {
     int64_t k = g->KH * g->KW * g->C;
