@@ -565,6 +565,45 @@ static void PF(cconv_plan_dense_dw)(const cconv_plan *p, const PT *x, int64_t N,
     }
 }
 
+/* Once per backward, before the chunks: the dense kernels transposed and packed, and the
+   Winograd kernels flipped and transformed (when finite), for every chunk's input gradient
+   (nodes after `first`, the only ones with one). */
+static void PF(cconv_plan_backward_weights)(const cconv_plan *p, int first)
+{
+    int i;
+    for (i = first + 1; i < p->nnodes; i++) {
+        cconv_pnode *nd = &p->nodes[i];
+        if (nd->tpack) nd->tpack_isa = P_GEMM_PACK(1, nd->units, nd->K, (const PT *)nd->w,
+                                                   nd->units, (PT *)nd->tpack);
+        if (nd->wflip) {
+            nd->wflip_ok = P_FINITE((const PT *)nd->w, 9 * nd->g.C * nd->g.CO);
+            if (nd->wflip_ok) P_WINO_K((const PT *)nd->w, nd->g.C, nd->g.CO, 1, (PT *)nd->wflip);
+        }
+    }
+}
+
+/* After the chunk sums: each node's summed gradients (in chunk 0's slice p_part) into its
+   dw and db; a wgrad node's dU becomes dk = G^T dU G there. Returns 1 when such a dk is
+   not finite (conv.pyx's after-the-fact check: an Inf or NaN in x or dz always leaves one;
+   the caller then runs the backward again with the exact kernel gradients, wino_exact),
+   else 0. The dense nodes with dzs wrote theirs already. */
+static int PF(cconv_plan_store_grads)(const cconv_plan *p, const PT *p_part)
+{
+    int i, nonfinite = 0;
+    for (i = 0; i < p->nnodes; i++) {
+        const cconv_pnode *nd = &p->nodes[i];
+        if (nd->dzs) continue;
+        if (nd->dw && nd->wgrad && !p->wino_exact) {
+            P_WINO_KG(p_part + nd->dw_off, nd->g.C, nd->g.CO, (PT *)nd->dw);
+            if (!P_FINITE((const PT *)nd->dw, nd->w_size)) nonfinite = 1;
+        } else if (nd->dw) {
+            memcpy(nd->dw, p_part + nd->dw_off, (size_t)nd->w_size * sizeof(PT));
+        }
+        if (nd->db) memcpy(nd->db, p_part + nd->db_off, (size_t)nd->b_size * sizeof(PT));
+    }
+    return nonfinite;
+}
+
 /* The backward pass of a kept training forward, by chunks: every thread takes whole chunks
    of images through all nodes (from the last to node `first`, the first with weights), each
    chunk's weight gradients into its own slice of p_part; then the slices are summed in chunk
@@ -580,16 +619,8 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
 {
     int64_t CH = p->chunk, nchunks = (N + CH - 1) / CH, c, e;
     int64_t nsum = (p->part_size + CCONV_PLAN_SUM_BLOCK - 1) / CCONV_PLAN_SUM_BLOCK, ntasks = 0;
-    int failed = 0, nonfinite = 0, i;
-    for (i = first + 1; i < p->nnodes; i++) {   /* dense kernels transposed, for every chunk */
-        cconv_pnode *nd = &p->nodes[i];
-        if (nd->tpack) nd->tpack_isa = P_GEMM_PACK(1, nd->units, nd->K, (const PT *)nd->w,
-                                                   nd->units, (PT *)nd->tpack);
-        if (nd->wflip) {          /* the flipped kernel transformed once for every chunk */
-            nd->wflip_ok = P_FINITE((const PT *)nd->w, 9 * nd->g.C * nd->g.CO);
-            if (nd->wflip_ok) P_WINO_K((const PT *)nd->w, nd->g.C, nd->g.CO, 1, (PT *)nd->wflip);
-        }
-    }
+    int failed = 0, i;
+    PF(cconv_plan_backward_weights)(p, first);
     #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) reduction(|:failed)
     for (c = 0; c < nchunks; c++) {
         int tid = omp_get_thread_num(), j;
@@ -644,21 +675,7 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
             for (k = e0; k < e1; k++) dst[k] += src[k];
         }
     }
-    for (i = 0; i < p->nnodes; i++) {
-        const cconv_pnode *nd = &p->nodes[i];
-        if (nd->dzs) continue;
-        if (nd->dw && nd->wgrad && !p->wino_exact) {
-            /* dk = G^T dU G, then conv.pyx's after-the-fact check: an Inf or NaN in x or dz
-               always leaves a non-finite value here; the caller then runs the backward again
-               with conv.pyx's exact kernel gradients (wino_exact) */
-            P_WINO_KG(p_part + nd->dw_off, nd->g.C, nd->g.CO, (PT *)nd->dw);
-            if (!P_FINITE((const PT *)nd->dw, nd->w_size)) nonfinite = 1;
-        } else if (nd->dw) {
-            memcpy(nd->dw, p_part + nd->dw_off, (size_t)nd->w_size * sizeof(PT));
-        }
-        if (nd->db) memcpy(nd->db, p_part + nd->db_off, (size_t)nd->b_size * sizeof(PT));
-    }
-    return nonfinite;
+    return PF(cconv_plan_store_grads)(p, p_part);
 }
 
 /* Run the plan on x (N images) into y; by_layers picks the scheme. Winograd kernels are
