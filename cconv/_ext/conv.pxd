@@ -16,6 +16,11 @@ cdef enum:
     WORKSPACE_WINO_KERNEL = 4   # the Winograd-transformed kernel (16 x C x CO)
     WORKSPACE_WINO_CHUNK = 5    # one chunk of Winograd-transformed tiles (per thread)
 
+# Winograd: bytes of the transformed kernel (16 x C x CO) always allowed; beyond, up to the
+# output's size (conv_winograd.pxi's use_winograd; plan.pyx's flipped kernels)
+cdef enum:
+    WINO_KERNEL_BYTES = 33554432
+
 cdef struct ConvGeom:
     int64_t N, H, W, C        # input batch, height, width, channels
     int64_t KH, KW, CO        # kernel height, width, output channels

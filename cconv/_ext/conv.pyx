@@ -51,9 +51,6 @@ cdef enum:
     # Winograd F(2x2, 3x3): channels (in and out) from which it replaces im2col + GEMM, and the
     # default elements of one chunk's transformed input + GEMM output (per thread).
     WINO_MIN_C = 16
-    # bytes of the transformed kernel (16 x C x CO) always allowed; beyond, up to the output's
-    # size
-    WINO_KERNEL_BYTES = 33554432
     # fewest blocks of partial sums for the Winograd kernel gradient (parallelism)
     WINO_MIN_BLOCKS = 8
     WINO_CHUNK_ELEMS = 262144

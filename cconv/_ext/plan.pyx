@@ -7,7 +7,7 @@ cimport numpy as cnp
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport calloc, free
 
-from cconv._ext.conv cimport ConvGeom, conv2d_backward_c
+from cconv._ext.conv cimport WINO_KERNEL_BYTES, ConvGeom, conv2d_backward_c
 
 import numpy as np
 
@@ -83,8 +83,6 @@ ACTIVATIONS = {"linear": CCONV_ACT_LINEAR, "relu": CCONV_ACT_RELU, "sigmoid": CC
 ALGOS = {"im2col": CCONV_ALGO_IM2COL, "direct": CCONV_ALGO_DIRECT,
          "winograd": CCONV_ALGO_WINOGRAD, "pointwise": CCONV_ALGO_POINTWISE}
 POOLS = {None: CCONV_POOL_NONE, "max": CCONV_POOL_MAX, "avg": CCONV_POOL_AVG}
-# conv.pyx's WINO_KERNEL_BYTES: the transformed kernels always allowed
-_WFLIP_MAX_BYTES = 33554432
 
 
 cdef ConvGeom _conv_geom(const cconv_geom *g, int64_t N) noexcept nogil:
@@ -328,7 +326,7 @@ cdef class NativePlan:
             # without the output-size allowance: at most WINO_KERNEL_BYTES)
             nb = 16 * nd.g.C * nd.g.CO
             if (nd.wgrad and nd.wflip == NULL and nd.g.H >= 2 and nd.g.W >= 2
-                    and nb * self.dtype.itemsize <= _WFLIP_MAX_BYTES):
+                    and nb * self.dtype.itemsize <= WINO_KERNEL_BYTES):
                 self.wflip_arrs[i] = np.empty(nb, dtype=self.dtype)
                 nd.wflip = cnp.PyArray_DATA(<cnp.ndarray>self.wflip_arrs[i])
         # the dense nodes after the last conv and pool: dz kept for the whole batch
