@@ -31,6 +31,9 @@ CASES = [
      (_conv.IM2COL, _conv.IM2COL, _conv.DIRECT)),
     ("few-taps-strided", (3, 11, 9, 2), (5, 5, 2, 20), 2, "same", 1,
      (_conv.IM2COL, _conv.IM2COL, _conv.DIRECT)),
+    # no padding, 32 filters: the im2col rows read in place (implicit.h) where the CPU has FMA
+    ("im2col-in-place", (2, 12, 13, 3), (3, 3, 3, 32), 1, "valid", 1,
+     (_conv.IM2COL, _conv.IM2COL, _conv.DIRECT)),
 ]
 STEPS = ("forward", "input_gradient", "kernel_gradient")
 
@@ -122,6 +125,34 @@ def test_one_inf_in_a_winograd_sized_input_stays_inf(dtype):
         expected = reference.conv2d(x, kernel, None, (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
     assert np.isinf(expected).sum() == 144
     assert_same_values(y, expected, dtype, "y")
+
+
+# (x shape, kernel shape, strides) without padding: the im2col forward reads its rows in
+# place from x (implicit.h) where the CPU has FMA, with one group, K <= 256, CO a whole number
+# of vectors and outputs at least 8 wide; else im2col + GEMM
+IN_PLACE = [((2, 32, 32, 3), (3, 3, 3, 32), 1), ((3, 14, 14, 6), (5, 5, 6, 16), 1),
+            ((2, 20, 19, 4), (3, 3, 4, 48), 1), ((1, 12, 40, 8), (3, 3, 8, 64), 1),
+            ((2, 21, 23, 3), (3, 3, 3, 32), 2), ((2, 11, 17, 2), (5, 3, 2, 16), 1)]
+
+
+@pytest.mark.parametrize("x_shape, k_shape, s", IN_PLACE)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_im2col_rows_read_in_place_give_the_im2col_bits(x_shape, k_shape, s, dtype):
+    """Every output of a convolution without padding is, bit for bit, the output at the
+    same window of the same convolution with padding (which takes im2col + GEMM: some of
+    its rows are in the padding): same products, same order, whichever path runs."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    kernel = rng.standard_normal(k_shape).astype(dtype)
+    bias = rng.standard_normal(k_shape[3]).astype(dtype)
+    y = ops.conv2d(x, kernel, bias, strides=s, padding="valid")
+    # s rows and columns of zeros before: its outputs from 1 on are the valid conv's windows
+    from_padded = ops.conv2d(x, kernel, bias, strides=s, padding=s)
+    for shape, pads in ((y.shape, (0, 0)), (from_padded.shape, (s, s))):
+        assert _conv.choose_algorithm(x_shape, k_shape, shape, (s, s), pads_before=pads,
+                                      dtype=dtype) == _conv.IM2COL
+    n, oh, ow, _ = y.shape
+    np.testing.assert_array_equal(from_padded[:, 1:1 + oh, 1:1 + ow], y)
 
 
 MEMORY_CHILD = r"""

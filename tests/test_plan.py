@@ -225,6 +225,28 @@ def test_winograd_split_by_channels_equals_chunks(monkeypatch, dtype, batch, thr
     assert_close(by_layers, _layer_path(model, x), dtype, "layer path")
 
 
+@pytest.mark.skipif(cconv.isa() == "generic",
+                    reason="im2col rows are read in place only with the CPU's fused multiply-add")
+def test_first_convs_read_their_im2col_rows_in_place():
+    """The tutorial CNN's first conv (3 channels, no padding) and LeNet-5's second read
+    their im2col rows straight from their input (implicit.h): no im2col tile, no packed
+    kernel; nodes of other kinds and algorithms never do."""
+    x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    for model, x, expected in ((cconv.models.tutorial_cnn(compile=False), x, [True]),
+                               (cconv.models.lenet5(compile=False), x[..., :1][:, 2:30, 2:30],
+                                [True])):
+        model.predict_on_batch(x)
+        native = cplan.get_plan(model).segments[0].native
+        nodes = cplan.get_plan(model)._nodes
+        convs = [flag for node, flag in zip(nodes, native.implicit)
+                 if node["kind"] == cplan._native.KINDS["conv"]
+                 and node["algo"] == cplan._native.ALGOS["im2col"]]
+        assert convs == expected
+        assert not any(flag for node, flag in zip(nodes, native.implicit)
+                       if node["kind"] != cplan._native.KINDS["conv"]
+                       or node["algo"] != cplan._native.ALGOS["im2col"])
+
+
 @pytest.mark.parametrize("threads", [2, 3, 4])
 def test_by_layers_units_give_every_thread_work(threads):
     """By layers, a convolution's units are its tiles (or im2col rows) divided among the

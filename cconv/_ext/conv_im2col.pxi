@@ -2,6 +2,25 @@
 # unfolded into rows of the im2col matrix (per thread) and multiplied by the kernel (gemm.h).
 # Pointwise convolutions use the same tile loops with the input as the matrix.
 
+cdef extern from "implicit.h" nogil:
+    int cconv_implicit_ok(const void *g, int elem)
+    void cconv_implicit_rows_f32(const float *x, const float *w, const float *bias, float *y,
+                                 const void *g, int64_t r0, int64_t r1, int relu)
+    void cconv_implicit_rows_f64(const double *x, const double *w, const double *bias,
+                                 double *y, const void *g, int64_t r0, int64_t r1, int relu)
+
+
+cdef inline void implicit_rows(const floating *x, const floating *w, const floating *bias,
+                               floating *y, const ConvGeom *g, int64_t r0,
+                               int64_t r1) noexcept nogil:
+    """Rows r0..r1 of y = conv(x, w) + bias with the im2col rows read in place from x: the
+    bits of im2col + GEMM + bias (implicit.h), where cconv_implicit_ok allows it."""
+    if floating is float:
+        cconv_implicit_rows_f32(x, w, bias, y, g, r0, r1, 0)
+    else:
+        cconv_implicit_rows_f64(x, w, bias, y, g, r0, r1, 0)
+
+
 cdef inline int64_t tile_rows(const ConvGeom *g, int64_t total) noexcept nogil:
     """Rows of the im2col matrix per tile (at most ``total``): a function of the shapes alone."""
     cdef int64_t k = g.KH * g.KW * (g.C // g.groups)
@@ -135,24 +154,28 @@ cdef int forward_tiles(const floating *x, const floating *kernel, const floating
     cdef int *failed_p = &failed
     cdef floating *packed = NULL
     cdef int level = -1
+    cdef bint implicit = not pointwise and cconv_implicit_ok(g, sizeof(floating))
     TP = tile_rows(g, R)
     ntiles = (R + TP - 1) // TP
     if num_threads > ntiles:
         num_threads = <int>ntiles
-    if g.groups == 1 and ntiles > 1:     # the kernel packed once for all tiles' GEMMs
+    if g.groups == 1 and ntiles > 1 and not implicit:  # the kernel packed once for all GEMMs
         packed = <floating *>malloc((gemm_packed_size(kernel, K, CO) + 1) * sizeof(floating))
         if packed != NULL:
             level = gemm_pack(NO_TRANS, K, CO, kernel, CO, packed)
     with parallel(num_threads=num_threads):
         col = NULL
-        if not pointwise:
+        if not pointwise and not implicit:
             col = <floating *>malloc((TP * K + 1) * sizeof(floating))
         for t in prange(ntiles, schedule="dynamic"):
+            r0 = t * TP
+            rows = R - r0 if R - r0 < TP else TP
+            if implicit:
+                implicit_rows(x, kernel, bias, y, g, r0, r0 + rows)
+                continue
             if not pointwise and col == NULL:
                 failed_p[0] = 1
                 continue
-            r0 = t * TP
-            rows = R - r0 if R - r0 < TP else TP
             yt = y + r0 * CO
             for gi in range(g.groups):
                 if pointwise:

@@ -26,6 +26,7 @@
 #include "omp_helpers.h"
 #include "gemm.h"
 #include "direct.h"
+#include "implicit.h"
 #include "winograd.h"
 #include "pool_cells.h"
 
@@ -59,6 +60,8 @@ typedef struct {
     int64_t out_off;             /* offset per image in the arena; -1: the plan's output */
     int64_t arg_off;             /* training, fused max pool: offset per image in args */
     int64_t tile;                /* rows per im2col tile, or tiles per Winograd chunk */
+    int implicit;                /* im2col conv whose im2col rows are read in place from its
+                                    input (implicit.h): no im2col tile, no packed B */
     int64_t nsplit;              /* Winograd, by layers: parts of CO per chunk of tiles, each
                                     its own unit of work (1: the whole CO) */
     int64_t group;               /* conv with fused pool, by chunks: images per conv call */
@@ -135,14 +138,17 @@ static inline int64_t cconv_plan_wino_tiles(const cconv_geom *g)
 /* Elements of conv output kept in a thread's scratch before a fused pool (by chunks). */
 #define CCONV_PLAN_MID_ELEMS 32768
 
-/* Fill nd->tile (im2col rows or Winograd tiles per unit of work) and nd->group (the most
-   images per conv call before a fused pool, by chunks). */
-static void cconv_plan_prepare_node(cconv_pnode *nd)
+/* Fill nd->tile (im2col rows or Winograd tiles per unit of work), nd->group (the most
+   images per conv call before a fused pool, by chunks) and nd->implicit (implicit.h). */
+static void cconv_plan_prepare_node(cconv_pnode *nd, int is_f32)
 {
     nd->tile = 1;
     nd->group = 1;
     nd->nsplit = 1;
+    nd->implicit = 0;
     if (nd->kind != CCONV_PLAN_CONV) return;
+    nd->implicit = nd->algo == CCONV_ALGO_IM2COL
+                   && cconv_implicit_ok(&nd->g, is_f32 ? 4 : 8);
     if (nd->pool && nd->mid_size < CCONV_PLAN_MID_ELEMS)
         nd->group = CCONV_PLAN_MID_ELEMS / nd->mid_size;
     if (nd->algo == CCONV_ALGO_WINOGRAD) nd->tile = cconv_plan_wino_tiles(&nd->g);
@@ -173,7 +179,7 @@ static int64_t cconv_plan_gemm_b(const cconv_pnode *nd, int64_t *N, int64_t *cou
     *count = 1;
     *N = 0;
     if (nd->kind == CCONV_PLAN_DENSE) { *N = nd->units; return nd->K; }
-    if (nd->kind != CCONV_PLAN_CONV || nd->algo == CCONV_ALGO_DIRECT) return 0;
+    if (nd->kind != CCONV_PLAN_CONV || nd->algo == CCONV_ALGO_DIRECT || nd->implicit) return 0;
     *N = nd->g.CO;
     if (nd->algo == CCONV_ALGO_WINOGRAD) {
         *count = 16 * nd->nsplit;
@@ -218,6 +224,7 @@ static int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
     case CCONV_ALGO_POINTWISE:
         return 0;
     default:
+        if (nd->implicit) return 0;
         n = nimg * g->OH * g->OW;
         return (n < nd->tile ? n : nd->tile) * g->KH * g->KW * g->C;
     }
@@ -329,6 +336,7 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD, 16)
 #define P_EXP expf
 #define P_TANH tanhf
 #define P_DIRECT cconv_direct_forward_relu_f32
+#define P_IMPLICIT cconv_implicit_rows_f32
 #define P_WINO_K cconv_wino_kernel_f32
 #define P_WINO_IN cconv_wino_input_f32
 #define P_WINO_OUT cconv_wino_output_f32
@@ -347,6 +355,7 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD, 16)
 #define P_EXP exp
 #define P_TANH tanh
 #define P_DIRECT cconv_direct_forward_relu_f64
+#define P_IMPLICIT cconv_implicit_rows_f64
 #define P_WINO_K cconv_wino_kernel_f64
 #define P_WINO_IN cconv_wino_input_f64
 #define P_WINO_OUT cconv_wino_output_f64

@@ -25,6 +25,7 @@ cdef extern from "plan.h" nogil:
         cconv_pool_geom pg
         int64_t rows, K, units, in_size, out_size, mid_size, out_off, arg_off, tile, nsplit
         int64_t group
+        int implicit
         const void *w
         const void *b
         void *dw
@@ -57,7 +58,7 @@ cdef extern from "plan.h" nogil:
         CCONV_ACT_LINEAR, CCONV_ACT_RELU, CCONV_ACT_SIGMOID, CCONV_ACT_TANH, CCONV_ACT_SOFTMAX
         CCONV_ALGO_IM2COL, CCONV_ALGO_DIRECT, CCONV_ALGO_WINOGRAD, CCONV_ALGO_POINTWISE
         CCONV_POOL_NONE, CCONV_POOL_MAX, CCONV_POOL_AVG
-    void cconv_plan_prepare_node(cconv_pnode *nd)
+    void cconv_plan_prepare_node(cconv_pnode *nd, int is_f32)
     int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
     int64_t cconv_plan_bpack_init(cconv_pnode *nd, int is_f32)
     int64_t cconv_plan_tpack_size(const cconv_pnode *nd, int is_f32)
@@ -165,7 +166,7 @@ cdef class NativePlan:
             nd.db = <void *>_ptr(spec.get("db"))
             self.p.part_size = max(self.p.part_size, nd.db_off + nd.b_size,
                                    nd.dw_off + nd.w_part)
-            cconv_plan_prepare_node(nd)
+            cconv_plan_prepare_node(nd, self.is_f32)
             self.group_cap.append(nd.group)
             self.tile_cap.append(nd.tile)
             if nd.algo == CCONV_ALGO_WINOGRAD and nd.kind == CCONV_PLAN_CONV:
@@ -262,6 +263,11 @@ cdef class NativePlan:
         """Per node, the im2col rows or Winograd tiles of one unit of work (1 for nodes
         without tiles)."""
         return [self.p.nodes[i].tile for i in range(self.p.nnodes)]
+
+    @property
+    def implicit(self):
+        """Per node, whether its im2col rows are read in place from its input (implicit.h)."""
+        return [bool(self.p.nodes[i].implicit) for i in range(self.p.nnodes)]
 
     @property
     def splits(self):

@@ -197,6 +197,11 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
         return;
     }
     rows = R - r0 < nd->tile ? R - r0 : nd->tile;
+    if (nd->implicit) {  /* bias and relu applied by the kernel, as the epilogue would */
+        P_IMPLICIT(x, w, b, y, g, r0, r0 + rows, nd->act == CCONV_ACT_RELU);
+        if (nd->act != CCONV_ACT_RELU) PF(cconv_plan_act)(y + r0 * CO, rows, CO, nd->act);
+        return;
+    }
     if (nd->algo == CCONV_ALGO_POINTWISE) {
         PF(cconv_plan_gemm)(nd, 0, rows, CO, K, x + r0 * g->C, g->C, w, CO, y + r0 * CO, CO);
     } else {
@@ -727,6 +732,7 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
 #undef P_EXP
 #undef P_TANH
 #undef P_DIRECT
+#undef P_IMPLICIT
 #undef P_WINO_K
 #undef P_WINO_IN
 #undef P_WINO_OUT

@@ -1,0 +1,169 @@
+/* The im2col forward with the im2col matrix read in place ("implicit im2col"), for
+   convolutions without padding, groups or width dilation, and K = KH KW C <= CCONV_GEMM_KC.
+
+   Row (oh, ow) of the im2col matrix is, for each kh, a run of KW C contiguous elements of x
+   starting at x[oh sh + kh dh, ow sw, 0], and the rows of one output row are sw C elements
+   apart. So the GEMM's micro-kernel can broadcast its A operand straight from x: no im2col
+   tile is written or read back, and bias and relu are applied to the accumulators before
+   the one store of each output. Each output is the sum GEMM forms for K <= CCONV_GEMM_KC
+   (gemm.h: one depth block, fused multiply-adds in k order from zero, times alpha = 1), then
+   + bias, then relu as cconv_plan_epilogue does it: the same bits as im2col + GEMM + bias.
+
+   Rows go in blocks of up to 12 (AVX-512; 6 with AVX2) rows of one output row. Needs the
+   ISA's fused multiply-add: cconv_implicit_ok says 0 on the generic path, where im2col +
+   GEMM stay. */
+#ifndef CCONV_IMPLICIT_H
+#define CCONV_IMPLICIT_H
+
+#include <stdint.h>
+#include "gemm.h"
+#include "direct.h"
+
+/* The MR rows of one block: y[i CO + j0 ..] for NV vectors of columns from j0
+   (w and bias already offset by j0); a: the block's first row for kh = 0. */
+#define CCONV__IMPL_KERNEL(NAME, ATTR, T, P, MR, NV)                                           \
+    ATTR static void NAME(const T *CCONV__RESTRICT a, int64_t rs, int64_t hs, int64_t KH,     \
+                          int64_t L, const T *CCONV__RESTRICT w, int64_t CO,                  \
+                          T *CCONV__RESTRICT y, const T *bias, int relu)                      \
+    {                                                                                          \
+        CCONV_##P##_VT acc[MR][NV];                                                            \
+        int64_t kh, j;                                                                         \
+        int i, v;                                                                              \
+        CCONV__UNROLL for (i = 0; i < MR; i++)                                                 \
+            CCONV__UNROLL for (v = 0; v < NV; v++) acc[i][v] = CCONV_##P##_ZERO();             \
+        for (kh = 0; kh < KH; kh++) {                                                          \
+            const T *ak = a + kh * hs, *wk = w + kh * L * CO;                                  \
+            for (j = 0; j < L; j++) {                                                          \
+                CCONV_##P##_VT bv[NV];                                                         \
+                CCONV__UNROLL for (v = 0; v < NV; v++)                                         \
+                    bv[v] = CCONV_##P##_LOAD(wk + j * CO + v * CCONV_##P##_VW);                \
+                CCONV__UNROLL for (i = 0; i < MR; i++) {                                       \
+                    CCONV_##P##_VT av = CCONV_##P##_SET1(ak[i * rs + j]);                      \
+                    CCONV__UNROLL for (v = 0; v < NV; v++)                                     \
+                        acc[i][v] = CCONV_##P##_FMA(av, bv[v], acc[i][v]);                     \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        CCONV__UNROLL for (i = 0; i < MR; i++) {                                               \
+            CCONV__UNROLL for (v = 0; v < NV; v++) {                                           \
+                CCONV_##P##_VT t = acc[i][v], z = CCONV_##P##_ZERO();                          \
+                if (bias) t = t + CCONV_##P##_LOAD(bias + v * CCONV_##P##_VW);                 \
+                if (relu) { /* t < 0 ? 0 : t, lane by lane (NaN and -0 stay) */                \
+                    __typeof__(t < z) neg = t < z;                                             \
+                    t = (__typeof__(t))((__typeof__(neg))t & ~neg);                            \
+                }                                                                              \
+                CCONV_##P##_STORE(y + i * CO + v * CCONV_##P##_VW, t);                         \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+/* Kernels for 1 .. 12 rows, with 2 and with 1 vector of columns. */
+#define CCONV__IMPL_MRS(X, SUF, ATTR, T, P)                                                    \
+    X(SUF, ATTR, T, P, 1) X(SUF, ATTR, T, P, 2) X(SUF, ATTR, T, P, 3) X(SUF, ATTR, T, P, 4)    \
+    X(SUF, ATTR, T, P, 5) X(SUF, ATTR, T, P, 6) X(SUF, ATTR, T, P, 7) X(SUF, ATTR, T, P, 8)    \
+    X(SUF, ATTR, T, P, 9) X(SUF, ATTR, T, P, 10) X(SUF, ATTR, T, P, 11) X(SUF, ATTR, T, P, 12)
+#define CCONV__IMPL_DEF(SUF, ATTR, T, P, MR)                                                   \
+    CCONV__IMPL_KERNEL(cconv__impl_##SUF##_##MR##_2, ATTR, T, P, MR, 2)                        \
+    CCONV__IMPL_KERNEL(cconv__impl_##SUF##_##MR##_1, ATTR, T, P, MR, 1)
+#define CCONV__IMPL_CASE(SUF, ATTR, T, P, MR)                                                  \
+    case MR:                                                                                   \
+        (two ? cconv__impl_##SUF##_##MR##_2 : cconv__impl_##SUF##_##MR##_1)(                   \
+            xa, rs, hs, g->KH, L, w + j0, CO, ya + j0, bj, relu);                              \
+        break;
+
+/* One ISA path for type T, blocks of up to MRMAX rows (MRMAX <= 12): the kernels, and the
+   driver over rows r0 .. r1 of the batch's output (r = (n OH + oh) OW + ow). Each run of
+   rows inside one output row goes in ceil(len / MRMAX) blocks of as equal sizes as can be. */
+#define CCONV__IMPL_PATH(SUF, ATTR, T, P, MRMAX)                                               \
+    CCONV__IMPL_MRS(CCONV__IMPL_DEF, SUF, ATTR, T, P)                                          \
+    ATTR static void cconv__impl_rows_##SUF(const T *x, const T *w, const T *bias, T *y,       \
+                                            const cconv_geom *g, int64_t r0, int64_t r1,      \
+                                            int relu)                                          \
+    {                                                                                          \
+        const int64_t VW = CCONV_##P##_VW, P_ = g->OH * g->OW, CO = g->CO;                     \
+        const int64_t rs = g->sw * g->C, hs = g->dh * g->W * g->C, L = g->KW * g->C;          \
+        int64_t r = r0;                                                                        \
+        while (r < r1) {                                                                       \
+            int64_t n = r / P_, oh = (r - n * P_) / g->OW, ow = r - n * P_ - oh * g->OW;       \
+            int64_t len = g->OW - ow < r1 - r ? g->OW - ow : r1 - r;                           \
+            int64_t nb = (len + MRMAX - 1) / MRMAX, b, at = ow;                                \
+            const T *xr = x + (n * g->H + oh * g->sh) * g->W * g->C;                           \
+            T *yr = y + (r - ow) * CO;                                                         \
+            for (b = 0; b < nb; b++) {                                                         \
+                const int mr = (int)(len / nb + (b < len % nb));                               \
+                const T *xa = xr + at * rs;                                                    \
+                T *ya = yr + at * CO;                                                          \
+                int64_t j0;                                                                    \
+                for (j0 = 0; j0 < CO; j0 += (CO - j0 >= 2 * VW ? 2 : 1) * VW) {                \
+                    const T *bj = bias ? bias + j0 : 0;                                        \
+                    const int two = CO - j0 >= 2 * VW;                                         \
+                    switch (mr) { CCONV__IMPL_MRS(CCONV__IMPL_CASE, SUF, ATTR, T, P) }         \
+                }                                                                              \
+                at += mr;                                                                      \
+            }                                                                                  \
+            r += len;                                                                          \
+        }                                                                                      \
+    }
+
+#ifdef CCONV__X86
+CCONV__IMPL_PATH(f32_avx512, CCONV__ATTR_AVX512, float, S16, 12)
+CCONV__IMPL_PATH(f64_avx512, CCONV__ATTR_AVX512, double, D8, 12)
+CCONV__IMPL_PATH(f32_avx2, CCONV__ATTR_AVX2, float, S8, 6)
+CCONV__IMPL_PATH(f64_avx2, CCONV__ATTR_AVX2, double, D4, 6)
+#endif
+
+/* Output width from which rows are read in place: narrower output rows make blocks of few
+   rows, whose few accumulators reuse each loaded kernel vector a few times only (a 4 x 3
+   output of 144-deep rows ran at half the GEMM's speed), so im2col + GEMM stay there. */
+#define CCONV_IMPLICIT_MIN_OW 8
+
+/* 1 when this build and CPU run the forward of geometry geom (a cconv_geom) in place for
+   elements of elem bytes: one group, no padding (every window inside x), width dilation 1,
+   K <= CCONV_GEMM_KC (one depth block), CO a whole number of vectors, OW >=
+   CCONV_IMPLICIT_MIN_OW. */
+CCONV__UNUSED static int cconv_implicit_ok(const void *geom, int elem)
+{
+#ifdef CCONV__X86
+    const cconv_geom *g = (const cconv_geom *)geom;
+    int lvl = cconv__isa();
+    int64_t vw = (lvl >= CCONV_ISA_AVX512 ? 64 : 32) / elem;
+    if (lvl < CCONV_ISA_AVX2 || g->groups != 1 || g->dw != 1 || g->pt != 0 || g->pl != 0)
+        return 0;
+    if ((g->OH - 1) * g->sh + (g->KH - 1) * g->dh >= g->H || (g->OW - 1) * g->sw + g->KW > g->W)
+        return 0;
+    return g->KH * g->KW * g->C <= CCONV_GEMM_KC && g->CO % vw == 0 && g->OH >= 1
+           && g->OW >= CCONV_IMPLICIT_MIN_OW;
+#else
+    (void)geom; (void)elem;
+    return 0;
+#endif
+}
+
+/* cconv_implicit_rows_f32 / _f64 (x, w, bias, y, geom, r0, r1, relu): y rows r0 .. r1
+   (r = (n OH + oh) OW + ow) = conv(x, w) + bias (bias may be NULL), then relu when
+   relu != 0; only where cconv_implicit_ok(geom, sizeof(T)) said 1. */
+#ifdef CCONV__X86
+#define CCONV__IMPL_API(T, S)                                                                  \
+    CCONV__UNUSED static void cconv_implicit_rows_##S(const T *x, const T *w, const T *bias,  \
+                                                      T *y, const void *geom, int64_t r0,     \
+                                                      int64_t r1, int relu)                   \
+    {                                                                                          \
+        const cconv_geom *g = (const cconv_geom *)geom;                                        \
+        if (cconv__isa() >= CCONV_ISA_AVX512)                                                  \
+            cconv__impl_rows_##S##_avx512(x, w, bias, y, g, r0, r1, relu);                     \
+        else                                                                                   \
+            cconv__impl_rows_##S##_avx2(x, w, bias, y, g, r0, r1, relu);                       \
+    }
+#else
+#define CCONV__IMPL_API(T, S)                                                                  \
+    CCONV__UNUSED static void cconv_implicit_rows_##S(const T *x, const T *w, const T *bias,  \
+                                                      T *y, const void *geom, int64_t r0,     \
+                                                      int64_t r1, int relu)                   \
+    {                                                                                          \
+        (void)x; (void)w; (void)bias; (void)y; (void)geom; (void)r0; (void)r1; (void)relu;     \
+    }
+#endif
+CCONV__IMPL_API(float, f32)
+CCONV__IMPL_API(double, f64)
+
+#endif /* CCONV_IMPLICIT_H */
