@@ -547,6 +547,18 @@ CCONV__API(double, d, cconv_dgemm)
 CCONV__PACKED_API(float, s, cconv_sgemm)
 CCONV__PACKED_API(double, d, cconv_dgemm)
 
+/* Rows of the micro-panels of the ISA path in use (a product with M rows computes whole
+   panels: the last one padded to this many rows). */
+#define CCONV__MR_API(S, NAME)                                                                     \
+    CCONV__UNUSED static int NAME##_mr(void)                                                       \
+    {                                                                                              \
+        const cconv__cfg_##S *cf = &cconv__##S##gen_cfg;                                           \
+        CCONV__SELECT_##S                                                                          \
+        return cf->mr;                                                                             \
+    }
+CCONV__MR_API(s, cconv_sgemm)
+CCONV__MR_API(d, cconv_dgemm)
+
 #ifdef CCONV_GEMM_TESTING
 /* Cap the ISA level (-1 = automatic). Returns the level now in effect. */
 CCONV__UNUSED static int cconv_gemm_force_isa(int level) { cconv__force_isa = level; return cconv__isa(); }

@@ -332,6 +332,7 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD, 16)
 #define P_GEMM cconv_sgemm
 #define P_GEMM_PACK cconv_sgemm_pack
 #define P_GEMM_PACKED cconv_sgemm_packed
+#define P_GEMM_MR cconv_sgemm_mr
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f32, ARGS)
 #define P_EXP expf
 #define P_TANH tanhf
@@ -351,6 +352,7 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD, 16)
 #define P_GEMM cconv_dgemm
 #define P_GEMM_PACK cconv_dgemm_pack
 #define P_GEMM_PACKED cconv_dgemm_packed
+#define P_GEMM_MR cconv_dgemm_mr
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f64, ARGS)
 #define P_EXP exp
 #define P_TANH tanh

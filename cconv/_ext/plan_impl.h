@@ -131,11 +131,18 @@ static void PF(cconv_plan_wino_act)(PT *y, const cconv_geom *g, int64_t t0, int6
 }
 
 /* C (M x N) = A @ B for node nd's B number e (B: K x N, row stride ldb), from its packed
-   copy when the run packed one (the same bits either way). */
+   copy when the run packed one (the same bits either way). A last micro-panel of at most
+   CCONV_PLAN_FEW_ROWS rows goes to the row kernel (the same bits again): the GEMM would pad
+   it to a whole panel (25 Winograd tiles, 2 panels and 1 row, cost 3 panels). */
 static void PF(cconv_plan_gemm)(const cconv_pnode *nd, int64_t e, int64_t M, int64_t N,
                                 int64_t K, const PT *A, int64_t lda, const PT *B, int64_t ldb,
                                 PT *C, int64_t ldc)
 {
+    int64_t mr = P_GEMM_MR(), rest = M > mr ? M % mr : 0;
+    if (rest > 0 && rest <= CCONV_PLAN_FEW_ROWS) {
+        M -= rest;
+        P_ROWS((rest, N, K, A + M * lda, lda, B, ldb, C + M * ldc, ldc));
+    }
     if (nd->bpack && nd->bpack_isa >= 0)
         P_GEMM_PACKED(0, M, N, K, A, lda, B, ldb, (const PT *)nd->bpack + e * nd->bpack_one,
                       nd->bpack_isa, C, ldc);
@@ -728,6 +735,7 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
 #undef P_GEMM
 #undef P_GEMM_PACK
 #undef P_GEMM_PACKED
+#undef P_GEMM_MR
 #undef P_ROWS
 #undef P_EXP
 #undef P_TANH
