@@ -19,12 +19,12 @@
 #include "gemm.h"
 #include "direct.h"
 
-/* The MR rows of one block: y[i CO + j0 ..] for NV vectors of columns from j0
-   (w and bias already offset by j0); a: the block's first row for kh = 0. */
+/* The MR rows of one block, NV vectors of columns: y[i ldy + ..] = sum over kh < KH and
+   j < L of a[i rs + kh hs + j] w[(kh L + j) ldw + ..], + bias, relu (bias may be NULL). */
 #define CCONV__IMPL_KERNEL(NAME, ATTR, T, P, MR, NV)                                           \
     ATTR static void NAME(const T *CCONV__RESTRICT a, int64_t rs, int64_t hs, int64_t KH,     \
-                          int64_t L, const T *CCONV__RESTRICT w, int64_t CO,                  \
-                          T *CCONV__RESTRICT y, const T *bias, int relu)                      \
+                          int64_t L, const T *CCONV__RESTRICT w, int64_t ldw,                 \
+                          T *CCONV__RESTRICT y, int64_t ldy, const T *bias, int relu)         \
     {                                                                                          \
         CCONV_##P##_VT acc[MR][NV];                                                            \
         int64_t kh, j;                                                                         \
@@ -32,11 +32,11 @@
         CCONV__UNROLL for (i = 0; i < MR; i++)                                                 \
             CCONV__UNROLL for (v = 0; v < NV; v++) acc[i][v] = CCONV_##P##_ZERO();             \
         for (kh = 0; kh < KH; kh++) {                                                          \
-            const T *ak = a + kh * hs, *wk = w + kh * L * CO;                                  \
+            const T *ak = a + kh * hs, *wk = w + kh * L * ldw;                                 \
             for (j = 0; j < L; j++) {                                                          \
                 CCONV_##P##_VT bv[NV];                                                         \
                 CCONV__UNROLL for (v = 0; v < NV; v++)                                         \
-                    bv[v] = CCONV_##P##_LOAD(wk + j * CO + v * CCONV_##P##_VW);                \
+                    bv[v] = CCONV_##P##_LOAD(wk + j * ldw + v * CCONV_##P##_VW);               \
                 CCONV__UNROLL for (i = 0; i < MR; i++) {                                       \
                     CCONV_##P##_VT av = CCONV_##P##_SET1(ak[i * rs + j]);                      \
                     CCONV__UNROLL for (v = 0; v < NV; v++)                                     \
@@ -52,7 +52,7 @@
                     __typeof__(t < z) neg = t < z;                                             \
                     t = (__typeof__(t))((__typeof__(neg))t & ~neg);                            \
                 }                                                                              \
-                CCONV_##P##_STORE(y + i * CO + v * CCONV_##P##_VW, t);                         \
+                CCONV_##P##_STORE(y + i * ldy + v * CCONV_##P##_VW, t);                        \
             }                                                                                  \
         }                                                                                      \
     }
@@ -68,19 +68,33 @@
 #define CCONV__IMPL_CASE(SUF, ATTR, T, P, MR)                                                  \
     case MR:                                                                                   \
         (two ? cconv__impl_##SUF##_##MR##_2 : cconv__impl_##SUF##_##MR##_1)(                   \
-            xa, rs, hs, g->KH, L, w + j0, CO, ya + j0, bj, relu);                              \
+            a, rs, hs, KH, L, w + j0, ldw, y + j0, ldy, bj, relu);                             \
         break;
 
-/* One ISA path for type T, blocks of up to MRMAX rows (MRMAX <= 12): the kernels, and the
-   driver over rows r0 .. r1 of the batch's output (r = (n OH + oh) OW + ow). Each run of
-   rows inside one output row goes in ceil(len / MRMAX) blocks of as equal sizes as can be. */
+/* One ISA path for type T, blocks of up to MRMAX rows (MRMAX <= 12): the kernels; a block
+   of mr rows over all N columns (N a whole number of vectors); the driver over rows r0 .. r1
+   of a convolution's output (r = (n OH + oh) OW + ow), each run of rows inside one output
+   row in ceil(len / MRMAX) blocks of as equal sizes as can be; and C = A @ B in such blocks. */
 #define CCONV__IMPL_PATH(SUF, ATTR, T, P, MRMAX)                                               \
     CCONV__IMPL_MRS(CCONV__IMPL_DEF, SUF, ATTR, T, P)                                          \
+    ATTR static void cconv__impl_block_##SUF(int mr, const T *a, int64_t rs, int64_t hs,       \
+                                             int64_t KH, int64_t L, const T *w, int64_t ldw,   \
+                                             int64_t N, T *y, int64_t ldy, const T *bias,      \
+                                             int relu)                                         \
+    {                                                                                          \
+        const int64_t VW = CCONV_##P##_VW;                                                     \
+        int64_t j0;                                                                            \
+        for (j0 = 0; j0 < N; j0 += (N - j0 >= 2 * VW ? 2 : 1) * VW) {                          \
+            const T *bj = bias ? bias + j0 : 0;                                                \
+            const int two = N - j0 >= 2 * VW;                                                  \
+            switch (mr) { CCONV__IMPL_MRS(CCONV__IMPL_CASE, SUF, ATTR, T, P) }                 \
+        }                                                                                      \
+    }                                                                                          \
     ATTR static void cconv__impl_rows_##SUF(const T *x, const T *w, const T *bias, T *y,       \
                                             const cconv_geom *g, int64_t r0, int64_t r1,      \
                                             int relu)                                          \
     {                                                                                          \
-        const int64_t VW = CCONV_##P##_VW, P_ = g->OH * g->OW, CO = g->CO;                     \
+        const int64_t P_ = g->OH * g->OW, CO = g->CO;                                          \
         const int64_t rs = g->sw * g->C, hs = g->dh * g->W * g->C, L = g->KW * g->C;          \
         int64_t r = r0;                                                                        \
         while (r < r1) {                                                                       \
@@ -91,17 +105,23 @@
             T *yr = y + (r - ow) * CO;                                                         \
             for (b = 0; b < nb; b++) {                                                         \
                 const int mr = (int)(len / nb + (b < len % nb));                               \
-                const T *xa = xr + at * rs;                                                    \
-                T *ya = yr + at * CO;                                                          \
-                int64_t j0;                                                                    \
-                for (j0 = 0; j0 < CO; j0 += (CO - j0 >= 2 * VW ? 2 : 1) * VW) {                \
-                    const T *bj = bias ? bias + j0 : 0;                                        \
-                    const int two = CO - j0 >= 2 * VW;                                         \
-                    switch (mr) { CCONV__IMPL_MRS(CCONV__IMPL_CASE, SUF, ATTR, T, P) }         \
-                }                                                                              \
+                cconv__impl_block_##SUF(mr, xr + at * rs, rs, hs, g->KH, L, w, CO, CO,         \
+                                        yr + at * CO, CO, bias, relu);                         \
                 at += mr;                                                                      \
             }                                                                                  \
             r += len;                                                                          \
+        }                                                                                      \
+    }                                                                                          \
+    ATTR static void cconv__impl_gemm_##SUF(int64_t M, int64_t N, int64_t K, const T *A,       \
+                                            int64_t lda, const T *B, int64_t ldb, T *C,       \
+                                            int64_t ldc)                                       \
+    {                                                                                          \
+        int64_t nb = (M + MRMAX - 1) / MRMAX, b, at = 0;                                       \
+        for (b = 0; b < nb; b++) {                                                             \
+            const int mr = (int)(M / nb + (b < M % nb));                                       \
+            cconv__impl_block_##SUF(mr, A + at * lda, lda, 0, 1, K, B, ldb, N, C + at * ldc,   \
+                                    ldc, 0, 0);                                                \
+            at += mr;                                                                          \
         }                                                                                      \
     }
 
@@ -139,9 +159,27 @@ CCONV__UNUSED static int cconv_implicit_ok(const void *geom, int elem)
 #endif
 }
 
+/* 1 when cconv_implicit_gemm_f32 / _f64 run a product of depth K and N columns for
+   elements of elem bytes here: the CPU's FMA, K <= CCONV_GEMM_KC, N a whole number of
+   vectors. */
+CCONV__UNUSED static int cconv_implicit_gemm_ok(int64_t N, int64_t K, int elem)
+{
+#ifdef CCONV__X86
+    int lvl = cconv__isa();
+    return lvl >= CCONV_ISA_AVX2 && K <= CCONV_GEMM_KC && K >= 1 && N >= 1
+           && N % ((lvl >= CCONV_ISA_AVX512 ? 64 : 32) / elem) == 0;
+#else
+    (void)N; (void)K; (void)elem;
+    return 0;
+#endif
+}
+
 /* cconv_implicit_rows_f32 / _f64 (x, w, bias, y, geom, r0, r1, relu): y rows r0 .. r1
    (r = (n OH + oh) OW + ow) = conv(x, w) + bias (bias may be NULL), then relu when
-   relu != 0; only where cconv_implicit_ok(geom, sizeof(T)) said 1. */
+   relu != 0; only where cconv_implicit_ok(geom, sizeof(T)) said 1.
+   cconv_implicit_gemm_f32 / _f64 (M, N, K, A, lda, B, ldb, C, ldc): C = A @ B (row-major,
+   C only written), the bits of gemm.h's product, in blocks of rows without padding rows to
+   a whole micro-panel; only where cconv_implicit_gemm_ok said 1. */
 #ifdef CCONV__X86
 #define CCONV__IMPL_API(T, S)                                                                  \
     CCONV__UNUSED static void cconv_implicit_rows_##S(const T *x, const T *w, const T *bias,  \
@@ -153,6 +191,15 @@ CCONV__UNUSED static int cconv_implicit_ok(const void *geom, int elem)
             cconv__impl_rows_##S##_avx512(x, w, bias, y, g, r0, r1, relu);                     \
         else                                                                                   \
             cconv__impl_rows_##S##_avx2(x, w, bias, y, g, r0, r1, relu);                       \
+    }                                                                                          \
+    CCONV__UNUSED static void cconv_implicit_gemm_##S(int64_t M, int64_t N, int64_t K,         \
+                                                      const T *A, int64_t lda, const T *B,    \
+                                                      int64_t ldb, T *C, int64_t ldc)         \
+    {                                                                                          \
+        if (cconv__isa() >= CCONV_ISA_AVX512)                                                  \
+            cconv__impl_gemm_##S##_avx512(M, N, K, A, lda, B, ldb, C, ldc);                    \
+        else                                                                                   \
+            cconv__impl_gemm_##S##_avx2(M, N, K, A, lda, B, ldb, C, ldc);                      \
     }
 #else
 #define CCONV__IMPL_API(T, S)                                                                  \
@@ -161,6 +208,12 @@ CCONV__UNUSED static int cconv_implicit_ok(const void *geom, int elem)
                                                       int64_t r1, int relu)                   \
     {                                                                                          \
         (void)x; (void)w; (void)bias; (void)y; (void)geom; (void)r0; (void)r1; (void)relu;     \
+    }                                                                                          \
+    CCONV__UNUSED static void cconv_implicit_gemm_##S(int64_t M, int64_t N, int64_t K,         \
+                                                      const T *A, int64_t lda, const T *B,    \
+                                                      int64_t ldb, T *C, int64_t ldc)         \
+    {                                                                                          \
+        (void)M; (void)N; (void)K; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc; \
     }
 #endif
 CCONV__IMPL_API(float, f32)

@@ -333,6 +333,7 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD, 16)
 #define P_GEMM_PACK cconv_sgemm_pack
 #define P_GEMM_PACKED cconv_sgemm_packed
 #define P_GEMM_MR cconv_sgemm_mr
+#define P_GEMM_EXACT cconv_implicit_gemm_f32
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f32, ARGS)
 #define P_EXP expf
 #define P_TANH tanhf
@@ -353,6 +354,7 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD, 16)
 #define P_GEMM_PACK cconv_dgemm_pack
 #define P_GEMM_PACKED cconv_dgemm_packed
 #define P_GEMM_MR cconv_dgemm_mr
+#define P_GEMM_EXACT cconv_implicit_gemm_f64
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f64, ARGS)
 #define P_EXP exp
 #define P_TANH tanh

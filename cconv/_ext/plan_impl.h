@@ -131,17 +131,21 @@ static void PF(cconv_plan_wino_act)(PT *y, const cconv_geom *g, int64_t t0, int6
 }
 
 /* C (M x N) = A @ B for node nd's B number e (B: K x N, row stride ldb), from its packed
-   copy when the run packed one (the same bits either way). A last micro-panel of at most
-   CCONV_PLAN_FEW_ROWS rows goes to the row kernel (the same bits again): the GEMM would pad
-   it to a whole panel (25 Winograd tiles, 2 panels and 1 row, cost 3 panels). */
+   copy when the run packed one; the same bits every way. The GEMM pads its last micro-panel
+   to whole MR rows (25 Winograd tiles: 2 panels and 1 row cost 3 panels): under one panel,
+   and for the rows after the last whole one, blocks of the exact rows run instead
+   (implicit.h's kernels where they apply, else the row kernel for a few rows). */
 static void PF(cconv_plan_gemm)(const cconv_pnode *nd, int64_t e, int64_t M, int64_t N,
                                 int64_t K, const PT *A, int64_t lda, const PT *B, int64_t ldb,
                                 PT *C, int64_t ldc)
 {
-    int64_t mr = P_GEMM_MR(), rest = M > mr ? M % mr : 0;
-    if (rest > 0 && rest <= CCONV_PLAN_FEW_ROWS) {
+    int64_t mr = P_GEMM_MR(), rest = M % mr;
+    int exact = cconv_implicit_gemm_ok(N, K, (int)sizeof(PT));
+    if (rest > 0 && (exact || rest <= CCONV_PLAN_FEW_ROWS)) {
         M -= rest;
-        P_ROWS((rest, N, K, A + M * lda, lda, B, ldb, C + M * ldc, ldc));
+        if (exact) P_GEMM_EXACT(rest, N, K, A + M * lda, lda, B, ldb, C + M * ldc, ldc);
+        else P_ROWS((rest, N, K, A + M * lda, lda, B, ldb, C + M * ldc, ldc));
+        if (M == 0) return;
     }
     if (nd->bpack && nd->bpack_isa >= 0)
         P_GEMM_PACKED(0, M, N, K, A, lda, B, ldb, (const PT *)nd->bpack + e * nd->bpack_one,
@@ -189,15 +193,10 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
         PT *V = scr, *M = scr + 16 * nt * C, *zeros = M + 16 * nt * CO;
         memset(zeros, 0, (size_t)(C + CO) * sizeof(PT));
         P_WINO_IN(x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, nt * C, zeros);
-        for (e = 0; e < 16; e++) {
-            const PT *U = (const PT *)nd->wino + e * C * CO + co0;
-            if (nt <= CCONV_PLAN_FEW_ROWS)  /* a few tiles (one small image): the GEMM's
-                                               12-row panels would be mostly padding */
-                P_ROWS((nt, nb, C, V + e * nt * C, C, U, CO, M + e * nt * CO + co0, CO));
-            else
-                PF(cconv_plan_gemm)(nd, e * S + s, nt, nb, C, V + e * nt * C, C, U, CO,
-                                    M + e * nt * CO + co0, CO);
-        }
+        for (e = 0; e < 16; e++)  /* (few tiles: not padded to whole 12-row panels) */
+            PF(cconv_plan_gemm)(nd, e * S + s, nt, nb, C, V + e * nt * C, C,
+                                (const PT *)nd->wino + e * C * CO + co0, CO,
+                                M + e * nt * CO + co0, CO);
         P_WINO_OUT(M + co0, nt * CO, CO, nb, (b ? b : zeros + C) + co0, y + co0, g->OH, g->OW,
                    TH, TW, t0, nt, zeros + C + CO);
         PF(cconv_plan_wino_act)(y, g, t0, nt, co0, nb, nd->act);
@@ -231,12 +230,8 @@ static void PF(cconv_plan_dense_rows)(const cconv_pnode *nd, const PT *x, PT *y,
                                       int64_t r1)
 {
     if (r1 <= r0) return;
-    if (r1 - r0 <= CCONV_PLAN_FEW_ROWS)
-        P_ROWS((r1 - r0, nd->units, nd->K, x + r0 * nd->K, nd->K, (const PT *)nd->w, nd->units,
-                y + r0 * nd->units, nd->units));
-    else
-        PF(cconv_plan_gemm)(nd, 0, r1 - r0, nd->units, nd->K, x + r0 * nd->K, nd->K,
-                            (const PT *)nd->w, nd->units, y + r0 * nd->units, nd->units);
+    PF(cconv_plan_gemm)(nd, 0, r1 - r0, nd->units, nd->K, x + r0 * nd->K, nd->K,
+                        (const PT *)nd->w, nd->units, y + r0 * nd->units, nd->units);
     PF(cconv_plan_epilogue)(y + r0 * nd->units, r1 - r0, nd->units, (const PT *)nd->b, nd->act);
 }
 
@@ -736,6 +731,7 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
 #undef P_GEMM_PACK
 #undef P_GEMM_PACKED
 #undef P_GEMM_MR
+#undef P_GEMM_EXACT
 #undef P_ROWS
 #undef P_EXP
 #undef P_TANH
