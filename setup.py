@@ -66,7 +66,8 @@ class BuildExt(build_ext):
                     break
         if not compile_flags:
             print("cconv: building WITHOUT OpenMP (kernels run serially)")
-        opt = ["/O2"] if ctype == "msvc" else ["-O3", "-fno-math-errno", "-Wno-unused-function"]
+        opt = ["/O2"] if ctype == "msvc" else ["-O3", "-fno-math-errno", "-fno-trapping-math",
+                                                  "-Wno-unused-function"]
         for ext in self.extensions:
             ext.extra_compile_args = opt + compile_flags + ext.extra_compile_args
             if ext.name == "cconv._ext.optim" and ctype != "msvc":
