@@ -132,7 +132,8 @@ def test_one_inf_in_a_winograd_sized_input_stays_inf(dtype):
 # of vectors and outputs at least 8 wide; else im2col + GEMM
 IN_PLACE = [((2, 32, 32, 3), (3, 3, 3, 32), 1), ((3, 14, 14, 6), (5, 5, 6, 16), 1),
             ((2, 20, 19, 4), (3, 3, 4, 48), 1), ((1, 12, 40, 8), (3, 3, 8, 64), 1),
-            ((2, 21, 23, 3), (3, 3, 3, 32), 2), ((2, 11, 17, 2), (5, 3, 2, 16), 1)]
+            ((2, 21, 23, 3), (3, 3, 3, 32), 2), ((2, 11, 17, 2), (5, 3, 2, 16), 1),
+            ((2, 20, 19, 4), (3, 3, 4, 32), (1, (2, 1)))]   # rows dilated by 2
 
 
 @pytest.mark.parametrize("x_shape, k_shape, s", IN_PLACE)
@@ -141,15 +142,18 @@ def test_im2col_rows_read_in_place_give_the_im2col_bits(x_shape, k_shape, s, dty
     """Every output of a convolution without padding is, bit for bit, the output at the
     same window of the same convolution with padding (which takes im2col + GEMM: some of
     its rows are in the padding): same products, same order, whichever path runs."""
+    s, dilation = s if isinstance(s, tuple) else (s, 1)
     rng = np.random.default_rng(5)
     x = rng.standard_normal(x_shape).astype(dtype)
     kernel = rng.standard_normal(k_shape).astype(dtype)
     bias = rng.standard_normal(k_shape[3]).astype(dtype)
-    y = ops.conv2d(x, kernel, bias, strides=s, padding="valid")
+    kw = dict(strides=s, dilation_rate=dilation)
+    y = ops.conv2d(x, kernel, bias, padding="valid", **kw)
     # s rows and columns of zeros before: its outputs from 1 on are the valid conv's windows
-    from_padded = ops.conv2d(x, kernel, bias, strides=s, padding=s)
+    from_padded = ops.conv2d(x, kernel, bias, padding=s, **kw)
+    d = dilation if isinstance(dilation, tuple) else (dilation, dilation)
     for shape, pads in ((y.shape, (0, 0)), (from_padded.shape, (s, s))):
-        assert _conv.choose_algorithm(x_shape, k_shape, shape, (s, s), pads_before=pads,
+        assert _conv.choose_algorithm(x_shape, k_shape, shape, (s, s), d, pads,
                                       dtype=dtype) == _conv.IM2COL
     n, oh, ow, _ = y.shape
     np.testing.assert_array_equal(from_padded[:, 1:1 + oh, 1:1 + ow], y)

@@ -52,6 +52,16 @@ for c in (1, 3, 6, 16, 33):
         x = np.round(rng.standard_normal((3, 9, 9, c)), 1).astype(dt)
         x[x > 1.8] = np.nan
         out[f"plan_pool-{c}-{dt}"] = model.predict_on_batch(x)
+# whole models through the compiled plan (im2col rows read in place, exact-size GEMM
+# blocks, Winograd), with weights drawn here so that every child has the same
+for name in ("tutorial_cnn", "lenet5"):
+    model = getattr(cconv.models, name)(compile=False)
+    model.set_weights([rng.standard_normal(w.shape).astype(w.dtype) * 0.2
+                       for w in model.get_weights()])
+    shape = (3, 32, 32, 3) if name == "tutorial_cnn" else (3, 28, 28, 1)
+    xm = rng.standard_normal(shape).astype(np.float32)
+    out[f"plan_{name}-float32"] = model.predict_on_batch(xm)
+    out[f"plan_{name}_one-float32"] = model.predict_on_batch(xm[:1])
 np.savez(sys.argv[1], **out)
 """
 
