@@ -159,6 +159,26 @@ def test_im2col_rows_read_in_place_give_the_im2col_bits(x_shape, k_shape, s, dty
     np.testing.assert_array_equal(from_padded[:, 1:1 + oh, 1:1 + ow], y)
 
 
+@pytest.mark.parametrize("kw", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("filters", [1, 2, 3, 5, 6, 7])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_direct_kernel_gradient_for_every_filter_count_and_width(kw, filters, dtype):
+    """direct.h's kernel gradient blocks filters by 4, then 2, then 1 and taps by 4 or 5,
+    then 1: every remainder combination against the float64 reference."""
+    rng = np.random.default_rng(kw * 10 + filters)
+    x = rng.standard_normal((2, 9, 21, 1)).astype(dtype)
+    kernel = rng.standard_normal((3, kw, 1, filters)).astype(dtype)
+    y_shape, _ = _geometry(x.shape, kernel.shape, 1, "valid")
+    assert _conv.choose_algorithm(x.shape, kernel.shape, y_shape, dtype=dtype,
+                                  step="kernel_gradient") == _conv.DIRECT
+    dy = rng.standard_normal(y_shape).astype(dtype)
+    _, dkernel, dbias = ops.conv2d_backward(dy, x, kernel, input_grad=False)
+    _, want_k, want_b = reference.conv2d_backward(dy, x, kernel, (1, 1), ((0, 0), (0, 0)),
+                                                  (1, 1), 1)
+    assert_close(dkernel, want_k, dtype, "dkernel")
+    assert_close(dbias, want_b, dtype, "dbias")
+
+
 MEMORY_CHILD = r"""
 import resource, sys
 import numpy as np

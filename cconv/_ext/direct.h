@@ -189,6 +189,7 @@ static inline int64_t cconv_direct_scratch(const void *geom)
                 }                                                                              \
                 for (; kw0 < g->KW; kw0++) {                                                   \
                     if (nb == NBV) CCONV__DK_BLOCK(T, NBV, 1);                                 \
+                    else if (nb == 2) CCONV__DK_BLOCK(T, 2, 1);                                \
                     else CCONV__DK_BLOCK(T, 1, 1);                                             \
                 }                                                                              \
             }                                                                                  \
