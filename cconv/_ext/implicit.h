@@ -9,9 +9,11 @@
    (gemm.h: one depth block, fused multiply-adds in k order from zero, times alpha = 1), then
    + bias, then relu as cconv_plan_epilogue does it: the same bits as im2col + GEMM + bias.
 
-   Rows go in blocks of up to 12 (AVX-512; 6 with AVX2) rows of one output row. Needs the
-   ISA's fused multiply-add: cconv_implicit_ok says 0 on the generic path, where im2col +
-   GEMM stay. */
+   Rows go in blocks of up to 12 (AVX-512; 6 with AVX2) rows of one output row. The same
+   kernels give plain products (cconv_implicit_gemm_*) gemm.h's bits in blocks of the exact
+   number of rows: the compiled plan runs products under one micro-panel, and the rows after
+   the last whole panel, that way. Needs the ISA's fused multiply-add: the _ok functions say
+   0 on the generic path, where im2col + GEMM stay. */
 #ifndef CCONV_IMPLICIT_H
 #define CCONV_IMPLICIT_H
 
