@@ -127,36 +127,40 @@ def test_one_inf_in_a_winograd_sized_input_stays_inf(dtype):
     assert_same_values(y, expected, dtype, "y")
 
 
-# (x shape, kernel shape, strides) without padding: the im2col forward reads its rows in
-# place from x (implicit.h) where the CPU has FMA, with one group, K <= 256, CO a whole number
-# of vectors and outputs at least 8 wide; else im2col + GEMM
+# (x shape, kernel shape, strides or (strides, dilation)): the im2col forward reads its rows
+# in place (implicit.h) where the CPU has FMA, with one group, CO a whole number of vectors
+# and outputs at least 8 wide: from x without padding, from a zero-padded copy of each image
+# with it; else im2col + GEMM
 IN_PLACE = [((2, 32, 32, 3), (3, 3, 3, 32), 1), ((3, 14, 14, 6), (5, 5, 6, 16), 1),
             ((2, 20, 19, 4), (3, 3, 4, 48), 1), ((1, 12, 40, 8), (3, 3, 8, 64), 1),
             ((2, 21, 23, 3), (3, 3, 3, 32), 2), ((2, 11, 17, 2), (5, 3, 2, 16), 1),
-            ((2, 20, 19, 4), (3, 3, 4, 32), (1, (2, 1)))]   # rows dilated by 2
+            ((2, 20, 19, 4), (3, 3, 4, 32), (1, (2, 1))),     # rows dilated by 2
+            ((2, 18, 18, 40), (3, 3, 40, 32), 2)]              # K = 360: two depth blocks
 
 
 @pytest.mark.parametrize("x_shape, k_shape, s", IN_PLACE)
+@pytest.mark.parametrize("padding", ["valid", "same", 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_im2col_rows_read_in_place_give_the_im2col_bits(x_shape, k_shape, s, dtype):
-    """Every output of a convolution without padding is, bit for bit, the output at the
-    same window of the same convolution with padding (which takes im2col + GEMM: some of
-    its rows are in the padding): same products, same order, whichever path runs."""
+def test_im2col_rows_read_in_place_give_the_im2col_bits(x_shape, k_shape, s, padding, dtype):
+    """Each output column's sums do not depend on the other filters: with one filter more
+    (zeros), CO is no whole number of vectors and the same convolution takes im2col + GEMM;
+    its first CO columns are, bit for bit, what the in-place path gives."""
     s, dilation = s if isinstance(s, tuple) else (s, 1)
     rng = np.random.default_rng(5)
     x = rng.standard_normal(x_shape).astype(dtype)
     kernel = rng.standard_normal(k_shape).astype(dtype)
     bias = rng.standard_normal(k_shape[3]).astype(dtype)
-    kw = dict(strides=s, dilation_rate=dilation)
-    y = ops.conv2d(x, kernel, bias, padding="valid", **kw)
-    # s rows and columns of zeros before: its outputs from 1 on are the valid conv's windows
-    from_padded = ops.conv2d(x, kernel, bias, padding=s, **kw)
+    kw = dict(strides=s, dilation_rate=dilation, padding=padding)
+    y = ops.conv2d(x, kernel, bias, **kw)
+    wider = np.concatenate([kernel, np.zeros(k_shape[:3] + (1,), dtype)], axis=3)
+    y_im2col = ops.conv2d(x, wider, np.append(bias, 0).astype(dtype), **kw)
     d = dilation if isinstance(dilation, tuple) else (dilation, dilation)
-    for shape, pads in ((y.shape, (0, 0)), (from_padded.shape, (s, s))):
-        assert _conv.choose_algorithm(x_shape, k_shape, shape, (s, s), d, pads,
+    pads = tuple(p[0] for p in reference.pads_for(x_shape[1:3], k_shape[:2], (s, s), d,
+                                                  padding))
+    for shape, ks in ((y.shape, k_shape), (y_im2col.shape, wider.shape)):
+        assert _conv.choose_algorithm(x_shape, ks, shape, (s, s), d, pads,
                                       dtype=dtype) == _conv.IM2COL
-    n, oh, ow, _ = y.shape
-    np.testing.assert_array_equal(from_padded[:, 1:1 + oh, 1:1 + ow], y)
+    np.testing.assert_array_equal(y_im2col[..., :k_shape[3]], y)
 
 
 @pytest.mark.parametrize("kw", [1, 2, 3, 4, 5, 6])

@@ -8,6 +8,9 @@ cdef extern from "implicit.h" nogil:
                                  const void *g, int64_t r0, int64_t r1, int relu)
     void cconv_implicit_rows_f64(const double *x, const double *w, const double *bias,
                                  double *y, const void *g, int64_t r0, int64_t r1, int relu)
+    int64_t cconv_implicit_plane(const void *g)
+    void cconv_implicit_pad_f32(const float *x, const void *g, float *plane)
+    void cconv_implicit_pad_f64(const double *x, const void *g, double *plane)
 
 
 cdef inline void implicit_rows(const floating *x, const floating *w, const floating *bias,
@@ -19,6 +22,64 @@ cdef inline void implicit_rows(const floating *x, const floating *w, const float
         cconv_implicit_rows_f32(x, w, bias, y, g, r0, r1, 0)
     else:
         cconv_implicit_rows_f64(x, w, bias, y, g, r0, r1, 0)
+
+
+cdef inline ConvGeom plane_geom(const ConvGeom *g) noexcept nogil:
+    """The geometry of the same convolution on one image's zero-padded plane
+    (cconv_implicit_pad): the windows' extent, no padding, one image."""
+    cdef ConvGeom p = g[0]
+    p.N = 1
+    p.H = (g.OH - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    p.W = (g.OW - 1) * g.sw + (g.KW - 1) * g.dw + 1
+    p.pt = 0
+    p.pl = 0
+    return p
+
+
+cdef inline bint use_planes(const ConvGeom *g, int elem) noexcept nogil:
+    """A padded convolution whose rows can be read in place from per-image padded planes of
+    at most PLANE_ELEMS elements (one group; implicit.h's other conditions)."""
+    cdef ConvGeom p
+    if (g.groups != 1 or g.N <= 0 or g.OH <= 0 or g.OW <= 0
+            or (g.pt == 0 and g.pl == 0 and cconv_implicit_ok(g, elem))):
+        return False
+    p = plane_geom(g)
+    return cconv_implicit_plane(g) <= PLANE_ELEMS and cconv_implicit_ok(&p, elem)
+
+
+cdef int forward_planes(const floating *x, const floating *kernel, const floating *bias,
+                        floating *y, const ConvGeom *g, int num_threads) noexcept nogil:
+    """y = conv(x, kernel) + bias for a padded convolution (use_planes): each image copied
+    into a zero-padded plane, its rows read in place from it (the bits of im2col + GEMM).
+    Units: images, each split into ``parts`` runs of output rows when there are fewer
+    images than threads (each part pads its image again)."""
+    cdef ConvGeom p = plane_geom(g)
+    cdef int64_t S = cconv_implicit_plane(g), P = g.OH * g.OW
+    cdef int64_t parts = (num_threads + g.N - 1) // g.N if g.N < num_threads else 1
+    cdef int64_t units = g.N * parts, u, n, q
+    cdef floating *plane = NULL
+    cdef int failed = 0
+    cdef int *failed_p = &failed
+    if num_threads > units:
+        num_threads = <int>units
+    with parallel(num_threads=num_threads):
+        plane = <floating *>malloc((S + 1) * sizeof(floating))
+        for u in prange(units, schedule="dynamic"):
+            if plane == NULL:
+                failed_p[0] = 1
+                continue
+            n = u // parts
+            q = u - n * parts
+            if floating is float:
+                cconv_implicit_pad_f32(x + n * g.H * g.W * g.C, g, plane)
+                cconv_implicit_rows_f32(plane, kernel, bias, y + n * P * g.CO, &p,
+                                        q * P // parts, (q + 1) * P // parts, 0)
+            else:
+                cconv_implicit_pad_f64(x + n * g.H * g.W * g.C, g, plane)
+                cconv_implicit_rows_f64(plane, kernel, bias, y + n * P * g.CO, &p,
+                                        q * P // parts, (q + 1) * P // parts, 0)
+        free(plane)
+    return -WORKSPACE_IM2COL if failed else 0
 
 
 cdef inline int64_t tile_rows(const ConvGeom *g, int64_t total) noexcept nogil:
@@ -155,6 +216,8 @@ cdef int forward_tiles(const floating *x, const floating *kernel, const floating
     cdef floating *packed = NULL
     cdef int level = -1
     cdef bint implicit = not pointwise and cconv_implicit_ok(g, sizeof(floating))
+    if not pointwise and use_planes(g, sizeof(floating)):
+        return forward_planes(x, kernel, bias, y, g, num_threads)
     TP = tile_rows(g, R)
     ntiles = (R + TP - 1) // TP
     if num_threads > ntiles:

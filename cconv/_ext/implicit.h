@@ -1,13 +1,16 @@
 /* The im2col forward with the im2col matrix read in place ("implicit im2col"), for
-   convolutions without padding, groups or width dilation, and K = KH KW C <= CCONV_GEMM_KC.
+   convolutions without groups or width dilation whose windows lie inside x (conv.pyx copies
+   a padded convolution's image into a zero-padded plane first: cconv_implicit_pad).
 
    Row (oh, ow) of the im2col matrix is, for each kh, a run of KW C contiguous elements of x
    starting at x[oh sh + kh dh, ow sw, 0], and the rows of one output row are sw C elements
    apart. So the GEMM's micro-kernel can broadcast its A operand straight from x: no im2col
    tile is written or read back, and bias and relu are applied to the accumulators before
-   the one store of each output. Each output is the sum GEMM forms for K <= CCONV_GEMM_KC
-   (gemm.h: one depth block, fused multiply-adds in k order from zero, times alpha = 1), then
-   + bias, then relu as cconv_plan_epilogue does it: the same bits as im2col + GEMM + bias.
+   the one store of each output. Each output is the sum GEMM forms (gemm.h: K in
+   ceil(K / CCONV_GEMM_KC) equal depth blocks, each a chain of fused multiply-adds in k order
+   from zero, added to the output after the first; times alpha = 1), then + bias, then relu
+   as cconv_plan_epilogue does it: the same bits as im2col + GEMM + bias (a padding tap is a
+   0 in the im2col row and in the padded plane alike).
 
    Rows go in blocks of up to 12 (AVX-512; 6 with AVX2) rows of one output row. The same
    kernels give plain products (cconv_implicit_gemm_*) gemm.h's bits in blocks of the exact
@@ -21,21 +24,23 @@
 #include "gemm.h"
 #include "direct.h"
 
-/* The MR rows of one block, NV vectors of columns: y[i ldy + ..] = sum over kh < KH and
-   j < L of a[i rs + kh hs + j] w[(kh L + j) ldw + ..], + bias, relu (bias may be NULL). */
+/* The MR rows of one block, NV vectors of columns, taps k0 .. k1 (k = kh L + j): y[i ldy +
+   ..] = (add ? y[..] : 0) + the sum over those k of a[i rs + kh hs + j] w[k ldw + ..], then
+   + bias, relu (bias may be NULL). */
 #define CCONV__IMPL_KERNEL(NAME, ATTR, T, P, MR, NV)                                           \
-    ATTR static void NAME(const T *CCONV__RESTRICT a, int64_t rs, int64_t hs, int64_t KH,     \
-                          int64_t L, const T *CCONV__RESTRICT w, int64_t ldw,                 \
-                          T *CCONV__RESTRICT y, int64_t ldy, const T *bias, int relu)         \
+    ATTR static void NAME(const T *CCONV__RESTRICT a, int64_t rs, int64_t hs, int64_t L,      \
+                          int64_t k0, int64_t k1, const T *CCONV__RESTRICT w, int64_t ldw,    \
+                          T *CCONV__RESTRICT y, int64_t ldy, const T *bias, int relu, int add) \
     {                                                                                          \
         CCONV_##P##_VT acc[MR][NV];                                                            \
-        int64_t kh, j;                                                                         \
+        int64_t k = k0, kh = k0 / L, j0 = k0 - kh * L, j;                                      \
         int i, v;                                                                              \
         CCONV__UNROLL for (i = 0; i < MR; i++)                                                 \
             CCONV__UNROLL for (v = 0; v < NV; v++) acc[i][v] = CCONV_##P##_ZERO();             \
-        for (kh = 0; kh < KH; kh++) {                                                          \
-            const T *ak = a + kh * hs, *wk = w + kh * L * ldw;                                 \
-            for (j = 0; j < L; j++) {                                                          \
+        while (k < k1) {                                                                       \
+            const int64_t jn = L - j0 < k1 - k ? L - j0 : k1 - k;                              \
+            const T *ak = a + kh * hs + j0, *wk = w + (kh * L + j0) * ldw;                     \
+            for (j = 0; j < jn; j++) {                                                         \
                 CCONV_##P##_VT bv[NV];                                                         \
                 CCONV__UNROLL for (v = 0; v < NV; v++)                                         \
                     bv[v] = CCONV_##P##_LOAD(wk + j * ldw + v * CCONV_##P##_VW);               \
@@ -45,16 +50,21 @@
                         acc[i][v] = CCONV_##P##_FMA(av, bv[v], acc[i][v]);                     \
                 }                                                                              \
             }                                                                                  \
+            k += jn;                                                                           \
+            kh++;                                                                              \
+            j0 = 0;                                                                            \
         }                                                                                      \
         CCONV__UNROLL for (i = 0; i < MR; i++) {                                               \
             CCONV__UNROLL for (v = 0; v < NV; v++) {                                           \
                 CCONV_##P##_VT t = acc[i][v], z = CCONV_##P##_ZERO();                          \
+                T *yp = y + i * ldy + v * CCONV_##P##_VW;                                      \
+                if (add) t = CCONV_##P##_LOAD(yp) + t;                                         \
                 if (bias) t = t + CCONV_##P##_LOAD(bias + v * CCONV_##P##_VW);                 \
                 if (relu) { /* t < 0 ? 0 : t, lane by lane (NaN and -0 stay) */                \
                     __typeof__(t < z) neg = t < z;                                             \
                     t = (__typeof__(t))((__typeof__(neg))t & ~neg);                            \
                 }                                                                              \
-                CCONV_##P##_STORE(y + i * ldy + v * CCONV_##P##_VW, t);                        \
+                CCONV_##P##_STORE(yp, t);                                                      \
             }                                                                                  \
         }                                                                                      \
     }
@@ -70,26 +80,32 @@
 #define CCONV__IMPL_CASE(SUF, ATTR, T, P, MR)                                                  \
     case MR:                                                                                   \
         (two ? cconv__impl_##SUF##_##MR##_2 : cconv__impl_##SUF##_##MR##_1)(                   \
-            a, rs, hs, KH, L, w + j0, ldw, y + j0, ldy, bj, relu);                             \
+            a, rs, hs, L, k0, k1, w + j0, ldw, y + j0, ldy, bj, relu, add);                    \
         break;
 
 /* One ISA path for type T, blocks of up to MRMAX rows (MRMAX <= 12): the kernels; a block
-   of mr rows over all N columns (N a whole number of vectors); the driver over rows r0 .. r1
+   of mr rows over all N columns (N a whole number of vectors), in gemm.h's depth blocks,
+   bias and relu with the last; the driver over rows r0 .. r1
    of a convolution's output (r = (n OH + oh) OW + ow), each run of rows inside one output
    row in ceil(len / MRMAX) blocks of as equal sizes as can be; and C = A @ B in such blocks. */
 #define CCONV__IMPL_PATH(SUF, ATTR, T, P, MRMAX)                                               \
     CCONV__IMPL_MRS(CCONV__IMPL_DEF, SUF, ATTR, T, P)                                          \
     ATTR static void cconv__impl_block_##SUF(int mr, const T *a, int64_t rs, int64_t hs,       \
                                              int64_t KH, int64_t L, const T *w, int64_t ldw,   \
-                                             int64_t N, T *y, int64_t ldy, const T *bias,      \
-                                             int relu)                                         \
+                                             int64_t N, T *y, int64_t ldy, const T *bias_,     \
+                                             int relu_)                                        \
     {                                                                                          \
-        const int64_t VW = CCONV_##P##_VW;                                                     \
-        int64_t j0;                                                                            \
+        const int64_t VW = CCONV_##P##_VW, K = KH * L;                                         \
+        const int64_t nkb = (K + CCONV_GEMM_KC - 1) / CCONV_GEMM_KC, kcb = (K + nkb - 1) / nkb; \
+        int64_t j0, k0;                                                                        \
         for (j0 = 0; j0 < N; j0 += (N - j0 >= 2 * VW ? 2 : 1) * VW) {                          \
-            const T *bj = bias ? bias + j0 : 0;                                                \
             const int two = N - j0 >= 2 * VW;                                                  \
-            switch (mr) { CCONV__IMPL_MRS(CCONV__IMPL_CASE, SUF, ATTR, T, P) }                 \
+            for (k0 = 0; k0 < K; k0 += kcb) {                                                  \
+                const int64_t k1 = K - k0 < kcb ? K : k0 + kcb;                                \
+                const int last = k1 == K, add = k0 > 0, relu = last ? relu_ : 0;               \
+                const T *bj = bias_ && last ? bias_ + j0 : 0;                                  \
+                switch (mr) { CCONV__IMPL_MRS(CCONV__IMPL_CASE, SUF, ATTR, T, P) }             \
+            }                                                                                  \
         }                                                                                      \
     }                                                                                          \
     ATTR static void cconv__impl_rows_##SUF(const T *x, const T *w, const T *bias, T *y,       \
@@ -141,8 +157,7 @@ CCONV__IMPL_PATH(f64_avx2, CCONV__ATTR_AVX2, double, D4, 6)
 
 /* 1 when this build and CPU run the forward of geometry geom (a cconv_geom) in place for
    elements of elem bytes: one group, no padding (every window inside x), width dilation 1,
-   K <= CCONV_GEMM_KC (one depth block), CO a whole number of vectors, OW >=
-   CCONV_IMPLICIT_MIN_OW. */
+   CO a whole number of vectors, OW >= CCONV_IMPLICIT_MIN_OW. */
 CCONV__UNUSED static int cconv_implicit_ok(const void *geom, int elem)
 {
 #ifdef CCONV__X86
@@ -153,7 +168,7 @@ CCONV__UNUSED static int cconv_implicit_ok(const void *geom, int elem)
         return 0;
     if ((g->OH - 1) * g->sh + (g->KH - 1) * g->dh >= g->H || (g->OW - 1) * g->sw + g->KW > g->W)
         return 0;
-    return g->KH * g->KW * g->C <= CCONV_GEMM_KC && g->CO % vw == 0 && g->OH >= 1
+    return g->CO % vw == 0 && g->OH >= 1
            && g->OW >= CCONV_IMPLICIT_MIN_OW;
 #else
     (void)geom; (void)elem;
@@ -176,12 +191,47 @@ CCONV__UNUSED static int cconv_implicit_gemm_ok(int64_t N, int64_t K, int elem)
 #endif
 }
 
+/* Elements of the zero-padded plane of one image of geometry geom: the rows and columns its
+   windows read (direct.h's extent), times C. */
+CCONV__UNUSED static int64_t cconv_implicit_plane(const void *geom)
+{
+    const cconv_geom *g = (const cconv_geom *)geom;
+    return cconv_direct_hp(g) * cconv_direct_wp(g) * g->C;
+}
+
 /* cconv_implicit_rows_f32 / _f64 (x, w, bias, y, geom, r0, r1, relu): y rows r0 .. r1
    (r = (n OH + oh) OW + ow) = conv(x, w) + bias (bias may be NULL), then relu when
    relu != 0; only where cconv_implicit_ok(geom, sizeof(T)) said 1.
    cconv_implicit_gemm_f32 / _f64 (M, N, K, A, lda, B, ldb, C, ldc): C = A @ B (row-major,
    C only written), the bits of gemm.h's product, in blocks of rows without padding rows to
-   a whole micro-panel; only where cconv_implicit_gemm_ok said 1. */
+   a whole micro-panel; only where cconv_implicit_gemm_ok said 1.
+   cconv_implicit_pad_f32 / _f64 (x, geom, plane): image x (H, W, C) of geometry geom into
+   plane (cconv_implicit_plane elements), zeros where the windows read padding; geom with
+   H, W = the plane's extent and pt = pl = 0 then describes the same convolution on plane. */
+#define CCONV__IMPL_PAD(T, S)                                                                  \
+    CCONV__UNUSED static void cconv_implicit_pad_##S(const T *x, const void *geom, T *plane)  \
+    {                                                                                          \
+        const cconv_geom *g = (const cconv_geom *)geom;                                        \
+        const int64_t Hp = cconv_direct_hp(g), Wp = cconv_direct_wp(g), C = g->C;              \
+        const int64_t w0 = g->pl < Wp ? g->pl : Wp;                                            \
+        const int64_t w1 = g->pl + g->W < Wp ? g->pl + g->W : Wp; /* columns holding x */     \
+        int64_t h;                                                                             \
+        for (h = 0; h < Hp; h++) {                                                             \
+            const int64_t ih = h - g->pt;                                                      \
+            T *dst = plane + h * Wp * C;                                                       \
+            if (ih < 0 || ih >= g->H || w1 <= w0) {                                            \
+                memset(dst, 0, (size_t)(Wp * C) * sizeof(T));                                  \
+                continue;                                                                      \
+            }                                                                                  \
+            memset(dst, 0, (size_t)(w0 * C) * sizeof(T));                                      \
+            memcpy(dst + w0 * C, x + (ih * g->W + (w0 - g->pl)) * C,                           \
+                   (size_t)((w1 - w0) * C) * sizeof(T));                                       \
+            memset(dst + w1 * C, 0, (size_t)((Wp - w1) * C) * sizeof(T));                      \
+        }                                                                                      \
+    }
+CCONV__IMPL_PAD(float, f32)
+CCONV__IMPL_PAD(double, f64)
+
 #ifdef CCONV__X86
 #define CCONV__IMPL_API(T, S)                                                                  \
     CCONV__UNUSED static void cconv_implicit_rows_##S(const T *x, const T *w, const T *bias,  \
