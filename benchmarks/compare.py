@@ -16,7 +16,8 @@ and the table reports medians over rounds. Metrics per model:
   ``inference_mode``), microseconds;
 * ``batch 256``: images/s of the same call on 256 images;
 * ``training``: images/s of one epoch of Adam, batch 64, categorical cross-entropy (cconv and
-  Keras ``fit``, a plain PyTorch loop; ONNX Runtime does not train).
+  Keras ``fit``, a plain PyTorch loop; ONNX Runtime does not train), the median over at least
+  3 epochs and 1.5 s after two warm-up epochs.
 
 Ratios compare cconv with the best peer measured in the same run: ONNX Runtime (or the
 fastest peer present) for inference, the faster of Keras and PyTorch for training; above 1
@@ -325,8 +326,10 @@ def run_worker(runtime, model_names, threads, quick, weights_path):
         r["batch_images_s"] = BATCH / median_call(lambda: predict(xb), 5, secs)
         if train is not None:
             n = len(x) if name == "lenet5" else len(x) // 2
+            # at least 3 epochs and `secs` seconds: a LeNet-5 epoch is 0.1-0.3 s, and with
+            # busy neighbours the median of only 3 short epochs moved by 2x between runs
             r["train_images_s"] = n / median_call(lambda: train(x[:n], y[:n]), 1 if quick else 3,
-                                                  0)
+                                                  secs)
         results[name] = r
     print("RESULT " + json.dumps(results), flush=True)
 
