@@ -100,11 +100,14 @@ def compare_markdown(results):
                   condition_table(results["loaded"], runtimes), "",
                   "Share of quiet speed kept under load:", "",
                   kept_table(results["quiet"], results["loaded"], runtimes)]
-    agree = [f"{RUNTIME_NAMES[r]} {row['max_abs_diff_vs_cconv']:.1e}"
-             for per_rt in results["quiet"].values() for r, row in per_rt.items()
-             if r != "cconv" and "max_abs_diff_vs_cconv" in row]
+    agree = []
+    for model, per_rt in results["quiet"].items():
+        diffs = [f"{RUNTIME_NAMES[r]} {row['max_abs_diff_vs_cconv']:.1e}"
+                 for r, row in per_rt.items() if r != "cconv" and "max_abs_diff_vs_cconv" in row]
+        if diffs:
+            agree.append(f"{model}: " + ", ".join(diffs))
     if agree:
-        parts += ["", "Largest output difference from cconv on 8 images: " + ", ".join(agree)]
+        parts += ["", "Largest output difference from cconv on 8 images: " + "; ".join(agree)]
     return "\n".join(parts) + "\n"
 
 
