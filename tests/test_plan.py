@@ -231,10 +231,10 @@ def test_first_convs_read_their_im2col_rows_in_place():
     """The tutorial CNN's first conv (3 channels, no padding) and LeNet-5's second read
     their im2col rows straight from their input (implicit.h): no im2col tile, no packed
     kernel; nodes of other kinds and algorithms never do."""
-    x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
-    for model, x, expected in ((cconv.models.tutorial_cnn(compile=False), x, [True]),
-                               (cconv.models.lenet5(compile=False), x[..., :1][:, 2:30, 2:30],
-                                [True])):
+    images = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    for model, x, expected in ((cconv.models.tutorial_cnn(compile=False), images, [True]),
+                               (cconv.models.lenet5(compile=False),
+                                images[..., :1][:, 2:30, 2:30], [True])):
         model.predict_on_batch(x)
         native = cplan.get_plan(model).segments[0].native
         nodes = cplan.get_plan(model)._nodes
