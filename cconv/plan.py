@@ -521,9 +521,11 @@ class TrainPlan:
                 node["w_part"] = node["w"].size
                 if (node["kind"] == _native.KINDS["conv"]
                         and node.get("algo") == _native.ALGOS["winograd"]):
-                    # the kernel gradient summed as the transformed (16, C, CO) (plan.h)
+                    # the kernel gradient summed as the transformed (E, C, CO) (plan.h), E
+                    # for the tile size of the output (OH, OW: g[6], g[7])
                     node["wgrad"] = 1
-                    node["w_part"] = 16 * node["g"][2] * node["g"][5]
+                    e = (_conv.winograd_tile(node["g"][6], node["g"][7]) + 2) ** 2
+                    node["w_part"] = e * node["g"][2] * node["g"][5]
                 part += node["w_part"]
             if node.get("b") is not None:
                 node["db"], node["db_off"], node["b_size"] = (layer.grads["bias"], part,

@@ -127,6 +127,48 @@ def test_one_inf_in_a_winograd_sized_input_stays_inf(dtype):
     assert_same_values(y, expected, dtype, "y")
 
 
+@pytest.mark.parametrize("out_hw, m", [
+    ((13, 13), 4),   # 16 tiles of 36 products against 49 of 16
+    ((15, 15), 4), ((56, 56), 4), ((3, 3), 4), ((4, 4), 4), ((7, 9), 4),
+    ((6, 6), 2),     # a tie (144 either way): F(2x2), whose transforms cost less and round less
+    ((5, 5), 2), ((2, 2), 2), ((2, 30), 2), ((1, 1), 2),
+])
+def test_winograd_tile_is_the_size_with_fewer_products(out_hw, m):
+    """winograd.h's one rule for the tile size, from the output's height and width."""
+    assert _conv.winograd_tile(*out_hw) == m
+    oh, ow = out_hw
+    products = {t: -(-oh // t) * -(-ow // t) * (t + 2) ** 2 for t in (2, 4)}
+    assert products[m] <= products[6 - m]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, channels, padding", [
+    ((8, 15, 15, 32), 64, "valid"),     # the tutorial CNN's second convolution: F(4x4)
+    ((2, 14, 14, 128), 128, "same"),    # wider: F(4x4)
+    ((4, 8, 8, 64), 64, "valid"),       # 6 x 6 output: F(2x2)
+])
+def test_winograd_tiles_of_both_sizes_stay_within_the_float32_tolerance(shape, channels,
+                                                                        padding, dtype):
+    """Both tile sizes, forward and gradients, against the float64 direct sum with unit-scale
+    data and He-scaled kernels (F(4x4)'s float32 error: 2-6e-6 of the largest output,
+    against 3-8e-7 for F(2x2); DESIGN.md's float32 tolerance is 1e-5)."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape).astype(dtype)
+    kernel = (rng.standard_normal((3, 3, shape[3], channels))
+              / np.sqrt(9 * shape[3])).astype(dtype)
+    bias = rng.standard_normal(channels).astype(dtype)
+    pads = ((1, 1), (1, 1)) if padding == "same" else ((0, 0), (0, 0))
+    y = ops.conv2d(x, kernel, bias, padding=padding)
+    assert _conv.choose_algorithm(x.shape, kernel.shape, y.shape, pads_before=pads[0][:1] * 2,
+                                  dtype=dtype) == _conv.WINOGRAD
+    assert_close(y, reference.conv2d(x, kernel, bias, (1, 1), pads, (1, 1), 1), dtype, "y")
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got = ops.conv2d_backward(dy, x, kernel, padding=padding)
+    want = reference.conv2d_backward(dy, x, kernel, (1, 1), pads, (1, 1), 1)
+    for name, a, b in zip(("dx", "dkernel", "dbias"), got, want):
+        assert_close(a, b, dtype, name)
+
+
 # (x shape, kernel shape, strides or (strides, dilation)): the im2col forward reads its rows
 # in place (implicit.h) where the CPU has FMA, with one group, CO a whole number of vectors
 # and outputs at least 8 wide: from x without padding, from a zero-padded copy of each image

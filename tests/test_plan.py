@@ -8,6 +8,7 @@ import pytest
 
 import cconv
 from cconv import plan as cplan
+from cconv._ext import conv as _conv
 from cconv.layers import (
     Activation,
     AveragePooling2D,
@@ -250,8 +251,9 @@ def test_first_convs_read_their_im2col_rows_in_place():
 @pytest.mark.parametrize("threads", [2, 3, 4])
 def test_by_layers_units_give_every_thread_work(threads):
     """By layers, a convolution's units are its tiles (or im2col rows) divided among the
-    threads rounded up: the tutorial CNN's one image has 49 tiles in its second conv, so on
-    2 threads units of 25 (units of 24 left a third unit of 1 tile, and one thread did 48)."""
+    threads rounded up: with F(2x2) tiles the tutorial CNN's one image had 49 tiles in its
+    second conv, so on 2 threads units of 25 (units of 24 left a third unit of 1 tile, and one
+    thread did 48). Winograd tiles are m x m outputs, m by the output's size."""
     model = cconv.models.tutorial_cnn(compile=False)
     x = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
     cconv.set_num_threads(threads)
@@ -263,7 +265,8 @@ def test_by_layers_units_give_every_thread_work(threads):
         if node["kind"] != cplan._native.KINDS["conv"]:
             continue
         g = node["g"]
-        work = (-(-g[6] // 2) * -(-g[7] // 2) if node["algo"] == cplan._native.ALGOS["winograd"]
+        m = _conv.winograd_tile(g[6], g[7])
+        work = (-(-g[6] // m) * -(-g[7] // m) if node["algo"] == cplan._native.ALGOS["winograd"]
                 else g[6] * g[7])
         parts = max(1, threads // split)
         assert -(-work // tile) == min(parts, work), (node["algo"], work, tile, threads)

@@ -83,7 +83,7 @@ def test_default_respects_omp_num_threads():
 def test_winograd_is_bit_identical_for_1_2_and_3_threads(dtype, restore_threads, monkeypatch):
     monkeypatch.setattr(ops, "_GRAIN", 1)
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((6, 29, 30, 16)).astype(dtype)     # 1350 tiles: several chunks
+    x = rng.standard_normal((6, 29, 30, 16)).astype(dtype)     # 384 F(4x4) tiles: 3 chunks
     kernel = rng.standard_normal((3, 3, 16, 24)).astype(dtype)
     bias = rng.standard_normal(24).astype(dtype)
     dy = rng.standard_normal((6, 29, 30, 24)).astype(dtype)

@@ -13,7 +13,7 @@ cdef enum:
     WORKSPACE_DIRECT = 1        # the direct kernels' padded planes (per thread)
     WORKSPACE_IM2COL = 2        # one im2col (or col2im) tile (per thread)
     WORKSPACE_PARTIAL = 3       # per-block partial sums of the kernel and bias gradients
-    WORKSPACE_WINO_KERNEL = 4   # the Winograd-transformed kernel (16 x C x CO)
+    WORKSPACE_WINO_KERNEL = 4   # the Winograd-transformed kernel (E x C x CO)
     WORKSPACE_WINO_CHUNK = 5    # one chunk of Winograd-transformed tiles (per thread)
 
 # Winograd: bytes of the transformed kernel (16 x C x CO) always allowed; beyond, up to the

@@ -6,7 +6,8 @@ Four algorithms, each in its own include file, and one function that chooses amo
 
 * direct (``conv_direct.pxi``, ``direct.h``): few channels and filters per group; and the
   kernel gradient of few taps (KH * KW * C <= 64, ``kgrad.h``) with more filters;
-* Winograd F(2x2, 3x3) (``conv_winograd.pxi``, ``winograd.h``): 3x3, stride 1, many channels;
+* Winograd F(2x2, 3x3) or F(4x4, 3x3) by the output's size (``conv_winograd.pxi``,
+  ``winograd.h``): 3x3, stride 1, many channels;
 * pointwise (``conv_pointwise.pxi``): 1x1, stride 1, no padding: the input is the matrix;
 * im2col + GEMM (``conv_im2col.pxi``): everything else.
 
@@ -92,7 +93,7 @@ cdef Algorithm choose(const ConvGeom *g, Step step, size_t itemsize,
         if use_direct(g) and g.groups > 1:  # with one group, GEMM + col2im measured faster
             return ALGO_DIRECT
     else:
-        if finite and use_winograd(g, False, itemsize) and wino_grad_blocks(g) > 0:
+        if finite and use_winograd(g, False, itemsize) and wino_grad_tile(g) > 0:
             return ALGO_WINOGRAD
         if use_direct(g) or use_kgrad(g):
             return ALGO_DIRECT
@@ -240,9 +241,11 @@ cdef int kernel_gradient(const floating *dy, const floating *x, floating *dkerne
     leaves a non-finite value in dkernel, which is much smaller than x and dy. Then the exact
     algorithm runs again."""
     cdef Algorithm algo = choose(g, STEP_KERNEL_GRADIENT, sizeof(floating), True)
-    cdef int status
+    cdef int status, m
     if algo == ALGO_WINOGRAD and dkernel != NULL:
-        status = params_winograd(dy, x, dkernel, dbias, g, wino_grad_blocks(g), num_threads)
+        m = wino_grad_tile(g)
+        status = params_winograd(dy, x, dkernel, dbias, g, m, wino_grad_blocks(g, m),
+                                 num_threads)
         if status != 0 or all_finite(dkernel, 9 * g.C * g.CO, num_threads):
             return status
     if algo == ALGO_WINOGRAD:  # (also the bias gradient alone: no Winograd for it)

@@ -69,8 +69,9 @@ typedef struct {
     void *dw, *db;               /* training: their gradients (the model's flat array) */
     int64_t dw_off, db_off;      /* training: their offsets in one chunk's partial gradients */
     int64_t w_size, b_size;      /* training: their elements */
-    void *wino;                  /* Winograd: transformed kernel (16, C, CO), the plan's */
-    void *bpack;                 /* the GEMM's B (kernel, or Winograd's 16 U[e]) packed once per
+    void *wino;                  /* Winograd: transformed kernel (E, C, CO), the plan's (E =
+                                    cconv_plan_wino_e: 16 or 36 by the output's size) */
+    void *bpack;                 /* the GEMM's B (kernel, or Winograd's E U[e]) packed once per
                                     run (gemm.h), the plan's; NULL: packed by each GEMM call */
     int64_t bpack_one;           /* elements of one packed B */
     int bpack_isa;               /* the ISA level it was packed for; -1: not packed */
@@ -83,12 +84,13 @@ typedef struct {
                                     kernel gradient is one product over the batch; NULL:
                                     per-chunk partial sums */
     int wgrad;                   /* training, Winograd conv: the kernel gradient is summed in
-                                    the transformed domain (16, C, CO) in the chunk slices and
+                                    the transformed domain (E, C, CO) in the chunk slices and
                                     turned into dw once, after the sums */
     int64_t w_part;              /* training: elements of dw's part of a chunk slice (w_size,
-                                    or 16 x C x CO with wgrad) */
+                                    or E x C x CO with wgrad) */
     void *wflip;                 /* training, wgrad with an input gradient: the transform of
-                                    the flipped kernel (16, CO, C), made once per backward,
+                                    the flipped kernel (E', CO, C) for the input gradient's own
+                                    tile size (cconv_wino_tile(H, W)), made once per backward,
                                     the plan's; NULL: conv.pyx's input gradient */
     int wflip_ok;                /* wflip holds this backward's kernel (its kernel is finite) */
 } cconv_pnode;
@@ -127,10 +129,18 @@ static inline int64_t cconv_plan_tile_rows(const cconv_geom *g)
    panels of tiles. */
 #define CCONV_PLAN_WINO_PANEL 12
 
+/* A Winograd node's tile size m (winograd.h's rule, from its output's size) and the
+   elements E = (m + 2)^2 of one transformed tile. */
+static inline int cconv_plan_wino_m(const cconv_geom *g) { return cconv_wino_tile(g->OH, g->OW); }
+static inline int64_t cconv_plan_wino_e(const cconv_geom *g)
+{
+    return cconv_wino_elems(cconv_plan_wino_m(g));
+}
+
 /* Winograd tiles per chunk: whole micro-panels (conv.pyx's rule). */
 static inline int64_t cconv_plan_wino_tiles(const cconv_geom *g)
 {
-    int64_t tc = CCONV_PLAN_WINO_ELEMS / (16 * (g->C + g->CO));
+    int64_t tc = CCONV_PLAN_WINO_ELEMS / (cconv_plan_wino_e(g) * (g->C + g->CO));
     tc = (tc / CCONV_PLAN_WINO_PANEL) * CCONV_PLAN_WINO_PANEL;
     return tc < CCONV_PLAN_WINO_PANEL ? CCONV_PLAN_WINO_PANEL : tc;
 }
@@ -157,7 +167,7 @@ static void cconv_plan_prepare_node(cconv_pnode *nd, int is_f32)
 
 /* Parts of CO a Winograd node's tiles are split into when its layer has T tiles to share
    among nthreads threads (by layers). With fewer tiles per thread than one micro-panel of
-   rows, the 16 GEMMs read all of U (16 x C x CO) for a few rows each, and reading U
+   rows, the E GEMMs read all of U (E x C x CO) for a few rows each, and reading U
    costs more than the products: split by output channels instead, so that each thread reads
    only its part of U. The parts are whole multiples of 16 channels (full vectors for the
    GEMM's panels and the transforms); the most parts is the largest power of two <= nthreads.
@@ -173,7 +183,7 @@ static inline int64_t cconv_plan_wino_split(const cconv_pnode *nd, int64_t T, in
 }
 
 /* K x N of the B matrix of node nd's GEMMs (0 x 0: none), and how many such B (for
-   Winograd 16 x nsplit: B number e * nsplit + s is columns s * N .. (s + 1) * N of U[e]). */
+   Winograd E x nsplit: B number e * nsplit + s is columns s * N .. (s + 1) * N of U[e]). */
 static int64_t cconv_plan_gemm_b(const cconv_pnode *nd, int64_t *N, int64_t *count)
 {
     *count = 1;
@@ -182,7 +192,7 @@ static int64_t cconv_plan_gemm_b(const cconv_pnode *nd, int64_t *N, int64_t *cou
     if (nd->kind != CCONV_PLAN_CONV || nd->algo == CCONV_ALGO_DIRECT || nd->implicit) return 0;
     *N = nd->g.CO;
     if (nd->algo == CCONV_ALGO_WINOGRAD) {
-        *count = 16 * nd->nsplit;
+        *count = cconv_plan_wino_e(&nd->g) * nd->nsplit;
         *N = nd->g.CO / nd->nsplit;
         return nd->g.C;
     }
@@ -208,19 +218,24 @@ static int64_t cconv_plan_tpack_size(const cconv_pnode *nd, int is_f32)
                   : cconv_dgemm_packed_size(nd->units, nd->K);
 }
 
-/* Scratch elements one thread needs for node nd when one call covers at most nimg images. */
-static int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
+/* Scratch elements one thread needs for node nd when one call covers at most nimg images
+   (esize: bytes of one element). */
+static int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg, int64_t esize)
 {
     const cconv_geom *g = &nd->g;
     int64_t n;
+    int m;
     if (nd->kind != CCONV_PLAN_CONV) return 0;
     switch (nd->algo) {
     case CCONV_ALGO_DIRECT:
         return cconv_direct_scratch(g);
     case CCONV_ALGO_WINOGRAD:
-        n = nimg * ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
+        m = cconv_plan_wino_m(g);
+        n = nimg * ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
         n = n < nd->tile ? n : nd->tile;
-        return 16 * n * (g->C + g->CO) + g->C + 4 * g->CO;
+        return cconv_wino_elems(m) * (cconv_wino_plane(n * g->C, esize)
+                                      + cconv_wino_plane(n * g->CO, esize))
+               + g->C + 4 * g->CO;
     case CCONV_ALGO_POINTWISE:
         return 0;
     default:

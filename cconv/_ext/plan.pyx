@@ -59,10 +59,12 @@ cdef extern from "plan.h" nogil:
         CCONV_ALGO_IM2COL, CCONV_ALGO_DIRECT, CCONV_ALGO_WINOGRAD, CCONV_ALGO_POINTWISE
         CCONV_POOL_NONE, CCONV_POOL_MAX, CCONV_POOL_AVG
     void cconv_plan_prepare_node(cconv_pnode *nd, int is_f32)
-    int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg)
+    int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg, int64_t esize)
     int64_t cconv_plan_bpack_init(cconv_pnode *nd, int is_f32)
     int64_t cconv_plan_tpack_size(const cconv_pnode *nd, int is_f32)
     int64_t cconv_plan_wino_split(const cconv_pnode *nd, int64_t T, int nthreads)
+    int cconv_wino_tile(int64_t oh, int64_t ow)
+    int64_t cconv_wino_elems(int m)
     enum: CCONV_PLAN_FEW_ROWS
     void cconv_plan_run_f32(const cconv_plan *p, const float *x, float *y, int64_t N,
                             int nthreads, int by_layers)
@@ -170,9 +172,10 @@ cdef class NativePlan:
             self.group_cap.append(nd.group)
             self.tile_cap.append(nd.tile)
             if nd.algo == CCONV_ALGO_WINOGRAD and nd.kind == CCONV_PLAN_CONV:
-                # U (16, C, CO), then the kernel it came from (NaN: never equal, so the first
+                # U (E, C, CO), then the kernel it came from (NaN: never equal, so the first
                 # call transforms)
-                u = np.full(25 * nd.g.C * nd.g.CO, np.nan, dtype=self.dtype)
+                u = np.full((cconv_wino_elems(cconv_wino_tile(nd.g.OH, nd.g.OW)) + 9)
+                            * nd.g.C * nd.g.CO, np.nan, dtype=self.dtype)
                 self.wino_arrs.append(u)
                 nd.wino = cnp.PyArray_DATA(<cnp.ndarray>u)
             nb = cconv_plan_bpack_init(nd, self.is_f32)
@@ -206,7 +209,7 @@ cdef class NativePlan:
         cdef int64_t arena = (batch * (self.p.arena_img + self.p.mid_img) if by_layers
                               else (batch if keep else threads * chunk) * self.p.arena_img)
         cdef int64_t scratch = 0, mid_scr = 0, nimg, units, split, parts
-        cdef int i
+        cdef int i, m
         cdef cconv_pnode *nd
         for i in range(self.p.nnodes):
             nd = &self.p.nodes[i]
@@ -217,7 +220,8 @@ cdef class NativePlan:
                 # few images: smaller units of work, so that every thread gets some (a row's
                 # or a tile's result does not depend on the unit it is computed in); few
                 # Winograd tiles: parts of the output channels too (plan.h)
-                units = batch * (((nd.g.OH + 1) // 2) * ((nd.g.OW + 1) // 2)
+                m = cconv_wino_tile(nd.g.OH, nd.g.OW)
+                units = batch * (((nd.g.OH + m - 1) // m) * ((nd.g.OW + m - 1) // m)
                                  if nd.algo == CCONV_ALGO_WINOGRAD else nd.g.OH * nd.g.OW)
                 split = cconv_plan_wino_split(nd, units, threads)
                 # units per thread, rounded up (C division here: setup.py's cdivision, so
@@ -234,7 +238,7 @@ cdef class NativePlan:
                 nd.group = max(1, min(self.group_cap[i], chunk))
                 nimg = nd.group
                 mid_scr = max(mid_scr, nd.group * nd.mid_size)
-            scratch = max(scratch, cconv_plan_node_scratch(nd, nimg))
+            scratch = max(scratch, cconv_plan_node_scratch(nd, nimg, self.dtype.itemsize))
         self.p.mid_scr = mid_scr
         self.p.scratch = scratch + mid_scr + 16
         for i, nb in self.dense_pack:
@@ -329,8 +333,8 @@ cdef class NativePlan:
                 nd.tpack = cnp.PyArray_DATA(<cnp.ndarray>self.tpack_arrs[i])
             # Winograd kgrad nodes: the flipped kernel's transform for the input gradient,
             # where conv.pyx's input gradient would be Winograd too (use_winograd's rule
-            # without the output-size allowance: at most WINO_KERNEL_BYTES)
-            nb = 16 * nd.g.C * nd.g.CO
+            # without the output-size allowance: at most WINO_KERNEL_BYTES), for dx's tiles
+            nb = cconv_wino_elems(cconv_wino_tile(nd.g.H, nd.g.W)) * nd.g.C * nd.g.CO
             if (nd.wgrad and nd.wflip == NULL and nd.g.H >= 2 and nd.g.W >= 2
                     and nb * self.dtype.itemsize <= WINO_KERNEL_BYTES):
                 self.wflip_arrs[i] = np.empty(nb, dtype=self.dtype)

@@ -115,17 +115,18 @@ static void PF(cconv_plan_im2col)(const PT *x, PT *col, const cconv_geom *g, int
 }
 
 /* Activation of channels co0 .. co0 + cn of the outputs of Winograd tiles t0..t0+nt of
-   consecutive images (each tile is a 2x2 block of one image's output). */
+   consecutive images (each tile is an m x m block of one image's output). */
 static void PF(cconv_plan_wino_act)(PT *y, const cconv_geom *g, int64_t t0, int64_t nt,
                                     int64_t co0, int64_t cn, int act)
 {
-    int64_t TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, t, oh, ow;
+    const int m = cconv_plan_wino_m(g);
+    int64_t TH = (g->OH + m - 1) / m, TW = (g->OW + m - 1) / m, t, oh, ow;
     if (act == CCONV_ACT_LINEAR) return;
     for (t = t0; t < t0 + nt; t++) {
         int64_t n = t / (TH * TW), th = (t - n * TH * TW) / TW, tw = t - n * TH * TW - th * TW;
         PT *yn = y + n * g->OH * g->OW * g->CO + co0;
-        for (oh = 2 * th; oh < 2 * th + 2 && oh < g->OH; oh++)
-            for (ow = 2 * tw; ow < 2 * tw + 2 && ow < g->OW; ow++)
+        for (oh = m * th; oh < m * th + m && oh < g->OH; oh++)
+            for (ow = m * tw; ow < m * tw + m && ow < g->OW; ow++)
                 PF(cconv_plan_act)(yn + (oh * g->OW + ow) * g->CO, 1, cn, act);
     }
 }
@@ -163,9 +164,11 @@ static int64_t PF(cconv_plan_conv_units)(const cconv_pnode *nd, int64_t n)
     const cconv_geom *g = &nd->g;
     int64_t all;
     if (nd->algo == CCONV_ALGO_DIRECT) return n;
-    if (nd->algo == CCONV_ALGO_WINOGRAD)
-        return (n * ((g->OH + 1) / 2) * ((g->OW + 1) / 2) + nd->tile - 1) / nd->tile
+    if (nd->algo == CCONV_ALGO_WINOGRAD) {
+        const int m = cconv_plan_wino_m(g);
+        return (n * ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m) + nd->tile - 1) / nd->tile
                * nd->nsplit;
+    }
     all = n * g->OH * g->OW;
     return (all + nd->tile - 1) / nd->tile;
 }
@@ -186,18 +189,21 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
         return;
     }
     if (nd->algo == CCONV_ALGO_WINOGRAD) {
-        int64_t TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, T = n * TH * TW, TC = nd->tile;
+        const int m = cconv_plan_wino_m(g);
+        int64_t E = cconv_wino_elems(m), TH = (g->OH + m - 1) / m, TW = (g->OW + m - 1) / m;
+        int64_t T = n * TH * TW, TC = nd->tile;
         int64_t S = nd->nsplit, chunks = (T + TC - 1) / TC, s = u / chunks;
         int64_t t0 = (u - s * chunks) * TC, nt = T - t0 < TC ? T - t0 : TC, C = g->C;
         int64_t nb = CO / S, co0 = s * nb;     /* this unit's output channels */
-        PT *V = scr, *M = scr + 16 * nt * C, *zeros = M + 16 * nt * CO;
+        int64_t vs = cconv_wino_plane(nt * C, sizeof(PT)), ms = cconv_wino_plane(nt * CO, sizeof(PT));
+        PT *V = scr, *M = scr + E * vs, *zeros = M + E * ms;
         memset(zeros, 0, (size_t)(C + CO) * sizeof(PT));
-        P_WINO_IN(x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, nt * C, zeros);
-        for (e = 0; e < 16; e++)  /* (few tiles: not padded to whole 12-row panels) */
-            PF(cconv_plan_gemm)(nd, e * S + s, nt, nb, C, V + e * nt * C, C,
+        P_WINO_IN(m, x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, vs, zeros);
+        for (e = 0; e < E; e++)  /* (few tiles: not padded to whole 12-row panels) */
+            PF(cconv_plan_gemm)(nd, e * S + s, nt, nb, C, V + e * vs, C,
                                 (const PT *)nd->wino + e * C * CO + co0, CO,
-                                M + e * nt * CO + co0, CO);
-        P_WINO_OUT(M + co0, nt * CO, CO, nb, (b ? b : zeros + C) + co0, y + co0, g->OH, g->OW,
+                                M + e * ms + co0, CO);
+        P_WINO_OUT(m, M + co0, ms, CO, nb, (b ? b : zeros + C) + co0, y + co0, g->OH, g->OW,
                    TH, TW, t0, nt, zeros + C + CO);
         PF(cconv_plan_wino_act)(y, g, t0, nt, co0, nb, nd->act);
         return;
@@ -421,25 +427,29 @@ static void PF(cconv_plan_avg_unpool)(const cconv_pool_geom *g, const PT *dy, PT
 static int PF(cconv_plan_wino_dx)(const cconv_pnode *nd, const PT *dz, PT *dx, int64_t n)
 {
     const cconv_geom *g = &nd->g;
+    const int m = cconv_wino_tile(g->H, g->W);   /* the tiles of dx, this convolution's output */
     int64_t Ci = g->CO, Co = g->C;            /* this convolution's input and output channels */
-    int64_t TH = (g->H + 1) / 2, TW = (g->W + 1) / 2, T = n * TH * TW;
-    int64_t TC = cconv_plan_wino_tiles(g), t0, nt, e;
+    int64_t E = cconv_wino_elems(m), TH = (g->H + m - 1) / m, TW = (g->W + m - 1) / m;
+    int64_t T = n * TH * TW, TC = cconv_plan_wino_tiles(g), t0, nt, e, vs, ms;
     PT *buf, *V, *M, *zeros;
     if (TC > T) TC = T;
-    /* V (16 x TC x Ci), M (16 x TC x Co), zeros (Ci, and the bias stand-in Co), trash */
-    buf = (PT *)malloc((size_t)(16 * TC * (Ci + Co) + Ci + 4 * Co) * sizeof(PT));
+    vs = cconv_wino_plane(TC * Ci, sizeof(PT));
+    ms = cconv_wino_plane(TC * Co, sizeof(PT));
+    /* V (E planes vs apart), M (E planes ms apart), zeros (Ci, and the bias stand-in Co),
+       trash */
+    buf = (PT *)malloc((size_t)(E * (vs + ms) + Ci + 4 * Co) * sizeof(PT));
     if (!buf) return -1;
     V = buf;
-    M = V + 16 * TC * Ci;
-    zeros = M + 16 * TC * Co;
+    M = V + E * vs;
+    zeros = M + E * ms;
     memset(zeros, 0, (size_t)(Ci + Co) * sizeof(PT));
     for (t0 = 0; t0 < T; t0 += TC) {
         nt = T - t0 < TC ? T - t0 : TC;
-        P_WINO_IN(dz, g->OH, g->OW, Ci, TH, TW, 2 - g->pt, 2 - g->pl, t0, nt, V, nt * Ci, zeros);
-        for (e = 0; e < 16; e++)
-            P_GEMM(0, 0, nt, Co, Ci, 1, V + e * nt * Ci, Ci, (const PT *)nd->wflip + e * Ci * Co,
-                   Co, 0, M + e * nt * Co, Co);
-        P_WINO_OUT(M, nt * Co, Co, Co, zeros + Ci, dx, g->H, g->W, TH, TW, t0, nt,
+        P_WINO_IN(m, dz, g->OH, g->OW, Ci, TH, TW, 2 - g->pt, 2 - g->pl, t0, nt, V, vs, zeros);
+        for (e = 0; e < E; e++)
+            P_GEMM(0, 0, nt, Co, Ci, 1, V + e * vs, Ci, (const PT *)nd->wflip + e * Ci * Co,
+                   Co, 0, M + e * ms, Co);
+        P_WINO_OUT(m, M, ms, Co, Co, zeros + Ci, dx, g->H, g->W, TH, TW, t0, nt,
                    zeros + Ci + Co);
     }
     free(buf);
@@ -447,32 +457,38 @@ static int PF(cconv_plan_wino_dx)(const cconv_pnode *nd, const PT *dz, PT *dx, i
 }
 
 /* Winograd kernel gradient of n images in the transformed domain (a wgrad node):
-   dU (16, C, CO) = sum over tiles of V[e]^T dM[e] (V: the input transform of x, dM that of
+   dU (E, C, CO) = sum over tiles of V[e]^T dM[e] (V: the input transform of x, dM that of
    dz), db (CO, may be NULL) = the sum of dz, as conv.pyx's params_winograd does per block.
    Returns -1 when its scratch could not be allocated. */
 static int PF(cconv_plan_wino_dw)(const cconv_pnode *nd, const PT *dz, const PT *x, PT *dU,
                                   PT *db, int64_t n)
 {
     const cconv_geom *g = &nd->g;
-    int64_t C = g->C, CO = g->CO, TH = (g->OH + 1) / 2, TW = (g->OW + 1) / 2, T = n * TH * TW;
-    int64_t TC = cconv_plan_wino_tiles(g), t0, nt, e, Z = C > CO ? C : CO;
+    const int m = cconv_plan_wino_m(g);
+    int64_t C = g->C, CO = g->CO, E = cconv_wino_elems(m), TH = (g->OH + m - 1) / m;
+    int64_t TW = (g->OW + m - 1) / m, T = n * TH * TW;
+    int64_t TC = cconv_plan_wino_tiles(g), t0, nt, e, Z = C > CO ? C : CO, vs, ms;
     PT *buf, *V, *dM, *zeros, *acc;
     if (TC > T) TC = T;
-    buf = (PT *)malloc((size_t)(16 * TC * (C + CO) + Z + CO) * sizeof(PT));
+    vs = cconv_wino_plane(TC * C, sizeof(PT));
+    ms = cconv_wino_plane(TC * CO, sizeof(PT));
+    buf = (PT *)malloc((size_t)(E * (vs + ms) + Z + CO) * sizeof(PT));
     if (!buf) return -1;
     V = buf;
-    dM = V + 16 * TC * C;
-    zeros = dM + 16 * TC * CO;
+    dM = V + E * vs;
+    zeros = dM + E * ms;
     acc = db ? db : zeros + Z;                 /* the bias gradient, or somewhere to put it */
     memset(zeros, 0, (size_t)(Z + CO) * sizeof(PT));
-    memset(dU, 0, (size_t)(16 * C * CO) * sizeof(PT));
+    if (T <= 0) memset(dU, 0, (size_t)(E * C * CO) * sizeof(PT));
     if (db) memset(db, 0, (size_t)CO * sizeof(PT));
+    /* the first chunk of tiles stores its products (beta 0), the others add to them: no pass
+       that zeroes dU first (36 x C x CO per call with F(4x4): 0.6 MB for 64 -> 64) */
     for (t0 = 0; t0 < T; t0 += TC) {
         nt = T - t0 < TC ? T - t0 : TC;
-        P_WINO_IN(x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, nt * C, zeros);
-        P_WINO_DY(dz, g->OH, g->OW, CO, TH, TW, t0, nt, dM, nt * CO, zeros, acc);
-        for (e = 0; e < 16; e++)
-            P_GEMM(1, 0, C, CO, nt, 1, V + e * nt * C, C, dM + e * nt * CO, CO, 1,
+        P_WINO_IN(m, x, g->H, g->W, C, TH, TW, g->pt, g->pl, t0, nt, V, vs, zeros);
+        P_WINO_DY(m, dz, g->OH, g->OW, CO, TH, TW, t0, nt, dM, ms, zeros, acc);
+        for (e = 0; e < E; e++)
+            P_GEMM(1, 0, C, CO, nt, 1, V + e * vs, C, dM + e * ms, CO, t0 == 0 ? 0 : 1,
                    dU + e * C * CO, CO);
     }
     free(buf);
@@ -584,7 +600,8 @@ static void PF(cconv_plan_backward_weights)(const cconv_plan *p, int first)
                                                    nd->units, (PT *)nd->tpack);
         if (nd->wflip) {
             nd->wflip_ok = P_FINITE((const PT *)nd->w, 9 * nd->g.C * nd->g.CO);
-            if (nd->wflip_ok) P_WINO_K((const PT *)nd->w, nd->g.C, nd->g.CO, 1, (PT *)nd->wflip);
+            if (nd->wflip_ok) P_WINO_K(cconv_wino_tile(nd->g.H, nd->g.W), (const PT *)nd->w,
+                                       nd->g.C, nd->g.CO, 1, (PT *)nd->wflip);
         }
     }
 }
@@ -601,7 +618,8 @@ static int PF(cconv_plan_store_grads)(const cconv_plan *p, const PT *p_part)
         const cconv_pnode *nd = &p->nodes[i];
         if (nd->dzs) continue;
         if (nd->dw && nd->wgrad && !p->wino_exact) {
-            P_WINO_KG(p_part + nd->dw_off, nd->g.C, nd->g.CO, (PT *)nd->dw);
+            P_WINO_KG(cconv_plan_wino_m(&nd->g), p_part + nd->dw_off, nd->g.C, nd->g.CO,
+                      (PT *)nd->dw);
             if (!P_FINITE((const PT *)nd->dw, nd->w_size)) nonfinite = 1;
         } else if (nd->dw) {
             memcpy(nd->dw, p_part + nd->dw_off, (size_t)nd->w_size * sizeof(PT));
@@ -694,11 +712,14 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
     for (i = 0; i < p->nnodes; i++) {
         const cconv_pnode *nd = &p->nodes[i];
         size_t kbytes = (size_t)(9 * nd->g.C * nd->g.CO) * sizeof(PT);
+        int64_t ue;
         if (nd->kind != CCONV_PLAN_CONV || nd->algo != CCONV_ALGO_WINOGRAD) continue;
-        /* wino holds U (16, C, CO), then the kernel it was computed from */
-        if (memcmp((PT *)nd->wino + 16 * nd->g.C * nd->g.CO, nd->w, kbytes) == 0) continue;
-        P_WINO_K((const PT *)nd->w, nd->g.C, nd->g.CO, 0, (PT *)nd->wino);
-        memcpy((PT *)nd->wino + 16 * nd->g.C * nd->g.CO, nd->w, kbytes);
+        /* wino holds U (E, C, CO), then the kernel it was computed from */
+        ue = cconv_plan_wino_e(&nd->g) * nd->g.C * nd->g.CO;
+        if (memcmp((PT *)nd->wino + ue, nd->w, kbytes) == 0) continue;
+        P_WINO_K(cconv_plan_wino_m(&nd->g), (const PT *)nd->w, nd->g.C, nd->g.CO, 0,
+                 (PT *)nd->wino);
+        memcpy((PT *)nd->wino + ue, nd->w, kbytes);
         p->nodes[i].bpack_isa = -1;         /* U changed: pack it again below */
     }
     if (N <= 0) return;
