@@ -43,6 +43,7 @@ from . import losses as _losses
 from . import metrics as _metrics
 from . import optimizers as _optimizers
 from . import saving as _saving
+from ._ext.parallel import capped_threads, get_num_threads
 from ._typing import ArrayLike, Config
 from ._validation import check_int, is_int
 from .epoch_iterator import (
@@ -53,6 +54,7 @@ from .epoch_iterator import (
     check_batch_size,
     data_kind,
 )
+from .load_guard import LoadGuard
 
 __all__ = ["Trainer", "shape_str"]
 
@@ -486,17 +488,29 @@ class Trainer:
         return loss, g, pred
 
     def _train_step(self, xb, yb, metrics, sample_weight=None):
-        out = self._forward(xb, True, logits=self._fused)
-        loss, g, pred = self._loss_grad(yb, out, sample_weight)
-        self._backward(g, logits=self._fused)
-        for m in metrics:
-            m._update(yb, pred, sample_weight if m._weighted else None)
-        if self._step_reducer is not None:   # cconv.distributed: allreduce the gradients
-            loss = self._step_reducer(loss, xb.shape[0], metrics)
-        if self._penalized:               # weight regularizers: into the loss and the gradients
-            loss += self._regularization_loss_and_grads()
-        if self._gflat.size:
-            self._apply_optimizer()
+        """One optimizer step; its threads come from the model's :class:`LoadGuard`, which
+        times the step's own work (not the distributed allreduce, which waits for peers)."""
+        guard = self.__dict__.get("_load_guard")
+        if guard is None:
+            guard = self._load_guard = LoadGuard()
+        n, requested = xb.shape[0], get_num_threads()
+        used = guard.threads(n, requested)
+        with capped_threads(used):
+            t0 = guard.clock()
+            out = self._forward(xb, True, logits=self._fused)
+            loss, g, pred = self._loss_grad(yb, out, sample_weight)
+            self._backward(g, logits=self._fused)
+            for m in metrics:
+                m._update(yb, pred, sample_weight if m._weighted else None)
+            seconds = guard.clock() - t0
+            if self._step_reducer is not None:   # cconv.distributed: allreduce the gradients
+                loss = self._step_reducer(loss, xb.shape[0], metrics)
+            t0 = guard.clock()
+            if self._penalized:           # weight regularizers: into the loss and the gradients
+                loss += self._regularization_loss_and_grads()
+            if self._gflat.size:
+                self._apply_optimizer()
+            guard.record(n, requested, used, seconds + guard.clock() - t0)
         return loss
 
     def _regularization_loss_and_grads(self, grads=True):
@@ -935,7 +949,7 @@ class Trainer:
     def __getstate__(self):
         state = self.__dict__.copy()
         for k in ("_wflat", "_gflat", "_views", "_segments", "_step_reducer", "_plans",
-                  "_train_plan"):
+                  "_train_plan", "_load_guard"):
             state.pop(k, None)
         state["_packed"] = False
         return state

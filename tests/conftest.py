@@ -3,11 +3,21 @@ import os
 import numpy as np
 import pytest
 
+import cconv
+
 from ._helpers import assert_close  # noqa: F401  (re-exported for older imports)
 
 # Keep TensorFlow quiet and on the CPU in tests.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture
+def restore_threads():
+    """Put the kernels' thread count back after the test."""
+    before = cconv.get_num_threads()
+    yield
+    cconv.set_num_threads(before)
 
 
 @pytest.fixture

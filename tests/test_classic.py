@@ -180,13 +180,6 @@ def test_pool_backward_matches_finite_differences_in_course_mode():
 
 
 # ----------------------------------------------------------------------------- threads
-@pytest.fixture
-def restore_threads():
-    before = cconv.get_num_threads()
-    yield
-    cconv.set_num_threads(before)
-
-
 @pytest.mark.skipif(not cconv.openmp_enabled(), reason="built without OpenMP: always one thread")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_course_mode_is_bit_identical_for_1_2_and_3_threads(dtype, restore_threads, monkeypatch):

@@ -7,13 +7,6 @@ from cconv import ops
 from cconv._ext import conv as _conv
 
 
-@pytest.fixture
-def restore_threads():
-    before = cconv.get_num_threads()
-    yield
-    cconv.set_num_threads(before)
-
-
 def _all_ops(x, kernel, bias, dy_conv, dy_pool):
     out = []
     # groups=2 (4 channels, 8 filters a group) runs the direct kernels; groups=1 im2col + GEMM

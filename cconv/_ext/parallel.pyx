@@ -11,7 +11,9 @@ every kernel on one thread (a one-thread team never touches the pool): for good 
 OpenMP, until it calls ``set_num_threads`` with other runtimes. See ``docs/reliability.md``.
 """
 import os
+import threading
 import warnings
+from contextlib import contextmanager
 
 cdef extern from "omp_helpers.h":
     int CCONV_OPENMP
@@ -106,10 +108,31 @@ def openmp_enabled():
     return bool(CCONV_OPENMP)
 
 
+# Per Python thread: a cap on the count for the calls it makes (``capped_threads``).
+_local = threading.local()
+
+
 def get_num_threads():
     """Number of threads the compiled kernels use: 1 when built without OpenMP, and in a
-    child forked after kernels ran on several threads (until it calls ``set_num_threads``)."""
-    return 1 if _forked_after_threads else _num_threads
+    child forked after kernels ran on several threads (until it calls ``set_num_threads``);
+    at most the cap of an enclosing ``capped_threads`` of the calling Python thread."""
+    if _forked_after_threads:
+        return 1
+    cap = getattr(_local, "cap", 0)
+    return cap if 0 < cap < _num_threads else _num_threads
+
+
+@contextmanager
+def capped_threads(n):
+    """Within the block, this Python thread's kernel calls use at most ``n`` (>= 1) threads;
+    other Python threads and the process-wide setting are untouched. Results are
+    bit-identical whatever the count, so only speed changes (``cconv.load_guard``)."""
+    previous = getattr(_local, "cap", 0)
+    _local.cap = n
+    try:
+        yield
+    finally:
+        _local.cap = previous
 
 
 def set_num_threads(n):
@@ -125,7 +148,7 @@ def set_num_threads(n):
     ``spawn`` or ``forkserver`` start method for multi-threaded workers.
     """
     global _num_threads, _forked_after_threads
-    previous = get_num_threads()
+    previous = 1 if _forked_after_threads else _num_threads
     if n is None:
         n = min(_default_num_threads(), MAX_THREADS)
     elif isinstance(n, bool) or not hasattr(n, "__index__"):
