@@ -322,6 +322,32 @@ def test_dense_weights_packed_only_for_enough_rows():
     np.testing.assert_array_equal(model.predict_on_batch(x[:1]), one)
 
 
+def test_winograd_kernel_packed_only_for_enough_tiles():
+    """GEMMs of fewer tiles than one panel run on the transformed kernel itself, so the plan
+    packs a Winograd layer's kernel only once a call gives it a whole panel of tiles (the
+    tutorial CNN's one image never does for its third convolution: 1 tile); the outputs do
+    not depend on it."""
+    model = cconv.Sequential([cconv.Input((10, 10, 16)),
+                              cconv.layers.Conv2D(32, 3, activation="relu")])
+    x = np.random.default_rng(0).standard_normal((64, 10, 10, 16)).astype(np.float32)
+    cconv.set_num_threads(1)
+    one = model.predict_on_batch(x[:1])             # 4 tiles of F(4x4)
+    native = cplan.get_plan(model).segments[0].native
+    assert native.packed == [False]
+    many = model.predict_on_batch(x)                # chunks of 8 images: 32 tiles
+    assert native.packed == [True]
+    np.testing.assert_array_equal(many[:1], one)
+    np.testing.assert_array_equal(model.predict_on_batch(x[:1]), one)
+    tutorial = cconv.models.tutorial_cnn(compile=False)
+    for threads in (1, 2):
+        cconv.set_num_threads(threads)
+        tutorial.predict_on_batch(np.zeros((1, 32, 32, 3), np.float32))
+        seg = cplan.get_plan(tutorial).segments[0]
+        wino = [i for i, n in enumerate(seg.native_nodes)
+                if n.get("algo") == cplan._native.ALGOS["winograd"]]
+        assert [seg.native.packed[i] for i in wino] == [True, False]   # 16 tiles, 1 tile
+
+
 def test_buffers_reused_across_calls():
     model = cconv.models.lenet5(compile=False)
     x = np.random.default_rng(0).standard_normal((1, 28, 28, 1)).astype(np.float32)

@@ -342,6 +342,22 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD, 16)
 /* Up to this many rows, cconv_plan_rows_* replaces the GEMM (same results). */
 #define CCONV_PLAN_FEW_ROWS 4
 
+/* Whether Winograd node nd's GEMMs ever read its packed B when one call covers at most nimg
+   images: each multiplies at most nd->tile of their tiles. cconv_plan_gemm runs the rows
+   after the last whole MR-row panel on U itself when the exact-row kernels take that shape
+   or the rows are few, so GEMMs under one panel never need the packed copy (one image of
+   the tutorial CNN: its third convolution has a single tile). */
+static int cconv_plan_wino_packs(const cconv_pnode *nd, int64_t nimg, int is_f32)
+{
+    int64_t mr = is_f32 ? cconv_sgemm_mr() : cconv_dgemm_mr();
+    int m = cconv_plan_wino_m(&nd->g);
+    int64_t rows = nimg * ((nd->g.OH + m - 1) / m) * ((nd->g.OW + m - 1) / m);
+    if (rows > nd->tile) rows = nd->tile;
+    if (rows >= mr) return 1;
+    return !(cconv_implicit_gemm_ok(nd->g.CO / nd->nsplit, nd->g.C, is_f32 ? 4 : 8)
+             || rows <= CCONV_PLAN_FEW_ROWS);
+}
+
 #define PT float
 #define PF(name) name##_f32
 #define P_GEMM cconv_sgemm

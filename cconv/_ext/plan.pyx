@@ -63,6 +63,7 @@ cdef extern from "plan.h" nogil:
     int64_t cconv_plan_bpack_init(cconv_pnode *nd, int is_f32)
     int64_t cconv_plan_tpack_size(const cconv_pnode *nd, int is_f32)
     int64_t cconv_plan_wino_split(const cconv_pnode *nd, int64_t T, int nthreads)
+    int cconv_plan_wino_packs(const cconv_pnode *nd, int64_t nimg, int is_f32)
     int cconv_wino_tile(int64_t oh, int64_t ow)
     int64_t cconv_wino_elems(int m)
     enum: CCONV_PLAN_FEW_ROWS
@@ -181,8 +182,9 @@ cdef class NativePlan:
             nb = cconv_plan_bpack_init(nd, self.is_f32)
             if nb > 0 and nd.kind == CCONV_PLAN_DENSE:
                 self.dense_pack.append((i, nb))   # allocated by prepare for enough rows
-            elif nb > 0:           # the GEMM's B, packed once per run (plan.h)
-                self._bpack_alloc(i, nb)
+            elif nb > 0 and nd.algo != CCONV_ALGO_WINOGRAD:
+                self._bpack_alloc(i, nb)          # the GEMM's B, packed once per run (plan.h)
+            # Winograd's packed U: allocated by prepare once units reach a whole GEMM panel
         self.all_part = self.p.part_size
         self.p.in_size, self.p.out_size = in_size, out_size
         self.p.arena_img, self.p.mid_img = arena_img, mid_img
@@ -232,7 +234,8 @@ cdef class NativePlan:
             if nd.kind == CCONV_PLAN_CONV and nd.algo == CCONV_ALGO_WINOGRAD:
                 nd.nsplit = split
                 nb = cconv_plan_bpack_init(nd, self.is_f32)   # packed again by the next run
-                if nd.bpack != NULL and self.bpack_arrs[i].size < nb:
+                if (self.bpack_arrs[i].size < nb if nd.bpack != NULL
+                        else cconv_plan_wino_packs(nd, nimg, self.is_f32)):
                     self._bpack_alloc(i, nb)
             if nd.kind == CCONV_PLAN_CONV and nd.pool and not by_layers:
                 nd.group = max(1, min(self.group_cap[i], chunk))
@@ -272,6 +275,12 @@ cdef class NativePlan:
     def implicit(self):
         """Per node, whether its im2col rows are read in place from its input (implicit.h)."""
         return [bool(self.p.nodes[i].implicit) for i in range(self.p.nnodes)]
+
+    @property
+    def packed(self):
+        """Per node, whether it holds its GEMM's B packed (Winograd nodes once a call gives
+        them a whole panel of tiles, dense nodes enough rows; other convolutions always)."""
+        return [self.p.nodes[i].bpack != NULL for i in range(self.p.nnodes)]
 
     @property
     def splits(self):
