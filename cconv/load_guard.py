@@ -8,11 +8,12 @@ machine 1.7 ms. Depending on how the scheduler placed the busy processes, 2 thre
 at 3.5 ms in the same conditions, so only a measurement tells which count is faster now.
 
 :class:`LoadGuard` times each step and compares it with a one-thread step of the same batch
-size: one is run (a *probe*) after the first step of a batch size, and again whenever
+size: one is run (a *probe*) once a batch size comes twice in a row, and again whenever
 ``STALLS`` steps in a row took longer than the last one-thread step. A probe that beats
 those steps sends the next ``BACKOFF_S`` seconds of steps to one thread; then the requested
 count is tried again. On a quiet machine a step on 2 threads takes about half a one-thread
-step, so after the first probe of each batch size nothing changes. The thread count never
+step, so after the first probe of each batch size nothing changes; batch sizes that change
+from step to step (an epoch's last, short batch) are never probed. The thread count never
 changes a result (every kernel is bit-identical for any count), only the time.
 """
 import time
@@ -38,6 +39,7 @@ class LoadGuard:
         self.serial_until = -1.0  # clock time until which steps run on one thread
         self.no_probe_until = -1.0
         self.slow_key, self.slow = None, []   # the steps in a row slower than serial_t
+        self.last_key = None      # the key of the step before
         self.wake = True          # the next multi-thread step wakes sleeping workers: not judged
 
     def threads(self, key, requested):
@@ -50,19 +52,19 @@ class LoadGuard:
         """The step of ``key`` just run on ``used`` of ``requested`` threads took ``seconds``."""
         if requested <= 1:
             return
+        last, self.last_key = self.last_key, key
         if used == 1:
             self.wake = True
             if self.probe == key:
                 self._probed(key, seconds)
             return
-        if self.wake:                     # the first after one-thread steps, or the very first
-            self.wake = False
-            if key not in self.serial_t:
-                self.probe = key
-            return
+        wake, self.wake = self.wake, False
         serial = self.serial_t.get(key)
         if serial is None:
-            self.probe = key
+            if key == last:               # a batch size twice in a row: worth a probe
+                self.probe = key
+        elif wake:                        # the first after one-thread steps: workers woke up
+            return
         elif seconds <= serial:
             self.slow = []
         else:

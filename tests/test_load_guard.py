@@ -32,11 +32,18 @@ def steps(guard, key, seconds, count, requested=2):
 
 def test_first_steps_probe_one_thread_once_then_stay_on_the_requested_count():
     guard = lg.LoadGuard(FakeClock())
-    # the first step (warm-up) runs as asked, the second is the one-thread probe
-    assert steps(guard, 64, (1e-3, 2e-3), 10) == [2, 1] + [2] * 8
+    # a batch size seen twice in a row gets the one-thread probe
+    assert steps(guard, 64, (1e-3, 2e-3), 10) == [2, 2, 1] + [2] * 7
     assert guard.serial_t == {64: 2e-3}
-    assert steps(guard, 32, (1e-3, 2e-3), 3) == [2, 1, 2]    # each batch size once
+    assert steps(guard, 32, (1e-3, 2e-3), 4) == [2, 2, 1, 2]  # each batch size once
     assert steps(guard, 64, (1e-3, 2e-3), 100) == [2] * 100
+
+
+def test_batch_sizes_that_change_every_step_are_not_probed():
+    guard = lg.LoadGuard(FakeClock())
+    for n in range(1, 50):
+        assert steps(guard, n, (1e-3, 2e-3), 1) == [2]
+    assert guard.serial_t == {}
 
 
 def test_slow_steps_back_off_to_one_thread_until_the_back_off_ends():
@@ -114,7 +121,7 @@ def test_fit_with_backed_off_steps_gives_the_same_weights(model_fn, restore_thre
     guard.threads = recorded
     for m in models:
         m.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
-    # warm-up, first probe, wake-up, STALLS slow steps, a winning probe and its back-off
-    assert used == [2, 1, 2] + [2] * lg.STALLS + [1] * (13 - lg.STALLS)
+    # two steps, the first probe, wake-up, STALLS slow steps, a winning probe, its back-off
+    assert used == [2, 2, 1, 2] + [2] * lg.STALLS + [1] * (12 - lg.STALLS)
     for a, b in zip(models[0].get_weights(), models[1].get_weights()):
         np.testing.assert_array_equal(a, b)
