@@ -137,6 +137,21 @@ static inline int64_t cconv_plan_wino_e(const cconv_geom *g)
     return cconv_wino_elems(cconv_plan_wino_m(g));
 }
 
+/* Winograd tiles of one image's output. */
+static inline int64_t cconv_plan_wino_img_tiles(const cconv_geom *g)
+{
+    const int m = cconv_plan_wino_m(g);
+    return ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
+}
+
+/* Rows (tiles) of a Winograd node's GEMMs when one call covers at most nimg images: a unit
+   holds at most nd->tile of them. */
+static inline int64_t cconv_plan_wino_rows(const cconv_pnode *nd, int64_t nimg)
+{
+    const int64_t rows = nimg * cconv_plan_wino_img_tiles(&nd->g);
+    return rows < nd->tile ? rows : nd->tile;
+}
+
 /* Winograd tiles per chunk: whole micro-panels (conv.pyx's rule). */
 static inline int64_t cconv_plan_wino_tiles(const cconv_geom *g)
 {
@@ -224,17 +239,14 @@ static int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg, int6
 {
     const cconv_geom *g = &nd->g;
     int64_t n;
-    int m;
     if (nd->kind != CCONV_PLAN_CONV) return 0;
     switch (nd->algo) {
     case CCONV_ALGO_DIRECT:
         return cconv_direct_scratch(g);
     case CCONV_ALGO_WINOGRAD:
-        m = cconv_plan_wino_m(g);
-        n = nimg * ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
-        n = n < nd->tile ? n : nd->tile;
-        return cconv_wino_elems(m) * (cconv_wino_plane(n * g->C, esize)
-                                      + cconv_wino_plane(n * g->CO, esize))
+        n = cconv_plan_wino_rows(nd, nimg);
+        return cconv_plan_wino_e(g) * (cconv_wino_plane(n * g->C, esize)
+                                       + cconv_wino_plane(n * g->CO, esize))
                + g->C + 4 * g->CO;
     case CCONV_ALGO_POINTWISE:
         return 0;
@@ -349,10 +361,8 @@ CCONV_PLAN_ROWS_DEFINE(f64_base, double, , CCONV__PLAN_MULADD, 16)
    the tutorial CNN: its third convolution has a single tile). */
 static int cconv_plan_wino_packs(const cconv_pnode *nd, int64_t nimg, int is_f32)
 {
-    int64_t mr = is_f32 ? cconv_sgemm_mr() : cconv_dgemm_mr();
-    int m = cconv_plan_wino_m(&nd->g);
-    int64_t rows = nimg * ((nd->g.OH + m - 1) / m) * ((nd->g.OW + m - 1) / m);
-    if (rows > nd->tile) rows = nd->tile;
+    const int64_t mr = is_f32 ? cconv_sgemm_mr() : cconv_dgemm_mr();
+    const int64_t rows = cconv_plan_wino_rows(nd, nimg);
     if (rows >= mr) return 1;
     return !(cconv_implicit_gemm_ok(nd->g.CO / nd->nsplit, nd->g.C, is_f32 ? 4 : 8)
              || rows <= CCONV_PLAN_FEW_ROWS);

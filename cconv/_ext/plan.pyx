@@ -64,6 +64,7 @@ cdef extern from "plan.h" nogil:
     int64_t cconv_plan_tpack_size(const cconv_pnode *nd, int is_f32)
     int64_t cconv_plan_wino_split(const cconv_pnode *nd, int64_t T, int nthreads)
     int cconv_plan_wino_packs(const cconv_pnode *nd, int64_t nimg, int is_f32)
+    int64_t cconv_plan_wino_img_tiles(const cconv_geom *g)
     int cconv_wino_tile(int64_t oh, int64_t ow)
     int64_t cconv_wino_elems(int m)
     enum: CCONV_PLAN_FEW_ROWS
@@ -211,7 +212,7 @@ cdef class NativePlan:
         cdef int64_t arena = (batch * (self.p.arena_img + self.p.mid_img) if by_layers
                               else (batch if keep else threads * chunk) * self.p.arena_img)
         cdef int64_t scratch = 0, mid_scr = 0, nimg, units, split, parts
-        cdef int i, m
+        cdef int i
         cdef cconv_pnode *nd
         for i in range(self.p.nnodes):
             nd = &self.p.nodes[i]
@@ -222,8 +223,7 @@ cdef class NativePlan:
                 # few images: smaller units of work, so that every thread gets some (a row's
                 # or a tile's result does not depend on the unit it is computed in); few
                 # Winograd tiles: parts of the output channels too (plan.h)
-                m = cconv_wino_tile(nd.g.OH, nd.g.OW)
-                units = batch * (((nd.g.OH + m - 1) // m) * ((nd.g.OW + m - 1) // m)
+                units = batch * (cconv_plan_wino_img_tiles(&nd.g)
                                  if nd.algo == CCONV_ALGO_WINOGRAD else nd.g.OH * nd.g.OW)
                 split = cconv_plan_wino_split(nd, units, threads)
                 # units per thread, rounded up (C division here: setup.py's cdivision, so

@@ -164,11 +164,8 @@ static int64_t PF(cconv_plan_conv_units)(const cconv_pnode *nd, int64_t n)
     const cconv_geom *g = &nd->g;
     int64_t all;
     if (nd->algo == CCONV_ALGO_DIRECT) return n;
-    if (nd->algo == CCONV_ALGO_WINOGRAD) {
-        const int m = cconv_plan_wino_m(g);
-        return (n * ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m) + nd->tile - 1) / nd->tile
-               * nd->nsplit;
-    }
+    if (nd->algo == CCONV_ALGO_WINOGRAD)
+        return (n * cconv_plan_wino_img_tiles(g) + nd->tile - 1) / nd->tile * nd->nsplit;
     all = n * g->OH * g->OW;
     return (all + nd->tile - 1) / nd->tile;
 }
