@@ -94,6 +94,22 @@ def test_capped_threads_is_per_python_thread(restore_threads):
     assert cconv.set_num_threads(2) == 3
 
 
+@pytest.mark.parametrize("n, error, message", [
+    (0, ValueError, "capped_threads: n must be >= 1, got 0"),
+    (-2, ValueError, "capped_threads: n must be >= 1, got -2"),
+    (5000, ValueError, "capped_threads: n must be <= 4096, got 5000"),
+    (1.5, TypeError, "capped_threads: n must be a positive int, got 1.5"),
+    (True, TypeError, "capped_threads: n must be a positive int, got True"),
+    (None, TypeError, "capped_threads: n must be a positive int, got None"),
+])
+def test_capped_threads_rejects_bad_counts(n, error, message, restore_threads):
+    cconv.set_num_threads(2)
+    with pytest.raises(error, match=message):
+        with capped_threads(n):
+            pass
+    assert cconv.get_num_threads() == 2
+
+
 @pytest.mark.skipif(not cconv.openmp_enabled(), reason="built without OpenMP: always one thread")
 @pytest.mark.parametrize("model_fn", [cconv.models.lenet5, cconv.models.tutorial_cnn])
 def test_fit_with_backed_off_steps_gives_the_same_weights(model_fn, restore_threads):

@@ -122,11 +122,26 @@ def get_num_threads():
     return cap if 0 < cap < _num_threads else _num_threads
 
 
+def _thread_count(n, what, accepted="a positive int"):
+    """``n`` as an int from 1 to MAX_THREADS, else a TypeError or ValueError naming ``what``
+    (and, for a wrong type, what it accepts)."""
+    if isinstance(n, bool) or not hasattr(n, "__index__"):
+        raise TypeError(f"{what}: n must be {accepted}, got {n!r}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"{what}: n must be >= 1, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"{what}: n must be <= {MAX_THREADS}, got {n}")
+    return n
+
+
 @contextmanager
 def capped_threads(n):
-    """Within the block, this Python thread's kernel calls use at most ``n`` (>= 1) threads;
-    other Python threads and the process-wide setting are untouched. Results are
-    bit-identical whatever the count, so only speed changes (``cconv.load_guard``)."""
+    """Within the block, this Python thread's kernel calls use at most ``n`` (an int from 1
+    to ``MAX_THREADS``) threads; other Python threads and the process-wide setting are
+    untouched. Results are bit-identical whatever the count, so only speed changes
+    (``cconv.load_guard``)."""
+    n = _thread_count(n, "capped_threads")
     previous = getattr(_local, "cap", 0)
     _local.cap = n
     try:
@@ -151,14 +166,8 @@ def set_num_threads(n):
     previous = 1 if _forked_after_threads else _num_threads
     if n is None:
         n = min(_default_num_threads(), MAX_THREADS)
-    elif isinstance(n, bool) or not hasattr(n, "__index__"):
-        raise TypeError(f"set_num_threads: n must be a positive int or None, got {n!r}")
     else:
-        n = int(n)
-        if n < 1:
-            raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
-        if n > MAX_THREADS:
-            raise ValueError(f"set_num_threads: n must be <= {MAX_THREADS}, got {n}")
+        n = _thread_count(n, "set_num_threads", "a positive int or None")
     _num_threads = n if CCONV_OPENMP else 1
     if not _forked_after_threads:
         return previous
