@@ -55,6 +55,11 @@ def _fsync_folder(folder):
 def atomic_write(filepath, write):
     """Replace ``filepath`` atomically by what ``write(f)`` writes to a binary file ``f``.
 
+    ``f`` is a fresh temporary file (see the module docstring), open for reading and writing
+    and seekable, so that writers which read back what they wrote (``h5py.File(f, "w")``,
+    ``zipfile.ZipFile(f, "w")``) can use it; ``write`` must not close it. This is the one
+    path every cconv file writer takes (``.npz``, ``.keras``, ``.weights.h5``, backups).
+
     Raises ``FileNotFoundError`` naming the folder when it does not exist; any exception
     from ``write`` propagates after the temporary file is removed (``filepath`` untouched).
     """
@@ -66,7 +71,7 @@ def atomic_write(filepath, write):
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(filepath) + ".", suffix=".tmp",
                                dir=folder)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "w+b") as f:
             if hasattr(os, "fchmod"):
                 os.fchmod(f.fileno(), _file_mode())   # mkstemp's 0o600 is not what users expect
             write(f)

@@ -25,6 +25,7 @@ import zipfile
 
 import numpy as np
 
+from . import fileio
 from . import initializers as _initializers
 from . import layers as _layers
 from . import losses as _losses
@@ -469,10 +470,15 @@ def _read_optimizer(model, f):
 
 def save_weights_h5(model, filepath):
     """Write ``model``'s weights as a Keras 3 ``.weights.h5`` file (what
-    ``keras_model.load_weights`` reads)."""
+    ``keras_model.load_weights`` reads), atomically (``cconv.fileio.atomic_write``: a failed
+    save leaves the previous file whole)."""
     model._ensure_built()
-    with _h5py().File(os.fspath(filepath), "w") as f:
-        _write_weights(model, f)
+    h5py = _h5py()
+
+    def write(fileobj):
+        with h5py.File(fileobj, "w") as f:
+            _write_weights(model, f)
+    fileio.atomic_write(filepath, write)
 
 
 def load_weights_h5(model, filepath):
@@ -485,7 +491,8 @@ def load_weights_h5(model, filepath):
 # ----- whole models ------------------------------------------------------------------------------
 def save_keras(model, filepath):
     """Write ``model`` as a Keras 3 ``.keras`` archive that ``keras.models.load_model``
-    opens (architecture, weights, compile settings and optimizer state).
+    opens (architecture, weights, compile settings and optimizer state), atomically
+    (``cconv.fileio.atomic_write``).
 
     Raises:
         ValueError: a layer Keras cannot rebuild from a config (named).
@@ -497,13 +504,13 @@ def save_keras(model, filepath):
         _write_optimizer(model, f)
     meta = {"keras_version": KERAS_VERSION,
             "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
-    filepath = os.fspath(filepath)
-    tmp = filepath + ".tmp"
-    with zipfile.ZipFile(tmp, "w") as zf:
-        zf.writestr("metadata.json", json.dumps(meta))
-        zf.writestr("config.json", json.dumps(config))
-        zf.writestr("model.weights.h5", buf.getvalue())
-    os.replace(tmp, filepath)
+
+    def write(fileobj):
+        with zipfile.ZipFile(fileobj, "w") as zf:
+            zf.writestr("metadata.json", json.dumps(meta))
+            zf.writestr("config.json", json.dumps(config))
+            zf.writestr("model.weights.h5", buf.getvalue())
+    fileio.atomic_write(filepath, write)
 
 
 def load_keras(filepath):

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 import types
@@ -55,8 +56,9 @@ value, path, n = float(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 m = cconv.Sequential([cconv.Input((4,)), L.Dense(3)])
 m.compile(optimizer="adam", loss="mse")
 m.set_weights([np.full(w.shape, value, w.dtype) for w in m.get_weights()])
+method = sys.argv[4] if len(sys.argv) > 4 else "save"
 for _ in range(n):
-    m.save(path)
+    getattr(m, method)(path)
 """
 
 
@@ -164,6 +166,170 @@ def test_distributed_checkpoints_are_written_by_rank_0_only(tmp_path, monkeypatc
     dmodel.save(tmp_path / "m.npz")
     dmodel.save_weights(tmp_path / "w.npz")
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- every format
+# Every writer goes through fileio.atomic_write: (file name, written by save_weights?).
+FORMATS = [("m.npz", False), ("w.npz", True), ("m.keras", False), ("m.weights.h5", True)]
+FORMAT_IDS = [name for name, _ in FORMATS]
+
+
+def _write(model, path, weights_only):
+    if str(path).endswith((".keras", ".h5")):
+        pytest.importorskip("h5py")
+    (model.save_weights if weights_only else model.save)(path)
+
+
+def _values(path, weights_only):
+    """The set of numbers in the weights a file holds (tiny_model(v) saves {v})."""
+    if weights_only:
+        model = tiny_model()
+        model.load_weights(path)
+    else:
+        model = cconv.load_model(path)
+    return {float(v) for w in model.get_weights() for v in np.ravel(w)}
+
+
+@pytest.mark.parametrize("name,weights_only", FORMATS, ids=FORMAT_IDS)
+def test_no_format_writes_through_a_link_planted_at_a_temporary_name(tmp_path, monkeypatch,
+                                                                     name, weights_only):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    target = tmp_path / name
+    links = [str(target) + ".tmp", str(tmp_path / f".{name}.evil.tmp")]
+    for link in links:
+        os.symlink(victim, link)
+    monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: iter(["evil", "good"]))
+    _write(tiny_model(1.0), target, weights_only)
+    assert victim.read_text() == "precious"
+    assert all(os.path.islink(link) for link in links)
+    assert _values(target, weights_only) == {1.0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [name, "victim.txt"] + [os.path.basename(link) for link in links])
+
+
+@pytest.mark.parametrize("name,weights_only", FORMATS, ids=FORMAT_IDS)
+def test_24_concurrent_saves_to_one_path_all_succeed(tmp_path, name, weights_only):
+    path = tmp_path / name
+    models = [tiny_model(float(i)) for i in range(24)]
+    if name.endswith((".keras", ".h5")):
+        pytest.importorskip("h5py")
+    start = threading.Barrier(len(models))
+    errors = []
+
+    def save(model):
+        try:
+            start.wait()
+            for _ in range(3):
+                _write(model, path, weights_only)
+        except BaseException as e:          # noqa: BLE001 (reported below)
+            errors.append(e)
+    threads = [threading.Thread(target=save, args=(m,)) for m in models]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    values = _values(path, weights_only)
+    assert len(values) == 1 and values <= set(range(24)), values      # one writer's, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]       # no temporary left
+
+
+@pytest.mark.parametrize("name,weights_only", FORMATS[2:], ids=FORMAT_IDS[2:])
+def test_keras_files_written_by_two_processes_are_always_whole(tmp_path, name, weights_only):
+    pytest.importorskip("h5py")
+    path = tmp_path / name
+    _write(tiny_model(0.0), path, weights_only)
+    method = "save_weights" if weights_only else "save"
+    writers = [subprocess.Popen([sys.executable, "-c", _WRITER, str(v), str(path), "30",
+                                 method], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for v in (1.0, 2.0)]
+    while any(w.poll() is None for w in writers):
+        assert len(_values(path, weights_only)) == 1        # a whole file, from one writer
+    for w in writers:
+        out, err = w.communicate(timeout=60)
+        assert w.returncode == 0, err
+    assert _values(path, weights_only) <= {1.0, 2.0}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def _break_mid_write(monkeypatch, name, error):
+    """Make the next save of ``name`` write part of its file, then raise ``error``."""
+    if name.endswith(".npz"):
+        def half_written(f, **arrays):
+            f.write(b"PK\x03\x04 half an archive")
+            raise error
+        monkeypatch.setattr(saving.np, "savez", half_written)
+    elif name.endswith(".keras"):
+        real = zipfile.ZipFile.writestr
+
+        def writestr(self, member, data, *args, **kwargs):
+            if member == "model.weights.h5":             # after metadata.json, config.json
+                raise error
+            return real(self, member, data, *args, **kwargs)
+        monkeypatch.setattr(zipfile.ZipFile, "writestr", writestr)
+    else:
+        h5py = pytest.importorskip("h5py")
+        real = h5py.Group.create_dataset
+        calls = []
+
+        def create_dataset(self, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:                          # the first dataset is written
+                raise error
+            return real(self, *args, **kwargs)
+        monkeypatch.setattr(h5py.Group, "create_dataset", create_dataset)
+
+
+def _break_fsync(monkeypatch, name, error):
+    """Make the flush to disk fail (a full disk shows up there)."""
+    def fsync(fd):
+        raise error
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("error", [OSError("No space left on device"), KeyboardInterrupt()],
+                         ids=["OSError", "KeyboardInterrupt"])
+@pytest.mark.parametrize("brake", [_break_mid_write, _break_fsync], ids=["mid-write", "fsync"])
+@pytest.mark.parametrize("name,weights_only", FORMATS, ids=FORMAT_IDS)
+def test_a_failed_save_of_any_format_keeps_the_old_file_and_leaves_no_temporary(
+        tmp_path, monkeypatch, name, weights_only, brake, error):
+    path = tmp_path / name
+    _write(tiny_model(1.0), path, weights_only)
+    before = path.read_bytes()
+    model = tiny_model(2.0)
+    brake(monkeypatch, name, error)
+    with pytest.raises(type(error)):
+        _write(model, path, weights_only)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+    assert path.read_bytes() == before
+    assert _values(path, weights_only) == {1.0}
+
+
+@pytest.mark.parametrize("name,weights_only", FORMATS, ids=FORMAT_IDS)
+def test_every_format_gets_the_usual_permissions(tmp_path, name, weights_only):
+    old = os.umask(0o027)
+    try:
+        _write(tiny_model(), tmp_path / name, weights_only)
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / name).st_mode & 0o777 == 0o640
+
+
+@pytest.mark.parametrize("suffix,weights_only", [(".keras", False), (".weights.h5", True)])
+def test_keras_checkpoints_go_through_the_atomic_writer(tmp_path, monkeypatch, suffix,
+                                                        weights_only):
+    pytest.importorskip("h5py")
+    written = []
+    real = fileio.atomic_write
+    monkeypatch.setattr(fileio, "atomic_write", lambda p, w: (written.append(p), real(p, w)))
+    x = np.zeros((8, 4), np.float32)
+    ck = cconv.callbacks.ModelCheckpoint(str(tmp_path / f"c-{{epoch}}{suffix}"),
+                                         monitor="loss", save_weights_only=weights_only)
+    tiny_model().fit(x, x[:, :3], epochs=2, verbose=0, callbacks=[ck])
+    assert [os.path.basename(p) for p in written] == [f"c-1{suffix}", f"c-2{suffix}"]
+    assert sorted(os.listdir(tmp_path)) == [f"c-1{suffix}", f"c-2{suffix}"]
 
 
 # ----------------------------------------------------------------------------- hostile files
