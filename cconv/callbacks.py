@@ -17,6 +17,7 @@ import warnings
 
 import numpy as np
 
+from . import fileio as _fileio
 from . import saving as _saving
 
 __all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping",
@@ -108,7 +109,8 @@ class History(Callback):
     def plot(self, path, keys=None):
         """Draw each quantity per epoch (``loss`` and each metric, with its ``val_`` twin on
         the same axes) and save the figure to ``path`` (format from the extension: .png, .pdf,
-        .svg). Needs matplotlib (``pip install 'cconv[plot]'``).
+        .svg), atomically as models are (``cconv.fileio.atomic_write``). Needs matplotlib
+        (``pip install 'cconv[plot]'``).
 
         Args:
             keys: names to draw (default: every recorded name without the ``val_`` prefix).
@@ -141,7 +143,8 @@ class History(Callback):
             ax.set_ylabel(k)
             ax.legend()
         fig.tight_layout()
-        fig.savefig(os.fspath(path))
+        fmt = os.path.splitext(os.fspath(path))[1][1:] or None    # None: matplotlib's default
+        _fileio.atomic_write(path, lambda f: fig.savefig(f, format=fmt))
         return path
 
 
@@ -649,22 +652,62 @@ class BackupAndRestore(Callback):
         if os.path.exists(self._file):
             self._restore()
 
-    def _restore(self):
-        meta, arrays = _saving._read(self._file, "backup")
+    def _damaged(self, what):
+        return ValueError(f"{self._file!r} is not a usable BackupAndRestore backup: {what}.")
+
+    def _check_backup(self, meta, arrays):
+        """The backup's own fields (``_saving._read`` checked the weights' count and types):
+        ``epoch`` an int >= 0; ``optimizer`` absent or a dict whose ``state_keys`` (strings)
+        name arrays the file holds and whose ``learning_rate`` is None or a finite float >= 0
+        (the step count and slots are checked against the model on restoring)."""
         if meta.get("format") != "cconv.backup":
             raise ValueError(f"{self._file!r} is not a cconv BackupAndRestore file.")
+        epoch = meta.get("epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise self._damaged(f'"epoch" (the epochs done) must be an int >= 0, got {epoch!r}')
+        opt = meta.get("optimizer")
+        if opt is None:
+            return
+        if not isinstance(opt, dict):
+            raise self._damaged(f'"optimizer" must be a dict, got {type(opt).__name__}')
+        keys = opt.get("state_keys")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise self._damaged('"optimizer"["state_keys"] must be a list of str')
+        missing = [k for k in keys if "opt." + k not in arrays]
+        if missing:
+            raise self._damaged(f"{len(missing)} optimizer arrays are missing: {missing[:5]}")
+        lr = opt.get("learning_rate")
+        if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
+                               or not math.isfinite(lr) or lr < 0):
+            raise self._damaged(f'"optimizer"["learning_rate"] must be a float >= 0 or None, '
+                                f'got {lr!r}')
+
+    def _restore(self):
+        """Weights, optimizer state and epoch from the backup, all checked first (a
+        ValueError naming the file leaves the model as it was)."""
+        meta, arrays = _saving._read(self._file, "backup")
+        self._check_backup(meta, arrays)
         model = self.model
-        model.set_weights([arrays[f"w{i}"] for i in range(meta["num_weights"])])
+        old_weights = model.get_weights()
+        try:
+            model.set_weights([arrays[f"w{i}"] for i in range(meta["num_weights"])])
+        except ValueError as e:
+            raise ValueError(f"{self._file!r} does not fit this model: {e}") from None
         opt = meta.get("optimizer")
         if opt is not None and model.optimizer is not None:
-            model.set_optimizer_state(opt["iterations"],
-                                      {k: arrays["opt." + k] for k in opt["state_keys"]})
+            try:
+                _saving.restore_optimizer_state(
+                    model, opt.get("iterations"),
+                    {k: arrays["opt." + k] for k in opt["state_keys"]}, self._file)
+            except ValueError:
+                model.set_weights(old_weights)
+                raise
             if opt.get("learning_rate") is not None:
                 try:
                     model.optimizer.learning_rate = opt["learning_rate"]
                 except TypeError:           # built on a schedule: the step count sets it
                     pass
-        self._epochs_done = int(meta["epoch"])
+        self._epochs_done = meta["epoch"]
         model._initial_epoch = self._epochs_done
 
     def _save(self):

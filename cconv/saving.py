@@ -169,5 +169,37 @@ def load_model(filepath, custom_objects=None):
         model.compile_from_config(comp)
         state = {k: data[f"opt.{k}"] for k in comp.get("state_keys", [])}
         if state or comp.get("iterations"):
-            model.set_optimizer_state(comp.get("iterations", 0), state)
+            restore_optimizer_state(model, comp.get("iterations", 0), state, filepath)
     return model
+
+
+def restore_optimizer_state(model, iterations, state, filepath):
+    """``model.set_optimizer_state(iterations, state)`` for a step count and slot arrays
+    read from ``filepath``, once they are checked against the slots the compiled model's
+    optimizer keeps (their names, e.g. ``"0.m"``, and shapes, e.g. ``(n_weights,)``).
+
+    A slot the file lacks starts at zero, as before the first step.
+
+    Raises:
+        ValueError: naming ``filepath``: the step count is not an int >= 0, or the file
+            holds a slot this optimizer does not keep (saved by another optimizer or
+            configuration) or one of another shape. The optimizer is then left as it was.
+    """
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) \
+            or iterations < 0:
+        raise ValueError(f"{os.fspath(filepath)!r} is damaged: the optimizer's step count "
+                         f"must be an int >= 0, got {iterations!r}.")
+    before = model.get_optimizer_state()
+    model.set_optimizer_state(0, {})            # fresh slots: the names and shapes it keeps
+    fresh = model.get_optimizer_state()[1]
+    unknown = sorted(k for k in state if k not in fresh)
+    wrong = [f"{k!r} has shape {np.shape(state[k])}, the model's {fresh[k].shape}"
+             for k in sorted(state) if k in fresh and np.shape(state[k]) != fresh[k].shape]
+    if unknown or wrong:
+        model.set_optimizer_state(*before)
+        name = type(model.optimizer).__name__
+        what = (f"it holds optimizer slots {unknown[:5]} that this {name} does not keep "
+                f"(it keeps {sorted(fresh)})" if unknown else
+                f"optimizer slot {wrong[0]}")
+        raise ValueError(f"{os.fspath(filepath)!r} does not fit this model: {what}.")
+    model.set_optimizer_state(int(iterations), state)

@@ -222,7 +222,7 @@ def test_24_concurrent_saves_to_one_path_all_succeed(tmp_path, name, weights_onl
             start.wait()
             for _ in range(3):
                 _write(model, path, weights_only)
-        except BaseException as e:          # noqa: BLE001 (reported below)
+        except BaseException as e:          # reported below
             errors.append(e)
     threads = [threading.Thread(target=save, args=(m,)) for m in models]
     for t in threads:
@@ -330,6 +330,33 @@ def test_keras_checkpoints_go_through_the_atomic_writer(tmp_path, monkeypatch, s
     tiny_model().fit(x, x[:, :3], epochs=2, verbose=0, callbacks=[ck])
     assert [os.path.basename(p) for p in written] == [f"c-1{suffix}", f"c-2{suffix}"]
     assert sorted(os.listdir(tmp_path)) == [f"c-1{suffix}", f"c-2{suffix}"]
+
+
+def test_history_plots_go_through_the_atomic_writer(tmp_path, monkeypatch):
+    figure = pytest.importorskip("matplotlib.figure")
+    x = np.zeros((8, 4), np.float32)
+    history = tiny_model().fit(x, x[:, :3], epochs=2, verbose=0)
+    written = []
+    real = fileio.atomic_write
+    monkeypatch.setattr(fileio, "atomic_write", lambda p, w: (written.append(p), real(p, w)))
+    for name, magic in [("h.png", b"\x89PNG"), ("h.pdf", b"%PDF"), ("h.svg", b"<?xml")]:
+        history.plot(tmp_path / name)
+        assert (tmp_path / name).read_bytes()[:len(magic)] == magic
+    assert [os.path.basename(p) for p in written] == ["h.png", "h.pdf", "h.svg"]
+    before = (tmp_path / "h.png").read_bytes()
+
+    def half_drawn(self, fname, **kwargs):
+        if isinstance(fname, (str, os.PathLike)):
+            with open(fname, "wb") as f:
+                f.write(b"\x89PNG half")
+        else:
+            fname.write(b"\x89PNG half")
+        raise OSError("No space left on device")
+    monkeypatch.setattr(figure.Figure, "savefig", half_drawn)
+    with pytest.raises(OSError):
+        history.plot(tmp_path / "h.png")
+    assert (tmp_path / "h.png").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["h.pdf", "h.png", "h.svg"]
 
 
 # ----------------------------------------------------------------------------- hostile files
@@ -488,3 +515,117 @@ def test_bit_flips_are_refused_or_harmless(tmp_path, good):
         for u, v in zip(got, want):
             np.testing.assert_array_equal(u, v)
     assert refused > 0
+
+
+# ----------------------------------------------------------------------------- backups
+def _backup(tmp_path):
+    """A kept BackupAndRestore backup of 2 epochs (Adam state included), and the data."""
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    y = x[:, :3]
+    backup = cconv.callbacks.BackupAndRestore(tmp_path / "b", delete_checkpoint=False)
+    tiny_model(0.5).fit(x, y, epochs=2, verbose=0, callbacks=[backup])
+    return tmp_path / "b" / "backup.npz", x, y
+
+
+def _resume(path, x, y, model=None):
+    """The epochs a fresh fit(epochs=4) runs after restoring the backup at ``path``."""
+    epochs = []
+    model = tiny_model(0.5) if model is None else model
+    model.fit(x, y, epochs=4, verbose=0, callbacks=[
+        cconv.callbacks.BackupAndRestore(path.parent),
+        cconv.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs.append(e))])
+    return epochs
+
+
+def _edit_backup(path, edit):
+    meta, arrays = fileio.read_npz(path, "backup")
+    edit(meta, arrays)
+    _archive(path, meta, arrays)
+
+
+def test_a_good_backup_resumes_after_its_epoch(tmp_path):
+    path, x, y = _backup(tmp_path)
+    assert _resume(path, x, y) == [2, 3]
+
+
+def _set(key, value):
+    return lambda meta, arrays: meta.update({key: value})
+
+
+def _set_opt(key, value):
+    return lambda meta, arrays: meta["optimizer"].update({key: value})
+
+
+def _add_slot(meta, arrays):
+    meta["optimizer"]["state_keys"].append("0.bogus")
+    arrays["opt.0.bogus"] = np.zeros(15, np.float32)
+
+
+def _drop_slot_array(meta, arrays):
+    del arrays["opt.0.m"]
+
+
+def _reshape_slot(meta, arrays):
+    arrays["opt.0.m"] = np.zeros(5, np.float32)
+
+
+def _reshape_weight(meta, arrays):
+    arrays["w0"] = np.zeros((5, 3), np.float32)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (_set("epoch", -3), '"epoch" (the epochs done) must be an int >= 0, got -3'),
+    (lambda meta, arrays: meta.pop("epoch"), '"epoch" (the epochs done) must be an int >= 0, '
+                                             'got None'),
+    (_set("epoch", "2"), "must be an int >= 0, got '2'"),
+    (_set("epoch", 2.0), "must be an int >= 0, got 2.0"),
+    (_set("epoch", True), "must be an int >= 0, got True"),
+    (_set("optimizer", [1]), '"optimizer" must be a dict, got list'),
+    (_set_opt("state_keys", "0.m"), '"optimizer"["state_keys"] must be a list of str'),
+    (lambda meta, arrays: meta["optimizer"].pop("state_keys"), '"state_keys"] must be a list'),
+    (_set_opt("learning_rate", "fast"), '"optimizer"["learning_rate"] must be a float >= 0'),
+    (_set_opt("learning_rate", float("nan")), '"learning_rate"] must be a float >= 0'),
+    (_set_opt("iterations", -1), "step count must be an int >= 0, got -1"),
+    (lambda meta, arrays: meta["optimizer"].pop("iterations"), "step count must be an int"),
+    (_add_slot, "it holds optimizer slots ['0.bogus'] that this Adam does not keep"),
+    (_drop_slot_array, "1 optimizer arrays are missing: ['0.m']"),
+    (_reshape_slot, "optimizer slot '0.m' has shape (5,), the model's (15,)"),
+    (_reshape_weight, "does not fit this model: Layer"),
+], ids=["epoch-3", "no-epoch", "epoch-str", "epoch-float", "epoch-bool", "optimizer-list",
+        "keys-str", "no-keys", "lr-str", "lr-nan", "iterations-1", "no-iterations",
+        "unknown-slot", "missing-slot", "slot-shape", "weight-shape"])
+def test_a_damaged_backup_is_refused_naming_it_and_the_model_is_untouched(tmp_path, edit,
+                                                                           match):
+    path, x, y = _backup(tmp_path)
+    _edit_backup(path, edit)
+    model = tiny_model(0.5)
+    iterations, state = model.get_optimizer_state()
+    with pytest.raises(ValueError) as info:
+        _resume(path, x, y, model)
+    msg = str(info.value)
+    assert str(path) in msg and match in msg, msg
+    assert all(np.all(w == 0.5) for w in model.get_weights())
+    assert model.get_optimizer_state()[0] == iterations == 0
+    assert path.exists()                                 # kept, for the user to look at
+
+
+def test_a_backup_of_another_optimizer_is_refused(tmp_path):
+    path, x, y = _backup(tmp_path)                       # Adam: slots m, v
+    model = tiny_model(0.5)
+    model.compile(optimizer=cconv.optimizers.SGD(0.1, momentum=0.9), loss="mse")
+    with pytest.raises(ValueError, match="that this SGD does not keep"):
+        _resume(path, x, y, model)
+
+
+def test_a_model_file_with_an_unknown_optimizer_slot_is_refused(tmp_path, good):
+    meta, arrays, _ = good
+    meta = json.loads(json.dumps(meta))
+    meta["compile"]["state_keys"].append("0.bogus")
+    arrays = dict(arrays, **{"opt.0.bogus": np.zeros(15, np.float32)})
+    _archive(tmp_path / "bad.npz", meta, arrays)
+    _refused(tmp_path / "bad.npz", cconv.load_model, "optimizer slots ['0.bogus']")
+    arrays["opt.0.bogus"] = np.zeros(1, np.float32)      # broadcast into a slot before
+    meta["compile"]["state_keys"].remove("0.bogus")
+    arrays["opt.0.m"] = arrays.pop("opt.0.bogus")
+    _archive(tmp_path / "bad.npz", meta, arrays)
+    _refused(tmp_path / "bad.npz", cconv.load_model, "optimizer slot '0.m' has shape (1,)")
