@@ -73,6 +73,34 @@ def test_slow_steps_that_still_beat_one_thread_keep_the_threads():
     assert steps(guard, 64, (6e-3, 5e-3), lg.STALLS + 1) == [2] * lg.STALLS + [1]
 
 
+def test_inference_settings_probe_at_once_and_back_off_without_a_probe():
+    """The plan's settings (``INFERENCE``): the first call of a key asks for the probe, a call
+    is slow only over 3x the one-thread time, and STALLS slow calls back off at once; the
+    back-off's one-thread calls time the key anew."""
+    guard = lg.LoadGuard(FakeClock(), **lg.INFERENCE)
+    assert steps(guard, 1, (1e-4, 2e-4), 5) == [2, 1, 2, 2, 2]
+    assert steps(guard, 1, (5e-4, 2e-4), 10) == [2] * 10   # slower, not 3x: kept
+    used = steps(guard, 1, (5e-3, 3e-4), lg.STALLS + 2)
+    assert used == [2] * lg.STALLS + [1] * 2
+    assert guard.serial_t[1] == 3e-4 and guard.probe is None
+    guard.clock.now = guard.serial_until
+    # still stalled: the first call wakes the workers, STALLS more back off again
+    assert steps(guard, 1, (5e-3, 3e-4), lg.STALLS + 2) == [2] * (lg.STALLS + 1) + [1]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"probe_after": 0}, "probe_after must be an int >= 1, got 0"),
+    ({"probe_after": 1.5}, "probe_after must be an int >= 1, got 1.5"),
+    ({"probe_after": True}, "probe_after must be an int >= 1, got True"),
+    ({"stall_ratio": 0.5}, "stall_ratio must be a number >= 1, got 0.5"),
+    ({"stall_ratio": float("nan")}, "stall_ratio must be a number >= 1, got nan"),
+    ({"stall_ratio": "3"}, "stall_ratio must be a number >= 1, got '3'"),
+])
+def test_bad_settings_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        lg.LoadGuard(**kwargs)
+
+
 def test_one_requested_thread_is_left_alone():
     guard = lg.LoadGuard(FakeClock())
     assert steps(guard, 64, (1e-3, 1e-3), 20, requested=1) == [1] * 20
