@@ -22,9 +22,10 @@ Either way each output element is computed by the same arithmetic, so results ar
 bit-identical for any thread count, and they equal the layer-by-layer path to float rounding
 (bit-identical where both use the same kernel: GEMM, direct and Winograd convolutions,
 pooling, relu).
-Node-by-node calls that stall (another process took a core from one of their threads), three
-in a row, send the next half second of calls to one thread; the thread count never changes
-a result.
+Node-by-node calls are timed by a :class:`cconv.load_guard.LoadGuard` per segment (the one
+guard that training steps use, with its inference settings): calls that stall (another
+process took a core from one of their threads), three in a row, send the next half second of
+node-by-node calls to one thread; the thread count never changes a result.
 
 Opt out: ``CCONV_PLAN=0`` in the environment, or ``model.jit_compile = False`` (Keras's
 name), or ``model.compile(..., jit_compile=False)``.
@@ -38,7 +39,6 @@ Example::
 import math
 import operator
 import os
-import time
 
 import numpy as np
 
@@ -47,6 +47,7 @@ from . import ops as _ops
 from ._ext import conv as _conv
 from ._ext import plan as _native
 from ._ext.parallel import get_num_threads
+from .load_guard import INFERENCE, LoadGuard
 
 __all__ = ["compile_plan", "get_plan", "Plan", "compile_train_plan", "get_train_plan",
            "TrainPlan"]
@@ -60,18 +61,6 @@ _SERIAL_WORK = 1 << 18
 # Multiply-adds per image from which a batch with fewer chunks than threads shares each node's
 # work among the threads (one barrier per node) instead of giving whole chunks to threads.
 _SHARED_WORK = 1 << 21
-# Node-by-node runs wait at one barrier per node, so a thread that another process preempts
-# stalls the whole call for its time slice (one image of the tutorial CNN: 60-90 us quiet,
-# 5.5 ms with one busy process per core; 110-160 us on one thread). So node-by-node calls are
-# timed against the last one-thread call of the same batch size (one is made after the first
-# node-by-node call): _STALLS calls in a row that take over _STALL_RATIO times as long (not
-# counting the first after one-thread calls, which wakes the sleeping workers; a quiet
-# machine has lone spikes) send the next _BACKOFF_S seconds of calls to one thread (by
-# chunks: no barrier), then node by node is tried again. The thread count never changes a
-# result.
-_STALL_RATIO = 3.0
-_STALLS = 3
-_BACKOFF_S = 0.5
 
 def _enabled():
     return os.environ.get("CCONV_PLAN", "1") != "0"
@@ -254,12 +243,9 @@ class _NativeSegment:
         self._free, self._all = [self.native], [self.native]
         self.out_shape, self.dtype = tuple(out_shape), np.dtype(dtype)
         self.work, self.arena_img = work, arena_img
-        self._serial_t = {}                   # batch: seconds of its last one-thread call
-        self._serial_until = -1.0             # clock time until which calls take one thread
-        self._probe = False                   # the next call: one thread, timed
-        self._warm = False                    # the last call ran node by node
-        self._slow = 0                        # node-by-node calls in a row over the ratio
-        self._clock = time.perf_counter
+        # node-by-node calls wait at one barrier per node: a worker that another process
+        # preempts stalls the whole call, so their threads come from a load guard
+        self.guard = LoadGuard(**INFERENCE)
 
     def _chunks(self, n, threads):
         """``(chunk size, by layers)`` for ``n`` images on ``threads`` threads."""
@@ -285,46 +271,24 @@ class _NativeSegment:
             native = self._make_native()
             self._all.append(native)
         try:
-            n, threads, guarded = x.shape[0], get_num_threads(), False
-            if (threads > 1 and (self._probe or self._serial_until >= 0
-                                 and self._clock() < self._serial_until)
-                    and self._chunks(n, threads)[1]):
-                threads, guarded = 1, True    # a recent node-by-node call stalled
+            n, requested = x.shape[0], get_num_threads()
+            timed = requested > 1 and self._chunks(n, requested)[1]   # node by node: guarded
+            threads = self.guard.threads(n, requested) if timed else requested
             key = (n, threads)
             if key != native.key:
                 self._prepare(native, *key)
             if not x.flags.c_contiguous:
                 x = np.ascontiguousarray(x)
             y = np.empty((n,) + self.out_shape, dtype=self.dtype)
-            if native.by_layers or guarded:
-                self._timed_run(native, x, y)
+            if timed:
+                t0 = self.guard.clock()
+                native.run(x, y)
+                self.guard.record(n, requested, threads, self.guard.clock() - t0)
             else:
                 native.run(x, y)
         finally:
             self._free.append(native)
         return y
-
-    def _timed_run(self, native, x, y):
-        """A node-by-node or stall-guarded one-thread run, timed. The first node-by-node call
-        asks for a one-thread probe; _STALLS warm ones in a row slower than _STALL_RATIO
-        one-thread calls send calls to one thread for _BACKOFF_S seconds."""
-        n = x.shape[0]
-        t0 = self._clock()
-        native.run(x, y)
-        t1 = self._clock()
-        if not native.by_layers:
-            self._serial_t[n], self._probe, self._warm = t1 - t0, False, False
-            return
-        # the first node-by-node call after one-thread calls wakes the sleeping workers:
-        # not judged
-        warm, self._warm = self._warm, True
-        serial = self._serial_t.get(n)
-        if serial is None:
-            self._probe = True
-        elif warm:
-            self._slow = self._slow + 1 if t1 - t0 > _STALL_RATIO * serial else 0
-            if self._slow >= _STALLS:
-                self._serial_until, self._slow = t1 + _BACKOFF_S, 0
 
     @property
     def buffer_bytes(self):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import cconv
+from cconv import load_guard as lg
 from cconv import plan as cplan
 from cconv._ext import conv as _conv
 from cconv.layers import (
@@ -274,7 +275,7 @@ def test_by_layers_units_give_every_thread_work(threads):
 
 def test_stalled_node_by_node_call_backs_off_to_one_thread(monkeypatch):
     """After its first node-by-node call a batch size is timed once on one thread; later
-    node-by-node calls far slower than that (_STALLS in a row) send the calls to one thread
+    node-by-node calls far slower than that (STALLS in a row) send the calls to one thread
     until the back-off ends. Every call gives the same bits. The clock is a fake one."""
     model = cconv.models.tutorial_cnn(compile=False)
     x = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
@@ -283,28 +284,70 @@ def test_stalled_node_by_node_call_backs_off_to_one_thread(monkeypatch):
     seg_of = lambda: cplan.get_plan(model).segments[0]  # noqa: E731
     want = model.predict_on_batch(x)
     seg = seg_of()
-    assert seg.native.key == (1, 2) and seg.native.by_layers and seg._probe
+    assert seg.native.key == (1, 2) and seg.native.by_layers and seg.guard.probe == 1
     now, step = [100.0], [1e-4]
 
     def clock():
         now[0] += step[0]
         return now[0]
-    seg._clock = clock
+    seg.guard.clock = clock
     np.testing.assert_array_equal(model.predict_on_batch(x), want)   # the one-thread probe
-    assert seg.native.key == (1, 1) and not seg._probe
-    assert seg._serial_t[1] == pytest.approx(1e-4)
+    assert seg.native.key == (1, 1) and seg.guard.probe is None
+    assert seg.guard.serial_t[1] == pytest.approx(1e-4)
     np.testing.assert_array_equal(model.predict_on_batch(x), want)   # fast: stays
-    assert seg.native.key == (1, 2) and seg._serial_until < 0
+    assert seg.native.key == (1, 2) and seg.guard.serial_until < 0
     step[0] = 1e-3                                          # now each call "takes" 10x
-    for _ in range(cplan._STALLS):                          # a lone slow call is noise
-        assert seg._serial_until < 0
+    for _ in range(lg.STALLS):                              # a lone slow call is noise
+        assert seg.guard.serial_until < 0
         np.testing.assert_array_equal(model.predict_on_batch(x), want)
-    assert seg._serial_until > now[0]
+    assert seg.guard.serial_until > now[0]
     np.testing.assert_array_equal(model.predict_on_batch(x), want)
     assert seg.native.key == (1, 1) and not seg.native.by_layers     # backed off
-    now[0] = seg._serial_until
+    now[0] = seg.guard.serial_until
     np.testing.assert_array_equal(model.predict_on_batch(x), want)
     assert seg.native.key == (1, 2) and seg.native.by_layers         # tried again
+
+
+def test_node_by_node_calls_back_off_through_the_shared_load_guard(monkeypatch):
+    """A segment's threads come from a :class:`LoadGuard` with the inference settings (the
+    class training uses): STALLS stalled node-by-node calls back it off to one thread, whose
+    calls time the batch size anew; after the back-off node by node runs again (its first call
+    not judged), backs off again while the stalls last, and stays once they end. Every call
+    gives the same bits. The clock is a fake one: each read advances it by the time of the
+    current call's thread count."""
+    model = cconv.models.tutorial_cnn(compile=False)
+    x = np.random.default_rng(0).standard_normal((1, 32, 32, 3)).astype(np.float32)
+    cconv.set_num_threads(2)
+    monkeypatch.setattr(cplan, "_SHARED_WORK", 0)
+    want = model.predict_on_batch(x)                        # node by node: asks for a probe
+    seg = cplan.get_plan(model).segments[0]
+    guard = seg.guard
+    assert type(guard) is lg.LoadGuard and {
+        k: getattr(guard, k) for k in lg.INFERENCE} == lg.INFERENCE
+    tick = {1: 1e-4, 2: 5e-5}                               # seconds per clock read
+
+    def clock():
+        clock.now += tick[seg.native.key[1]]
+        return clock.now
+    clock.now = 100.0
+    guard.clock = clock
+
+    def calls(count):
+        used = []
+        for _ in range(count):
+            np.testing.assert_array_equal(model.predict_on_batch(x), want)
+            used.append(seg.native.key[1])
+        return used
+    assert calls(5) == [1, 2, 2, 2, 2]                      # the probe, then node by node
+    assert guard.serial_t[1] == pytest.approx(1e-4)
+    tick.update({1: 2e-4, 2: 5e-3})                         # a busy neighbour: stalls
+    assert calls(lg.STALLS + 3) == [2] * lg.STALLS + [1] * 3
+    assert guard.serial_t[1] == pytest.approx(2e-4)         # timed anew on one thread
+    clock.now = guard.serial_until
+    assert calls(lg.STALLS + 2) == [2] * (lg.STALLS + 1) + [1]  # tried again, still stalls
+    clock.now = guard.serial_until
+    tick.update({1: 2e-4, 2: 1e-4})                         # the load went
+    assert calls(10) == [2] * 10
 
 
 def test_dense_weights_packed_only_for_enough_rows():
