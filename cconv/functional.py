@@ -484,9 +484,17 @@ class Model(Sequential):
     def _backward(self, g, logits=False):
         """Back-propagate ``g = dL/d(outputs)`` (packed; dL/d(logits) with ``logits``) through the
         graph in reverse node order, summing gradients of tensors used several times and the
-        weight gradients of shared layers (see the module docstring)."""
+        weight gradients of shared layers (see the module docstring).
+
+        Raises:
+            NotImplementedError: a node that must be differentiated belongs to a layer that
+                defines no ``backward`` (a Keras-style custom layer), before any backward runs.
+        """
         if self._planned_backward(g):
             return
+        for (node, _, _, _), needed in zip(self._plan, self._needs_backward):
+            if needed:
+                node.layer._require_backward()
         gs = [g] if len(self._outputs) == 1 else _unpack(g, self._out_shapes)
         grads, sums = {}, {}
         n_in = len(self._inputs)
@@ -721,13 +729,16 @@ def graph_config(model, serialize):
 
 
 def _inbound_refs(node_data):
-    """``[(layer name, node index, tensor index)]`` from a Keras 3 node dict
-    ``{"args": [...], "kwargs": {}}`` or a legacy ``[[name, node, tensor, kwargs], ...]``."""
+    """``([(layer name, node index, tensor index)], several)`` from a Keras 3 node dict
+    ``{"args": [...], "kwargs": {}}`` or a legacy ``[[name, node, tensor, kwargs], ...]``;
+    ``several``: the layer was called on a list (in a legacy entry: on more than one
+    tensor)."""
     if isinstance(node_data, dict):
         arg = node_data["args"][0]
-        refs = [t["config"]["keras_history"] for t in (arg if isinstance(arg, list) else [arg])]
-        return [tuple(r[:3]) for r in refs]
-    return [tuple(r[:3]) for r in node_data]
+        several = isinstance(arg, list)
+        refs = [t["config"]["keras_history"] for t in (arg if several else [arg])]
+        return [tuple(r[:3]) for r in refs], several
+    return [tuple(r[:3]) for r in node_data], len(node_data) > 1
 
 
 def model_from_graph_config(config, deserialize, cls=None):
@@ -748,11 +759,11 @@ def model_from_graph_config(config, deserialize, cls=None):
         progress = False
         for name, layer, nodes in pending:
             while nodes:
-                refs = _inbound_refs(nodes[0])
+                refs, several = _inbound_refs(nodes[0])
                 if any((r[0], r[1]) not in tensors for r in refs):
                     break
                 args = [tensors[(r[0], r[1])] for r in refs]
-                multi = getattr(layer, "_multi_input", False)
+                multi = several or getattr(layer, "_multi_input", False)
                 tensors[(name, done[name])] = layer(args if multi else args[0])
                 done[name] += 1
                 nodes.pop(0)

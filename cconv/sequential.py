@@ -196,10 +196,17 @@ class Sequential(Trainer):
 
     def _backward(self, g, logits=False):
         """Back-propagate from the output down to the first layer with trainable weights
-        (through the training plan when the forward pass ran through it)."""
+        (through the training plan when the forward pass ran through it).
+
+        Raises:
+            NotImplementedError: a layer on that path defines no ``backward`` (a Keras-style
+                custom layer), before any layer's backward runs.
+        """
         if self._planned_backward(g):
             return
         layers = self._layers
+        for layer in layers[self._first_trained:]:
+            layer._require_backward()
         last = len(layers) - 1
         for i in range(last, self._first_trained - 1, -1):
             layer = layers[i]

@@ -11,8 +11,22 @@ forward/backward pair instead of autodiff:
 Weights are attributes named in ``_weight_names`` (Keras's ``get_weights()`` order); a
 model may rebind them to views of one flat buffer so that an optimizer step is a handful
 of NumPy calls, so assign new values with ``set_weights`` (which copies in place).
+
+Custom layers come in two styles. cconv's defines ``forward`` and ``backward`` as above.
+Keras's defines ``call(self, inputs)`` (NumPy arrays in, one NumPy array out; add a
+``training=None`` parameter to receive the mode) and, to make weights, ``build(self,
+input_shape)`` (given Keras's shape, batch axis ``None`` included) calling ``add_weight``
+and keeping each weight in an attribute (``self.kernel = self.add_weight(...)``). After
+``build`` the attributes holding those arrays become the layer's weights, and the output
+shape comes from the layer's own ``compute_output_shape(input_shape)`` (Keras's form) or
+else from running ``call`` once on a batch of two zero samples. Such a layer runs in
+``predict``, ``evaluate`` and ``__call__``, in a Sequential or a graph model; training
+through it needs its ``backward`` (cconv has no automatic gradients yet), and a model
+that must differentiate it raises a NotImplementedError naming it before any backward runs.
 """
 
+import functools
+import inspect
 import itertools
 import re
 from collections import defaultdict
@@ -20,6 +34,8 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import initializers as _initializers
+from .. import regularizers as _regularizers
 from .._typing import ArrayLike, Config, DTypeLike, Shape
 from .node import call_symbolic, is_symbolic
 
@@ -36,6 +52,50 @@ def unique_name(base):
     """Keras-style unique names: ``dense``, ``dense_1``, ..."""
     n = next(_name_counters[base])
     return base if n == 0 else f"{base}_{n}"
+
+
+def _sample_shape(shape):
+    """A shape without its batch axis, as a tuple of ints (``(None, 4)`` and ``(4,)`` both
+    give ``(4,)``); a list of shapes (a layer called on a list) gives a list of them."""
+    if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
+        return [_sample_shape(s) for s in shape]
+    shape = tuple(shape)
+    if shape and shape[0] is None:
+        shape = shape[1:]
+    return tuple(int(d) for d in shape)
+
+
+def _batch_shape(shape):
+    """Keras's form of a sample shape (a list of them): ``(None,) + shape``."""
+    if isinstance(shape, list):
+        return [(None,) + s for s in shape]
+    return (None,) + shape
+
+
+def _is_keras_style(cls):
+    """Whether layer class ``cls`` computes with Keras's ``call`` (it defines ``call`` and
+    not cconv's ``forward``)."""
+    return cls.call is not Layer.call and cls.forward is Layer.forward
+
+
+def _keras_build(build):
+    """Wrap a Keras-style layer class's own ``build``: it gets Keras's shape (batch axis
+    ``None`` included, whichever form the caller used), and once the outermost ``build``
+    returns (a ``super().build(...)`` inside it does nothing more) the layer finishes
+    building (:meth:`Layer._finish_build`)."""
+    @functools.wraps(build)
+    def wrapper(self, input_shape):
+        if self.__dict__.get("_in_build"):
+            return build(self, input_shape)
+        shape = _sample_shape(input_shape)
+        self._in_build = True
+        try:
+            build(self, _batch_shape(shape))
+        finally:
+            del self._in_build
+        self._finish_build(shape)
+    wrapper._keras_build = True
+    return wrapper
 
 
 def check_data_format(data_format):
@@ -61,6 +121,16 @@ class Layer:
     _weight_names = ()          # Keras get_weights() order
     _trainable_names = ()       # the subset the optimizer updates
     _transient = ()             # forward caches, dropped when pickled
+    _call_has_training_arg = True   # Keras's name: whether call() takes training=
+
+    def __init_subclass__(cls, **kwargs):
+        """For each subclass: whether its ``call`` takes ``training``, and, for a Keras-style
+        class, its own ``build`` wrapped by :func:`_keras_build`."""
+        super().__init_subclass__(**kwargs)
+        cls._call_has_training_arg = "training" in inspect.signature(cls.call).parameters
+        if (_is_keras_style(cls) and cls.build is not Layer.build
+                and not getattr(cls.build, "_keras_build", False)):
+            cls.build = _keras_build(cls.build)
 
     def __init__(self, name: Optional[str] = None, trainable: bool = True,
                  dtype: DTypeLike = None, input_shape: Optional[Shape] = None):
@@ -94,7 +164,12 @@ class Layer:
 
     def build(self, input_shape: Shape) -> None:
         """Create the weights for inputs of shape ``(batch,) + input_shape``
-        (``input_shape`` may also include a leading ``None`` batch axis)."""
+        (``input_shape`` may also include a leading ``None`` batch axis). A Keras-style layer
+        without its own ``build`` creates nothing here (as in Keras) and finishes building."""
+        if self._keras_style:
+            if not self.__dict__.get("_in_build"):
+                self._finish_build(_sample_shape(input_shape))
+            return
         input_shape = tuple(input_shape)
         if input_shape and input_shape[0] is None:
             input_shape = input_shape[1:]
@@ -111,6 +186,170 @@ class Layer:
         pass
 
     @property
+    def _keras_style(self):
+        """Whether this layer computes with Keras's ``call`` (see the module docstring)."""
+        return _is_keras_style(type(self))
+
+    def _finish_build(self, shape):
+        """Finish building a Keras-style layer for sample shape(s) ``shape`` (no batch axis;
+        a list for a layer called on a list): its ``add_weight`` arrays become its weights
+        (:meth:`_bind_weights`), then its output shape is found
+        (:meth:`_keras_output_shape`); the layer is built while ``call`` runs for that,
+        as in Keras, so ``call`` cannot add weights."""
+        self._bind_weights()
+        self._input_shape = shape
+        self.built = True
+        try:
+            self._output_shape = None
+            self._output_shape = self._keras_output_shape(shape)
+        except BaseException:
+            self.built = False
+            raise
+        self.grads = {n: np.zeros_like(getattr(self, n)) for n in self._trainable_names}
+
+    def _bind_weights(self):
+        """Name each ``add_weight`` array by the first attribute of the layer that holds it:
+        weights are attributes (``_weight_names``; trainable ones first, as Keras orders
+        ``layer.weights``), so that ``set_weights`` and a model's flat weight buffer reach
+        what ``call`` reads. Also notes the layers held in attributes (see
+        :meth:`_run_call`).
+
+        Raises:
+            ValueError: an ``add_weight`` array that no attribute holds (only in a list, say).
+        """
+        held = {}
+        sublayers = []
+        for attr, value in vars(self).items():
+            if isinstance(value, np.ndarray):
+                held.setdefault(id(value), attr)
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(v, Layer) and v is not self:
+                    sublayers.append(v)
+        self._sublayers = tuple(sublayers)
+        entries = self.__dict__.get("_added_weights")
+        if not entries:
+            return
+        for e in entries:
+            if "array" in e:
+                attr = held.get(id(e["array"]))
+                if attr is None:
+                    raise ValueError(
+                        f"Layer {self.name!r}: the weight {e['name']!r} made by add_weight is "
+                        f"not held by an attribute of the layer. Keep each weight in its own "
+                        f"attribute (self.{e['name']} = self.add_weight(...)): set_weights "
+                        f"and training update the attribute, not a list or dict holding it."
+                    )
+                e["attr"] = attr
+                del e["array"]
+        trainable = list(dict.fromkeys(e["attr"] for e in entries if e["trainable"]))
+        frozen = [a for a in dict.fromkeys(e["attr"] for e in entries) if a not in trainable]
+        self._trainable_names = tuple(trainable)
+        self._weight_names = tuple(trainable + frozen)
+        self._weight_regularizer_map = {e["attr"]: e["regularizer"] for e in entries
+                                        if e["regularizer"] is not None}
+
+    def _keras_output_shape(self, shape):
+        """A Keras-style layer's output sample shape for input sample shape(s) ``shape``:
+        from its own ``compute_output_shape`` (Keras's form: batch axis in and out) when it
+        defines one, else from ``call`` on a batch of two zero samples (in inference mode).
+
+        Raises:
+            ValueError: a shape that is not ``(batch,) + sample shape`` of known sizes, or a
+                ``call`` that changes the number of samples.
+        """
+        if type(self).compute_output_shape is not Layer.compute_output_shape:
+            out = self.compute_output_shape(_batch_shape(shape))
+            dims = tuple(out)[1:] if isinstance(out, (list, tuple)) and out else None
+            if dims is None or not all(isinstance(d, (int, np.integer)) and d >= 0
+                                       for d in dims):
+                raise ValueError(
+                    f"Layer {self.name!r}: compute_output_shape({_batch_shape(shape)}) returned "
+                    f"{out!r}; it must return the output shape with its batch axis first, "
+                    f"e.g. (None, 10), every other size a known non-negative int."
+                )
+            return tuple(int(d) for d in dims)
+        several = isinstance(shape, list)
+        zeros = [np.zeros((2,) + s, self.dtype) for s in (shape if several else [shape])]
+        try:
+            with np.errstate(all="ignore"):
+                out = self._run_call(zeros if several else zeros[0], False)
+        except Exception as e:
+            if hasattr(e, "add_note"):
+                e.add_note(f"(cconv ran {type(self).__name__}.call on zeros of shape "
+                           f"{[z.shape for z in zeros] if several else zeros[0].shape} to find "
+                           f"layer {self.name!r}'s output shape; define "
+                           f"compute_output_shape(input_shape) to give it instead.)")
+            raise
+        if out.ndim == 0 or out.shape[0] != 2:
+            raise ValueError(
+                f"Layer {self.name!r}: call changed the batch axis (a batch of 2 samples gave "
+                f"an output of shape {out.shape}); a layer maps each sample to one output "
+                f"sample."
+            )
+        return out.shape[1:]
+
+    def add_weight(self, shape=None, initializer=None, dtype=None, *, trainable=True,
+                   autocast=True, regularizer=None, constraint=None, aggregation="none",
+                   overwrite_with_gradient=False, name=None):
+        """Keras's ``add_weight`` for Keras-style layers: make a weight in ``build`` (or
+        ``__init__``) and keep it in an attribute, ``self.kernel = self.add_weight(shape=(n,
+        units))``; ``call`` reads that attribute as a NumPy array.
+
+        Args:
+            shape: tuple of ints (default ``()``, a scalar).
+            initializer: a name, a :mod:`cconv.initializers` object or a callable
+                ``(shape, dtype) -> array`` (default "glorot_uniform").
+            dtype: the layer's dtype (the default; a layer's weights share it).
+            trainable: whether training updates it (``trainable_weights``) or not.
+            regularizer: a name or :mod:`cconv.regularizers` object; its penalty joins the
+                loss as for built-in layers.
+            name: the weight's name (Keras's variable name; default "variable").
+            autocast, aggregation: accepted as Keras has them; no effect in cconv.
+            constraint, overwrite_with_gradient: not supported (None, False only).
+
+        Returns:
+            the weight: a new NumPy array of ``shape``.
+
+        Raises:
+            ValueError: a bad shape, initializer result or dtype, an unsupported argument,
+                or a layer already built (Keras's rule: no new weights after ``build``).
+        """
+        what = f"Layer {self.name!r}: add_weight"
+        if self.built:
+            raise ValueError(f"{what}(name={name!r}) was called after the layer was built; make "
+                             f"weights in build(input_shape) or __init__, not in call.")
+        if constraint is not None or overwrite_with_gradient:
+            arg = "constraint" if constraint is not None else "overwrite_with_gradient"
+            raise ValueError(f"{what}: {arg} is not supported by cconv; leave it at its "
+                             f"default.")
+        shape = () if shape is None else shape
+        if not isinstance(shape, (list, tuple)) or not all(
+                isinstance(d, (int, np.integer)) and d >= 0 for d in shape):
+            raise ValueError(f"{what}: shape must be a tuple of non-negative ints; got "
+                             f"shape={shape!r}.")
+        shape = tuple(int(d) for d in shape)
+        dtype = self.dtype if dtype is None else np.dtype(dtype).name
+        if dtype != self.dtype:
+            raise ValueError(f"{what}: dtype={dtype!r} differs from the layer's dtype "
+                             f"{self.dtype!r}; a layer's weights share its dtype (give dtype= "
+                             f"to the layer).")
+        if initializer is None:
+            initializer = "glorot_uniform"
+        if callable(initializer) and not isinstance(initializer, type):
+            init = initializer
+        else:
+            init = _initializers.get(initializer)
+        value = np.asarray(init(shape, dtype=dtype))
+        if value.shape != shape:
+            raise ValueError(f"{what}: the initializer gave an array of shape {value.shape} for "
+                             f"shape {shape}.")
+        array = np.array(value, dtype=dtype)
+        self.__dict__.setdefault("_added_weights", []).append(
+            {"array": array, "name": name or "variable", "trainable": bool(trainable),
+             "regularizer": _regularizers.get(regularizer)})
+        return array
+
+    @property
     def input_shape(self) -> Tuple[Optional[int], ...]:
         """``(None,) + sample shape`` once built (or given), else None."""
         return None if self._input_shape is None else (None,) + self._input_shape
@@ -120,21 +359,20 @@ class Layer:
         return None if self._output_shape is None else (None,) + self._output_shape
 
     def _check_input(self, x):
+        """Build the layer for batch ``x`` (a list of batches for a Keras-style layer called
+        on a list), or check that ``x`` has the sample shapes it was built for."""
+        shape = [a.shape[1:] for a in x] if isinstance(x, list) else x.shape[1:]
         if not self.built:
-            self.build(x.shape[1:])
-        elif x.shape[1:] != self._input_shape:
+            self.build(shape)
+        elif shape != self._input_shape:
+            got = [a.shape for a in x] if isinstance(x, list) else x.shape
             raise ValueError(
                 f"Layer {self.name!r} expects inputs of shape (batch,) + {self._input_shape}; "
-                f"got an array of shape {x.shape}."
+                f"got an array of shape {got}."
             )
 
-    # ----- computation -----------------------------------------------------------
-    def __call__(self, x, training=False):
-        """Apply the layer to a batch ``x`` of shape ``(batch,) + input_shape``;
-        returns a NumPy array of shape ``(batch,) + output_shape``. On symbolic tensors
-        (``cconv.Input``) records a graph node and returns a symbolic tensor."""
-        if is_symbolic(x):
-            return call_symbolic(self, x)
+    def _as_batch(self, x):
+        """``x`` as a NumPy batch (ndim >= 2) of the layer's dtype."""
         x = np.asarray(x)
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
@@ -142,17 +380,109 @@ class Layer:
             raise ValueError(
                 f"Layer {self.name!r} needs a batch of inputs (ndim >= 2); got shape {x.shape}."
             )
+        return x
+
+    # ----- computation -----------------------------------------------------------
+    def __call__(self, x, training=False):
+        """Apply the layer to a batch ``x`` of shape ``(batch,) + input_shape`` (a Keras-style
+        layer also to a list of batches); returns a NumPy array of shape
+        ``(batch,) + output_shape``. On symbolic tensors (``cconv.Input``) records a graph
+        node and returns a symbolic tensor.
+
+        Raises:
+            NotImplementedError: a layer class that defines neither ``call`` nor ``forward``.
+        """
+        self._require_computation()
+        if is_symbolic(x):
+            return call_symbolic(self, x)
+        if self._keras_style and isinstance(x, (list, tuple)):
+            x = [self._as_batch(a) for a in x]
+            if len({a.shape[0] for a in x}) != 1:
+                raise ValueError(f"Layer {self.name!r} needs a list of batches of one batch "
+                                 f"size; got shapes {[a.shape for a in x]}.")
+        else:
+            x = self._as_batch(x)
         self._check_input(x)
         return self.forward(x, training=training)
 
+    def call(self, inputs, training=None):
+        """Keras's name for the computation. A Keras-style layer defines its own
+        ``call(self, inputs)`` (optionally with ``training=None``): ``inputs`` is a NumPy
+        batch ``(batch,) + input_shape`` (a list of batches when the layer is called on a
+        list) and it returns one NumPy array ``(batch,) + output_shape``. Here: ``forward``
+        in inference mode unless ``training``."""
+        self._require_computation()
+        return self.forward(inputs, training=bool(training))
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        """Output for a batch ``x``; caches for ``backward`` when ``training``."""
-        raise NotImplementedError
+        """Output for a batch ``x``; caches for ``backward`` when ``training``. A Keras-style
+        layer runs its ``call`` (:meth:`_run_call`)."""
+        self._require_computation()
+        return self._run_call(x, training)
+
+    def _run_call(self, x, training):
+        """A Keras-style layer's ``call`` on ``x``, with ``training`` when ``call`` takes
+        it; its result as one C-contiguous array of the layer's dtype.
+
+        Raises:
+            ValueError: not one array of numbers, or (once the output shape is known) not
+                ``(batch,) + output_shape``.
+            NotImplementedError: a layer held in an attribute has weights (they would be
+                missing from the model's weights, counts and files).
+        """
+        out = self.call(x, training=bool(training)) if self._call_has_training_arg else self.call(x)
+        if isinstance(out, (list, tuple, dict)):
+            raise ValueError(f"Layer {self.name!r}: call returned a {type(out).__name__}; a cconv "
+                             f"layer has one output, one array.")
+        out = np.asarray(out)
+        if out.dtype.kind not in "fiub":
+            raise ValueError(f"Layer {self.name!r}: call returned an array of dtype {out.dtype}; "
+                             f"it must return numbers.")
+        out = np.ascontiguousarray(out, dtype=self.dtype)
+        n = (x[0] if isinstance(x, list) else x).shape[0]
+        if self._output_shape is not None and out.shape != (n,) + tuple(self._output_shape):
+            raise ValueError(f"Layer {self.name!r}: call returned shape {out.shape} for a batch of "
+                             f"{n}; the layer's output shape is {(None,) + self._output_shape}.")
+        for layer in self.__dict__.get("_sublayers", ()):
+            if layer.weights:
+                raise NotImplementedError(
+                    f"Layer {self.name!r} holds layer {layer.name!r}, which has weights; cconv "
+                    f"does not track the weights of layers inside a custom layer yet (they "
+                    f"would be missing from get_weights, count_params and saved files). Call "
+                    f"those layers in a model instead (the functional API or a subclassed "
+                    f"cconv.Model).")
+        return out
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """``dL/dx`` from ``dy = dL/dy`` (same shape as the last ``forward`` output);
         fills ``self.grads``. Needs a preceding ``forward(x, training=True)``."""
-        raise NotImplementedError
+        raise NotImplementedError(self._no_backward_message())
+
+    def _require_computation(self):
+        """Raise a NotImplementedError for a layer class that defines neither Keras's
+        ``call`` nor cconv's ``forward``."""
+        if type(self).call is Layer.call and type(self).forward is Layer.forward:
+            raise NotImplementedError(
+                f"Layer {self.name!r} ({type(self).__name__}) defines no computation: a custom "
+                f"layer subclasses cconv.layers.Layer and defines call(self, inputs), as in "
+                f"Keras (NumPy arrays in, one NumPy array out), or cconv's forward(x, "
+                f"training) and backward(dy).")
+
+    def _require_backward(self):
+        """Raise a NotImplementedError naming this layer if it defines no ``backward``
+        (models call it, before any backward runs, on each layer training must
+        differentiate)."""
+        if type(self).backward is Layer.backward:
+            raise NotImplementedError(self._no_backward_message())
+
+    def _no_backward_message(self):
+        names = ", ".join(self._trainable_names) or "none"
+        return (f"Layer {self.name!r} ({type(self).__name__}) cannot be trained through: it "
+                f"defines no backward, and cconv has no automatic gradients yet. Define "
+                f"backward(self, dy): given dy = dL/d(output), of the output's shape, return "
+                f"dL/d(input) (a list for a list of inputs) and write dL/dw into "
+                f"self.grads[name] for each trainable weight (here: {names}). A layer without "
+                f"trainable weights that no trainable layer precedes needs no backward.")
 
     # ----- weights ------------------------------------------------------------------
     @property
@@ -206,8 +536,9 @@ class Layer:
         """``(weight name, regularizer)`` for each present trainable weight whose
         ``<name>_regularizer`` attribute is set (e.g. ``kernel_regularizer``)."""
         out = []
+        added = self.__dict__.get("_weight_regularizer_map")   # a Keras-style layer's
         for n in self._trainable_names:
-            reg = getattr(self, n + "_regularizer", None)
+            reg = added.get(n) if added is not None else getattr(self, n + "_regularizer", None)
             if reg is not None and getattr(self, n, None) is not None:
                 out.append((n, reg))
         return out

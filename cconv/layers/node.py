@@ -144,11 +144,19 @@ def call_symbolic(layer, inputs):
     """Record ``layer(inputs)`` on KerasTensors: build the layer for their shapes (once;
     a shared layer must see the shapes it was built for) and return the output tensor.
 
+    A Keras-style layer (one that defines ``call``, see ``cconv/layers/base.py``) takes a
+    list when it is given one, as Keras passes it to ``call``; its output shape is the one
+    found when it was built.
+
     Raises:
         ValueError: a list given to a single-input layer, or shapes a shared layer was not
             built for.
     """
-    multi = bool(getattr(layer, "_multi_input", False))
+    keras_style = getattr(layer, "_keras_style", False)
+    if keras_style:
+        multi = isinstance(inputs, (list, tuple))
+    else:
+        multi = bool(getattr(layer, "_multi_input", False))
     if multi:
         tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
         shape = [t.shape[1:] for t in tensors]
@@ -165,11 +173,17 @@ def call_symbolic(layer, inputs):
         shape = inputs.shape[1:]
     if not layer.built:
         layer.build(shape)
+    elif keras_style and layer._input_shape != shape:
+        raise ValueError(
+            f"Layer {layer.name!r} was built for inputs of sample shape {layer._input_shape} "
+            f"and cannot be called on sample shape {shape} (a shared layer needs the same "
+            f"input shapes at every call)."
+        )
     elif not multi and layer._input_shape != tuple(shape):
         raise ValueError(
             f"Layer {layer.name!r} was built for inputs {(None,) + layer._input_shape} and cannot "
             f"be called on a tensor of shape {(None,) + tuple(shape)} (a shared layer needs "
             f"the same input shape at every call)."
         )
-    out_shape = layer.compute_output_shape(shape)
+    out_shape = layer._output_shape if keras_style else layer.compute_output_shape(shape)
     return Node(layer, tensors, out_shape, multi=multi).outputs[0]
