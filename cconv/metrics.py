@@ -24,7 +24,9 @@ __all__ = [
 
 
 class Metric(Configurable):
-    """Base class: a running (weighted) mean of per-sample values."""
+    """Base class: a running (weighted) mean of per-sample values. Totals and counts are
+    accumulated in float64 whatever the inputs' dtype (a float32 sum of many values would
+    lose digits)."""
 
     _default_name = "metric"
     # True for compile(weighted_metrics=...): fit and evaluate pass it the sample weights.
@@ -53,7 +55,7 @@ class Metric(Configurable):
         """Fast path used by fit: inputs are already checked and converted."""
         values = self._values(y_true, y_pred)
         if sample_weight is None:
-            self._total += float(values.sum())
+            self._total += float(values.sum(dtype=np.float64))
             self._count += values.size
             return
         w = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
