@@ -3,9 +3,13 @@
 :class:`ReduceLROnPlateau`, :class:`LearningRateScheduler`, :class:`CSVLogger`,
 :class:`TerminateOnNaN`, :class:`LambdaCallback`, :class:`BackupAndRestore`.
 
-Hooks receive ``logs`` dicts of floats (``loss``, metric names, ``val_*`` at epoch end).
-Per-batch hooks are only called for callbacks that override them, so an unused hook costs
-nothing per step.
+Hooks receive ``logs`` dicts, never None (as Keras): floats (``loss``, metric names, ``val_*``
+at epoch end), ``{}`` where there is nothing to report (``on_train_begin``,
+``on_epoch_begin``, ``on_*_batch_begin``), ``{"outputs": array}`` at ``on_predict_batch_end``.
+``fit`` calls the ``on_train_*`` and epoch hooks and, for each validation, the ``on_test_*``
+hooks; ``evaluate(callbacks=)`` the ``on_test_*`` hooks; ``predict(callbacks=)`` the
+``on_predict_*`` hooks. Per-batch hooks are only called for callbacks that override them, so
+an unused hook costs nothing per step.
 """
 
 import csv
@@ -42,51 +46,129 @@ class Callback:
     def on_train_end(self, logs=None): pass
     def on_epoch_begin(self, epoch, logs=None): pass
     def on_epoch_end(self, epoch, logs=None): pass
-    def on_train_batch_begin(self, batch, logs=None): pass
-    def on_train_batch_end(self, batch, logs=None): pass
+    def on_batch_begin(self, batch, logs=None): pass
+    def on_batch_end(self, batch, logs=None): pass
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.on_batch_begin(batch, logs=logs)       # Keras's alias
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.on_batch_end(batch, logs=logs)
+
     def on_test_begin(self, logs=None): pass
     def on_test_end(self, logs=None): pass
+    def on_test_batch_begin(self, batch, logs=None): pass
+    def on_test_batch_end(self, batch, logs=None): pass
+    def on_predict_begin(self, logs=None): pass
+    def on_predict_end(self, logs=None): pass
+    def on_predict_batch_begin(self, batch, logs=None): pass
+    def on_predict_batch_end(self, batch, logs=None): pass
+
+
+def check_callbacks(callbacks, where):
+    """``callbacks`` as a new list: None -> ``[]``, one :class:`Callback` -> ``[it]`` (Keras
+    accepts both), or a list/tuple of them.
+
+    Raises:
+        TypeError: anything else, naming ``where`` (``"fit"``, ...) and the culprit.
+    """
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback):
+        return [callbacks]
+    if not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"{where}: callbacks must be a list of cconv.callbacks.Callback "
+                        f"objects; got {type(callbacks).__name__}.")
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"{where}: callbacks[{i}] must be a cconv.callbacks.Callback; got "
+                            f"{type(cb).__module__}.{type(cb).__qualname__}.")
+    return list(callbacks)
+
+
+_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_test_batch_begin",
+                "on_test_batch_end", "on_predict_batch_begin", "on_predict_batch_end")
 
 
 def _overrides(cb, hook):
     """Whether ``cb`` defines ``hook`` itself (in its class, or on the instance as
-    :class:`LambdaCallback` does)."""
-    return getattr(type(cb), hook) is not getattr(Callback, hook) or hook in vars(cb)
+    :class:`LambdaCallback` does); for a training batch hook, also Keras's older alias
+    (``on_batch_begin`` / ``on_batch_end``), which the default hook calls."""
+    if getattr(type(cb), hook) is not getattr(Callback, hook) or hook in vars(cb):
+        return True
+    alias = hook.replace("on_train_batch_", "on_batch_")
+    return alias != hook and _overrides(cb, alias)
 
 
 class CallbackList:
-    """Dispatches hooks to a list of callbacks."""
+    """Calls each hook on every callback, in order, with a ``logs`` dict (``{}`` for None, as
+    Keras); a per-batch hook only on the callbacks that override it (:meth:`wants`)."""
 
     def __init__(self, callbacks, model, params):
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             cb.set_model(model)
             cb.set_params(params)
-        self._batch_begin = [cb for cb in self.callbacks if _overrides(cb, "on_train_batch_begin")]
-        self._batch_end = [cb for cb in self.callbacks if _overrides(cb, "on_train_batch_end")]
+        self._batch = {hook: [cb for cb in self.callbacks if _overrides(cb, hook)]
+                       for hook in _BATCH_HOOKS}
+
+    def wants(self, hook):
+        """Whether any callback overrides the per-batch ``hook`` (e.g.
+        ``"on_test_batch_end"``), so a loop can skip making its logs."""
+        return bool(self._batch[hook])
 
     @property
     def wants_batch_begin(self):
-        return bool(self._batch_begin)
+        return self.wants("on_train_batch_begin")
 
     @property
     def wants_batch_end(self):
-        return bool(self._batch_end)
+        return self.wants("on_train_batch_end")
 
-    def __getattr__(self, hook):
-        if not hook.startswith("on_"):
-            raise AttributeError(hook)
-        if hook == "on_train_batch_begin":
-            cbs = self._batch_begin
-        elif hook == "on_train_batch_end":
-            cbs = self._batch_end
-        else:
-            cbs = self.callbacks
+    def _run(self, hook, logs):
+        logs = {} if logs is None else logs
+        for cb in self.callbacks:
+            getattr(cb, hook)(logs)
 
-        def call(*args, **kwargs):
-            for cb in cbs:
-                getattr(cb, hook)(*args, **kwargs)
-        return call
+    def _run_batch(self, hook, batch, logs):
+        logs = {} if logs is None else logs
+        for cb in self._batch[hook]:
+            getattr(cb, hook)(batch, logs=logs)
+
+    def on_train_begin(self, logs=None): self._run("on_train_begin", logs)
+    def on_train_end(self, logs=None): self._run("on_train_end", logs)
+    def on_test_begin(self, logs=None): self._run("on_test_begin", logs)
+    def on_test_end(self, logs=None): self._run("on_test_end", logs)
+    def on_predict_begin(self, logs=None): self._run("on_predict_begin", logs)
+    def on_predict_end(self, logs=None): self._run("on_predict_end", logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        logs = {} if logs is None else logs
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {} if logs is None else logs
+        for cb in self.callbacks:
+            cb.on_epoch_end(epoch, logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._run_batch("on_train_batch_begin", batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._run_batch("on_train_batch_end", batch, logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._run_batch("on_test_batch_begin", batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._run_batch("on_test_batch_end", batch, logs)
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        self._run_batch("on_predict_batch_begin", batch, logs)
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self._run_batch("on_predict_batch_end", batch, logs)
 
 
 class History(Callback):
