@@ -33,6 +33,8 @@ How it runs (one rule per question):
   names of the layers that produce the outputs); ``loss_weights`` likewise.
 """
 
+from inspect import signature as _signature
+
 import numpy as np
 
 from . import layers as _layers
@@ -42,6 +44,7 @@ from .layers.base import _snake, unique_name
 from .layers.node import KerasTensor, input_tensor, is_symbolic
 from .saving import register_model_class
 from .sequential import Sequential, _shape_str
+from .trainer import _unclashed
 
 __all__ = ["Model", "Input", "KerasTensor"]
 
@@ -148,6 +151,17 @@ def _by_name(value, names, what):
                              f"({', '.join(names)}); give one per name or a dict.")
         return list(value)
     return [value] * len(names)
+
+
+def _per_output_metrics(metrics, names, what):
+    """``compile``'s ``metrics`` (or ``weighted_metrics``) as one list per output: a flat
+    list (or one metric) applies to every output; a list of lists (output order) or a dict
+    (output names) gives each output its own."""
+    if isinstance(metrics, (list, tuple)) and not any(isinstance(m, (list, tuple, dict))
+                                                      for m in metrics):
+        metrics = [list(metrics)] * len(names)
+    return [[] if m is None else list(m) if isinstance(m, (list, tuple)) else [m]
+            for m in _by_name(metrics, names, what)]
 
 
 def _list_property(attr, doc):
@@ -377,7 +391,7 @@ class Model(Sequential):
         self._init_graph(ins if several else ins[0], outs)
         pending = self.__dict__.pop("_pending_compile", None)
         if pending is not None:
-            self.compile(pending[0], pending[1], metrics=pending[2], loss_weights=pending[3])
+            self.compile(**pending)
         used = [l for l in self._layers if not isinstance(l, _layers.InputLayer)]
         self._layers = self._tracked + [l for l in used if all(l is not t for t in self._tracked)]
 
@@ -538,38 +552,45 @@ class Model(Sequential):
 
 
     # ----- compile and data ------------------------------------------------------------------
-    def compile(self, optimizer="rmsprop", loss=None, *, metrics=None, loss_weights=None):
-        """As :meth:`Sequential.compile`; with several outputs ``loss``, ``metrics`` and
+    def compile(self, optimizer="rmsprop", loss=None, *, metrics=None, loss_weights=None,
+                weighted_metrics=None, **options):
+        """As :meth:`Sequential.compile`, which gets every other keyword (``jit_compile``,
+        ...); with several outputs ``loss``, ``metrics``, ``weighted_metrics`` and
         ``loss_weights`` may be lists (output order) or dicts (output names). A single loss
-        or metric list applies to every output. The total loss is
-        ``sum(loss_weights[i] * loss_i)``.
+        or a flat metric list applies to every output. The total loss is
+        ``sum(loss_weights[i] * loss_i)``; metrics are logged as ``<output>_<metric>``
+        (``<output>_weighted_<metric>`` for a weighted metric of the same name, Keras's rule).
 
         Raises:
             ValueError: unknown names, or lists/dicts that do not match the outputs.
+            TypeError: a keyword :meth:`Sequential.compile` does not take.
         """
         if self._graph is None:       # a subclassed model compiled before it is traced
-            self._pending_compile = (optimizer, loss, metrics, loss_weights)
+            _signature(Sequential.compile).bind(self, optimizer, loss, metrics=metrics,
+                                                weighted_metrics=weighted_metrics, **options)
+            self._pending_compile = dict(optimizer=optimizer, loss=loss, metrics=metrics,
+                                         loss_weights=loss_weights,
+                                         weighted_metrics=weighted_metrics, **options)
             self.compiled = True
             return
         names = self._output_names
         loss_list = _by_name(loss, names, "loss")
-        per_metrics = metrics
-        if isinstance(metrics, (list, tuple)) and not any(isinstance(m, (list, tuple, dict))
-                                                          for m in metrics):
-            per_metrics = [list(metrics)] * len(names)
-        metric_lists = [[] if m is None else list(m) if isinstance(m, (list, tuple)) else [m]
-                        for m in _by_name(per_metrics, names, "metrics")]
+        metric_lists = _per_output_metrics(metrics, names, "metrics")
+        weighted_lists = _per_output_metrics(weighted_metrics, names, "weighted_metrics")
         if len(names) == 1 and loss_weights is None:
-            Sequential.compile(self, optimizer, loss_list[0], metrics=metric_lists[0])
+            Sequential.compile(self, optimizer, loss_list[0], metrics=metric_lists[0],
+                               weighted_metrics=weighted_lists[0], **options)
             return
         Sequential.compile(self, optimizer, next((l for l in loss_list if l is not None), None),
-                           metrics=[m for ms in metric_lists for m in ms])
+                           metrics=[m for ms in metric_lists for m in ms],
+                           weighted_metrics=[m for ms in weighted_lists for m in ms], **options)
         weights = [1.0 if w is None else float(w) for w in
                    _by_name(1.0 if loss_weights is None else loss_weights, names, "loss_weights")]
         losses = [None if l is None else _losses.get(l) for l in loss_list]
         self.loss = _MultiLoss(losses, weights, names)
         self.loss.shapes = self._out_shapes
         self._metric_ids = [(i, m) for i, ms in enumerate(metric_lists) for m in ms]
+        self._weighted_metric_ids = [(i, m) for i, ms in enumerate(weighted_lists) for m in ms]
 
     @property
     def metrics_names(self):
@@ -584,11 +605,19 @@ class Model(Sequential):
         for i in range(len(self._output_names)):
             if len(self._output_names) > 1 and self.loss.losses[i] is not None:
                 out.append(_OutputMetric(self.loss, i, None))
-            for j, m in self._metric_ids:
-                if j == i:
-                    yshape = None if y_shape is None else y_shape[i]
-                    pshape = (None,) + self._out_shapes[i]
-                    out.append(_OutputMetric(self.loss, i, _metrics.get(m, yshape, pshape)))
+            yshape = None if y_shape is None else y_shape[i]
+            pshape = (None,) + self._out_shapes[i]
+            taken = set()
+            for weighted, ids in ((False, self._metric_ids), (True, self._weighted_metric_ids)):
+                for j, m in ids:
+                    if j != i:
+                        continue
+                    metric = _metrics.get(m, yshape, pshape)
+                    if weighted:
+                        metric.name = _unclashed(metric.name, taken)
+                        metric._weighted = True
+                    taken.add(metric.name)
+                    out.append(_OutputMetric(self.loss, i, metric))
         return out
 
     def _prepare_x(self, x, what="x"):
