@@ -55,9 +55,11 @@ _IGNORED = {"lora_alpha", "renorm_momentum", "sparse", "ragged", "optional", "ba
             "moving_variance_initializer", "kernel_initializer", "bias_initializer",
             "input_axes", "output_axes"}
 _KEEP = {
-    "Dense": ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer"),
+    "Dense": ("units", "activation", "use_bias", "kernel_initializer", "bias_initializer",
+              "kernel_regularizer", "bias_regularizer"),
     "Conv2D": ("filters", "kernel_size", "strides", "padding", "dilation_rate", "groups",
-               "activation", "use_bias", "kernel_initializer", "bias_initializer"),
+               "activation", "use_bias", "kernel_initializer", "bias_initializer",
+               "kernel_regularizer", "bias_regularizer"),
     "MaxPooling2D": ("pool_size", "strides", "padding"),
     "AveragePooling2D": ("pool_size", "strides", "padding"),
     "GlobalAveragePooling2D": ("keepdims",),
@@ -110,17 +112,24 @@ def _init_params(cls):
     return names - {"self", "kwargs", "args"}
 
 
-def _layer_kwargs(cls_name, cls, cfg, where):
+def _passed_keys(cls_name, cls):
+    """The Keras config keys handed to the cconv constructor of ``cls``: the table's for a
+    built-in conversion, else every argument the constructor takes."""
     if cls_name in _KEEP:
-        return {k: cfg[k] for k in _KEEP[cls_name] if k in cfg}
-    accepted = _init_params(cls)
-    unknown = sorted(k for k in cfg if k not in accepted and k not in _SKIP_KEYS
-                     and k not in _MUST_BE_DEFAULT and k not in _IGNORED
-                     and cfg[k] is not None)
-    if unknown:
-        raise ValueError(f"{where} ({cls_name}) has Keras arguments cconv does not support: "
-                         f"{', '.join(f'{k}={cfg[k]!r}' for k in unknown)}.")
-    return {k: cfg[k] for k in cfg if k in accepted and k not in _SKIP_KEYS}
+        return set(_KEEP[cls_name])
+    return _init_params(cls) - _SKIP_KEYS
+
+
+def _layer_kwargs(cls_name, cls, cfg, where):
+    passed = _passed_keys(cls_name, cls)
+    if cls_name not in _KEEP:
+        unknown = sorted(k for k in cfg if k not in passed and k not in _SKIP_KEYS
+                         and k not in _MUST_BE_DEFAULT and k not in _IGNORED
+                         and cfg[k] is not None)
+        if unknown:
+            raise ValueError(f"{where} ({cls_name}) has Keras arguments cconv does not "
+                             f"support: {', '.join(f'{k}={cfg[k]!r}' for k in unknown)}.")
+    return {k: cfg[k] for k in cfg if k in passed}
 
 
 def layer_from_keras_config(cls_name, cfg, where="Keras model"):
@@ -144,10 +153,11 @@ def layer_from_keras_config(cls_name, cfg, where="Keras model"):
         shape = cfg.get("batch_shape") or cfg.get("batch_input_shape")
         shape = shape[1:] if shape is not None else cfg.get("shape")
         return cls(shape=shape, name=cfg.get("name"), dtype=dtype)
+    passed = _passed_keys(cls_name, cls)     # e.g. Dense's and Conv2D's regularizers
     bad = [k for k, default in _MUST_BE_DEFAULT.items() if k in cfg and cfg[k] != default
-           and not (k == "lora_rank" and not cfg[k])]
+           and k not in passed and not (k == "lora_rank" and not cfg[k])]
     bad += [k for k in cfg if k.endswith(("_regularizer", "_constraint"))
-            and k not in _MUST_BE_DEFAULT and cfg[k] is not None]
+            and k not in _MUST_BE_DEFAULT and k not in passed and cfg[k] is not None]
     if bad:
         raise ValueError(f"{where} ({cls_name}) sets "
                          f"{', '.join(f'{k}={cfg[k]!r}' for k in bad)}, which cconv does not "
@@ -170,7 +180,10 @@ def layer_from_keras_config(cls_name, cfg, where="Keras model"):
         kwargs["axis"] = -1
     if dtype is not None:
         kwargs["dtype"] = dtype
-    return cls(name=cfg.get("name"), trainable=cfg.get("trainable", True), **kwargs)
+    try:   # a value of the wrong kind (units="many", an unknown regularizer class, ...)
+        return cls(name=cfg.get("name"), trainable=cfg.get("trainable", True), **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where} ({cls_name}): {str(exc)[:500]}") from None
 
 
 def _entry_to_layer(entry):
@@ -227,6 +240,8 @@ def _keras_layer_entry(layer, input_shapes):
     for k, v in list(cfg.items()):
         if k.endswith("_initializer") and isinstance(v, dict):
             cfg[k] = _keras_object(v, "keras.initializers")
+        elif k.endswith("_regularizer") and isinstance(v, dict):
+            cfg[k] = _keras_object(v, "keras.regularizers")
         elif k == "activation" and not isinstance(v, str):
             raise ValueError(f"Layer {layer.name!r}: activation {v!r} has settings that a Keras "
                              f"config cannot name; use an Activation/LeakyReLU layer instead.")

@@ -169,9 +169,16 @@ def test_unknown_suffix_and_unsupported_layer_errors(tmp_path, monkeypatch):
                                           "config": {"name": "ln"}}])
     with pytest.raises(ValueError, match="'ln' is a LayerNormalization, which cconv does not"):
         cconv.load_model(tmp_path / "ln.keras")
+    # Dense and Conv2D keep kernel/bias regularizers (see test_regularizers_survive_...);
+    # an activity regularizer, or a regularizer class cconv lacks, is refused by name.
     _write_keras(tmp_path / "reg.keras", [{"class_name": "Dense", "config": {
-        "name": "d", "units": 2, "kernel_regularizer": {"class_name": "L2"}}}])
-    with pytest.raises(ValueError, match="'d'.*kernel_regularizer"):
+        "name": "d", "units": 2, "activity_regularizer": {"class_name": "L2"}}}])
+    with pytest.raises(ValueError, match="'d'.*activity_regularizer"):
+        cconv.load_model(tmp_path / "reg.keras")
+    _write_keras(tmp_path / "reg.keras", [{"class_name": "Dense", "config": {
+        "name": "d", "units": 2, "kernel_regularizer": {
+            "class_name": "OrthogonalRegularizer", "config": {"factor": 0.01}}}}])
+    with pytest.raises(ValueError, match="'d'.*OrthogonalRegularizer"):
         cconv.load_model(tmp_path / "reg.keras")
     (tmp_path / "junk.keras").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a Keras .keras archive"):
@@ -265,6 +272,46 @@ def test_reads_a_keras2_style_h5_file(tmp_path):
     np.testing.assert_allclose(model.predict(x, verbose=0), np.maximum(x @ kernel + bias, 0),
                                rtol=1e-6)
     assert [l.name for l in model.layers] == ["input_1", "dense"]
+
+
+def test_regularizers_survive_keras_files_both_ways(tmp_path):
+    """Keras writes a model with kernel and bias regularizers, cconv reads them with their
+    factors (the evaluated loss, penalties included, is Keras's); cconv writes it back and
+    Keras reads the same regularizers."""
+    keras = _keras()
+    K, R = keras.layers, keras.regularizers
+    km = keras.Sequential([keras.Input((6, 6, 2)),
+                           K.Conv2D(3, 3, kernel_regularizer=R.L2(0.03),
+                                    bias_regularizer=R.L1(0.02)),
+                           K.Flatten(),
+                           K.Dense(2, kernel_regularizer=R.L1L2(l1=0.01, l2=0.005))])
+    _perturb(km)
+    km.compile(optimizer="sgd", loss="mse")
+    km.save(tmp_path / "k.keras")
+    cm = cconv.load_model(tmp_path / "k.keras")
+    want = {"conv2d": {"kernel": ("L2", {"l2": 0.03}), "bias": ("L1", {"l1": 0.02})},
+            "dense": {"kernel": ("L1L2", {"l1": 0.01, "l2": 0.005}), "bias": None}}
+    x = _x((4, 6, 6, 2))
+    y = np.random.default_rng(2).normal(size=(4, 2)).astype(np.float32)
+    keras_loss = km.evaluate(x, y, verbose=0)
+    for model, module in ((cm, cconv), (keras.models.load_model(_resave(cm, tmp_path)), keras)):
+        for layer in model.layers:
+            for weight, expected in want.get(type(layer).__name__.lower(), {}).items():
+                reg = getattr(layer, weight + "_regularizer")
+                if expected is None:
+                    assert reg is None
+                    continue
+                assert type(reg).__name__ == expected[0]
+                assert isinstance(reg, module.regularizers.Regularizer)
+                config = reg.get_config()
+                for k, v in expected[1].items():
+                    assert float(config[k]) == pytest.approx(v), (layer.name, weight, k)
+        np.testing.assert_allclose(model.evaluate(x, y, verbose=0), keras_loss, rtol=1e-5)
+
+
+def _resave(model, tmp_path):
+    model.save(tmp_path / "c.keras")
+    return tmp_path / "c.keras"
 
 
 class _Scale(L.Layer):
