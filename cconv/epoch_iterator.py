@@ -13,6 +13,9 @@ weights), :class:`GeneratorDataAdapter` for Python generators and iterators,
 ``on_epoch_begin()``
     Called once at the start of every pass over the data, before the first batch is asked
     for (the array adapter draws its shuffled order here).
+``on_epoch_end()``
+    Called on the consumer's thread once the pass's last batch has been used (a sequence's
+    own ``on_epoch_end`` runs here); not called for a pass left unfinished.
 ``get_numpy_iterator()``
     Yields the pass's batches as tuples ``(x, y)`` or ``(x, y, sample_weight)`` of NumPy
     arrays already in the model's dtype (``y`` is None for ``predict``). A yielded batch may be
@@ -23,7 +26,9 @@ The stream adapters turn each raw batch into that form with a ``prepare(raw, ste
 (batch, y_shape)`` function the model gives them (it checks and converts the batch), and
 read one batch ahead on a background thread (:func:`prefetch`): at most
 :data:`PREFETCH_BATCHES` prepared batches wait in the queue, so memory stays bounded by a few
-batches whatever the stream's length.
+batches whatever the stream's length. A prepared array that may be the source's own memory
+(the very array it yielded, or a view) is copied (:func:`detached`), so a source that refills
+one buffer for every batch cannot change a batch read ahead.
 
 The array adapter draws one ``np.random.permutation(n)`` per shuffled epoch and nothing else,
 so training trajectories depend only on NumPy's global random state, as they always have.
@@ -40,7 +45,7 @@ from ._validation import check_int
 
 __all__ = ["DEFAULT_BATCH_SIZE", "PREFETCH_BATCHES", "check_batch_size", "data_kind",
            "ArrayDataAdapter", "GeneratorDataAdapter", "SequenceDataAdapter", "EpochIterator",
-           "prefetch"]
+           "detached", "prefetch"]
 
 DEFAULT_BATCH_SIZE = 32
 # Prepared batches a stream adapter's background thread may hold ready ahead of the consumer.
@@ -142,6 +147,9 @@ class ArrayDataAdapter:
         if self.shuffle:
             self._order = self._permutation(self.num_samples)
 
+    def on_epoch_end(self):
+        pass
+
     def _gather(self, idx):
         """Rows ``idx`` of x and y, in the reused buffers (grown to the largest batch)."""
         cnt = len(idx)
@@ -171,6 +179,30 @@ class ArrayDataAdapter:
 
 
 _DONE = object()
+
+
+def _source_arrays(raw):
+    """The NumPy arrays in one raw batch of a source (inside tuples, lists and dicts)."""
+    found, stack = [], [raw]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, np.ndarray):
+            found.append(v)
+        elif isinstance(v, (tuple, list)):
+            stack.extend(v)
+        elif isinstance(v, dict):
+            stack.extend(v.values())
+    return found
+
+
+def detached(batch, raw):
+    """``batch`` (a tuple of prepared arrays or None) with a copy of every array that may be
+    memory the source still holds: an array of ``raw`` (the raw batch) itself, or any array
+    that does not own its data (a view). A source may then refill one buffer for every batch
+    while the previous batch, read ahead, waits or trains."""
+    given = _source_arrays(raw)
+    return tuple(a if a is None or (a.flags.owndata and not any(a is g for g in given))
+                 else a.copy() for a in batch)
 
 
 def prefetch(source, depth=PREFETCH_BATCHES):
@@ -215,9 +247,9 @@ def prefetch(source, depth=PREFETCH_BATCHES):
 
 
 class _StreamAdapter:
-    """What the generator and sequence adapters share: the ``prepare`` function, the first
-    batch read ahead (:meth:`peek`, so the model can be built and checked before training) and
-    the prefetch thread."""
+    """What the generator and sequence adapters share: the ``prepare`` function (its batches
+    :func:`detached` from the source), the first batch read ahead (:meth:`peek`, so the model
+    can be built and checked before training) and the prefetch thread."""
 
     num_samples = None
 
@@ -238,11 +270,19 @@ class _StreamAdapter:
             raw = self._raw(0)
             if raw is _DONE:
                 raise ValueError(f"{self.name} yielded no batch.")
-            self._first = self._prepare(raw, 0)
+            self._first = self._prepared(raw, 0)
             self.y_shape = self._first[1]
         return self._first[0]
 
+    def _prepared(self, raw, step):
+        """``(batch, y shape)`` for the raw batch ``step``, detached from the source."""
+        batch, y_shape = self._prepare(raw, step)
+        return detached(batch, raw), y_shape
+
     def on_epoch_begin(self):
+        pass
+
+    def on_epoch_end(self):
         pass
 
     def get_numpy_iterator(self):
@@ -280,7 +320,7 @@ class GeneratorDataAdapter(_StreamAdapter):
                 raw = self._raw(step)
                 if raw is _DONE:
                     return
-                yield self._prepare(raw, step)[0]
+                yield self._prepared(raw, step)[0]
             step += 1
 
 
@@ -288,17 +328,17 @@ class SequenceDataAdapter(_StreamAdapter):
     """Batches ``seq[0] ... seq[len(seq) - 1]`` of an object with ``__len__`` and
     ``__getitem__`` (Keras's ``PyDataset``, or any class), each ``(x, y)`` or
     ``(x, y, sample_weight)``. ``shuffle`` visits the batches in a new random order every pass
-    (``np.random.permutation``); ``seq.on_epoch_end()`` is called after each pass when it
-    exists. ``steps`` limits a pass to the first ``steps`` batches of its order."""
+    (``np.random.permutation``); ``seq.on_epoch_end()`` is called once a pass's last batch
+    has been used, when it exists. A pass is always the whole sequence (the
+    :class:`EpochIterator` splits passes into epochs of ``steps_per_epoch``)."""
 
-    def __init__(self, seq, prepare, name="x", steps=None, shuffle=False, use_prefetch=True):
+    def __init__(self, seq, prepare, name="x", shuffle=False, use_prefetch=True):
         super().__init__(prepare, name, use_prefetch)
         n = len(seq)
         if not isinstance(n, numbers.Integral) or n < 0:
             raise TypeError(f"{name}: len() of the sequence must be an int >= 0; got {n!r}.")
         self._seq = seq
-        self._len = int(n)
-        self.num_batches = self._len if steps is None else min(int(steps), self._len)
+        self._len = self.num_batches = int(n)
         self.shuffle = bool(shuffle)
         self._order = None
         self._first = None
@@ -311,17 +351,19 @@ class SequenceDataAdapter(_StreamAdapter):
     def on_epoch_begin(self):
         self._order = np.random.permutation(self._len) if self.shuffle else None
 
+    def on_epoch_end(self):
+        end = getattr(self._seq, "on_epoch_end", None)
+        if callable(end):
+            end()
+
     def _batches(self):
         for step in range(self.num_batches):
             i = int(self._order[step]) if self._order is not None else step
             if i == 0 and self._first is not None:
                 batch, self._first = self._first[0], None     # the peeked batch, used once
             else:
-                batch = self._prepare(self._seq[i], i)[0]
+                batch = self._prepared(self._seq[i], i)[0]
             yield batch
-        end = getattr(self._seq, "on_epoch_end", None)
-        if callable(end):
-            end()
 
 
 class EpochIterator:
@@ -330,10 +372,12 @@ class EpochIterator:
     ``for epoch in it.epochs(): for step, batch in it.enumerate_epoch(): ...``; then
     :meth:`close`.
 
-    ``steps_per_epoch`` (Keras's rule): an epoch takes that many batches, continuing the
-    current pass over the data where the last epoch stopped and starting a new pass when it
-    is used up; a pass that runs out of data within an epoch ends the epoch early with a
-    warning and sets :attr:`ran_out` (fit then stops).
+    Without ``steps_per_epoch`` an epoch is one whole pass over the data. With it (Keras 3's
+    rule) an epoch takes that many batches, continuing the current pass where the last epoch
+    stopped; a pass of known length (arrays, a sequence) used up within an epoch ends that
+    epoch early with a warning, and the next epoch starts a new pass. A generator that runs
+    out ends the epoch with a warning and sets :attr:`ran_out` (fit then stops). When a
+    pass's last batch has been used, the adapter's ``on_epoch_end`` runs (on this thread).
     """
 
     def __init__(self, adapter, initial_epoch=0, epochs=1, steps_per_epoch=None):
@@ -369,6 +413,12 @@ class EpochIterator:
                       "dataset or generator can generate at least `steps_per_epoch * epochs` "
                       "batches.", stacklevel=4)
 
+    def _end_pass(self):
+        """The pass's last batch has been used: stop its thread, then the adapter's
+        ``on_epoch_end``; the next epoch starts a new pass."""
+        self.close()
+        self.adapter.on_epoch_end()
+
     def _epoch(self):
         spe = self.steps_per_epoch
         if self._current is None or spe is None:
@@ -378,7 +428,11 @@ class EpochIterator:
         while spe is None or step < spe:
             if n is not None and self._seen >= n:
                 if spe:
-                    self._ran_out()
+                    warnings.warn(
+                        f"Your input ran out of data: its pass of {n} batches was used up "
+                        f"after {step} of the {spe} steps of this epoch, which ends there; the "
+                        f"next epoch starts a new pass (Keras's rule). A steps_per_epoch that "
+                        f"divides {n} gives every epoch all its steps.", stacklevel=4)
                 break
             try:
                 batch = next(self._current)
@@ -391,7 +445,7 @@ class EpochIterator:
             step += 1
             yield batch
         if n is not None and self._seen >= n:
-            self.close()
+            self._end_pass()
 
     def close(self):
         """Stop the current pass (and its prefetch thread, if any)."""

@@ -131,6 +131,17 @@ def _check_fit_args(epochs, initial_epoch, validation_split, validation_freq, st
     _check_class_weight(class_weight)
 
 
+def _custom_step_owner(model, hook):
+    """The name of the user class (outside cconv) that defines ``hook`` (``train_step``,
+    ``test_step`` or ``predict_step``) for ``model``, or None (cconv's own loop runs)."""
+    if hook in vars(model):
+        return type(model).__qualname__
+    for cls in type(model).__mro__:
+        if hook in vars(cls):
+            return None if cls.__module__.partition(".")[0] == "cconv" else cls.__qualname__
+    return None
+
+
 def _bad_loss_message(loss, epoch, step):
     return (f"The training loss became {loss} at epoch {epoch + 1}, step {step + 1} (batch "
             f"index {step}); the weights are no longer finite from there on. Check the "
@@ -304,8 +315,11 @@ class Trainer:
                      **extra)
 
     def _make_metrics(self, y_shape):
-        """The metric objects: ``metrics`` (unweighted), then ``weighted_metrics``
-        (``_weighted = True``; renamed ``weighted_<name>`` on a clash, as Keras)."""
+        """The metric objects, in their initial state: ``metrics`` (unweighted), then
+        ``weighted_metrics`` (``_weighted = True``; renamed ``weighted_<name>`` on a clash, as
+        Keras). A metric object given to compile is reused, so it is reset here: every
+        evaluate, validation run and train_on_batch starts from nothing, as in Keras (fit
+        also resets them at each epoch)."""
         out_shape = (None,) + self._output_shape
         out = [_metrics.get(m, y_shape, out_shape) for m in self._metric_ids]
         names = {m.name for m in out}
@@ -315,6 +329,8 @@ class Trainer:
             names.add(m.name)
             m._weighted = True
             out.append(m)
+        for m in out:
+            m.reset_state()
         return out
 
     @property
@@ -323,6 +339,21 @@ class Trainer:
         for m in getattr(self, "_weighted_metric_ids", []):
             names.append(_unclashed(m if isinstance(m, str) else m.name, names))
         return names
+
+    def _refuse_custom_steps(self, what, *hooks):
+        """Keras runs an overridden ``train_step`` / ``test_step`` / ``predict_step``; cconv
+        does not yet, so ``what`` (fit, evaluate, ...) refuses rather than ignore one.
+
+        Raises:
+            NotImplementedError: naming the class and the method.
+        """
+        for hook in hooks:
+            owner = _custom_step_owner(self, hook)
+            if owner is not None:
+                raise NotImplementedError(
+                    f"{owner} overrides {hook}(), which cconv does not run yet: {what}() "
+                    f"would ignore it and use its built-in loop. Remove the override to use "
+                    f"the built-in loop (the compiled loss, metrics and optimizer).")
 
     def _require_compiled(self, what):
         if not self.compiled:
@@ -444,7 +475,7 @@ class Trainer:
         checked now (building the model if needed), before anything trains."""
         name = f"{what} ({type(data).__name__})"
         if kind == "sequence":
-            adapter = SequenceDataAdapter(data, prepare, name, steps, shuffle)
+            adapter = SequenceDataAdapter(data, prepare, name, shuffle)
         else:
             adapter = GeneratorDataAdapter(data, prepare, name, steps)
         adapter.peek()
@@ -542,6 +573,7 @@ class Trainer:
         """One optimizer step on ``(x, y)`` (optionally weighted); returns the loss (and
         metrics as a list)."""
         self._require_compiled("train_on_batch")
+        self._refuse_custom_steps("train_on_batch", "train_step")
         _check_class_weight(class_weight)
         x, y, y_shape = self._prepare_xy(x, y)
         w = self._sample_weights(sample_weight, class_weight, y, x.shape[0])
@@ -557,7 +589,7 @@ class Trainer:
         history = _callbacks.History()
         # after the user's callbacks, as Keras: it records what they add to the logs
         # (``learning_rate``)
-        cbs = list(callbacks or []) + [history]
+        cbs = _callbacks.check_callbacks(callbacks, "fit") + [history]
         progbar = None
         if verbose:
             progbar = _callbacks.ProgbarLogger(verbose=verbose)
@@ -645,13 +677,16 @@ class Trainer:
         ``stop_requested() -> bool`` (after each epoch; without hooks: ``stop_training``, also
         checked after every batch). A callback may set ``model._initial_epoch`` in
         ``on_train_begin`` (``BackupAndRestore``) to resume at that epoch. The first loss that
-        is NaN or infinite gives one ``RuntimeWarning`` naming the epoch and step.
+        is NaN or infinite gives one ``RuntimeWarning`` naming the epoch and step. Returns the
+        last epoch's logs (``{}`` when no epoch ran), for ``on_train_end`` as Keras.
         """
+        self._refuse_custom_steps("fit", "train_step")
         batch_hooks = cb.wants_batch_begin or cb.wants_batch_end
         resume = self.__dict__.pop("_initial_epoch", None)
         if resume is not None:
             iterator.initial_epoch = int(resume)
         warned = False
+        last = {}
         try:
             for epoch in iterator.epochs():
                 for m in metrics:
@@ -689,11 +724,13 @@ class Trainer:
                     for k, v in zip(self.metrics_names, validate()):
                         logs["val_" + k] = v
                 cb.on_epoch_end(epoch, logs)
+                last = logs
                 stop = hooks.stop_requested() if hooks is not None else self.stop_training
                 if stop or iterator.ran_out:
                     break
         finally:
             iterator.close()
+        return last
 
     def _fit_step(self, batch, metrics):
         xb, yb = batch[0], batch[1]
@@ -750,6 +787,8 @@ class Trainer:
         verbose = 1 if verbose == "auto" else verbose
         _check_fit_args(epochs, initial_epoch, validation_split, validation_freq,
                         steps_per_epoch, validation_steps, class_weight)
+        validating = validation_data is not None or validation_split > 0
+        self._refuse_custom_steps("fit", "train_step", *(("test_step",) if validating else ()))
         batch_size = check_batch_size(batch_size)
         val_bs = check_batch_size(batch_size if validation_batch_size is None
                                   else validation_batch_size, "validation_batch_size")
@@ -767,16 +806,16 @@ class Trainer:
                                                    iterator.num_batches)
         val_it = None if val is None else EpochIterator(val[0], 0, 1, validation_steps)
         validate = None if val is None else (
-            lambda: self._evaluate_iterator(val_it, val[1], "validation_data"))
+            lambda: self._evaluate_iterator(val_it, val[1], "validation_data", cb))
         self.stop_training = False
         cb.on_train_begin()
         try:
-            self._run_epochs(iterator, metrics, cb, progbar, self._fit_step, validate,
-                             validation_freq)
+            logs = self._run_epochs(iterator, metrics, cb, progbar, self._fit_step, validate,
+                                    validation_freq)
         finally:
             if val_it is not None:
                 val_it.close()
-        cb.on_train_end()
+        cb.on_train_end(logs)
         self.history = history
         history.model = self
         return history
@@ -807,23 +846,36 @@ class Trainer:
             loss_sum += self._eval_batch(batch, metrics) * batch[0].shape[0]
         return loss_sum
 
-    def _evaluate_iterator(self, iterator, y_shape, what="x"):
-        """``[loss, *metrics]`` over one epoch of ``iterator`` (an :class:`EpochIterator`)."""
+    def _evaluate_iterator(self, iterator, y_shape, what="x", cb=None):
+        """``[loss, *metrics]`` over one epoch of ``iterator`` (an :class:`EpochIterator`), as
+        Keras's evaluate: metrics reset, and a new pass from the first batch (a generator goes
+        on where it stopped). ``cb`` (a :class:`cconv.callbacks.CallbackList` or None) gets
+        the ``on_test_*`` hooks; batch logs hold the running loss and metrics."""
         metrics = self._make_metrics(y_shape)
+        iterator.close()
+        self._ensure_packed()
+        penalty = self._regularization_loss_and_grads(grads=False) if self._penalized else 0.0
+        begin = cb is not None and cb.wants("on_test_batch_begin")
+        end = cb is not None and cb.wants("on_test_batch_end")
+        if cb is not None:
+            cb.on_test_begin()
         loss_sum, n = 0.0, 0
-        for _, batch in iterator.enumerate_epoch():
+        for i, batch in iterator.enumerate_epoch():
+            if begin:
+                cb.on_test_batch_begin(i)
             nb = batch[0].shape[0]
             loss_sum += self._eval_batch(batch, metrics) * nb
             n += nb
+            if end:
+                cb.on_test_batch_end(i, _logs(loss_sum / n + penalty, metrics))
         if n == 0 and iterator.num_batches != 0 and iterator.adapter.num_samples != 0:
             raise ValueError(f"{what} ran out of data: no batch left to evaluate (a generator "
                              f"without validation_steps/steps is used up by its first pass; "
                              f"use a sequence, or a generator that repeats with steps).")
-        loss = loss_sum / max(n, 1)
-        self._ensure_packed()
-        if self._penalized:
-            loss += self._regularization_loss_and_grads(grads=False)
-        return [loss] + [m.result() for m in metrics]
+        vals = [loss_sum / max(n, 1) + penalty] + [m.result() for m in metrics]
+        if cb is not None:
+            cb.on_test_end(dict(zip(self.metrics_names, vals)))
+        return vals
 
     def _evaluate(self, x, y, y_shape, batch_size, sample_weight=None):
         adapter = ArrayDataAdapter(x, y, batch_size, sample_weight=sample_weight)
@@ -832,29 +884,40 @@ class Trainer:
     def evaluate(self, x=None, y=None, batch_size: Optional[int] = None,
                  verbose: Union[str, int] = "auto", *,
                  sample_weight: Optional[ArrayLike] = None, steps: Optional[int] = None,
+                 callbacks: Optional[Sequence[_callbacks.Callback]] = None,
                  return_dict: bool = False) -> Union[float, List[float], dict]:
         """Loss (and metrics) on ``(x, y)`` in inference mode, in batches of ``batch_size``
         (default 32); ``x`` may also be a generator or sequence of ``(x, y[, w])`` batches.
+        Metrics start from nothing at every call (a metric object given to compile is reset).
 
         Args:
             sample_weight: one weight per sample (Keras's weighted loss and metrics).
             steps: evaluate only this many batches.
+            callbacks: :class:`cconv.callbacks.Callback` objects; they get Keras's
+                ``on_test_begin``, ``on_test_batch_begin/end`` (running loss and metrics) and
+                ``on_test_end`` (the results).
             return_dict: return ``{"loss": ..., metric name: ...}``.
 
         Returns:
             ``[loss, *metrics]`` as floats, the loss alone when there are no metrics, or a
             dict with ``return_dict=True``.
+
+        Raises:
+            NotImplementedError: the model's class overrides ``test_step``.
         """
         self._require_compiled("evaluate")
+        self._refuse_custom_steps("evaluate", "test_step")
         batch_size = check_batch_size(batch_size)
         if steps is not None:
             steps = check_int(steps, "steps")
+        cbs = _callbacks.check_callbacks(callbacks, "evaluate")
         adapter, y_shape = self._data(x, y, sample_weight, None, batch_size, False, steps)
         self._setup_fusion()
         t0 = time.perf_counter()
         it = EpochIterator(adapter, 0, 1, steps)
+        cb = self._loop_callbacks(cbs, verbose, it.num_batches)
         try:
-            vals = self._evaluate_iterator(it, y_shape)
+            vals = self._evaluate_iterator(it, y_shape, cb=cb)
         finally:
             it.close()
         if verbose not in (0, False):
@@ -868,14 +931,36 @@ class Trainer:
             return dict(zip(self.metrics_names, vals))
         return vals if len(vals) > 1 else vals[0]
 
-    def _predict_stream(self, x, kind, steps):
+    def _loop_callbacks(self, callbacks, verbose, steps):
+        """A :class:`cconv.callbacks.CallbackList` for evaluate/predict (Keras's params: one
+        epoch of ``steps``), or None without callbacks."""
+        if not callbacks:
+            return None
+        return _callbacks.CallbackList(callbacks, self,
+                                       {"verbose": verbose, "epochs": 1, "steps": steps})
+
+    def _predict_batch(self, i, xb, cb, out=None):
+        """The outputs for the batch ``xb`` (written into ``out`` when given, else a fresh
+        array), between ``cb``'s ``on_predict_batch_begin`` and ``on_predict_batch_end``
+        (logs ``{"outputs": ...}``) when ``cb`` is not None."""
+        if cb is not None:
+            cb.on_predict_batch_begin(i)
+        if out is None:
+            out = np.array(self._forward(xb, False), copy=True)
+        else:
+            out[...] = self._forward(xb, False)
+        if cb is not None:
+            cb.on_predict_batch_end(i, {"outputs": out})
+        return out
+
+    def _predict_stream(self, x, kind, steps, cb):
         adapter = self._stream_adapter(kind, x, "x", lambda raw, i: self._stream_x(raw, i, "x"),
                                        steps)
         it = EpochIterator(adapter, 0, 1, steps)
         outs = []
         try:
-            for _, batch in it.enumerate_epoch():
-                outs.append(np.array(self._forward(batch[0], False), copy=True))
+            for i, batch in it.enumerate_epoch():
+                outs.append(self._predict_batch(i, batch[0], cb))
         finally:
             it.close()
         if not outs:
@@ -883,40 +968,60 @@ class Trainer:
         return np.concatenate(outs, axis=0)
 
     def predict(self, x, batch_size: Optional[int] = None, verbose: Union[str, int] = "auto",
-                *, steps: Optional[int] = None) -> np.ndarray:
+                *, steps: Optional[int] = None,
+                callbacks: Optional[Sequence[_callbacks.Callback]] = None) -> np.ndarray:
         """Model outputs for ``x`` of shape ``(n,) + input_shape`` (or a generator/sequence of
         batches ``x`` or ``(x, ...)``), in batches of ``batch_size`` (default 32). Returns a
         fresh array ``(n,) + output_shape`` (``(0,) + output_shape`` for 0 samples).
 
         ``steps`` predicts only that many batches. ``verbose="auto"`` shows a progress line
         only when there is more than one batch (so a single-image predict costs
-        microseconds); ``verbose=1`` always, 0 never.
+        microseconds); ``verbose=1`` always, 0 never. ``callbacks`` get Keras's
+        ``on_predict_begin``, ``on_predict_batch_begin``, ``on_predict_batch_end`` (logs
+        ``{"outputs": the batch's outputs}``) and ``on_predict_end``.
+
+        Raises:
+            NotImplementedError: the model's class overrides ``predict_step``.
         """
+        self._refuse_custom_steps("predict", "predict_step")
         batch_size = check_batch_size(batch_size)
         if steps is not None:
             steps = check_int(steps, "steps")
+        cbs = _callbacks.check_callbacks(callbacks, "predict")
         kind = "array" if x is None else data_kind(x, "x")
         if kind != "array":
-            return self._predict_stream(x, kind, steps)
+            cb = self._loop_callbacks(cbs, verbose, steps)
+            if cb is not None:
+                cb.on_predict_begin()
+            out = self._predict_stream(x, kind, steps, cb)
+            if cb is not None:
+                cb.on_predict_end()
+            return out
         x = self._prepare_x(x)
         if steps is not None:
             x = x[:steps * batch_size]
-        if x.shape[0] == 0:
-            return np.empty((0,) + self._output_shape, dtype=self.dtype)
         adapter = ArrayDataAdapter(x, None, batch_size)
         n, steps = x.shape[0], adapter.num_batches
+        cb = self._loop_callbacks(cbs, verbose, steps)
+        if cb is not None:
+            cb.on_predict_begin()
         show = verbose == 1 or verbose is True or (verbose == "auto" and steps > 1)
         t0 = time.perf_counter() if show else 0.0
-        if steps <= 1:
+        if n == 0:
+            out = np.empty((0,) + self._output_shape, dtype=self.dtype)
+            show = False
+        elif steps <= 1 and cb is None:
             out = self._forward(x, False)
             if np.may_share_memory(out, x):
                 out = out.copy()
         else:
             out = np.empty((n,) + self._output_shape, dtype=self.dtype)
             lo = 0
-            for xb, _ in adapter.get_numpy_iterator():
-                out[lo:lo + xb.shape[0]] = self._forward(xb, False)
+            for i, (xb, _) in enumerate(adapter.get_numpy_iterator()):
+                self._predict_batch(i, xb, cb, out[lo:lo + xb.shape[0]])
                 lo += xb.shape[0]
+        if cb is not None:
+            cb.on_predict_end()
         if show:
             dt = time.perf_counter() - t0
             print(f"{steps}/{steps} - {dt:.2f}s {dt / max(steps, 1) * 1e3:.0f}ms/step"
@@ -926,6 +1031,7 @@ class Trainer:
     def predict_on_batch(self, x: ArrayLike) -> np.ndarray:
         """Outputs for one batch, no batching or printing (an array's whole batch in one
         forward pass: a served single image pays microseconds of Python)."""
+        self._refuse_custom_steps("predict_on_batch", "predict_step")
         x = self._prepare_x(x)
         if x.shape[0] == 0:
             return np.empty((0,) + self._output_shape, dtype=self.dtype)
