@@ -22,7 +22,7 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["atomic_write", "read_npz", "check_metadata"]
+__all__ = ["atomic_write", "read_npz", "check_metadata", "check_member", "read_member"]
 
 _META = "__cconv__"
 
@@ -94,6 +94,44 @@ def _short(items, limit=5):
     return f"[{text}, ...]" if len(items) > limit else f"[{text}]"
 
 
+def check_member(info, limit, deflated=False):
+    """Refuse (``ValueError``) to read zip member ``info`` unless it is unencrypted, stored
+    (or, with ``deflated``, deflated: Keras archives repacked by a zip tool) and inflates to
+    at most ``limit`` bytes by its header. zipfile never inflates a member past the size its
+    header gives (and checks the CRC there), so that size bounds what reading allocates."""
+    name = info.filename[:80]
+    if info.flag_bits & 0x1:
+        raise ValueError(f"member {name!r} is encrypted")
+    methods = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) if deflated else (zipfile.ZIP_STORED,)
+    if info.compress_type not in methods:
+        raise ValueError(f"member {name!r} is compressed (method {info.compress_type}); "
+                         f"{'only deflate is' if deflated else 'cconv stores arrays as is,'} "
+                         f"accepted")
+    if info.file_size > limit:
+        raise ValueError(f"member {name!r} inflates to {info.file_size} bytes, more than the "
+                         f"{limit} it may hold")
+
+
+def read_member(zf, name, limit, deflated=False):
+    """The bytes of member ``name`` of ``zf`` after :func:`check_member`. Raises
+    ``ValueError`` when the member is missing, refused, or damaged (any error of zipfile or
+    zlib: CRC, truncation, a flipped bit in the compressed stream)."""
+    try:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise ValueError(f"no member {name!r}") from None
+    check_member(info, limit, deflated)
+    try:
+        with zf.open(info) as f:
+            data = f.read(limit + 1)
+    except Exception as e:
+        raise ValueError(f"member {name!r} is damaged ({type(e).__name__}: {str(e)[:200]})") \
+            from None
+    if len(data) > limit:
+        raise ValueError(f"member {name!r} inflates to more than the {limit} bytes it may hold")
+    return data
+
+
 def _check_header(zf, info):
     """One ``.npy`` member's header: a numeric dtype (text for the metadata) and a shape whose
     byte count is what the member holds."""
@@ -129,9 +167,7 @@ def _check_members(zf, filepath):
     for info in infos:
         if not info.filename.endswith(".npy") or "/" in info.filename:
             raise ValueError(f"unexpected member {info.filename[:80]!r}")
-        if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
-            raise ValueError(f"member {info.filename!r} is compressed or encrypted "
-                             f"(compression {info.compress_type}); cconv stores arrays as is")
+        check_member(info, size - total)     # stored as is: nothing can expand
         total += info.compress_size
         if info.file_size != info.compress_size or total > size:
             raise ValueError(f"member {info.filename!r} claims {info.file_size} bytes, more "
