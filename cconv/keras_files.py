@@ -13,6 +13,19 @@ config; a Keras argument cconv does not implement must be at its default, otherw
 error names the layer and the argument. Compile settings and the optimizer state of SGD,
 Adam and RMSprop (``optimizer/vars``: iterations, learning rate, then the slots in Keras's
 order) go both ways in ``.keras`` files, so training continues where it stopped.
+
+Weights are matched as Keras matches them: a layer's come from the group its place in the
+model names (``layers/dense_1``), never from the layer name stored with the group (the
+writer's name, which another process may have given another layer); a legacy ``.h5`` must
+have weights for every layer that has some.
+
+Files are untrusted input. Zip members are read only when unencrypted, stored or deflated,
+and no larger by their headers than what they can hold (:data:`_JSON_LIMIT` for the JSON,
+:func:`_weights_limit` of the model for the weights); HDF5 objects are reached through hard
+links only (never a soft or external link), datasets must keep their data in the file (no
+external or virtual storage), and every dataset's dtype and shape is checked against the
+model before any is read, the model being changed only once all were read. Anything else is
+a ``ValueError`` naming the file and what is wrong (``docs/reliability.md`` lists the checks).
 """
 
 import datetime
@@ -39,6 +52,7 @@ __all__ = ["load_keras", "save_keras", "load_h5", "save_weights_h5", "load_weigh
            "layer_from_keras_config", "file_format"]
 
 KERAS_VERSION = "3.15.1"     # the Keras whose layout the written files follow
+_JSON_LIMIT = 16 << 20       # bytes a .keras archive's config.json may inflate to
 
 _SKIP_KEYS = {"name", "trainable", "dtype", "data_format"}
 # Keras options we do not implement; loading is refused unless they are at their defaults.
@@ -352,9 +366,229 @@ def compile_from_keras(model, config):
         if config.get("loss_weights") is not None:
             kwargs["loss_weights"] = config["loss_weights"]
         model.compile(optimizer=optimizer, loss=loss, **kwargs)
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         warnings.warn(f"The model was loaded uncompiled: its compile settings cannot be used "
                       f"by cconv ({exc}). Call model.compile(...) before training.", stacklevel=2)
+
+
+# ----- reading untrusted files ----------------------------------------------------------------
+def _check_exists(filepath):
+    if not os.path.exists(filepath):
+        raise FileNotFoundError(f"No such file: {filepath!r}.")
+
+
+def _parse_json(data, filepath, what):
+    """``json.loads(data)``; a ValueError naming the file and ``what`` when it is not JSON
+    (or nested too deep to parse)."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:   # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{filepath!r} is damaged: {what} is not JSON ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}).") from None
+
+
+def _check_keras_config(config, filepath, what):
+    """The JSON types of a Keras model config that cconv relies on (ValueError naming the file
+    and the place): an object with a string ``class_name`` and an object ``config`` whose
+    ``layers`` is a list of such objects; ``compile_config`` / ``build_config`` objects."""
+    fileio._check_serialized(config, what, filepath)
+    inner = config.get("config") or {}
+    layers = fileio._expect(inner.get("layers", []), (list,), f'{what}["config"]["layers"]',
+                            filepath)
+    for i, entry in enumerate(layers):
+        fileio._check_serialized(entry, f'{what}["config"]["layers"][{i}]', filepath)
+    for key in ("compile_config", "build_config"):
+        if config.get(key) is not None:
+            fileio._expect(config[key], (dict,), f'{what}["{key}"]', filepath)
+
+
+def _model_from_file_config(config, filepath, what):
+    """:func:`model_from_keras_config` of a config read from ``filepath``: its types checked
+    first, and any failure to rebuild it a ValueError naming the file."""
+    _check_keras_config(config, filepath, what)
+    try:
+        return model_from_keras_config(config)
+    except ValueError as exc:
+        raise ValueError(f"{filepath!r}: {str(exc)[:800]}") from None
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
+        raise ValueError(f"{filepath!r} is damaged: its {what} cannot be rebuilt "
+                         f"({type(exc).__name__}: {str(exc)[:300]}).") from None
+
+
+def _open_h5(source, filepath, what=""):
+    """``h5py.File(source, "r")`` (a path or a file object); a ValueError naming the file
+    when it is not HDF5."""
+    h5py = _h5py()
+    try:
+        return h5py.File(source, "r")
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{filepath!r}{what} is not an HDF5 file, or is damaged "
+                         f"({type(exc).__name__}: {str(exc)[:200]}).") from None
+
+
+def _h5_get(parent, path, filepath):
+    """The HDF5 object at ``path`` (``"a/b/c"``) below group ``parent``, or None when absent.
+    Every step must be a hard link: a soft link, an external link (which would open another
+    file) or a user-defined link anywhere on the way is refused, as Keras refuses them."""
+    h5py = _h5py()
+    kinds = {h5py.h5l.TYPE_SOFT: "SoftLink", h5py.h5l.TYPE_EXTERNAL: "ExternalLink"}
+    obj = parent
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise ValueError(f"{filepath!r} is damaged: HDF5 path {path!r} has a part {part!r}.")
+        if not isinstance(obj, h5py.Group):
+            raise ValueError(f"{filepath!r} is damaged: {path!r} runs through a dataset.")
+        key = part.encode()
+        if not obj.id.links.exists(key):
+            return None
+        kind = obj.id.links.get_info(key).type
+        if kind != h5py.h5l.TYPE_HARD:
+            raise ValueError(f"{filepath!r}: {path!r} goes through a "
+                             f"{kinds.get(kind, 'user-defined link')}; cconv follows no links "
+                             f"in a Keras file (they can point into other files).")
+        obj = obj[part]
+    return obj
+
+
+def _h5_group(parent, path, filepath):
+    """:func:`_h5_get` of a group (None when absent)."""
+    obj = _h5_get(parent, path, filepath)
+    if obj is not None and not isinstance(obj, _h5py().Group):
+        raise ValueError(f"{filepath!r} is damaged: {path!r} is not a group.")
+    return obj
+
+
+def _h5_dataset(parent, path, filepath):
+    """The dataset at ``path`` below ``parent`` (:func:`_h5_get`), which must keep its data
+    in the file: external raw storage (bytes of any other file) and virtual datasets (mapped
+    from other files) are refused, and so are chunks larger than the dataset and 1 MiB
+    (HDF5 inflates a whole chunk to read any of it). Nothing is read."""
+    ds = _h5_get(parent, path, filepath)
+    if ds is None:
+        raise ValueError(f"{filepath!r} is damaged: no dataset {path!r} in {parent.name!r}.")
+    if not isinstance(ds, _h5py().Dataset):
+        raise ValueError(f"{filepath!r} is damaged: {path!r} is not a dataset.")
+    if ds.external:
+        raise ValueError(f"{filepath!r}: dataset {path!r} has external storage (its data "
+                         f"would come from {str(ds.external[0][0])[:200]!r}); cconv reads "
+                         f"only data inside the file.")
+    if ds.is_virtual:
+        raise ValueError(f"{filepath!r}: dataset {path!r} is virtual (mapped from other "
+                         f"files); cconv reads only data inside the file.")
+    if ds.chunks is not None:
+        chunk = size = ds.dtype.itemsize
+        for c, n in zip(ds.chunks, ds.shape):
+            chunk, size = chunk * c, size * n
+        if chunk > max(size, 1 << 20):
+            raise ValueError(f"{filepath!r}: dataset {path!r} of shape {ds.shape} has chunks of "
+                             f"shape {ds.chunks} ({chunk} bytes), larger than the dataset.")
+    return ds
+
+
+def _h5_mismatch(ds, shape, kinds):
+    """What keeps dataset ``ds`` from holding an array of ``shape`` with a dtype of one of
+    the NumPy ``kinds`` (``"f"``, ``"iu"``), from its declared dtype and shape alone; None
+    when it fits."""
+    if ds.dtype.kind not in kinds:
+        return f"has dtype {ds.dtype} (numbers of kind {kinds!r} expected)"
+    if ds.shape != tuple(shape):
+        return f"has shape {ds.shape}, not {tuple(shape)}"
+    return None
+
+
+def _h5_read(ds, path, filepath):
+    """The array of a checked dataset (HDF5 errors, e.g. a damaged chunk, as ValueError)."""
+    try:
+        return np.asarray(ds[()])
+    except Exception as exc:
+        raise ValueError(f"{filepath!r} is damaged: dataset {path!r} cannot be read "
+                         f"({type(exc).__name__}: {str(exc)[:200]}).") from None
+
+
+def _h5_attr(obj, name, filepath):
+    """Attribute ``name`` of HDF5 ``obj``, or None when absent; its declared size is checked
+    against the file's size before it is read."""
+    if name not in obj.attrs:
+        return None
+    h5py = _h5py()
+    attr = h5py.h5a.open(obj.id, name.encode())
+    nbytes = attr.dtype.itemsize
+    for n in attr.shape or ():
+        nbytes *= n
+    if nbytes > obj.file.id.get_filesize():
+        raise ValueError(f"{filepath!r} is damaged: attribute {name!r} claims shape "
+                         f"{attr.shape} of {attr.dtype}, more than the file holds.")
+    try:
+        return obj.attrs[name]
+    except Exception as exc:
+        raise ValueError(f"{filepath!r} is damaged: attribute {name!r} cannot be read "
+                         f"({type(exc).__name__}: {str(exc)[:200]}).") from None
+
+
+def _as_text(value, filepath, what):
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            raise ValueError(f"{filepath!r} is damaged: {what} is not UTF-8 text.") from None
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"{filepath!r} is damaged: {what} must be text, got "
+                     f"{type(value).__name__}.")
+
+
+def _h5_text(obj, name, filepath):
+    """A text attribute (``model_config``, ``training_config``), or None when absent."""
+    value = _h5_attr(obj, name, filepath)
+    return None if value is None else _as_text(value, filepath, name)
+
+
+def _h5_names(obj, name, filepath):
+    """A list-of-names attribute of a legacy file (``layer_names``, ``weight_names``), also
+    when Keras split it into ``<name>0``, ``<name>1``, ... for size; None when absent."""
+    parts = [_h5_attr(obj, name, filepath)]
+    if parts[0] is None:
+        parts = []
+        while f"{name}{len(parts)}" in obj.attrs:
+            parts.append(_h5_attr(obj, f"{name}{len(parts)}", filepath))
+        if not parts:
+            return None
+    names = []
+    for part in parts:
+        part = np.asarray(part)
+        if part.ndim > 1:
+            raise ValueError(f"{filepath!r} is damaged: attribute {name!r} has shape "
+                             f"{part.shape}; a list of names expected.")
+        names += [_as_text(n.item() if isinstance(n, np.generic) else n, filepath,
+                           f"an item of {name!r}") for n in part.reshape(-1)]
+    return names
+
+
+def _weights_limit(model):
+    """The most bytes a ``model.weights.h5`` for ``model`` may inflate to: 64 per weight
+    value (float64, the weight and up to seven optimizer variables), 256 KiB of HDF5
+    bookkeeping per layer and 1 MiB."""
+    layers = _keras_layer_order(model)
+    values = sum(w.size for layer in layers for w in layer.weights)
+    return 64 * values + (256 << 10) * len(layers) + (1 << 20)
+
+
+def _load_layer_weights(found, filepath):
+    """Set layers' weights from HDF5 datasets, ``found``: ``(layer, [(path, dataset), ...])``
+    pairs (as many datasets as the layer has weights). Every dataset's dtype and shape is
+    checked against its weight first, then all are read, then all set: a refusal leaves
+    every layer as it was, and nothing larger than the model is allocated."""
+    for layer, items in found:
+        for (path, ds), w in zip(items, layer.weights):
+            problem = _h5_mismatch(ds, w.shape, "f")
+            if problem:
+                raise ValueError(f"{filepath!r}: dataset {path!r} {problem}; layer "
+                                 f"{layer.name!r} ({type(layer).__name__}) needs floats of "
+                                 f"shape {w.shape} there.")
+    values = [(layer, [_h5_read(ds, path, filepath) for path, ds in items])
+              for layer, items in found]
+    for layer, arrays in values:
+        layer.set_weights(arrays)
 
 
 # ----- weights: model.weights.h5 ----------------------------------------------------------------
@@ -388,26 +622,31 @@ def _write_weights(model, f):
 
 
 def _read_weights(model, f, filepath):
-    """Set every layer's weights from a ``model.weights.h5`` layout, matching layers by the
-    name stored with their group (Keras 3.x) or else by Keras's key order."""
+    """Set every layer's weights from a ``model.weights.h5`` layout, each layer's from the
+    group Keras's saving names for its place in the model (:func:`_weight_keys`:
+    ``layers/dense``, ``layers/dense_1``, ...), as Keras matches them. The layer name stored
+    with a group is the writer's and is not used: a process that had made other layers first
+    stores its second Dense, named ``dense_1``, under ``layers/dense``. Keras 2.13's
+    ``_layer_checkpoint_dependencies`` stands for ``layers`` where only it is present.
+    Everything is checked before anything is read (:func:`_load_layer_weights`)."""
     layers = _keras_layer_order(model)
-    groups = f["layers"] if "layers" in f else {}
-    by_name = {}
-    for key in groups:
-        vars_ = groups[key].get("vars")
-        if vars_ is not None and "name" in vars_.attrs:
-            by_name[str(vars_.attrs["name"])] = vars_
+    root = "layers"
+    if _h5_get(f, "layers", filepath) is None and \
+            _h5_get(f, "_layer_checkpoint_dependencies", filepath) is not None:
+        root = "_layer_checkpoint_dependencies"
+    found = []
     for layer, key in zip(layers, _weight_keys(layers)):
         n = len(layer.weights)
-        group = by_name.get(layer.name)
-        if group is None:
-            group = f[key + "/vars"] if key + "/vars" in f else None
         if n == 0:
             continue
+        key = root + key[len("layers"):]
+        group = _h5_group(f, key + "/vars", filepath)
         if group is None or len(group) != n:
-            raise ValueError(f"{os.fspath(filepath)!r}: no {n} weight arrays for layer "
-                             f"{layer.name!r} ({type(layer).__name__}) under {key!r}.")
-        layer.set_weights([np.asarray(group[str(i)]) for i in range(n)])
+            raise ValueError(f"{filepath!r}: no {n} weight arrays for layer {layer.name!r} "
+                             f"({type(layer).__name__}) under {key!r}.")
+        paths = [f"{key}/vars/{i}" for i in range(n)]
+        found.append((layer, [(p, _h5_dataset(f, p, filepath)) for p in paths]))
+    _load_layer_weights(found, filepath)
 
 
 
@@ -457,30 +696,43 @@ def _write_optimizer(model, f):
         group.create_dataset(str(i), data=v)
 
 
-def _read_optimizer(model, f):
-    """Restore Keras's optimizer variables into the compiled model's optimizer (skipped
-    with a warning when they do not fit, as Keras does)."""
+def _read_optimizer(model, f, filepath):
+    """Restore Keras's optimizer variables (``optimizer/vars``: iterations, a scalar
+    integer; the learning rate, a scalar float; then the slots, one float array per weight
+    in :func:`_keras_slot_groups`'s order) into the compiled model's optimizer. Variables
+    that do not fit this optimizer (their count, or one's dtype or shape) are skipped, all
+    of them, with a warning naming the file, as Keras does; a hostile dataset (a link,
+    external storage) is refused like any other (ValueError)."""
     groups = _keras_slot_groups(model.optimizer) if model.compiled else None
-    if groups is None or "optimizer/vars" not in f:
+    stored = _h5_group(f, "optimizer/vars", filepath) if groups is not None else None
+    if stored is None:
         return
-    stored = f["optimizer/vars"]
     slices = _weight_slices(model)
-    names = [n for g in groups for n in g]
-    if len(stored) != 2 + len(names) * len(slices):
-        warnings.warn(f"Optimizer state not loaded: the file has {len(stored)} optimizer "
-                      f"variables, {type(model.optimizer).__name__} here needs "
-                      f"{2 + len(names) * len(slices)}.", stacklevel=2)
+    expected = [((), "iu"), ((), "f")]
+    expected += [(shape, "f") for group in groups for _, shape in slices for _ in group]
+    kind = type(model.optimizer).__name__
+    if len(stored) != len(expected):
+        warnings.warn(f"{filepath!r}: optimizer state not loaded: the file has {len(stored)} "
+                      f"optimizer variables, {kind} here needs {len(expected)}.", stacklevel=3)
         return
-    flats = {n: np.empty(model._wflat.shape, model.dtype) for n in names}
-    i = 2
+    paths = [f"optimizer/vars/{i}" for i in range(len(expected))]
+    datasets = [_h5_dataset(f, p, filepath) for p in paths]
+    for path, ds, (shape, kinds) in zip(paths, datasets, expected):
+        problem = _h5_mismatch(ds, shape, kinds)
+        if problem:
+            warnings.warn(f"{filepath!r}: optimizer state not loaded: {path!r} {problem} for "
+                          f"{kind} here.", stacklevel=3)
+            return
+    values = iter([_h5_read(ds, p, filepath) for p, ds in zip(paths, datasets)])
+    iterations, _ = int(next(values)), next(values)     # the learning rate is compile's
+    flats = {n: np.empty(model._wflat.shape, model.dtype) for g in groups for n in g}
     for group in groups:
         for off, shape in slices:
             size = int(np.prod(shape, dtype=np.int64))
             for name in group:
-                flats[name][off:off + size] = np.asarray(stored[str(i)]).reshape(-1)
-                i += 1
-    model.optimizer.set_state(int(np.asarray(stored["0"])),
-                              {f"0.{n}": v for n, v in flats.items()}, [model._wflat])
+                flats[name][off:off + size] = next(values).reshape(-1)
+    model.optimizer.set_state(iterations, {f"0.{n}": v for n, v in flats.items()},
+                              [model._wflat])
 
 
 def save_weights_h5(model, filepath):
@@ -497,9 +749,18 @@ def save_weights_h5(model, filepath):
 
 
 def load_weights_h5(model, filepath):
-    """Set ``model``'s weights from a Keras 3 ``.weights.h5`` file."""
+    """Set ``model``'s weights from a Keras 3 ``.weights.h5`` file (each layer's from the
+    group its place in the model names, as Keras does: :func:`_read_weights`).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not an HDF5 file, a weight missing or not fitting its layer, a link or
+            data outside the file (named with the file); the model is then left as it was.
+    """
     model._ensure_built()
-    with _h5py().File(os.fspath(filepath), "r") as f:
+    filepath = os.fspath(filepath)
+    _check_exists(filepath)
+    with _open_h5(filepath, filepath) as f:
         _read_weights(model, f, filepath)
 
 
@@ -528,63 +789,107 @@ def save_keras(model, filepath):
     fileio.atomic_write(filepath, write)
 
 
+def _read_member(zf, name, limit, filepath):
+    try:
+        return fileio.read_member(zf, name, limit, deflated=True)
+    except ValueError as exc:
+        raise ValueError(f"{filepath!r} is not a Keras .keras archive, or is damaged: "
+                         f"{exc}.") from None
+
+
 def load_keras(filepath):
     """Read a Keras 3 ``.keras`` archive into a cconv model (compiled when the file has
-    compile settings cconv supports).
+    compile settings cconv supports). ``config.json`` may inflate to at most
+    :data:`_JSON_LIMIT` bytes, ``model.weights.h5`` to :func:`_weights_limit` of the model
+    the config describes.
 
     Raises:
-        ValueError: not a Keras archive, an unsupported layer or argument (named).
+        FileNotFoundError: no such file.
+        ValueError: not a Keras archive, a damaged or hostile one, an unsupported layer or
+            argument (the message names the file and what is wrong).
     """
     filepath = os.fspath(filepath)
-    if not os.path.exists(filepath):
-        raise FileNotFoundError(f"No such file: {filepath!r}.")
+    _check_exists(filepath)
     try:
-        with zipfile.ZipFile(filepath) as zf:
-            config = json.loads(zf.read("config.json"))
-            weights = zf.read("model.weights.h5")
-    except (zipfile.BadZipFile, KeyError) as exc:
-        raise ValueError(f"{filepath!r} is not a Keras .keras archive ({exc}).") from None
-    model = model_from_keras_config(config)
+        zf = zipfile.ZipFile(filepath)
+    except Exception as exc:   # BadZipFile, or a damaged directory (struct.error, ...)
+        raise ValueError(f"{filepath!r} is not a Keras .keras archive ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}).") from None
+    with zf:
+        config = _parse_json(_read_member(zf, "config.json", _JSON_LIMIT, filepath),
+                             filepath, "config.json")
+        model = _model_from_file_config(config, filepath, "config.json")
+        weights = _read_member(zf, "model.weights.h5", _weights_limit(model), filepath)
     compile_from_keras(model, config.get("compile_config"))
-    h5py = _h5py()
-    try:
-        f = h5py.File(io.BytesIO(weights), "r")
-    except OSError as exc:
-        raise ValueError(f"{filepath!r}: its model.weights.h5 is not an HDF5 file "
-                         f"({exc}).") from None
-    with f:
+    with _open_h5(io.BytesIO(weights), filepath, ": its model.weights.h5") as f:
         _read_weights(model, f, filepath)
-        _read_optimizer(model, f)
+        _read_optimizer(model, f, filepath)
     return model
 
 
-def _text(value):
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _read_legacy_weights(model, group, filepath):
+    """Set the weights of a legacy ``.h5`` file's model (``model_weights``: ``layer_names``,
+    each layer's group with its ``weight_names``). The names come from the same file as the
+    model's config; the file must hold weights for every layer that has some, and only for
+    those (Keras: "Layer count mismatch"). Checked before anything is read."""
+    weighted = {layer.name: layer for layer in model.layers if layer.weights}
+    names = _h5_names(group, "layer_names", filepath)
+    saved = {}
+    for name in names or []:
+        layer_group = _h5_group(group, name, filepath)
+        if layer_group is None:
+            raise ValueError(f"{filepath!r} is damaged: layer_names lists {name!r}, which has "
+                             f"no group in the file.")
+        weight_names = _h5_names(layer_group, "weight_names", filepath) or []
+        if not weight_names:
+            continue
+        if name in saved:
+            raise ValueError(f"{filepath!r} is damaged: layer_names lists {name!r} twice.")
+        if name not in weighted:
+            raise ValueError(f"{filepath!r} is damaged: it has weights for a layer {name!r}, "
+                             f"which its model has no layer with weights named.")
+        saved[name] = (layer_group, weight_names)
+    missing = [name for name in weighted if name not in saved]
+    if missing:
+        raise ValueError(f"{filepath!r}: Layer count mismatch: the model has {len(weighted)} "
+                         f"layers with weights, the file {len(saved)} (missing: "
+                         f"{fileio._short(missing)[1:-1]})"
+                         f"{'; it has no layer_names attribute' if names is None else ''}.")
+    found = []
+    for name, layer in weighted.items():
+        layer_group, weight_names = saved[name]
+        if len(weight_names) != len(layer.weights):
+            raise ValueError(f"{filepath!r}: Weight count mismatch for layer {name!r}: it has "
+                             f"{len(layer.weights)} weights, the file {len(weight_names)} "
+                             f"saved weight(s).")
+        found.append((layer, [(f"{name}/{w}", _h5_dataset(layer_group, w, filepath))
+                              for w in weight_names]))
+    _load_layer_weights(found, filepath)
 
 
 def load_h5(filepath):
     """Read a legacy full-model Keras ``.h5`` file (Keras 2, or Keras 3's ``.h5`` writer).
 
     Raises:
-        ValueError: a weights-only file, an unsupported layer or argument (named).
+        FileNotFoundError: no such file.
+        ValueError: not an HDF5 file, a weights-only file, a damaged or hostile one, an
+            unsupported layer or argument (the message names the file and what is wrong).
     """
     filepath = os.fspath(filepath)
-    if not os.path.exists(filepath):
-        raise FileNotFoundError(f"No such file: {filepath!r}.")
-    with _h5py().File(filepath, "r") as f:
-        if "model_config" not in f.attrs:
+    _check_exists(filepath)
+    with _open_h5(filepath, filepath) as f:
+        text = _h5_text(f, "model_config", filepath)
+        if text is None:
             raise ValueError(f"{filepath!r} holds no model config (a weights-only file?); "
                              f"build the model and call model.load_weights().")
-        model = model_from_keras_config(json.loads(_text(f.attrs["model_config"])))
-        group = f["model_weights"] if "model_weights" in f else f
-        layers = {l.name: l for l in model.layers}
-        for name in (_text(n) for n in group.attrs["layer_names"]):
-            names = [_text(w) for w in group[name].attrs["weight_names"]]
-            if names:
-                layers[name].set_weights([np.asarray(group[name][w]) for w in names])
-        training = f.attrs.get("training_config")
+        model = _model_from_file_config(_parse_json(text, filepath, "model_config"), filepath,
+                                        "model_config")
+        group = _h5_group(f, "model_weights", filepath)
+        _read_legacy_weights(model, f if group is None else group, filepath)
+        training = _h5_text(f, "training_config", filepath)
     if training is not None:
-        t = json.loads(_text(training))
+        t = fileio._expect(_parse_json(training, filepath, "training_config"), (dict,),
+                           "training_config", filepath)
         compile_from_keras(model, {"optimizer": t.get("optimizer_config"), "loss": t.get("loss"),
                                    "metrics": t.get("metrics"),
                                    "loss_weights": t.get("loss_weights")})

@@ -274,6 +274,62 @@ def test_reads_a_keras2_style_h5_file(tmp_path):
     assert [l.name for l in model.layers] == ["input_1", "dense"]
 
 
+# The writer makes a Dense before its model, so the model's layers are named dense_1 and
+# dense_2 but stored under layers/dense and layers/dense_1 (names are per process); the
+# reader, a fresh process, names its own layers dense and dense_1.
+STALE_NAMES = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import cconv
+    from cconv import layers as L
+    mode, path = sys.argv[1], sys.argv[2]
+    if mode == "write":
+        L.Dense(4)
+    model = cconv.Sequential([cconv.Input((4,)), L.Dense(4), L.Dense(4)])
+    x = np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)
+    if mode == "write":
+        rng = np.random.default_rng(0)
+        model.set_weights([rng.normal(size=w.shape).astype(w.dtype)
+                           for w in model.get_weights()])
+        model.save_weights(path)
+        np.save(path + ".want.npy", model.predict(x, verbose=0))
+    else:
+        model.load_weights(path)
+        np.save(path + ".got.npy", model.predict(x, verbose=0))
+""")
+
+
+def test_weights_are_matched_by_key_across_processes(tmp_path):
+    """cconv to cconv: the stored layer names are the writer's, not the reader's."""
+    path = str(tmp_path / "w.weights.h5")
+    for mode in ("write", "read"):
+        run = subprocess.run([sys.executable, "-c", STALE_NAMES, mode, path], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+    with h5py.File(path, "r") as f:        # the situation: a stale name under each key
+        assert f["layers/dense/vars"].attrs["name"] == "dense_1"
+    np.testing.assert_array_equal(np.load(path + ".got.npy"), np.load(path + ".want.npy"))
+
+
+def test_keras_weights_file_is_matched_by_key(tmp_path):
+    """Keras names its model's Dense layers dense_1, dense_2 after an earlier Dense and
+    stores them under layers/dense, layers/dense_1: cconv (whose layers are named dense and
+    dense_1, as in a fresh process) loads each where Keras does."""
+    keras = _keras()
+    keras.backend.clear_session()
+    keras.layers.Dense(4)
+    km = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), keras.layers.Dense(4)])
+    _perturb(km)
+    km.save_weights(tmp_path / "k.weights.h5")
+    with h5py.File(tmp_path / "k.weights.h5", "r") as f:
+        assert f["layers/dense/vars"].attrs["name"] == "dense_1"
+    cm = cconv.Sequential([cconv.Input((4,)), L.Dense(4, name="dense"),
+                           L.Dense(4, name="dense_1")])
+    cm.load_weights(tmp_path / "k.weights.h5")
+    x = _x((3, 4))
+    assert_close(cm.predict(x, verbose=0), km.predict(x, verbose=0), np.float32, "by key")
+
+
 def test_regularizers_survive_keras_files_both_ways(tmp_path):
     """Keras writes a model with kernel and bias regularizers, cconv reads them with their
     factors (the evaluated loss, penalties included, is Keras's); cconv writes it back and
