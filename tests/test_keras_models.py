@@ -192,8 +192,8 @@ def test_from_keras_round_trip_and_errors():
     bad = keras.Sequential([keras.Input((4,)), K.Dense(3), K.LayerNormalization()])
     with pytest.raises(ValueError, match="LayerNormalization.*Supported layers"):
         cconv.from_keras(bad)
-    reg = keras.Sequential([keras.Input((4,)), K.Dense(3, kernel_regularizer="l2")])
-    with pytest.raises(ValueError, match="kernel_regularizer"):
+    reg = keras.Sequential([keras.Input((4,)), K.Dense(3, activity_regularizer="l2")])
+    with pytest.raises(ValueError, match="activity_regularizer"):   # kernel/bias ones convert
         cconv.from_keras(reg)
 
 
