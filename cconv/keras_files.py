@@ -431,7 +431,8 @@ def _h5_get(parent, path, filepath):
     Every step must be a hard link: a soft link, an external link (which would open another
     file) or a user-defined link anywhere on the way is refused, as Keras refuses them."""
     h5py = _h5py()
-    kinds = {h5py.h5l.TYPE_SOFT: "SoftLink", h5py.h5l.TYPE_EXTERNAL: "ExternalLink"}
+    kinds = {h5py.h5l.TYPE_SOFT: "a soft link (SoftLink)",
+             h5py.h5l.TYPE_EXTERNAL: "an external link (ExternalLink)"}
     obj = parent
     for part in path.split("/"):
         if part in ("", ".", ".."):
@@ -443,9 +444,9 @@ def _h5_get(parent, path, filepath):
             return None
         kind = obj.id.links.get_info(key).type
         if kind != h5py.h5l.TYPE_HARD:
-            raise ValueError(f"{filepath!r}: {path!r} goes through a "
-                             f"{kinds.get(kind, 'user-defined link')}; cconv follows no links "
-                             f"in a Keras file (they can point into other files).")
+            raise ValueError(f"{filepath!r}: {path!r} goes through "
+                             f"{kinds.get(kind, 'a user-defined link')}; cconv follows no "
+                             f"links in a Keras file (they can point into other files).")
         obj = obj[part]
     return obj
 
