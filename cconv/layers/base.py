@@ -547,7 +547,7 @@ class Layer:
     def get_config(self) -> Config:
         cfg = {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
         if self._input_shape is not None and not self.built:
-            cfg["input_shape"] = list(self._input_shape)
+            cfg["input_shape"] = tuple(self._input_shape)
         return cfg
 
     @classmethod

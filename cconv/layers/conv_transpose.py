@@ -111,10 +111,10 @@ class Conv2DTranspose(_ActivatedLayer):
     def get_config(self):
         cfg = super().get_config()
         out_pad = self.output_padding
-        cfg.update(filters=self.filters, kernel_size=list(self.kernel_size),
-                   strides=list(self.strides), padding=self.padding,
-                   output_padding=None if out_pad is None else list(out_pad),
-                   dilation_rate=list(self.dilation_rate),
+        cfg.update(filters=self.filters, kernel_size=tuple(self.kernel_size),
+                   strides=tuple(self.strides), padding=self.padding,
+                   output_padding=None if out_pad is None else tuple(out_pad),
+                   dilation_rate=tuple(self.dilation_rate),
                    activation=_activations.serialize(self.activation), use_bias=self.use_bias,
                    kernel_initializer=_initializers.serialize(self.kernel_initializer),
                    bias_initializer=_initializers.serialize(self.bias_initializer))

@@ -109,10 +109,10 @@ class Conv2D(_ActivatedLayer):
         cfg = super().get_config()
         cfg.update(
             filters=self.filters,
-            kernel_size=list(self.kernel_size),
-            strides=list(self.strides),
+            kernel_size=tuple(self.kernel_size),
+            strides=tuple(self.strides),
             padding=self.padding,
-            dilation_rate=list(self.dilation_rate),
+            dilation_rate=tuple(self.dilation_rate),
             groups=self.groups,
             **self._kernel_config(),
         )

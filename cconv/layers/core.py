@@ -50,7 +50,7 @@ class InputLayer(Layer):
         return dy
 
     def get_config(self) -> Config:
-        return {"shape": list(self.shape), "batch_size": self.batch_size, "name": self.name,
+        return {"shape": tuple(self.shape), "batch_size": self.batch_size, "name": self.name,
                 "dtype": self.dtype}
 
 

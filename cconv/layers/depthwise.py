@@ -60,8 +60,8 @@ class _DepthwiseBase(_ActivatedLayer):
 
     def _depthwise_config(self):
         cfg = _ActivatedLayer.get_config(self)
-        cfg.update(kernel_size=list(self.kernel_size), strides=list(self.strides),
-                   padding=self.padding, dilation_rate=list(self.dilation_rate),
+        cfg.update(kernel_size=tuple(self.kernel_size), strides=tuple(self.strides),
+                   padding=self.padding, dilation_rate=tuple(self.dilation_rate),
                    depth_multiplier=self.depth_multiplier,
                    activation=_activations.serialize(self.activation), use_bias=self.use_bias,
                    depthwise_initializer=_initializers.serialize(self.depthwise_initializer),

@@ -48,7 +48,8 @@ class _Pooling2D(Layer):
 
     def get_config(self) -> Config:
         cfg = super().get_config()
-        cfg.update(pool_size=list(self.pool_size), strides=list(self.strides), padding=self.padding)
+        cfg.update(pool_size=tuple(self.pool_size), strides=tuple(self.strides),
+                   padding=self.padding)
         return cfg
 
 

@@ -77,7 +77,7 @@ class ZeroPadding2D(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(padding=[list(p) for p in self.padding], data_format="channels_last")
+        cfg.update(padding=tuple(tuple(p) for p in self.padding), data_format="channels_last")
         return cfg
 
 
@@ -115,7 +115,7 @@ class Cropping2D(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(cropping=[list(p) for p in self.cropping], data_format="channels_last")
+        cfg.update(cropping=tuple(tuple(p) for p in self.cropping), data_format="channels_last")
         return cfg
 
 
@@ -159,7 +159,7 @@ class UpSampling2D(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg.update(size=list(self.size), data_format="channels_last",
+        cfg.update(size=tuple(self.size), data_format="channels_last",
                    interpolation=self.interpolation)
         return cfg
 
@@ -208,7 +208,7 @@ class Reshape(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg["target_shape"] = list(self.target_shape)
+        cfg["target_shape"] = tuple(self.target_shape)
         return cfg
 
 
@@ -247,7 +247,7 @@ class Permute(Layer):
 
     def get_config(self):
         cfg = super().get_config()
-        cfg["dims"] = list(self.dims)
+        cfg["dims"] = tuple(self.dims)
         return cfg
 
 
