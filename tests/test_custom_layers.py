@@ -314,3 +314,11 @@ def test_call_returning_several_values_is_refused():
 
     with pytest.raises(ValueError, match="call returned a tuple; a cconv layer has one output"):
         Two()(cconv.Input((4,)))
+
+
+def test_call_override_of_a_built_in_layer_is_refused():
+    """Built-in layers compute with forward; a call() below one would silently never run."""
+    with pytest.raises(TypeError, match=r"MyDense \(a subclass of Dense\) defines call\(\)"):
+        class MyDense(L.Dense):
+            def call(self, x):
+                return x

@@ -125,8 +125,23 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         """For each subclass: whether its ``call`` takes ``training``, and, for a Keras-style
-        class, its own ``build`` wrapped by :func:`_keras_build`."""
+        class, its own ``build`` wrapped by :func:`_keras_build`.
+
+        Raises:
+            TypeError: ``call`` defined below a class that computes with ``forward`` (a
+                built-in layer's subclass), which would never run.
+        """
         super().__init_subclass__(**kwargs)
+        owner = {name: next(c for c in cls.__mro__ if name in vars(c))
+                 for name in ("call", "forward")}
+        if (owner["forward"] is not Layer and owner["call"] is not owner["forward"]
+                and issubclass(owner["call"], owner["forward"])):
+            base = cls.__bases__[0].__name__
+            raise TypeError(
+                f"{cls.__name__} (a subclass of {base}) defines call(), but {base} computes "
+                f"with forward(x, training) and backward(dy), so that call() would never run. "
+                f"Subclass cconv.layers.Layer to write a layer with call(), or override "
+                f"forward (and backward).")
         cls._call_has_training_arg = "training" in inspect.signature(cls.call).parameters
         if (_is_keras_style(cls) and cls.build is not Layer.build
                 and not getattr(cls.build, "_keras_build", False)):
