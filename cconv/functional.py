@@ -25,7 +25,7 @@ How it runs (one rule per question):
   the graph saves them per node after each training forward (``node._cache``) and puts them
   back before that node's backward; its weight gradients (which ``backward`` overwrites) are
   summed over its nodes and written back once at the end of the backward pass.
-- Training reuses :class:`~cconv.sequential.Sequential`'s compile/fit/evaluate/predict loop: a
+- Training is :class:`~cconv.trainer.Trainer`'s compile/fit/evaluate/predict loop: a
   model with several inputs or outputs presents them to it as ONE flat array per batch
   (each sample's arrays flattened and concatenated, in input/output order), split again
   inside :meth:`Model._forward`, the loss (:class:`_MultiLoss`) and the metrics. Losses
@@ -34,17 +34,19 @@ How it runs (one rule per question):
 """
 
 from inspect import signature as _signature
+from typing import Callable, List, Optional
 
 import numpy as np
 
 from . import layers as _layers
 from . import losses as _losses
 from . import metrics as _metrics
+from . import plan as _plan
 from .layers.base import _snake, unique_name
 from .layers.node import KerasTensor, input_tensor, is_symbolic
 from .saving import register_model_class
-from .sequential import Sequential, _shape_str
-from .trainer import _unclashed
+from .trainer import Trainer, _unclashed
+from .trainer import shape_str as _shape_str
 
 __all__ = ["Model", "Input", "KerasTensor"]
 
@@ -248,7 +250,7 @@ class _OutputMetric:
             per = per.reshape(oi.shape[0], -1).mean(axis=1)
             if sample_weight is not None:     # Keras: sum(loss * w) / batch size
                 per = per * sample_weight
-            self._total += float(per.sum())
+            self._total += float(per.sum(dtype=np.float64))
             self._count += oi.shape[0]
 
     def result(self):
@@ -259,7 +261,7 @@ class _OutputMetric:
 
 # ----- the model --------------------------------------------------------------------------------
 @register_model_class
-class Model(Sequential):
+class Model(Trainer):
     """A model made of a graph of layers: ``Model(inputs, outputs)`` (functional API) or a
     subclass that defines ``call`` (traced once on symbolic inputs).
 
@@ -269,8 +271,11 @@ class Model(Sequential):
             dict: its keys become the output names) of them.
         name: model name (default "functional", or the subclass name in snake case).
 
-    Same ``compile`` / ``fit`` / ``evaluate`` / ``predict`` / ``summary`` / ``get_weights``
-    / ``set_weights`` / ``save`` as :class:`~cconv.sequential.Sequential`. With several inputs
+    The base of every cconv model (as in Keras, :class:`~cconv.sequential.Sequential` is a
+    ``Model`` whose graph is a chain): ``compile`` / ``fit`` / ``evaluate`` / ``predict``
+    (from :class:`~cconv.trainer.Trainer`), ``summary``, ``layers``, ``get_layer``,
+    ``get_weights`` / ``set_weights``, ``save``, and the compiled plan for a graph that is a
+    chain (:mod:`cconv.plan`). With several inputs
     ``x`` is a list (input order) or a dict (input names); with several outputs ``y`` and
     ``predict``'s result are lists (output order; ``y`` may be a dict by output name).
 
@@ -283,9 +288,7 @@ class Model(Sequential):
         if name is None:
             sub = type(self) is not Model
             name = unique_name(_snake(type(self).__name__) if sub else "functional")
-        self.__dict__.setdefault("_tracked", [])
-        self._graph = None
-        Sequential.__init__(self, name=name)
+        self._init_model(name)
         if inputs is None and outputs is None:
             if type(self).call is Model.call:
                 raise TypeError("Model needs inputs= and outputs= (or subclass it and define "
@@ -294,6 +297,15 @@ class Model(Sequential):
         if inputs is None or outputs is None:
             raise TypeError("Model needs both inputs= and outputs=.")
         self._init_graph(inputs, outputs)
+
+    def _init_model(self, name):
+        """The state every model starts with: no graph yet, no layers, not built."""
+        self.__dict__.setdefault("_tracked", [])
+        self._graph = None
+        Trainer.__init__(self)
+        self.name = name
+        self._layers = []
+        self.built = False
 
     # ----- structure ---------------------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -309,11 +321,10 @@ class Model(Sequential):
         """Subclasses compose their layers here; traced once on symbolic inputs."""
         raise NotImplementedError("Subclasses of cconv.Model define call(self, inputs).")
 
-    def add(self, layer):
-        raise TypeError("Model.add is not available; build graphs by calling layers on tensors.")
-
-    def pop(self):
-        raise TypeError("Model.pop is not available on graph models.")
+    @property
+    def layers(self) -> List[_layers.Layer]:
+        """The model's layers (a new list), in weight order."""
+        return list(self._layers)
 
     def _init_graph(self, inputs, outputs):
         ins, in_names = _as_list(inputs)
@@ -345,7 +356,7 @@ class Model(Sequential):
         self._out_slots = [slot[id(t)] for t in outs]
         self._graph = (ins, outs)
         self._fuse_step = -1
-        self.build()
+        self._build_graph()
 
     def build(self, input_shape=None):
         """Build the graph. A subclassed model is traced here on inputs of
@@ -354,6 +365,17 @@ class Model(Sequential):
         if self._graph is None:
             self._trace(input_shape)
             return
+        self._build_graph()
+
+    def _ensure_built(self, x_shape=None):
+        """Build the model if needed: for its declared input shape, else for ``x_shape``
+        (one sample's shape, from the first data it sees)."""
+        if not self.built:
+            declared = self._declared_input_shape()
+            self.build(declared if declared is not None else x_shape)
+
+    def _build_graph(self):
+        """Shapes, dtype and backward flags of the graph made by :meth:`_init_graph`."""
         layers = [n.layer for n in self._nodes]
         dtypes = sorted({l.dtype for l in layers})
         if len(dtypes) > 1:
@@ -444,7 +466,7 @@ class Model(Sequential):
         self._needs_backward = [needs[node] for node, _, _, _ in self._plan]
 
     def _setup_fusion(self):
-        """Fuse the final softmax/sigmoid with the loss (as Sequential does) when the model
+        """Fuse the final softmax/sigmoid with the loss (its ``forward_logits``) when the model
         has one output, made by an unshared layer that nothing else in the graph uses."""
         self._plan_backward()
         self._fused, self._fuse_step = False, -1
@@ -462,7 +484,7 @@ class Model(Sequential):
     def _chain_layers(self):
         """The layers in execution order when the graph is a chain (one input, one output,
         each node reading only the previous node's output, no shared layer), so that the
-        compiled plan (:mod:`cconv.plan`) runs it as it runs a Sequential; else None."""
+        compiled plan (:mod:`cconv.plan`) runs it; else None."""
         if len(self._inputs) != 1 or len(self._outputs) != 1:
             return None
         layers, prev = [], 0
@@ -472,6 +494,27 @@ class Model(Sequential):
             layers.append(node.layer)
             prev = out
         return layers if self._out_slots == [prev] else None
+
+    def _planned_forward(self, x, training, logits=False):
+        """The output through the compiled plan (:mod:`cconv.plan`), or None when the model
+        has no plan for ``x``. In training the plan keeps what its backward needs until the
+        next :meth:`_planned_backward`."""
+        if training:
+            tplan = _plan.get_train_plan(self, logits)
+            if tplan is not None and tplan.accepts(x):
+                self._train_plan = tplan
+                return tplan.forward(x)
+            return None
+        plan = _plan.get_plan(self, logits)
+        return plan(x) if plan is not None and plan.accepts(x) else None
+
+    def _planned_backward(self, g):
+        """Back-propagate ``g`` through the training plan if the forward pass ran through
+        it; returns whether it did."""
+        tplan = self.__dict__.pop("_train_plan", None)
+        if tplan is not None:
+            tplan.backward(g)
+        return tplan is not None
 
     def _forward(self, x, training, logits=False):
         """Run the graph on a (packed) batch; returns the (packed) outputs, the final
@@ -539,22 +582,23 @@ class Model(Sequential):
         if is_symbolic(x) or isinstance(x, dict) and is_symbolic(list(x.values())):
             raise NotImplementedError("Calling a cconv model on symbolic tensors (nesting models) "
                                       "is not supported; call its layers instead.")
-        return self._unpack_outputs(Sequential.__call__(self, x, training))
+        return self._unpack_outputs(Trainer.__call__(self, x, training))
 
     def _unpack_outputs(self, out):
         return out if len(self._outputs) == 1 else _unpack(out, self._out_shapes)
 
-    def predict(self, x, batch_size=None, verbose="auto", *, steps=None):
+    def predict(self, x, batch_size=None, verbose="auto", *, steps=None, callbacks=None):
         """Outputs for ``x`` (a list or dict of arrays for several inputs), in batches;
-        an array, or a list of arrays (output order) for several outputs."""
-        return self._unpack_outputs(Sequential.predict(self, x, batch_size, verbose,
-                                                       steps=steps))
+        an array, or a list of arrays (output order) for several outputs. The other
+        arguments are :meth:`Trainer.predict`'s."""
+        return self._unpack_outputs(Trainer.predict(self, x, batch_size, verbose,
+                                                    steps=steps, callbacks=callbacks))
 
 
     # ----- compile and data ------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss=None, *, metrics=None, loss_weights=None,
                 weighted_metrics=None, **options):
-        """As :meth:`Sequential.compile`, which gets every other keyword (``jit_compile``,
+        """As :meth:`Trainer.compile`, which gets every other keyword (``jit_compile``,
         ...); with several outputs ``loss``, ``metrics``, ``weighted_metrics`` and
         ``loss_weights`` may be lists (output order) or dicts (output names). A single loss
         or a flat metric list applies to every output. The total loss is
@@ -563,11 +607,11 @@ class Model(Sequential):
 
         Raises:
             ValueError: unknown names, or lists/dicts that do not match the outputs.
-            TypeError: a keyword :meth:`Sequential.compile` does not take.
+            TypeError: a keyword :meth:`Trainer.compile` does not take.
         """
         if self._graph is None:       # a subclassed model compiled before it is traced
-            _signature(Sequential.compile).bind(self, optimizer, loss, metrics=metrics,
-                                                weighted_metrics=weighted_metrics, **options)
+            _signature(Trainer.compile).bind(self, optimizer, loss, metrics=metrics,
+                                             weighted_metrics=weighted_metrics, **options)
             self._pending_compile = dict(optimizer=optimizer, loss=loss, metrics=metrics,
                                          loss_weights=loss_weights,
                                          weighted_metrics=weighted_metrics, **options)
@@ -578,12 +622,12 @@ class Model(Sequential):
         metric_lists = _per_output_metrics(metrics, names, "metrics")
         weighted_lists = _per_output_metrics(weighted_metrics, names, "weighted_metrics")
         if len(names) == 1 and loss_weights is None:
-            Sequential.compile(self, optimizer, loss_list[0], metrics=metric_lists[0],
-                               weighted_metrics=weighted_lists[0], **options)
+            Trainer.compile(self, optimizer, loss_list[0], metrics=metric_lists[0],
+                            weighted_metrics=weighted_lists[0], **options)
             return
-        Sequential.compile(self, optimizer, next((l for l in loss_list if l is not None), None),
-                           metrics=[m for ms in metric_lists for m in ms],
-                           weighted_metrics=[m for ms in weighted_lists for m in ms], **options)
+        Trainer.compile(self, optimizer, next((l for l in loss_list if l is not None), None),
+                        metrics=[m for ms in metric_lists for m in ms],
+                        weighted_metrics=[m for ms in weighted_lists for m in ms], **options)
         weights = [1.0 if w is None else float(w) for w in
                    _by_name(1.0 if loss_weights is None else loss_weights, names, "loss_weights")]
         losses = [None if l is None else _losses.get(l) for l in loss_list]
@@ -595,12 +639,12 @@ class Model(Sequential):
     @property
     def metrics_names(self):
         if not isinstance(self.loss, _MultiLoss):
-            return Sequential.metrics_names.fget(self)
+            return Trainer.metrics_names.fget(self)
         return ["loss"] + [m.name for m in self._make_metrics(None)]
 
     def _make_metrics(self, y_shape):
         if not isinstance(self.loss, _MultiLoss):
-            return Sequential._make_metrics(self, y_shape)
+            return Trainer._make_metrics(self, y_shape)
         out = []
         for i in range(len(self._output_names)):
             if len(self._output_names) > 1 and self.loss.losses[i] is not None:
@@ -631,7 +675,7 @@ class Model(Sequential):
             if len(xs) != 1:
                 raise ValueError(f"Model {self.name!r} has one input; {what} is a list of "
                                  f"{len(xs)}.")
-            return Sequential._prepare_x(self, xs[0], what)
+            return Trainer._prepare_x(self, xs[0], what)
         if len(xs) != len(self._inputs):
             raise ValueError(f"Model {self.name!r} has {len(self._inputs)} inputs "
                              f"{self._input_names}; {what} has {len(xs)} arrays.")
@@ -657,7 +701,7 @@ class Model(Sequential):
             if len(ys) != 1:
                 raise ValueError(f"Model {self.name!r} has one output; y{what} has {len(ys)} "
                                  f"arrays.")
-            return Sequential._prepare_xy(self, x, ys[0], what)
+            return Trainer._prepare_xy(self, x, ys[0], what)
         x = self._prepare_x(x, "x" + what)
         n = x.shape[0]
         if isinstance(y, dict):
@@ -684,14 +728,43 @@ class Model(Sequential):
 
 
     # ----- summary / config ------------------------------------------------------------------
+    def summary(self, print_fn: Optional[Callable[[str], None]] = None) -> None:
+        """Print the layers, their output shapes and parameter counts, and the totals."""
+        self._ensure_built()
+        print_fn = print_fn or print
+        heads, rows = self._summary_rows()
+        w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
+        line = "+" + "+".join("-" * (c + 2) for c in w) + "+"
+
+        def fmt(cells):   # numbers right-aligned, text left-aligned
+            return "| " + " | ".join(f"{c:>{w[i]}}" if heads[i] == "Param #" else f"{c:<{w[i]}}"
+                                     for i, c in enumerate(cells)) + " |"
+        print_fn(f'Model: "{self.name}"')
+        print_fn(line)
+        print_fn(fmt(heads))
+        print_fn(line.replace("-", "="))
+        for r in rows:
+            print_fn(fmt(r))
+        print_fn(line)
+        itemsize = self.dtype.itemsize
+        tot = self.count_params()
+        tr = int(sum(v.size for v in self.trainable_weights))
+
+        def size(k):
+            b = k * itemsize
+            return f"{b / 1024:.2f} KB" if b >= 1024 else f"{b:.2f} B"
+        print_fn(f" Total params: {tot:,} ({size(tot)})")
+        print_fn(f" Trainable params: {tr:,} ({size(tr)})")
+        print_fn(f" Non-trainable params: {tot - tr:,} ({size(tot - tr)})")
+
     def _model_nodes(self, layer):
         """``layer``'s nodes that belong to this model, in call order."""
         mine = set(self._nodes) | {t.node for t in self._inputs}
         return [n for n in getattr(layer, "_inbound_nodes", []) if n in mine]
 
     def _summary_rows(self):
-        """Sequential's columns plus "Connected to": the tensors each layer is called on,
-        ``layer[node][tensor]`` in Keras's notation."""
+        """Layer, output shape and parameter count, plus "Connected to": the tensors each
+        layer is called on, ``layer[node][tensor]`` in Keras's notation."""
         rows = []
         for layer in self._layers:
             nodes = self._model_nodes(layer)
@@ -706,12 +779,12 @@ class Model(Sequential):
         return self._model_nodes(node.layer).index(node)
 
     def get_compile_config(self):
-        """As :meth:`Sequential.get_compile_config`; None for several outputs (per-output
+        """As :meth:`Trainer.get_compile_config`; None for several outputs (per-output
         losses are not kept in ``.npz`` files: compile again after loading; ``.keras`` files
         keep them)."""
         if isinstance(self.loss, _MultiLoss):
             return None
-        return Sequential.get_compile_config(self)
+        return Trainer.get_compile_config(self)
 
     def get_config(self):
         """Keras 3's Functional config: layers (each with its ``inbound_nodes``) in

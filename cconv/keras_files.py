@@ -276,7 +276,7 @@ def _node_input_shapes(model, layer):
 def _keras_model_config(model):
     """``config.json``'s content for a cconv model (Sequential or graph Model)."""
     model._ensure_built()
-    if isinstance(model, Model):
+    if not isinstance(model, Sequential):
         inner = graph_config(model, lambda l: _keras_layer_entry(l, _node_input_shapes(model, l)))
         out = {"module": "keras.src.models.functional", "class_name": "Functional",
                "config": inner, "registered_name": "Functional",
@@ -596,7 +596,7 @@ def _load_layer_weights(found, filepath):
 def _keras_layer_order(model):
     """The layers in Keras's ``model.layers`` order for this model (a Sequential's without
     its InputLayer; a graph's by Keras's graph order, InputLayers included)."""
-    if isinstance(model, Model):
+    if not isinstance(model, Sequential):
         return map_graph(model._inputs, model._outputs)[1]
     return model.layers
 

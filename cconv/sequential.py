@@ -1,27 +1,31 @@
-"""``Sequential`` models: a chain of cconv layers with Keras's API (compile / fit /
-evaluate / predict from :class:`cconv.trainer.Trainer`, plus summary and config).
+"""``Sequential`` models: a chain of layers, which is a graph model (:class:`cconv.Model`)
+whose graph is built once the input shape is known, as in Keras 3.
 
-The final softmax (or sigmoid) is fused with the cross-entropy (see ``_forward`` /
-``_backward``).
+Until then the model is a list of layers (``add`` / ``pop`` change it); ``build`` (explicit,
+or on the first data) calls each layer on the previous one's symbolic output, from the
+``cconv.Input`` given first or one made for the input shape, and hands the chain to the graph
+model: forward, backward, the fused final softmax/sigmoid, the compiled plan and training are
+the graph model's.
 """
 
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import numpy as np
 
 from . import layers as _layers
-from . import plan as _plan
 from . import saving as _saving
 from ._typing import Config
+from .functional import Model
 from .layers.base import unique_name
+from .layers.node import input_tensor
 from .trainer import Trainer
 from .trainer import shape_str as _shape_str
 
 __all__ = ["Sequential"]
 
 
-class Sequential(Trainer):
+class Sequential(Model):
     """A linear stack of layers.
 
     Args:
@@ -44,11 +48,8 @@ class Sequential(Trainer):
 
     def __init__(self, layers: Optional[Sequence[_layers.Layer]] = None,
                  name: Optional[str] = None):
-        super().__init__()
-        self.name = name or unique_name("sequential")
-        self._layers = []
+        self._init_model(name or unique_name("sequential"))
         self._input_layer = None
-        self.built = False
         for layer in layers or []:
             self.add(layer)
 
@@ -73,18 +74,23 @@ class Sequential(Trainer):
         self._invalidate()
 
     def pop(self) -> _layers.Layer:
+        """Remove the last layer and return it.
+
+        Raises:
+            IndexError: the model has no layer.
+        """
+        if not self._layers:
+            raise IndexError(f"Sequential model {self.name!r} has no layer to pop.")
         layer = self._layers.pop()
         self._invalidate()
         return layer
 
     def _invalidate(self):
+        """Forget the graph: the next use builds it again for the current layers."""
+        self._graph = None
         self.built = False
         self._packed = False
         self._fused = False
-
-    @property
-    def layers(self) -> List[_layers.Layer]:
-        return list(self._layers)
 
     def _declared_input_shape(self):
         if self._input_layer is not None:
@@ -95,7 +101,13 @@ class Sequential(Trainer):
 
     def build(self, input_shape: Optional[Sequence[Optional[int]]] = None) -> None:
         """Build every layer for inputs of ``(batch,) + input_shape`` (a leading None is
-        accepted). Without an argument uses the declared input shape."""
+        accepted) by calling the layers in turn on symbolic tensors. Without an argument uses
+        the declared input shape.
+
+        Raises:
+            ValueError: no input shape, no layer, a layer built for other inputs, or layers
+                of different dtypes.
+        """
         if input_shape is None:
             input_shape = self._declared_input_shape()
             if input_shape is None:
@@ -109,146 +121,31 @@ class Sequential(Trainer):
         if not self._layers:
             raise ValueError("Cannot build an empty Sequential model; add layers first.")
         shape = tuple(int(d) for d in input_shape)
-        self._input_shape = shape
-        for layer in self._layers:
-            if layer.built:
-                if layer._input_shape != shape:
-                    raise ValueError(
-                        f"Layer {layer.name!r} was built for inputs "
-                        f"{_shape_str((None,) + layer._input_shape)} but receives "
-                        f"{_shape_str((None,) + shape)} in this model."
-                    )
-            else:
-                layer.build(shape)
-            if layer.dtype != self._layers[0].dtype:
-                raise ValueError(
-                    f"All layers must share one dtype; {layer.name!r} is {layer.dtype}, "
-                    f"{self._layers[0].name!r} is {self._layers[0].dtype}."
-                )
-            shape = layer._output_shape
-        self._output_shape = shape
-        self.dtype = np.dtype(self._layers[0].dtype)
-        # Backward can stop at the first layer that has trainable weights.
-        self._first_trained = 0
-        for layer in self._layers:
-            layer._need_dx = True
-        for i, layer in enumerate(self._layers):
-            if layer.trainable_weights:
-                self._first_trained = i
-                layer._need_dx = False
-                break
-        self.built = True
-        self._packed = False
-
-    def _ensure_built(self, x_shape=None):
-        if not self.built:
-            declared = self._declared_input_shape()
-            self.build(declared if declared is not None else x_shape)
-
-    @property
-    def input_shape(self) -> Tuple[Optional[int], ...]:
-        self._ensure_built()
-        return (None,) + self._input_shape
-
-    @property
-    def output_shape(self) -> Tuple[Optional[int], ...]:
-        self._ensure_built()
-        return (None,) + self._output_shape
+        chain = list(self._layers)
+        dtypes = {layer.name: np.dtype(layer.dtype).name for layer in chain}
+        if len(set(dtypes.values())) > 1:
+            raise ValueError(f"All layers must share one dtype; got {dtypes}.")
+        inp = self._input_layer
+        if inp is None or inp.shape != shape:
+            inp = _layers.InputLayer(shape, dtype=chain[0].dtype)
+        x = inputs = input_tensor(inp)
+        for layer in chain:
+            x = layer(x)
+        self._init_graph(inputs, x)
+        self._layers = chain        # Keras: a Sequential's layers leave out its InputLayer
 
     # ----- forward / backward --------------------------------------------------------------------
     def _chain_layers(self):
-        """The layers in the order they run when the model is a chain (a Sequential always
-        is), for :mod:`cconv.plan`; None for a graph that is not one."""
+        """The layers in the order they run (a Sequential is always a chain), for
+        :mod:`cconv.plan`."""
         return self._layers
 
-    def _planned_forward(self, x, training, logits=False):
-        """The output through the compiled plan (:mod:`cconv.plan`), or None when the model
-        has no plan for ``x``. In training the plan keeps what its backward needs until the
-        next :meth:`_planned_backward`."""
-        if training:
-            tplan = _plan.get_train_plan(self, logits)
-            if tplan is not None and tplan.accepts(x):
-                self._train_plan = tplan
-                return tplan.forward(x)
-            return None
-        plan = _plan.get_plan(self, logits)
-        return plan(x) if plan is not None and plan.accepts(x) else None
-
-    def _planned_backward(self, g):
-        """Back-propagate ``g`` through the training plan if the forward pass ran through
-        it; returns whether it did."""
-        tplan = self.__dict__.pop("_train_plan", None)
-        if tplan is not None:
-            tplan.backward(g)
-        return tplan is not None
-
-    def _forward(self, x, training, logits=False):
-        """The output (the last layer's logits with ``logits``): through the compiled plan
-        when the layers allow it, else layer by layer."""
-        y = self._planned_forward(x, training, logits)
-        if y is not None:
-            return y
-        layers = self._layers
-        for layer in layers[:-1]:
-            x = layer.forward(x, training)
-        last = layers[-1]
-        return last.forward_logits(x, training) if logits else last.forward(x, training)
-
-    def _backward(self, g, logits=False):
-        """Back-propagate from the output down to the first layer with trainable weights
-        (through the training plan when the forward pass ran through it).
-
-        Raises:
-            NotImplementedError: a layer on that path defines no ``backward`` (a Keras-style
-                custom layer), before any layer's backward runs.
-        """
-        if self._planned_backward(g):
-            return
-        layers = self._layers
-        for layer in layers[self._first_trained:]:
-            layer._require_backward()
-        last = len(layers) - 1
-        for i in range(last, self._first_trained - 1, -1):
-            layer = layers[i]
-            if i == last and logits:
-                g = layer.backward_logits(g)
-            else:
-                g = layer.backward(g)
-
-    @property
-    def _output_layer(self):
-        return self._layers[-1]
+    # ----- a single input and output: the trainer's own data checks and compile ------------------
+    _prepare_x = Trainer._prepare_x
+    _prepare_xy = Trainer._prepare_xy
+    compile = Trainer.compile
 
     # ----- summary / config / saving -------------------------------------------------------------
-    def summary(self, print_fn: Optional[Callable[[str], None]] = None) -> None:
-        """Print the layers, their output shapes and parameter counts, and the totals."""
-        self._ensure_built()
-        print_fn = print_fn or print
-        heads, rows = self._summary_rows()
-        w = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(heads)]
-        line = "+" + "+".join("-" * (c + 2) for c in w) + "+"
-
-        def fmt(cells):   # numbers right-aligned, text left-aligned
-            return "| " + " | ".join(f"{c:>{w[i]}}" if heads[i] == "Param #" else f"{c:<{w[i]}}"
-                                     for i, c in enumerate(cells)) + " |"
-        print_fn(f'Model: "{self.name}"')
-        print_fn(line)
-        print_fn(fmt(heads))
-        print_fn(line.replace("-", "="))
-        for r in rows:
-            print_fn(fmt(r))
-        print_fn(line)
-        itemsize = self.dtype.itemsize
-        tot = self.count_params()
-        tr = int(sum(v.size for v in self.trainable_weights))
-
-        def size(k):
-            b = k * itemsize
-            return f"{b / 1024:.2f} KB" if b >= 1024 else f"{b:.2f} B"
-        print_fn(f" Total params: {tot:,} ({size(tot)})")
-        print_fn(f" Trainable params: {tr:,} ({size(tr)})")
-        print_fn(f" Non-trainable params: {tot - tr:,} ({size(tot - tr)})")
-
     def _summary_rows(self):
         """``(column titles, rows of strings)`` for :meth:`summary`."""
         rows = [(f"{layer.name} ({type(layer).__name__})", _shape_str(layer.output_shape),
