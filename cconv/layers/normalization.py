@@ -1,10 +1,12 @@
 """BatchNormalization over the channel (last) axis, Keras 3 semantics."""
 
+import math
 from typing import Union
 
 import numpy as np
 
 from .. import initializers as _initializers
+from .. import ops as _ops
 from .._typing import Config, Shape
 from ..initializers import Initializer
 from .base import Layer
@@ -81,15 +83,20 @@ class BatchNormalization(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         training = training and self.trainable
         t = x.dtype.type
-        axes = tuple(range(x.ndim - 1))
         if training:
-            mean = x.mean(axis=axes, dtype=x.dtype)
-            xc = x - mean
-            var = np.mean(np.square(xc), axis=axes, dtype=x.dtype)
-            rstd = 1.0 / np.sqrt(var + t(self.epsilon))
-            m = t(self.momentum)
-            self.moving_mean[...] = self.moving_mean * m + mean * t(1.0 - self.momentum)
-            self.moving_variance[...] = self.moving_variance * m + var * t(1.0 - self.momentum)
+            # Statistics in float64 (``ops._channel_sum``): a float32 sum over batch x height x
+            # width loses ~1e-5 of the mean. The variance is that of x centred on the mean
+            # rounded to x's dtype, corrected by the rounding (zero in float64, so float64 is
+            # the plain two-pass ``mean((x - mean) ** 2)``).
+            m = math.prod(x.shape[:-1])
+            mean = _ops._channel_sum(x) / m
+            mean_t = mean.astype(x.dtype)
+            xc = x - mean_t
+            var = _ops._channel_sum(xc, xc) / m - np.square(mean - mean_t)
+            rstd = (1.0 / np.sqrt(var + self.epsilon)).astype(x.dtype)
+            mom = np.float64(self.momentum)     # the update in float64, rounded once
+            self.moving_mean[...] = self.moving_mean * mom + mean * (1.0 - mom)
+            self.moving_variance[...] = self.moving_variance * mom + var * (1.0 - mom)
             xc *= rstd                      # xc is now x_hat
             self._xhat, self._rstd, self._mode = xc, rstd, "train"
             y = xc * self.gamma if self.gamma is not None else xc.copy()
@@ -107,13 +114,16 @@ class BatchNormalization(Layer):
         return x * inv + off
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
+        """``dx = gamma * rstd / m * (m * dy - dbeta - xhat * dgamma)`` with ``m`` the values
+        per channel; ``dbeta = sum(dy)`` and ``dgamma = sum(dy * xhat)`` are summed in float64
+        (``ops._channel_sum``): the bracket cancels, so their float32 rounding errors, not
+        those of a naive float32 sum, are what it amplifies."""
         if self._mode == "infer":
             return dy * self._rstd
         xhat, rstd = self._xhat, self._rstd
-        axes = tuple(range(dy.ndim - 1))
-        m = dy.size // dy.shape[-1]
-        dbeta = dy.sum(axis=axes, dtype=dy.dtype)
-        dgamma = (dy * xhat).sum(axis=axes, dtype=dy.dtype)
+        m = math.prod(dy.shape[:-1])
+        dbeta = _ops._channel_sum(dy).astype(dy.dtype)
+        dgamma = _ops._channel_sum(dy, xhat).astype(dy.dtype)
         if self.trainable:
             if self.gamma is not None:
                 self.grads["gamma"][...] = dgamma
