@@ -97,7 +97,10 @@ class GlobalAveragePooling2D(_GlobalPooling2D):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if training:
             self._x = x
-        return x.mean(axis=(1, 2), keepdims=self.keepdims, dtype=x.dtype)
+        n, h, w, c = x.shape
+        # summed in float64 (a float32 sum over h x w adds the cells one after another)
+        y = (_ops._channel_sum(x, per_sample=True) / (h * w)).astype(x.dtype)
+        return y.reshape(n, 1, 1, c) if self.keepdims else y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         n, h, w, c = self._x.shape
