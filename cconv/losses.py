@@ -33,6 +33,12 @@ def _shape(dims):
     return "(" + ", ".join(["batch"] + [str(d) for d in dims]) + ")"
 
 
+def _mean(values):
+    """The mean of all ``values`` (per-sample or per-pixel losses) as a float, accumulated in
+    float64: the loss over a batch of images is a sum over batch x height x width."""
+    return float(np.mean(values, dtype=np.float64))
+
+
 def _logsumexp_softmax(z):
     """``(lse, p)`` along the last axis, computed once and stably."""
     m = z.max(axis=-1, keepdims=True)
@@ -59,7 +65,7 @@ class Loss(Configurable):
         if not np.issubdtype(y_pred.dtype, np.floating):
             y_pred = y_pred.astype(np.float32)
         y_true = self.prepare_targets(y_true, y_pred.shape, dtype=y_pred.dtype)
-        return float(np.mean(self._per_sample(y_true, y_pred)))
+        return _mean(self._per_sample(y_true, y_pred))
 
     def value_and_grad(self, y_true: np.ndarray,
                        y_pred: np.ndarray) -> Tuple[float, np.ndarray]:
@@ -139,12 +145,12 @@ class _CrossEntropy(Loss):
     def _value_and_grad(self, y, p):
         if self.from_logits:
             per, grad, _ = self._from_logits(y, p)
-            return float(per.mean()), grad
+            return _mean(per), grad
         return self._prob_value_and_grad(y, p)
 
     def fused_value_and_grad(self, y, z):
         per, grad, p = self._from_logits(y, z)
-        return float(per.mean()), grad, p
+        return _mean(per), grad, p
 
     def fused_per_sample_and_grad(self, y, z):
         """``(per-sample losses, dL/dlogits of their mean, activation(logits))``."""
@@ -204,7 +210,7 @@ class CategoricalCrossentropy(_CrossEntropy):
         w = -y / qc * ((q >= EPSILON) & (q <= 1 - EPSILON))
         grad = (w - (w * q).sum(axis=-1, keepdims=True)) / s
         grad *= grad.dtype.type(1.0 / per.size)
-        return float(per.mean()), grad.astype(p.dtype, copy=False)
+        return _mean(per), grad.astype(p.dtype, copy=False)
 
 
 class SparseCategoricalCrossentropy(_CrossEntropy):
@@ -266,7 +272,7 @@ class SparseCategoricalCrossentropy(_CrossEntropy):
         pc = np.clip(p, EPSILON, 1 - EPSILON)
         per, gl, _ = self._from_logits(y, np.log(pc))
         grad = gl / pc * ((p >= EPSILON) & (p <= 1 - EPSILON))
-        return float(per.mean()), grad.astype(p.dtype, copy=False)
+        return _mean(per), grad.astype(p.dtype, copy=False)
 
 
 class BinaryCrossentropy(_CrossEntropy):
@@ -303,7 +309,7 @@ class BinaryCrossentropy(_CrossEntropy):
         y = self._smooth(y)
         o = np.clip(p, EPSILON, 1 - EPSILON)
         grad = -(y / o - (1 - y) / (1 - o)) * ((p >= EPSILON) & (p <= 1 - EPSILON)) / p.size
-        return float(per.mean()), grad.astype(p.dtype, copy=False)
+        return _mean(per), grad.astype(p.dtype, copy=False)
 
 
 class _ElementwiseLoss(Loss):
@@ -316,7 +322,7 @@ class _ElementwiseLoss(Loss):
 
     def _value_and_grad(self, y, p):
         d = p - y
-        return float(np.mean(self._f(d))), self._grad(d)
+        return _mean(self._f(d)), self._grad(d)
 
 
 class MeanSquaredError(_ElementwiseLoss):
