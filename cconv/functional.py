@@ -41,10 +41,10 @@ import numpy as np
 from . import layers as _layers
 from . import losses as _losses
 from . import metrics as _metrics
-from . import plan as _plan
 from .layers.base import _snake, unique_name
 from .layers.node import KerasTensor, input_tensor, is_symbolic
 from .saving import register_model_class
+from .step_runner import StepRunner
 from .trainer import Trainer, _unclashed
 from .trainer import shape_str as _shape_str
 
@@ -495,34 +495,26 @@ class Model(Trainer):
             prev = out
         return layers if self._out_slots == [prev] else None
 
-    def _planned_forward(self, x, training, logits=False):
-        """The output through the compiled plan (:mod:`cconv.plan`), or None when the model
-        has no plan for ``x``. In training the plan keeps what its backward needs until the
-        next :meth:`_planned_backward`."""
-        if training:
-            tplan = _plan.get_train_plan(self, logits)
-            if tplan is not None and tplan.accepts(x):
-                self._train_plan = tplan
-                return tplan.forward(x)
-            return None
-        plan = _plan.get_plan(self, logits)
-        return plan(x) if plan is not None and plan.accepts(x) else None
-
-    def _planned_backward(self, g):
-        """Back-propagate ``g`` through the training plan if the forward pass ran through
-        it; returns whether it did."""
-        tplan = self.__dict__.pop("_train_plan", None)
-        if tplan is not None:
-            tplan.backward(g)
-        return tplan is not None
+    def _runner(self):
+        """The model's :class:`~cconv.step_runner.StepRunner` (plan or layers)."""
+        runner = self.__dict__.get("_step_runner")
+        if runner is None:
+            runner = self._step_runner = StepRunner(self)
+        return runner
 
     def _forward(self, x, training, logits=False):
-        """Run the graph on a (packed) batch; returns the (packed) outputs, the final
-        logits instead of the activated output when ``logits`` and the loss is fused.
-        A chain runs through the compiled plan when its layers allow it."""
-        y = self._planned_forward(x, training, logits) if len(self._inputs) == 1 else None
-        if y is not None:
-            return y
+        """The output for a (packed) batch: through the compiled plan or layer by layer,
+        as the model's :class:`~cconv.step_runner.StepRunner` decides."""
+        return self._runner().forward(x, training, logits)
+
+    def _backward(self, g, logits=False):
+        """Back-propagate ``g`` through whatever ran the last training forward."""
+        self._runner().backward(g, logits)
+
+    def _layer_forward(self, x, training, logits=False):
+        """Run the graph layer by layer on a (packed) batch; returns the (packed) outputs,
+        the final logits instead of the activated output when ``logits`` and the loss is
+        fused."""
         vals = [None] * (len(self._inputs) + len(self._plan))
         xs = [x] if len(self._inputs) == 1 else _unpack(x, self._in_shapes)
         vals[:len(xs)] = xs
@@ -538,17 +530,15 @@ class Model(Trainer):
         outs = [vals[s] for s in self._out_slots]
         return outs[0] if len(outs) == 1 else _pack(outs, outs[0].shape[0])
 
-    def _backward(self, g, logits=False):
-        """Back-propagate ``g = dL/d(outputs)`` (packed; dL/d(logits) with ``logits``) through the
-        graph in reverse node order, summing gradients of tensors used several times and the
-        weight gradients of shared layers (see the module docstring).
+    def _layer_backward(self, g, logits=False):
+        """Back-propagate ``g = dL/d(outputs)`` (packed; dL/d(logits) with ``logits``) through
+        the graph's layers in reverse node order, summing gradients of tensors used several
+        times and the weight gradients of shared layers (see the module docstring).
 
         Raises:
             NotImplementedError: a node that must be differentiated belongs to a layer that
                 defines no ``backward`` (a Keras-style custom layer), before any backward runs.
         """
-        if self._planned_backward(g):
-            return
         for (node, _, _, _), needed in zip(self._plan, self._needs_backward):
             if needed:
                 node.layer._require_backward()

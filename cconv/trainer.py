@@ -1055,7 +1055,7 @@ class Trainer:
     def __getstate__(self):
         state = self.__dict__.copy()
         for k in ("_wflat", "_gflat", "_views", "_segments", "_step_reducer", "_plans",
-                  "_train_plan", "_load_guard"):
+                  "_step_runner", "_load_guard"):
             state.pop(k, None)
         state["_packed"] = False
         return state

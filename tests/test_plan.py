@@ -594,7 +594,7 @@ def test_training_winograd_gradients_keep_the_exact_non_finite_values():
     for jit in (True, False):
         model.jit_compile = jit
         y = model._forward(x, True)
-        assert (getattr(model, "_train_plan", None) is not None) == jit
+        assert (model._runner().train_plan is not None) == jit
         g = np.full_like(y, 0.5)
         g[3, 1] = np.inf
         model._backward(g)
