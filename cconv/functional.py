@@ -28,7 +28,7 @@ How it runs (one rule per question):
 - Training is :class:`~cconv.trainer.Trainer`'s compile/fit/evaluate/predict loop: a
   model with several inputs or outputs presents them to it as ONE flat array per batch
   (each sample's arrays flattened and concatenated, in input/output order), split again
-  inside :meth:`Model._forward`, the loss (:class:`_MultiLoss`) and the metrics. Losses
+  inside :meth:`Model._forward`, the loss (:class:`MultiOutputLoss`) and the metrics. Losses
   and metrics per output are given as lists (output order) or dicts (output names: the
   names of the layers that produce the outputs); ``loss_weights`` likewise.
 """
@@ -41,6 +41,15 @@ import numpy as np
 from . import layers as _layers
 from . import losses as _losses
 from . import metrics as _metrics
+from .compile_utils import (
+    MultiOutputLoss,
+    OutputMetric,
+    as_list,
+    by_name,
+    pack,
+    per_output_metrics,
+    unpack,
+)
 from .layers.base import _snake, unique_name
 from .layers.node import KerasTensor, input_tensor, is_symbolic
 from .saving import register_model_class
@@ -115,148 +124,10 @@ def map_graph(inputs, outputs):
     return [n for n in nodes if not n.is_input], layers
 
 
-def _as_list(value):
-    """``(list of values, their names or None)`` from one value, a list/tuple or a dict."""
-    if isinstance(value, dict):
-        return list(value.values()), list(value)
-    if isinstance(value, (list, tuple)):
-        return list(value), None
-    return [value], None
-
-
-def _pack(arrays, n):
-    """One ``(n, total)`` array: each array's samples flattened, side by side."""
-    return np.concatenate([a.reshape(n, -1) for a in arrays], axis=1)
-
-
-def _unpack(flat, shapes):
-    """Inverse of :func:`_pack` for sample shapes ``shapes``; fresh contiguous arrays."""
-    out, lo = [], 0
-    for s in shapes:
-        size = int(np.prod(s, dtype=np.int64))
-        out.append(np.ascontiguousarray(flat[:, lo:lo + size]).reshape((flat.shape[0],) + s))
-        lo += size
-    return out
-
-
-def _by_name(value, names, what):
-    """A per-output (or per-input) argument as a list in ``names`` order: a single value is
-    repeated, a list must have one entry per name, a dict is looked up by name."""
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - set(names))
-        if unknown:
-            raise ValueError(f"{what}: unknown names {unknown}; the model's are {names}.")
-        return [value.get(n) for n in names]
-    if isinstance(value, (list, tuple)):
-        if len(value) != len(names):
-            raise ValueError(f"{what}: got {len(value)} entries for {len(names)} "
-                             f"({', '.join(names)}); give one per name or a dict.")
-        return list(value)
-    return [value] * len(names)
-
-
-def _per_output_metrics(metrics, names, what):
-    """``compile``'s ``metrics`` (or ``weighted_metrics``) as one list per output: a flat
-    list (or one metric) applies to every output; a list of lists (output order) or a dict
-    (output names) gives each output its own."""
-    if isinstance(metrics, (list, tuple)) and not any(isinstance(m, (list, tuple, dict))
-                                                      for m in metrics):
-        metrics = [list(metrics)] * len(names)
-    return [[] if m is None else list(m) if isinstance(m, (list, tuple)) else [m]
-            for m in _by_name(metrics, names, what)]
-
-
 def _list_property(attr, doc):
     """A read-only property giving a new list of ``self.<attr>``, which callers may change
     without touching the model."""
     return property(lambda self: list(getattr(self, attr)), doc=doc + " (A new list.)")
-
-
-# ----- losses and metrics over several outputs ------------------------------------------------
-class _MultiLoss(_losses.Loss):
-    """``sum_i weight_i * loss_i(y_i, out_i)`` over a model's outputs, on packed arrays.
-
-    ``y`` and ``out`` are ``(batch, total)`` arrays (see :func:`_pack`); ``shapes`` are the
-    outputs' sample shapes; an output whose loss is None gets a zero gradient.
-    """
-
-    _default_name = "loss"
-
-    def __init__(self, losses, weights, names):
-        super().__init__()
-        self.losses, self.weights, self.names = losses, weights, names
-        self.shapes = None
-
-    def target_shape(self, i):
-        shape = self.shapes[i]
-        if self.losses[i] is None:
-            return (0,)
-        return shape[:-1] if self.losses[i].sparse else shape
-
-    def split(self, y, out):
-        ys = _unpack(y, [self.target_shape(i) for i in range(len(self.shapes))])
-        ys = [yi.astype(np.intp) if l is not None and l.sparse else yi
-              for yi, l in zip(ys, self.losses)]
-        return ys, _unpack(out, self.shapes)
-
-    def value_and_grad(self, y, out):
-        ys, outs = self.split(y, out)
-        total, grads = 0.0, []
-        for loss, w, yi, oi in zip(self.losses, self.weights, ys, outs):
-            if loss is None:
-                grads.append(np.zeros_like(oi))
-                continue
-            value, g = loss.value_and_grad(yi, oi)
-            total += w * value
-            grads.append(g if w == 1 else g * g.dtype.type(w))
-        return total, _pack(grads, out.shape[0])
-
-    def _per_sample(self, y, out):
-        ys, outs = self.split(y, out)
-        per = np.zeros(out.shape[0])
-        for loss, w, yi, oi in zip(self.losses, self.weights, ys, outs):
-            if loss is not None:
-                per += w * loss._per_sample(yi, oi).reshape(out.shape[0], -1).mean(axis=1)
-        return per
-
-
-class _OutputMetric:
-    """A metric of one output of a packed multi-output model, named ``<output>_<metric>``;
-    with ``metric=None`` the mean of that output's (unweighted) loss, ``<output>_loss``."""
-
-    def __init__(self, multi, index, metric):
-        self.multi, self.index, self.metric = multi, index, metric
-        suffix = "loss" if metric is None else metric.name
-        self.name = f"{multi.names[index]}_{suffix}"
-        self.reset_state()
-
-    def reset_state(self):
-        self._total, self._count = 0.0, 0
-        if self.metric is not None:
-            self.metric.reset_state()
-
-    @property
-    def _weighted(self):
-        """A per-output loss is weighted as the loss is; a metric as compiled (unweighted)."""
-        return self.metric is None or self.metric._weighted
-
-    def _update(self, y, out, sample_weight=None):
-        ys, outs = self.multi.split(y, out)
-        yi, oi = ys[self.index], outs[self.index]
-        if self.metric is not None:
-            self.metric._update(yi, oi, sample_weight)
-        elif self.multi.losses[self.index] is not None:
-            per = self.multi.losses[self.index]._per_sample(yi, oi)
-            per = per.reshape(oi.shape[0], -1).mean(axis=1)
-            if sample_weight is not None:     # Keras: sum(loss * w) / batch size
-                per = per * sample_weight
-            self._total += float(per.sum(dtype=np.float64))
-            self._count += oi.shape[0]
-
-    def result(self):
-        if self.metric is not None:
-            return self.metric.result()
-        return self._total / self._count if self._count else 0.0
 
 
 # ----- the model --------------------------------------------------------------------------------
@@ -327,8 +198,8 @@ class Model(Trainer):
         return list(self._layers)
 
     def _init_graph(self, inputs, outputs):
-        ins, in_names = _as_list(inputs)
-        outs, out_names = _as_list(outputs)
+        ins, in_names = as_list(inputs)
+        outs, out_names = as_list(outputs)
         for what, ts in (("inputs", ins), ("outputs", outs)):
             bad = [t for t in ts if not isinstance(t, KerasTensor)]
             if bad or not ts:
@@ -470,7 +341,7 @@ class Model(Trainer):
         has one output, made by an unshared layer that nothing else in the graph uses."""
         self._plan_backward()
         self._fused, self._fuse_step = False, -1
-        if len(self._outputs) != 1 or isinstance(self.loss, _MultiLoss):
+        if len(self._outputs) != 1 or isinstance(self.loss, MultiOutputLoss):
             return
         node, _, out_slot, shared = self._plan[-1]
         act = getattr(node.layer, "activation", None)
@@ -516,7 +387,7 @@ class Model(Trainer):
         the final logits instead of the activated output when ``logits`` and the loss is
         fused."""
         vals = [None] * (len(self._inputs) + len(self._plan))
-        xs = [x] if len(self._inputs) == 1 else _unpack(x, self._in_shapes)
+        xs = [x] if len(self._inputs) == 1 else unpack(x, self._in_shapes)
         vals[:len(xs)] = xs
         fuse = self._fuse_step if logits else -1
         for i, (node, ins, out, shared) in enumerate(self._plan):
@@ -528,7 +399,7 @@ class Model(Trainer):
                 state = layer.__dict__
                 node._cache = {k: state[k] for k in layer._transient if k in state}
         outs = [vals[s] for s in self._out_slots]
-        return outs[0] if len(outs) == 1 else _pack(outs, outs[0].shape[0])
+        return outs[0] if len(outs) == 1 else pack(outs, outs[0].shape[0])
 
     def _layer_backward(self, g, logits=False):
         """Back-propagate ``g = dL/d(outputs)`` (packed; dL/d(logits) with ``logits``) through
@@ -542,7 +413,7 @@ class Model(Trainer):
         for (node, _, _, _), needed in zip(self._plan, self._needs_backward):
             if needed:
                 node.layer._require_backward()
-        gs = [g] if len(self._outputs) == 1 else _unpack(g, self._out_shapes)
+        gs = [g] if len(self._outputs) == 1 else unpack(g, self._out_shapes)
         grads, sums = {}, {}
         n_in = len(self._inputs)
         for s, gi in zip(self._out_slots, gs):
@@ -575,7 +446,7 @@ class Model(Trainer):
         return self._unpack_outputs(Trainer.__call__(self, x, training))
 
     def _unpack_outputs(self, out):
-        return out if len(self._outputs) == 1 else _unpack(out, self._out_shapes)
+        return out if len(self._outputs) == 1 else unpack(out, self._out_shapes)
 
     def predict(self, x, batch_size=None, verbose="auto", *, steps=None, callbacks=None):
         """Outputs for ``x`` (a list or dict of arrays for several inputs), in batches;
@@ -608,9 +479,9 @@ class Model(Trainer):
             self.compiled = True
             return
         names = self._output_names
-        loss_list = _by_name(loss, names, "loss")
-        metric_lists = _per_output_metrics(metrics, names, "metrics")
-        weighted_lists = _per_output_metrics(weighted_metrics, names, "weighted_metrics")
+        loss_list = by_name(loss, names, "loss")
+        metric_lists = per_output_metrics(metrics, names, "metrics")
+        weighted_lists = per_output_metrics(weighted_metrics, names, "weighted_metrics")
         if len(names) == 1 and loss_weights is None:
             Trainer.compile(self, optimizer, loss_list[0], metrics=metric_lists[0],
                             weighted_metrics=weighted_lists[0], **options)
@@ -619,26 +490,26 @@ class Model(Trainer):
                         metrics=[m for ms in metric_lists for m in ms],
                         weighted_metrics=[m for ms in weighted_lists for m in ms], **options)
         weights = [1.0 if w is None else float(w) for w in
-                   _by_name(1.0 if loss_weights is None else loss_weights, names, "loss_weights")]
+                   by_name(1.0 if loss_weights is None else loss_weights, names, "loss_weights")]
         losses = [None if l is None else _losses.get(l) for l in loss_list]
-        self.loss = _MultiLoss(losses, weights, names)
+        self.loss = MultiOutputLoss(losses, weights, names)
         self.loss.shapes = self._out_shapes
         self._metric_ids = [(i, m) for i, ms in enumerate(metric_lists) for m in ms]
         self._weighted_metric_ids = [(i, m) for i, ms in enumerate(weighted_lists) for m in ms]
 
     @property
     def metrics_names(self):
-        if not isinstance(self.loss, _MultiLoss):
+        if not isinstance(self.loss, MultiOutputLoss):
             return Trainer.metrics_names.fget(self)
         return ["loss"] + [m.name for m in self._make_metrics(None)]
 
     def _make_metrics(self, y_shape):
-        if not isinstance(self.loss, _MultiLoss):
+        if not isinstance(self.loss, MultiOutputLoss):
             return Trainer._make_metrics(self, y_shape)
         out = []
         for i in range(len(self._output_names)):
             if len(self._output_names) > 1 and self.loss.losses[i] is not None:
-                out.append(_OutputMetric(self.loss, i, None))
+                out.append(OutputMetric(self.loss, i, None))
             yshape = None if y_shape is None else y_shape[i]
             pshape = (None,) + self._out_shapes[i]
             taken = set()
@@ -651,13 +522,13 @@ class Model(Trainer):
                         metric.name = _unclashed(metric.name, taken)
                         metric._weighted = True
                     taken.add(metric.name)
-                    out.append(_OutputMetric(self.loss, i, metric))
+                    out.append(OutputMetric(self.loss, i, metric))
         return out
 
     def _prepare_x(self, x, what="x"):
-        xs, _ = _as_list(x)
+        xs, _ = as_list(x)
         if isinstance(x, dict):
-            xs = _by_name(x, self._input_names, what) if self._graph else xs
+            xs = by_name(x, self._input_names, what) if self._graph else xs
         if self._graph is None:
             shapes = [np.shape(a)[1:] for a in xs]
             self.build(shapes if len(xs) > 1 else shapes[0])
@@ -681,13 +552,13 @@ class Model(Trainer):
         if len(counts) != 1:
             raise ValueError(f"The arrays of {what} have different numbers of samples: "
                              f"{[a.shape[0] for a in arrays]}.")
-        return _pack(arrays, arrays[0].shape[0]).astype(self.dtype, copy=False)
+        return pack(arrays, arrays[0].shape[0]).astype(self.dtype, copy=False)
 
     def _prepare_xy(self, x, y, what=""):
         if self._graph is None:
             self._prepare_x(x, "x" + what)     # trace a subclassed model (and compile it)
-        if not isinstance(self.loss, _MultiLoss):
-            ys, _ = _as_list(y)
+        if not isinstance(self.loss, MultiOutputLoss):
+            ys, _ = as_list(y)
             if len(ys) != 1:
                 raise ValueError(f"Model {self.name!r} has one output; y{what} has {len(ys)} "
                                  f"arrays.")
@@ -695,9 +566,9 @@ class Model(Trainer):
         x = self._prepare_x(x, "x" + what)
         n = x.shape[0]
         if isinstance(y, dict):
-            ys = _by_name(y, self._output_names, "y" + what)
+            ys = by_name(y, self._output_names, "y" + what)
         else:
-            ys = _as_list(y)[0]
+            ys = as_list(y)[0]
         if len(ys) != len(self._outputs):
             raise ValueError(f"Model {self.name!r} has {len(self._outputs)} outputs "
                              f"{self._output_names}; y{what} has {len(ys)} arrays.")
@@ -714,7 +585,7 @@ class Model(Trainer):
                                  f"{yi.shape}; they need the same number of samples.")
             raw_shapes.append(yi.shape)
             prepared.append(loss.prepare_targets(yi, (None,) + shape, dtype=self.dtype))
-        return x, _pack(prepared, n).astype(self.dtype, copy=False), raw_shapes
+        return x, pack(prepared, n).astype(self.dtype, copy=False), raw_shapes
 
 
     # ----- summary / config ------------------------------------------------------------------
@@ -772,7 +643,7 @@ class Model(Trainer):
         """As :meth:`Trainer.get_compile_config`; None for several outputs (per-output
         losses are not kept in ``.npz`` files: compile again after loading; ``.keras`` files
         keep them)."""
-        if isinstance(self.loss, _MultiLoss):
+        if isinstance(self.loss, MultiOutputLoss):
             return None
         return Trainer.get_compile_config(self)
 

@@ -304,7 +304,7 @@ def _keras_compile_config(model):
     if not model.compiled or model.optimizer is None:
         return None
     multi = getattr(model.loss, "losses", None)
-    if multi is not None:   # several outputs (cconv.functional._MultiLoss)
+    if multi is not None:   # several outputs (cconv.compile_utils.MultiOutputLoss)
         loss = [_keras_loss(l) for l in multi]
         weights = list(model.loss.weights)
         metrics = [[m for j, m in model._metric_ids if j == i and isinstance(m, str)]
