@@ -102,8 +102,8 @@ class _Merge(Layer):
         fresh array (never ``dy`` or a view of it)."""
         full = g.shape[:1] + (1,) * (g.ndim - 1 - len(shape)) + tuple(shape)
         axes = tuple(i for i in range(1, g.ndim) if full[i] == 1 and g.shape[i] != 1)
-        if axes:
-            g = g.sum(axis=axes, keepdims=True)
+        if axes:   # accumulated in float64: a float32 sum over h x w adds them one by one
+            g = g.sum(axis=axes, keepdims=True, dtype=np.float64).astype(g.dtype, copy=False)
         g = g.reshape(g.shape[:1] + tuple(shape))
         return g.copy() if np.may_share_memory(g, dy) else np.ascontiguousarray(g)
 
