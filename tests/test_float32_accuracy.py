@@ -194,6 +194,21 @@ def test_bias_gradients_float32():
     assert _rel(db, dy.astype(np.float64).sum(axis=(0, 1, 2))) <= SUM_BOUND
 
 
+def test_broadcast_merge_gradient_float32():
+    """A merging layer's input broadcast along height and width (Multiply of (h, w, c) and
+    (1, 1, c)) gets the output gradient summed over h x w: accumulated in float64."""
+    rng = np.random.default_rng(4)
+    a = (rng.normal(size=(4, 128, 128, 3)) + 1).astype(np.float32)
+    b = (rng.normal(size=(4, 1, 1, 3)) + 1).astype(np.float32)
+    layer = L.Multiply(dtype="float32")
+    layer.forward([a, b], training=True)
+    dy = (rng.normal(size=a.shape) + 1).astype(np.float32)
+    db = layer.backward(dy)[1]
+    assert db.dtype == np.float32 and db.shape == b.shape
+    exact = (dy.astype(np.float64) * a).sum(axis=(1, 2), keepdims=True)
+    assert _rel(db, exact) <= SUM_BOUND
+
+
 def test_loss_means_accumulate_in_float64():
     """The loss over batch x pixels: the mean of the float32 per-value losses, as float64
     computes it (float32 pairwise sums were 1e-8 to 1e-7 off)."""
