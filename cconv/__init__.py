@@ -20,32 +20,57 @@ __version__ = "0.1.0"
 __all__ = ["ops", "classic", "get_num_threads", "set_num_threads", "openmp_enabled", "isa"]
 
 # --- Keras-style API: layers, models, training -----------------------------------------
-# keras_files registers the .keras / .h5 / .weights.h5 formats with cconv.saving
+# saving.keras_files registers the .keras / .h5 / .weights.h5 formats with cconv.saving
 from . import (  # noqa: E402
     activations,
     callbacks,
     datasets,
-    functional,
     initializers,
-    keras_files,
     layers,
     losses,
     metrics,
     models,
     optimizers,
     regularizers,
+    saving,
     schedules,
-    sequential,
+    trainers,
     utils,
 )
-from .interop import from_keras  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Model, Sequential, load_model  # noqa: E402
+from .saving import keras_files  # noqa: E402, F401  (registers the Keras formats)
+from .saving.interop import from_keras  # noqa: E402
 
 __all__ += [
-    "Sequential", "Model", "Input", "load_model", "functional", "from_keras", "layers", "models",
-    "optimizers",
-    "losses", "metrics", "activations", "initializers", "callbacks", "datasets",
-    "regularizers", "schedules", "utils", "keras_files", "sequential",
+    "Sequential", "Model", "Input", "load_model", "from_keras", "layers", "models",
+    "optimizers", "losses", "metrics", "activations", "initializers", "callbacks", "datasets",
+    "regularizers", "schedules", "utils", "saving", "trainers",
 ]
 # --- end Keras-style API ---------------------------------------------------------------
+
+# Modules that moved into subpackages keep their old import paths (``import cconv.trainer``,
+# ``from cconv.functional import Model``, pickles that name ``cconv.sequential.Sequential``):
+# each old name is the new module itself, not a copy.
+_MOVED = {
+    "trainer": "trainers.trainer",
+    "epoch_iterator": "trainers.epoch_iterator",
+    "load_guard": "trainers.load_guard",
+    "sequential": "models.sequential",
+    "functional": "models.functional",
+    "fileio": "saving.fileio",
+    "keras_files": "saving.keras_files",
+    "interop": "saving.interop",
+}
+
+
+def _alias_moved_modules():
+    import importlib
+    import sys
+    for old, new in _MOVED.items():
+        module = importlib.import_module(f"{__name__}.{new}")
+        sys.modules[f"{__name__}.{old}"] = module
+        globals()[old] = module
+
+
+_alias_moved_modules()

@@ -21,8 +21,8 @@ import warnings
 
 import numpy as np
 
-from . import fileio as _fileio
 from . import saving as _saving
+from .saving import fileio as _fileio
 
 __all__ = ["Callback", "CallbackList", "History", "ProgbarLogger", "EarlyStopping",
            "ModelCheckpoint", "ReduceLROnPlateau", "LearningRateScheduler", "CSVLogger",
@@ -191,7 +191,7 @@ class History(Callback):
     def plot(self, path, keys=None):
         """Draw each quantity per epoch (``loss`` and each metric, with its ``val_`` twin on
         the same axes) and save the figure to ``path`` (format from the extension: .png, .pdf,
-        .svg), atomically as models are (``cconv.fileio.atomic_write``). Needs matplotlib
+        .svg), atomically as models are (``cconv.saving.fileio.atomic_write``). Needs matplotlib
         (``pip install 'cconv[plot]'``).
 
         Args:
@@ -738,7 +738,7 @@ class BackupAndRestore(Callback):
         return ValueError(f"{self._file!r} is not a usable BackupAndRestore backup: {what}.")
 
     def _check_backup(self, meta, arrays):
-        """The backup's own fields (``_saving._read`` checked the weights' count and types):
+        """The backup's own fields (``_saving.read_archive`` checked the weights' count and types):
         ``epoch`` an int >= 0; ``optimizer`` absent or a dict whose ``state_keys`` (strings)
         name arrays the file holds and whose ``learning_rate`` is None or a finite float >= 0
         (the step count and slots are checked against the model on restoring)."""
@@ -767,7 +767,7 @@ class BackupAndRestore(Callback):
     def _restore(self):
         """Weights, optimizer state and epoch from the backup, all checked first (a
         ValueError naming the file leaves the model as it was)."""
-        meta, arrays = _saving._read(self._file, "backup")
+        meta, arrays = _saving.read_archive(self._file, "backup")
         self._check_backup(meta, arrays)
         model = self.model
         old_weights = model.get_weights()
@@ -808,7 +808,7 @@ class BackupAndRestore(Callback):
                                  "learning_rate": lr}
             arrays.update({"opt." + k: v for k, v in state.items()})
         os.makedirs(self.backup_dir, exist_ok=True)
-        _saving._write(self._file, meta, arrays)
+        _saving.write_archive(self._file, meta, arrays)
 
     def on_epoch_end(self, epoch, logs=None):
         self._epochs_done = epoch + 1

@@ -56,7 +56,7 @@ import time
 import numpy as np
 
 from .callbacks import ModelCheckpoint
-from .epoch_iterator import ArrayDataAdapter, EpochIterator, check_batch_size
+from .trainers.epoch_iterator import ArrayDataAdapter, EpochIterator, check_batch_size
 
 try:
     from mpi4py import MPI

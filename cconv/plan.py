@@ -22,7 +22,7 @@ Either way each output element is computed by the same arithmetic, so results ar
 bit-identical for any thread count, and they equal the layer-by-layer path to float rounding
 (bit-identical where both use the same kernel: GEMM, direct and Winograd convolutions,
 pooling, relu).
-Node-by-node calls are timed by a :class:`cconv.load_guard.LoadGuard` per segment (the one
+Node-by-node calls are timed by a :class:`cconv.trainers.load_guard.LoadGuard` per segment (the one
 guard that training steps use, with its inference settings): calls that stall (another
 process took a core from one of their threads), three in a row, send the next half second of
 node-by-node calls to one thread; the thread count never changes a result.
@@ -47,7 +47,7 @@ from . import ops as _ops
 from ._ext import conv as _conv
 from ._ext import plan as _native
 from ._ext.parallel import get_num_threads
-from .load_guard import INFERENCE, LoadGuard
+from .trainers.load_guard import INFERENCE, LoadGuard
 
 __all__ = ["compile_plan", "get_plan", "Plan", "compile_train_plan", "get_train_plan",
            "TrainPlan"]

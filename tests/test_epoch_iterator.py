@@ -1,5 +1,5 @@
-"""The shared epoch loop (cconv.epoch_iterator), the Trainer base class and saving through a
-model's public API."""
+"""The shared epoch loop (cconv.trainers.epoch_iterator), the Trainer base class and saving
+through a model's public API."""
 
 import json
 
@@ -8,8 +8,8 @@ import pytest
 
 import cconv
 from cconv import layers as L
-from cconv.epoch_iterator import DEFAULT_BATCH_SIZE, ArrayDataAdapter, EpochIterator
-from cconv.trainer import Trainer
+from cconv.trainers.epoch_iterator import DEFAULT_BATCH_SIZE, ArrayDataAdapter, EpochIterator
+from cconv.trainers.trainer import Trainer
 
 from .test_training import data, small_model
 

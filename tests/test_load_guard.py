@@ -1,4 +1,4 @@
-"""cconv.load_guard: training steps move to one thread while several threads lose to it (a
+"""cconv.trainers.load_guard: training steps move to one thread while several threads lose to it (a
 busy machine), and back; the thread count never changes a result. Clocks here are fake."""
 import threading
 

@@ -9,7 +9,7 @@ import pytest
 import cconv
 from cconv import layers as L
 from cconv import plan as _plan
-from cconv.trainer import Trainer
+from cconv.trainers.trainer import Trainer
 
 # A value for every argument of the trainer's compile; the test below fails when the trainer
 # gains an argument that is not listed here (and so not tested on every model kind).

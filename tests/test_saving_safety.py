@@ -91,7 +91,7 @@ def test_a_failed_save_leaves_no_temporary_and_the_old_file(tmp_path, monkeypatc
     def half_written(f, **arrays):
         f.write(b"PK\x03\x04 half an archive")
         raise error
-    monkeypatch.setattr(saving.np, "savez", half_written)
+    monkeypatch.setattr(saving.saving_api.np, "savez", half_written)
     with pytest.raises(type(error)):
         tiny_model(2.0).save(path)
     with pytest.raises(type(error)):
@@ -259,7 +259,7 @@ def _break_mid_write(monkeypatch, name, error):
         def half_written(f, **arrays):
             f.write(b"PK\x03\x04 half an archive")
             raise error
-        monkeypatch.setattr(saving.np, "savez", half_written)
+        monkeypatch.setattr(saving.saving_api.np, "savez", half_written)
     elif name.endswith(".keras"):
         real = zipfile.ZipFile.writestr
 

@@ -38,15 +38,14 @@ import zipfile
 
 import numpy as np
 
-from . import fileio
-from . import initializers as _initializers
-from . import layers as _layers
-from . import losses as _losses
-from . import optimizers as _optimizers
-from .functional import Model, graph_config, map_graph, model_from_graph_config
-from .layers.base import _snake
-from .saving import file_format, register_format
-from .sequential import Sequential
+from .. import initializers as _initializers
+from .. import layers as _layers
+from .. import losses as _losses
+from .. import optimizers as _optimizers
+from ..layers.base import _snake
+from ..models.functional import graph_config, map_graph, model_from_graph_config
+from ..models.sequential import Sequential
+from . import file_format, fileio, register_format
 
 __all__ = ["load_keras", "save_keras", "load_h5", "save_weights_h5", "load_weights_h5",
            "layer_from_keras_config", "file_format"]
@@ -304,7 +303,7 @@ def _keras_compile_config(model):
     if not model.compiled or model.optimizer is None:
         return None
     multi = getattr(model.loss, "losses", None)
-    if multi is not None:   # several outputs (cconv.compile_utils.MultiOutputLoss)
+    if multi is not None:   # several outputs (cconv.trainers.compile_utils.MultiOutputLoss)
         loss = [_keras_loss(l) for l in multi]
         weights = list(model.loss.weights)
         metrics = [[m for j, m in model._metric_ids if j == i and isinstance(m, str)]
@@ -738,7 +737,7 @@ def _read_optimizer(model, f, filepath):
 
 def save_weights_h5(model, filepath):
     """Write ``model``'s weights as a Keras 3 ``.weights.h5`` file (what
-    ``keras_model.load_weights`` reads), atomically (``cconv.fileio.atomic_write``: a failed
+    ``keras_model.load_weights`` reads), atomically (``cconv.saving.fileio.atomic_write``: a failed
     save leaves the previous file whole)."""
     model._ensure_built()
     h5py = _h5py()
@@ -769,7 +768,7 @@ def load_weights_h5(model, filepath):
 def save_keras(model, filepath):
     """Write ``model`` as a Keras 3 ``.keras`` archive that ``keras.models.load_model``
     opens (architecture, weights, compile settings and optimizer state), atomically
-    (``cconv.fileio.atomic_write``).
+    (``cconv.saving.fileio.atomic_write``).
 
     Raises:
         ValueError: a layer Keras cannot rebuild from a config (named).

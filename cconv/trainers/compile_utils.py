@@ -10,7 +10,7 @@ split again (:func:`unpack`) by the graph model, by :class:`MultiOutputLoss` and
 
 import numpy as np
 
-from . import losses as _losses
+from .. import losses as _losses
 
 __all__ = ["as_list", "pack", "unpack", "by_name", "per_output_metrics", "MultiOutputLoss",
            "OutputMetric"]

@@ -5,7 +5,7 @@ Files are NumPy ``.npz`` archives (written to exactly the path given): a JSON do
 ``get_weights()`` order, plus ``opt.*`` optimizer state for full models. They load with
 ``allow_pickle=False``: nothing in a file can run code. Keras 3 ``.keras`` archives, Keras
 ``.weights.h5`` files and legacy ``.h5`` models (read only) go through
-:mod:`cconv.keras_files`; the suffix decides, and any other suffix is a ``ValueError``.
+:mod:`cconv.saving.keras_files`; the suffix decides, and any other suffix is a ``ValueError``.
 
 This module imports no model class: it works from a model's public API (``get_config``,
 ``get_weights`` / ``set_weights``, ``get_compile_config`` / ``compile_from_config``,
@@ -23,7 +23,7 @@ from . import fileio
 FORMAT_VERSION = 1
 
 # Other file formats by the name file_format() gives them: {"save": fn, "load": fn}, filled
-# by the modules that implement them (cconv.keras_files registers "keras", "h5",
+# by the modules that implement them (cconv.saving.keras_files registers "keras", "h5",
 # "weights.h5"), so that this module imports none of them.
 _FORMATS = {}
 
@@ -65,13 +65,13 @@ def file_format(filepath, what="model"):
                      f"use {accepted}.")
 
 
-def _write(filepath, meta, arrays):
-    """Atomically (see ``cconv.fileio.atomic_write``): readers never see a partial file."""
+def write_archive(filepath, meta, arrays):
+    """Atomically (see ``cconv.saving.fileio.atomic_write``): readers never see a partial file."""
     fileio.atomic_write(
         filepath, lambda f: np.savez(f, __cconv__=np.array(json.dumps(meta)), **arrays))
 
 
-def _read(filepath, what):
+def read_archive(filepath, what):
     """``(meta, {name: array})``, every count and type checked before anything is allocated."""
     return fileio.read_npz(filepath, what)
 
@@ -95,7 +95,7 @@ def save_weights(model, filepath):
     if fmt != "npz":
         return _handler(fmt, "save", filepath)(model, filepath)
     weights = {f"w{i}": w for i, w in enumerate(model.get_weights())}
-    _write(filepath, {"format": "cconv.weights", "version": FORMAT_VERSION,
+    write_archive(filepath, {"format": "cconv.weights", "version": FORMAT_VERSION,
                       "num_weights": len(weights)}, weights)
 
 
@@ -104,7 +104,7 @@ def load_weights(model, filepath):
     fmt = _weights_format(filepath)
     if fmt != "npz":
         return _handler(fmt, "load", filepath)(model, filepath)
-    meta, data = _read(filepath, "weights")
+    meta, data = read_archive(filepath, "weights")
     if meta.get("format") not in ("cconv.weights", "cconv.model"):
         raise ValueError(f"{os.fspath(filepath)!r} is not a cconv weights file.")
     model.set_weights(_load_weight_list(meta, data, filepath))
@@ -126,7 +126,7 @@ def save_model(model, filepath):
         iterations, state = model.get_optimizer_state()
         meta["compile"] = dict(compile_config, iterations=iterations, state_keys=sorted(state))
         arrays.update({f"opt.{k}": v for k, v in state.items()})
-    _write(filepath, meta, arrays)
+    write_archive(filepath, meta, arrays)
 
 
 def register_model_class(cls):
@@ -149,7 +149,7 @@ def load_model(filepath, custom_objects=None):
     fmt = file_format(filepath)
     if fmt != "npz":
         return _handler(fmt, "load", filepath)(filepath)
-    meta, data = _read(filepath, "model")
+    meta, data = read_archive(filepath, "model")
     if meta.get("format") != "cconv.model":
         raise ValueError(
             f"{os.fspath(filepath)!r} holds {meta.get('format')!r}, not a model; "

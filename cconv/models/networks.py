@@ -1,29 +1,13 @@
-"""Keras's ``keras.models`` namespace: :class:`Sequential` (a chain of layers, in
-:mod:`cconv.sequential`), :class:`Model` (a graph of layers, in :mod:`cconv.functional`),
-:func:`load_model`, and the ready-made networks :func:`lenet5` and :func:`tutorial_cnn`.
-"""
+"""Ready-made networks: the curriculum's :func:`lenet5` and the TensorFlow tutorial's
+:func:`tutorial_cnn` (the benchmarks' two chains)."""
 
-import os
-from typing import Dict, Optional, Union
-
-from . import initializers as _initializers
-from . import layers as _layers
-from . import losses as _losses
-from . import saving as _saving
-from ._typing import Shape
-from .functional import Model
+from .. import initializers as _initializers
+from .. import layers as _layers
+from .. import losses as _losses
+from .._typing import Shape
 from .sequential import Sequential
-from .trainer import Trainer
 
-__all__ = ["Sequential", "Model", "load_model", "lenet5", "tutorial_cnn"]
-
-
-def load_model(filepath: Union[str, os.PathLike],
-               custom_objects: Optional[Dict[str, type]] = None) -> Trainer:
-    """Load a model saved by :meth:`Sequential.save` (compiled again if it was);
-    ``custom_objects`` maps class names to model classes not registered with
-    :func:`cconv.saving.register_model_class`."""
-    return _saving.load_model(filepath, custom_objects)
+__all__ = ["lenet5", "tutorial_cnn"]
 
 
 def lenet5(input_shape: Shape = (28, 28, 1), classes: int = 10,

@@ -2,11 +2,11 @@
 
 import inspect
 
-from . import layers as _layers
-from . import losses, optimizers
-from .functional import model_from_graph_config
+from .. import layers as _layers
+from .. import losses, optimizers
+from ..models import Sequential
+from ..models.functional import model_from_graph_config
 from .keras_files import layer_from_keras_config
-from .models import Sequential
 
 __all__ = ["from_keras"]
 

@@ -38,14 +38,14 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
-from . import callbacks as _callbacks
-from . import losses as _losses
-from . import metrics as _metrics
-from . import optimizers as _optimizers
-from . import saving as _saving
-from ._ext.parallel import capped_threads, get_num_threads
-from ._typing import ArrayLike, Config
-from ._validation import check_int, is_int
+from .. import callbacks as _callbacks
+from .. import losses as _losses
+from .. import metrics as _metrics
+from .. import optimizers as _optimizers
+from .. import saving as _saving
+from .._ext.parallel import capped_threads, get_num_threads
+from .._typing import ArrayLike, Config
+from .._validation import check_int, is_int
 from .epoch_iterator import (
     ArrayDataAdapter,
     EpochIterator,

@@ -25,7 +25,7 @@ How it runs (one rule per question):
   the graph saves them per node after each training forward (``node._cache``) and puts them
   back before that node's backward; its weight gradients (which ``backward`` overwrites) are
   summed over its nodes and written back once at the end of the backward pass.
-- Training is :class:`~cconv.trainer.Trainer`'s compile/fit/evaluate/predict loop: a
+- Training is :class:`~cconv.trainers.trainer.Trainer`'s compile/fit/evaluate/predict loop: a
   model with several inputs or outputs presents them to it as ONE flat array per batch
   (each sample's arrays flattened and concatenated, in input/output order), split again
   inside :meth:`Model._forward`, the loss (:class:`MultiOutputLoss`) and the metrics. Losses
@@ -38,10 +38,13 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
-from . import layers as _layers
-from . import losses as _losses
-from . import metrics as _metrics
-from .compile_utils import (
+from .. import layers as _layers
+from .. import losses as _losses
+from .. import metrics as _metrics
+from ..layers.base import _snake, unique_name
+from ..layers.node import KerasTensor, input_tensor, is_symbolic
+from ..saving import register_model_class
+from ..trainers.compile_utils import (
     MultiOutputLoss,
     OutputMetric,
     as_list,
@@ -50,12 +53,9 @@ from .compile_utils import (
     per_output_metrics,
     unpack,
 )
-from .layers.base import _snake, unique_name
-from .layers.node import KerasTensor, input_tensor, is_symbolic
-from .saving import register_model_class
-from .step_runner import StepRunner
-from .trainer import Trainer, _unclashed
-from .trainer import shape_str as _shape_str
+from ..trainers.step_runner import StepRunner
+from ..trainers.trainer import Trainer, _unclashed
+from ..trainers.trainer import shape_str as _shape_str
 
 __all__ = ["Model", "Input", "KerasTensor"]
 
@@ -142,9 +142,9 @@ class Model(Trainer):
             dict: its keys become the output names) of them.
         name: model name (default "functional", or the subclass name in snake case).
 
-    The base of every cconv model (as in Keras, :class:`~cconv.sequential.Sequential` is a
+    The base of every cconv model (as in Keras, :class:`~cconv.models.sequential.Sequential` is a
     ``Model`` whose graph is a chain): ``compile`` / ``fit`` / ``evaluate`` / ``predict``
-    (from :class:`~cconv.trainer.Trainer`), ``summary``, ``layers``, ``get_layer``,
+    (from :class:`~cconv.trainers.trainer.Trainer`), ``summary``, ``layers``, ``get_layer``,
     ``get_weights`` / ``set_weights``, ``save``, and the compiled plan for a graph that is a
     chain (:mod:`cconv.plan`). With several inputs
     ``x`` is a list (input order) or a dict (input names); with several outputs ``y`` and
@@ -367,7 +367,7 @@ class Model(Trainer):
         return layers if self._out_slots == [prev] else None
 
     def _runner(self):
-        """The model's :class:`~cconv.step_runner.StepRunner` (plan or layers)."""
+        """The model's :class:`~cconv.trainers.step_runner.StepRunner` (plan or layers)."""
         runner = self.__dict__.get("_step_runner")
         if runner is None:
             runner = self._step_runner = StepRunner(self)
@@ -375,7 +375,7 @@ class Model(Trainer):
 
     def _forward(self, x, training, logits=False):
         """The output for a (packed) batch: through the compiled plan or layer by layer,
-        as the model's :class:`~cconv.step_runner.StepRunner` decides."""
+        as the model's :class:`~cconv.trainers.step_runner.StepRunner` decides."""
         return self._runner().forward(x, training, logits)
 
     def _backward(self, g, logits=False):

@@ -41,7 +41,7 @@ import warnings
 
 import numpy as np
 
-from ._validation import check_int
+from .._validation import check_int
 
 __all__ = ["DEFAULT_BATCH_SIZE", "PREFETCH_BATCHES", "check_batch_size", "data_kind",
            "ArrayDataAdapter", "GeneratorDataAdapter", "SequenceDataAdapter", "EpochIterator",

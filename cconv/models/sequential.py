@@ -13,14 +13,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from . import layers as _layers
-from . import saving as _saving
-from ._typing import Config
+from .. import layers as _layers
+from .. import saving as _saving
+from .._typing import Config
+from ..layers.base import unique_name
+from ..layers.node import input_tensor
+from ..trainers.trainer import Trainer
+from ..trainers.trainer import shape_str as _shape_str
 from .functional import Model
-from .layers.base import unique_name
-from .layers.node import input_tensor
-from .trainer import Trainer
-from .trainer import shape_str as _shape_str
 
 __all__ = ["Sequential"]
 

@@ -1,17 +1,18 @@
-"""How a model's forward and backward passes run: through the compiled plan
-(:mod:`cconv.plan`) or layer by layer, decided in this one place.
+"""How a model's forward and backward passes run: through the compiled plan (:mod:`cconv.plan`)
+or layer by layer, decided in this one place.
 
 Every model hands its ``_forward`` / ``_backward`` calls to its :class:`StepRunner` (made on
-first use; the trainer's steps, evaluate and predict all go through it). For each forward call the runner takes the model's
-plan when there is one for the model and the batch (``jit_compile`` on, ``CCONV_PLAN`` not 0,
-a chain with native nodes, a batch the plan accepts: :func:`cconv.plan.get_plan` and
-:func:`cconv.plan.get_train_plan` decide, and cache, from the model's current layers), and the
-model's own layer-by-layer pass (``_layer_forward`` / ``_layer_backward``) otherwise. A
-training forward that ran through the plan leaves the plan here, holding what its backward
-needs, until the step's backward; the model itself keeps no such state.
+first use; the trainer's steps, evaluate and predict all go through it). For each forward
+call the runner takes the model's plan when there is one for the model and the batch
+(``jit_compile`` on, ``CCONV_PLAN`` not 0, a chain with native nodes, a batch the plan
+accepts: :func:`cconv.plan.get_plan` and :func:`cconv.plan.get_train_plan` decide, and
+cache, from the model's current layers), and the model's own layer-by-layer pass
+(``_layer_forward`` / ``_layer_backward``) otherwise. A training forward that ran through
+the plan leaves the plan here, holding what its backward needs, until the step's backward;
+the model itself keeps no such state.
 """
 
-from . import plan as _plan
+from .. import plan as _plan
 
 __all__ = ["StepRunner"]
 
