@@ -579,7 +579,7 @@ class Trainer:
         if self._distribution is not None:
             raise TypeError(f"{what} must be an array when the model has a distribution "
                             f"(each process takes its part of the arrays); got a {kind} "
-                            f"({type(x).__name__}).")
+                            f"(an object of type {type(x).__name__}).")
         for name, v in (("y", y), ("sample_weight", sample_weight)):
             if v is not None:
                 raise ValueError(f"{name} must be None when {what} is a {kind} "

@@ -65,19 +65,26 @@ def empty_share_data():
     return x, y
 
 
-def regularized_model():
+def regularized_model(graph=False):
     """Weight regularizers on both kernels (their gradient is added after the reduction) and
-    confusion metrics (whose state is per-threshold counts, summed over ranks)."""
+    confusion metrics (whose state is per-threshold counts, summed over ranks); a
+    Sequential, or with ``graph`` the same layers as a functional model."""
     import cconv
     L, M = cconv.layers, cconv.metrics
-    model = cconv.Sequential([
-        cconv.Input((6, 6, 2)),
+    layers = [
         L.Conv2D(4, 3, activation="relu", kernel_regularizer=cconv.regularizers.L2(0.05),
                  kernel_initializer=cconv.initializers.HeNormal(seed=2)),
         L.Flatten(),
         L.Dense(1, activation="sigmoid", kernel_regularizer=cconv.regularizers.L2(0.05),
                 kernel_initializer=cconv.initializers.HeNormal(seed=3)),
-    ])
+    ]
+    if graph:
+        t = inp = cconv.Input((6, 6, 2))
+        for layer in layers:
+            t = layer(t)
+        model = cconv.Model(inp, t)
+    else:
+        model = cconv.Sequential([cconv.Input((6, 6, 2))] + layers)
     model.compile(optimizer=cconv.optimizers.Adam(0.01), loss="binary_crossentropy",
                   metrics=["accuracy", M.Precision(), M.Recall(), M.AUC()])
     return model
@@ -210,7 +217,21 @@ def main_three(outdir):
     extra["eval"] = np.array(dmodel.evaluate(x[:2], y[:2], verbose=0))   # rank 2: no sample
     extra["eval_sharded"] = np.array(dmodel.evaluate(x[rank::3], y[rank::3], verbose=0,
                                                      sharded=True))
+    refused = []
+    for bad in (dict(x=x, y=y, sharded="yes"), dict(x=iter([(x, y)]))):
+        try:
+            dmodel.fit(verbose=0, **bad)
+        except TypeError as e:
+            refused.append(str(e))
+    extra["refused"] = np.array(refused)
+    assert model.distribution is None          # restored after each call, failed or not
     save(outdir, "empty", rank, model, hist, **extra)
+
+    # The same as a graph (functional) model, without shuffling.
+    model = regularized_model(graph=True)
+    hist = DistributedModel(model).fit(x, y, batch_size=PER_RANK_BATCH, epochs=EPOCHS,
+                                       verbose=0, shuffle=False)
+    save(outdir, "graph", rank, model, hist)
     print(f"[rank {rank}] done", flush=True)
 
 

@@ -244,3 +244,26 @@ def test_confusion_metrics_and_validation_are_global(mpi_run3):
                                    rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(d["eval_sharded"], ref.evaluate(x, y, verbose=0),
                                    rtol=1e-5, atol=1e-6)
+
+
+def test_bad_arguments_are_refused_on_every_rank(mpi_run3):
+    out, _ = mpi_run3
+    for d in _load(out, "empty", W.RANKS_EMPTY):
+        sharded, stream = d["refused"]
+        assert "sharded must be True or False; got 'yes'" in sharded
+        assert "x must be an array when the model has a distribution" in stream
+
+
+def test_a_graph_model_trains_like_one_process(mpi_run3):
+    out, _ = mpi_run3
+    ranks = _load(out, "graph", W.RANKS_EMPTY)
+    _assert_ranks_identical(ranks)
+    import cconv
+    cconv.set_num_threads(1)
+    x, y = W.empty_share_data()
+    ref = W.regularized_model(graph=True)
+    hist = ref.fit(x, y, batch_size=W.RANKS_EMPTY * W.PER_RANK_BATCH, epochs=W.EPOCHS,
+                   verbose=0, shuffle=False)
+    assert _max_diff(_weights(ranks[0]), ref.get_weights()) <= 1e-5
+    for k, v in hist.history.items():
+        np.testing.assert_allclose(ranks[0]["h_" + k], v, rtol=1e-5, atol=1e-6, err_msg=k)
