@@ -281,6 +281,10 @@ class DistributedModel:
     """Wrap a compiled cconv model (a :class:`cconv.Sequential` or graph model) for
     synchronous data-parallel training.
 
+    Every metric must expose its state as ``variables`` / ``assign_variables``
+    (:class:`cconv.metrics.Metric` does); one that does not is refused with a TypeError
+    when training starts (today: the per-output metrics of a multi-output graph model).
+
     Args:
         model: a compiled cconv model (built, or built on the first ``fit``).
         comm: an mpi4py communicator; default ``MPI.COMM_WORLD``.

@@ -54,6 +54,7 @@ Scale-out: the ``distribution`` protocol
         samples); ``metrics`` must hold the global state on return (their ``variables``,
         see :mod:`cconv.metrics`). Returns the global batch's mean loss and sample count.
         Then every process adds the regularizer's gradient and applies the optimizer alike.
+        (``train_on_batch`` calls it too, with no ``on_epoch_begin`` before it.)
     ``on_epoch_end()``
         After each epoch's last step, before its logs and validation: e.g. average the
         state that trains without gradients (BatchNormalization's moving statistics).
