@@ -14,7 +14,9 @@
 The model travels to the workers pickled once per worker (``client.scatter(model,
 broadcast=True)`` when a ``dask.distributed`` client is active, otherwise one
 ``dask.delayed`` node in the graph), never once per block. Models pickle without their
-training caches or flat buffers (see ``Sequential.__getstate__``).
+training caches or flat buffers (see ``Trainer.__getstate__``). Only the model's public
+interface is used: ``built``/``build``, ``input_shape``, ``output_shape``, ``dtype`` and
+``predict``.
 """
 
 import threading
@@ -39,13 +41,34 @@ __all__ = ["predict"]
 _LOCK = threading.Lock()
 
 
-def _predict_block(block, model, batch_size, num_threads):
+def _predict_block(block, model, batch_size, num_threads, out_shape):
     with _LOCK:
         if num_threads is not None:
             set_num_threads(num_threads)
         if block.shape[0] == 0:
-            return np.empty((0,) + tuple(model._output_shape), dtype=model.dtype)
+            return np.empty((0,) + out_shape, dtype=model.dtype)
         return model.predict(block, batch_size=batch_size, verbose=0)
+
+
+def _sample_shapes(model, x_shape):
+    """``(input, output)`` shapes of one sample, from the model's public ``input_shape`` and
+    ``output_shape``; an unbuilt model is built first (its declared input shape, else
+    ``x_shape``).
+
+    Raises:
+        ValueError: a model with several inputs or outputs.
+    """
+    if not model.built:
+        try:
+            model.build()                       # the declared input shape, if any
+        except ValueError:
+            model.build((None,) + tuple(x_shape))
+    shapes = {"input": model.input_shape, "output": model.output_shape}
+    for what, shape in shapes.items():
+        if isinstance(shape, list):
+            raise ValueError(f"cconv.dask.predict takes a model with one input and one "
+                             f"output; this model's {what} shapes are {shape}.")
+    return tuple(shapes["input"][1:]), tuple(shapes["output"][1:])
 
 
 def _active_client():
@@ -78,7 +101,8 @@ def predict(model, x, batch_size=None, client=None, num_threads=None):
         chunked along the batch axis like ``x``. Call ``.compute()`` for a NumPy array.
 
     Raises:
-        ValueError: ``x`` has the wrong shape for the model.
+        ValueError: ``x`` has the wrong shape for the model, or the model has several inputs
+            or outputs.
     """
     bs = 32 if batch_size is None else int(batch_size)
     if bs <= 0:
@@ -86,8 +110,7 @@ def predict(model, x, batch_size=None, client=None, num_threads=None):
     if not isinstance(x, da.Array):
         x = np.asarray(x)
         x = da.from_array(x, chunks=(bs * 8,) + x.shape[1:])
-    model._ensure_built(x.shape[1:])
-    in_shape = tuple(model._input_shape)
+    in_shape, out_shape = _sample_shapes(model, x.shape[1:])
     if x.ndim != len(in_shape) + 1 or tuple(x.shape[1:]) != in_shape:
         raise ValueError(
             f"x has shape {x.shape} but the model expects inputs of shape (batch,) + {in_shape}.")
@@ -95,7 +118,6 @@ def predict(model, x, batch_size=None, client=None, num_threads=None):
         x = x.astype(model.dtype)
     if any(len(c) > 1 for c in x.chunks[1:]):
         x = x.rechunk({i: -1 for i in range(1, x.ndim)})
-    out_shape = tuple(model._output_shape)
 
     if client is None:
         client = _active_client()
@@ -106,7 +128,7 @@ def predict(model, x, batch_size=None, client=None, num_threads=None):
 
     ndim_out = 1 + len(out_shape)
     return da.map_blocks(
-        _predict_block, x, model_ref, bs, num_threads,
+        _predict_block, x, model_ref, bs, num_threads, out_shape,
         dtype=model.dtype,
         chunks=(x.chunks[0],) + tuple((d,) for d in out_shape),
         drop_axis=list(range(1, x.ndim)),

@@ -1,5 +1,7 @@
 """Stateful metrics with Keras 3 names: ``update_state(y_true, y_pred)``, ``result()``,
-``reset_state()``.
+``reset_state()``, and the state itself as ``variables`` (float64 arrays that add over
+parts of the data; ``assign_variables`` sets them), which is how distributed training sums
+a metric over processes.
 
 Also top-k accuracies, ``Precision``, ``Recall`` and ``AUC`` (weighted confusion counts per
 threshold, compared in float32 as Keras does), ``MeanSquaredError`` and ``MeanAbsoluteError``,
@@ -31,6 +33,9 @@ class Metric(Configurable):
     _default_name = "metric"
     # True for compile(weighted_metrics=...): fit and evaluate pass it the sample weights.
     _weighted = False
+    # The attributes holding the state, in the order of ``variables``; a subclass that keeps
+    # other state names its attributes here.
+    _state_names = ("_total", "_count")
 
     def __init__(self, name=None):
         self.name = name or self._default_name
@@ -39,6 +44,49 @@ class Metric(Configurable):
     def reset_state(self):
         self._total = 0.0
         self._count = 0.0
+
+    @property
+    def variables(self):
+        """The state, as Keras 3's ``metric.variables``: a list of float64 arrays (copies).
+        ``[total, count]`` (0-d) for the mean-style metrics; ``[true_positives,
+        false_positives, true_negatives, false_negatives]`` (one value per threshold) for
+        :class:`Precision`, :class:`Recall` and :class:`AUC`.
+
+        States add: updates split into parts give states whose element-wise sum is the
+        state of all the updates on one metric (``cconv.distributed`` sums them over ranks,
+        then sets the sum with :meth:`assign_variables`).
+        """
+        return [np.array(getattr(self, n), dtype=np.float64) for n in self._state_names]
+
+    def assign_variables(self, values):
+        """Set the state from a list like :attr:`variables` (the arrays are copied).
+
+        Raises:
+            TypeError: ``values`` is not a list or tuple, or holds something that is not
+                numbers. ValueError: a wrong count or shape (named in the message); nothing
+                is changed then.
+        """
+        if not isinstance(values, (list, tuple)):
+            raise TypeError(f"{type(self).__name__}.assign_variables: values must be a list "
+                            f"of arrays like metric.variables; got {type(values).__name__}.")
+        names = self._state_names
+        if len(values) != len(names):
+            raise ValueError(f"{type(self).__name__}.assign_variables: values must hold "
+                             f"{len(names)} arrays (the metric's variables); got "
+                             f"{len(values)}.")
+        new = []
+        for i, (name, v) in enumerate(zip(names, values)):
+            cur = np.shape(getattr(self, name))
+            a = np.asarray(v)
+            if a.dtype.kind not in "fiub":
+                raise TypeError(f"{type(self).__name__}.assign_variables: values[{i}] must "
+                                f"be numbers; got dtype {a.dtype}.")
+            if a.shape != cur:
+                raise ValueError(f"{type(self).__name__}.assign_variables: values[{i}] must "
+                                 f"have shape {cur}; got {a.shape}.")
+            new.append(float(a) if a.ndim == 0 else np.array(a, dtype=np.float64))
+        for name, v in zip(names, new):
+            setattr(self, name, v)
 
     def result(self):
         """The current value (float); 0.0 before any update."""
@@ -244,6 +292,7 @@ class _ConfusionMetric(Metric):
 
     top_k = class_id = None
     _from_logits = False
+    _state_names = ("true_positives", "false_positives", "true_negatives", "false_negatives")
 
     def reset_state(self):
         n = len(self.thresholds)

@@ -85,3 +85,21 @@ def test_predict_on_local_cluster(rng, monkeypatch):
         assert len(client.scheduler_info()["workers"]) == 2
     assert got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
+
+
+def test_predict_builds_an_unbuilt_model_and_refuses_several_outputs(rng):
+    pytest.importorskip(
+        "dask.array", reason="dask is not installed (pip install 'dask[distributed]')"
+    )
+    import cconv.dask
+    L = cconv.layers
+    model = cconv.Sequential([L.Flatten(), L.Dense(3, kernel_initializer="ones")])
+    assert not model.built
+    x = rng.random((10, 4, 4, 1), dtype=np.float32)
+    y = cconv.dask.predict(model, x, batch_size=4)        # built from x's sample shape
+    assert model.built and model.input_shape == (None, 4, 4, 1)
+    np.testing.assert_array_equal(y.compute(scheduler="sync"), model.predict(x, verbose=0))
+    inp = cconv.Input((4,))
+    two = cconv.Model(inp, [L.Dense(2)(inp), L.Dense(1)(inp)])
+    with pytest.raises(ValueError, match="one input and one output; this model's output shapes"):
+        cconv.dask.predict(two, np.zeros((3, 4), np.float32))

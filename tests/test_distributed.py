@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NP = 2
 
 
-def _mpi_launcher():
+def _mpi_launcher(ranks=NP):
     """``mpirun`` command prefix, or skip with the reason when MPI is truly absent."""
     mpirun = shutil.which("mpirun") or shutil.which("mpiexec")
     if mpirun is None:
@@ -38,9 +38,9 @@ def _mpi_launcher():
     version = subprocess.run(
         [mpirun, "--version"], capture_output=True, text=True, timeout=60
     ).stdout
-    cmd = [mpirun, "-n", str(NP)]
+    cmd = [mpirun, "-n", str(ranks)]
     if "Open MPI" in version or "OpenRTE" in version:
-        cmd.append("--oversubscribe")           # 2 ranks may exceed the slots a container reports
+        cmd.append("--oversubscribe")           # ranks may exceed the slots a container reports
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-run-as-root")   # CI runs as root
     return cmd
@@ -56,22 +56,31 @@ def _env():
     return env
 
 
-@pytest.fixture(scope="module")
-def mpi_run(tmp_path_factory):
-    cmd = _mpi_launcher()
+def _launch(tmp_path_factory, ranks, *args):
+    cmd = _mpi_launcher(ranks)
     out = tmp_path_factory.mktemp("mpi")
     # `python -m mpi4py` aborts every rank when one raises, instead of leaving the others
     # waiting in a collective.
     script = os.path.join(ROOT, "tests", "mpi_worker.py")
-    proc = subprocess.run(cmd + [sys.executable, "-m", "mpi4py", script, str(out)],
+    proc = subprocess.run(cmd + [sys.executable, "-m", "mpi4py", script, str(out), *args],
                           capture_output=True, text=True, timeout=180, env=_env(), cwd=ROOT)
     assert proc.returncode == 0, f"mpirun failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return out, proc.stdout
 
 
-def _load(out, name):
+@pytest.fixture(scope="module")
+def mpi_run(tmp_path_factory):
+    return _launch(tmp_path_factory, NP)
+
+
+@pytest.fixture(scope="module")
+def mpi_run3(tmp_path_factory):
+    return _launch(tmp_path_factory, W.RANKS_EMPTY, "three")
+
+
+def _load(out, name, size=NP):
     ranks = []
-    for r in range(NP):
+    for r in range(size):
         with np.load(out / f"{name}_rank{r}.npz") as f:
             ranks.append({k: f[k] for k in f.files})
     return ranks
@@ -180,3 +189,81 @@ def test_checkpoints_are_written_by_rank_0_only(mpi_run):
     for u, v in zip(weights_only.get_weights(), final):
         np.testing.assert_array_equal(u, v)
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def _empty_share_reference():
+    """Single-process training on the same global batches as the 3-rank run (rank 0's seed)."""
+    import cconv
+    cconv.set_num_threads(1)
+    x, y = W.empty_share_data()
+    ref = W.regularized_model()
+    np.random.seed(7)
+    rec = W._recorder()
+    hist = ref.fit(x, y, batch_size=W.RANKS_EMPTY * W.PER_RANK_BATCH, epochs=W.EPOCHS,
+                   verbose=0, shuffle=True, validation_data=(x[:10], y[:10]), callbacks=[rec])
+    return ref, hist, rec, x, y
+
+
+def test_a_rank_without_samples_takes_the_same_regularized_step(mpi_run3):
+    """The last step of each epoch has 2 samples for 3 ranks: rank 2 has none. It still takes
+    the step's reduced gradient plus the regularizers' gradient, so after every epoch (before
+    fit's final broadcast could hide a difference) all ranks hold the same weights, equal to
+    single-process training on the same global batches."""
+    out, _ = mpi_run3
+    ranks = _load(out, "empty", W.RANKS_EMPTY)
+    _assert_ranks_identical(ranks)
+    ref, hist, rec, _, _ = _empty_share_reference()
+    for e in range(W.EPOCHS):
+        expected = rec.epoch_weights[e]
+        scale = max(float(np.max(np.abs(w))) for w in expected)
+        for r, d in enumerate(ranks):
+            got = [d[f"e{e}_w{i}"] for i in range(len(expected))]
+            diff = _max_diff(got, expected)
+            assert diff <= 1e-5 * max(scale, 1.0), (f"epoch {e + 1}: rank {r}'s weights are "
+                                                   f"{diff:.3g} from single-process training")
+    assert _max_diff(_weights(ranks[0]), ref.get_weights()) <= 1e-5
+
+
+def test_confusion_metrics_and_validation_are_global(mpi_run3):
+    """Precision, Recall and AUC (per-threshold counts) are summed over ranks like the mean
+    metrics: training and validation logs, evaluate (split or sharded) all equal one process's;
+    the validation calls the on_test_* hooks and on_train_end gets the last epoch's logs."""
+    out, _ = mpi_run3
+    ranks = _load(out, "empty", W.RANKS_EMPTY)
+    ref, hist, rec, x, y = _empty_share_reference()
+    assert {"precision", "recall", "auc", "val_precision", "val_auc"} <= set(hist.history)
+    for d in ranks:
+        for k, v in hist.history.items():
+            np.testing.assert_allclose(d["h_" + k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+        assert list(d["test_calls"]) == ["begin", "end"] * W.EPOCHS
+        last = {k: v[-1] for k, v in hist.history.items()}
+        assert list(d["end_keys"]) == sorted(last)
+        np.testing.assert_allclose(d["end_logs"], [last[k] for k in sorted(last)], rtol=1e-5,
+                                   atol=1e-6)
+        np.testing.assert_allclose(d["eval"], ref.evaluate(x[:2], y[:2], verbose=0),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(d["eval_sharded"], ref.evaluate(x, y, verbose=0),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_bad_arguments_are_refused_on_every_rank(mpi_run3):
+    out, _ = mpi_run3
+    for d in _load(out, "empty", W.RANKS_EMPTY):
+        sharded, stream = d["refused"]
+        assert "sharded must be True or False; got 'yes'" in sharded
+        assert "x must be an array when the model has a distribution" in stream
+
+
+def test_a_graph_model_trains_like_one_process(mpi_run3):
+    out, _ = mpi_run3
+    ranks = _load(out, "graph", W.RANKS_EMPTY)
+    _assert_ranks_identical(ranks)
+    import cconv
+    cconv.set_num_threads(1)
+    x, y = W.empty_share_data()
+    ref = W.regularized_model(graph=True)
+    hist = ref.fit(x, y, batch_size=W.RANKS_EMPTY * W.PER_RANK_BATCH, epochs=W.EPOCHS,
+                   verbose=0, shuffle=False)
+    assert _max_diff(_weights(ranks[0]), ref.get_weights()) <= 1e-5
+    for k, v in hist.history.items():
+        np.testing.assert_allclose(ranks[0]["h_" + k], v, rtol=1e-5, atol=1e-6, err_msg=k)

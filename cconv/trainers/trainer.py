@@ -24,6 +24,52 @@ What a subclass provides:
 ``get_config()`` / ``from_config(config)`` (classmethod)
     The architecture as JSON-able data, for :mod:`cconv.saving`.
 
+Scale-out: the ``distribution`` protocol
+    ``model.distribution`` is None (one process, the default) or an object with the methods
+    below, which ``fit`` and ``evaluate`` call at fixed points, so that one loop serves one
+    process and many (:class:`cconv.distributed.DistributedModel` sets its MPI
+    implementation for the length of its own ``fit``/``evaluate``; Keras 3's counterpart is
+    ``keras.distribution``). Every process runs the same calls in the same order, so a
+    distribution may communicate (collectively) in any of them. What a process prints and
+    which callbacks it runs are ``fit``'s own arguments (``verbose``, ``callbacks``), chosen
+    by the caller per process.
+
+    ``distribute_data(x, y, batch_size, shuffle, sample_weight, training)``
+        The data adapter (:mod:`cconv.trainers.epoch_iterator`) over this process's part of prepared
+        arrays (``y`` and ``sample_weight`` may be None): fit's training data
+        (``training=True``; its steps must be the same on every process, and a batch may be
+        empty) or data to evaluate (evaluate, fit's validation). Generators and sequences
+        are refused (TypeError) while a distribution is set.
+    ``on_train_begin()`` / ``on_test_begin()``
+        In ``fit`` (before the callbacks' ``on_train_begin``) / ``evaluate``, once the data
+        is checked and the model built: e.g. give every process the same weights.
+    ``on_epoch_begin(metrics)``
+        At each epoch's start, ``metrics`` (the metric objects) just reset.
+    ``reduce_step(gradients, loss, samples, metrics) -> (loss, samples)``
+        In every training step, after forward, backward and the metric updates on this
+        process's batch of ``samples`` samples (0: forward and backward skipped), before the
+        regularizer and the optimizer. ``gradients`` is the flat gradient array (the mean
+        over this process's batch; zeros for 0 samples), to be replaced IN PLACE by the
+        gradient of the step's global batch; ``loss`` is this batch's mean loss (0.0 for 0
+        samples); ``metrics`` must hold the global state on return (their ``variables``,
+        see :mod:`cconv.metrics`). Returns the global batch's mean loss and sample count.
+        Then every process adds the regularizer's gradient and applies the optimizer alike.
+        (``train_on_batch`` calls it too, with no ``on_epoch_begin`` before it.)
+    ``on_epoch_end()``
+        After each epoch's last step, before its logs and validation: e.g. average the
+        state that trains without gradients (BatchNormalization's moving statistics).
+    ``should_stop(stop_training) -> bool``
+        After the callbacks' ``on_epoch_end``, with this process's ``stop_training``:
+        whether every process stops now (True sets ``stop_training``). Without a
+        distribution ``fit`` also stops after the batch that set it.
+    ``on_train_end()``
+        After the last epoch, before the callbacks' ``on_train_end``.
+    ``reduce_evaluation(loss_sum, samples, metrics) -> (loss_sum, samples)``
+        At the end of each evaluation (``evaluate``, fit's validation): this process's sum
+        of per-batch mean losses times batch sizes and its sample count; returns the global
+        ones, ``metrics`` then holding the global state (the ``on_test_batch_end`` logs
+        before it are this process's running values).
+
 Speed notes: all trainable weights live in one flat array (each layer's weights are views
 into it) and all gradients in another, so the optimizer step is a few NumPy calls; inputs
 are converted to the model dtype once per ``fit``/``predict`` call, not per batch.
@@ -56,7 +102,12 @@ from .epoch_iterator import (
 )
 from .load_guard import LoadGuard
 
-__all__ = ["Trainer", "shape_str"]
+__all__ = ["Trainer", "shape_str", "DISTRIBUTION_METHODS"]
+
+#: The methods of the ``distribution`` protocol (see the module docstring).
+DISTRIBUTION_METHODS = ("distribute_data", "on_train_begin", "on_test_begin", "on_epoch_begin",
+                        "reduce_step", "on_epoch_end", "should_stop", "on_train_end",
+                        "reduce_evaluation")
 
 
 def shape_str(shape):
@@ -152,10 +203,7 @@ def _bad_loss_message(loss, epoch, step):
 class Trainer:
     """compile / fit / evaluate / predict for any model class (see the module docstring)."""
 
-    # Set (on the instance, only while it trains) by cconv.distributed.DistributedModel:
-    # ``reducer(loss, batch_size, metrics) -> loss`` sums the gradients in ``_gflat`` (and the
-    # loss and metric totals) over ranks. None: single process, no extra work per step.
-    _step_reducer = None
+    _distribution = None      # see the ``distribution`` property
     # False: inference and training run layer by layer, not through a compiled plan
     # (Keras's name; see cconv.plan).
     jit_compile = True
@@ -167,6 +215,29 @@ class Trainer:
         self.stop_training = False
         self.history = None
         self._packed = False
+
+    @property
+    def distribution(self):
+        """The scale-out hook: None (one process, the default) or an object implementing the
+        distribution protocol of this module's docstring, which ``fit`` and ``evaluate`` call
+        at fixed points (:class:`cconv.distributed.DistributedModel` sets one for the length of
+        its own ``fit`` and ``evaluate``). Keras 3's counterpart is ``keras.distribution``.
+
+        Raises:
+            TypeError: on assignment, an object that lacks a method of the protocol.
+        """
+        return self._distribution
+
+    @distribution.setter
+    def distribution(self, value):
+        if value is not None:
+            missing = [name for name in DISTRIBUTION_METHODS
+                       if not callable(getattr(value, name, None))]
+            if missing:
+                raise TypeError(f"distribution must be None or an object with the methods "
+                                f"{', '.join(DISTRIBUTION_METHODS)} (see cconv.trainers.trainer); got "
+                                f"{type(value).__name__}, which lacks {', '.join(missing)}.")
+        self._distribution = value
 
     # ----- weights -----------------------------------------------------------------------
     @property
@@ -481,16 +552,35 @@ class Trainer:
         adapter.peek()
         return adapter
 
-    def _data(self, x, y, sample_weight, class_weight, batch_size, shuffle, steps, what="x"):
+    def _array_adapter(self, x, y, batch_size, shuffle=False, sample_weight=None,
+                       training=False):
+        """The adapter over prepared arrays for fit's training data (``training``) or an
+        evaluation: all of them, or under a :attr:`distribution` this process's part."""
+        dist = self._distribution
+        if dist is None:
+            return ArrayDataAdapter(x, y, batch_size, shuffle=shuffle, sample_weight=sample_weight)
+        return dist.distribute_data(x, y, batch_size, shuffle, sample_weight, training)
+
+    def _data(self, x, y, sample_weight, class_weight, batch_size, shuffle, steps, what="x",
+              training=False):
         """``(adapter, raw y shape)`` for fit/evaluate data of any kind (arrays, a generator,
-        a sequence), checked before anything trains."""
+        a sequence), checked before anything trains.
+
+        Raises:
+            TypeError: a generator or sequence while a :attr:`distribution` is set (it splits
+                arrays only).
+        """
         if x is None:
             raise ValueError(f"{what} is required.")
         kind = data_kind(x, what)
         if kind == "array":
             x, y, y_shape = self._prepare_xy(x, y)
             w = self._sample_weights(sample_weight, class_weight, y, x.shape[0])
-            return ArrayDataAdapter(x, y, batch_size, shuffle=shuffle, sample_weight=w), y_shape
+            return self._array_adapter(x, y, batch_size, shuffle, w, training), y_shape
+        if self._distribution is not None:
+            raise TypeError(f"{what} must be an array when the model has a distribution "
+                            f"(each process takes its part of the arrays); got a {kind} "
+                            f"(an object of type {type(x).__name__}).")
         for name, v in (("y", y), ("sample_weight", sample_weight)):
             if v is not None:
                 raise ValueError(f"{name} must be None when {what} is a {kind} "
@@ -519,30 +609,52 @@ class Trainer:
         return loss, g, pred
 
     def _train_step(self, xb, yb, metrics, sample_weight=None):
-        """One optimizer step; its threads come from the model's :class:`LoadGuard`, which
-        times the step's own work (not the distributed allreduce, which waits for peers)."""
+        """One optimizer step on the batch; returns ``(loss, samples)``, global under a
+        :attr:`distribution` (the step's mean loss with the regularizer penalty, and the
+        step's sample count). Its threads come from the model's :class:`LoadGuard`, which
+        times the step's own work (not the distribution's reduction, which waits for peers).
+
+        A batch of 0 samples (under a distribution only: a process with no part of a short
+        step) skips forward, backward and the metric updates; its gradients are zeros, and
+        the step goes on as on every other process: the reduction, the regularizer's
+        gradient and the optimizer.
+
+        Raises:
+            ValueError: a batch of 0 samples without a distribution.
+        """
+        dist = self._distribution
+        n = xb.shape[0]
+        if n == 0 and dist is None:
+            raise ValueError(f"A training batch has 0 samples (x has shape {xb.shape}); a step "
+                             f"needs at least one.")
         guard = self.__dict__.get("_load_guard")
         if guard is None:
             guard = self._load_guard = LoadGuard()
-        n, requested = xb.shape[0], get_num_threads()
-        used = guard.threads(n, requested)
+        requested = get_num_threads()
+        used = guard.threads(n, requested) if n else requested
         with capped_threads(used):
             t0 = guard.clock()
-            out = self._forward(xb, True, logits=self._fused)
-            loss, g, pred = self._loss_grad(yb, out, sample_weight)
-            self._backward(g, logits=self._fused)
-            for m in metrics:
-                m._update(yb, pred, sample_weight if m._weighted else None)
+            if n:
+                out = self._forward(xb, True, logits=self._fused)
+                loss, g, pred = self._loss_grad(yb, out, sample_weight)
+                self._backward(g, logits=self._fused)
+                for m in metrics:
+                    m._update(yb, pred, sample_weight if m._weighted else None)
+            else:                         # nothing to learn from here: a zero contribution
+                self._gflat[...] = 0
+                loss = 0.0
             seconds = guard.clock() - t0
-            if self._step_reducer is not None:   # cconv.distributed: allreduce the gradients
-                loss = self._step_reducer(loss, xb.shape[0], metrics)
+            samples = n
+            if dist is not None:          # e.g. cconv.distributed: allreduce the gradients
+                loss, samples = dist.reduce_step(self._gflat, loss, n, metrics)
             t0 = guard.clock()
             if self._penalized:           # weight regularizers: into the loss and the gradients
                 loss += self._regularization_loss_and_grads()
             if self._gflat.size:
                 self._apply_optimizer()
-            guard.record(n, requested, used, seconds + guard.clock() - t0)
-        return loss
+            if n:
+                guard.record(n, requested, used, seconds + guard.clock() - t0)
+        return loss, samples
 
     def _regularization_loss_and_grads(self, grads=True):
         """The sum of the trainable weights' regularizer penalties (Keras adds it to the loss it
@@ -580,7 +692,7 @@ class Trainer:
         self._setup_fusion()
         self._ensure_packed()
         metrics = self._make_metrics(y_shape)
-        loss = self._train_step(x, y, metrics, w)
+        loss, _ = self._train_step(x, y, metrics, w)
         return [loss] + [m.result() for m in metrics] if metrics else loss
 
     # ----- fit --------------------------------------------------------------------------------
@@ -609,20 +721,6 @@ class Trainer:
         return ([None if a is None else a[:split] for a in arrays],
                 [None if a is None else a[split:] for a in arrays])
 
-    def _validation_set(self, x, y, y_shape, validation_split, validation_data):
-        """``(x, y, (x_val, y_val, y_val_shape) or None)`` for arrays without sample weights
-        (:mod:`cconv.distributed`): the training set without the validation part and the
-        prepared validation set."""
-        if validation_data is None and validation_split:
-            _check_fraction(validation_split)
-            (x, y), (xv, yv) = self._split([x, y], validation_split)
-            return x, y, (xv, yv, y_shape)
-        if validation_data is None:
-            return x, y, None
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a tuple (x_val, y_val).")
-        return x, y, self._prepare_xy(validation_data[0], validation_data[1], what="_val")
-
     def _fit_data(self, x, y, sample_weight, class_weight, batch_size, shuffle, steps,
                   validation_split):
         """``(adapter, y shape, validation part or None)``; arrays lose their validation part
@@ -631,7 +729,7 @@ class Trainer:
         kind = "array" if x is None else data_kind(x, "x")
         if kind != "array" or not validation_split:
             adapter, y_shape = self._data(x, y, sample_weight, class_weight, batch_size,
-                                          shuffle, steps)
+                                          shuffle, steps, training=True)
             if kind != "array" and validation_split:
                 raise ValueError(f"validation_split is only supported for arrays; x is a "
                                  f"{kind} ({type(x).__name__}). Pass validation_data instead.")
@@ -641,8 +739,8 @@ class Trainer:
         (x, y, w), (xv, yv, wv) = self._split([x, y, w], validation_split)
         if class_weight is not None:
             w = self._sample_weights(None, class_weight, y, x.shape[0])
-        val = ArrayDataAdapter(xv, yv, batch_size, sample_weight=wv), y_shape
-        return ArrayDataAdapter(x, y, batch_size, shuffle=shuffle, sample_weight=w), y_shape, val
+        val = self._array_adapter(xv, yv, batch_size, sample_weight=wv), y_shape
+        return self._array_adapter(x, y, batch_size, shuffle, w, training=True), y_shape, val
 
     def _validation_data(self, validation_data, batch_size, steps):
         """``(adapter, y shape)`` for ``validation_data``: ``(x_val, y_val)``,
@@ -659,7 +757,7 @@ class Trainer:
                                 f"validation_data).")
             xv, yv, y_shape = self._prepare_xy(xv, yv, what="_val")
             wv = self._sample_weights(wv, None, yv, xv.shape[0], "_val")
-            return ArrayDataAdapter(xv, yv, batch_size, sample_weight=wv), y_shape
+            return self._array_adapter(xv, yv, batch_size, sample_weight=wv), y_shape
         kind = data_kind(validation_data, "validation_data")
         if kind == "array":
             raise ValueError("validation_data must be a tuple (x_val, y_val), a generator or a "
@@ -668,19 +766,21 @@ class Trainer:
                           "validation_data")
 
     def _run_epochs(self, iterator, metrics, cb, progbar, step, validate=None,
-                    validation_freq=1, hooks=None):
-        """The epoch/batch loop shared by :meth:`fit` and ``DistributedModel.fit``.
+                    validation_freq=1):
+        """The epoch/batch loop of :meth:`fit`.
 
         ``step(batch, metrics) -> (loss, samples)`` trains on one batch; ``validate()`` returns
-        ``[loss, *metrics]`` on the validation set. ``hooks`` (optional) has
-        ``on_epoch_begin()``, ``on_epoch_end()`` (before the epoch's logs are made) and
-        ``stop_requested() -> bool`` (after each epoch; without hooks: ``stop_training``, also
-        checked after every batch). A callback may set ``model._initial_epoch`` in
+        ``[loss, *metrics]`` on the validation set. A :attr:`distribution` gets
+        ``on_epoch_begin(metrics)``, ``on_epoch_end()`` (before the epoch's logs are made) and
+        ``should_stop(stop_training)`` (after the callbacks' ``on_epoch_end``); without one,
+        ``stop_training`` is also checked after every batch. A callback may set
+        ``model._initial_epoch`` in
         ``on_train_begin`` (``BackupAndRestore``) to resume at that epoch. The first loss that
         is NaN or infinite gives one ``RuntimeWarning`` naming the epoch and step. Returns the
         last epoch's logs (``{}`` when no epoch ran), for ``on_train_end`` as Keras.
         """
         self._refuse_custom_steps("fit", "train_step")
+        dist = self._distribution
         batch_hooks = cb.wants_batch_begin or cb.wants_batch_end
         resume = self.__dict__.pop("_initial_epoch", None)
         if resume is not None:
@@ -691,8 +791,8 @@ class Trainer:
             for epoch in iterator.epochs():
                 for m in metrics:
                     m.reset_state()
-                if hooks is not None:
-                    hooks.on_epoch_begin()
+                if dist is not None:
+                    dist.on_epoch_begin(metrics)
                 cb.on_epoch_begin(epoch)
                 loss_sum = 0.0
                 seen = steps = 0
@@ -713,29 +813,29 @@ class Trainer:
                             progbar.update(i + 1, seen, logs)
                         if batch_hooks:
                             cb.on_train_batch_end(i, logs)
-                    if hooks is None and self.stop_training:
+                    if dist is None and self.stop_training:
                         break
                 if steps == 0 and iterator.ran_out:
                     break                           # no data left for this epoch
-                if hooks is not None:
-                    hooks.on_epoch_end()
+                if dist is not None:
+                    dist.on_epoch_end()
                 logs = _logs(loss_sum / max(seen, 1), metrics)
                 if validate is not None and (epoch + 1) % validation_freq == 0:
                     for k, v in zip(self.metrics_names, validate()):
                         logs["val_" + k] = v
                 cb.on_epoch_end(epoch, logs)
                 last = logs
-                stop = hooks.stop_requested() if hooks is not None else self.stop_training
-                if stop or iterator.ran_out:
+                if dist is not None and dist.should_stop(bool(self.stop_training)):
+                    self.stop_training = True       # agreed: every process stops here
+                if self.stop_training or iterator.ran_out:
                     break
         finally:
             iterator.close()
         return last
 
     def _fit_step(self, batch, metrics):
-        xb, yb = batch[0], batch[1]
         w = batch[2] if len(batch) == 3 else None
-        return self._train_step(xb, yb, metrics, w), xb.shape[0]
+        return self._train_step(batch[0], batch[1], metrics, w)
 
     def fit(self, x=None, y=None, batch_size: Optional[int] = None, epochs: int = 1,
             verbose: Union[str, int] = "auto",
@@ -808,6 +908,9 @@ class Trainer:
         validate = None if val is None else (
             lambda: self._evaluate_iterator(val_it, val[1], "validation_data", cb))
         self.stop_training = False
+        dist = self._distribution
+        if dist is not None:
+            dist.on_train_begin()
         cb.on_train_begin()
         try:
             logs = self._run_epochs(iterator, metrics, cb, progbar, self._fit_step, validate,
@@ -815,6 +918,8 @@ class Trainer:
         finally:
             if val_it is not None:
                 val_it.close()
+        if dist is not None:
+            dist.on_train_end()
         cb.on_train_end(logs)
         self.history = history
         history.model = self
@@ -837,20 +942,13 @@ class Trainer:
             m._update(yb, pred, w if m._weighted else None)
         return loss
 
-    def _loss_sum(self, x, y, metrics, batch_size, sample_weight=None):
-        """Sum over ``(x, y)`` of each batch's mean loss times its size, in inference mode;
-        ``metrics`` are updated on the way (the distributed evaluate reuses this)."""
-        loss_sum = 0.0
-        adapter = ArrayDataAdapter(x, y, batch_size, sample_weight=sample_weight)
-        for batch in adapter.get_numpy_iterator():
-            loss_sum += self._eval_batch(batch, metrics) * batch[0].shape[0]
-        return loss_sum
-
     def _evaluate_iterator(self, iterator, y_shape, what="x", cb=None):
         """``[loss, *metrics]`` over one epoch of ``iterator`` (an :class:`EpochIterator`), as
         Keras's evaluate: metrics reset, and a new pass from the first batch (a generator goes
         on where it stopped). ``cb`` (a :class:`cconv.callbacks.CallbackList` or None) gets
-        the ``on_test_*`` hooks; batch logs hold the running loss and metrics."""
+        the ``on_test_*`` hooks; batch logs hold the running loss and metrics (of this
+        process's part under a :attr:`distribution`, whose ``reduce_evaluation`` makes the
+        results global)."""
         metrics = self._make_metrics(y_shape)
         iterator.close()
         self._ensure_packed()
@@ -872,14 +970,12 @@ class Trainer:
             raise ValueError(f"{what} ran out of data: no batch left to evaluate (a generator "
                              f"without validation_steps/steps is used up by its first pass; "
                              f"use a sequence, or a generator that repeats with steps).")
+        if self._distribution is not None:
+            loss_sum, n = self._distribution.reduce_evaluation(loss_sum, n, metrics)
         vals = [loss_sum / max(n, 1) + penalty] + [m.result() for m in metrics]
         if cb is not None:
             cb.on_test_end(dict(zip(self.metrics_names, vals)))
         return vals
-
-    def _evaluate(self, x, y, y_shape, batch_size, sample_weight=None):
-        adapter = ArrayDataAdapter(x, y, batch_size, sample_weight=sample_weight)
-        return self._evaluate_iterator(EpochIterator(adapter), y_shape)
 
     def evaluate(self, x=None, y=None, batch_size: Optional[int] = None,
                  verbose: Union[str, int] = "auto", *,
@@ -913,6 +1009,8 @@ class Trainer:
         cbs = _callbacks.check_callbacks(callbacks, "evaluate")
         adapter, y_shape = self._data(x, y, sample_weight, None, batch_size, False, steps)
         self._setup_fusion()
+        if self._distribution is not None:
+            self._distribution.on_test_begin()
         t0 = time.perf_counter()
         it = EpochIterator(adapter, 0, 1, steps)
         cb = self._loop_callbacks(cbs, verbose, it.num_batches)
@@ -1054,7 +1152,7 @@ class Trainer:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        for k in ("_wflat", "_gflat", "_views", "_segments", "_step_reducer", "_plans",
+        for k in ("_wflat", "_gflat", "_views", "_segments", "_distribution", "_plans",
                   "_step_runner", "_load_guard"):
             state.pop(k, None)
         state["_packed"] = False

@@ -1,0 +1,51 @@
+"""The scale-out modules (MPI training, Dask inference) use only public or documented
+interfaces of the models, layers and metrics they drive: no read of another object's
+private attribute (``obj._x`` with ``obj`` not ``self`` or ``cls``), so the training loop
+can change inside without breaking them (issue 31)."""
+import ast
+import importlib.util
+import pathlib
+
+import pytest
+
+import cconv
+
+PACKAGE = pathlib.Path(cconv.__file__).parent
+SCALE_OUT = ["cconv.distributed", "cconv.dask"]
+
+
+def _files():
+    """The scale-out modules' source files (found without importing them: mpi4py and dask
+    are optional), and any under a ``cconv/distribute/`` package."""
+    files = [pathlib.Path(importlib.util.find_spec(name).origin) for name in SCALE_OUT]
+    sub = PACKAGE / "distribute"
+    if sub.is_dir():
+        files += sorted(sub.rglob("*.py"))
+    return files
+
+
+def private_reads(source):
+    """``(line, expression)`` of each attribute access ``obj._name`` (not a dunder) whose
+    ``obj`` is not the plain name ``self`` or ``cls``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            found.append((node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_the_check_sees_private_reads():
+    src = ("def f(self, model):\n"
+           "    self._ok = model._bad\n"
+           "    return self.model._worse, x.__class__\n")
+    assert private_reads(src) == [(2, "model._bad"), (3, "self.model._worse")]
+
+
+@pytest.mark.parametrize("path", _files(), ids=lambda p: p.name)
+def test_scale_out_module_reads_no_private_attribute_of_another_object(path):
+    found = private_reads(path.read_text())
+    assert not found, (f"{path.name} reads private attributes of other objects (use a public "
+                       f"or documented interface, e.g. model.distribution): {found}")
