@@ -83,7 +83,7 @@ def worker(args):
     dt = time.perf_counter() - t0
     steps = dmodel.steps
     # The bare allreduce of the same buffer, ranks aligned by a barrier before each call.
-    buf = dmodel._buf.copy()
+    buf = dmodel.step_buffer.copy()
     reps, pure = 50, 0.0
     for _ in range(reps):
         comm.Barrier()

@@ -235,8 +235,9 @@ class Trainer:
                        if not callable(getattr(value, name, None))]
             if missing:
                 raise TypeError(f"distribution must be None or an object with the methods "
-                                f"{', '.join(DISTRIBUTION_METHODS)} (see cconv.trainers.trainer); got "
-                                f"{type(value).__name__}, which lacks {', '.join(missing)}.")
+                                f"{', '.join(DISTRIBUTION_METHODS)} (see "
+                                f"cconv.trainers.trainer); got {type(value).__name__}, which "
+                                f"lacks {', '.join(missing)}.")
         self._distribution = value
 
     # ----- weights -----------------------------------------------------------------------
