@@ -81,3 +81,35 @@ def test_assign_variables_copies_and_checks_before_changing_anything(rng):
         mean.assign_variables([np.ones(2), 1.0])
     mean.assign_variables([6.0, 4])
     assert mean.result() == 1.5
+
+
+def test_a_multi_output_model_metrics_have_variables_that_add():
+    """The per-output metrics of a model with two outputs (what compile makes of them) have
+    variables too, so the distributed reduction can sum them: two halves' states add up to
+    the whole batch's, and assigning the sum gives the whole batch's results."""
+    inp = cconv.Input((4,))
+    a = cconv.layers.Dense(3, activation="softmax", name="a")(inp)
+    b = cconv.layers.Dense(1, name="b")(inp)
+    model = cconv.Model(inp, [a, b])
+    model.compile("sgd", ["categorical_crossentropy", "mse"],
+                  metrics=[["accuracy"], ["mae"]])
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 4)).astype(np.float32)
+    ys = [np.eye(3, dtype=np.float32)[rng.integers(0, 3, 10)],
+          rng.normal(size=(10, 1)).astype(np.float32)]
+    xp, yp, shapes = model._prepare_xy(x, ys)
+    out = model._forward(xp, False)
+    whole, parts = model._make_metrics(shapes), [model._make_metrics(shapes) for _ in range(2)]
+    for m in whole:
+        m._update(yp, out)
+    for half, part in zip((slice(0, 4), slice(4, 10)), parts):
+        for m in part:
+            m._update(yp[half], out[half])
+    for m, p0, p1 in zip(whole, *parts):
+        summed = [u + v for u, v in zip(p0.variables, p1.variables)]
+        for got, want in zip(summed, m.variables):
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+        p0.assign_variables(summed)
+        assert p0.result() == pytest.approx(m.result(), rel=1e-12)
+    with pytest.raises(ValueError, match="assign_variables needs"):
+        parts[0][0].assign_variables([0.0])

@@ -151,3 +151,27 @@ class OutputMetric:
         if self.metric is not None:
             return self.metric.result()
         return self._total / self._count if self._count else 0.0
+
+    @property
+    def variables(self):
+        """The state as :attr:`cconv.metrics.Metric.variables` has it (float64 copies that
+        add over parts of the data): this output's loss total and count, then the wrapped
+        metric's variables."""
+        own = [np.array(self._total, dtype=np.float64), np.array(self._count, dtype=np.float64)]
+        return own + ([] if self.metric is None else self.metric.variables)
+
+    def assign_variables(self, values):
+        """Set the state from a list like :attr:`variables` (the wrapped metric checks its
+        part first, so a wrong list changes nothing).
+
+        Raises:
+            ValueError: a wrong number of arrays, or arrays the wrapped metric refuses.
+        """
+        values = list(values)
+        expected = 2 + (0 if self.metric is None else len(self.metric.variables))
+        if len(values) != expected:
+            raise ValueError(f"{self.name}: assign_variables needs {expected} arrays (like "
+                             f"its variables); got {len(values)}.")
+        if self.metric is not None:
+            self.metric.assign_variables(values[2:])
+        self._total, self._count = float(values[0]), float(values[1])
