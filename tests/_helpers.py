@@ -1,8 +1,15 @@
-"""Helpers shared by the tests: the tolerance rule and the one finite-difference gradient."""
+"""Helpers shared by the tests (the one place tests import shared code from): the tolerance
+rule, the one finite-difference gradient, and the small models and data sets that several
+test files train."""
 
 import numpy as np
+import pytest
 
-__all__ = ["assert_close", "numeric_grad"]
+import cconv
+from cconv import layers as L
+
+__all__ = ["assert_close", "numeric_grad", "small_model", "small_data", "keras_or_skip",
+           "tiny_data", "keras_pair", "assert_same_training"]
 
 
 def assert_close(actual, expected, dtype, what=""):
@@ -33,3 +40,84 @@ def numeric_grad(f, a, eps=1e-6):
         a[i] = old
         g[i] = (up - down) / (2 * eps)
     return g
+
+
+# ----- small models and data that several test files train ------------------------------------
+def small_model(compile=True, **kw):
+    """A seeded 6x6x1 -> 4-class Sequential (Conv2D, MaxPooling2D, Dense), compiled with
+    Adam, categorical cross-entropy and accuracy unless told otherwise."""
+    m = cconv.Sequential(
+        [
+            cconv.Input((6, 6, 1)),
+            L.Conv2D(
+                3, 3, activation="relu", kernel_initializer=cconv.initializers.HeNormal(seed=1)
+            ),
+            L.MaxPooling2D(),
+            L.Flatten(),
+            L.Dense(
+                4, activation="softmax", kernel_initializer=cconv.initializers.GlorotUniform(seed=2)
+            ),
+        ]
+    )
+    if compile:
+        m.compile(
+            optimizer=kw.get("optimizer", "adam"),
+            loss=kw.get("loss", "categorical_crossentropy"),
+            metrics=kw.get("metrics", ["accuracy"]),
+        )
+    return m
+
+
+def small_data(n=40, seed=0):
+    """``(x, one-hot y, class ids)`` for :func:`small_model`, with a learnable signal."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    x = rng.normal(size=(n, 6, 6, 1)).astype(np.float32)
+    x[np.arange(n), y, y, 0] += 3.0                     # learnable signal
+    return x, np.eye(4, dtype=np.float32)[y], y
+
+
+def keras_or_skip():
+    """The ``keras`` module, or a skip with the reason when TensorFlow is absent."""
+    pytest.importorskip("tensorflow", reason="agreement tests need TensorFlow/Keras")
+    import keras
+    return keras
+
+
+def tiny_data(n=24, seed=0):
+    """``(x, one-hot y)``: 6x6x1 images of 3 classes for :func:`keras_pair`."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 6, 6, 1)).astype(np.float32)
+    x[np.arange(n), ids, ids, 0] += 2.0
+    return x, np.eye(3, dtype=np.float32)[ids]
+
+
+def keras_pair(keras, kernel_regularizer=None, bias_regularizer=None):
+    """The same tiny CNN in Keras and cconv, with Keras's initial weights."""
+    def stack(mod, reg):
+        kr, br = reg(kernel_regularizer), reg(bias_regularizer)
+        return [mod.layers.Conv2D(4, 3, activation="relu", kernel_regularizer=kr,
+                                  bias_regularizer=br),
+                mod.layers.MaxPooling2D(2), mod.layers.Flatten(),
+                mod.layers.Dense(3, activation="softmax", kernel_regularizer=kr)]
+    km = keras.Sequential([keras.Input((6, 6, 1))]
+                          + stack(keras, lambda r: _keras_regularizer(keras, r)))
+    cm = cconv.Sequential([cconv.Input((6, 6, 1))] + stack(cconv, lambda r: r))
+    cm.set_weights(km.get_weights())
+    return km, cm
+
+
+def _keras_regularizer(keras, reg):
+    if reg is None:
+        return None
+    return keras.regularizers.deserialize(
+        {"class_name": type(reg).__name__, "config": reg.get_config()})
+
+
+def assert_same_training(km, cm, hk, hc):
+    """The Keras and cconv runs of a :func:`keras_pair` trained alike: losses and weights."""
+    np.testing.assert_allclose(hc.history["loss"], hk.history["loss"], rtol=1e-4)
+    for a, b in zip(cm.get_weights(), km.get_weights()):
+        scale = max(1.0, float(np.abs(b).max()))
+        assert np.abs(a - b).max() <= 1e-4 * scale, "weights drifted from Keras"

@@ -5,8 +5,6 @@ import pytest
 
 import cconv
 
-from ._helpers import assert_close  # noqa: F401  (re-exported for older imports)
-
 # Keep TensorFlow quiet and on the CPU in tests.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

@@ -11,7 +11,7 @@ from cconv import ops
 from cconv._ext import conv as _conv
 
 from . import reference
-from .conftest import assert_close
+from ._helpers import assert_close
 
 # name, x shape, kernel shape, strides, padding, groups, algorithm for (forward, input
 # gradient, kernel gradient)

@@ -11,7 +11,7 @@ import cconv
 from cconv import classic, ops
 
 from . import reference as ref
-from .conftest import assert_close
+from ._helpers import assert_close
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST = os.path.join(ROOT, "..", "shared", "data", "mnist")

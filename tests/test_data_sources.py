@@ -12,7 +12,10 @@ import pytest
 import cconv
 from cconv import layers as L
 
-from .test_training_habits import _assert_same_training, _data, _keras, _pair
+from ._helpers import assert_same_training as _assert_same_training
+from ._helpers import keras_or_skip as _keras
+from ._helpers import keras_pair as _pair
+from ._helpers import tiny_data as _data
 
 WEIGHTS = np.linspace(0.2, 2.0, 24).astype(np.float32)
 CLASS_WEIGHT = {0: 1.0, 1: 2.5, 2: 0.5}

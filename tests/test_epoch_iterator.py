@@ -11,7 +11,8 @@ from cconv import layers as L
 from cconv.trainers.epoch_iterator import DEFAULT_BATCH_SIZE, ArrayDataAdapter, EpochIterator
 from cconv.trainers.trainer import Trainer
 
-from .test_training import data, small_model
+from ._helpers import small_data as data
+from ._helpers import small_model
 
 
 def test_array_adapter_batches_in_the_shuffled_order():

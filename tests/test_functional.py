@@ -9,7 +9,7 @@ import pytest
 import cconv
 from cconv import layers as L
 
-from .conftest import assert_close
+from ._helpers import assert_close
 
 
 class _AddForTest(L.Layer):

@@ -9,7 +9,7 @@ import pytest
 import cconv
 from cconv._ext.parallel import ISA_NAMES
 
-from .conftest import assert_close
+from ._helpers import assert_close
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -15,7 +15,7 @@ import pytest
 import cconv
 from cconv import layers as L
 
-from .conftest import assert_close
+from ._helpers import assert_close
 
 h5py = pytest.importorskip("h5py", reason="Keras files need h5py (the keras-files extra)")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

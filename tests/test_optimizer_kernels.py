@@ -5,12 +5,8 @@ import pytest
 import cconv
 from cconv import optimizers
 
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = cconv.get_num_threads()
-    yield
-    cconv.set_num_threads(before)
+# every test here may change the thread count: conftest's fixture puts it back
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def _steps(opt, fused, monkeypatch, dtype, steps=6, shape=(7, 5)):

@@ -23,16 +23,14 @@ from cconv.layers import (
     ReLU,
     Softmax,
 )
-from tests.conftest import assert_close
+
+from ._helpers import assert_close
 
 DTYPES = ["float32", "float64"]
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = cconv.get_num_threads()
-    yield
-    cconv.set_num_threads(before)
+# every test here may change the thread count: conftest's fixture puts it back
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def _model(layers, dtype):

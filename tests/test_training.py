@@ -8,39 +8,8 @@ import pytest
 import cconv
 from cconv import layers as L
 
-from ._helpers import numeric_grad
-
-
-def small_model(compile=True, **kw):
-    m = cconv.Sequential(
-        [
-            cconv.Input((6, 6, 1)),
-            L.Conv2D(
-                3, 3, activation="relu", kernel_initializer=cconv.initializers.HeNormal(seed=1)
-            ),
-            L.MaxPooling2D(),
-            L.Flatten(),
-            L.Dense(
-                4, activation="softmax", kernel_initializer=cconv.initializers.GlorotUniform(seed=2)
-            ),
-        ]
-    )
-    if compile:
-        m.compile(
-            optimizer=kw.get("optimizer", "adam"),
-            loss=kw.get("loss", "categorical_crossentropy"),
-            metrics=kw.get("metrics", ["accuracy"]),
-        )
-    return m
-
-
-def data(n=40, seed=0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 4, n)
-    x = rng.normal(size=(n, 6, 6, 1)).astype(np.float32)
-    x[np.arange(n), y, y, 0] += 3.0                     # learnable signal
-    return x, np.eye(4, dtype=np.float32)[y], y
-
+from ._helpers import numeric_grad, small_model
+from ._helpers import small_data as data
 
 # ----- losses ------------------------------------------------------------------------------------
 LOSS_CASES = [

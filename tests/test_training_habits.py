@@ -9,40 +9,10 @@ import pytest
 import cconv
 from cconv import layers as L
 
-
-def _keras():
-    pytest.importorskip("tensorflow", reason="agreement tests need TensorFlow/Keras")
-    import keras
-    return keras
-
-
-def _data(n=24, seed=0):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, 3, n)
-    x = rng.normal(size=(n, 6, 6, 1)).astype(np.float32)
-    x[np.arange(n), ids, ids, 0] += 2.0
-    return x, np.eye(3, dtype=np.float32)[ids]
-
-
-def _pair(keras, kernel_regularizer=None, bias_regularizer=None):
-    """The same tiny CNN in Keras and cconv, with Keras's initial weights."""
-    def stack(mod, reg):
-        kr, br = reg(kernel_regularizer), reg(bias_regularizer)
-        return [mod.layers.Conv2D(4, 3, activation="relu", kernel_regularizer=kr,
-                                  bias_regularizer=br),
-                mod.layers.MaxPooling2D(2), mod.layers.Flatten(),
-                mod.layers.Dense(3, activation="softmax", kernel_regularizer=kr)]
-    km = keras.Sequential([keras.Input((6, 6, 1))] + stack(keras, lambda r: _keras_reg(keras, r)))
-    cm = cconv.Sequential([cconv.Input((6, 6, 1))] + stack(cconv, lambda r: r))
-    cm.set_weights(km.get_weights())
-    return km, cm
-
-
-def _keras_reg(keras, reg):
-    if reg is None:
-        return None
-    return keras.regularizers.deserialize(
-        {"class_name": type(reg).__name__, "config": reg.get_config()})
+from ._helpers import assert_same_training as _assert_same_training
+from ._helpers import keras_or_skip as _keras
+from ._helpers import keras_pair as _pair
+from ._helpers import tiny_data as _data
 
 
 def _train_both(km, cm, make_opt, epochs=2, **fit):
@@ -52,13 +22,6 @@ def _train_both(km, cm, make_opt, epochs=2, **fit):
     x, y = _data()
     kw = dict(batch_size=8, epochs=epochs, shuffle=False, verbose=0, **fit)
     return km.fit(x, y, **kw), cm.fit(x, y, **kw)
-
-
-def _assert_same_training(km, cm, hk, hc):
-    np.testing.assert_allclose(hc.history["loss"], hk.history["loss"], rtol=1e-4)
-    for a, b in zip(cm.get_weights(), km.get_weights()):
-        scale = max(1.0, float(np.abs(b).max()))
-        assert np.abs(a - b).max() <= 1e-4 * scale, "weights drifted from Keras"
 
 
 # ----- learning-rate schedules -------------------------------------------------------------------

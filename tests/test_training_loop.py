@@ -11,8 +11,11 @@ import pytest
 import cconv
 from cconv import layers as L
 
-from .test_training import data, small_model
-from .test_training_habits import _data, _keras, _pair
+from ._helpers import keras_or_skip as _keras
+from ._helpers import keras_pair as _pair
+from ._helpers import small_data as data
+from ._helpers import small_model
+from ._helpers import tiny_data as _data
 
 
 # ----- metric objects are reset (item 2) ---------------------------------------------------------

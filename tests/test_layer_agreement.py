@@ -1,4 +1,5 @@
-"""Merging, shape and extra convolution layers: Keras 3 agreement (forward, input and weight
+"""The layers of cconv/layers/merging.py, reshaping.py, conv_transpose.py and depthwise.py:
+Keras 3 agreement (forward, input and weight
 gradients through tf.GradientTape, float32 and float64), config round trips, argument errors,
 and one optimizer step of a Sequential model made of them."""
 import pickle
@@ -12,7 +13,7 @@ import cconv
 from cconv import layers as L
 
 from . import reference
-from .conftest import assert_close
+from ._helpers import assert_close
 
 DTYPES = [np.float32, np.float64]
 
@@ -455,7 +456,7 @@ def test_sequential_sgd_step_matches_keras(dtype):
         assert_close(a, b, np.float32, "weights after two steps")
 
 
-def test_from_keras_converts_the_new_layers():
+def test_from_keras_converts_these_layers():
     keras = pytest.importorskip("keras", reason="Keras is needed for the agreement tests")
     km = keras.Sequential([keras.Input((5, 6, 2))] + _stack(keras, np.float32))
     cm = cconv.from_keras(km)
