@@ -49,7 +49,7 @@ def _logsumexp_softmax(z):
 
 
 class Loss(Configurable):
-    """Base class. Subclasses implement ``_per_sample(y_true, y_pred)`` and
+    """Base class. Subclasses implement :meth:`call` (per-sample losses, Keras's name) and
     ``_value_and_grad(y_true, y_pred)``."""
 
     fused_activation = None
@@ -65,7 +65,14 @@ class Loss(Configurable):
         if not np.issubdtype(y_pred.dtype, np.floating):
             y_pred = y_pred.astype(np.float32)
         y_true = self.prepare_targets(y_true, y_pred.shape, dtype=y_pred.dtype)
-        return _mean(self._per_sample(y_true, y_pred))
+        return _mean(self.call(y_true, y_pred))
+
+    def call(self, y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+        """The unreduced losses, as Keras's ``Loss.call``: one per sample (per pixel for a
+        spatial output, shape ``y_pred.shape[:-1]``), ``y_true`` already passed through
+        :meth:`prepare_targets`. ``evaluate`` and the per-output metrics of a multi-output
+        model use them to weight samples."""
+        raise NotImplementedError(f"{type(self).__name__} defines no call(y_true, y_pred).")
 
     def value_and_grad(self, y_true: np.ndarray,
                        y_pred: np.ndarray) -> Tuple[float, np.ndarray]:
@@ -84,7 +91,7 @@ class Loss(Configurable):
         """``(per-sample losses, dL/dy_pred)`` of the unweighted mean (see
         :func:`apply_sample_weight`)."""
         _, grad = self.value_and_grad(y_true, y_pred)
-        return self._per_sample(y_true, y_pred), grad
+        return self.call(y_true, y_pred), grad
 
     def prepare_targets(self, y: ArrayLike, output_shape: Tuple[Optional[int], ...],
                         dtype: DTypeLike = np.float32) -> np.ndarray:
@@ -137,7 +144,7 @@ class _CrossEntropy(Loss):
             y = y * y.dtype.type(1 - ls) + y.dtype.type(ls / self._smoothing_classes(y))
         return y
 
-    def _per_sample(self, y, p):
+    def call(self, y, p):
         if self.from_logits:
             return self._from_logits(y, p)[0]
         return self._prob_per_sample(y, p)
@@ -317,7 +324,7 @@ class _ElementwiseLoss(Loss):
     (``_f``); ``_grad(d)`` is the gradient of the batch mean with respect to ``y_pred`` from
     ``d = y_pred - y_true`` (a fresh array, shaped like ``y_pred``, that it may overwrite)."""
 
-    def _per_sample(self, y, p):
+    def call(self, y, p):
         return self._f(y - p).mean(axis=-1)
 
     def _value_and_grad(self, y, p):
@@ -372,7 +379,7 @@ def _functional(cls, **fixed):
         y_pred = np.asarray(y_pred)
         if not np.issubdtype(y_pred.dtype, np.floating):
             y_pred = y_pred.astype(np.float32)
-        return loss._per_sample(
+        return loss.call(
             loss.prepare_targets(y_true, y_pred.shape, dtype=y_pred.dtype), y_pred
         )
 

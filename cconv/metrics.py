@@ -31,8 +31,10 @@ class Metric(Configurable):
     lose digits)."""
 
     _default_name = "metric"
-    # True for compile(weighted_metrics=...): fit and evaluate pass it the sample weights.
-    _weighted = False
+    #: Whether fit and evaluate pass this metric the sample (or class) weights: True for a
+    #: metric given to ``compile(weighted_metrics=...)`` (set by the trainer's metric
+    #: containers, :mod:`cconv.trainers`), False for ``compile(metrics=...)``.
+    weighted = False
     # The attributes holding the state, in the order of ``variables``; a subclass that keeps
     # other state names its attributes here.
     _state_names = ("_total", "_count")
@@ -100,7 +102,8 @@ class Metric(Configurable):
                      None if sample_weight is None else np.asarray(sample_weight))
 
     def _update(self, y_true, y_pred, sample_weight=None):
-        """Fast path used by fit: inputs are already checked and converted."""
+        """:meth:`update_state` on arrays (fit and evaluate call ``update_state``, Keras's
+        name; a subclass may override either)."""
         values = self._values(y_true, y_pred)
         if sample_weight is None:
             self._total += float(values.sum(dtype=np.float64))

@@ -101,10 +101,10 @@ def test_a_multi_output_model_metrics_have_variables_that_add():
     out = model._forward(xp, False)
     whole, parts = model._make_metrics(shapes), [model._make_metrics(shapes) for _ in range(2)]
     for m in whole:
-        m._update(yp, out)
+        m.update_state(yp, out)
     for half, part in zip((slice(0, 4), slice(4, 10)), parts):
         for m in part:
-            m._update(yp[half], out[half])
+            m.update_state(yp[half], out[half])
     for m, p0, p1 in zip(whole, *parts):
         summed = [u + v for u, v in zip(p0.variables, p1.variables)]
         for got, want in zip(summed, m.variables):

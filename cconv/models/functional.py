@@ -520,7 +520,7 @@ class Model(Trainer):
                     metric = _metrics.get(m, yshape, pshape)
                     if weighted:
                         metric.name = _unclashed(metric.name, taken)
-                        metric._weighted = True
+                        metric.weighted = True
                     taken.add(metric.name)
                     out.append(OutputMetric(self.loss, i, metric))
         return out

@@ -105,12 +105,14 @@ class MultiOutputLoss(_losses.Loss):
             grads.append(g if w == 1 else g * g.dtype.type(w))
         return total, pack(grads, out.shape[0])
 
-    def _per_sample(self, y, out):
+    def call(self, y, out):
+        """Per-sample losses (Keras's name): ``sum_i weight_i * loss_i``, each output's
+        loss averaged over its sample's values."""
         ys, outs = self.split(y, out)
         per = np.zeros(out.shape[0])
         for loss, w, yi, oi in zip(self.losses, self.weights, ys, outs):
             if loss is not None:
-                per += w * loss._per_sample(yi, oi).reshape(out.shape[0], -1).mean(axis=1)
+                per += w * loss.call(yi, oi).reshape(out.shape[0], -1).mean(axis=1)
         return per
 
 
@@ -130,17 +132,19 @@ class OutputMetric:
             self.metric.reset_state()
 
     @property
-    def _weighted(self):
-        """A per-output loss is weighted as the loss is; a metric as compiled (unweighted)."""
-        return self.metric is None or self.metric._weighted
+    def weighted(self):
+        """Whether fit passes the sample weights (:attr:`cconv.metrics.Metric.weighted`): a
+        per-output loss is weighted as the loss is; a metric as compiled."""
+        return self.metric is None or self.metric.weighted
 
-    def _update(self, y, out, sample_weight=None):
+    def update_state(self, y, out, sample_weight=None):
+        """Add a packed batch (Keras's name): this output's part of ``y`` and ``out``."""
         ys, outs = self.multi.split(y, out)
         yi, oi = ys[self.index], outs[self.index]
         if self.metric is not None:
-            self.metric._update(yi, oi, sample_weight)
+            self.metric.update_state(yi, oi, sample_weight)
         elif self.multi.losses[self.index] is not None:
-            per = self.multi.losses[self.index]._per_sample(yi, oi)
+            per = self.multi.losses[self.index].call(yi, oi)
             per = per.reshape(oi.shape[0], -1).mean(axis=1)
             if sample_weight is not None:     # Keras: sum(loss * w) / batch size
                 per = per * sample_weight

@@ -388,7 +388,7 @@ class Trainer:
 
     def _make_metrics(self, y_shape):
         """The metric objects, in their initial state: ``metrics`` (unweighted), then
-        ``weighted_metrics`` (``_weighted = True``; renamed ``weighted_<name>`` on a clash, as
+        ``weighted_metrics`` (``weighted = True``; renamed ``weighted_<name>`` on a clash, as
         Keras). A metric object given to compile is reused, so it is reset here: every
         evaluate, validation run and train_on_batch starts from nothing, as in Keras (fit
         also resets them at each epoch)."""
@@ -399,7 +399,7 @@ class Trainer:
             m = _metrics.get(mid, y_shape, out_shape)
             m.name = _unclashed(m.name, names)
             names.add(m.name)
-            m._weighted = True
+            m.weighted = True
             out.append(m)
         for m in out:
             m.reset_state()
@@ -640,7 +640,7 @@ class Trainer:
                 loss, g, pred = self._loss_grad(yb, out, sample_weight)
                 self._backward(g, logits=self._fused)
                 for m in metrics:
-                    m._update(yb, pred, sample_weight if m._weighted else None)
+                    m.update_state(yb, pred, sample_weight if m.weighted else None)
             else:                         # nothing to learn from here: a zero contribution
                 self._gflat[...] = 0
                 loss = 0.0
@@ -937,10 +937,10 @@ class Trainer:
             loss, _, pred = self._loss_grad(yb, out, w)
         else:
             pred = out
-            per = self.loss._per_sample(yb, out)
+            per = self.loss.call(yb, out)
             loss = float(np.mean(per)) if w is None else _losses.weighted_mean(per, w)
         for m in metrics:
-            m._update(yb, pred, w if m._weighted else None)
+            m.update_state(yb, pred, w if m.weighted else None)
         return loss
 
     def _evaluate_iterator(self, iterator, y_shape, what="x", cb=None):
