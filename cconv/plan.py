@@ -118,7 +118,7 @@ class _Builder:
         return None
 
     def conv(self, layer, logits=False):
-        out = layer._output_shape
+        out = layer.output_shape[1:]
         pads = _ops.compute_padding(self.shape[:2], layer.kernel_size, layer.strides,
                                     layer.padding, layer.dilation_rate)
         algo = _conv_algo(layer, self.shape, out, (pads[0][0], pads[1][0]))
@@ -136,7 +136,7 @@ class _Builder:
         return True
 
     def pool(self, layer):
-        out = layer._output_shape
+        out = layer.output_shape[1:]
         pads = _ops.compute_padding(self.shape[:2], layer.pool_size, layer.strides, layer.padding)
         pg = (*self.shape, *layer.pool_size, out[0], out[1], *layer.strides, pads[0][0],
               pads[1][0])
@@ -184,7 +184,7 @@ class _Builder:
         """Append ``layer`` (its ``forward_logits`` when ``logits``); False when it has no
         native node."""
         if isinstance(layer, (_layers.Flatten, _layers.Dropout, _layers.InputLayer)):
-            self.shape = layer._output_shape             # the data does not move
+            self.shape = layer.output_shape[1:]          # the data does not move
             return True
         if type(layer) is _layers.Conv2D:
             return self.conv(layer, logits)
@@ -385,8 +385,7 @@ def compile_plan(model, logits=False):
         if builder.add(layer, logits and i == last):
             pending.append(layer)
             native.append(layer.name)
-            weights += [(layer, n, getattr(layer, n)) for n in layer._weight_names
-                        if getattr(layer, n, None) is not None]
+            weights += [(layer, n, getattr(layer, n)) for n in layer.weight_names]
         else:
             _flush(builder, pending, segments, dtype)
             builder = None
@@ -395,7 +394,7 @@ def compile_plan(model, logits=False):
             segments[-1].layers.append(layer)
             segments[-1].logits = logits and i == last
             fallback.append(layer.name)
-        shape = layer._output_shape
+        shape = layer.output_shape[1:]
     _flush(builder, pending, segments, dtype)
     if not any(isinstance(s, _NativeSegment) for s in segments):
         return None
@@ -536,8 +535,7 @@ def compile_train_plan(model, logits=False):
         return None
     checks = [(model, "_gflat", getattr(model, "_gflat", None))]
     for layer in model._layers:
-        checks += [(layer, n, getattr(layer, n)) for n in layer._weight_names
-                   if getattr(layer, n, None) is not None]
+        checks += [(layer, n, getattr(layer, n)) for n in layer.weight_names]
     return TrainPlan(builder, model, tuple(tuple(c[k] for c in checks) for k in range(3)))
 
 

@@ -44,7 +44,7 @@ def _make(factory, shape, dtype="float64"):
     rng = np.random.default_rng(0)
     # Non-trivial weights (biases, BN gamma/beta) so their gradients are exercised.
     layer.set_weights([w + rng.normal(0, 0.3, w.shape) if n in ("bias", "gamma", "beta") else w
-                       for n, w in zip(layer._present_weight_names(), layer.weights)])
+                       for n, w in zip(layer.weight_names, layer.weights)])
     return layer
 
 

@@ -8,9 +8,16 @@ forward/backward pair instead of autodiff:
 - ``backward(dy)`` returns ``dL/dx`` and writes ``dL/dw`` for each trainable weight into
   ``layer.grads[name]`` (preallocated, same shape as the weight).
 
-Weights are attributes named in ``_weight_names`` (Keras's ``get_weights()`` order); a
-model may rebind them to views of one flat buffer so that an optimizer step is a handful
-of NumPy calls, so assign new values with ``set_weights`` (which copies in place).
+Weights are attributes named in ``_weight_names`` (Keras's ``get_weights()`` order; those
+present are :attr:`Layer.weight_names`); a model may rebind them to views of one flat
+buffer so that an optimizer step is a handful of NumPy calls, so assign new values with
+``set_weights`` (which copies in place).
+
+What models, the compiled plan and the file formats use of a layer is public and documented
+here: ``weight_names`` / ``trainable_weight_names`` (the attributes behind ``weights``),
+``weight_regularizers()``, ``input_shape`` / ``output_shape``, ``inbound_nodes`` (the
+graph), ``compute_input_gradient``, ``require_backward()`` and ``get_forward_cache()`` /
+``set_forward_cache()`` (the graph model's backward pass).
 
 Custom layers come in two styles. cconv's defines ``forward`` and ``backward`` as above.
 Keras's defines ``call(self, inputs)`` (NumPy arrays in, one NumPy array out; add a
@@ -40,6 +47,7 @@ from .._typing import ArrayLike, Config, DTypeLike, Shape
 from .node import call_symbolic, is_symbolic
 
 _name_counters = defaultdict(itertools.count)
+_KERAS_BUILDS = set()       # the build methods _keras_build made (never wrapped twice)
 _SUPPORTED_DTYPES = ("float32", "float64")
 
 
@@ -54,11 +62,12 @@ def unique_name(base):
     return base if n == 0 else f"{base}_{n}"
 
 
-def _sample_shape(shape):
-    """A shape without its batch axis, as a tuple of ints (``(None, 4)`` and ``(4,)`` both
-    give ``(4,)``); a list of shapes (a layer called on a list) gives a list of them."""
+def sample_shape(shape):
+    """A layer's shape in cconv's form: without its batch axis, as a tuple of ints
+    (``(None, 4)`` and ``(4,)`` both give ``(4,)``); a list of shapes (a layer called on a
+    list) gives a list of them. Inverse of ``Layer.input_shape``'s form."""
     if isinstance(shape, (list, tuple)) and shape and isinstance(shape[0], (list, tuple)):
-        return [_sample_shape(s) for s in shape]
+        return [sample_shape(s) for s in shape]
     shape = tuple(shape)
     if shape and shape[0] is None:
         shape = shape[1:]
@@ -87,14 +96,14 @@ def _keras_build(build):
     def wrapper(self, input_shape):
         if self.__dict__.get("_in_build"):
             return build(self, input_shape)
-        shape = _sample_shape(input_shape)
+        shape = sample_shape(input_shape)
         self._in_build = True
         try:
             build(self, _batch_shape(shape))
         finally:
             del self._in_build
         self._finish_build(shape)
-    wrapper._keras_build = True
+    _KERAS_BUILDS.add(wrapper)
     return wrapper
 
 
@@ -122,6 +131,11 @@ class Layer:
     _trainable_names = ()       # the subset the optimizer updates
     _transient = ()             # forward caches, dropped when pickled
     _call_has_training_arg = True   # Keras's name: whether call() takes training=
+    #: Whether ``backward`` computes ``dL/dx`` (it always fills ``grads``). A graph model
+    #: sets it on each of its layers: False where every input is a model input or comes
+    #: from layers without trainable weights, so the work is skipped (the built-in layers'
+    #: ``backward`` then returns None for ``dL/dx``).
+    compute_input_gradient = True
 
     def __init_subclass__(cls, **kwargs):
         """For each subclass: whether its ``call`` takes ``training``, and, for a Keras-style
@@ -144,7 +158,7 @@ class Layer:
                 f"forward (and backward).")
         cls._call_has_training_arg = "training" in inspect.signature(cls.call).parameters
         if (_is_keras_style(cls) and cls.build is not Layer.build
-                and not getattr(cls.build, "_keras_build", False)):
+                and cls.build not in _KERAS_BUILDS):
             cls.build = _keras_build(cls.build)
 
     def __init__(self, name: Optional[str] = None, trainable: bool = True,
@@ -161,7 +175,6 @@ class Layer:
         self.grads = {}
         self._input_shape = None if input_shape is None else tuple(int(d) for d in input_shape)
         self._output_shape = None
-        self._need_dx = True     # a model clears this on its first trained layer
 
     # ----- shapes and building -------------------------------------------------
     def compute_output_shape(self, input_shape: Shape) -> Shape:
@@ -183,7 +196,7 @@ class Layer:
         without its own ``build`` creates nothing here (as in Keras) and finishes building."""
         if self._keras_style:
             if not self.__dict__.get("_in_build"):
-                self._finish_build(_sample_shape(input_shape))
+                self._finish_build(sample_shape(input_shape))
             return
         input_shape = tuple(input_shape)
         if input_shape and input_shape[0] is None:
@@ -366,12 +379,22 @@ class Layer:
 
     @property
     def input_shape(self) -> Tuple[Optional[int], ...]:
-        """``(None,) + sample shape`` once built (or given), else None."""
-        return None if self._input_shape is None else (None,) + self._input_shape
+        """``(None,) + sample shape`` once built (or given), else None; a list of them for a
+        layer built for a list of inputs. Models, the compiled plan and the Keras file
+        writers read a layer's shapes here."""
+        return None if self._input_shape is None else _batch_shape(self._input_shape)
 
     @property
     def output_shape(self) -> Tuple[Optional[int], ...]:
-        return None if self._output_shape is None else (None,) + self._output_shape
+        """``(None,) + output sample shape`` once built, else None."""
+        return None if self._output_shape is None else _batch_shape(self._output_shape)
+
+    @property
+    def inbound_nodes(self) -> list:
+        """The :class:`~cconv.layers.node.Node` of each call of the layer on symbolic tensors,
+        in call order (Keras 2's name); a graph model finds its own among them. Read it:
+        only :class:`~cconv.layers.node.Node` appends to it."""
+        return self.__dict__.get("_inbound_nodes", [])
 
     def _check_input(self, x):
         """Build the layer for batch ``x`` (a list of batches for a Keras-style layer called
@@ -483,9 +506,9 @@ class Layer:
                 f"Keras (NumPy arrays in, one NumPy array out), or cconv's forward(x, "
                 f"training) and backward(dy).")
 
-    def _require_backward(self):
-        """Raise a NotImplementedError naming this layer if it defines no ``backward``
-        (models call it, before any backward runs, on each layer training must
+    def require_backward(self) -> None:
+        """Raise a NotImplementedError naming this layer if it defines no ``backward`` (the
+        graph model calls it, before any backward runs, on each layer training must
         differentiate)."""
         if type(self).backward is Layer.backward:
             raise NotImplementedError(self._no_backward_message())
@@ -517,8 +540,31 @@ class Layer:
         tw = {id(w) for w in self.trainable_weights}
         return [w for w in self.weights if id(w) not in tw]
 
-    def _present_weight_names(self):
+    @property
+    def weight_names(self) -> List[str]:
+        """The names of the attributes holding the layer's weights, in ``get_weights()``
+        order (absent ones, e.g. a bias with ``use_bias=False``, left out). The model's flat
+        weight buffer, the compiled plan and weight files reach the arrays through them."""
         return [n for n in self._weight_names if getattr(self, n, None) is not None]
+
+    @property
+    def trainable_weight_names(self) -> List[str]:
+        """The names of the attributes holding the weights an optimizer updates while the
+        layer is ``trainable`` (a subset of :attr:`weight_names`, in ``trainable_weights``
+        order); ``grads`` has an entry for each. The trainer packs and steps them."""
+        return [n for n in self._trainable_names if getattr(self, n, None) is not None]
+
+    def get_forward_cache(self) -> dict:
+        """What the last training ``forward`` kept for ``backward`` (the attributes a layer
+        class names in ``_transient``): a layer called several times in a graph model has one
+        set of caches, so the model saves them per call and restores them
+        (:meth:`set_forward_cache`) before that call's ``backward``."""
+        state = self.__dict__
+        return {k: state[k] for k in self._transient if k in state}
+
+    def set_forward_cache(self, cache: dict) -> None:
+        """Put back what :meth:`get_forward_cache` returned."""
+        self.__dict__.update(cache)
 
     def get_weights(self) -> List[np.ndarray]:
         """Copies of the weights, Keras's order (e.g. kernel, bias)."""
@@ -526,7 +572,7 @@ class Layer:
 
     def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         """Copy ``weights`` (Keras's order and shapes) into the layer, in place."""
-        names = self._present_weight_names()
+        names = self.weight_names
         weights = list(weights)
         if len(weights) != len(names):
             raise ValueError(
@@ -547,9 +593,11 @@ class Layer:
     def count_params(self) -> int:
         return int(sum(w.size for w in self.weights))
 
-    def _weight_regularizers(self):
+    def weight_regularizers(self) -> List[tuple]:
         """``(weight name, regularizer)`` for each present trainable weight whose
-        ``<name>_regularizer`` attribute is set (e.g. ``kernel_regularizer``)."""
+        ``<name>_regularizer`` attribute is set (e.g. ``kernel_regularizer``; an
+        ``add_weight(regularizer=...)`` for a Keras-style layer). The trainer adds their
+        penalties to the loss and their gradients to ``grads``."""
         out = []
         added = self.__dict__.get("_weight_regularizer_map")   # a Keras-style layer's
         for n in self._trainable_names:

@@ -100,7 +100,7 @@ class Conv2DTranspose(_ActivatedLayer):
 
     def backward_logits(self, dz):
         dx, dk, db = _ops.conv2d_transpose_backward(dz, self._x, self.kernel,
-                                                    input_grad=self._need_dx,
+                                                    input_grad=self.compute_input_gradient,
                                                     **self._geometry_args())
         if self.trainable:
             self.grads["kernel"][...] = dk

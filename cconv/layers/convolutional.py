@@ -101,7 +101,8 @@ class Conv2D(_ActivatedLayer):
     def backward_logits(self, dz: np.ndarray) -> np.ndarray:
         dx, dk, db = _ops.conv2d_backward(dz, self._x, self.kernel, strides=self.strides,
                                              padding=self.padding, dilation_rate=self.dilation_rate,
-                                             groups=self.groups, input_grad=self._need_dx)
+                                             groups=self.groups,
+                                             input_grad=self.compute_input_gradient)
         self._set_grads(dk, db)
         return dx
 

@@ -174,7 +174,8 @@ class Dense(_ActivatedLayer):
         return _ops.dense(x, self.kernel, self.bias)
 
     def backward_logits(self, dz: np.ndarray) -> np.ndarray:
-        dx, dk, db = _ops.dense_backward(dz, self._x, self.kernel, input_grad=self._need_dx)
+        dx, dk, db = _ops.dense_backward(dz, self._x, self.kernel,
+                                         input_grad=self.compute_input_gradient)
         self._set_grads(dk, db)
         return dx
 

@@ -118,7 +118,8 @@ class DepthwiseConv2D(_DepthwiseBase):
 
     def backward_logits(self, dz):
         kernel, args = self._depthwise_args(self.kernel)
-        dx, dk, db = _ops.conv2d_backward(dz, self._x, kernel, input_grad=self._need_dx, **args)
+        dx, dk, db = _ops.conv2d_backward(dz, self._x, kernel,
+                                          input_grad=self.compute_input_gradient, **args)
         if self.trainable:
             self.grads["kernel"][...] = dk.reshape(self.kernel.shape)
             if self.bias is not None:
@@ -184,8 +185,8 @@ class SeparableConv2D(_DepthwiseBase):
     def backward_logits(self, dz):
         dmid, dpk, db = _ops.conv2d_backward(dz, self._mid, self.pointwise_kernel)
         kernel, args = self._depthwise_args(self.depthwise_kernel)
-        dx, ddk, _ = _ops.conv2d_backward(dmid, self._x, kernel, input_grad=self._need_dx,
-                                          **args)
+        dx, ddk, _ = _ops.conv2d_backward(dmid, self._x, kernel,
+                                          input_grad=self.compute_input_gradient, **args)
         if self.trainable:
             self.grads["depthwise_kernel"][...] = ddk.reshape(self.depthwise_kernel.shape)
             self.grads["pointwise_kernel"][...] = dpk

@@ -3,7 +3,7 @@
 A :class:`KerasTensor` holds no data: a shape ``(None,) + sample_shape``, a dtype and
 ``_keras_history = (layer, node_index, tensor_index)``, the :class:`Node` that produced it.
 Calling a layer on KerasTensors builds the layer for their shapes (once), appends a Node to
-``layer._inbound_nodes`` and returns the Node's output tensor. :class:`cconv.Model` walks
+``layer.inbound_nodes`` and returns the Node's output tensor. :class:`cconv.Model` walks
 these nodes back from its outputs to get its graph (see ``cconv/functional.py``).
 
 This module imports nothing from cconv so that the layers (``Layer.__call__``,
@@ -40,7 +40,7 @@ class KerasTensor:
     @property
     def node(self):
         layer, node_index, _ = self._keras_history
-        return layer._inbound_nodes[node_index]
+        return layer.inbound_nodes[node_index]
 
     def __repr__(self):
         shape = "(" + ", ".join("None" if d is None else str(d) for d in self.shape) + (
@@ -93,8 +93,10 @@ class KerasTensor:
 
 class Node:
     """One call of ``layer`` on ``inbound_tensors`` (a list); ``outputs`` is a list of one
-    KerasTensor. ``call_index`` is the node's index in ``layer._inbound_nodes``;
-    ``multi`` tells whether the layer was given a list (multi-input layers)."""
+    KerasTensor. ``call_index`` is the node's index in ``layer.inbound_nodes``;
+    ``multi`` tells whether the layer was given a list (multi-input layers);
+    ``forward_cache`` holds a shared layer's forward caches of this call during a training
+    step (the graph model's, see ``cconv/models/functional.py``)."""
 
     def __init__(self, layer, inbound_tensors, output_shape, multi=False, name=None):
         nodes = layer.__dict__.setdefault("_inbound_nodes", [])
@@ -104,7 +106,7 @@ class Node:
         self.call_index = len(nodes)
         self.outputs = [KerasTensor(output_shape, layer.dtype, (layer, self.call_index, 0),
                                     name=name)]
-        self._cache = None   # per-call forward caches of a shared layer (cconv/functional.py)
+        self.forward_cache = None
         nodes.append(self)
 
     @property
@@ -117,11 +119,25 @@ class Node:
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_cache"] = None
+        state["forward_cache"] = None
         return state
 
     def __repr__(self):
         return f"<Node {self.layer.name}[{self.call_index}]>"
+
+
+def _batch_shape(shape):
+    """``(None,) + shape``, for each shape of a list."""
+    if isinstance(shape, list):
+        return [(None,) + tuple(s) for s in shape]
+    return (None,) + tuple(shape)
+
+
+def _sample_shape(shape):
+    """Inverse of :func:`_batch_shape`."""
+    if isinstance(shape, list):
+        return [tuple(s[1:]) for s in shape]
+    return tuple(shape[1:])
 
 
 def is_symbolic(x):
@@ -133,10 +149,9 @@ def is_symbolic(x):
 
 def input_tensor(input_layer):
     """The KerasTensor of an InputLayer (made on first use)."""
-    nodes = input_layer.__dict__.get("_inbound_nodes")
+    nodes = input_layer.inbound_nodes
     if not nodes:
-        Node(input_layer, [], input_layer.shape, name=input_layer.name)
-        nodes = input_layer._inbound_nodes
+        return Node(input_layer, [], input_layer.shape, name=input_layer.name).outputs[0]
     return nodes[0].outputs[0]
 
 
@@ -173,17 +188,17 @@ def call_symbolic(layer, inputs):
         shape = inputs.shape[1:]
     if not layer.built:
         layer.build(shape)
-    elif keras_style and layer._input_shape != shape:
+    elif keras_style and layer.input_shape != _batch_shape(shape):
         raise ValueError(
-            f"Layer {layer.name!r} was built for inputs of sample shape {layer._input_shape} "
-            f"and cannot be called on sample shape {shape} (a shared layer needs the same "
-            f"input shapes at every call)."
+            f"Layer {layer.name!r} was built for inputs of sample shape "
+            f"{_sample_shape(layer.input_shape)} and cannot be called on sample shape {shape} "
+            f"(a shared layer needs the same input shapes at every call)."
         )
-    elif not multi and layer._input_shape != tuple(shape):
+    elif not multi and layer.input_shape != (None,) + tuple(shape):
         raise ValueError(
-            f"Layer {layer.name!r} was built for inputs {(None,) + layer._input_shape} and cannot "
+            f"Layer {layer.name!r} was built for inputs {layer.input_shape} and cannot "
             f"be called on a tensor of shape {(None,) + tuple(shape)} (a shared layer needs "
             f"the same input shape at every call)."
         )
-    out_shape = layer._output_shape if keras_style else layer.compute_output_shape(shape)
+    out_shape = layer.output_shape[1:] if keras_style else layer.compute_output_shape(shape)
     return Node(layer, tensors, out_shape, multi=multi).outputs[0]

@@ -21,10 +21,11 @@ How it runs (one rule per question):
   gradients. Nodes with no trainable weight upstream are skipped, and a layer whose inputs
   are all model inputs does not compute its input gradient.
 - Shared layers (one layer called several times) share their weights. Each layer keeps ONE
-  set of forward caches (the attributes named in its ``_transient``), so for a shared layer
-  the graph saves them per node after each training forward (``node._cache``) and puts them
-  back before that node's backward; its weight gradients (which ``backward`` overwrites) are
-  summed over its nodes and written back once at the end of the backward pass.
+  set of forward caches (``layer.get_forward_cache()``), so for a shared layer the graph
+  saves them per node after each training forward (``node.forward_cache``) and puts them
+  back (``layer.set_forward_cache``) before that node's backward; its weight gradients
+  (which ``backward`` overwrites) are summed over its nodes and written back once at the end
+  of the backward pass.
 - Training is :class:`~cconv.trainers.trainer.Trainer`'s compile/fit/evaluate/predict loop: a
   model with several inputs or outputs presents them to it as ONE flat array per batch
   (each sample's arrays flattened and concatenated, in input/output order), split again
@@ -333,7 +334,7 @@ class Model(Trainer):
             needs[node] = bool(layer.trainable_weights) or parents
             need_dx[layer] = need_dx.get(layer, False) or parents or node.multi
         for layer, flag in need_dx.items():
-            layer._need_dx = flag
+            layer.compute_input_gradient = flag
         self._needs_backward = [needs[node] for node, _, _, _ in self._plan]
 
     def _setup_fusion(self):
@@ -396,8 +397,7 @@ class Model(Trainer):
             run = layer.forward_logits if i == fuse else layer.forward
             vals[out] = run(arg, training)
             if training and shared:
-                state = layer.__dict__
-                node._cache = {k: state[k] for k in layer._transient if k in state}
+                node.forward_cache = layer.get_forward_cache()
         outs = [vals[s] for s in self._out_slots]
         return outs[0] if len(outs) == 1 else pack(outs, outs[0].shape[0])
 
@@ -412,7 +412,7 @@ class Model(Trainer):
         """
         for (node, _, _, _), needed in zip(self._plan, self._needs_backward):
             if needed:
-                node.layer._require_backward()
+                node.layer.require_backward()
         gs = [g] if len(self._outputs) == 1 else unpack(g, self._out_shapes)
         grads, sums = {}, {}
         n_in = len(self._inputs)
@@ -425,7 +425,7 @@ class Model(Trainer):
                 continue
             layer = node.layer
             if shared:
-                layer.__dict__.update(node._cache)
+                layer.set_forward_cache(node.forward_cache)
             fused = logits and i == self._fuse_step
             dx = layer.backward_logits(dy) if fused else layer.backward(dy)
             if shared and layer.trainable:
@@ -753,7 +753,7 @@ def _accumulate(grads, slot, g):
 
 def _sum_weight_grads(sums, layer):
     """Add ``layer.grads`` (this node's weight gradients) to the running sums."""
-    names = [n for n in layer._trainable_names if n in layer.grads]
+    names = [n for n in layer.trainable_weight_names if n in layer.grads]
     if id(layer) not in sums:
         sums[id(layer)] = (layer, {n: layer.grads[n].copy() for n in names})
     else:

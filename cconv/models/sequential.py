@@ -16,7 +16,7 @@ import numpy as np
 from .. import layers as _layers
 from .. import saving as _saving
 from .._typing import Config
-from ..layers.base import unique_name
+from ..layers.base import sample_shape, unique_name
 from ..layers.node import input_tensor
 from ..trainers.trainer import Trainer
 from ..trainers.trainer import shape_str as _shape_str
@@ -95,9 +95,8 @@ class Sequential(Model):
     def _declared_input_shape(self):
         if self._input_layer is not None:
             return self._input_layer.shape
-        if self._layers and self._layers[0]._input_shape is not None:
-            return self._layers[0]._input_shape
-        return None
+        first = self._layers[0].input_shape if self._layers else None
+        return None if first is None else sample_shape(first)
 
     def build(self, input_shape: Optional[Sequence[Optional[int]]] = None) -> None:
         """Build every layer for inputs of ``(batch,) + input_shape`` (a leading None is

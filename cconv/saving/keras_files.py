@@ -285,7 +285,7 @@ def _keras_model_config(model):
         inp = model._input_layer or _layers.InputLayer(model._input_shape, dtype=model.dtype.name)
         entries.append(_keras_layer_entry(inp, None))
         for layer in model.layers:
-            entries.append(_keras_layer_entry(layer, [None] + list(layer._input_shape)))
+            entries.append(_keras_layer_entry(layer, list(layer.input_shape)))
         out = {"module": "keras", "class_name": "Sequential",
                "config": {"name": model.name, "trainable": True, "layers": entries},
                "registered_name": None, "build_config": {"input_shape": shape}}

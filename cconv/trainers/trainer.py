@@ -278,7 +278,7 @@ class Trainer:
             chunks.append((layer, weights[i:i + k]))
             i += k
         for layer, ws in chunks:               # validate everything before changing anything
-            for name, cur, w in zip(layer._present_weight_names(), layer.weights, ws):
+            for name, cur, w in zip(layer.weight_names, layer.weights, ws):
                 if np.shape(w) != cur.shape:
                     raise ValueError(f"Layer {layer.name!r}: weight {name!r} has shape "
                                      f"{cur.shape}; got {np.shape(w)}.")
@@ -295,10 +295,8 @@ class Trainer:
         for layer in self.layers:
             if not layer.trainable:
                 continue
-            for name in layer._trainable_names:
-                w = getattr(layer, name, None)
-                if w is not None:
-                    entries.append((layer, name, w))
+            entries += [(layer, name, getattr(layer, name))
+                        for name in layer.trainable_weight_names]
         total = sum(w.size for _, _, w in entries)
         wflat = np.empty(total, dtype=self.dtype)
         gflat = np.zeros(total, dtype=self.dtype)
@@ -317,7 +315,7 @@ class Trainer:
             off += n
         self._wflat, self._gflat, self._views = wflat, gflat, views
         self._segments = segments
-        self._penalized = any(layer._weight_regularizers() for layer in self.layers)
+        self._penalized = any(layer.weight_regularizers() for layer in self.layers)
         self._packed = True
 
     def _ensure_packed(self):
@@ -665,7 +663,7 @@ class Trainer:
         for layer in self.layers:
             if not layer.trainable:
                 continue
-            for name, reg in layer._weight_regularizers():
+            for name, reg in layer.weight_regularizers():
                 w = getattr(layer, name)
                 total += reg(w)
                 if grads:
