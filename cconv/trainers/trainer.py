@@ -1149,6 +1149,14 @@ class Trainer:
         """Load weights saved by :meth:`save_weights` or :meth:`save`."""
         _saving.load_weights(self, filepath)
 
+    def export(self, filepath: Union[str, os.PathLike], format: str = "onnx",
+               verbose: Optional[bool] = None, **kwargs) -> None:
+        """Write the model for serving (Keras 3's name): ``format="onnx"``, the one format,
+        needs ``pip install "cconv[onnx]"``; keyword arguments ``opset_version`` (default 17)
+        and ``dtype``. See :mod:`cconv.saving.onnx_export`."""
+        from ..saving import onnx_export
+        onnx_export.export(self, filepath, format=format, verbose=verbose, **kwargs)
+
     def __getstate__(self):
         state = self.__dict__.copy()
         for k in ("_wflat", "_gflat", "_views", "_segments", "_distribution", "_plans",
