@@ -321,8 +321,10 @@ class Plan:
         native_layers, fallback_layers: names of the layers in each kind of segment.
     """
 
-    def __init__(self, segments, weights, native_layers, fallback_layers):
+    def __init__(self, segments, weights, native_layers, fallback_layers, layers=None,
+                 input_shape=None):
         self.segments = segments
+        self._layers_seen, self.input_shape = layers, input_shape
         self._wlayers, self._wnames, self._warrays = (
             tuple(w[i] for w in weights) for i in range(3))
         self.native_layers, self.fallback_layers = native_layers, fallback_layers
@@ -368,15 +370,15 @@ def _flush(builder, pending, segments, dtype):
 def compile_plan(model, logits=False):
     """Compile a built model's inference path; returns a :class:`Plan`, or None when no
     layer has a native node (then the layer-by-layer path is as fast) or the model is a graph
-    that is not a chain (``model._chain_layers()`` is None: several inputs or outputs, a
+    that is not a chain (``model.chain_layers()`` is None: several inputs or outputs, a
     merge, a branch, a shared layer), which runs node by node.
     ``logits=True`` compiles the path that stops before the last layer's activation (the
     model's ``_forward(x, False, logits=True)``, for a loss fused with it)."""
-    model._ensure_built()
-    chain = model._chain_layers()
+    shape = model.input_shape          # builds the model first if needed
+    chain = model.chain_layers()
     if chain is None:
         return None
-    dtype, shape = model.dtype, model._input_shape
+    dtype, shape = model.dtype, shape[1:]
     segments, builder, pending, native, fallback, weights = [], None, [], [], [], []
     last = len(chain) - 1
     for i, layer in enumerate(chain):
@@ -398,10 +400,7 @@ def compile_plan(model, logits=False):
     _flush(builder, pending, segments, dtype)
     if not any(isinstance(s, _NativeSegment) for s in segments):
         return None
-    plan = Plan(segments, weights, native, fallback)
-    plan._layers_seen = list(model._layers)
-    plan.input_shape = tuple(model._input_shape)
-    return plan
+    return Plan(segments, weights, native, fallback, model.layers, tuple(model.input_shape[1:]))
 
 
 def _cached(model, key, compile_fn, *args):
@@ -413,7 +412,7 @@ def _cached(model, key, compile_fn, *args):
     if plans is None:
         plans = model._plans = {}
     cached = plans.get(key)
-    if cached is not None and cached[0].is_current(model._layers):
+    if cached is not None and cached[0].is_current(model.layers):
         return cached[1]
     plan = compile_fn(model, *args)
     plans[key] = (plan if plan is not None else _Unplannable(model), plan)
@@ -431,7 +430,7 @@ class _Unplannable:
     """Remembers that a model's layers have no native node (until they change)."""
 
     def __init__(self, model):
-        self._layers_seen = list(model._layers)
+        self._layers_seen = model.layers
         self._wlayers = self._wnames = self._warrays = ()
 
     is_current = Plan.is_current
@@ -441,12 +440,10 @@ class _Unplannable:
 _TRAIN_ACTS = {_native.ACTIVATIONS[a] for a in ("linear", "relu", "sigmoid", "tanh")}
 
 
-def _trainable_nodes(builder, model, logits):
-    """Add every layer of ``model`` to ``builder`` for training; False when one has no native
-    training node or the model is no chain (then the whole step runs layer by layer)."""
-    chain = model._chain_layers()
-    if chain is None:
-        return False
+def _trainable_nodes(builder, chain, logits):
+    """Add every layer of ``chain`` (a model's :meth:`~cconv.Model.chain_layers`) to
+    ``builder`` for training; False when one has no native training node (then the whole
+    step runs layer by layer)."""
     last = len(chain) - 1
     for i, layer in enumerate(chain):
         if isinstance(layer, _layers.Dropout) and layer.rate > 0:
@@ -469,7 +466,7 @@ class TrainPlan:
         self.nodes, self.dtype = builder.nodes, np.dtype(model.dtype)
         self.out_shape, self.work = builder.shape, builder.work
         self._wlayers, self._wnames, self._warrays = checks
-        self._layers_seen = list(model._layers)
+        self._layers_seen = model.layers
         top = arg_top = part = 0
         for node in self.nodes:           # every output kept: no reuse
             node["out_off"], node["arg_off"] = top, -1
@@ -529,12 +526,15 @@ def compile_train_plan(model, logits=False):
     """A :class:`TrainPlan` for ``model`` (built, weights packed), or None when a layer has no
     native training node (BatchNormalization, Dropout with a rate, a frozen layer, softmax
     before the last layer, ...)."""
-    builder = _Builder(model._input_shape, training=True)
-    if (not _trainable_nodes(builder, model, logits) or builder.value != len(builder.nodes) - 1
+    chain = model.chain_layers()
+    if chain is None:           # no chain: the whole step runs layer by layer
+        return None
+    builder = _Builder(model.input_shape[1:], training=True)
+    if (not _trainable_nodes(builder, chain, logits) or builder.value != len(builder.nodes) - 1
             or not any(n.get("w") is not None for n in builder.nodes)):
         return None
     checks = [(model, "_gflat", getattr(model, "_gflat", None))]
-    for layer in model._layers:
+    for layer in model.layers:
         checks += [(layer, n, getattr(layer, n)) for n in layer.weight_names]
     return TrainPlan(builder, model, tuple(tuple(c[k] for c in checks) for k in range(3)))
 

@@ -648,7 +648,7 @@ def _residual():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_functional_chain_runs_through_the_plan(dtype):
     model = _functional_lenet(dtype)
-    assert [l.name for l in model._chain_layers()] == [l.name for l in model.layers[1:]]
+    assert [l.name for l in model.chain_layers()] == [l.name for l in model.layers[1:]]
     plan = _check(model)
     assert plan.fallback_layers == []
     assert cplan.get_plan(model) is not None
@@ -679,7 +679,7 @@ def test_functional_chain_trains_through_the_plan():
 
 def test_graph_that_is_no_chain_runs_node_by_node():
     model = _residual()
-    assert model._chain_layers() is None
+    assert model.chain_layers() is None
     assert cplan.compile_plan(model) is None and cplan.get_plan(model) is None
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     assert cplan.compile_train_plan(model, True) is None

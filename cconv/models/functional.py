@@ -147,7 +147,9 @@ class Model(Trainer):
     ``Model`` whose graph is a chain): ``compile`` / ``fit`` / ``evaluate`` / ``predict``
     (from :class:`~cconv.trainers.trainer.Trainer`), ``summary``, ``layers``, ``get_layer``,
     ``get_weights`` / ``set_weights``, ``save``, and the compiled plan for a graph that is a
-    chain (:mod:`cconv.plan`). With several inputs
+    chain (:mod:`cconv.plan`, which asks :meth:`chain_layers`). Graph configs, ``.keras``
+    files and ``summary`` read the graph through ``inputs``, ``outputs``, ``layers``,
+    :meth:`layer_nodes` and :meth:`node_index`. With several inputs
     ``x`` is a list (input order) or a dict (input names); with several outputs ``y`` and
     ``predict``'s result are lists (output order; ``y`` may be a dict by output name).
 
@@ -174,7 +176,7 @@ class Model(Trainer):
         """The state every model starts with: no graph yet, no layers, not built."""
         self.__dict__.setdefault("_tracked", [])
         self._graph = None
-        Trainer.__init__(self)
+        super().__init__()
         self.name = name
         self._layers = []
         self.built = False
@@ -296,6 +298,8 @@ class Model(Trainer):
 
     @property
     def input_shape(self):
+        """``(None,) + sample shape`` of the input (a list of them for several inputs),
+        Keras's form; the model is built first if needed (for its declared input)."""
         self._ensure_built()
         shapes = [(None,) + s for s in self._in_shapes]
         return shapes[0] if len(shapes) == 1 else shapes
@@ -353,10 +357,10 @@ class Model(Trainer):
                 and act.name == self.loss.fused_activation):
             self._fused, self._fuse_step = True, len(self._plan) - 1
 
-    def _chain_layers(self):
+    def chain_layers(self):
         """The layers in execution order when the graph is a chain (one input, one output,
-        each node reading only the previous node's output, no shared layer), so that the
-        compiled plan (:mod:`cconv.plan`) runs it; else None."""
+        each node reading only the previous node's output, no shared layer), else None: the
+        compiled plan (:mod:`cconv.plan`) runs a model that is a chain."""
         if len(self._inputs) != 1 or len(self._outputs) != 1:
             return None
         layers, prev = [], 0
@@ -371,7 +375,8 @@ class Model(Trainer):
         """The model's :class:`~cconv.trainers.step_runner.StepRunner` (plan or layers)."""
         runner = self.__dict__.get("_step_runner")
         if runner is None:
-            runner = self._step_runner = StepRunner(self)
+            runner = self._step_runner = StepRunner(self, self._layer_forward,
+                                                    self._layer_backward)
         return runner
 
     def _forward(self, x, training, logits=False):
@@ -443,7 +448,7 @@ class Model(Trainer):
         if is_symbolic(x) or isinstance(x, dict) and is_symbolic(list(x.values())):
             raise NotImplementedError("Calling a cconv model on symbolic tensors (nesting models) "
                                       "is not supported; call its layers instead.")
-        return self._unpack_outputs(Trainer.__call__(self, x, training))
+        return self._unpack_outputs(super().__call__(x, training))
 
     def _unpack_outputs(self, out):
         return out if len(self._outputs) == 1 else unpack(out, self._out_shapes)
@@ -452,8 +457,8 @@ class Model(Trainer):
         """Outputs for ``x`` (a list or dict of arrays for several inputs), in batches;
         an array, or a list of arrays (output order) for several outputs. The other
         arguments are :meth:`Trainer.predict`'s."""
-        return self._unpack_outputs(Trainer.predict(self, x, batch_size, verbose,
-                                                    steps=steps, callbacks=callbacks))
+        return self._unpack_outputs(super().predict(x, batch_size, verbose, steps=steps,
+                                                    callbacks=callbacks))
 
 
     # ----- compile and data ------------------------------------------------------------------
@@ -483,10 +488,10 @@ class Model(Trainer):
         metric_lists = per_output_metrics(metrics, names, "metrics")
         weighted_lists = per_output_metrics(weighted_metrics, names, "weighted_metrics")
         if len(names) == 1 and loss_weights is None:
-            Trainer.compile(self, optimizer, loss_list[0], metrics=metric_lists[0],
+            super().compile(optimizer, loss_list[0], metrics=metric_lists[0],
                             weighted_metrics=weighted_lists[0], **options)
             return
-        Trainer.compile(self, optimizer, next((l for l in loss_list if l is not None), None),
+        super().compile(optimizer, next((l for l in loss_list if l is not None), None),
                         metrics=[m for ms in metric_lists for m in ms],
                         weighted_metrics=[m for ms in weighted_lists for m in ms], **options)
         weights = [1.0 if w is None else float(w) for w in
@@ -500,12 +505,12 @@ class Model(Trainer):
     @property
     def metrics_names(self):
         if not isinstance(self.loss, MultiOutputLoss):
-            return Trainer.metrics_names.fget(self)
+            return super().metrics_names
         return ["loss"] + [m.name for m in self._make_metrics(None)]
 
     def _make_metrics(self, y_shape):
         if not isinstance(self.loss, MultiOutputLoss):
-            return Trainer._make_metrics(self, y_shape)
+            return super()._make_metrics(y_shape)
         out = []
         for i in range(len(self._output_names)):
             if len(self._output_names) > 1 and self.loss.losses[i] is not None:
@@ -536,7 +541,7 @@ class Model(Trainer):
             if len(xs) != 1:
                 raise ValueError(f"Model {self.name!r} has one input; {what} is a list of "
                                  f"{len(xs)}.")
-            return Trainer._prepare_x(self, xs[0], what)
+            return super()._prepare_x(xs[0], what)
         if len(xs) != len(self._inputs):
             raise ValueError(f"Model {self.name!r} has {len(self._inputs)} inputs "
                              f"{self._input_names}; {what} has {len(xs)} arrays.")
@@ -562,7 +567,7 @@ class Model(Trainer):
             if len(ys) != 1:
                 raise ValueError(f"Model {self.name!r} has one output; y{what} has {len(ys)} "
                                  f"arrays.")
-            return Trainer._prepare_xy(self, x, ys[0], what)
+            return super()._prepare_xy(x, ys[0], what)
         x = self._prepare_x(x, "x" + what)
         n = x.shape[0]
         if isinstance(y, dict):
@@ -618,26 +623,30 @@ class Model(Trainer):
         print_fn(f" Trainable params: {tr:,} ({size(tr)})")
         print_fn(f" Non-trainable params: {tot - tr:,} ({size(tot - tr)})")
 
-    def _model_nodes(self, layer):
-        """``layer``'s nodes that belong to this model, in call order."""
+    def layer_nodes(self, layer):
+        """``layer``'s nodes (:class:`~cconv.layers.node.Node`: its calls on symbolic tensors)
+        that belong to this model, in call order: a layer shared with another model has
+        nodes of both. Graph configs and ``.keras`` files describe each layer by them."""
         mine = set(self._nodes) | {t.node for t in self._inputs}
-        return [n for n in getattr(layer, "_inbound_nodes", []) if n in mine]
+        return [n for n in layer.inbound_nodes if n in mine]
 
     def _summary_rows(self):
         """Layer, output shape and parameter count, plus "Connected to": the tensors each
         layer is called on, ``layer[node][tensor]`` in Keras's notation."""
         rows = []
         for layer in self._layers:
-            nodes = self._model_nodes(layer)
+            nodes = self.layer_nodes(layer)
             shape = _shape_str(nodes[0].outputs[0].shape) if nodes else "?"
-            links = [f"{t.node.layer.name}[{self._node_index(t.node)}][0]"
+            links = [f"{t.node.layer.name}[{self.node_index(t.node)}][0]"
                      for n in nodes for t in n.inbound_tensors]
             rows.append((f"{layer.name} ({type(layer).__name__})", shape,
                          f"{layer.count_params():,}", ", ".join(links) or "-"))
         return ("Layer (type)", "Output Shape", "Param #", "Connected to"), rows
 
-    def _node_index(self, node):
-        return self._model_nodes(node.layer).index(node)
+    def node_index(self, node):
+        """The position of ``node`` among :meth:`layer_nodes` of its layer: Keras's node index
+        (``keras_history``, ``layer[node][tensor]`` in ``summary``)."""
+        return self.layer_nodes(node.layer).index(node)
 
     def get_compile_config(self):
         """As :meth:`Trainer.get_compile_config`; None for several outputs (per-output
@@ -645,7 +654,7 @@ class Model(Trainer):
         keep them)."""
         if isinstance(self.loss, MultiOutputLoss):
             return None
-        return Trainer.get_compile_config(self)
+        return super().get_compile_config()
 
     def get_config(self):
         """Keras 3's Functional config: layers (each with its ``inbound_nodes``) in
@@ -665,18 +674,18 @@ class Model(Trainer):
 def _tensor_config(model, t):
     return {"class_name": "__keras_tensor__",
             "config": {"shape": list(t.shape), "dtype": t.dtype,
-                       "keras_history": [t.node.layer.name, model._node_index(t.node), 0]}}
+                       "keras_history": [t.node.layer.name, model.node_index(t.node), 0]}}
 
 
 def graph_config(model, serialize):
     """A graph model's config in Keras 3's Functional layout; ``serialize(layer)`` gives
     each layer's ``{"class_name", "config", ...}`` entry."""
-    entries = []
-    inputs = [t.node.layer for t in model._inputs]
-    for layer in [l for l in inputs if all(l is not m for m in model._layers)] + model._layers:
+    entries, layers = [], model.layers
+    inputs = [t.node.layer for t in model.inputs]
+    for layer in [l for l in inputs if all(l is not m for m in layers)] + layers:
         entry = dict(serialize(layer))
         nodes = []
-        for node in model._model_nodes(layer):
+        for node in model.layer_nodes(layer):
             if node.is_input:
                 continue
             args = [_tensor_config(model, t) for t in node.inbound_tensors]
@@ -685,10 +694,10 @@ def graph_config(model, serialize):
         entries.append(entry)
 
     def ends(tensors):
-        refs = [[t.node.layer.name, model._node_index(t.node), 0] for t in tensors]
+        refs = [[t.node.layer.name, model.node_index(t.node), 0] for t in tensors]
         return refs[0] if len(refs) == 1 else refs
     return {"name": model.name, "trainable": True, "layers": entries,
-            "input_layers": ends(model._inputs), "output_layers": ends(model._outputs)}
+            "input_layers": ends(model.inputs), "output_layers": ends(model.outputs)}
 
 
 def _inbound_refs(node_data):
@@ -742,7 +751,7 @@ def model_from_graph_config(config, deserialize, cls=None):
         return found[0] if single else found
     model = (cls or Model)(ends(config["input_layers"]), ends(config["output_layers"]),
                            name=config.get("name"))
-    if {id(l) for l in made} == {id(l) for l in model._layers}:
+    if {id(l) for l in made} == {id(l) for l in model.layers}:
         model._layers = made    # the saved order (a traced subclassed model's own order)
     return model
 

@@ -134,7 +134,7 @@ class Sequential(Model):
         self._layers = chain        # Keras: a Sequential's layers leave out its InputLayer
 
     # ----- forward / backward --------------------------------------------------------------------
-    def _chain_layers(self):
+    def chain_layers(self):
         """The layers in the order they run (a Sequential is always a chain), for
         :mod:`cconv.plan`."""
         return self._layers

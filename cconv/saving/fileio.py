@@ -22,7 +22,8 @@ import zipfile
 
 import numpy as np
 
-__all__ = ["atomic_write", "read_npz", "check_metadata", "check_member", "read_member"]
+__all__ = ["atomic_write", "read_npz", "check_metadata", "check_member", "read_member",
+           "expect_type", "check_serialized", "short_list"]
 
 _META = "__cconv__"
 
@@ -88,7 +89,7 @@ def atomic_write(filepath, write):
 
 
 # --------------------------------------------------------------------------- reading
-def _short(items, limit=5):
+def short_list(items, limit=5):
     """At most ``limit`` items of a list, for error messages of bounded length."""
     text = ", ".join(repr(v) for v in items[:limit])
     return f"[{text}, ...]" if len(items) > limit else f"[{text}]"
@@ -223,7 +224,10 @@ def read_npz(filepath, what):
 
 
 # --------------------------------------------------------------------------- metadata
-def _expect(value, types, where, filepath):
+def expect_type(value, types, where, filepath):
+    """``value`` if it is one of ``types`` (a bool only where ``bool`` is named), else a
+    ValueError saying that ``filepath`` is damaged at ``where``; the saved-file readers
+    (native and Keras files) check every JSON value they use with it."""
     if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
         names = " or ".join(t.__name__ for t in types)
         raise ValueError(f"{filepath!r} is damaged: {where} must be {names}, "
@@ -231,31 +235,32 @@ def _expect(value, types, where, filepath):
     return value
 
 
-def _check_serialized(obj, where, filepath):
-    """``{"class_name": str, "config": dict}`` (a layer, loss or optimizer)."""
-    _expect(obj, (dict,), where, filepath)
-    _expect(obj.get("class_name"), (str,), where + '["class_name"]', filepath)
-    _expect(obj.get("config", {}), (dict,), where + '["config"]', filepath)
+def check_serialized(obj, where, filepath):
+    """Check that ``obj`` is ``{"class_name": str, "config": dict}`` (a serialised layer,
+    loss or optimizer), with :func:`expect_type`."""
+    expect_type(obj, (dict,), where, filepath)
+    expect_type(obj.get("class_name"), (str,), where + '["class_name"]', filepath)
+    expect_type(obj.get("config", {}), (dict,), where + '["config"]', filepath)
 
 
 def _check_compile(comp, arrays, filepath):
-    _expect(comp, (dict,), '"compile"', filepath)
-    _check_serialized(comp.get("optimizer"), '"compile"["optimizer"]', filepath)
-    _check_serialized(comp.get("loss"), '"compile"["loss"]', filepath)
-    metrics = _expect(comp.get("metrics", []), (list,), '"compile"["metrics"]', filepath)
+    expect_type(comp, (dict,), '"compile"', filepath)
+    check_serialized(comp.get("optimizer"), '"compile"["optimizer"]', filepath)
+    check_serialized(comp.get("loss"), '"compile"["loss"]', filepath)
+    metrics = expect_type(comp.get("metrics", []), (list,), '"compile"["metrics"]', filepath)
     for m in metrics:
-        _expect(m, (str,), '"compile"["metrics"] items', filepath)
-    _expect(comp.get("iterations", 0), (int,), '"compile"["iterations"]', filepath)
-    keys = _expect(comp.get("state_keys", []), (list,), '"compile"["state_keys"]', filepath)
+        expect_type(m, (str,), '"compile"["metrics"] items', filepath)
+    expect_type(comp.get("iterations", 0), (int,), '"compile"["iterations"]', filepath)
+    keys = expect_type(comp.get("state_keys", []), (list,), '"compile"["state_keys"]', filepath)
     if len(keys) > len(arrays):
         raise ValueError(f"{filepath!r} is damaged: it claims {len(keys)} optimizer arrays but "
                          f"holds {len(arrays)} arrays in all.")
     for k in keys:
-        _expect(k, (str,), '"compile"["state_keys"] items', filepath)
+        expect_type(k, (str,), '"compile"["state_keys"] items', filepath)
     missing = [k for k in keys if f"opt.{k}" not in arrays]
     if missing:
         raise ValueError(f"{filepath!r} is damaged: {len(missing)} optimizer arrays are "
-                         f"missing: {_short(missing)}.")
+                         f"missing: {short_list(missing)}.")
 
 
 def check_metadata(meta, arrays, filepath):
@@ -264,25 +269,25 @@ def check_metadata(meta, arrays, filepath):
 
     ``num_weights`` must be an int between 0 and the number of arrays, and ``w0`` ... present.
     """
-    _expect(meta, (dict,), "the metadata", filepath)
-    _expect(meta.get("format"), (str,), '"format"', filepath)
-    n = _expect(meta.get("num_weights"), (int,), '"num_weights"', filepath)
+    expect_type(meta, (dict,), "the metadata", filepath)
+    expect_type(meta.get("format"), (str,), '"format"', filepath)
+    n = expect_type(meta.get("num_weights"), (int,), '"num_weights"', filepath)
     if not 0 <= n <= len(arrays):
         raise ValueError(f"{filepath!r} is damaged: it claims {n} weight arrays but holds "
                          f"{len(arrays)} arrays in all.")
     missing = [f"w{i}" for i in range(n) if f"w{i}" not in arrays]
     if missing:
         raise ValueError(f"{filepath!r} is damaged: {len(missing)} of its {n} weight arrays "
-                         f"are missing: {_short(missing)}.")
+                         f"are missing: {short_list(missing)}.")
     config = meta.get("config")
     if config is not None:
-        _expect(config, (dict,), '"config"', filepath)
-        layers = _expect(config.get("layers", []), (list,), '"config"["layers"]', filepath)
+        expect_type(config, (dict,), '"config"', filepath)
+        layers = expect_type(config.get("layers", []), (list,), '"config"["layers"]', filepath)
         for i, layer in enumerate(layers):
-            _check_serialized(layer, f'"config"["layers"][{i}]', filepath)
-        shape = _expect(config.get("build_input_shape", []), (list,),
+            check_serialized(layer, f'"config"["layers"][{i}]', filepath)
+        shape = expect_type(config.get("build_input_shape", []), (list,),
                         '"config"["build_input_shape"]', filepath)
         for v in shape:
-            _expect(v, (int, type(None)), '"config"["build_input_shape"] items', filepath)
+            expect_type(v, (int, type(None)), '"config"["build_input_shape"] items', filepath)
     if meta.get("compile") is not None:
         _check_compile(meta["compile"], arrays, filepath)

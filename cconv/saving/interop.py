@@ -91,12 +91,6 @@ def _copy_compile(keras_model, model):
             return
     except ValueError:
         return
-    metrics = []
-    for m in (
-        getattr(keras_model, "_compile_config", None)
-        and keras_model._compile_config.config.get("metrics")
-        or []
-    ):
-        if isinstance(m, str):
-            metrics.append(m)
+    compiled = keras_model.get_compile_config() or {}     # Keras's public compile record
+    metrics = [m for m in compiled.get("metrics") or [] if isinstance(m, str)]
     model.compile(optimizer=optimizer, loss=loss, metrics=metrics)

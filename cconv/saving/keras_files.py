@@ -265,7 +265,7 @@ def _keras_layer_entry(layer, input_shapes):
 
 
 def _node_input_shapes(model, layer):
-    nodes = model._model_nodes(layer)
+    nodes = model.layer_nodes(layer)
     if not nodes or nodes[0].is_input:
         return None
     shapes = [list(t.shape) for t in nodes[0].inbound_tensors]
@@ -281,9 +281,8 @@ def _keras_model_config(model):
                "config": inner, "registered_name": "Functional",
                "build_config": {"input_shape": None}}
     else:
-        entries, shape = [], [None] + list(model._input_shape)
-        inp = model._input_layer or _layers.InputLayer(model._input_shape, dtype=model.dtype.name)
-        entries.append(_keras_layer_entry(inp, None))
+        entries, shape = [], list(model.input_shape)
+        entries.append(_keras_layer_entry(model.inputs[0].node.layer, None))   # its InputLayer
         for layer in model.layers:
             entries.append(_keras_layer_entry(layer, list(layer.input_shape)))
         out = {"module": "keras", "class_name": "Sequential",
@@ -390,15 +389,15 @@ def _check_keras_config(config, filepath, what):
     """The JSON types of a Keras model config that cconv relies on (ValueError naming the file
     and the place): an object with a string ``class_name`` and an object ``config`` whose
     ``layers`` is a list of such objects; ``compile_config`` / ``build_config`` objects."""
-    fileio._check_serialized(config, what, filepath)
+    fileio.check_serialized(config, what, filepath)
     inner = config.get("config") or {}
-    layers = fileio._expect(inner.get("layers", []), (list,), f'{what}["config"]["layers"]',
+    layers = fileio.expect_type(inner.get("layers", []), (list,), f'{what}["config"]["layers"]',
                             filepath)
     for i, entry in enumerate(layers):
-        fileio._check_serialized(entry, f'{what}["config"]["layers"][{i}]', filepath)
+        fileio.check_serialized(entry, f'{what}["config"]["layers"][{i}]', filepath)
     for key in ("compile_config", "build_config"):
         if config.get(key) is not None:
-            fileio._expect(config[key], (dict,), f'{what}["{key}"]', filepath)
+            fileio.expect_type(config[key], (dict,), f'{what}["{key}"]', filepath)
 
 
 def _model_from_file_config(config, filepath, what):
@@ -596,7 +595,7 @@ def _keras_layer_order(model):
     """The layers in Keras's ``model.layers`` order for this model (a Sequential's without
     its InputLayer; a graph's by Keras's graph order, InputLayers included)."""
     if not isinstance(model, Sequential):
-        return map_graph(model._inputs, model._outputs)[1]
+        return map_graph(model.inputs, model.outputs)[1]
     return model.layers
 
 
@@ -667,10 +666,10 @@ def _keras_slot_groups(optimizer):
 
 
 def _weight_slices(model):
-    """``(offset, shape)`` of each trainable weight in the model's flat weight array."""
-    model._ensure_packed()
+    """``(offset, shape)`` of each trainable weight in the model's flat weight array, which
+    holds them in ``model.trainable_weights`` order (:mod:`cconv.trainers.trainer`)."""
     out, off = [], 0
-    for _, _, w in model._views:
+    for w in model.trainable_weights:
         out.append((off, w.shape))
         off += w.size
     return out
@@ -725,14 +724,14 @@ def _read_optimizer(model, f, filepath):
             return
     values = iter([_h5_read(ds, p, filepath) for p, ds in zip(paths, datasets)])
     iterations, _ = int(next(values)), next(values)     # the learning rate is compile's
-    flats = {n: np.empty(model._wflat.shape, model.dtype) for g in groups for n in g}
+    size = sum(int(np.prod(shape, dtype=np.int64)) for _, shape in slices)
+    flats = {n: np.empty(size, model.dtype) for g in groups for n in g}
     for group in groups:
         for off, shape in slices:
             size = int(np.prod(shape, dtype=np.int64))
             for name in group:
                 flats[name][off:off + size] = next(values).reshape(-1)
-    model.optimizer.set_state(iterations, {f"0.{n}": v for n, v in flats.items()},
-                              [model._wflat])
+    model.set_optimizer_state(iterations, {f"0.{n}": v for n, v in flats.items()})
 
 
 def save_weights_h5(model, filepath):
@@ -853,7 +852,7 @@ def _read_legacy_weights(model, group, filepath):
     if missing:
         raise ValueError(f"{filepath!r}: Layer count mismatch: the model has {len(weighted)} "
                          f"layers with weights, the file {len(saved)} (missing: "
-                         f"{fileio._short(missing)[1:-1]})"
+                         f"{fileio.short_list(missing)[1:-1]})"
                          f"{'; it has no layer_names attribute' if names is None else ''}.")
     found = []
     for name, layer in weighted.items():
@@ -888,7 +887,7 @@ def load_h5(filepath):
         _read_legacy_weights(model, f if group is None else group, filepath)
         training = _h5_text(f, "training_config", filepath)
     if training is not None:
-        t = fileio._expect(_parse_json(training, filepath, "training_config"), (dict,),
+        t = fileio.expect_type(_parse_json(training, filepath, "training_config"), (dict,),
                            "training_config", filepath)
         compile_from_keras(model, {"optimizer": t.get("optimizer_config"), "loss": t.get("loss"),
                                    "metrics": t.get("metrics"),

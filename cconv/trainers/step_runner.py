@@ -6,10 +6,10 @@ first use; the trainer's steps, evaluate and predict all go through it). For eac
 call the runner takes the model's plan when there is one for the model and the batch
 (``jit_compile`` on, ``CCONV_PLAN`` not 0, a chain with native nodes, a batch the plan
 accepts: :func:`cconv.plan.get_plan` and :func:`cconv.plan.get_train_plan` decide, and
-cache, from the model's current layers), and the model's own layer-by-layer pass
-(``_layer_forward`` / ``_layer_backward``) otherwise. A training forward that ran through
-the plan leaves the plan here, holding what its backward needs, until the step's backward;
-the model itself keeps no such state.
+cache, from the model's current layers), and the model's own layer-by-layer pass (the
+``layer_forward`` / ``layer_backward`` functions the model gives the runner) otherwise. A
+training forward that ran through the plan leaves the plan here, holding what its backward
+needs, until the step's backward; the model itself keeps no such state.
 """
 
 from .. import plan as _plan
@@ -22,10 +22,15 @@ class StepRunner:
 
     Args:
         model: a built cconv model (``cconv.Model`` or ``cconv.Sequential``).
+        layer_forward: ``layer_forward(x, training, logits)``, the model's output for the
+            batch ``x`` computed layer by layer (caching for ``layer_backward`` in training).
+        layer_backward: ``layer_backward(g, logits)``, the layer-by-layer backward pass of
+            the last training ``layer_forward``.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, layer_forward, layer_backward):
         self.model = model
+        self.layer_forward, self.layer_backward = layer_forward, layer_backward
         self.train_plan = None       # the training plan whose forward ran last, until backward
 
     def forward(self, x, training, logits=False):
@@ -42,7 +47,7 @@ class StepRunner:
             plan = _plan.get_plan(model, logits)
             if plan is not None and plan.accepts(x):
                 return plan(x)
-        return model._layer_forward(x, training, logits)
+        return self.layer_forward(x, training, logits)
 
     def backward(self, g, logits=False):
         """Back-propagate ``g = dL/d(output)`` (``dL/d(logits)`` with ``logits``) through
@@ -52,7 +57,9 @@ class StepRunner:
         if tplan is not None:
             tplan.backward(g)
         else:
-            self.model._layer_backward(g, logits)
+            self.layer_backward(g, logits)
 
     def __getstate__(self):
-        return {"model": self.model, "train_plan": None}   # a plan holds native buffers
+        state = self.__dict__.copy()
+        state["train_plan"] = None          # a plan holds native buffers
+        return state
