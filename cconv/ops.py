@@ -48,6 +48,7 @@ __all__ = [
     "conv_transpose_output_shape",
     "upsampling2d",
     "upsampling2d_backward",
+    "channel_sum",
 ]
 
 # Every size, stride, dilation and padding amount, and every index the kernels form from them
@@ -64,14 +65,15 @@ def _threads(work):
     return threads_for(max(1, min(get_num_threads(), int(work) // _GRAIN)))
 
 
-# Rows summed in float32 before a block's sum joins the float64 total (``_channel_sum``).
+# Rows summed in float32 before a block's sum joins the float64 total (``channel_sum``).
 _SUM_BLOCK = 32
 
 
-def _channel_sum(a: np.ndarray, b: Optional[np.ndarray] = None,
+def channel_sum(a: np.ndarray, b: Optional[np.ndarray] = None,
                  per_sample: bool = False) -> np.ndarray:
     """Per-channel sums of ``a``, or of ``a * b`` (``b`` shaped like ``a``), in float64: the
-    one reduction every per-channel statistic and bias gradient uses.
+    one reduction every per-channel statistic and bias gradient uses (the ops' bias
+    gradients, BatchNormalization, GlobalAveragePooling2D).
 
     Args:
         a, b: ``(batch, ..., channels)``.
@@ -586,7 +588,7 @@ def dense_backward(
     _blas.matmul(x2, dy2, dkernel, True, False, _threads(work))
     if dx is not None:
         _blas.matmul(dy2, kernel, dx.reshape(x2.shape), False, True, _threads(work))
-    return dx, dkernel, _channel_sum(dy2).astype(dtype)
+    return dx, dkernel, channel_sum(dy2).astype(dtype)
 
 
 # ----------------------------------------------------------------------- transposed convolution
@@ -728,7 +730,7 @@ def conv2d_transpose_backward(
                                                  dilation_rate)
     _check_dy(op, dy, (x.shape[0], oh, ow, kernel.shape[2]), "conv2d_transpose", x, kernel)
     dx, dkernel = _weight_grads(op, dtype, x, kernel, input_grad)
-    dbias = _channel_sum(dy).astype(dtype)
+    dbias = channel_sum(dy).astype(dtype)
     if dy.size == 0 or x.size == 0:
         _zero_fill(dx, dkernel)
         return dx, dkernel, dbias

@@ -3,7 +3,7 @@
 Per-channel statistics and gradients summed naively in float32 over batch x height x width
 (BatchNormalization's mean, variance, dbeta and dgamma; global average pooling; bias
 gradients; loss means) made cconv's float32 training steps 3-30x further from float64 than
-Keras's, per layer 100x. Now every such sum goes through ``ops._channel_sum`` (float64
+Keras's, per layer 100x. Now every such sum goes through ``ops.channel_sum`` (float64
 accumulation) and float64 results are the plain NumPy sums they were, bit for bit.
 
 Model tests: a few float32 training steps (same initial weights, same batches) against a float64

@@ -84,15 +84,15 @@ class BatchNormalization(Layer):
         training = training and self.trainable
         t = x.dtype.type
         if training:
-            # Statistics in float64 (``ops._channel_sum``): a float32 sum over batch x height x
+            # Statistics in float64 (``ops.channel_sum``): a float32 sum over batch x height x
             # width loses ~1e-5 of the mean. The variance is that of x centred on the mean
             # rounded to x's dtype, corrected by the rounding (zero in float64, so float64 is
             # the plain two-pass ``mean((x - mean) ** 2)``).
             m = math.prod(x.shape[:-1])
-            mean = _ops._channel_sum(x) / m
+            mean = _ops.channel_sum(x) / m
             mean_t = mean.astype(x.dtype)
             xc = x - mean_t
-            var = _ops._channel_sum(xc, xc) / m - np.square(mean - mean_t)
+            var = _ops.channel_sum(xc, xc) / m - np.square(mean - mean_t)
             rstd = (1.0 / np.sqrt(var + self.epsilon)).astype(x.dtype)
             mom = np.float64(self.momentum)     # the update in float64, rounded once
             self.moving_mean[...] = self.moving_mean * mom + mean * (1.0 - mom)
@@ -116,14 +116,14 @@ class BatchNormalization(Layer):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """``dx = gamma * rstd / m * (m * dy - dbeta - xhat * dgamma)`` with ``m`` the values
         per channel; ``dbeta = sum(dy)`` and ``dgamma = sum(dy * xhat)`` are summed in float64
-        (``ops._channel_sum``): the bracket cancels, so their float32 rounding errors, not
+        (``ops.channel_sum``): the bracket cancels, so their float32 rounding errors, not
         those of a naive float32 sum, are what it amplifies."""
         if self._mode == "infer":
             return dy * self._rstd
         xhat, rstd = self._xhat, self._rstd
         m = math.prod(dy.shape[:-1])
-        dbeta = _ops._channel_sum(dy).astype(dy.dtype)
-        dgamma = _ops._channel_sum(dy, xhat).astype(dy.dtype)
+        dbeta = _ops.channel_sum(dy).astype(dy.dtype)
+        dgamma = _ops.channel_sum(dy, xhat).astype(dy.dtype)
         if self.trainable:
             if self.gamma is not None:
                 self.grads["gamma"][...] = dgamma

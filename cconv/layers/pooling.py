@@ -99,7 +99,7 @@ class GlobalAveragePooling2D(_GlobalPooling2D):
             self._x = x
         n, h, w, c = x.shape
         # summed in float64 (a float32 sum over h x w adds the cells one after another)
-        y = (_ops._channel_sum(x, per_sample=True) / (h * w)).astype(x.dtype)
+        y = (_ops.channel_sum(x, per_sample=True) / (h * w)).astype(x.dtype)
         return y.reshape(n, 1, 1, c) if self.keepdims else y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
