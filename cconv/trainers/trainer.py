@@ -1,7 +1,8 @@
 """The training half of a model: compile / fit / evaluate / predict / train_on_batch, the
 flat weight packing and saving, written once for every model class (Keras 3's
-``Trainer``). :class:`cconv.Sequential` is a :class:`Trainer`; a graph model reuses it by
-providing the members below.
+``Trainer``). Its one subclass is :class:`cconv.Model` (:mod:`cconv.models.functional`),
+the base of every model (:class:`cconv.Sequential` included), which provides the members
+below.
 
 What a subclass provides:
 
@@ -18,9 +19,11 @@ What a subclass provides:
     Back-propagate ``dy = dL/d(output)`` (or ``dL/d(logits)`` with ``logits=True``) in
     reverse order of the last ``_forward(..., training=True)``, leaving each trainable
     layer's gradients in ``layer.grads``; no return value.
-``_output_layer`` (property)
-    The layer that produces the output (its activation may be fused with the loss), or
-    None to never fuse.
+``_setup_fusion()``
+    Called once the model is compiled and its data checked, before ``fit``, ``evaluate``
+    and ``train_on_batch`` run steps: sets ``_fused``, whether ``_forward(..., logits=True)``
+    stops before an output activation that the loss fuses (``loss.fused_activation``, the
+    loss's ``fused_value_and_grad``), or False to never fuse.
 ``get_config()`` / ``from_config(config)`` (classmethod)
     The architecture as JSON-able data, for :mod:`cconv.saving`.
 
@@ -431,14 +434,6 @@ class Trainer:
                 f"You must compile the model before calling {what}(): "
                 f"model.compile(optimizer=..., loss=..., metrics=[...])."
             )
-
-    def _setup_fusion(self):
-        last = self._output_layer
-        act = getattr(last, "activation", None)
-        self._fused = bool(
-            self.loss.fused_activation is not None and act is not None
-            and hasattr(last, "forward_logits") and act.name == self.loss.fused_activation
-        )
 
     # ----- data checks ----------------------------------------------------------------------
     def _prepare_x(self, x, what="x"):
