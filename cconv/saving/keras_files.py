@@ -272,9 +272,16 @@ def _node_input_shapes(model, layer):
     return shapes if nodes[0].multi else shapes[0]
 
 
+def _build(model):
+    """Build ``model`` for its declared input if it is not built yet (Keras's ``build()``
+    without a shape; a ValueError for a model that declares none)."""
+    if not model.built:
+        model.build()
+
+
 def _keras_model_config(model):
     """``config.json``'s content for a cconv model (Sequential or graph Model)."""
-    model._ensure_built()
+    _build(model)
     if not isinstance(model, Sequential):
         inner = graph_config(model, lambda l: _keras_layer_entry(l, _node_input_shapes(model, l)))
         out = {"module": "keras.src.models.functional", "class_name": "Functional",
@@ -738,7 +745,7 @@ def save_weights_h5(model, filepath):
     """Write ``model``'s weights as a Keras 3 ``.weights.h5`` file (what
     ``keras_model.load_weights`` reads), atomically (``cconv.saving.fileio.atomic_write``: a failed
     save leaves the previous file whole)."""
-    model._ensure_built()
+    _build(model)
     h5py = _h5py()
 
     def write(fileobj):
@@ -756,7 +763,7 @@ def load_weights_h5(model, filepath):
         ValueError: not an HDF5 file, a weight missing or not fitting its layer, a link or
             data outside the file (named with the file); the model is then left as it was.
     """
-    model._ensure_built()
+    _build(model)
     filepath = os.fspath(filepath)
     _check_exists(filepath)
     with _open_h5(filepath, filepath) as f:
