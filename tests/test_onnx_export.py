@@ -333,7 +333,7 @@ def test_output_that_is_also_an_input_and_repeated_outputs(tmp_path):
 
 def test_float64_model_runs_in_ort_where_it_has_double_kernels(tmp_path):
     """ONNX Runtime's CPU provider runs Gemm, MatMul, MaxPool, Relu, Sigmoid, Tanh, Softmax,
-    LeakyRelu, Add/Mul/Max/Min... in float64."""
+    LeakyRelu, Where, Pad, Slice, Transpose, Add/Mul/Max/Min... in float64."""
     f64 = dict(dtype="float64")
     model = _chain((6, 5, 2), L.MaxPooling2D(2, padding="same", **f64), L.Flatten(**f64),
                    L.Dense(8, activation="tanh", **f64), L.BatchNormalization(**f64),
@@ -341,6 +341,18 @@ def test_float64_model_runs_in_ort_where_it_has_double_kernels(tmp_path):
                    name="f64", dtype="float64")
     assert model.dtype == np.float64
     _check(model, tmp_path)
+    a = cconv.Input((6, 5, 2), dtype="float64")
+    v = cconv.Input((2,), dtype="float64")
+    h = L.ZeroPadding2D(1, **f64)(a)
+    h = L.Rescaling([1.0, 2.0], offset=0.5, **f64)(L.Cropping2D(1, **f64)(h))
+    h = L.Multiply(**f64)([L.MaxPooling2D(2, **f64)(h), L.Dense(2, activation="sigmoid",
+                                                              **f64)(v)])
+    for merge in (L.Add, L.Subtract, L.Average, L.Maximum, L.Minimum, L.Concatenate):
+        h = merge(**f64)([h, L.LeakyReLU(**f64)(h)])
+    h = L.Reshape((-1,), **f64)(L.Permute((2, 1, 3), **f64)(h))
+    h = L.ReLU(max_value=1.0, threshold=0.1, negative_slope=0.1, **f64)(h)
+    out = L.Dense(3, activation="softmax", **f64)(L.Dropout(0.5, **f64)(h))
+    _check(_randomize(cconv.Model([a, v], out, name="f64_graph")), tmp_path)
 
 
 def test_float64_conv_model_graph_matches_onnx_reference_and_float32_copy_runs(tmp_path):
