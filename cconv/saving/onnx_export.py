@@ -564,7 +564,7 @@ def _merge(g, layer, inputs, out):
 @_converts(_layers.Concatenate)
 def _concatenate(g, layer, inputs, out):
     rank = out.ndim
-    axis = layer._sample_axis(rank - 1) + 1              # in cconv's order, batch axis = 0
+    axis = layer.axis + rank if layer.axis < 0 else layer.axis   # cconv's order, batch = 0
     layout = (_NCHW if rank == 4 and any(g.preferred(t) == _NCHW for t in inputs)
               else _NATURAL)
     if layout == _NCHW:
@@ -603,19 +603,35 @@ def _export_dtype(model, dtype):
 
 
 def _graph_parts(model):
-    """``(inputs, outputs, nodes, input names, output names)`` of a built cconv model."""
+    """``(inputs, outputs, nodes, input names, output names)`` of a cconv model, built here
+    from its declared input shape if needed; ``nodes`` in an order where each node comes
+    after the nodes it reads (a depth-first walk back from the outputs)."""
     from ..trainers.trainer import Trainer
     if not isinstance(model, Trainer):
         raise TypeError(f"export: model must be a cconv model (Sequential or Model); got "
                         f"{type(model).__name__}.")
     if not getattr(model, "built", False):
         try:
-            model._ensure_built()
+            model.build()
         except ValueError as exc:
             raise ValueError(f"export: model {model.name!r} is not built and has no declared "
                              f"input shape ({exc}); build it (model.build(input_shape)) or "
                              f"call it on data first.") from None
-    return (list(model._inputs), list(model._outputs), list(model._nodes),
+    inputs, outputs = list(model.inputs), list(model.outputs)
+    order, done = [], set()
+    stack = [(t.node, False) for t in reversed(outputs)]
+    while stack:                                 # iterative post-order: deep models are fine
+        node, expanded = stack.pop()
+        if node in done:
+            continue
+        if expanded:
+            done.add(node)
+            order.append(node)
+            continue
+        stack.append((node, True))
+        stack.extend((t.node, False) for t in reversed(node.inbound_tensors)
+                     if t.node not in done)
+    return (inputs, outputs, [n for n in order if not n.is_input],
             list(model.input_names), list(model.output_names))
 
 
