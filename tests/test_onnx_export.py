@@ -331,6 +331,29 @@ def test_output_that_is_also_an_input_and_repeated_outputs(tmp_path):
     _check(model, tmp_path)
 
 
+class Subclassed(cconv.Model):
+    def __init__(self):
+        super().__init__(name="subclassed")
+        self.conv = L.Conv2D(3, 3, padding="same", activation="relu")
+        self.flat = L.Flatten()
+        self.head = L.Dense(2)
+
+    def call(self, x):
+        return self.head(self.flat(self.conv(x)))
+
+
+def test_subclassed_and_not_yet_built_models(tmp_path):
+    model = Subclassed()
+    model.build((5, 5, 2))
+    _check(_randomize(model), tmp_path)
+    seq = cconv.Sequential([L.Input((5, 5, 2)), L.Conv2D(2, 3)], name="unbuilt")
+    assert not seq.built
+    _check(seq, tmp_path)                 # built from its declared input shape
+    seq = cconv.Sequential([L.Conv2D(2, 3)], name="built_on_data")
+    seq.predict(np.zeros((1, 4, 4, 1), np.float32), verbose=0)
+    _check(seq, tmp_path)
+
+
 def test_float64_model_runs_in_ort_where_it_has_double_kernels(tmp_path):
     """ONNX Runtime's CPU provider runs Gemm, MatMul, MaxPool, Relu, Sigmoid, Tanh, Softmax,
     LeakyRelu, Where, Pad, Slice, Transpose, Add/Mul/Max/Min... in float64."""
