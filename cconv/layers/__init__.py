@@ -9,6 +9,18 @@ from .depthwise import DepthwiseConv2D, SeparableConv2D
 from .merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
 from .normalization import BatchNormalization
 from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
+from .preprocessing import (
+    CenterCrop,
+    Normalization,
+    RandomBrightness,
+    RandomContrast,
+    RandomCrop,
+    RandomFlip,
+    RandomRotation,
+    RandomTranslation,
+    RandomZoom,
+    Resizing,
+)
 from .reshaping import Cropping2D, Permute, Rescaling, Reshape, UpSampling2D, ZeroPadding2D
 
 # Keras aliases.
@@ -29,6 +41,8 @@ __all__ = [
     "ZeroPadding2D", "Cropping2D", "UpSampling2D", "Reshape", "Permute", "Rescaling",
     "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D", "Convolution2DTranspose",
     "SeparableConvolution2D",
+    "Resizing", "CenterCrop", "RandomCrop", "RandomFlip", "RandomRotation", "RandomZoom",
+    "RandomTranslation", "RandomContrast", "RandomBrightness", "Normalization",
 ]
 
 # Every layer class by its name, plus Keras's aliases (case and underscores ignored).
@@ -39,7 +53,9 @@ REGISTRY = Registry("layer", Layer, {
         BatchNormalization,
         Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate,
         ZeroPadding2D, Cropping2D, UpSampling2D, Reshape, Permute, Rescaling,
-        Conv2DTranspose, DepthwiseConv2D, SeparableConv2D)},
+        Conv2DTranspose, DepthwiseConv2D, SeparableConv2D,
+        Resizing, CenterCrop, RandomCrop, RandomFlip, RandomRotation, RandomZoom,
+        RandomTranslation, RandomContrast, RandomBrightness, Normalization)},
     "Convolution2D": Conv2D, "MaxPool2D": MaxPool2D, "AvgPool2D": AvgPool2D,
     "GlobalAvgPool2D": GlobalAvgPool2D, "GlobalMaxPool2D": GlobalMaxPool2D,
     "Convolution2DTranspose": Conv2DTranspose, "SeparableConvolution2D": SeparableConv2D,
