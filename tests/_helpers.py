@@ -9,7 +9,8 @@ import cconv
 from cconv import layers as L
 
 __all__ = ["assert_close", "numeric_grad", "small_model", "small_data", "keras_or_skip",
-           "tiny_data", "keras_pair", "assert_same_training"]
+           "tiny_data", "keras_pair", "assert_same_training",
+           "PREPROCESSING_CONFIG_CASES"]
 
 
 def assert_close(actual, expected, dtype, what=""):
@@ -121,3 +122,28 @@ def assert_same_training(km, cm, hk, hc):
     for a, b in zip(cm.get_weights(), km.get_weights()):
         scale = max(1.0, float(np.abs(b).max()))
         assert np.abs(a - b).max() <= 1e-4 * scale, "weights drifted from Keras"
+
+
+# ----- layer configurations -----------------------------------------------------------------------
+# Constructor arguments of the preprocessing layers for the config tests (test_layer_config checks
+# every layer's config against Keras; test_preprocessing checks these in more detail).
+PREPROCESSING_CONFIG_CASES = {
+    "Resizing": [dict(height=4, width=5), dict(height=3, width=7, interpolation="nearest",
+                                               crop_to_aspect_ratio=True),
+                 dict(height=6, width=2, pad_to_aspect_ratio=True, fill_value=2.5)],
+    "CenterCrop": [dict(height=3, width=4)],
+    "RandomCrop": [dict(height=3, width=4, seed=3)],
+    "RandomFlip": [dict(), dict(mode="vertical", seed=2)],
+    "RandomRotation": [dict(factor=0.1), dict(factor=(-0.2, 0.3), fill_mode="constant",
+                                              interpolation="nearest", seed=1, fill_value=2.0)],
+    "RandomZoom": [dict(height_factor=0.1), dict(height_factor=(-0.2, 0.3), width_factor=0.4,
+                                                 fill_mode="wrap", seed=4)],
+    "RandomTranslation": [dict(height_factor=0.1, width_factor=(-0.2, 0.1)),
+                          dict(height_factor=(0.1, 0.2), width_factor=0.3,
+                               fill_mode="nearest", interpolation="nearest", fill_value=1.0)],
+    "RandomContrast": [dict(factor=0.2), dict(factor=(0.1, 0.3), value_range=(0, 1), seed=5)],
+    "RandomBrightness": [dict(factor=0.2), dict(factor=(-0.1, 0.3), value_range=(1, 0),
+                                                seed=5)],
+    "Normalization": [dict(), dict(axis=None, mean=2.0, variance=3.0),
+                      dict(axis=(1, 3), invert=True), dict(mean=[1.0, 2.0], variance=[3.0, 4.0])],
+}

@@ -10,6 +10,8 @@ import pytest
 import cconv
 from cconv import layers as L
 
+from ._helpers import PREPROCESSING_CONFIG_CASES
+
 # Constructor arguments per layer class (defaults first, then explicit forms); every class
 # cconv and Keras both have must be listed (see the first test).
 CASES = {
@@ -41,6 +43,7 @@ CASES = {
     "Reshape": [dict(target_shape=(2, -1))],
     "Permute": [dict(dims=(2, 1))],
     "Rescaling": [dict(scale=0.5), dict(scale=[1.0, 2.0], offset=[0.0, 1.0])],
+    **PREPROCESSING_CONFIG_CASES,
 }
 PARAMS = [(name, kwargs) for name, all_kwargs in CASES.items() for kwargs in all_kwargs]
 IDS = [f"{name}-{i}" for name, all_kwargs in CASES.items() for i in range(len(all_kwargs))]
@@ -58,8 +61,9 @@ def _same(got, want, where):
         for k in set(got) & set(want):
             _same(got[k], want[k], f"{where}[{k!r}]")
     elif isinstance(want, (list, tuple)):
-        assert type(got) is type(want), f"{where}: {got!r} is a {type(got).__name__}, Keras " \
-                                        f"gives {want!r}"
+        kind = tuple if isinstance(want, tuple) else list     # Keras's TrackedList is a list
+        assert type(got) is kind, f"{where}: {got!r} is a {type(got).__name__}, Keras " \
+                                  f"gives {want!r}"
         assert len(got) == len(want), where
         for i, (g, w) in enumerate(zip(got, want)):
             _same(g, w, f"{where}[{i}]")

@@ -11,7 +11,7 @@ import cconv
 from cconv import layers as L
 from cconv.layers import preprocessing as P
 
-from ._helpers import assert_close, numeric_grad
+from ._helpers import PREPROCESSING_CONFIG_CASES, assert_close, numeric_grad
 
 DTYPES = [np.float32, np.float64]
 FILL_MODES = ["reflect", "wrap", "constant", "nearest"]
@@ -508,28 +508,9 @@ def test_bad_arguments_raise_naming_the_argument(make, word):
 
 
 # ----- configs ------------------------------------------------------------------------------------
-CONFIG_CASES = {
-    "Resizing": [dict(height=4, width=5), dict(height=3, width=7, interpolation="nearest",
-                                               crop_to_aspect_ratio=True),
-                 dict(height=6, width=2, pad_to_aspect_ratio=True, fill_value=2.5)],
-    "CenterCrop": [dict(height=3, width=4)],
-    "RandomCrop": [dict(height=3, width=4, seed=3)],
-    "RandomFlip": [dict(), dict(mode="vertical", seed=2)],
-    "RandomRotation": [dict(factor=0.1), dict(factor=(-0.2, 0.3), fill_mode="constant",
-                                              interpolation="nearest", seed=1, fill_value=2.0)],
-    "RandomZoom": [dict(height_factor=0.1), dict(height_factor=(-0.2, 0.3), width_factor=0.4,
-                                                 fill_mode="wrap", seed=4)],
-    "RandomTranslation": [dict(height_factor=0.1, width_factor=(-0.2, 0.1)),
-                          dict(height_factor=(0.1, 0.2), width_factor=0.3,
-                               fill_mode="nearest", interpolation="nearest", fill_value=1.0)],
-    "RandomContrast": [dict(factor=0.2), dict(factor=(0.1, 0.3), value_range=(0, 1), seed=5)],
-    "RandomBrightness": [dict(factor=0.2), dict(factor=(-0.1, 0.3), value_range=(1, 0),
-                                                seed=5)],
-    "Normalization": [dict(), dict(axis=None, mean=2.0, variance=3.0),
-                      dict(axis=(1, 3), invert=True), dict(mean=[1.0, 2.0], variance=[3.0, 4.0])],
-}
-CONFIG_PARAMS = [(n, kw) for n, all_kw in CONFIG_CASES.items() for kw in all_kw]
-CONFIG_IDS = [f"{n}-{i}" for n, all_kw in CONFIG_CASES.items() for i in range(len(all_kw))]
+CONFIG_PARAMS = [(n, kw) for n, all_kw in PREPROCESSING_CONFIG_CASES.items() for kw in all_kw]
+CONFIG_IDS = [f"{n}-{i}" for n, all_kw in PREPROCESSING_CONFIG_CASES.items()
+              for i in range(len(all_kw))]
 
 
 def _same_types(got, want, where):
