@@ -155,9 +155,11 @@ def test_distributed_checkpoints_are_written_by_rank_0_only(tmp_path, monkeypatc
     mpi = types.SimpleNamespace(COMM_WORLD=_FakeComm(), IN_PLACE=None, SUM=None, LOR=None)
     monkeypatch.setitem(sys.modules, "mpi4py", types.SimpleNamespace(MPI=mpi))
     monkeypatch.setitem(sys.modules, "mpi4py.MPI", mpi)
-    monkeypatch.delitem(sys.modules, "cconv.distributed", raising=False)
+    for name in ("cconv.distributed", "cconv.distribute.mpi"):   # the public path and its code
+        monkeypatch.delitem(sys.modules, name, raising=False)
     distributed = importlib.import_module("cconv.distributed")
-    monkeypatch.delitem(sys.modules, "cconv.distributed")      # the real one next time
+    for name in ("cconv.distributed", "cconv.distribute.mpi"):   # the real ones next time
+        monkeypatch.delitem(sys.modules, name)
     model = tiny_model()
     dmodel = distributed.DistributedModel(model, root=1)
     x = np.zeros((8, 4), np.float32)
