@@ -182,11 +182,21 @@ def test_training_through_a_layer_without_backward_is_refused(kind, how):
     model.compile("sgd", "mse")
     before = model.get_weights()
     x, y = _data(), _data(shape=(3,), seed=2)
+    started = []
+    callbacks = [cconv.callbacks.LambdaCallback(on_train_begin=lambda logs: started.append(1))]
+    forwards = []
+    layer = next(l for l in model.layers if l.name == "scale_shift")
+    call = layer.call
+    layer.call = lambda *a, **k: forwards.append(1) or call(*a, **k)
     with pytest.raises(NotImplementedError,
                        match=r"'scale_shift' \(ScaleShift\).*backward\(self, dy\)"):
-        model.fit(x, y, verbose=0) if how == "fit" else model.train_on_batch(x, y)
+        if how == "fit":
+            model.fit(x, y, verbose=0, callbacks=callbacks)
+        else:
+            model.train_on_batch(x, y)
     for w0, w1 in zip(before, model.get_weights()):
         np.testing.assert_array_equal(w0, w1)
+    assert not started and not forwards, "refused only after training had started"
 
 
 def test_training_before_the_first_trainable_layer_needs_no_backward():

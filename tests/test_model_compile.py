@@ -16,6 +16,7 @@ from cconv.trainers.trainer import Trainer
 COMPILE_ARGS = {
     "optimizer": "adam",
     "loss": "mae",
+    "loss_weights": 0.5,
     "metrics": ["mse"],
     "weighted_metrics": ["mse"],
     "jit_compile": False,
@@ -118,6 +119,30 @@ def test_subclassed_model_keeps_compile_arguments_until_traced():
     hist = model.fit(x, y, sample_weight=w, verbose=0).history
     assert list(hist) == ["loss", "mae", "weighted_mae"]
     assert model.jit_compile is False
+
+
+def test_one_output_loss_weight_scales_the_loss_as_keras():
+    """``loss_weights`` on a one-output model (a number, a one-item list or a dict by output
+    name) multiplies the loss; metric names stay Keras's (no output prefix)."""
+    keras = pytest.importorskip("keras", reason="compares with Keras")
+    x, y, _ = _data()
+    init = [np.random.default_rng(2).normal(size=s).astype("float32")
+            for s in [(5, 2), (2,)]]
+    histories = {}
+    for lw in (0.5, [0.5], {"out": 0.5}):
+        km = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2, name="out")])
+        km.compile("sgd", "mse", loss_weights=lw, metrics=["mae"])
+        km.set_weights(init)
+        cm = cconv.Sequential([cconv.Input((5,)), L.Dense(2, name="out")])
+        cm.compile("sgd", "mse", loss_weights=lw, metrics=["mae"])
+        cm.set_weights(init)
+        kh = km.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history
+        ch = cm.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history
+        assert sorted(ch) == sorted(kh), lw
+        for k in kh:
+            np.testing.assert_allclose(ch[k], kh[k], rtol=1e-5, err_msg=f"{lw} {k}")
+        histories[str(lw)] = ch
+    assert len({str(h) for h in histories.values()}) == 1
 
 
 def _two_outputs(mod):

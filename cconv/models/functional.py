@@ -34,7 +34,6 @@ How it runs (one rule per question):
   names of the layers that produce the outputs); ``loss_weights`` likewise.
 """
 
-from inspect import signature as _signature
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -42,6 +41,7 @@ import numpy as np
 from .. import layers as _layers
 from .. import losses as _losses
 from .. import metrics as _metrics
+from .. import optimizers as _optimizers
 from ..layers.base import _snake, unique_name
 from ..layers.node import KerasTensor, input_tensor, is_symbolic
 from ..saving import register_model_class
@@ -285,9 +285,7 @@ class Model(Trainer):
             raise TypeError(f"{type(self).__name__}.call must return the result of layer calls "
                             f"(symbolic tensors) when traced; got {type(outs).__name__}.")
         self._init_graph(ins if several else ins[0], outs)
-        pending = self.__dict__.pop("_pending_compile", None)
-        if pending is not None:
-            self.compile(**pending)
+        self._apply_pending_compile()
         used = [l for l in self._layers if not isinstance(l, _layers.InputLayer)]
         self._layers = self._tracked + [l for l in used if all(l is not t for t in self._tracked)]
 
@@ -406,6 +404,17 @@ class Model(Trainer):
         outs = [vals[s] for s in self._out_slots]
         return outs[0] if len(outs) == 1 else pack(outs, outs[0].shape[0])
 
+    def _require_backward(self):
+        """Raise before training when a node that backward must run belongs to a layer that
+        defines no ``backward`` (a Keras-style custom layer).
+
+        Raises:
+            NotImplementedError: naming the layer and what to define.
+        """
+        for (node, _, _, _), needed in zip(self._plan, self._needs_backward):
+            if needed:
+                node.layer.require_backward()
+
     def _layer_backward(self, g, logits=False):
         """Back-propagate ``g = dL/d(outputs)`` (packed; dL/d(logits) with ``logits``) through
         the graph's layers in reverse node order, summing gradients of tensors used several
@@ -415,9 +424,7 @@ class Model(Trainer):
             NotImplementedError: a node that must be differentiated belongs to a layer that
                 defines no ``backward`` (a Keras-style custom layer), before any backward runs.
         """
-        for (node, _, _, _), needed in zip(self._plan, self._needs_backward):
-            if needed:
-                node.layer.require_backward()
+        self._require_backward()
         gs = [g] if len(self._outputs) == 1 else unpack(g, self._out_shapes)
         grads, sums = {}, {}
         n_in = len(self._inputs)
@@ -462,38 +469,38 @@ class Model(Trainer):
 
 
     # ----- compile and data ------------------------------------------------------------------
-    def compile(self, optimizer="rmsprop", loss=None, *, metrics=None, loss_weights=None,
-                weighted_metrics=None, **options):
-        """As :meth:`Trainer.compile`, which gets every other keyword (``jit_compile``,
-        ...); with several outputs ``loss``, ``metrics``, ``weighted_metrics`` and
-        ``loss_weights`` may be lists (output order) or dicts (output names). A single loss
-        or a flat metric list applies to every output. The total loss is
-        ``sum(loss_weights[i] * loss_i)``; metrics are logged as ``<output>_<metric>``
-        (``<output>_weighted_<metric>`` for a weighted metric of the same name, Keras's rule).
+    def _compile_when_built(self, args):
+        """A model that does not know its outputs yet (a subclassed model before it is
+        traced, or a model whose :meth:`_outputs_known` says so for these arguments) checks
+        the names now and keeps the arguments for when it is built."""
+        if self._graph is not None or self._outputs_known(args):
+            return False
+        _optimizers.get(args["optimizer"])      # names refused now, not at the first fit
+        for name in ("metrics", "weighted_metrics"):
+            value = args[name]
+            if value is not None and not isinstance(value, (list, tuple, dict)):
+                raise TypeError(f"{name} must be a list (or a dict by output name); got "
+                                f"{type(value).__name__}.")
+        self._pending_compile = args
+        self.compiled = True
+        return True
 
-        Raises:
-            ValueError: unknown names, or lists/dicts that do not match the outputs.
-            TypeError: a keyword :meth:`Trainer.compile` does not take.
-        """
-        if self._graph is None:       # a subclassed model compiled before it is traced
-            _signature(Trainer.compile).bind(self, optimizer, loss, metrics=metrics,
-                                             weighted_metrics=weighted_metrics, **options)
-            self._pending_compile = dict(optimizer=optimizer, loss=loss, metrics=metrics,
-                                         loss_weights=loss_weights,
-                                         weighted_metrics=weighted_metrics, **options)
-            self.compiled = True
-            return
+    def _outputs_known(self, args):
+        """Whether ``compile(**args)`` can be applied before the graph exists."""
+        return False
+
+    def _compile_outputs(self, loss, loss_weights, metrics, weighted_metrics):
+        """Per-output losses and metrics (see :meth:`Trainer.compile`); one output without
+        loss weights compiles as a plain single-output model."""
+        if self._graph is None:      # a Sequential not built yet: one output, named later
+            return super()._compile_outputs(loss, loss_weights, metrics, weighted_metrics)
         names = self._output_names
         loss_list = by_name(loss, names, "loss")
         metric_lists = per_output_metrics(metrics, names, "metrics")
         weighted_lists = per_output_metrics(weighted_metrics, names, "weighted_metrics")
         if len(names) == 1 and loss_weights is None:
-            super().compile(optimizer, loss_list[0], metrics=metric_lists[0],
-                            weighted_metrics=weighted_lists[0], **options)
-            return
-        super().compile(optimizer, next((l for l in loss_list if l is not None), None),
-                        metrics=[m for ms in metric_lists for m in ms],
-                        weighted_metrics=[m for ms in weighted_lists for m in ms], **options)
+            return super()._compile_outputs(loss_list[0], None, metric_lists[0],
+                                            weighted_lists[0])
         weights = [1.0 if w is None else float(w) for w in
                    by_name(1.0 if loss_weights is None else loss_weights, names, "loss_weights")]
         losses = [None if l is None else _losses.get(l) for l in loss_list]
@@ -501,6 +508,12 @@ class Model(Trainer):
         self.loss.shapes = self._out_shapes
         self._metric_ids = [(i, m) for i, ms in enumerate(metric_lists) for m in ms]
         self._weighted_metric_ids = [(i, m) for i, ms in enumerate(weighted_lists) for m in ms]
+
+    def _apply_pending_compile(self):
+        """The compile that waited for the model's outputs (see :meth:`_compile_when_built`)."""
+        pending = self.__dict__.pop("_pending_compile", None)
+        if pending is not None:
+            self.compile(**pending)
 
     @property
     def metrics_names(self):

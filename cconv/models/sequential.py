@@ -132,6 +132,7 @@ class Sequential(Model):
             x = layer(x)
         self._init_graph(inputs, x)
         self._layers = chain        # Keras: a Sequential's layers leave out its InputLayer
+        self._apply_pending_compile()
 
     # ----- forward / backward --------------------------------------------------------------------
     def chain_layers(self):
@@ -139,10 +140,15 @@ class Sequential(Model):
         :mod:`cconv.plan`."""
         return self._layers
 
-    # ----- a single input and output: the trainer's own data checks and compile ------------------
+    # ----- a single input and output: the trainer's own data checks ------------------------------
     _prepare_x = Trainer._prepare_x
     _prepare_xy = Trainer._prepare_xy
-    compile = Trainer.compile
+
+    def _outputs_known(self, args):
+        """One output, so ``compile`` applies at once unless an argument is given per output
+        (loss weights, or a dict by output name: the output's name comes with the graph)."""
+        return args["loss_weights"] is None and not any(
+            isinstance(args[k], dict) for k in ("loss", "metrics", "weighted_metrics"))
 
     # ----- summary / config / saving -------------------------------------------------------------
     def _summary_rows(self):

@@ -117,13 +117,15 @@ class MultiOutputLoss(_losses.Loss):
 
 
 class OutputMetric:
-    """A metric of one output of a packed multi-output model, named ``<output>_<metric>``;
-    with ``metric=None`` the mean of that output's (unweighted) loss, ``<output>_loss``."""
+    """A metric of one output of a packed multi-output model, named ``<output>_<metric>``
+    (just ``<metric>`` when the model has one output, as Keras names it); with ``metric=None``
+    the mean of that output's (unweighted) loss, ``<output>_loss``."""
 
     def __init__(self, multi, index, metric):
         self.multi, self.index, self.metric = multi, index, metric
         suffix = "loss" if metric is None else metric.name
-        self.name = f"{multi.names[index]}_{suffix}"
+        one = len(multi.names) == 1 and metric is not None
+        self.name = suffix if one else f"{multi.names[index]}_{suffix}"
         self.reset_state()
 
     def reset_state(self):

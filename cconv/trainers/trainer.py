@@ -24,6 +24,10 @@ What a subclass provides:
     and ``train_on_batch`` run steps: sets ``_fused``, whether ``_forward(..., logits=True)``
     stops before an output activation that the loss fuses (``loss.fused_activation``, the
     loss's ``fused_value_and_grad``), or False to never fuse.
+``_require_backward()``
+    Called by ``fit`` and ``train_on_batch`` before anything runs: raises when a layer that
+    training must differentiate cannot be (a Keras-style custom layer without ``backward``),
+    so no forward pass, moving statistic or callback has run when it refuses.
 ``get_config()`` / ``from_config(config)`` (classmethod)
     The architecture as JSON-able data, for :mod:`cconv.saving`.
 
@@ -337,34 +341,58 @@ class Trainer:
 
     # ----- compile --------------------------------------------------------------------------
     def compile(self, optimizer: Union[str, dict, _optimizers.Optimizer] = "rmsprop",
-                loss: Union[str, dict, _losses.Loss, None] = None, *,
-                metrics: Optional[Sequence[Union[str, _metrics.Metric]]] = None,
-                jit_compile: bool = True,
-                weighted_metrics: Optional[Sequence[Union[str, _metrics.Metric]]] = None
-                ) -> None:
-        """Configure training.
+                loss=None, *, loss_weights=None, metrics=None, weighted_metrics=None,
+                jit_compile: bool = True) -> None:
+        """Configure training: the one ``compile`` of every model (Keras 3's arguments).
 
         Args:
             optimizer: name ("adam", "sgd", "rmsprop") or optimizer object.
             loss: name ("categorical_crossentropy", "sparse_categorical_crossentropy",
-                "binary_crossentropy", "mse", "mae") or loss object.
-            metrics: list of names ("accuracy", ...) or metric objects (keyword only); as in
-                Keras they ignore sample and class weights.
+                "binary_crossentropy", "mse", "mae") or loss object; with several outputs a
+                list (output order) or dict (output names), or one loss for every output.
+            loss_weights: the total loss is ``sum(loss_weights[i] * loss_i)``: a list, a
+                dict by output name, or (one output) a number.
+            metrics: list of names ("accuracy", ...) or metric objects; as in Keras they
+                ignore sample and class weights. With several outputs a flat list applies to
+                every output, a list of lists or a dict gives each output its own; they are
+                logged as ``<output>_<metric>``.
             weighted_metrics: metrics that use the sample (or class) weights: weighted means
                 ``sum(value_i * w_i) / sum(w_i)``; a name that is also in ``metrics`` is
                 logged as ``weighted_<name>`` (Keras's rule).
             jit_compile: False runs inference and training layer by layer instead of
                 through a compiled plan (:mod:`cconv.plan`); results agree to float rounding.
 
+        A model whose outputs are not known yet (a subclassed model before it is traced; a
+        ``Sequential`` without an input shape given per-output arguments) checks the
+        arguments' names now and applies them when it is built.
+
         Raises:
-            ValueError: an unknown name (the message lists the known ones).
+            ValueError: an unknown name (the message lists the known ones), or lists/dicts
+                that do not match the outputs.
         """
+        args = dict(optimizer=optimizer, loss=loss, loss_weights=loss_weights,
+                    metrics=metrics, weighted_metrics=weighted_metrics,
+                    jit_compile=jit_compile)
+        if self._compile_when_built(args):
+            return
         self.jit_compile = bool(jit_compile)
         self.optimizer = _optimizers.get(optimizer)
+        self._compile_outputs(loss, loss_weights, metrics, weighted_metrics)
+        self.compiled = True
+
+    def _compile_when_built(self, args):
+        """Whether ``compile(**args)`` must wait for the model's outputs (then the model
+        keeps ``args`` and applies them when built); a model class decides."""
+        return False
+
+    def _compile_outputs(self, loss, loss_weights, metrics, weighted_metrics):
+        """The loss and metrics of a model with one output (a model with several outputs
+        overrides this)."""
+        if loss_weights is not None:
+            raise ValueError("loss_weights needs a model that knows its outputs.")
         self.loss = _losses.get(loss)
         self._metric_ids = _metric_list(metrics)
         self._weighted_metric_ids = _metric_list(weighted_metrics)
-        self.compiled = True
 
     def get_compile_config(self) -> Optional[Config]:
         """The compile arguments as JSON-able data (None when not compiled)."""
@@ -684,6 +712,7 @@ class Trainer:
         x, y, y_shape = self._prepare_xy(x, y)
         w = self._sample_weights(sample_weight, class_weight, y, x.shape[0])
         self._setup_fusion()
+        self._require_backward()
         self._ensure_packed()
         metrics = self._make_metrics(y_shape)
         loss, _ = self._train_step(x, y, metrics, w)
@@ -893,6 +922,7 @@ class Trainer:
         if validation_data is not None:
             val = self._validation_data(validation_data, val_bs, validation_steps)
         self._setup_fusion()
+        self._require_backward()
         self._ensure_packed()
         metrics = self._make_metrics(y_shape)
         iterator = EpochIterator(adapter, initial_epoch, epochs, steps_per_epoch)
