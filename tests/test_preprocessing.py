@@ -701,8 +701,6 @@ def _smart(keras, x, size):
     return np.asarray(smart_resize(x, size))
 
 
-@pytest.mark.xfail(reason="cconv/saving/keras_files.py reads weights as floats only; "
-                          "Normalization's count is an int64 scalar (Keras's dtype)", strict=False)
 @pytest.mark.parametrize("writer", ["keras", "cconv"])
 def test_adapted_normalization_is_read_from_keras(tmp_path, writer):
     keras = _keras()

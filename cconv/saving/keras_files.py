@@ -586,10 +586,12 @@ def _load_layer_weights(found, filepath):
     every layer as it was, and nothing larger than the model is allocated."""
     for layer, items in found:
         for (path, ds), w in zip(items, layer.weights):
-            problem = _h5_mismatch(ds, w.shape, "f")
+            kinds = "f" if w.dtype.kind == "f" else "iu"   # a count (Normalization) is an int
+            problem = _h5_mismatch(ds, w.shape, kinds)
             if problem:
+                what = "floats" if kinds == "f" else "integers"
                 raise ValueError(f"{filepath!r}: dataset {path!r} {problem}; layer "
-                                 f"{layer.name!r} ({type(layer).__name__}) needs floats of "
+                                 f"{layer.name!r} ({type(layer).__name__}) needs {what} of "
                                  f"shape {w.shape} there.")
     values = [(layer, [_h5_read(ds, path, filepath) for path, ds in items])
               for layer, items in found]
