@@ -41,12 +41,13 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import backend as _backend
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
 from .._typing import ArrayLike, Config, DTypeLike, Shape
 from .node import call_symbolic, is_symbolic
 
-_name_counters = defaultdict(itertools.count)
+_name_counters = _backend.name_scope_counters(defaultdict(itertools.count))
 _KERAS_BUILDS = set()       # the build methods _keras_build made (never wrapped twice)
 _SUPPORTED_DTYPES = ("float32", "float64")
 
@@ -164,7 +165,7 @@ class Layer:
     def __init__(self, name: Optional[str] = None, trainable: bool = True,
                  dtype: DTypeLike = None, input_shape: Optional[Shape] = None):
         if dtype is None:
-            dtype = "float32"
+            dtype = _backend.floatx()
         dtype = np.dtype(dtype).name
         if dtype not in _SUPPORTED_DTYPES:
             raise ValueError(f"dtype must be one of {_SUPPORTED_DTYPES}; got {dtype!r}.")
