@@ -104,7 +104,8 @@ class Node:
         self.inbound_tensors = list(inbound_tensors)
         self.multi = bool(multi)
         self.call_index = len(nodes)
-        self.outputs = [KerasTensor(output_shape, layer.dtype, (layer, self.call_index, 0),
+        dtype = getattr(layer.dtype, "name", layer.dtype)    # a model's dtype is a np.dtype
+        self.outputs = [KerasTensor(output_shape, dtype, (layer, self.call_index, 0),
                                     name=name)]
         self.forward_cache = None
         nodes.append(self)

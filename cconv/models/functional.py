@@ -132,8 +132,55 @@ def _list_property(attr, doc):
 
 
 # ----- the model --------------------------------------------------------------------------------
+class _NestedGrads(dict):
+    """A nested model's ``grads`` as its outer model sees them: keys ``"<layer>/<weight>"``
+    (the model's :attr:`Model.trainable_weight_names`), values the inner layers' own
+    ``grads`` arrays, read and assigned through (so the outer model's flat gradient array
+    reaches the inner layers)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def _split(self, key):
+        return self.model.weight_owner(key)
+
+    def __getitem__(self, key):
+        layer, name = self._split(key)
+        return layer.grads[name]
+
+    def __setitem__(self, key, value):
+        layer, name = self._split(key)
+        layer.grads[name] = value
+
+    def __contains__(self, key):
+        try:
+            layer, name = self._split(key)
+        except AttributeError:
+            return False
+        return name in layer.grads
+
+    def keys(self):
+        return list(self.model.trainable_weight_names)
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def __len__(self):
+        return len(self.keys())
+
+    def items(self):
+        return [(k, self[k]) for k in self.keys()]
+
+    def values(self):
+        return [self[k] for k in self.keys()]
+
+    def __reduce__(self):
+        return (_NestedGrads, (self.model,))
+
+
 @register_model_class
-class Model(Trainer):
+class Model(Trainer, _layers.Layer):
     """A model made of a graph of layers: ``Model(inputs, outputs)`` (functional API) or a
     subclass that defines ``call`` (traced once on symbolic inputs).
 
@@ -172,6 +219,13 @@ class Model(Trainer):
             raise TypeError("Model needs both inputs= and outputs=.")
         self._init_graph(inputs, outputs)
 
+    def __init_subclass__(cls, **kwargs):
+        """A model class is a layer class whose computation is its graph: the checks
+        :class:`~cconv.layers.Layer` makes of a layer subclass's ``call`` / ``forward`` do
+        not apply (a subclassed model defines ``call`` and is traced)."""
+        super(_layers.Layer, cls).__init_subclass__(**kwargs)
+        cls._call_has_training_arg = False
+
     def _init_model(self, name):
         """The state every model starts with: no graph yet, no layers, not built."""
         self.__dict__.setdefault("_tracked", [])
@@ -180,10 +234,19 @@ class Model(Trainer):
         self.name = name
         self._layers = []
         self.built = False
+        self.dtype = np.dtype("float32")
+        self._input_shape = self._output_shape = None
+        self.__dict__["_trainable"] = True
+        self.__dict__["grads"] = _NestedGrads(self)
 
     # ----- structure ---------------------------------------------------------------------------
     def __setattr__(self, name, value):
-        """Track layers assigned as attributes (also in lists), in assignment order."""
+        """Track layers assigned as attributes (also in lists), in assignment order. A
+        weight name ``"<layer>/<weight>"`` (:attr:`weight_names`) sets that layer's weight."""
+        if "/" in name:
+            layer, attr = self.weight_owner(name)
+            setattr(layer, attr, value)
+            return
         tracked = self.__dict__.setdefault("_tracked", [])
         found = value if isinstance(value, (list, tuple)) else [value]
         for v in found if name != "_layers" else ():
@@ -251,7 +314,7 @@ class Model(Trainer):
     def _build_graph(self):
         """Shapes, dtype and backward flags of the graph made by :meth:`_init_graph`."""
         layers = [n.layer for n in self._nodes]
-        dtypes = sorted({l.dtype for l in layers})
+        dtypes = sorted({np.dtype(l.dtype).name for l in layers})
         if len(dtypes) > 1:
             raise ValueError(f"All layers of model {self.name!r} must share one dtype; "
                              f"got {dtypes}.")
@@ -325,11 +388,169 @@ class Model(Trainer):
         raise ValueError(f"No layer named {name!r} in model {self.name!r}; layers: "
                          f"{[l.name for l in self._layers]}.")
 
+    # ----- a model is a layer (nested models) -----------------------------------------------
+    # Keras's rule: a model called on symbolic tensors is ONE layer of the outer model (one
+    # entry of ``outer.layers``, one row of its summary); its weights are its layers' weights
+    # in its own order, reached by the outer model through the names "<layer>/<weight>".
+    @property
+    def trainable(self):
+        """Whether ``fit`` updates the model's weights. Setting it sets every layer's
+        ``trainable`` (Keras's rule), so ``base.trainable = False`` freezes a nested model
+        whole: its weights move to the outer model's ``non_trainable_weights`` (compile the
+        outer model again after changing it, as in Keras)."""
+        return self.__dict__.get("_trainable", True)
+
+    @trainable.setter
+    def trainable(self, value):
+        value = bool(value)
+        self.__dict__["_trainable"] = value
+        for layer in self.__dict__.get("_layers") or self.__dict__.get("_tracked", []):
+            layer.trainable = value
+        self.__dict__["_packed"] = False
+
+    @property
+    def trainable_weights(self) -> List[np.ndarray]:
+        """The weights ``fit`` updates, layer by layer; none while the model is frozen."""
+        if not self.trainable:
+            return []
+        return super().trainable_weights
+
+    @property
+    def non_trainable_weights(self) -> List[np.ndarray]:
+        """The other weights (all of them while the model is frozen)."""
+        if not self.trainable:
+            return self.weights
+        return super().non_trainable_weights
+
+    @property
+    def weight_names(self) -> List[str]:
+        """``"<layer name>/<weight name>"`` for each weight, in ``get_weights()`` order: what
+        an outer model (packing weights, the compiled plan, files) reads through
+        ``getattr(model, name)`` when this model is one of its layers."""
+        return [f"{layer.name}/{n}" for layer in self._layers for n in layer.weight_names]
+
+    @property
+    def trainable_weight_names(self) -> List[str]:
+        """As :attr:`weight_names`, for the weights of the trainable layers (``grads`` has an
+        entry for each)."""
+        return [f"{layer.name}/{n}" for layer in self._layers if layer.trainable
+                for n in layer.trainable_weight_names]
+
+    def weight_owner(self, name):
+        """``(layer, attribute)`` holding the weight called ``name`` in
+        :attr:`weight_names` (``"<layer name>/<weight name>"``, nested models' names inside).
+
+        Raises:
+            AttributeError: no layer of the model has that weight.
+        """
+        for layer in self.__dict__.get("_layers", ()):
+            prefix = layer.name + "/"
+            if name.startswith(prefix) and name[len(prefix):] in layer.weight_names:
+                return layer, name[len(prefix):]
+        raise AttributeError(f"Model {self.__dict__.get('name')!r} has no weight {name!r}.")
+
+    def __getattr__(self, name):
+        if "/" in name and "_layers" in self.__dict__:
+            layer, attr = self.weight_owner(name)
+            return getattr(layer, attr)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def weight_regularizers(self) -> List[tuple]:
+        """``(weight name, regularizer)`` of the trainable layers' penalised weights."""
+        return [(f"{layer.name}/{n}", reg) for layer in self._layers if layer.trainable
+                for n, reg in layer.weight_regularizers()]
+
+    @property
+    def _multi_input(self):
+        return self._graph is not None and len(self._inputs) > 1
+
+    @property
+    def compute_input_gradient(self):
+        """Whether :meth:`backward` returns ``dL/d(inputs)``: set by an outer model that
+        needs it (a trainable layer before this model); False for a model used alone."""
+        return self.__dict__.get("_wants_input_gradient", False)
+
+    @compute_input_gradient.setter
+    def compute_input_gradient(self, value):
+        self.__dict__["_wants_input_gradient"] = bool(value)
+        if self._graph is not None:
+            self._plan_backward()
+
+    def compute_output_shape(self, input_shape):
+        """The output's sample shape (the model is built for one input shape)."""
+        self._ensure_built()
+        return self._out_shapes[0]
+
+    def _call_symbolic(self, inputs):
+        """Record this model as one layer of the graph being built: one node, whose output
+        has the model's output shape.
+
+        Raises:
+            ValueError: tensors whose shapes differ from the model's inputs, or a wrong
+                number of them. NotImplementedError: a model with several outputs.
+        """
+        tensors = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        if isinstance(inputs, dict):
+            tensors = by_name(inputs, self._input_names, "inputs") if self._graph else list(
+                inputs.values())
+        if self._graph is None:
+            shapes = [t.shape[1:] for t in tensors]
+            self.build(shapes if len(shapes) > 1 else shapes[0])
+        if len(tensors) != len(self._inputs):
+            raise ValueError(f"Model {self.name!r} has {len(self._inputs)} inputs "
+                             f"{self._input_names}; it was called on {len(tensors)} tensors.")
+        for t, shape, name in zip(tensors, self._in_shapes, self._input_names):
+            if tuple(t.shape[1:]) != tuple(shape):
+                raise ValueError(f"Model {self.name!r}: input {name!r} expects shape "
+                                 f"{_shape_str((None,) + tuple(shape))}; it was called on a "
+                                 f"tensor of shape {_shape_str(t.shape)}.")
+        if len(self._outputs) != 1:
+            raise NotImplementedError(
+                f"Model {self.name!r} has {len(self._outputs)} outputs; cconv nests models of "
+                f"one output only (call its layers instead, or split it into models of one "
+                f"output each).")
+        from ..layers.node import Node
+        return Node(self, tensors, self._out_shapes[0], multi=len(tensors) > 1).outputs[0]
+
+    def forward(self, x, training=False):
+        """The model as a layer of an outer model: its output for batch ``x`` (a list of
+        batches for several inputs), computed layer by layer; with ``training`` keeps what
+        :meth:`backward` needs."""
+        self._ensure_built()
+        if isinstance(x, (list, tuple)):
+            x = x[0] if len(x) == 1 else pack([np.asarray(a) for a in x], np.shape(x[0])[0])
+        if training:
+            self._plan_backward()
+        return self._layer_forward(x, training)
+
+    def backward(self, dy):
+        """Back-propagate ``dy`` through the model's layers (after ``forward(x, True)``),
+        leaving each layer's weight gradients in its ``grads``; returns ``dL/dx`` (a list
+        for several inputs; None where not computed, see :attr:`compute_input_gradient`)."""
+        dxs = self._layer_backward(dy)
+        return dxs if len(dxs) > 1 else dxs[0]
+
+    def require_backward(self) -> None:
+        """As :meth:`Layer.require_backward`, for each layer training must differentiate."""
+        self._plan_backward()
+        self._require_backward()
+
+    def get_forward_cache(self) -> dict:
+        """Every node's forward caches (the model called several times in an outer graph)."""
+        return {"nodes": [(n.layer.get_forward_cache(), n.forward_cache)
+                          for n, _, _, _ in self._plan]}
+
+    def set_forward_cache(self, cache: dict) -> None:
+        for (node, _, _, _), (own, saved) in zip(self._plan, cache.get("nodes", ())):
+            node.layer.set_forward_cache(own)
+            node.forward_cache = saved
+
     # ----- forward / backward ------------------------------------------------------------------
     def _plan_backward(self):
         """Which nodes backward must run (a trainable weight at or before them) and which
         layers must compute their input gradient (a node whose parents need one)."""
-        needs, need_dx = {}, {}
+        wanted = self.compute_input_gradient
+        needs, need_dx = {t.node: wanted for t in self._inputs}, {}
         for node, _, _, _ in self._plan:
             layer = node.layer
             parents = any(needs.get(p, False) for p in node.parent_nodes)
@@ -358,14 +579,18 @@ class Model(Trainer):
     def chain_layers(self):
         """The layers in execution order when the graph is a chain (one input, one output,
         each node reading only the previous node's output, no shared layer), else None: the
-        compiled plan (:mod:`cconv.plan`) runs a model that is a chain."""
+        compiled plan (:mod:`cconv.plan`) runs a model that is a chain. A nested model that is
+        a chain is inlined (its layers in its place); any other makes the graph no chain."""
         if len(self._inputs) != 1 or len(self._outputs) != 1:
             return None
         layers, prev = [], 0
         for node, ins, out, shared in self._plan:
             if shared or node.multi or ins != [prev]:
                 return None
-            layers.append(node.layer)
+            inner = node.layer.chain_layers() if isinstance(node.layer, Model) else None
+            if isinstance(node.layer, Model) and inner is None:
+                return None
+            layers += inner if inner is not None else [node.layer]   # a nested chain inlined
             prev = out
         return layers if self._out_slots == [prev] else None
 
@@ -418,7 +643,8 @@ class Model(Trainer):
     def _layer_backward(self, g, logits=False):
         """Back-propagate ``g = dL/d(outputs)`` (packed; dL/d(logits) with ``logits``) through
         the graph's layers in reverse node order, summing gradients of tensors used several
-        times and the weight gradients of shared layers (see the module docstring).
+        times and the weight gradients of shared layers (see the module docstring). Returns
+        ``dL/d(input)`` per input (None where no layer computed it).
 
         Raises:
             NotImplementedError: a node that must be differentiated belongs to a layer that
@@ -443,18 +669,20 @@ class Model(Trainer):
             if shared and layer.trainable:
                 _sum_weight_grads(sums, layer)
             for s, d in zip(ins, dx if node.multi else [dx]):
-                if s >= n_in and d is not None:
+                if d is not None:
                     _accumulate(grads, s, d)
         for layer, acc in sums.values():
             for name, total in acc.items():
                 layer.grads[name][...] = total
+        return [grads.get(s) for s in range(n_in)]
 
     def __call__(self, x, training=False):
         """Apply the model to a batch (a list or dict of batches for several inputs);
-        returns an array, or a list of arrays for several outputs."""
+        returns an array, or a list of arrays for several outputs. On symbolic tensors the
+        model becomes one layer of the graph being built (a nested model: one node, one
+        entry of the outer model's ``layers``) and a symbolic tensor is returned."""
         if is_symbolic(x) or isinstance(x, dict) and is_symbolic(list(x.values())):
-            raise NotImplementedError("Calling a cconv model on symbolic tensors (nesting models) "
-                                      "is not supported; call its layers instead.")
+            return self._call_symbolic(x)
         return self._unpack_outputs(super().__call__(x, training))
 
     def _unpack_outputs(self, out):
@@ -492,8 +720,10 @@ class Model(Trainer):
     def _compile_outputs(self, loss, loss_weights, metrics, weighted_metrics):
         """Per-output losses and metrics (see :meth:`Trainer.compile`); one output without
         loss weights compiles as a plain single-output model."""
+        self._packed = False
         if self._graph is None:      # a Sequential not built yet: one output, named later
             return super()._compile_outputs(loss, loss_weights, metrics, weighted_metrics)
+        self._packed = False        # the trainable weights may have changed (Keras: recompile)
         names = self._output_names
         loss_list = by_name(loss, names, "loss")
         metric_lists = per_output_metrics(metrics, names, "metrics")
@@ -673,15 +903,39 @@ class Model(Trainer):
         """Keras 3's Functional config: layers (each with its ``inbound_nodes``) in
         ``model.layers`` order, ``input_layers`` and ``output_layers``."""
         self._ensure_built()
-        return graph_config(self, _layers.serialize)
+        return graph_config(self, serialize_layer)
 
     @classmethod
     def from_config(cls, config):
-        return model_from_graph_config(config, _layers.deserialize, cls=Model)
+        return model_from_graph_config(config, deserialize_layer, cls=Model)
 
     def __repr__(self):
         return (f"<{type(self).__name__} name={self.name!r}, {len(self._layers)} layers, "
                 f"built={self.built}>")
+
+
+#: Model classes a config may nest as layers, by class name (``Sequential`` adds itself).
+NESTED_MODEL_CLASSES = {"Model": Model, "Functional": Model}
+
+
+def serialize_layer(layer):
+    """``{"class_name", "config"}`` of a layer of a model's config; a nested model's entry
+    holds its own config inline (Keras's way)."""
+    if isinstance(layer, Model):
+        return {"class_name": type(layer).__name__, "config": layer.get_config()}
+    return _layers.serialize(layer)
+
+
+def deserialize_layer(entry):
+    """Inverse of :func:`serialize_layer`: a layer, or a nested model (a subclassed model's
+    entry, which holds its traced graph, is rebuilt as a graph ``Model``)."""
+    cfg = entry.get("config") or {}
+    cls = NESTED_MODEL_CLASSES.get(entry.get("class_name"))
+    if cls is None and isinstance(cfg, dict) and "input_layers" in cfg and "layers" in cfg:
+        cls = Model
+    if cls is not None:
+        return cls.from_config(cfg)
+    return _layers.deserialize(entry)
 
 
 def _tensor_config(model, t):

@@ -20,7 +20,7 @@ from ..layers.base import sample_shape, unique_name
 from ..layers.node import input_tensor
 from ..trainers.trainer import Trainer
 from ..trainers.trainer import shape_str as _shape_str
-from .functional import Model
+from .functional import NESTED_MODEL_CLASSES, Model, deserialize_layer, serialize_layer
 
 __all__ = ["Sequential"]
 
@@ -161,14 +161,14 @@ class Sequential(Model):
         cfg = {"name": self.name, "layers": []}
         if self._input_layer is not None:
             cfg["layers"].append(_layers.serialize(self._input_layer))
-        cfg["layers"] += [_layers.serialize(layer) for layer in self._layers]
+        cfg["layers"] += [serialize_layer(layer) for layer in self._layers]
         if self.built:
             cfg["build_input_shape"] = [None] + list(self._input_shape)
         return cfg
 
     @classmethod
     def from_config(cls, config: Config) -> "Sequential":
-        model = cls([_layers.deserialize(c) for c in config["layers"]], name=config.get("name"))
+        model = cls([deserialize_layer(c) for c in config["layers"]], name=config.get("name"))
         shape = config.get("build_input_shape")
         if shape is not None:
             model.build(tuple(shape[1:]))
@@ -179,3 +179,4 @@ class Sequential(Model):
 
 
 _saving.register_model_class(Sequential)
+NESTED_MODEL_CLASSES["Sequential"] = Sequential
