@@ -6,7 +6,23 @@ from .conv_transpose import Conv2DTranspose
 from .convolutional import Conv2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer, LeakyReLU, ReLU, Softmax
 from .depthwise import DepthwiseConv2D, SeparableConv2D
-from .merging import Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract
+from .merging import (
+    Add,
+    Average,
+    Concatenate,
+    Maximum,
+    Minimum,
+    Multiply,
+    Subtract,
+    add,
+    average,
+    concatenate,
+    maximum,
+    minimum,
+    multiply,
+    subtract,
+)
+from .node import layer_input, layer_output
 from .normalization import BatchNormalization
 from .pooling import AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
 from .preprocessing import (
@@ -23,6 +39,11 @@ from .preprocessing import (
 )
 from .reshaping import Cropping2D, Permute, Rescaling, Reshape, UpSampling2D, ZeroPadding2D
 
+# Keras's ``layer.input`` / ``layer.output``: the tensors of the layer's first call on symbolic
+# tensors (cconv/layers/node.py); a model overrides them with its own inputs and outputs.
+Layer.input = property(layer_input, doc=layer_input.__doc__)
+Layer.output = property(layer_output, doc=layer_output.__doc__)
+
 # Keras aliases.
 Convolution2D = Conv2D
 MaxPool2D = MaxPooling2D
@@ -38,6 +59,7 @@ __all__ = [
     "LeakyReLU", "Softmax", "BatchNormalization", "Convolution2D", "MaxPool2D", "AvgPool2D",
     "GlobalAvgPool2D", "GlobalMaxPool2D", "get", "serialize", "deserialize",
     "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+    "add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate",
     "ZeroPadding2D", "Cropping2D", "UpSampling2D", "Reshape", "Permute", "Rescaling",
     "Conv2DTranspose", "DepthwiseConv2D", "SeparableConv2D", "Convolution2DTranspose",
     "SeparableConvolution2D",

@@ -14,7 +14,8 @@ import numpy as np
 from .base import Layer
 from .node import call_symbolic, is_symbolic
 
-__all__ = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"]
+__all__ = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
+           "add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate"]
 
 
 class _Merge(Layer):
@@ -272,3 +273,42 @@ class Concatenate(_Merge):
         cfg = super().get_config()
         cfg["axis"] = self.axis
         return cfg
+
+
+# ----- Keras's functional helpers: make the layer and call it -------------------------------
+def add(inputs, **kwargs):
+    """``Add(**kwargs)(inputs)`` (Keras's ``layers.add``): the elementwise sum of a list of
+    tensors (symbolic, or NumPy batches of equal or broadcastable sample shapes)."""
+    return Add(**kwargs)(inputs)
+
+
+def subtract(inputs, **kwargs):
+    """``Subtract(**kwargs)(inputs)``: ``inputs[0] - inputs[1]`` (exactly two tensors)."""
+    return Subtract(**kwargs)(inputs)
+
+
+def multiply(inputs, **kwargs):
+    """``Multiply(**kwargs)(inputs)``: the elementwise product of a list of tensors."""
+    return Multiply(**kwargs)(inputs)
+
+
+def average(inputs, **kwargs):
+    """``Average(**kwargs)(inputs)``: the elementwise mean of a list of tensors."""
+    return Average(**kwargs)(inputs)
+
+
+def maximum(inputs, **kwargs):
+    """``Maximum(**kwargs)(inputs)``: the elementwise maximum of a list of tensors."""
+    return Maximum(**kwargs)(inputs)
+
+
+def minimum(inputs, **kwargs):
+    """``Minimum(**kwargs)(inputs)``: the elementwise minimum of a list of tensors."""
+    return Minimum(**kwargs)(inputs)
+
+
+def concatenate(inputs, axis=-1, **kwargs):
+    """``Concatenate(axis=axis, **kwargs)(inputs)``: a list of tensors of shapes ``(batch,
+    ..., c_i, ...)`` joined along ``axis`` (default -1, the channels), every other axis
+    equal."""
+    return Concatenate(axis=axis, **kwargs)(inputs)

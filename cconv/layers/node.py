@@ -10,7 +10,8 @@ This module imports nothing from cconv so that the layers (``Layer.__call__``,
 ``cconv.Input``) and the models can all use it.
 """
 
-__all__ = ["KerasTensor", "Node", "is_symbolic", "call_symbolic", "input_tensor"]
+__all__ = ["KerasTensor", "Node", "is_symbolic", "call_symbolic", "input_tensor",
+           "layer_input", "layer_output"]
 
 _CONTROL_FLOW = (
     "{what} a symbolic tensor ({tensor}): its value is unknown while a model is traced. "
@@ -79,14 +80,47 @@ class KerasTensor:
 
     __lt__ = __le__ = __gt__ = __ge__ = _compare
 
-    def _arith(self, other):
+    # Arithmetic records layers, as Keras records operations: tensor (+, -, *) tensor makes
+    # an Add / Subtract / Multiply layer (shapes broadcast as those layers do); tensor with a
+    # number (+, -, *, /) and -tensor make a Rescaling layer (``x * scale + offset``: ``x / c``
+    # is ``x * (1 / c)``, which can differ from a division in the last bit unless ``c`` is a
+    # power of two). Unlike Keras's operations they are layers of the model (``model.layers``).
+    def __add__(self, other):
+        return _arith(self, other, "add")
+
+    def __radd__(self, other):
+        return _arith(self, other, "add")
+
+    def __sub__(self, other):
+        return _arith(self, other, "subtract")
+
+    def __rsub__(self, other):
+        return _arith(self, other, "rsubtract")
+
+    def __mul__(self, other):
+        return _arith(self, other, "multiply")
+
+    def __rmul__(self, other):
+        return _arith(self, other, "multiply")
+
+    def __truediv__(self, other):
+        return _arith(self, other, "divide")
+
+    def __neg__(self):
+        return _arith(self, -1.0, "multiply")
+
+    def __pos__(self):
+        return self
+
+    def _unsupported(self, other=None):
         raise TypeError(
-            f"Arithmetic on symbolic tensors is not supported ({self!r}); use layers "
-            f"(cconv.layers.Add, Subtract, Multiply, Rescaling, Activation)."
+            f"This arithmetic on symbolic tensors is not supported ({self!r}): cconv records "
+            f"x + y, x - y, x * y between tensors, +, -, *, / with a number, and -x, as "
+            f"layers; use layers for the rest (cconv.layers.Activation, Rescaling, ...)."
         )
 
-    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _arith
-    __truediv__ = __rtruediv__ = __matmul__ = __neg__ = __pow__ = _arith
+    __rtruediv__ = __matmul__ = __rmatmul__ = __pow__ = __rpow__ = _unsupported
+    __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _unsupported
 
     __hash__ = object.__hash__
 
@@ -203,3 +237,68 @@ def call_symbolic(layer, inputs):
         )
     out_shape = layer.output_shape[1:] if keras_style else layer.compute_output_shape(shape)
     return Node(layer, tensors, out_shape, multi=multi).outputs[0]
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) or (
+        type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0
+        and getattr(getattr(value, "dtype", None), "kind", "") in "iuf")
+
+
+def _arith(tensor, other, op):
+    """The layer call that ``tensor <op> other`` stands for (see ``KerasTensor.__add__``).
+
+    Raises:
+        TypeError: an operand that is neither a symbolic tensor nor a number (naming it).
+    """
+    from . import merging, reshaping  # at call time: the layers import this module
+
+    if isinstance(other, KerasTensor):
+        if op == "divide":
+            raise TypeError(f"Division of a symbolic tensor by a symbolic tensor is not "
+                            f"supported ({tensor!r} / {other!r}); cconv has no Divide layer.")
+        cls = {"add": merging.Add, "subtract": merging.Subtract,
+               "multiply": merging.Multiply}[op]
+        return cls(dtype=tensor.dtype)([tensor, other])
+    if not _is_number(other):
+        raise TypeError(
+            f"Arithmetic on a symbolic tensor ({tensor!r}) needs another symbolic tensor or a "
+            f"number; got {type(other).__name__} {other!r}. Constant arrays: use "
+            f"cconv.layers.Rescaling(scale, offset).")
+    c = float(other)
+    if op == "divide" and c == 0:
+        raise ZeroDivisionError(f"Division of symbolic tensor {tensor!r} by zero.")
+    scale, offset = {"add": (1.0, c), "subtract": (1.0, -c), "rsubtract": (-1.0, c),
+                     "multiply": (c, 0.0), "divide": (1.0 / c if op == "divide" else 0, 0.0)}[op]
+    return reshaping.Rescaling(scale, offset, dtype=tensor.dtype)(tensor)
+
+
+def _first_node(layer, what):
+    nodes = layer.inbound_nodes
+    if not nodes:
+        raise AttributeError(f"The layer {layer.name} has never been called and thus has no "
+                             f"defined {what}.")
+    return nodes[0]
+
+
+def layer_input(layer):
+    """Keras's ``layer.input``: the tensor(s) the layer's first call took (a list for a layer
+    called on a list; an InputLayer's own tensor).
+
+    Raises:
+        AttributeError: the layer was never called on symbolic tensors.
+    """
+    node = _first_node(layer, "input")
+    if node.is_input:
+        return node.outputs[0]
+    return list(node.inbound_tensors) if node.multi else node.inbound_tensors[0]
+
+
+def layer_output(layer):
+    """Keras's ``layer.output``: the tensor the layer's first call made (Keras 3 takes the
+    first call of a layer called several times).
+
+    Raises:
+        AttributeError: the layer was never called on symbolic tensors.
+    """
+    return _first_node(layer, "output").outputs[0]

@@ -352,8 +352,40 @@ class Model(Trainer, _layers.Layer):
         used = [l for l in self._layers if not isinstance(l, _layers.InputLayer)]
         self._layers = self._tracked + [l for l in used if all(l is not t for t in self._tracked)]
 
-    inputs = _list_property("_inputs", "The model's input tensors.")
-    outputs = _list_property("_outputs", "The model's output tensors.")
+    def _graph_tensors(self, what):
+        """The graph's input or output tensors (building a model that declares its input).
+
+        Raises:
+            AttributeError: a model without a graph yet (Keras's error for a Sequential
+                without an input, or a subclassed model never built).
+        """
+        if self._graph is None and self._declared_input_shape() is not None:
+            self.build()
+        if self._graph is None:
+            raise AttributeError(self._no_graph_message(what))
+        return list(self._inputs if what == "inputs" else self._outputs)
+
+    @property
+    def inputs(self):
+        """The model's input tensors (a new list): Keras's ``model.inputs``."""
+        return self._graph_tensors("inputs")
+
+    @property
+    def outputs(self):
+        """The model's output tensors (a new list): Keras's ``model.outputs``."""
+        return self._graph_tensors("outputs")
+
+    @property
+    def input(self):
+        """Keras's ``model.input``: the input tensor, or the list of them for several."""
+        ins = self.inputs
+        return ins[0] if len(ins) == 1 else ins
+
+    @property
+    def output(self):
+        """Keras's ``model.output``: the output tensor, or the list of them for several."""
+        outs = self.outputs
+        return outs[0] if len(outs) == 1 else outs
     input_names = _list_property("_input_names", "The names of the model's inputs.")
     output_names = _list_property("_output_names", "The names of the model's outputs.")
 
@@ -449,7 +481,15 @@ class Model(Trainer, _layers.Layer):
                 return layer, name[len(prefix):]
         raise AttributeError(f"Model {self.__dict__.get('name')!r} has no weight {name!r}.")
 
+    def _no_graph_message(self, what):
+        return (f"{type(self).__name__} model {self.__dict__.get('name')!r} has no defined "
+                f"{what} yet: build it (model.build(input_shape), or give it "
+                f"cconv.Input(shape) first, or data).")
+
     def __getattr__(self, name):
+        # a property that raised AttributeError lands here: keep its message
+        if name in ("inputs", "outputs", "input", "output") and "_graph" in self.__dict__:
+            raise AttributeError(self._no_graph_message(name))
         if "/" in name and "_layers" in self.__dict__:
             layer, attr = self.weight_owner(name)
             return getattr(layer, attr)

@@ -95,7 +95,12 @@ class Sequential(Model):
     def _declared_input_shape(self):
         if self._input_layer is not None:
             return self._input_layer.shape
-        first = self._layers[0].input_shape if self._layers else None
+        if not self._layers:
+            return None
+        try:         # a nested model first: its input, if it knows it
+            first = self._layers[0].input_shape
+        except ValueError:
+            return None
         return None if first is None else sample_shape(first)
 
     def build(self, input_shape: Optional[Sequence[Optional[int]]] = None) -> None:
