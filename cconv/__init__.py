@@ -23,6 +23,7 @@ __all__ = ["ops", "classic", "get_num_threads", "set_num_threads", "openmp_enabl
 # saving.keras_files registers the .keras / .h5 / .weights.h5 formats with cconv.saving
 from . import (  # noqa: E402
     activations,
+    autograd,  # noqa: E402
     callbacks,
     datasets,
     initializers,
@@ -37,10 +38,13 @@ from . import (  # noqa: E402
     trainers,
     utils,
 )
+from .autograd import GradientTape  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Model, Sequential, load_model  # noqa: E402
 from .saving import keras_files  # noqa: E402, F401  (registers the Keras formats)
 from .saving.interop import from_keras  # noqa: E402
+
+__all__ += ["autograd", "GradientTape"]
 
 __all__ += [
     "Sequential", "Model", "Input", "load_model", "from_keras", "layers", "models",

@@ -814,3 +814,103 @@ def upsampling2d_backward(dy: ArrayLike, x: ArrayLike, size: IntOrPair = 2,
         _resample.bilinear_backward(dy, dx, *_bilinear_table(h, h * sh, dtype),
                                     *_bilinear_table(w, w * sw, dtype), _threads(4 * dy.size))
     return dx
+
+
+# ----- differentiable ops (Keras's ``keras.ops`` names), recorded on cconv's tape ----------------
+# Each takes NumPy arrays (returning a NumPy result, as NumPy would) or tensors of
+# ``cconv.autograd`` (returning a tensor that remembers how to differentiate it): a custom
+# layer's ``call``, a custom loss or a ``GradientTape`` loop is written once with them. The
+# native ops above (conv2d, pooling, dense, conv2d_transpose, upsampling2d) also accept tensors:
+# they then record themselves with their own ``*_backward`` as the gradient.
+from . import autograd as _ag  # noqa: E402  (autograd reads this module's native ops lazily)
+
+
+def _differentiable(name, doc):
+    taped = getattr(_ag, name)
+
+    def fn(*args, **kwargs):
+        if _ag.wants_node(args) or _ag.holds_tensor(kwargs):
+            return taped(*args, **kwargs)
+        return _ag.value_of(taped(*args, **kwargs))
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = doc + (" Arrays in, an array out; a ``cconv.autograd.Tensor`` in (or a "
+                        "``GradientTape`` open), a tensor out, differentiable.")
+    return fn
+
+
+matmul = _differentiable("matmul", "Matrix product ``x1 @ x2`` (NumPy's ``matmul`` shapes).")
+add = _differentiable("add", "``x1 + x2``, broadcast.")
+subtract = _differentiable("subtract", "``x1 - x2``, broadcast.")
+multiply = _differentiable("multiply", "``x1 * x2``, broadcast.")
+divide = _differentiable("divide", "``x1 / x2``, broadcast.")
+power = _differentiable("power", "``x1 ** x2``, broadcast.")
+maximum = _differentiable("maximum", "Elementwise maximum, broadcast (ties: gradient to x1).")
+minimum = _differentiable("minimum", "Elementwise minimum, broadcast (ties: gradient to x1).")
+negative = _differentiable("negative", "``-x``, same shape.")
+exp = _differentiable("exp", "``e ** x``, same shape.")
+log = _differentiable("log", "Natural logarithm, same shape.")
+sqrt = _differentiable("sqrt", "Square root, same shape.")
+square = _differentiable("square", "``x * x``, same shape.")
+absolute = _differentiable("absolute", "``|x|``, same shape.")
+tanh = _differentiable("tanh", "Hyperbolic tangent, same shape.")
+sigmoid = _differentiable("sigmoid", "``1 / (1 + exp(-x))``, same shape.")
+softplus = _differentiable("softplus", "``log(1 + exp(x))``, same shape.")
+relu = _differentiable("relu", "``max(x, 0)``, same shape.")
+clip = _differentiable("clip", "``x`` limited to ``[x_min, x_max]``, same shape.")
+where = _differentiable("where", "``x1`` where ``condition``, else ``x2`` (broadcast).")
+mean = _differentiable("mean", "Mean over ``axis`` (None: all); ``keepdims`` keeps size-1 axes.")
+reshape = _differentiable("reshape", "``x`` with shape ``newshape`` (one -1 allowed).")
+transpose = _differentiable("transpose", "Axes permuted by ``axes`` (None: reversed).")
+expand_dims = _differentiable("expand_dims", "A size-1 axis inserted at ``axis``.")
+squeeze = _differentiable("squeeze", "Size-1 axes (those in ``axis``) removed.")
+concatenate = _differentiable("concatenate", "A list of arrays joined along ``axis``.")
+softmax = _differentiable("softmax", "Softmax along ``axis`` (default -1), same shape.")
+log_softmax = _differentiable("log_softmax", "Log-softmax along ``axis`` (default -1), stable.")
+stop_gradient = _differentiable("stop_gradient", "``x``'s value; no gradient flows through.")
+
+
+def _native_or_taped(array_fn, name):
+    """``array_fn`` itself for arrays (no change, a type check more); on tensors (or under
+    an open tape) ``cconv.autograd``'s op of that ``name``, which runs ``array_fn`` and its
+    ``*_backward``."""
+    taped = getattr(_ag, name)
+
+    def fn(x, *args, **kwargs):
+        if _ag.wants_node(x) or _ag.holds_tensor(args) or _ag.holds_tensor(kwargs):
+            return taped(x, *args, **kwargs)
+        return array_fn(x, *args, **kwargs)
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = array_fn.__doc__
+    fn.__wrapped__ = array_fn
+    fn.array_function = array_fn
+    return fn
+
+
+conv2d = _native_or_taped(conv2d, "conv2d")
+conv2d_transpose = _native_or_taped(conv2d_transpose, "conv2d_transpose")
+dense = _native_or_taped(dense, "dense")
+max_pool2d = _native_or_taped(max_pool2d, "max_pool2d")
+avg_pool2d = _native_or_taped(avg_pool2d, "avg_pool2d")
+upsampling2d = _native_or_taped(upsampling2d, "upsampling2d")
+
+__all__ += ["matmul", "add", "subtract", "multiply", "divide", "power", "maximum", "minimum",
+            "negative", "exp", "log", "sqrt", "square", "absolute", "abs", "tanh", "sigmoid",
+            "softplus", "relu", "clip", "where", "sum", "mean", "max", "min", "reshape",
+            "transpose", "expand_dims", "squeeze", "concatenate", "softmax", "log_softmax",
+            "stop_gradient"]
+
+# Keras's ``ops.sum`` / ``max`` / ``min`` / ``abs`` are served by name (PEP 562) rather than
+# defined here, where they would shadow the builtins this module's functions use.
+_BUILTIN_NAMES = {
+    "sum": _differentiable("sum", "Sum over ``axis`` (None: all); ``keepdims`` keeps size-1 axes."),
+    "max": _differentiable("max", "Maximum over ``axis`` (None: all); ties share the gradient."),
+    "min": _differentiable("min", "Minimum over ``axis`` (None: all); ties share the gradient."),
+    "abs": absolute,
+}
+
+
+def __getattr__(name):
+    try:
+        return _BUILTIN_NAMES[name]
+    except KeyError:
+        raise AttributeError(f"module 'cconv.ops' has no attribute {name!r}") from None

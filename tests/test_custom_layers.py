@@ -1,6 +1,6 @@
 """Keras-style custom layers (``call``, ``build``, ``add_weight``) in cconv models: they are
 nodes of the graph with their weights, run in predict and ``__call__``, agree with Keras
-running the same class body, and refuse what cconv cannot do yet (training through them
+running the same class body, train through automatic gradients, and refuse what cconv cannot do
 without a ``backward``, layers that compute nothing) with errors that name them."""
 import numpy as np
 import pytest
@@ -173,30 +173,66 @@ def test_output_shape_inferred_from_call():
 
 @pytest.mark.parametrize("kind", ["functional", "sequential"])
 @pytest.mark.parametrize("how", ["fit", "train_on_batch"])
-def test_training_through_a_layer_without_backward_is_refused(kind, how):
+def test_training_through_a_layer_without_backward_uses_automatic_gradients(kind, how):
+    """The layer defines only build and call: its backward comes from the tape, and one SGD
+    step moves its weights (and the Dense after it) as the hand-derived gradient says."""
     if kind == "functional":
         model = _scale_model()
     else:
         model = cconv.Sequential([cconv.Input((4,)), _scale_class(L.Layer)(name="scale_shift"),
                                   L.Dense(3)])
-    model.compile("sgd", "mse")
-    before = model.get_weights()
+    model.compile(cconv.optimizers.SGD(0.1), "mse")
+    rng = np.random.default_rng(7)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    scale, shift, offset, kernel, bias = [w.astype("float64") for w in model.get_weights()]
     x, y = _data(), _data(shape=(3,), seed=2)
-    started = []
-    callbacks = [cconv.callbacks.LambdaCallback(on_train_begin=lambda logs: started.append(1))]
-    forwards = []
-    layer = next(l for l in model.layers if l.name == "scale_shift")
-    call = layer.call
-    layer.call = lambda *a, **k: forwards.append(1) or call(*a, **k)
-    with pytest.raises(NotImplementedError,
-                       match=r"'scale_shift' \(ScaleShift\).*backward\(self, dy\)"):
-        if how == "fit":
-            model.fit(x, y, verbose=0, callbacks=callbacks)
-        else:
-            model.train_on_batch(x, y)
-    for w0, w1 in zip(before, model.get_weights()):
-        np.testing.assert_array_equal(w0, w1)
-    assert not started and not forwards, "refused only after training had started"
+    h = x * scale + shift + offset
+    dout = 2 * (h @ kernel + bias - y) / y.size
+    dh = dout @ kernel.T
+    want = [scale - 0.1 * (dh * x).sum(0), shift - 0.1 * dh.sum(0), offset,
+            kernel - 0.1 * h.T @ dout, bias - 0.1 * dout.sum(0)]
+    if how == "fit":
+        model.fit(x, y, verbose=0, batch_size=len(x), shuffle=False)
+    else:
+        model.train_on_batch(x, y)
+    for got, w in zip(model.get_weights(), want):
+        np.testing.assert_allclose(got, w, rtol=1e-5, atol=1e-6)
+
+
+def test_training_through_a_custom_layer_agrees_with_keras():
+    keras = _keras()
+    kx = keras.Input((4,))
+    km = keras.Model(kx, keras.layers.Dense(3)(_scale_class(keras.layers.Layer)()(kx)))
+    cm = _scale_model()
+    rng = np.random.default_rng(3)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in km.get_weights()]
+    km.set_weights(weights)
+    cm.set_weights(weights)
+    km.compile(keras.optimizers.Adam(0.01), "mse")
+    cm.compile(cconv.optimizers.Adam(0.01), "mse")
+    x, y = _data(n=16, seed=4), _data(n=16, shape=(3,), seed=5)
+    hk = km.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
+    hc = cm.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(hc, hk, rtol=1e-4)
+    for a, b in zip(cm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_training_through_a_call_that_leaves_the_tape_is_refused():
+    """np.asarray inside call returns a plain array: the layer cannot be differentiated, and
+    training says so, naming the layer."""
+    class Detached(L.Layer):
+        def build(self, input_shape):
+            self.w = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return np.asarray(x * self.w)
+
+    x = cconv.Input((4,))
+    model = cconv.Model(x, L.Dense(3)(Detached(name="detached")(x)))
+    model.compile("sgd", "mse")
+    with pytest.raises(NotImplementedError, match=r"'detached' \(Detached\).*np\.asarray"):
+        model.fit(_data(), _data(shape=(3,)), verbose=0)
 
 
 def test_training_before_the_first_trainable_layer_needs_no_backward():

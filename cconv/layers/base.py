@@ -27,9 +27,15 @@ and keeping each weight in an attribute (``self.kernel = self.add_weight(...)``)
 ``build`` the attributes holding those arrays become the layer's weights, and the output
 shape comes from the layer's own ``compute_output_shape(input_shape)`` (Keras's form) or
 else from running ``call`` once on a batch of two zero samples. Such a layer runs in
-``predict``, ``evaluate`` and ``__call__``, in a Sequential or a graph model; training
-through it needs its ``backward`` (cconv has no automatic gradients yet), and a model
-that must differentiate it raises a NotImplementedError naming it before any backward runs.
+``predict``, ``evaluate`` and ``__call__``, in a Sequential or a graph model, and it trains
+with automatic gradients (:mod:`cconv.autograd`): a training ``forward`` runs ``call`` on
+tensors (the input and each weight wrapped, the NumPy operators, NumPy ufuncs such as
+``np.exp``, and ``cconv.ops`` recording what it does) and ``backward`` runs that record
+backwards. ``call`` must compute through those (an ``np.asarray`` or a NumPy function the
+tape does not know leaves the tape: a TypeError or NotImplementedError names the layer).
+Inference runs ``call`` on plain arrays. Called inside a ``cconv.GradientTape`` (or on a
+tensor) a layer records itself on that tape: a Keras-style layer op by op, a built-in layer as
+one node with its native backward.
 """
 
 import functools
@@ -41,6 +47,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import autograd
 from .. import backend as _backend
 from .. import initializers as _initializers
 from .. import regularizers as _regularizers
@@ -158,6 +165,8 @@ class Layer:
                 f"Subclass cconv.layers.Layer to write a layer with call(), or override "
                 f"forward (and backward).")
         cls._call_has_training_arg = "training" in inspect.signature(cls.call).parameters
+        if _is_keras_style(cls) and "_tape_record" not in cls._transient:
+            cls._transient = tuple(cls._transient) + ("_tape_record",)
         if (_is_keras_style(cls) and cls.build is not Layer.build
                 and cls.build not in _KERAS_BUILDS):
             cls.build = _keras_build(cls.build)
@@ -218,6 +227,12 @@ class Layer:
     def _keras_style(self):
         """Whether this layer computes with Keras's ``call`` (see the module docstring)."""
         return _is_keras_style(type(self))
+
+    @property
+    def _autodiff(self):
+        """Whether this layer is differentiated by the tape: Keras-style, without its own
+        ``backward``."""
+        return self._keras_style and type(self).backward is Layer.backward
 
     def _finish_build(self, shape):
         """Finish building a Keras-style layer for sample shape(s) ``shape`` (no batch axis;
@@ -434,6 +449,8 @@ class Layer:
         self._require_computation()
         if is_symbolic(x):
             return call_symbolic(self, x)
+        if autograd.wants_node(x):
+            return self._taped_call(x, training)
         if self._keras_style and isinstance(x, (list, tuple)):
             x = [self._as_batch(a) for a in x]
             if len({a.shape[0] for a in x}) != 1:
@@ -455,9 +472,95 @@ class Layer:
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """Output for a batch ``x``; caches for ``backward`` when ``training``. A Keras-style
-        layer runs its ``call`` (:meth:`_run_call`)."""
+        layer runs its ``call`` (:meth:`_run_call`); in training on tensors, keeping the
+        record that its ``backward`` runs backwards."""
         self._require_computation()
-        return self._run_call(x, training)
+        if not training or not self._autodiff:
+            return self._run_call(x, training)
+        several = isinstance(x, list)
+        with autograd.paused():
+            xs = [autograd.variable(a, self.compute_input_gradient)
+                  for a in (x if several else [x])]
+            trainable = set(self.trainable_weight_names) if self.trainable else set()
+            leaves = {n: autograd.variable(getattr(self, n), n in trainable)
+                      for n in self.weight_names}
+            out = self._call_on_tensors(xs if several else xs[0], True, leaves.get)
+        self._tape_record = (out, xs, {n: t for n, t in leaves.items() if n in trainable})
+        return self._check_output(out.value, x)
+
+    def _taped_call(self, x, training):
+        """``self(x)`` on the tape (an open ``GradientTape``, or tensors in ``x``): returns a
+        tensor. A Keras-style layer runs ``call`` on tensors (its weights are the tape's
+        leaves for them); another layer records one node whose gradient is its native
+        ``backward`` (so differentiate it after ``layer(x, training=True)``)."""
+        several = isinstance(x, (list, tuple))
+        values = [self._as_batch(autograd.value_of(a)) for a in (x if several else [x])]
+        self._check_input(values if several else values[0])
+        if self._autodiff:
+            xs = [a if autograd.is_tensor(a) and a.dtype == v.dtype else
+                  autograd.record(v, [a], lambda g: (g,)) if autograd.is_tensor(a) else
+                  autograd.leaf(v) for a, v in zip(x if several else [x], values)]
+            trainable = set(self.trainable_weight_names) if self.trainable else set()
+
+            def wrap(name):
+                w = getattr(self, name)
+                return autograd.leaf(w) if name in trainable else autograd.constant(w)
+            return self._call_on_tensors(xs if several else xs[0], training, wrap)
+        with autograd.paused():
+            out = self.forward(values if several else values[0], training=training)
+        cache = self.get_forward_cache()
+        names = self.trainable_weight_names if self.trainable else []
+        parents = list(x if several else [x]) + [getattr(self, n) for n in names]
+        n_in = len(values)
+
+        def vjp(g):
+            if not training:
+                raise RuntimeError(
+                    f"Layer {self.name!r} ({type(self).__name__}) was called with "
+                    f"training=False inside the GradientTape, so it kept nothing for its "
+                    f"backward; call it as layer(x, training=True) to differentiate it.")
+            with autograd.paused():
+                self.set_forward_cache(cache)
+                dx = self.backward(g)
+            dxs = list(dx) if several else [dx]
+            return tuple(dxs[:n_in]) + tuple(self.grads[n].copy() for n in names)
+        return autograd.record(out, parents, vjp)
+
+    def _call_on_tensors(self, x, training, wrap):
+        """``call(x)`` with each weight attribute replaced by ``wrap(name)`` (a tensor) for
+        the length of the call; returns the output tensor.
+
+        Raises:
+            NotImplementedError: ``call`` returned something not computed on the tape.
+        """
+        names = self.weight_names
+        saved = {n: getattr(self, n) for n in names}
+        try:
+            for n in names:
+                setattr(self, n, wrap(n))
+            if self._call_has_training_arg:
+                out = self.call(x, training=bool(training))
+            else:
+                out = self.call(x)
+        except TypeError as e:
+            if hasattr(e, "add_note"):
+                e.add_note(f"(while layer {self.name!r} ({type(self).__name__}) ran call on "
+                           f"cconv.autograd tensors, to differentiate it)")
+            raise
+        finally:
+            for n, w in saved.items():
+                setattr(self, n, w)
+        if isinstance(out, (list, tuple, dict)):
+            raise ValueError(f"Layer {self.name!r}: call returned a {type(out).__name__}; a cconv "
+                             f"layer has one output, one array.")
+        if not autograd.is_tensor(out):
+            raise NotImplementedError(
+                f"Layer {self.name!r} ({type(self).__name__}): call returned a "
+                f"{type(out).__name__}, not a tensor computed from its inputs, so cconv cannot "
+                f"differentiate it. Compute with the operators, NumPy ufuncs (np.exp, ...) or "
+                f"cconv.ops on the inputs and weights, without np.asarray / np.array / "
+                f"float(), or define backward(self, dy).")
+        return out
 
     def _run_call(self, x, training):
         """A Keras-style layer's ``call`` on ``x``, with ``training`` when ``call`` takes
@@ -473,6 +576,11 @@ class Layer:
         if isinstance(out, (list, tuple, dict)):
             raise ValueError(f"Layer {self.name!r}: call returned a {type(out).__name__}; a cconv "
                              f"layer has one output, one array.")
+        return self._check_output(out, x)
+
+    def _check_output(self, out, x):
+        """``call``'s result ``out`` for input ``x`` as one C-contiguous array of the layer's
+        dtype, checked (see :meth:`_run_call`)."""
         out = np.asarray(out)
         if out.dtype.kind not in "fiub":
             raise ValueError(f"Layer {self.name!r}: call returned an array of dtype {out.dtype}; "
@@ -494,8 +602,34 @@ class Layer:
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """``dL/dx`` from ``dy = dL/dy`` (same shape as the last ``forward`` output);
-        fills ``self.grads``. Needs a preceding ``forward(x, training=True)``."""
-        raise NotImplementedError(self._no_backward_message())
+        fills ``self.grads``. Needs a preceding ``forward(x, training=True)``. A Keras-style
+        layer runs the record of that forward backwards (automatic gradients): ``dL/dx``
+        is an array (a list for a list of inputs; zeros where the output does not depend on
+        it), None when ``compute_input_gradient`` is False."""
+        if not self._autodiff:
+            raise NotImplementedError(self._no_backward_message())
+        record = self.__dict__.get("_tape_record")
+        if record is None:
+            raise RuntimeError(f"Layer {self.name!r}: backward needs a preceding "
+                               f"forward(x, training=True).")
+        out, xs, leaves = record
+        dy = np.asarray(dy)
+        if dy.shape != out.shape:
+            raise ValueError(f"Layer {self.name!r}: backward got dy of shape {dy.shape}; the "
+                             f"last training output has shape {out.shape}.")
+        grads = autograd.backprop(out, dy.astype(out.dtype, copy=False)) if out.requires_grad \
+            else {}
+        for name, t in leaves.items():
+            g = grads.get(id(t))
+            if g is None:
+                self.grads[name][...] = 0
+            else:
+                self.grads[name][...] = g
+        if not self.compute_input_gradient:
+            return None
+        dxs = [np.zeros(t.shape, t.dtype) if grads.get(id(t)) is None else
+               np.ascontiguousarray(grads[id(t)], dtype=t.dtype) for t in xs]
+        return dxs if len(xs) > 1 or isinstance(self._input_shape, list) else dxs[0]
 
     def _require_computation(self):
         """Raise a NotImplementedError for a layer class that defines neither Keras's
@@ -511,13 +645,14 @@ class Layer:
         """Raise a NotImplementedError naming this layer if it defines no ``backward`` (the
         graph model calls it, before any backward runs, on each layer training must
         differentiate)."""
-        if type(self).backward is Layer.backward:
+        if type(self).backward is Layer.backward and not self._keras_style:
             raise NotImplementedError(self._no_backward_message())
 
     def _no_backward_message(self):
         names = ", ".join(self._trainable_names) or "none"
         return (f"Layer {self.name!r} ({type(self).__name__}) cannot be trained through: it "
-                f"defines no backward, and cconv has no automatic gradients yet. Define "
+                f"defines forward but no backward (automatic gradients differentiate a layer "
+                f"written Keras's way, with call(self, inputs), instead). Define "
                 f"backward(self, dy): given dy = dL/d(output), of the output's shape, return "
                 f"dL/d(input) (a list for a list of inputs) and write dL/dw into "
                 f"self.grads[name] for each trainable weight (here: {names}). A layer without "
@@ -540,6 +675,22 @@ class Layer:
     def non_trainable_weights(self) -> List[np.ndarray]:
         tw = {id(w) for w in self.trainable_weights}
         return [w for w in self.weights if id(w) not in tw]
+
+    @property
+    def trainable_variables(self) -> List[np.ndarray]:
+        """Keras 3's name for :attr:`trainable_weights`: the arrays themselves, so that
+        ``optimizer.apply(grads, layer.trainable_variables)`` updates them in place."""
+        return self.trainable_weights
+
+    @property
+    def non_trainable_variables(self) -> List[np.ndarray]:
+        """Keras 3's name for :attr:`non_trainable_weights`."""
+        return self.non_trainable_weights
+
+    @property
+    def variables(self) -> List[np.ndarray]:
+        """Keras 3's name for :attr:`weights` (the arrays themselves)."""
+        return self.weights
 
     @property
     def weight_names(self) -> List[str]:
