@@ -9,10 +9,11 @@
   keep Keras's own constant 1e-7 (a value read here, not a setting they follow).
 * :func:`image_data_format`: always "channels_last" (NHWC, cconv's only layout);
   :func:`set_image_data_format` accepts only that.
-* :func:`make_generator`: the ``numpy.random.Generator`` a random layer or initializer
-  built without a seed draws from: a child of the global seed, so that
-  ``set_random_seed(s)`` makes every later unseeded draw reproducible (one child per
-  object, in creation order; thread counts play no part).
+* :func:`make_generator`: the ``numpy.random.Generator`` of a random layer (Dropout, the
+  augmentation layers) built without a seed: a child of the global seed, one per layer in
+  creation order; :func:`global_generator`: the one unseeded initializers draw from at each
+  call. So ``cconv.utils.set_random_seed(s)`` makes every later unseeded draw reproducible;
+  all draws are NumPy's, in Python, so thread counts play no part.
 
 This module imports nothing else from cconv (every other module may import it).
 """
@@ -23,7 +24,7 @@ import numpy as np
 
 __all__ = ["clear_session", "floatx", "set_floatx", "epsilon", "set_epsilon",
            "image_data_format", "set_image_data_format", "backend", "make_generator",
-           "global_seed", "reset_global_seed", "name_scope_counters"]
+           "global_generator", "global_seed", "reset_global_seed", "name_scope_counters"]
 
 _FLOATX = ["float32"]
 _EPSILON = [1e-7]
@@ -32,7 +33,7 @@ _SUPPORTED_FLOATX = ("float32", "float64")
 _lock = threading.Lock()
 # The global random state: a SeedSequence whose children seed each unseeded generator, and
 # the int it was made from (None: fresh entropy).
-_seed_state = {"seed": None, "sequence": np.random.SeedSequence()}
+_seed_state = {"seed": None, "sequence": np.random.SeedSequence(), "generator": None}
 # Every counter of automatic names, registered by the module that keeps it (layers/base.py's
 # unique_name): clear_session empties each.
 _NAME_COUNTERS = []
@@ -58,7 +59,7 @@ def set_floatx(value):
         ValueError: any other dtype (cconv computes in float32 and float64 only).
     """
     try:
-        name = np.dtype(value).name
+        name = None if value is None else np.dtype(value).name
     except TypeError:
         name = None
     if name not in _SUPPORTED_FLOATX:
@@ -124,6 +125,7 @@ def reset_global_seed(seed=None):
     with _lock:
         _seed_state["seed"] = seed
         _seed_state["sequence"] = np.random.SeedSequence(seed)
+        _seed_state["generator"] = None
 
 
 def make_generator(seed=None):
@@ -135,6 +137,19 @@ def make_generator(seed=None):
     with _lock:
         child = _seed_state["sequence"].spawn(1)[0]
     return np.random.default_rng(child)
+
+
+def global_generator():
+    """The one ``numpy.random.Generator`` that unseeded initializers draw from at each call
+    (restarted by :func:`reset_global_seed`: after ``set_random_seed(s)`` the same calls give
+    the same values)."""
+    with _lock:
+        if _seed_state["generator"] is None:
+            # spawn key (2**32 - 1,) keeps it apart from make_generator's children 0, 1, ...
+            seq = _seed_state["sequence"]
+            _seed_state["generator"] = np.random.default_rng(np.random.SeedSequence(
+                seq.entropy, spawn_key=(2 ** 32 - 1,)))
+        return _seed_state["generator"]
 
 
 def clear_session(free_memory=True):

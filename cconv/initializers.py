@@ -8,12 +8,15 @@ An initializer is called with a shape and a dtype and returns a fresh array:
 Seeds: as in Keras 3, an initializer built with an integer seed returns the same values
 every time it is called with the same shape. The random stream is NumPy's, so values differ
 from Keras's (same distribution); copy weights with ``set_weights`` to get Keras's numbers.
+Without a seed, each call draws on from one global generator that
+``cconv.utils.set_random_seed(seed)`` restarts: the same seed then gives the same weights.
 """
 
 import math
 
 import numpy as np
 
+from . import backend as _backend
 from .registry import Configurable, Registry
 
 __all__ = [
@@ -75,23 +78,20 @@ class _Random(Initializer):
         if seed is not None and not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be None or an int, got {seed!r}")
         self.seed = None if seed is None else int(seed)
-        self._unseeded = np.random.default_rng()
 
     def _rng(self):
-        # An int seed gives the same values at every call (Keras 3 behaviour).
-        return self._unseeded if self.seed is None else np.random.default_rng(self.seed)
+        # An int seed gives the same values at every call (Keras 3 behaviour); without one,
+        # each call draws on from the global generator (cconv.utils.set_random_seed).
+        if self.seed is None:
+            return _backend.global_generator()
+        return np.random.default_rng(self.seed)
 
     def get_config(self):
         return {"seed": self.seed}
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_unseeded", None)
-        return state
-
     def __setstate__(self, state):
+        state.pop("_unseeded", None)     # pickles made before the global generator
         self.__dict__.update(state)
-        self._unseeded = np.random.default_rng()
 
 
 def _truncated_normal(rng, shape, stddev):

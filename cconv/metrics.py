@@ -114,6 +114,13 @@ class Metric(Configurable):
         self._total += float((per * w).sum())
         self._count += float(w.sum())
 
+    def __call__(self, *args, **kwargs):
+        """``metric(y_true, y_pred, sample_weight=None)``, as Keras's: :meth:`update_state`
+        with the arguments, then the :meth:`result` (a float) over every update so far
+        (:meth:`reset_state` starts again)."""
+        self.update_state(*args, **kwargs)
+        return self.result()
+
     def get_config(self):
         return {"name": self.name}
 

@@ -7,9 +7,142 @@ Names are matched ignoring case and underscores, so ``"he_normal"``, ``"HeNormal
 own class name; aliases (``"mse"``, ``"acc"``, ``"Convolution2D"``) are declared once, in the
 module's table. Serialized form (Keras's): ``{"class_name": type(obj).__name__, "config":
 obj.get_config()}``.
+
+Custom classes (a user's layers, losses, metrics, initializers, ...) are found by every
+registry, as in Keras: registered once with :func:`register_keras_serializable` (under
+``"package>Name"``, also found by ``"Name"``), or for a while with
+:func:`custom_object_scope` / ``load_model(..., custom_objects={...})``. Custom objects are
+looked up before the built-in names (a ``custom_objects`` entry may replace a built-in class),
+and a registered class is serialized with Keras's ``"registered_name"`` key.
 """
 
-__all__ = ["Configurable", "Registry", "canonical"]
+import inspect
+import threading
+
+__all__ = ["Configurable", "Registry", "canonical", "register_keras_serializable",
+           "custom_object_scope", "CustomObjectScope", "get_custom_objects",
+           "get_registered_name", "get_registered_object"]
+
+# Keras's global dictionaries: "package>Name" -> object, and object -> "package>Name".
+_GLOBAL_CUSTOM_OBJECTS = {}
+_GLOBAL_CUSTOM_NAMES = {}
+_scopes = threading.local()     # the stack of custom_object_scope dicts of each thread
+
+
+def register_keras_serializable(package="Custom", name=None):
+    """Class decorator (Keras's): make a custom class (or function) loadable from model files
+    (``.keras``, ``.npz``) and configs, under ``"package>name"`` (``name`` defaults to the
+    class's name; ``"name"`` alone finds it too).
+
+    Example::
+
+        @cconv.saving.register_keras_serializable(package="my")
+        class Scale(cconv.layers.Layer): ...
+
+    Raises:
+        ValueError: a class without ``get_config``, or ``package`` / ``name`` that is not a
+            non-empty string without ``">"``.
+    """
+    if not isinstance(package, str) or not package or ">" in package:
+        raise ValueError(f"register_keras_serializable: package must be a non-empty string "
+                         f"without '>'; got package={package!r}.")
+    if name is not None and (not isinstance(name, str) or not name or ">" in name):
+        raise ValueError(f"register_keras_serializable: name must be None or a non-empty "
+                         f"string without '>'; got name={name!r}.")
+
+    def decorator(arg):
+        if inspect.isclass(arg) and not hasattr(arg, "get_config"):
+            raise ValueError(f"register_keras_serializable: cannot register {arg.__name__}, "
+                             f"a class without a get_config() method.")
+        registered = f"{package}>{name if name is not None else arg.__name__}"
+        _GLOBAL_CUSTOM_OBJECTS[registered] = arg
+        _GLOBAL_CUSTOM_NAMES[arg] = registered
+        return arg
+
+    return decorator
+
+
+def get_custom_objects():
+    """The global dictionary of registered objects (``"package>Name"`` -> object), as
+    Keras's ``get_custom_objects()``: entries added to it directly are found too."""
+    return _GLOBAL_CUSTOM_OBJECTS
+
+
+def get_registered_name(obj):
+    """``"package>Name"`` for a registered object, else its ``__name__``."""
+    if obj in _GLOBAL_CUSTOM_NAMES:
+        return _GLOBAL_CUSTOM_NAMES[obj]
+    return getattr(obj, "__name__", type(obj).__name__)
+
+
+def _scope_stack():
+    if not hasattr(_scopes, "stack"):
+        _scopes.stack = []
+    return _scopes.stack
+
+
+def _custom_lookup(name, custom_objects=None):
+    """The custom object ``name`` names, or None: the innermost active scope first, then the
+    registered objects (by ``"package>Name"`` or by ``"Name"``), then ``custom_objects``."""
+    if not isinstance(name, str):
+        return None
+    for scope in reversed(_scope_stack()):
+        if name in scope:
+            return scope[name]
+    if name in _GLOBAL_CUSTOM_OBJECTS:
+        return _GLOBAL_CUSTOM_OBJECTS[name]
+    if custom_objects and name in custom_objects:
+        return custom_objects[name]
+    return None
+
+
+def _registered_by_bare_name(name, base):
+    """The last registered subclass of ``base`` whose ``"package>Name"`` ends in ``name``."""
+    for key, obj in reversed(list(_GLOBAL_CUSTOM_OBJECTS.items())):
+        if (key.split(">", 1)[-1] == name and isinstance(obj, type)
+                and issubclass(obj, base)):
+            return obj
+    return None
+
+
+def get_registered_object(name, custom_objects=None, module_objects=None):
+    """The object registered or in scope under ``name`` (Keras's lookup order: active
+    :func:`custom_object_scope` s, registered objects, ``custom_objects``,
+    ``module_objects``), or None."""
+    found = _custom_lookup(name, custom_objects)
+    if found is None and module_objects and name in module_objects:
+        found = module_objects[name]
+    return found
+
+
+class CustomObjectScope:
+    """``with CustomObjectScope({"Scale": Scale}): ...``: the names are found by every
+    registry (and so by ``load_model`` and ``from_config``) inside the block, on this thread.
+    Nested scopes add up; the innermost wins.
+
+    Raises:
+        TypeError: an argument that is not a dict (or None).
+    """
+
+    def __init__(self, *custom_objects):
+        for i, objects in enumerate(custom_objects):
+            if objects is not None and not isinstance(objects, dict):
+                raise TypeError(f"custom_object_scope: argument {i} must be a dict of name -> "
+                                f"object; got {type(objects).__name__}.")
+        merged = {}
+        for objects in custom_objects:
+            merged.update(objects or {})
+        self.custom_objects = merged
+
+    def __enter__(self):
+        _scope_stack().append(self.custom_objects)
+        return self
+
+    def __exit__(self, *exc):
+        _scope_stack().pop()
+
+
+custom_object_scope = CustomObjectScope
 
 
 def canonical(name):
@@ -96,14 +229,25 @@ class Registry:
         return {cls.__name__: cls for cls in self._by_key.values()}
 
     def lookup(self, name):
-        """The class for ``name`` (case and underscores ignored).
+        """The class for ``name``: a custom class in scope or registered
+        (:func:`register_keras_serializable`) under exactly that name first, then the
+        built-in names (case and underscores ignored), then a registered class by its bare
+        name (``"Scale"`` for ``"my>Scale"``).
 
         Raises:
             ValueError: an unknown name; the message lists the known ones.
         """
+        custom = _custom_lookup(name)
+        if isinstance(custom, type) and issubclass(custom, self.base):
+            return custom
         cls = self._by_key.get(canonical(name))
+        if cls is None and isinstance(name, str):
+            cls = _registered_by_bare_name(name, self.base)
         if cls is None:
-            raise ValueError(f"Unknown {self.kind} {name!r}. Known {self.plural}: {self.known()}.")
+            raise ValueError(f"Unknown {self.kind} {name!r} (a custom class: decorate it with "
+                             f"cconv.saving.register_keras_serializable() or pass "
+                             f"custom_objects={{{str(name)!r}: cls}} to load_model). Known "
+                             f"{self.plural}: {self.known()}.")
         return cls
 
     def get(self, identifier):
@@ -128,7 +272,10 @@ class Registry:
 
     def serialize(self, obj):
         """``{"class_name": ..., "config": ...}`` for ``obj``."""
-        return {"class_name": type(obj).__name__, "config": obj.get_config()}
+        out = {"class_name": type(obj).__name__, "config": obj.get_config()}
+        if type(obj) in _GLOBAL_CUSTOM_NAMES:
+            out["registered_name"] = _GLOBAL_CUSTOM_NAMES[type(obj)]
+        return out
 
     def deserialize(self, config):
         """An object from :meth:`serialize`'s dict (or from a name).
@@ -138,5 +285,7 @@ class Registry:
         """
         if isinstance(config, str):
             return self.get(config)
-        cls = self.lookup(config.get("class_name"))
+        registered = _custom_lookup(config.get("registered_name"))
+        cls = registered if isinstance(registered, type) and issubclass(registered, self.base) \
+            else self.lookup(config.get("class_name"))
         return self._from_config(cls, dict(config.get("config") or {}))

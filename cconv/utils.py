@@ -1,8 +1,53 @@
-"""Small helpers under Keras's ``keras.utils`` names."""
+"""Small helpers under Keras's ``keras.utils`` names: ``to_categorical``,
+``set_random_seed``, ``PyDataset`` / ``Sequence`` (batches by index for ``fit``),
+``plot_model`` / ``model_to_dot`` (an image of a model's graph, with pydot and graphviz) and
+``register_keras_serializable`` / ``custom_object_scope`` (custom classes in model files)."""
+
+import numbers
+import random as _random
 
 import numpy as np
 
-__all__ = ["to_categorical"]
+from . import backend as _backend
+from .registry import (
+    CustomObjectScope,
+    custom_object_scope,
+    get_custom_objects,
+    get_registered_name,
+    get_registered_object,
+    register_keras_serializable,
+)
+
+__all__ = ["to_categorical", "set_random_seed", "PyDataset", "Sequence", "plot_model",
+           "model_to_dot", "register_keras_serializable", "custom_object_scope",
+           "CustomObjectScope", "get_custom_objects", "get_registered_name",
+           "get_registered_object"]
+
+
+def set_random_seed(seed):
+    """Seed everything random in cconv, as Keras's ``keras.utils.set_random_seed``: Python's
+    ``random``, NumPy's global generator (``fit``'s shuffling draws from it) and cconv's global
+    seed, from which initializers without a seed draw their values and Dropout and the
+    augmentation layers made afterwards without a seed draw their generators. The same seed
+    then gives the same weights and the same training, for any thread count
+    (``cconv.set_num_threads``): every draw is NumPy's, in Python, and the kernels' results do
+    not depend on the thread count.
+
+    Args:
+        seed: an int in ``[0, 2**32)``.
+
+    Raises:
+        TypeError: ``seed`` is not an int. ValueError: it is negative or too large.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"set_random_seed: seed must be an int; got seed={seed!r} of type "
+                        f"{type(seed).__name__}.")
+    seed = int(seed)
+    if not 0 <= seed < 2 ** 32:
+        raise ValueError(f"set_random_seed: seed must be in [0, 2**32); got seed={seed}.")
+    _random.seed(seed)
+    np.random.seed(seed)
+    _backend.reset_global_seed(seed)
 
 
 def to_categorical(y, num_classes=None, dtype="float32"):
@@ -36,3 +81,262 @@ def to_categorical(y, num_classes=None, dtype="float32"):
     out = np.zeros((y.size, num_classes), dtype=dtype)
     out[np.arange(y.size), y] = 1
     return out.reshape(shape + (num_classes,))
+
+
+class PyDataset:
+    """Keras 3's ``keras.utils.PyDataset`` (also ``cconv.utils.Sequence``): batches by index,
+    for ``fit`` / ``evaluate`` / ``predict``. A subclass defines ``__len__`` (the number of
+    batches per pass; or the ``num_batches`` property) and ``__getitem__(index)`` returning
+    batch ``index`` as ``x``, ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)`` of NumPy arrays
+    (``x`` of shape ``(batch,) + the model's input shape``); ``on_epoch_begin`` and
+    ``on_epoch_end`` are called around each pass over the data (``fit(shuffle=True)`` visits
+    the batches in a new order each pass).
+
+    Args:
+        workers, use_multiprocessing, max_queue_size: Keras's arguments, accepted and checked.
+            cconv reads the next batch on one background thread while the current one trains
+            (whatever ``workers`` says); ``use_multiprocessing=True`` is run on that thread
+            too (no process pool).
+
+    Raises:
+        ValueError: ``workers`` or ``max_queue_size`` not an int >= 1,
+            ``use_multiprocessing`` not a bool.
+    """
+
+    def __init__(self, workers=1, use_multiprocessing=False, max_queue_size=10):
+        for arg, value in (("workers", workers), ("max_queue_size", max_queue_size)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{type(self).__name__}: {arg} must be an int >= 1; got "
+                                 f"{arg}={value!r}.")
+        if not isinstance(use_multiprocessing, bool):
+            raise ValueError(f"{type(self).__name__}: use_multiprocessing must be a bool; got "
+                             f"use_multiprocessing={use_multiprocessing!r}.")
+        self._workers = int(workers)
+        self._use_multiprocessing = use_multiprocessing
+        self._max_queue_size = int(max_queue_size)
+
+    @property
+    def workers(self):
+        return getattr(self, "_workers", 1)
+
+    @workers.setter
+    def workers(self, value):
+        self._workers = value
+
+    @property
+    def use_multiprocessing(self):
+        return getattr(self, "_use_multiprocessing", False)
+
+    @use_multiprocessing.setter
+    def use_multiprocessing(self, value):
+        self._use_multiprocessing = value
+
+    @property
+    def max_queue_size(self):
+        return getattr(self, "_max_queue_size", 10)
+
+    @max_queue_size.setter
+    def max_queue_size(self, value):
+        self._max_queue_size = value
+
+    def __getitem__(self, index):
+        """Batch ``index`` (``0 <= index < len(self)``)."""
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__(index) "
+                                  f"returning batch number index.")
+
+    def __len__(self):
+        """The number of batches in a pass (``num_batches``, when a subclass defines it)."""
+        if type(self).num_batches is PyDataset.num_batches:
+            raise NotImplementedError(f"{type(self).__name__} must define __len__ (or the "
+                                      f"num_batches property): the number of batches.")
+        n = self.num_batches
+        if n is None:
+            raise TypeError(f"{type(self).__name__}.num_batches is None: an endless "
+                            f"PyDataset is not supported; give it a length.")
+        return n
+
+    @property
+    def num_batches(self):
+        """The number of batches in a pass (``len(self)``)."""
+        return len(self)
+
+    def on_epoch_begin(self):
+        """Called before each pass over the data (does nothing by default)."""
+
+    def on_epoch_end(self):
+        """Called after each pass over the data (does nothing by default)."""
+
+
+Sequence = PyDataset
+
+
+# ----- plot_model ---------------------------------------------------------------------------
+_GRAPHVIZ_HELP = ("plot_model needs Graphviz's `dot` program to draw an image: install "
+                  "graphviz (apt-get install graphviz, brew install graphviz or conda install "
+                  "graphviz) and pydot (pip install pydot).")
+
+
+def _dot_quote(text):
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _shape_text(shape):
+    if isinstance(shape, list):
+        return ", ".join(_shape_text(s) for s in shape)
+    return str(tuple(shape))
+
+
+def _graph_layers(model):
+    """``[(layer, [parent layers])]`` of ``model`` in graph order: its input layers, then its
+    layers, each with the layers whose outputs it reads (public graph API)."""
+    if not model.built:
+        try:
+            model.build()
+        except (ValueError, TypeError):
+            pass
+    layers, seen = [], set()
+    inputs = model.inputs if model.built else []
+    for layer in [t.node.layer for t in inputs] + list(model.layers):
+        if id(layer) not in seen:
+            seen.add(id(layer))
+            layers.append(layer)
+    edges = {}
+    layer_nodes = getattr(model, "layer_nodes", None)
+    for i, layer in enumerate(layers):
+        parents = []
+        nodes = layer_nodes(layer) if (model.built and layer_nodes is not None) else []
+        for node in nodes:
+            for t in node.inbound_tensors:
+                parent = t.node.layer
+                if id(parent) in seen and parent not in parents:
+                    parents.append(parent)
+        if not model.built and i > 0:      # an unbuilt Sequential: the chain of its layers
+            parents = [layers[i - 1]]
+        edges[id(layer)] = parents
+    return [(layer, edges[id(layer)]) for layer in layers]
+
+
+def _layer_label(layer, show_shapes, show_dtype, show_layer_names, show_layer_activations,
+                 show_trainable):
+    cls = type(layer).__name__
+    lines = [f"{layer.name} ({cls})" if show_layer_names else cls]
+    if show_layer_activations:
+        act = (layer.get_config() or {}).get("activation") if hasattr(layer, "get_config") \
+            else None
+        if isinstance(act, str):
+            lines.append(f"Activation: {act}")
+    if show_dtype:
+        lines.append(f"dtype: {layer.dtype}")
+    if show_shapes:
+        shapes = []
+        for what in ("input_shape", "output_shape"):
+            try:
+                value = getattr(layer, what)
+            except (AttributeError, ValueError, TypeError, RuntimeError):
+                value = None
+            shapes.append("?" if value is None else _shape_text(value))
+        lines.append(f"Input shape: {shapes[0]}")
+        lines.append(f"Output shape: {shapes[1]}")
+    if show_trainable:
+        lines.append(f"Trainable: {'Y' if layer.trainable else 'N'}")
+    return "\n".join(lines)
+
+
+def model_to_dot(model, show_shapes=False, show_dtype=False, show_layer_names=True,
+                 rankdir="TB", expand_nested=False, dpi=200, subgraph=False,
+                 show_layer_activations=False, show_trainable=False, **kwargs):
+    """The model's graph as Graphviz DOT source (a string): one box per layer (its input
+    layers included), one arrow per connection. Needs no package; :func:`plot_model` draws it.
+    Arguments as :func:`plot_model`'s (``expand_nested`` and ``subgraph`` are accepted; a
+    nested model is drawn as one box).
+
+    Raises:
+        ValueError: ``rankdir`` not one of "TB", "LR"; ``model`` without ``layers``.
+    """
+    if rankdir not in ("TB", "LR"):
+        raise ValueError(f"model_to_dot: rankdir must be 'TB' or 'LR'; got rankdir={rankdir!r}.")
+    if not hasattr(model, "layers"):
+        raise ValueError(f"model_to_dot: model must be a cconv model (with layers); got "
+                         f"{type(model).__name__}.")
+    lines = ["digraph G {", f"  graph [rankdir={rankdir}, dpi={int(dpi)}, "
+             f"label={_dot_quote(model.name)}, concentrate=true];",
+             "  node [shape=record, fontname=Helvetica, fontsize=10];"]
+    graph = _graph_layers(model)
+    ids = {id(layer): f"n{i}" for i, (layer, _) in enumerate(graph)}
+    for layer, _ in graph:
+        label = _layer_label(layer, show_shapes, show_dtype, show_layer_names,
+                             show_layer_activations, show_trainable)
+        lines.append(f"  {ids[id(layer)]} [label={_dot_quote(label)}];")
+    for layer, parents in graph:
+        for parent in parents:
+            lines.append(f"  {ids[id(parent)]} -> {ids[id(layer)]};")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _render_dot(source, fmt):
+    """``source`` drawn by Graphviz as ``fmt`` bytes: through pydot when it is installed,
+    else by running ``dot`` directly. ImportError naming what to install without either."""
+    import shutil
+    import subprocess
+    if shutil.which("dot") is None:
+        raise ImportError(_GRAPHVIZ_HELP)
+    try:
+        import pydot
+    except ImportError:
+        pydot = None
+    if pydot is not None:
+        graphs = pydot.graph_from_dot_data(source)
+        return graphs[0].create(format=fmt)
+    done = subprocess.run(["dot", f"-T{fmt}"], input=source.encode(), capture_output=True,
+                          check=False, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"plot_model: Graphviz's dot failed ({done.returncode}): "
+                           f"{done.stderr.decode(errors='replace')[:500]}")
+    return done.stdout
+
+
+def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
+               show_layer_names=False, rankdir="TB", expand_nested=False, dpi=200,
+               show_layer_activations=False, show_trainable=False, **kwargs):
+    """Draw ``model``'s graph to ``to_file`` (Keras's ``keras.utils.plot_model``): the image
+    format is the suffix's (``.png``, ``.svg``, ``.pdf``, ...; ``.dot`` writes the DOT source
+    and needs nothing installed). Each box is a layer (``name (Class)`` with
+    ``show_layer_names``), with its input and output shapes (``(None, 28, 28, 1)``) when
+    ``show_shapes``; arrows follow the data.
+
+    Args:
+        model: a cconv model (Sequential or graph Model).
+        to_file: the image's path (written atomically).
+        show_shapes, show_dtype, show_layer_names, show_layer_activations, show_trainable:
+            what each box shows.
+        rankdir: "TB" (top to bottom) or "LR" (left to right).
+        expand_nested: accepted (nested models are drawn as one box).
+        dpi: the image's resolution.
+
+    Returns:
+        an ``IPython.display.Image`` of the file when IPython is installed and the image is
+        not a PDF or DOT file, else None.
+
+    Raises:
+        ImportError: Graphviz's ``dot`` program is not installed (the message says how to
+            install graphviz and pydot). ValueError: a bad ``rankdir`` or ``model``.
+    """
+    from .saving import fileio
+    source = model_to_dot(model, show_shapes=show_shapes, show_dtype=show_dtype,
+                          show_layer_names=show_layer_names, rankdir=rankdir,
+                          expand_nested=expand_nested, dpi=dpi,
+                          show_layer_activations=show_layer_activations,
+                          show_trainable=show_trainable)
+    path = str(to_file)
+    ext = path.rsplit(".", 1)[-1].lower() if "." in path.replace("\\", "/").rsplit("/", 1)[-1] \
+        else "png"
+    data = source.encode() if ext == "dot" else _render_dot(source, ext)
+    fileio.atomic_write(to_file, lambda f: f.write(data))
+    if ext in ("pdf", "dot"):
+        return None
+    try:
+        from IPython import display
+    except ImportError:
+        return None
+    return display.Image(filename=path)

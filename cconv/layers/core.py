@@ -6,6 +6,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .. import activations as _activations
+from .. import backend as _backend
 from .. import initializers as _initializers
 from .. import ops as _ops
 from .. import regularizers as _regularizers
@@ -300,8 +301,9 @@ class Dropout(Layer):
     Args:
         rate: float in [0, 1).
         noise_shape: not supported (None only).
-        seed: int for a reproducible mask sequence. NumPy's generator: masks differ from
-            Keras's.
+        seed: int for a reproducible mask sequence; None draws the layer's generator from the
+            global seed (``cconv.utils.set_random_seed``). NumPy's generator: masks differ
+            from Keras's.
     """
 
     _transient = ("_mask",)
@@ -315,7 +317,7 @@ class Dropout(Layer):
             raise ValueError("Dropout: noise_shape is not supported (use None).")
         self.rate = float(rate)
         self.seed = seed
-        self._rng = np.random.default_rng(seed)
+        self._rng = _backend.make_generator(seed)   # unseeded: from the global seed
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if not training or self.rate == 0:

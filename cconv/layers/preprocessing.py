@@ -38,6 +38,7 @@ import numbers
 
 import numpy as np
 
+from .. import backend as _backend
 from .. import ops as _ops
 from .base import Layer, check_data_format
 
@@ -412,7 +413,7 @@ class _RandomLayer(_ImageLayer):
     def __init__(self, seed=None, data_format=None, **kwargs):
         super().__init__(data_format=data_format, **kwargs)
         self.seed = _seed(seed, type(self).__name__)
-        self._rng = np.random.default_rng(None if self.seed is None else self.seed % (1 << 64))
+        self._rng = _backend.make_generator(None if self.seed is None else self.seed % (1 << 64))
 
     def __call__(self, x, training=True):
         """Apply the layer to a batch; ``training`` defaults to True, as Keras's layers do

@@ -1,5 +1,5 @@
-"""Keras model files without TensorFlow: Keras 3 ``.keras`` archives (read and write),
-legacy full-model ``.h5`` files (read) and ``.weights.h5`` weight files (read and write).
+"""Keras model files without TensorFlow: Keras 3 ``.keras`` archives, legacy full-model
+``.h5`` files (Keras 2's layout) and ``.weights.h5`` weight files, each read and written.
 
 A ``.keras`` file is a zip archive of ``metadata.json``, ``config.json`` (the model's
 architecture and compile settings, Keras 3's serialisation) and ``model.weights.h5``
@@ -45,9 +45,10 @@ from .. import optimizers as _optimizers
 from ..layers.base import _snake
 from ..models.functional import graph_config, map_graph, model_from_graph_config
 from ..models.sequential import Sequential
+from ..registry import get_registered_name, get_registered_object
 from . import file_format, fileio, register_format
 
-__all__ = ["load_keras", "save_keras", "load_h5", "save_weights_h5", "load_weights_h5",
+__all__ = ["load_keras", "save_keras", "load_h5", "save_h5", "save_weights_h5", "load_weights_h5",
            "layer_from_keras_config", "file_format"]
 
 KERAS_VERSION = "3.15.1"     # the Keras whose layout the written files follow
@@ -156,7 +157,10 @@ def layer_from_keras_config(cls_name, cfg, where="Keras model"):
     where = f"{where}: layer {cfg.get('name')!r}"
     cls = _layers.REGISTRY.names.get(cls_name)
     if cls is None:
-        raise ValueError(f"{where} is a {cls_name}, which cconv does not support. Supported "
+        raise ValueError(f"{where} is a {cls_name}, which cconv does not support (a custom "
+                         f"layer: decorate its class with "
+                         f"cconv.saving.register_keras_serializable() or pass "
+                         f"load_model(..., custom_objects={{{cls_name!r}: cls}})). Supported "
                          f"layers: {_layers.REGISTRY.known()}.")
     if cfg.get("data_format") not in (None, "channels_last"):
         raise ValueError(f"{where} uses data_format={cfg['data_format']!r}; only channels_last "
@@ -199,8 +203,41 @@ def layer_from_keras_config(cls_name, cfg, where="Keras model"):
         raise ValueError(f"{where} ({cls_name}): {str(exc)[:500]}") from None
 
 
+def _custom_layer_class(entry):
+    """The custom layer class an entry names (its ``registered_name`` or ``class_name`` in a
+    ``custom_object_scope`` / ``load_model(custom_objects=...)`` or registered with
+    ``register_keras_serializable``), or None for cconv's own layers."""
+    for key in (entry.get("registered_name"), entry.get("class_name")):
+        cls = get_registered_object(key) if isinstance(key, str) else None
+        if isinstance(cls, type) and issubclass(cls, _layers.Layer):
+            return cls
+    name = entry.get("class_name")
+    if isinstance(name, str) and name not in _layers.REGISTRY.names:
+        try:
+            cls = _layers.REGISTRY.lookup(name)      # registered, by its bare name
+        except ValueError:
+            return None
+        return cls if cls not in _layers.REGISTRY.names.values() else None
+    return None
+
+
 def _entry_to_layer(entry):
-    return layer_from_keras_config(entry["class_name"], dict(entry.get("config") or {}))
+    custom = _custom_layer_class(entry)
+    if custom is None:
+        return layer_from_keras_config(entry["class_name"], dict(entry.get("config") or {}))
+    cfg = dict(entry.get("config") or {})
+    where = f"Keras model: layer {cfg.get('name')!r} ({entry.get('class_name')})"
+    dtype = _dtype_name(cfg.get("dtype"), where)
+    if dtype is None:
+        cfg.pop("dtype", None)
+    else:
+        cfg["dtype"] = dtype
+    try:    # the custom class's own from_config (Layer's: cls(**config))
+        return custom.from_config(cfg)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {custom.__name__}.from_config failed: {str(exc)[:400]} "
+                         f"(a custom layer's get_config must return its constructor's "
+                         f"arguments).") from None
 
 
 def model_from_keras_config(config):
@@ -259,6 +296,9 @@ def _keras_layer_entry(layer, input_shapes):
             raise ValueError(f"Layer {layer.name!r}: activation {v!r} has settings that a Keras "
                              f"config cannot name; use an Activation/LeakyReLU layer instead.")
     entry = {"module": "keras.layers", "class_name": name, "config": cfg, "registered_name": None}
+    if type(layer) not in _layers.REGISTRY.names.values():      # a custom layer (Keras's form)
+        entry["module"] = type(layer).__module__
+        entry["registered_name"] = get_registered_name(type(layer))
     if input_shapes is not None:
         entry["build_config"] = {"input_shape": input_shapes}
     return entry
@@ -904,7 +944,74 @@ def load_h5(filepath):
     return model
 
 
+def _legacy_weight_names(layer):
+    """``(dataset names, arrays)`` of ``layer``'s weights in the legacy order (trainable, then
+    non-trainable, as Keras's ``_legacy_weights``), named ``<layer>/<weight>:0`` as Keras 2
+    named them."""
+    trainable = {id(w) for w in layer.trainable_weights}
+    pairs = list(zip(layer.weight_names, layer.weights))
+    ordered = ([p for p in pairs if id(p[1]) in trainable]
+               + [p for p in pairs if id(p[1]) not in trainable])
+    return [f"{layer.name}/{n}:0" for n, _ in ordered], [np.array(w) for _, w in ordered]
+
+
+def _legacy_training_config(model):
+    """A legacy ``.h5`` file's ``training_config`` (Keras's: the compile settings, the
+    optimizer under ``optimizer_config``), or None for a model that is not compiled."""
+    comp = _keras_compile_config(model)
+    if comp is None:
+        return None
+    optimizer = comp.pop("optimizer")
+    comp["optimizer_config"] = {"class_name": optimizer["class_name"],
+                                "config": optimizer["config"]}
+    return comp
+
+
+def save_h5(model, filepath):
+    """Write ``model`` as a legacy Keras ``.h5`` file (Keras 2's layout, which Keras 3's
+    ``keras.models.load_model`` and cconv's :func:`load_h5` read), atomically
+    (``cconv.saving.fileio.atomic_write``): root attributes ``model_config`` (the
+    architecture, JSON), ``training_config`` (compile settings, when compiled),
+    ``keras_version`` and ``backend``; group ``model_weights`` with ``layer_names`` (every
+    layer, Keras's ``model.layers`` order) and one group per layer whose ``weight_names``
+    attribute lists its datasets (``dense/kernel:0``, ``dense/bias:0``: trainable weights
+    first). The optimizer's state is not written (``.keras`` files keep it).
+
+    Raises:
+        ValueError: a layer Keras cannot rebuild from a config (named).
+    """
+    config = _keras_model_config(model)
+    config.pop("compile_config", None)
+    model_config = {"class_name": config["class_name"], "config": config["config"]}
+    training = _legacy_training_config(model)
+    layers = _keras_layer_order(model)
+    h5py = _h5py()
+
+    def write(fileobj):
+        with h5py.File(fileobj, "w") as f:
+            f.attrs["keras_version"] = KERAS_VERSION
+            f.attrs["backend"] = "tensorflow"
+            f.attrs["model_config"] = json.dumps(model_config).encode("utf8")
+            if training is not None:
+                f.attrs["training_config"] = json.dumps(training).encode("utf8")
+            group = f.create_group("model_weights")
+            group.attrs["layer_names"] = np.array([l.name.encode("utf8") for l in layers])
+            group.attrs["backend"] = b"tensorflow"
+            group.attrs["keras_version"] = KERAS_VERSION.encode("utf8")
+            for layer in sorted(layers, key=lambda l: l.name):
+                layer_group = group.create_group(layer.name)
+                names, values = _legacy_weight_names(layer)
+                layer_group.attrs["weight_names"] = (
+                    np.array([n.encode("utf8") for n in names]) if names
+                    else np.array([], dtype=np.float64))     # Keras's empty list
+                for name, value in zip(names, values):
+                    layer_group.create_dataset(name, data=value)
+            top = group.create_group("top_level_model_weights")
+            top.attrs["weight_names"] = np.array([], dtype=np.float64)
+    fileio.atomic_write(filepath, write)
+
+
 # The suffixes this module reads and writes, for cconv.saving's dispatch by suffix.
 register_format("keras", save=save_keras, load=load_keras)
-register_format("h5", load=load_h5)
+register_format("h5", save=save_h5, load=load_h5)
 register_format("weights.h5", save=save_weights_h5, load=load_weights_h5)

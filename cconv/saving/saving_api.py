@@ -4,7 +4,7 @@ Files are NumPy ``.npz`` archives (written to exactly the path given): a JSON do
 ``__cconv__`` (format, architecture, compile settings) and arrays ``w0, w1, ...`` in
 ``get_weights()`` order, plus ``opt.*`` optimizer state for full models. They load with
 ``allow_pickle=False``: nothing in a file can run code. Keras 3 ``.keras`` archives, Keras
-``.weights.h5`` files and legacy ``.h5`` models (read only) go through
+``.weights.h5`` files and legacy ``.h5`` models (read and write) go through
 :mod:`cconv.saving.keras_files`; the suffix decides, and any other suffix is a ``ValueError``.
 
 This module imports no model class: it works from a model's public API (``get_config``,
@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from ..registry import CustomObjectScope
 from . import fileio
 
 FORMAT_VERSION = 1
@@ -45,7 +46,7 @@ def _handler(fmt, action, filepath):
 
 def file_format(filepath, what="model"):
     """The format a path's suffix names: "npz" (cconv's own), "keras" (``.keras``),
-    "h5" (legacy Keras ``.h5``/``.hdf5``, read only) or "weights.h5" (``.weights.h5``).
+    "h5" (legacy Keras ``.h5``/``.hdf5``) or "weights.h5" (``.weights.h5``).
 
     Raises:
         ValueError: any other suffix (the message lists the accepted ones).
@@ -139,13 +140,30 @@ def register_model_class(cls):
 _MODEL_CLASSES = {}
 
 
-def load_model(filepath, custom_objects=None):
-    """The model saved in ``filepath``, compiled again if it was.
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
+    """The model saved in ``filepath`` (``.npz``, ``.keras`` or legacy ``.h5``), compiled
+    again if it was.
 
     Args:
-        custom_objects: ``{class_name: model class}`` for model classes not registered with
-            :func:`register_model_class`.
+        custom_objects: ``{name: class}`` for the custom classes the file names (layers,
+            losses, metrics, initializers, model classes) that are not registered with
+            ``cconv.saving.register_keras_serializable`` (or, for model classes,
+            :func:`register_model_class`); looked up as within
+            ``cconv.saving.custom_object_scope(custom_objects)``.
+        compile, safe_mode: Keras's arguments, accepted (cconv files hold no code; the
+            model is compiled when the file has compile settings).
+
+    Raises:
+        TypeError: ``custom_objects`` is not a dict. ValueError: see the formats' loaders.
     """
+    if custom_objects is not None and not isinstance(custom_objects, dict):
+        raise TypeError(f"load_model: custom_objects must be a dict of name -> class; got "
+                        f"{type(custom_objects).__name__}.")
+    with CustomObjectScope(custom_objects):
+        return _load_model(filepath, custom_objects)
+
+
+def _load_model(filepath, custom_objects):
     fmt = file_format(filepath)
     if fmt != "npz":
         return _handler(fmt, "load", filepath)(filepath)

@@ -328,8 +328,9 @@ class SequenceDataAdapter(_StreamAdapter):
     """Batches ``seq[0] ... seq[len(seq) - 1]`` of an object with ``__len__`` and
     ``__getitem__`` (Keras's ``PyDataset``, or any class), each ``(x, y)`` or
     ``(x, y, sample_weight)``. ``shuffle`` visits the batches in a new random order every pass
-    (``np.random.permutation``); ``seq.on_epoch_end()`` is called once a pass's last batch
-    has been used, when it exists. A pass is always the whole sequence (the
+    (``np.random.permutation``); ``seq.on_epoch_begin()`` is called before a pass and
+    ``seq.on_epoch_end()`` once its last batch has been used, when they exist (Keras's
+    ``PyDataset`` hooks, :class:`cconv.utils.PyDataset`). A pass is always the whole sequence (the
     :class:`EpochIterator` splits passes into epochs of ``steps_per_epoch``)."""
 
     def __init__(self, seq, prepare, name="x", shuffle=False, use_prefetch=True):
@@ -349,6 +350,9 @@ class SequenceDataAdapter(_StreamAdapter):
         return self._seq[i]
 
     def on_epoch_begin(self):
+        begin = getattr(self._seq, "on_epoch_begin", None)
+        if callable(begin):
+            begin()
         self._order = np.random.permutation(self._len) if self.shuffle else None
 
     def on_epoch_end(self):

@@ -1,0 +1,126 @@
+"""Custom classes in model files (issue 32 item 5): register_keras_serializable (Keras's
+decorator, as cconv.saving.* and cconv.utils.*), custom_object_scope and
+load_model(..., custom_objects=...) for .keras, .npz and legacy .h5 files."""
+import numpy as np
+import pytest
+
+import cconv
+from cconv import layers as L
+from cconv.registry import get_custom_objects
+
+
+@cconv.saving.register_keras_serializable(package="cconv_tests")
+class TimesK(L.Layer):
+    """Multiplies by a constant; shape unchanged."""
+
+    def __init__(self, k=2.0, **kwargs):
+        super().__init__(**kwargs)
+        self.k = k
+
+    def call(self, x):
+        return x * self.k
+
+    def get_config(self):
+        return dict(super().get_config(), k=self.k)
+
+
+class PlusC(L.Layer):
+    """Adds a constant (not registered: needs custom_objects)."""
+
+    def __init__(self, c=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.c = c
+
+    def call(self, x):
+        return x + self.c
+
+    def get_config(self):
+        return dict(super().get_config(), c=self.c)
+
+
+@cconv.utils.register_keras_serializable(package="cconv_tests", name="HalfMSE")
+class HalfMSE(cconv.losses.MeanSquaredError):
+    pass
+
+
+def _model():
+    inp = cconv.Input((4,))
+    out = L.Dense(3, kernel_initializer=cconv.initializers.GlorotUniform(seed=0))(
+        PlusC(0.5)(TimesK(3.0)(inp)))
+    return cconv.Model(inp, out)
+
+
+def test_the_decorator_registers_under_package_and_name():
+    assert cconv.saving.register_keras_serializable is cconv.utils.register_keras_serializable
+    assert get_custom_objects()["cconv_tests>TimesK"] is TimesK
+    assert cconv.saving.get_registered_name(TimesK) == "cconv_tests>TimesK"
+    assert cconv.saving.get_registered_object("cconv_tests>HalfMSE") is HalfMSE
+    assert cconv.saving.get_registered_name(PlusC) == "PlusC"
+    cfg = L.serialize(TimesK(4.0))
+    assert cfg["registered_name"] == "cconv_tests>TimesK"
+    assert L.deserialize(cfg).k == 4.0
+    assert type(L.get("TimesK")) is TimesK          # by its bare name too
+    assert type(cconv.losses.get("cconv_tests>HalfMSE")) is HalfMSE
+
+
+def test_keras_agrees_on_the_registered_name():
+    keras = pytest.importorskip("keras")
+
+    @keras.saving.register_keras_serializable(package="cconv_tests")
+    class TimesK(keras.layers.Layer):       # noqa: F811 (Keras's twin of the class above)
+        def get_config(self):
+            return super().get_config()
+    assert keras.saving.get_registered_name(TimesK) == "cconv_tests>TimesK"
+
+
+def test_bad_registrations_are_refused():
+    with pytest.raises(ValueError, match="package"):
+        cconv.saving.register_keras_serializable(package="a>b")
+    with pytest.raises(ValueError, match="name"):
+        cconv.saving.register_keras_serializable(package="p", name="")
+    with pytest.raises(ValueError, match="get_config"):
+        cconv.saving.register_keras_serializable()(type("NoConfig", (), {}))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".npz", ".h5"])
+def test_custom_layers_load_with_custom_objects(tmp_path, suffix):
+    model = _model()
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    path = tmp_path / f"m{suffix}"
+    model.save(path)
+    with pytest.raises(ValueError, match="PlusC.*custom_objects"):
+        cconv.load_model(path)
+    loaded = cconv.load_model(path, custom_objects={"PlusC": PlusC})
+    assert [type(layer).__name__ for layer in loaded.layers][-3:] == ["TimesK", "PlusC",
+                                                                      "Dense"]
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    with cconv.saving.custom_object_scope({"PlusC": PlusC}):
+        again = cconv.load_model(path)
+    np.testing.assert_array_equal(again.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_custom_objects_must_be_a_dict(tmp_path):
+    with pytest.raises(TypeError, match="custom_objects"):
+        cconv.load_model(tmp_path / "m.keras", custom_objects=[PlusC])
+    with pytest.raises(TypeError, match="custom_object_scope"):
+        cconv.saving.custom_object_scope([PlusC])
+
+
+def test_scopes_nest_and_end():
+    assert cconv.saving.get_registered_object("PlusC") is None
+    with cconv.utils.custom_object_scope({"PlusC": PlusC}):
+        with cconv.utils.CustomObjectScope({"Other": TimesK}):
+            assert cconv.saving.get_registered_object("PlusC") is PlusC
+            assert type(L.get("Other")) is TimesK
+        assert cconv.saving.get_registered_object("Other") is None
+    assert cconv.saving.get_registered_object("PlusC") is None
+    with pytest.raises(ValueError, match="Unknown layer 'PlusC'"):
+        L.get("PlusC")
+
+
+def test_a_registered_custom_loss_compiles_from_an_npz_file(tmp_path):
+    model = _model()
+    model.compile("sgd", HalfMSE())
+    model.save(tmp_path / "m.npz")
+    loaded = cconv.load_model(tmp_path / "m.npz", custom_objects={"PlusC": PlusC})
+    assert type(loaded.loss) is HalfMSE
