@@ -275,6 +275,7 @@ class Model(Trainer, _layers.Layer):
             if not t.node.is_input:
                 raise ValueError(f"Model input {t!r} was not made by cconv.Input; give the "
                                  f"cconv.Input tensor the graph starts from.")
+        self._given_inputs, self._given_outputs = inputs, outputs
         nodes, layers = map_graph(ins, outs)
         names = [l.name for l in layers]
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -375,17 +376,28 @@ class Model(Trainer, _layers.Layer):
         """The model's output tensors (a new list): Keras's ``model.outputs``."""
         return self._graph_tensors("outputs")
 
+    def _structure(self, what):
+        tensors = self._graph_tensors(what)
+        given = self.__dict__.get("_given_" + what)
+        if isinstance(given, dict):
+            return dict(given)
+        if isinstance(given, (list, tuple)):
+            return list(tensors)
+        return tensors[0] if len(tensors) == 1 else tensors
+
     @property
     def input(self):
-        """Keras's ``model.input``: the input tensor, or the list of them for several."""
-        ins = self.inputs
-        return ins[0] if len(ins) == 1 else ins
+        """Keras's ``model.input``: the inputs as given to ``Model(inputs, ...)`` (a tensor, a
+        list or a dict); a Sequential's input tensor. (Keras 3.15's ``Sequential.input`` is
+        instead the tensor of the Sequential's first call as a layer, an AttributeError
+        before one.)"""
+        return self._structure("inputs")
 
     @property
     def output(self):
-        """Keras's ``model.output``: the output tensor, or the list of them for several."""
-        outs = self.outputs
-        return outs[0] if len(outs) == 1 else outs
+        """Keras's ``model.output``: the outputs as given to ``Model(..., outputs)`` (a
+        tensor, a list or a dict); a Sequential's output tensor."""
+        return self._structure("outputs")
     input_names = _list_property("_input_names", "The names of the model's inputs.")
     output_names = _list_property("_output_names", "The names of the model's outputs.")
 
@@ -533,9 +545,9 @@ class Model(Trainer, _layers.Layer):
         if isinstance(inputs, dict):
             tensors = by_name(inputs, self._input_names, "inputs") if self._graph else list(
                 inputs.values())
-        if self._graph is None:
+        if self._graph is None:     # built for its declared input, else for these tensors
             shapes = [t.shape[1:] for t in tensors]
-            self.build(shapes if len(shapes) > 1 else shapes[0])
+            self._ensure_built(shapes if len(shapes) > 1 else shapes[0])
         if len(tensors) != len(self._inputs):
             raise ValueError(f"Model {self.name!r} has {len(self._inputs)} inputs "
                              f"{self._input_names}; it was called on {len(tensors)} tensors.")
@@ -922,7 +934,7 @@ class Model(Trainer, _layers.Layer):
             shape = _shape_str(nodes[0].outputs[0].shape) if nodes else "?"
             links = [f"{t.node.layer.name}[{self.node_index(t.node)}][0]"
                      for n in nodes for t in n.inbound_tensors]
-            rows.append((f"{layer.name} ({type(layer).__name__})", shape,
+            rows.append((f"{layer.name} ({keras_class_name(layer)})", shape,
                          f"{layer.count_params():,}", ", ".join(links) or "-"))
         return ("Layer (type)", "Output Shape", "Param #", "Connected to"), rows
 
@@ -952,6 +964,12 @@ class Model(Trainer, _layers.Layer):
     def __repr__(self):
         return (f"<{type(self).__name__} name={self.name!r}, {len(self._layers)} layers, "
                 f"built={self.built}>")
+
+
+def keras_class_name(layer):
+    """The class name Keras shows for ``layer`` (``summary``): ``Functional`` for a graph
+    ``Model`` (Keras's class of ``keras.Model(inputs, outputs)``)."""
+    return "Functional" if type(layer) is Model else type(layer).__name__
 
 
 #: Model classes a config may nest as layers, by class name (``Sequential`` adds itself).

@@ -20,7 +20,13 @@ from ..layers.base import sample_shape, unique_name
 from ..layers.node import input_tensor
 from ..trainers.trainer import Trainer
 from ..trainers.trainer import shape_str as _shape_str
-from .functional import NESTED_MODEL_CLASSES, Model, deserialize_layer, serialize_layer
+from .functional import (
+    NESTED_MODEL_CLASSES,
+    Model,
+    deserialize_layer,
+    keras_class_name,
+    serialize_layer,
+)
 
 __all__ = ["Sequential"]
 
@@ -142,8 +148,18 @@ class Sequential(Model):
     # ----- forward / backward --------------------------------------------------------------------
     def chain_layers(self):
         """The layers in the order they run (a Sequential is always a chain), for
-        :mod:`cconv.plan`."""
-        return self._layers
+        :mod:`cconv.plan`; a nested model's own chain is inlined in its place, and a nested
+        model that is no chain makes this None (the model runs layer by layer)."""
+        chain = []
+        for layer in self._layers:
+            if not isinstance(layer, Model):
+                chain.append(layer)
+                continue
+            inner = layer.chain_layers()
+            if inner is None:
+                return None
+            chain += inner
+        return chain
 
     # ----- a single input and output: the trainer's own data checks ------------------------------
     _prepare_x = Trainer._prepare_x
@@ -158,7 +174,7 @@ class Sequential(Model):
     # ----- summary / config / saving -------------------------------------------------------------
     def _summary_rows(self):
         """``(column titles, rows of strings)`` for :meth:`summary`."""
-        rows = [(f"{layer.name} ({type(layer).__name__})", _shape_str(layer.output_shape),
+        rows = [(f"{layer.name} ({keras_class_name(layer)})", _shape_str(layer.output_shape),
                  f"{layer.count_params():,}") for layer in self._layers]
         return ("Layer (type)", "Output Shape", "Param #"), rows
 

@@ -1,0 +1,186 @@
+"""The symbolic surface (issue 32 item 2): ``layer.input`` / ``layer.output``,
+``model.inputs`` / ``outputs`` / ``input`` / ``output``, the lowercase merging helpers and
+arithmetic on symbolic tensors, each against Keras 3.15 running the same program."""
+import numpy as np
+import pytest
+
+import cconv
+from cconv import layers as L
+
+from ._helpers import keras_or_skip
+
+
+def _close(a, b, tol=1e-5):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
+
+
+def _base(K):
+    return K.Sequential([K.Input((8, 8, 1)), K.layers.Conv2D(3, 3, activation="relu"),
+                         K.layers.MaxPooling2D(), K.layers.Flatten(), K.layers.Dense(4)])
+
+
+def test_a_feature_extractor_from_layer_outputs_matches_keras():
+    keras = keras_or_skip()
+    kb, cb = _base(keras), _base(cconv)
+    cb.set_weights(kb.get_weights())
+    kf = keras.Model(kb.inputs, [l.output for l in kb.layers])
+    cf = cconv.Model(cb.inputs, [l.output for l in cb.layers])
+    x = np.random.default_rng(0).standard_normal((5, 8, 8, 1)).astype("float32")
+    kouts, couts = kf.predict(x, verbose=0), cf.predict(x, verbose=0)
+    assert [o.shape for o in couts] == [o.shape for o in kouts]
+    for c, k in zip(couts, kouts):
+        _close(c, k)
+    assert cf.count_params() == kf.count_params()
+
+
+def test_graph_model_feature_extractor_includes_its_input_layer_like_keras():
+    keras = keras_or_skip()
+
+    def program(K):
+        x = K.Input((6,))
+        h = K.layers.Dense(4, activation="relu", name="h")(x)
+        return K.Model(x, K.layers.Dense(2, name="y")(h))
+    km, cm = program(keras), program(cconv)
+    cm.set_weights(km.get_weights())
+    kf = keras.Model(km.input, [l.output for l in km.layers])
+    cf = cconv.Model(cm.input, [l.output for l in cm.layers])
+    x = np.random.default_rng(1).standard_normal((3, 6)).astype("float32")
+    for c, k in zip(cf.predict(x, verbose=0), kf.predict(x, verbose=0)):
+        _close(c, k)
+    # one layer's output, as the transfer-learning guides do
+    mid = cconv.Model(cm.input, cm.get_layer("h").output)
+    _close(mid.predict(x, verbose=0), keras.Model(km.input, km.get_layer("h").output)
+           .predict(x, verbose=0))
+
+
+def test_input_and_output_follow_keras_rules():
+    keras = keras_or_skip()
+    for K in (keras, cconv):
+        d = K.layers.Dense(2)
+        with pytest.raises(AttributeError, match="has never been called"):
+            _ = d.output
+        with pytest.raises(AttributeError, match="has never been called"):
+            _ = d.input
+        a, b = K.Input((3,)), K.Input((3,))
+        out_a = d(a)
+        d(b)
+        assert d.input is a and d.output is out_a      # Keras 3: the first call's tensors
+        add = K.layers.Add()
+        s = add([a, b])
+        assert list(add.input) == [a, b] and add.output is s
+        m = K.Model([a, b], [out_a, s])
+        assert m.inputs == [a, b] and m.input == [a, b] and m.outputs == [out_a, s]
+        single = K.Model(a, out_a)
+        assert single.input is a and single.output is out_a
+        assert single.inputs == [a] and single.outputs == [out_a]
+        assert K.Model([a], [out_a]).input == [a]       # the structure as given
+        seq = K.Sequential([K.Input((4,)), K.layers.Dense(3)])
+        assert seq.inputs[0].shape == (None, 4) and seq.outputs[0].shape == (None, 3)
+        assert seq.layers[0].input is seq.inputs[0] and seq.layers[0].output is seq.outputs[0]
+    # Keras 3.15's Sequential.input is the tensor of its first call as a layer (an
+    # AttributeError before one); cconv gives a built Sequential's own input and output
+    seq = cconv.Sequential([cconv.Input((4,)), L.Dense(3)])
+    assert seq.input is seq.inputs[0] and seq.output is seq.outputs[0]
+    lazy = cconv.Sequential([L.Dense(2)])
+    with pytest.raises(AttributeError, match="no defined inputs"):
+        _ = lazy.inputs
+    lazy.build((5,))
+    assert lazy.input.shape == (None, 5)
+
+
+@pytest.mark.parametrize("name", ["add", "subtract", "multiply", "average", "maximum",
+                                  "minimum", "concatenate"])
+def test_lowercase_helpers_match_keras(name):
+    keras = keras_or_skip()
+    rng = np.random.default_rng(2)
+    xs = [rng.standard_normal((4, 3, 5)).astype("float32") for _ in range(2)]
+
+    def program(K):
+        a, b = K.Input((3, 5)), K.Input((3, 5))
+        fn = getattr(K.layers, name)
+        y = fn([a, b], axis=1) if name == "concatenate" else fn([a, b])
+        return K.Model([a, b], K.layers.Dense(2)(y))
+    km, cm = program(keras), program(cconv)
+    assert [type(l).__name__ for l in cm.layers] == [type(l).__name__ for l in km.layers]
+    cm.set_weights(km.get_weights())
+    _close(cm.predict(xs, verbose=0), km.predict(xs, verbose=0))
+    # on arrays too
+    fn = getattr(L, name)
+    kfn = getattr(keras.layers, name)
+    got = fn(xs, axis=1) if name == "concatenate" else fn(xs)
+    want = kfn(xs, axis=1) if name == "concatenate" else kfn(xs)
+    _close(got, np.asarray(want))
+
+
+def test_helpers_take_layer_arguments():
+    a, b = cconv.Input((4,)), cconv.Input((4,))
+    y = L.add([a, b], name="the_sum")
+    assert y.node.layer.name == "the_sum"
+    assert L.concatenate([a, b], axis=-1, name="cat").shape == (None, 8)
+    with pytest.raises(ValueError, match="Subtract.*needs 2 inputs; got 3"):
+        L.subtract([a, b, a])
+
+
+def test_arithmetic_on_symbolic_tensors_matches_keras():
+    keras = keras_or_skip()
+
+    def program(K):
+        x = K.Input((6,))
+        h = K.layers.Dense(6, name="d1")(x)
+        h += x                      # a residual, as the keras-io programs write it
+        h = h * 2 - 1
+        h = -h / 4 + 0.5
+        g = K.layers.Dense(6, name="d2")(h)
+        y = 1 - (g - h) * h
+        return K.Model(x, y)
+    km, cm = program(keras), program(cconv)
+    assert cm.count_params() == km.count_params()
+    assert [w.shape for w in cm.get_weights()] == [w.shape for w in km.get_weights()]
+    cm.set_weights(km.get_weights())
+    x = np.random.default_rng(3).standard_normal((7, 6)).astype("float32")
+    _close(cm.predict(x, verbose=0), km.predict(x, verbose=0))
+    # and it trains alike (gradients through Add, Subtract, Multiply and the scalings)
+    y = np.random.default_rng(4).standard_normal((7, 6)).astype("float32")
+    km.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    cm.compile(optimizer=cconv.optimizers.SGD(0.01), loss="mse")
+    for _ in range(2):
+        kl, cl = km.train_on_batch(x, y), cm.train_on_batch(x, y)
+        _close(cl, kl, 1e-4)
+    for c, k in zip(cm.get_weights(), km.get_weights()):
+        _close(c, k, 1e-4)
+
+
+def test_arithmetic_makes_the_matching_layers():
+    a, b = cconv.Input((3,)), cconv.Input((3,))
+    kinds = {"a + b": (a + b, "Add"), "a - b": (a - b, "Subtract"), "a * b": (a * b, "Multiply"),
+             "a * 2": (a * 2, "Rescaling"), "2 * a": (2 * a, "Rescaling"),
+             "-a": (-a, "Rescaling"), "a / 4": (a / 4, "Rescaling"), "a + 1": (a + 1, "Rescaling"),
+             "3 - a": (3 - a, "Rescaling")}
+    for what, (t, kind) in kinds.items():
+        assert type(t.node.layer).__name__ == kind, what
+    m = cconv.Model([a, b], [t for t, _ in kinds.values()])
+    xa = np.array([[1, 2, 3]], "float32")
+    xb = np.array([[4, 5, 6]], "float32")
+    outs = m.predict([xa, xb], verbose=0)
+    want = [xa + xb, xa - xb, xa * xb, xa * 2, 2 * xa, -xa, xa / 4, xa + 1, 3 - xa]
+    for got, w in zip(outs, want):
+        np.testing.assert_array_equal(got, w)
+    assert +a is a
+
+
+def test_unsupported_arithmetic_says_what_is_supported():
+    a, b = cconv.Input((3,)), cconv.Input((3,))
+    with pytest.raises(TypeError, match="no Divide layer"):
+        a / b
+    with pytest.raises(TypeError, match="needs another symbolic tensor or a number.*ndarray"):
+        a + np.ones(3)
+    with pytest.raises(TypeError, match="not supported"):
+        a ** 2
+    with pytest.raises(TypeError, match="not supported"):
+        1 / a
+    with pytest.raises(ZeroDivisionError, match="by zero"):
+        a / 0
+    with pytest.raises(ValueError, match="incompatible shapes"):
+        a + cconv.Input((4,))
+    with pytest.raises(TypeError, match="bool"):
+        bool(a)
