@@ -316,7 +316,7 @@ def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
 
     Returns:
         an ``IPython.display.Image`` of the file when IPython is installed and the image is
-        not a PDF or DOT file, else None.
+        a PNG, JPEG or GIF (shown in a notebook), else None.
 
     Raises:
         ImportError: Graphviz's ``dot`` program is not installed (the message says how to
@@ -333,7 +333,7 @@ def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
         else "png"
     data = source.encode() if ext == "dot" else _render_dot(source, ext)
     fileio.atomic_write(to_file, lambda f: f.write(data))
-    if ext in ("pdf", "dot"):
+    if ext not in ("png", "jpg", "jpeg", "gif"):
         return None
     try:
         from IPython import display

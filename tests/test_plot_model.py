@@ -1,0 +1,76 @@
+"""cconv.utils.plot_model / model_to_dot (Keras's keras.utils.plot_model), issue 32 item 5:
+an image of the graph with Graphviz when installed, else an ImportError naming what to
+install."""
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import cconv
+from cconv import layers as L
+
+
+def _graph():
+    inp = cconv.Input((8, 8, 3), name="image")
+    a = L.Conv2D(4, 3, padding="same", activation="relu", name="left")(inp)
+    b = L.Conv2D(4, 1, name="right")(inp)
+    x = L.Add(name="sum")([a, b])
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return cconv.Model(inp, L.Dense(2, name="head")(x), name="two_paths")
+
+
+def _edges(dot):
+    ids = dict(re.findall(r'(n\d+) \[label="([^"\\]*)', dot))
+    return sorted((ids[a].split(" ")[0], ids[b].split(" ")[0])
+                  for a, b in re.findall(r"(n\d+) -> (n\d+);", dot))
+
+
+def test_model_to_dot_has_a_box_per_layer_and_an_arrow_per_connection():
+    dot = cconv.utils.model_to_dot(_graph(), show_shapes=True, show_layer_names=True,
+                                   show_layer_activations=True, show_trainable=True,
+                                   show_dtype=True)
+    assert dot.startswith("digraph G {") and dot.rstrip().endswith("}")
+    assert _edges(dot) == [("gap", "head"), ("image", "left"), ("image", "right"),
+                           ("left", "sum"), ("right", "sum"), ("sum", "gap")]
+    assert "left (Conv2D)" in dot and "Activation: relu" in dot
+    assert "Input shape: (None, 8, 8, 3)" in dot and "Output shape: (None, 2)" in dot
+    assert "Trainable: Y" in dot and "dtype: float32" in dot
+    plain = cconv.utils.model_to_dot(_graph())
+    assert "Conv2D" in plain and "Input shape" not in plain
+
+
+def test_a_sequential_is_a_chain_built_or_not():
+    layers = [L.Dense(3, name="a"), L.Dense(2, name="b")]
+    unbuilt = cconv.Sequential(layers)
+    assert _edges(cconv.utils.model_to_dot(unbuilt, show_layer_names=True)) == [("a", "b")]
+    built = cconv.Sequential([cconv.Input((4,)), L.Dense(3, name="c"), L.Dense(2, name="d")])
+    edges = _edges(cconv.utils.model_to_dot(built, show_layer_names=True))
+    assert ("c", "d") in edges and len(edges) == 2       # the input layer -> c -> d
+
+
+def test_without_graphviz_an_import_error_names_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    with pytest.raises(ImportError, match="graphviz.*pydot|pydot.*graphviz"):
+        cconv.utils.plot_model(_graph(), to_file=str(tmp_path / "m.png"))
+    assert not (tmp_path / "m.png").exists()
+    cconv.utils.plot_model(_graph(), to_file=str(tmp_path / "m.dot"))   # needs nothing
+    assert (tmp_path / "m.dot").read_text().startswith("digraph G {")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="rankdir"):
+        cconv.utils.model_to_dot(_graph(), rankdir="BT")
+    with pytest.raises(ValueError, match="model"):
+        cconv.utils.model_to_dot(np.zeros(3))
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+def test_draws_png_and_svg_images(tmp_path):
+    png = tmp_path / "model.png"
+    cconv.utils.plot_model(_graph(), to_file=str(png), show_shapes=True, rankdir="LR")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = tmp_path / "model.svg"
+    cconv.utils.plot_model(_graph(), to_file=str(svg), show_layer_names=True)
+    text = svg.read_text()
+    assert "<svg" in text and "left (Conv2D)" in text
