@@ -24,6 +24,7 @@ __all__ = ["ops", "classic", "get_num_threads", "set_num_threads", "openmp_enabl
 from . import (  # noqa: E402
     activations,
     autograd,  # noqa: E402
+    backend,
     callbacks,
     datasets,
     initializers,
@@ -49,7 +50,7 @@ __all__ += ["autograd", "GradientTape"]
 __all__ += [
     "Sequential", "Model", "Input", "load_model", "from_keras", "layers", "models",
     "optimizers", "losses", "metrics", "activations", "initializers", "callbacks", "datasets",
-    "regularizers", "schedules", "utils", "saving", "trainers",
+    "regularizers", "schedules", "utils", "saving", "trainers", "backend",
 ]
 # --- end Keras-style API ---------------------------------------------------------------
 
