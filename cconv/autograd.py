@@ -32,8 +32,8 @@ import threading
 import numpy as np
 
 __all__ = ["Tensor", "GradientTape", "backprop", "record", "constant", "variable",
-           "is_tensor", "is_recording", "wants_node", "holds_tensor", "paused", "leaf", "value_of",
-           "stop_gradient"]
+           "is_tensor", "is_recording", "wants_node", "holds_tensor", "loss_on_tape", "paused",
+           "leaf", "value_of", "stop_gradient"]
 
 _state = threading.local()
 
@@ -718,6 +718,25 @@ def backprop(root: Tensor, seed=None) -> dict:
             prev = grads.get(id(p))
             grads[id(p)] = d if prev is None else prev + d
     return grads
+
+
+def loss_on_tape(loss, y_true, y_pred, per_sample=False) -> Tensor:
+    """A loss object's value on tensor ``y_pred``, recorded with the loss's own gradient
+    (``loss.prepare_targets`` and ``value_and_grad`` / ``per_sample_and_grad`` of a
+    :class:`cconv.losses.Loss`): the batch mean, or with ``per_sample`` the per-sample
+    losses (shape ``y_pred.shape[:-1]``)."""
+    p = y_pred.value
+    if p.dtype.kind != "f":
+        p = p.astype(np.float32)
+    y = loss.prepare_targets(value_of(y_true), p.shape, dtype=p.dtype)
+    if not per_sample:
+        value, grad = loss.value_and_grad(y, p)
+        return record(np.asarray(value, dtype=p.dtype), [y_pred], lambda g: (g * grad,))
+    per, grad = loss.per_sample_and_grad(y, p)
+    per = np.asarray(per)
+    scale = grad * per.size
+    return record(per, [y_pred], lambda g: (scale * np.reshape(g, g.shape + (1,) * (
+        scale.ndim - np.ndim(g))),))
 
 
 class GradientTape:

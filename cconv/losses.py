@@ -16,6 +16,7 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
+from . import autograd as _autograd
 from ._typing import ArrayLike, Config, DTypeLike
 from .registry import Configurable, Registry
 
@@ -60,7 +61,10 @@ class Loss(Configurable):
 
     # ----- public API ------------------------------------------------------------------
     def __call__(self, y_true: ArrayLike, y_pred: ArrayLike) -> float:
-        """Mean loss over the batch (float)."""
+        """Mean loss over the batch (float); a tensor on the tape for a ``cconv.autograd``
+        tensor ``y_pred`` (its gradient: the loss's own)."""
+        if _autograd.is_tensor(y_pred):
+            return _autograd.loss_on_tape(self, y_true, y_pred)
         y_pred = np.asarray(y_pred)
         if not np.issubdtype(y_pred.dtype, np.floating):
             y_pred = y_pred.astype(np.float32)
@@ -376,6 +380,8 @@ def apply_sample_weight(per, grad, sample_weight):
 def _functional(cls, **fixed):
     def f(y_true, y_pred, **kwargs):
         loss = cls(**fixed, **kwargs)
+        if _autograd.is_tensor(y_pred):
+            return _autograd.loss_on_tape(loss, y_true, y_pred, per_sample=True)
         y_pred = np.asarray(y_pred)
         if not np.issubdtype(y_pred.dtype, np.floating):
             y_pred = y_pred.astype(np.float32)

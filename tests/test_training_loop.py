@@ -71,7 +71,8 @@ def test_metric_sums_are_accumulated_in_float64():
     assert mae.result() == (1e8 + 1.0) / 2
 
 
-# ----- overridden steps are refused (item 3) -----------------------------------------------------
+# ----- an overridden predict_step is refused (item 3); train_step and test_step run ---------------
+# (their behaviour: tests/test_custom_training.py)
 class _TrainStep(cconv.Sequential):
     calls = 0
 
@@ -100,11 +101,6 @@ def _xy(n=16):
 
 
 @pytest.mark.parametrize("cls,call,hook", [
-    (_TrainStep, lambda m, x, y: m.fit(x, y, verbose=0), "train_step"),
-    (_TrainStep, lambda m, x, y: m.train_on_batch(x, y), "train_step"),
-    (_TestStep, lambda m, x, y: m.evaluate(x, y, verbose=0), "test_step"),
-    (_TestStep, lambda m, x, y: m.fit(x, y, verbose=0, validation_data=(x, y)), "test_step"),
-    (_TestStep, lambda m, x, y: m.fit(x, y, verbose=0, validation_split=0.25), "test_step"),
     (_PredictStep, lambda m, x, y: m.predict(x, verbose=0), "predict_step"),
     (_PredictStep, lambda m, x, y: m.predict_on_batch(x), "predict_step"),
 ])
@@ -128,17 +124,32 @@ def test_steps_that_are_not_used_are_not_refused():
     m.predict(x, verbose=0)
 
 
-def test_a_functional_model_subclass_with_train_step_is_refused():
+def test_overridden_train_and_test_steps_run():
+    x, y = _xy()
+    _TrainStep.calls = 0
+    m = _TrainStep(_stack())
+    m.compile("sgd", "mse")
+    before = m.get_weights()
+    history = m.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    assert _TrainStep.calls == 4 and history.history == {}
+    for a, b in zip(m.get_weights(), before):        # this train_step changes nothing
+        np.testing.assert_array_equal(a, b)
+    m = _TestStep(_stack())
+    m.compile("sgd", "mse")
+    assert m.evaluate(x, y, verbose=0, return_dict=True) == {}
+
+
+def test_a_functional_model_subclass_runs_its_train_step():
     class MyModel(cconv.Model):
         def train_step(self, data):
-            return {}
+            x, y = data
+            return {"samples": len(x)}
 
     inp = cconv.Input((4,))
     m = MyModel(inp, L.Dense(2)(inp))
     m.compile("sgd", "mse")
     x, y = _xy()
-    with pytest.raises(NotImplementedError, match=r"MyModel overrides train_step\(\)"):
-        m.fit(x, y, verbose=0)
+    assert m.fit(x, y, batch_size=16, verbose=0).history == {"samples": [16.0]}
 
 
 # ----- steps_per_epoch continues a pass (item 6) -------------------------------------------------

@@ -91,6 +91,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from .. import autograd
 from .. import callbacks as _callbacks
 from .. import losses as _losses
 from .. import metrics as _metrics
@@ -200,6 +201,102 @@ def _custom_step_owner(model, hook):
     return None
 
 
+def unpack_x_y_sample_weight(data):
+    """``(x, y, sample_weight)`` from a step's ``data`` (``x``, ``(x,)``, ``(x, y)`` or
+    ``(x, y, sample_weight)``; missing parts None), as ``keras.utils``'s function."""
+    if isinstance(data, list):
+        data = tuple(data)
+    if not isinstance(data, tuple):
+        return data, None, None
+    if len(data) == 1:
+        return data[0], None, None
+    if len(data) == 2:
+        return data[0], data[1], None
+    if len(data) == 3:
+        return data
+    raise ValueError(f"data must be x, (x,), (x, y) or (x, y, sample_weight); got a tuple "
+                     f"of {len(data)} items.")
+
+
+def _step_data(batch):
+    """What a custom step gets for a batch: ``x`` alone when there are no labels, else
+    ``(x, y)`` or ``(x, y, sample_weight)`` (Keras's forms)."""
+    parts = tuple(b for b in batch if b is not None)
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _batch_size(batch):
+    x = batch[0]
+    return int(np.shape(x[0] if isinstance(x, (list, tuple)) else x)[0])
+
+
+def _float_logs(logs, hook):
+    """A step's returned logs as ``{name: float}``.
+
+    Raises:
+        TypeError: ``hook`` returned something other than a dict.
+    """
+    if not isinstance(logs, dict):
+        raise TypeError(f"{hook}() must return a dict of logs ({{name: value}}, Keras's "
+                        f"contract); got {type(logs).__name__}.")
+    out = {}
+    for k, v in logs.items():
+        v = autograd.value_of(v)
+        out[k] = float(np.asarray(v)) if np.size(v) == 1 else v
+    return out
+
+
+class TapeLoss(_losses.Loss):
+    """A loss whose gradient comes from the tape: a plain function ``fn(y_true, y_pred)`` of
+    ``cconv.ops`` (or NumPy on tensors) returning per-sample losses (or a scalar), or a
+    :class:`cconv.losses.Loss` subclass that defines only ``call``. The batch loss is the
+    mean of what it returns (Keras's reduction); ``y_true`` arrives as given (a float
+    array)."""
+
+    _default_name = "custom_loss"
+
+    def __init__(self, fn, name=None):
+        super().__init__(name or getattr(fn, "__name__", None) or self._default_name)
+        self.fn = fn
+
+    def call(self, y_true, y_pred):
+        return np.asarray(autograd.value_of(self.fn(y_true, y_pred)))
+
+    def prepare_targets(self, y, output_shape, dtype=np.float32):
+        y = np.asarray(y)
+        return y.astype(dtype) if y.dtype.kind in "biuf" else y
+
+    def _value_and_grad(self, y_true, y_pred):
+        p = autograd.variable(y_pred)
+        with autograd.paused():
+            loss = autograd.mean(self.fn(y_true, p))
+        if not autograd.is_tensor(loss):
+            raise TypeError(f"Loss {self.name!r}: the function returned a "
+                            f"{type(loss).__name__} not computed from y_pred on the tape; "
+                            f"compute it with cconv.ops (or NumPy ufuncs) on y_pred.")
+        grads = autograd.backprop(loss) if loss.requires_grad else {}
+        g = grads.get(id(p))
+        g = np.zeros_like(y_pred) if g is None else np.asarray(g, dtype=y_pred.dtype)
+        return float(loss.value), g
+
+
+def _tape_losses(loss):
+    """compile's ``loss`` with each plain function (or ``Loss`` subclass defining only
+    ``call``) wrapped in a :class:`TapeLoss`; names, known losses and None unchanged."""
+    if isinstance(loss, (list, tuple)):
+        return type(loss)(_tape_losses(v) for v in loss)
+    if isinstance(loss, dict) and "class_name" not in loss:
+        return {k: _tape_losses(v) for k, v in loss.items()}
+    if isinstance(loss, _losses.Loss):
+        has_grad = any("_value_and_grad" in vars(c) or "value_and_grad" in vars(c)
+                       for c in type(loss).__mro__ if c is not _losses.Loss)
+        return loss if has_grad else TapeLoss(loss.call, loss.name)
+    if (callable(loss) and not isinstance(loss, type)
+            and getattr(loss, "__module__", None) != _losses.__name__):
+        return TapeLoss(loss)
+    return loss
+
+
 def _bad_loss_message(loss, epoch, step):
     return (f"The training loss became {loss} at epoch {epoch + 1}, step {step + 1} (batch "
             f"index {step}); the weights are no longer finite from there on. Check the "
@@ -259,6 +356,28 @@ class Trainer:
     @property
     def non_trainable_weights(self) -> List[np.ndarray]:
         return [w for layer in self.layers for w in layer.non_trainable_weights]
+
+    @property
+    def trainable_variables(self) -> List[np.ndarray]:
+        """Keras 3's name for the trainable weights: the arrays themselves (views of the
+        model's flat weight buffer, which is made now if needed, so the same arrays serve
+        every later step), for ``tape.gradient(loss, model.trainable_variables)`` and
+        ``optimizer.apply(grads, model.trainable_variables)``, which updates them in place."""
+        self._ensure_built()
+        self._ensure_packed()
+        return self.trainable_weights
+
+    @property
+    def non_trainable_variables(self) -> List[np.ndarray]:
+        """Keras 3's name for :attr:`non_trainable_weights`."""
+        return self.non_trainable_weights
+
+    @property
+    def variables(self) -> List[np.ndarray]:
+        """Keras 3's name for :attr:`weights` (trainable first, layer by layer)."""
+        self._ensure_built()
+        self._ensure_packed()
+        return self.weights
 
     def get_weights(self) -> List[np.ndarray]:
         """Copies of every weight, layer by layer, in Keras's order and shapes."""
@@ -370,6 +489,16 @@ class Trainer:
             ValueError: an unknown name (the message lists the known ones), or lists/dicts
                 that do not match the outputs.
         """
+        loss = _tape_losses(loss)
+        if loss is None and _custom_step_owner(self, "train_step") is not None:
+            # Keras: a model with its own train_step needs no compiled loss
+            self.jit_compile = bool(jit_compile)
+            self.optimizer = _optimizers.get(optimizer)
+            self.loss = None
+            self._metric_ids = _metric_list(metrics)
+            self._weighted_metric_ids = _metric_list(weighted_metrics)
+            self.compiled = True
+            return
         args = dict(optimizer=optimizer, loss=loss, loss_weights=loss_weights,
                     metrics=metrics, weighted_metrics=weighted_metrics,
                     jit_compile=jit_compile)
@@ -699,15 +828,270 @@ class Trainer:
         self.optimizer.apply((self._gflat,), (self._wflat,), segments=(self._segments,))
 
     def __call__(self, x: ArrayLike, training: bool = False) -> np.ndarray:
-        """Apply the model to a batch; returns a NumPy array (no progress bar, no batching)."""
+        """Apply the model to a batch; returns a NumPy array (no progress bar, no batching).
+        Inside a :class:`cconv.GradientTape` (or on a tensor) returns a tensor recorded as
+        one node of the tape (:meth:`_taped_call`)."""
+        if autograd.wants_node(x):
+            return self._taped_call(x, training)
         return self._forward(self._prepare_x(x), training)
+
+    def _taped_call(self, x, training):
+        """The model on the tape: the usual forward (compiled plan or layers) runs now, and
+        the node's gradient is the usual backward, giving each trainable variable's
+        gradient (``trainable_variables``). Gradients do not flow into ``x``. A later call
+        of the model replaces what the backward needs, so differentiate before calling the
+        model again (a RuntimeError says so otherwise)."""
+        xb = self._prepare_x(autograd.value_of(x))
+        self._ensure_packed()
+        with autograd.paused():
+            out = self._forward(xb, training)
+        stamp = object()
+        self._tape_stamp = stamp
+        variables = self.trainable_weights
+        grads = self._gflat
+        names = [(layer, n) for layer in self.layers if layer.trainable
+                 for n in layer.trainable_weight_names]
+
+        def vjp(g):
+            if not training:
+                raise RuntimeError(
+                    f"Model {self.name!r} was called with training=False inside the "
+                    f"GradientTape, so it kept nothing for its backward; call it as "
+                    f"model(x, training=True) to differentiate it.")
+            if self.__dict__.get("_tape_stamp") is not stamp:
+                raise RuntimeError(
+                    f"Model {self.name!r} was called again inside the tape after the call "
+                    f"being differentiated; take the gradient before calling it again (one "
+                    f"training call per tape).")
+            grads[...] = 0
+            with autograd.paused():
+                self._backward(np.ascontiguousarray(g, dtype=self.dtype))
+            return (None,) + tuple(layer.grads[n].copy() for layer, n in names)
+        return autograd.record(out, [x] + variables, vjp)
+
+    # ----- Keras's step API: compute_loss, metrics, train_step, test_step -------------------------
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss of ``y_pred`` against ``y`` (Keras 3's signature): the batch mean
+        (Keras's ``sum(loss_i * w_i) / batch_size`` with ``sample_weight``) plus the weight
+        regularizers' penalties; a tensor on the tape when ``y_pred`` is one (its gradient is
+        the loss's own), else a float.
+
+        Raises:
+            ValueError: no loss was compiled (a model with its own ``train_step`` may compile
+                without one, and then computes its loss itself).
+        """
+        if self.loss is None:
+            raise ValueError("No loss to compute: compile(loss=...) was given none. Pass a "
+                             "loss to compile(), or compute the loss in train_step yourself.")
+        pv = np.asarray(autograd.value_of(y_pred))
+        yv = self.loss.prepare_targets(y, pv.shape, dtype=pv.dtype)
+        if sample_weight is None:
+            value, grad = self.loss.value_and_grad(yv, pv)
+        else:
+            per, grad = self.loss.per_sample_and_grad(yv, pv)
+            value, grad = _losses.apply_sample_weight(per, np.array(grad), sample_weight)
+        if self.__dict__.get("_penalized"):
+            value += self._regularization_loss_and_grads(grads=False)
+        if not autograd.is_tensor(y_pred):
+            return float(value)
+        penalties = [(getattr(layer, n), reg) for layer in self.layers if layer.trainable
+                     for n, reg in layer.weight_regularizers()]
+
+        def vjp(g):
+            out = [g * grad]
+            for w, reg in penalties:
+                d = np.zeros_like(w)
+                reg.add_gradient(w, d)
+                out.append(g * d)
+            return tuple(out)
+        return autograd.record(np.asarray(value, dtype=pv.dtype),
+                               [y_pred] + [w for w, _ in penalties], vjp)
+
+    @property
+    def metrics(self) -> list:
+        """Keras's ``model.metrics``: the ``loss`` tracker (a :class:`cconv.metrics.Mean`)
+        and the compiled metrics, once ``fit`` / ``evaluate`` with a custom step (or
+        ``train_step`` / ``test_step``) made them; a model may override it with its own
+        list (``fit`` resets them at each epoch, ``evaluate`` before it starts)."""
+        return list(self.__dict__.get("_step_metrics", ()))
+
+    def _step_metrics_for(self, y):
+        """Make :attr:`metrics` for labels like ``y`` (None: the loss tracker only)."""
+        tracker = _metrics.Mean(name="loss")
+        compiled = []
+        if y is not None and (self._metric_ids or getattr(self, "_weighted_metric_ids", [])):
+            compiled = self._make_metrics(np.shape(y))
+        self._step_metrics = [tracker] + compiled
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None) -> dict:
+        """Update the compiled metrics with a batch (Keras 3's signature) and return every
+        metric's result, ``{name: float}`` (:meth:`get_metrics_result`)."""
+        if "_step_metrics" not in self.__dict__:
+            self._step_metrics_for(y)
+        pv = np.asarray(autograd.value_of(y_pred))
+        for m in self.__dict__["_step_metrics"][1:]:
+            m.update_state(y, pv, sample_weight if m.weighted else None)
+        return self.get_metrics_result()
+
+    def get_metrics_result(self) -> dict:
+        """``{metric name: result}`` for each of :attr:`metrics`."""
+        return {m.name: float(m.result()) for m in self.metrics}
+
+    def train_step(self, data) -> dict:
+        """One training step on ``data`` (``x``, ``(x, y)`` or ``(x, y, sample_weight)``),
+        Keras 3's default: the forward pass and :meth:`compute_loss` on a
+        :class:`cconv.GradientTape`, ``optimizer.apply`` on :attr:`trainable_variables`,
+        then the metrics; returns the logs. ``fit`` runs a subclass's override (its built-in
+        loop, with the same arithmetic, runs when there is none)."""
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
+        with autograd.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x, y, y_pred, sample_weight)
+        variables = self.trainable_variables
+        self.optimizer.apply(tape.gradient(loss, variables, unconnected_gradients="zero"),
+                             variables)
+        return self._update_step_metrics(loss, x, y, y_pred, sample_weight)
+
+    def test_step(self, data) -> dict:
+        """One evaluation step (Keras 3's default): inference, :meth:`compute_loss`, the
+        metrics; returns the logs. ``evaluate`` runs a subclass's override."""
+        x, y, sample_weight = unpack_x_y_sample_weight(data)
+        y_pred = self(x, training=False)
+        loss = self.compute_loss(x, y, y_pred, sample_weight, training=False)
+        return self._update_step_metrics(loss, x, y, y_pred, sample_weight)
+
+    def _update_step_metrics(self, loss, x, y, y_pred, sample_weight):
+        if "_step_metrics" not in self.__dict__:
+            self._step_metrics_for(y)
+        n = np.shape(autograd.value_of(x[0] if isinstance(x, (list, tuple)) else x))[0]
+        self.__dict__["_step_metrics"][0].update_state(float(autograd.value_of(loss)),
+                                                       sample_weight=n)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def _custom_data(self, x, y, sample_weight, batch_size, shuffle, steps, what):
+        """The adapter for a loop of custom steps: arrays (``y`` and ``sample_weight``
+        optional, not converted by the loss) or a generator / sequence, whose batches go to
+        the step as they are."""
+        if self._distribution is not None:
+            raise NotImplementedError("A model with its own train_step / test_step runs on one "
+                                      "process: unset model.distribution.")
+        kind = data_kind(x, what)
+        if kind != "array":
+            return self._stream_adapter(
+                kind, x, what, lambda raw, i: (tuple(raw) if isinstance(raw, (tuple, list))
+                                               else (raw,), None), steps, shuffle)
+        x = self._prepare_x(x, what)
+        if y is not None:
+            y = np.asarray(y)
+            if y.ndim == 0 or y.shape[0] != x.shape[0]:
+                raise ValueError(f"{what} has {x.shape[0]} samples but y has shape "
+                                 f"{y.shape}; they need the same number of samples.")
+        w = None if sample_weight is None else np.asarray(sample_weight)
+        if w is not None and y is None:
+            raise ValueError("sample_weight needs y.")
+        return ArrayDataAdapter(x, y, batch_size, shuffle=shuffle, sample_weight=w, steps=steps)
+
+    def _reset_step_metrics(self):
+        for m in self.metrics:
+            m.reset_state()
+
+    def _fit_custom(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                    validation_data, shuffle, class_weight, sample_weight, initial_epoch,
+                    steps_per_epoch, validation_steps, validation_batch_size,
+                    validation_freq):
+        """fit for a model that overrides ``train_step`` (or ``test_step`` with validation):
+        the epoch/batch loop calls ``self.train_step(batch)``; the logs are what it
+        returns."""
+        if class_weight is not None:
+            raise NotImplementedError("class_weight with a custom train_step: weight the "
+                                      "samples in train_step (sample_weight) instead.")
+        batch_size = check_batch_size(batch_size)
+        if validation_split:
+            if data_kind(x, "x") != "array":
+                raise ValueError("validation_split is only supported for arrays.")
+            arrays = [np.asarray(x)] + [None if a is None else np.asarray(a)
+                                        for a in (y, sample_weight)]
+            (x, y, sample_weight), (xv, yv, wv) = self._split(arrays, validation_split)
+            validation_data = (xv, yv) if wv is None else (xv, yv, wv)
+        adapter = self._custom_data(x, y, sample_weight, batch_size, shuffle, steps_per_epoch,
+                                    "x")
+        self._step_metrics_for(y if data_kind(y, "y") == "array" else None) \
+            if y is not None else self._step_metrics_for(None)
+        iterator = EpochIterator(adapter, initial_epoch, epochs, steps_per_epoch)
+        history, progbar, cb = self._fit_callbacks(callbacks, verbose, epochs,
+                                                   iterator.num_batches)
+        val_bs = batch_size if validation_batch_size is None else validation_batch_size
+        self.stop_training = False
+        cb.on_train_begin()
+        last = {}
+        try:
+            for epoch in iterator.epochs():
+                self._reset_step_metrics()
+                cb.on_epoch_begin(epoch)
+                logs, seen = {}, 0
+                for i, batch in iterator.enumerate_epoch():
+                    cb.on_train_batch_begin(i)
+                    logs = _float_logs(self.train_step(_step_data(batch)), "train_step")
+                    seen += _batch_size(batch)
+                    if progbar is not None:
+                        progbar.update(i + 1, seen, logs)
+                    cb.on_train_batch_end(i, logs)
+                    if self.stop_training:
+                        break
+                logs = dict(logs)
+                if validation_data is not None and (epoch + 1) % validation_freq == 0:
+                    val = validation_data
+                    vx = val[0] if isinstance(val, (tuple, list)) else val
+                    vy = val[1] if isinstance(val, (tuple, list)) and len(val) > 1 else None
+                    vw = val[2] if isinstance(val, (tuple, list)) and len(val) > 2 else None
+                    vlogs = self._evaluate_custom(vx, vy, vw, val_bs, validation_steps, None)
+                    logs.update({"val_" + k: v for k, v in vlogs.items()})
+                cb.on_epoch_end(epoch, logs)
+                last = logs
+                if self.stop_training or iterator.ran_out:
+                    break
+        finally:
+            iterator.close()
+        cb.on_train_end(last)
+        self.history = history
+        history.model = self
+        return history
+
+    def _evaluate_custom(self, x, y, sample_weight, batch_size, steps, cb):
+        """evaluate's loop for a model with its own ``test_step`` (or a custom
+        ``train_step``'s validation): ``{name: value}`` from the last step's logs."""
+        adapter = self._custom_data(x, y, sample_weight, check_batch_size(batch_size), False,
+                                    steps, "x")
+        self._step_metrics_for(y if y is not None and data_kind(y, "y") == "array" else None)
+        self._reset_step_metrics()
+        it = EpochIterator(adapter, 0, 1, steps)
+        logs = {}
+        try:
+            if cb is not None:
+                cb.on_test_begin()
+            for i, batch in it.enumerate_epoch():
+                if cb is not None:
+                    cb.on_test_batch_begin(i)
+                logs = _float_logs(self.test_step(_step_data(batch)), "test_step")
+                if cb is not None:
+                    cb.on_test_batch_end(i, logs)
+            if cb is not None:
+                cb.on_test_end(logs)
+        finally:
+            it.close()
+        return logs
 
     def train_on_batch(self, x: ArrayLike, y: ArrayLike, sample_weight: Optional[ArrayLike] = None,
                        class_weight: Optional[dict] = None) -> Union[float, List[float]]:
         """One optimizer step on ``(x, y)`` (optionally weighted); returns the loss (and
         metrics as a list)."""
         self._require_compiled("train_on_batch")
-        self._refuse_custom_steps("train_on_batch", "train_step")
+        if _custom_step_owner(self, "train_step") is not None:
+            self._step_metrics_for(y)
+            data = (x, y) if sample_weight is None else (x, y, sample_weight)
+            logs = _float_logs(self.train_step(data), "train_step")
+            vals = list(logs.values())
+            return vals if len(vals) > 1 else vals[0]
         _check_class_weight(class_weight)
         x, y, y_shape = self._prepare_xy(x, y)
         w = self._sample_weights(sample_weight, class_weight, y, x.shape[0])
@@ -911,7 +1295,12 @@ class Trainer:
         _check_fit_args(epochs, initial_epoch, validation_split, validation_freq,
                         steps_per_epoch, validation_steps, class_weight)
         validating = validation_data is not None or validation_split > 0
-        self._refuse_custom_steps("fit", "train_step", *(("test_step",) if validating else ()))
+        if (_custom_step_owner(self, "train_step") is not None
+                or validating and _custom_step_owner(self, "test_step") is not None):
+            return self._fit_custom(x, y, batch_size, epochs, verbose, callbacks,
+                                    validation_split, validation_data, shuffle, class_weight,
+                                    sample_weight, initial_epoch, steps_per_epoch,
+                                    validation_steps, validation_batch_size, validation_freq)
         batch_size = check_batch_size(batch_size)
         val_bs = check_batch_size(batch_size if validation_batch_size is None
                                   else validation_batch_size, "validation_batch_size")
@@ -1026,7 +1415,14 @@ class Trainer:
             NotImplementedError: the model's class overrides ``test_step``.
         """
         self._require_compiled("evaluate")
-        self._refuse_custom_steps("evaluate", "test_step")
+        if _custom_step_owner(self, "test_step") is not None:
+            cbs = _callbacks.check_callbacks(callbacks, "evaluate")
+            logs = self._evaluate_custom(x, y, sample_weight, batch_size, steps,
+                                         self._loop_callbacks(cbs, 0, None))
+            if return_dict:
+                return logs
+            vals = list(logs.values())
+            return vals if len(vals) > 1 else vals[0]
         batch_size = check_batch_size(batch_size)
         if steps is not None:
             steps = check_int(steps, "steps")

@@ -1,0 +1,299 @@
+"""Custom training the Keras way (issue 32 item 3): GradientTape loops over
+``model.trainable_variables`` with ``optimizer.apply``, overridden ``train_step`` /
+``test_step`` run by ``fit`` / ``evaluate`` (``compile()`` without a loss then), custom losses
+as plain functions of ``cconv.ops``; each against Keras 3 running the same program where
+Keras has it."""
+import numpy as np
+import pytest
+
+import cconv
+from cconv import layers as L
+from cconv import ops
+
+
+def _keras():
+    return pytest.importorskip("keras", reason="Keras (tensorflow-cpu) is needed to compare")
+
+
+def _images(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 8, 8, 2)).astype("float32"),
+            rng.integers(0, 3, size=(n,)).astype("int64"))
+
+
+def _cnn(lib):
+    return lib.Sequential([lib.Input((8, 8, 2)), lib.layers.Conv2D(4, 3, activation="relu"),
+                           lib.layers.MaxPooling2D(2), lib.layers.Flatten(),
+                           lib.layers.Dense(3)])
+
+
+def _same_weights(cm, km, seed=1):
+    rng = np.random.default_rng(seed)
+    weights = [rng.normal(scale=0.3, size=w.shape).astype("float32") for w in km.get_weights()]
+    km.set_weights(weights)
+    cm.set_weights(weights)
+
+
+def test_trainable_variables_are_the_weight_arrays():
+    model = _cnn(cconv)
+    tv = model.trainable_variables
+    assert [v.shape for v in tv] == [w.shape for w in model.trainable_weights]
+    assert all(a is b for a, b in zip(tv, model.trainable_variables))
+    assert len(model.variables) == 4 and model.non_trainable_variables == []
+    layer = model.layers[0]
+    assert layer.trainable_variables[0] is layer.kernel and layer.variables[1] is layer.bias
+
+
+def test_gradient_tape_loop_agrees_with_keras():
+    keras = _keras()
+    import tensorflow as tf
+    x, y = _images()
+    km, cm = _cnn(keras), _cnn(cconv)
+    _same_weights(cm, km)
+    kopt, copt = keras.optimizers.Adam(0.01), cconv.optimizers.Adam(0.01)
+    kloss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    closs = cconv.losses.SparseCategoricalCrossentropy(from_logits=True)
+    kacc = keras.metrics.SparseCategoricalAccuracy()
+    cacc = cconv.metrics.SparseCategoricalAccuracy()
+    for step in range(3):
+        xb, yb = x[step * 5:step * 5 + 5], y[step * 5:step * 5 + 5]
+        with tf.GradientTape() as tape:
+            logits = km(xb, training=True)
+            kl = kloss(yb, logits)
+        grads = tape.gradient(kl, km.trainable_variables)
+        kopt.apply(grads, km.trainable_variables)
+        kacc.update_state(yb, logits)
+        with cconv.GradientTape() as tape:
+            logits = cm(xb, training=True)
+            cl = closs(yb, logits)
+        grads = tape.gradient(cl, cm.trainable_variables)
+        assert [g.shape for g in grads] == [v.shape for v in cm.trainable_variables]
+        copt.apply(grads, cm.trainable_variables)
+        cacc.update_state(yb, logits)
+        np.testing.assert_allclose(float(cl), float(kl), rtol=1e-5)
+    for a, b in zip(cm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert cacc.result() == pytest.approx(float(kacc.result()))
+
+
+def test_tape_loop_through_a_custom_layer_and_ops_loss():
+    """A Keras-style layer with its own weight, called in a model, and a loss written with
+    cconv.ops: the gradients equal the hand-derived ones."""
+    class Scale(L.Layer):
+        def build(self, input_shape):
+            self.s = self.add_weight(shape=(input_shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return ops.tanh(x) * self.s
+
+    inp = cconv.Input((3,))
+    model = cconv.Model(inp, L.Dense(1, use_bias=False)(Scale()(inp)))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(6, 3)).astype("float32"), rng.normal(size=(6, 1)).astype("float32")
+    with cconv.GradientTape() as tape:
+        pred = model(x, training=True)
+        loss = ops.mean(ops.square(pred - y))
+    gs, gk = tape.gradient(loss, model.trainable_variables)
+    s, k = model.get_weights()
+    h = np.tanh(x) * s
+    d = 2 * (h @ k - y) / y.size
+    np.testing.assert_allclose(gk, h.T @ d, rtol=1e-5)
+    np.testing.assert_allclose(gs, ((d @ k.T) * np.tanh(x)).sum(0), rtol=1e-5)
+
+
+def test_layer_called_in_a_tape():
+    dense = L.Dense(2)
+    x = np.ones((3, 4), "float32")
+    dense(x)
+    with cconv.GradientTape() as tape:
+        loss = ops.sum(dense(x, training=True))
+    gk, gb = tape.gradient(loss, [dense.kernel, dense.bias])
+    np.testing.assert_allclose(gk, np.full((4, 2), 3.0))
+    np.testing.assert_allclose(gb, [3.0, 3.0])
+
+
+def test_tape_misuse_is_refused_with_the_reason():
+    model = _cnn(cconv)
+    x, _ = _images(4)
+    with cconv.GradientTape() as tape:
+        out = ops.sum(model(x))
+    with pytest.raises(RuntimeError, match=r"training=False.*training=True"):
+        tape.gradient(out, model.trainable_variables)
+    with cconv.GradientTape() as tape:
+        first = ops.sum(model(x, training=True))
+        model(x, training=True)
+    with pytest.raises(RuntimeError, match="called again"):
+        tape.gradient(first, model.trainable_variables)
+
+
+def test_optimizer_apply_on_user_arrays():
+    w = np.array([1.0, 2.0], "float32")
+    v = np.ones((2, 2), "float32")
+    opt = cconv.optimizers.SGD(0.5)
+    opt.apply([np.array([1.0, 1.0], "float32"), np.ones((2, 2), "float32")], [w, v])
+    np.testing.assert_allclose(w, [0.5, 1.5])
+    np.testing.assert_allclose(v, 0.5)
+    assert opt.iterations == 1
+
+
+def _guide_model(lib, base):
+    """Keras's guide "Customizing what happens in fit()": train_step with compute_loss and
+    self.metrics, test_step, on a small dense model."""
+
+    class CustomModel(base):
+        def train_step(self, data):
+            x, y = data
+            with tape_of(lib)() as tape:
+                y_pred = self(x, training=True)
+                loss = self.compute_loss(y=y, y_pred=y_pred)
+            trainable_vars = self.trainable_variables
+            gradients = tape.gradient(loss, trainable_vars)
+            self.optimizer.apply(gradients, trainable_vars)
+            for metric in self.metrics:
+                if metric.name == "loss":
+                    metric.update_state(loss)
+                else:
+                    metric.update_state(y, y_pred)
+            return {m.name: m.result() for m in self.metrics}
+
+        def test_step(self, data):
+            x, y = data
+            y_pred = self(x, training=False)
+            loss = self.compute_loss(y=y, y_pred=y_pred)
+            for metric in self.metrics:
+                if metric.name == "loss":
+                    metric.update_state(loss)
+                else:
+                    metric.update_state(y, y_pred)
+            return {m.name: m.result() for m in self.metrics}
+
+    inputs = lib.Input((4,))
+    return CustomModel(inputs, lib.layers.Dense(1)(lib.layers.Dense(8, activation="relu")(inputs)))
+
+
+def tape_of(lib):
+    if lib is cconv:
+        return cconv.GradientTape
+    import tensorflow as tf
+    return tf.GradientTape
+
+
+def test_overridden_train_step_and_test_step_agree_with_keras():
+    keras = _keras()
+    km, cm = _guide_model(keras, keras.Model), _guide_model(cconv, cconv.Model)
+    _same_weights(cm, km)
+    km.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", metrics=["mae"])
+    cm.compile(optimizer=cconv.optimizers.SGD(0.05), loss="mse", metrics=["mae"])
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 1)).astype("float32")
+    kh = km.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0,
+                validation_data=(x[:8], y[:8])).history
+    ch = cm.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0,
+                validation_data=(x[:8], y[:8])).history
+    assert set(ch) == set(kh)
+    for k in kh:
+        np.testing.assert_allclose(ch[k], kh[k], rtol=1e-4, err_msg=k)
+    ke = km.evaluate(x, y, verbose=0, return_dict=True)
+    ce = cm.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(ce) == set(ke)
+    for k in ke:
+        np.testing.assert_allclose(ce[k], ke[k], rtol=1e-4)
+
+
+def test_train_step_without_a_compiled_loss():
+    """The guide's lower-level example: compile() with only an optimizer, the loss and the
+    trackers made in the model (a metrics property)."""
+    loss_tracker = cconv.metrics.Mean(name="loss")
+    mae_metric = cconv.metrics.MeanAbsoluteError(name="mae")
+
+    class CustomModel(cconv.Model):
+        def train_step(self, data):
+            x, y = data
+            with cconv.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = cconv.losses.mean_squared_error(y, y_pred)
+            gradients = tape.gradient(ops.mean(loss), self.trainable_variables)
+            self.optimizer.apply(gradients, self.trainable_variables)
+            loss_tracker.update_state(loss)
+            mae_metric.update_state(y, y_pred)
+            return {"loss": loss_tracker.result(), "mae": mae_metric.result()}
+
+        @property
+        def metrics(self):
+            return [loss_tracker, mae_metric]
+
+    inputs = cconv.Input((4,))
+    model = CustomModel(inputs, L.Dense(1)(inputs))
+    model.compile(optimizer="adam")
+    assert model.loss is None
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = x @ np.array([[1.0], [-2.0], [0.5], [0.0]], "float32")
+    history = model.fit(x, y, epochs=5, batch_size=16, verbose=0).history
+    assert set(history) == {"loss", "mae"} and len(history["loss"]) == 5
+    assert history["loss"][-1] < history["loss"][0]
+    with pytest.raises(ValueError, match="A loss is required"):
+        cconv.Sequential([cconv.Input((4,)), L.Dense(1)]).compile(optimizer="adam")
+
+
+def test_super_train_step_is_keras_default():
+    """A train_step that adds to the default one (super().train_step) trains as the built-in
+    loop does."""
+    class Counting(cconv.Sequential):
+        steps = 0
+
+        def train_step(self, data):
+            type(self).steps += 1
+            return super().train_step(data)
+
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 2)).astype("float32")
+    a = Counting([cconv.Input((4,)), L.Dense(2)])
+    b = cconv.Sequential([cconv.Input((4,)), L.Dense(2)])
+    b.set_weights(a.get_weights())
+    for m in (a, b):
+        m.compile(cconv.optimizers.SGD(0.1), "mse", metrics=["mae"])
+    ha = a.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0).history
+    hb = b.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0).history
+    assert Counting.steps == 4
+    for k in hb:
+        np.testing.assert_allclose(ha[k], hb[k], rtol=1e-5)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-7)
+    assert a.train_on_batch(x, y) == pytest.approx(b.train_on_batch(x, y), rel=1e-5)
+
+
+def test_a_loss_that_is_a_function_of_ops():
+    """compile(loss=fn) with fn written with cconv.ops trains exactly as the built-in mse."""
+    def my_mse(y_true, y_pred):
+        return ops.mean(ops.square(y_pred - y_true), axis=-1)
+
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 2)).astype("float32")
+    a = cconv.Sequential([cconv.Input((4,)), L.Dense(2)])
+    b = cconv.Sequential([cconv.Input((4,)), L.Dense(2)])
+    b.set_weights(a.get_weights())
+    a.compile(cconv.optimizers.SGD(0.1), loss=my_mse)
+    b.compile(cconv.optimizers.SGD(0.1), loss="mse")
+    ha = a.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
+    hb = b.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(ha, hb, rtol=1e-5)
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-7)
+    assert a.evaluate(x, y, verbose=0) == pytest.approx(b.evaluate(x, y, verbose=0), rel=1e-5)
+
+
+def test_a_loss_subclass_defining_only_call():
+    class Huberish(cconv.losses.Loss):
+        _default_name = "huberish"
+
+        def call(self, y_true, y_pred):
+            d = y_pred - y_true
+            return ops.mean(ops.sqrt(d * d + 1.0) - 1.0, axis=-1)
+
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 1)).astype("float32")
+    m = cconv.Sequential([cconv.Input((4,)), L.Dense(1)])
+    m.compile(cconv.optimizers.SGD(0.1), loss=Huberish())
+    h = m.fit(x, y, epochs=4, batch_size=16, verbose=0).history["loss"]
+    assert h[-1] < h[0]
