@@ -124,3 +124,43 @@ def test_a_registered_custom_loss_compiles_from_an_npz_file(tmp_path):
     model.save(tmp_path / "m.npz")
     loaded = cconv.load_model(tmp_path / "m.npz", custom_objects={"PlusC": PlusC})
     assert type(loaded.loss) is HalfMSE
+
+
+@cconv.saving.register_keras_serializable(package="cconv_tests")
+class OffsetMAE(cconv.metrics.MeanAbsoluteError):
+    """A registered custom metric."""
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_keras_files_keep_custom_losses_and_metric_objects(tmp_path, suffix):
+    model = cconv.Sequential([cconv.Input((4,)), L.Dense(2, activation="sigmoid")])
+    model.compile("adam", HalfMSE(), metrics=["mae", OffsetMAE(name="off"),
+                                              cconv.metrics.Precision(thresholds=0.3,
+                                                                      name="p3")])
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 4)).astype(np.float32)
+    y = (rng.random((8, 2)) > 0.5).astype(np.float32)
+    model.fit(x, y, verbose=0)
+    model.save(tmp_path / f"m{suffix}")
+    back = cconv.load_model(tmp_path / f"m{suffix}")
+    assert type(back.loss) is HalfMSE
+    assert back.evaluate(x, y, verbose=0, return_dict=True) == pytest.approx(
+        model.evaluate(x, y, verbose=0, return_dict=True), rel=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_keras_reads_metric_objects_from_cconv_files(tmp_path, suffix):
+    pytest.importorskip("tensorflow")
+    import keras
+    model = cconv.Sequential([cconv.Input((4,)), L.Dense(2, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy",
+                  metrics=[cconv.metrics.Precision(thresholds=0.3, name="p3"),
+                           cconv.metrics.MeanAbsoluteError(name="my_mae")])
+    rng = np.random.default_rng(1)
+    x = rng.random((8, 4)).astype(np.float32)
+    y = (rng.random((8, 2)) > 0.5).astype(np.float32)
+    model.save(tmp_path / f"m{suffix}")
+    ours = model.evaluate(x, y, verbose=0, return_dict=True)
+    theirs = keras.models.load_model(tmp_path / f"m{suffix}").evaluate(x, y, verbose=0,
+                                                                        return_dict=True)
+    assert theirs == pytest.approx(ours, rel=1e-5)

@@ -41,6 +41,7 @@ import numpy as np
 from .. import initializers as _initializers
 from .. import layers as _layers
 from .. import losses as _losses
+from .. import metrics as _metrics
 from .. import optimizers as _optimizers
 from ..layers.base import _snake
 from ..models.functional import graph_config, map_graph, model_from_graph_config
@@ -203,14 +204,24 @@ def layer_from_keras_config(cls_name, cfg, where="Keras model"):
         raise ValueError(f"{where} ({cls_name}): {str(exc)[:500]}") from None
 
 
+def _custom_class(entry, base):
+    """The custom subclass of ``base`` an entry names by its ``registered_name`` or
+    ``class_name`` (a ``custom_object_scope`` / ``load_model(custom_objects=...)`` entry or a
+    class registered with ``register_keras_serializable``), or None."""
+    for key in (entry.get("registered_name"), entry.get("class_name")):
+        cls = get_registered_object(key) if isinstance(key, str) else None
+        if isinstance(cls, type) and issubclass(cls, base):
+            return cls
+    return None
+
+
 def _custom_layer_class(entry):
     """The custom layer class an entry names (its ``registered_name`` or ``class_name`` in a
     ``custom_object_scope`` / ``load_model(custom_objects=...)`` or registered with
     ``register_keras_serializable``), or None for cconv's own layers."""
-    for key in (entry.get("registered_name"), entry.get("class_name")):
-        cls = get_registered_object(key) if isinstance(key, str) else None
-        if isinstance(cls, type) and issubclass(cls, _layers.Layer):
-            return cls
+    cls = _custom_class(entry, _layers.Layer)
+    if cls is not None:
+        return cls
     name = entry.get("class_name")
     if isinstance(name, str) and name not in _layers.REGISTRY.names:
         try:
@@ -272,8 +283,16 @@ def model_from_keras_config(config):
 
 # ----- layers: cconv -> Keras config ---------------------------------------------------------
 def _keras_object(cfg, module):
+    registered = cfg.get("registered_name")      # a class registered by the user
     return {"module": module, "class_name": cfg["class_name"], "config": cfg.get("config") or {},
-            "registered_name": None}
+            "registered_name": registered}
+
+
+def _keras_metric(metric):
+    """A compile metric as Keras writes it: a name as it is, an object serialised."""
+    if isinstance(metric, str):
+        return metric
+    return _keras_object(_metrics.serialize(metric), "keras.metrics")
 
 
 def _keras_layer_entry(layer, input_shapes):
@@ -352,11 +371,11 @@ def _keras_compile_config(model):
     if multi is not None:   # several outputs (cconv.trainers.compile_utils.MultiOutputLoss)
         loss = [_keras_loss(l) for l in multi]
         weights = list(model.loss.weights)
-        metrics = [[m for j, m in model._metric_ids if j == i and isinstance(m, str)]
+        metrics = [[_keras_metric(m) for j, m in model._metric_ids if j == i]
                    for i in range(len(multi))]
     else:
         loss, weights = _keras_loss(model.loss), None
-        metrics = [m for m in model._metric_ids if isinstance(m, str)]
+        metrics = [_keras_metric(m) for m in model._metric_ids]
     return {"optimizer": _keras_object(_optimizers.serialize(model.optimizer), "keras.optimizers"),
             "loss": loss, "loss_weights": weights, "metrics": metrics or None,
             "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1,
@@ -364,12 +383,14 @@ def _keras_compile_config(model):
 
 
 # ----- compile settings: Keras -> cconv ---------------------------------------------------------
-def _from_keras_object(value, classes, what):
+def _from_keras_object(value, registry, what):
     """A cconv loss/optimizer from a Keras name or serialised object (unknown args dropped
-    only when they are Keras bookkeeping: reduction, dtype, schedules are refused)."""
+    only when they are Keras bookkeeping: reduction, dtype, schedules are refused). A custom
+    class registered with ``register_keras_serializable`` or in a ``custom_object_scope``
+    (by the entry's ``registered_name`` or ``class_name``) comes before ``registry``'s own."""
     if value is None or isinstance(value, str):
         return value
-    cls = classes.get(value.get("class_name"))
+    cls = _custom_class(value, registry.base) or registry.classes().get(value.get("class_name"))
     if cls is None:
         raise ValueError(f"{what} {value.get('class_name')!r} is not supported")
     cfg = value.get("config") or {}
@@ -383,7 +404,16 @@ def _metric_names(metrics):
     if metrics is None:
         return None
     if isinstance(metrics, dict) and "class_name" in metrics:
-        return (metrics.get("config") or {}).get("name")
+        cls = (_custom_class(metrics, _metrics.Metric)
+               or _metrics.REGISTRY.classes().get(metrics.get("class_name")))
+        cfg = metrics.get("config") or {}
+        if cls is not None:      # the object itself (its settings and name kept)
+            try:
+                params = _init_params(cls)
+                return cls(**{k: v for k, v in cfg.items() if k in params})
+            except (TypeError, ValueError):
+                pass
+        return cfg.get("name")
     if isinstance(metrics, dict):
         return {k: _metric_names(v) for k, v in metrics.items()}
     if isinstance(metrics, (list, tuple)):
@@ -397,16 +427,16 @@ def compile_from_keras(model, config):
     if not config:
         return
     try:
-        optimizer = _from_keras_object(config.get("optimizer"), _optimizers.REGISTRY.classes(),
+        optimizer = _from_keras_object(config.get("optimizer"), _optimizers.REGISTRY,
                                        "optimizer")
         loss = config.get("loss")
         if isinstance(loss, dict) and "class_name" not in loss:
-            loss = {k: _from_keras_object(v, _losses.REGISTRY.classes(), "loss")
+            loss = {k: _from_keras_object(v, _losses.REGISTRY, "loss")
                     for k, v in loss.items()}
         elif isinstance(loss, (list, tuple)):
-            loss = [_from_keras_object(v, _losses.REGISTRY.classes(), "loss") for v in loss]
+            loss = [_from_keras_object(v, _losses.REGISTRY, "loss") for v in loss]
         else:
-            loss = _from_keras_object(loss, _losses.REGISTRY.classes(), "loss")
+            loss = _from_keras_object(loss, _losses.REGISTRY, "loss")
         kwargs = {"metrics": _metric_names(config.get("metrics"))}
         if config.get("loss_weights") is not None:
             kwargs["loss_weights"] = config["loss_weights"]
