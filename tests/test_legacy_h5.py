@@ -113,3 +113,28 @@ def test_a_failed_write_leaves_the_old_file(tmp_path, monkeypatch):
         m.save(tmp_path / "m.h5")
     assert (tmp_path / "m.h5").read_bytes() == before
     assert os.listdir(tmp_path) == ["m.h5"]
+
+
+class FrozenFirst(L.Layer):
+    """A custom layer that adds its non-trainable weight first."""
+
+    def build(self, input_shape):
+        self.count = self.add_weight((1,), initializer="ones", trainable=False)
+        self.scale = self.add_weight((input_shape[-1],), initializer="ones")
+
+    def call(self, x):
+        return x * self.scale
+
+
+def test_weights_are_in_the_legacy_order_trainable_first(tmp_path):
+    inp = cconv.Input((3,))
+    layer = FrozenFirst(name="ff")
+    m = cconv.Model(inp, layer(inp))
+    layer.set_weights([np.array([1, 2, 3], np.float32), np.array([7.0], np.float32)])
+    m.save(tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        names = [n.decode() for n in f["model_weights/ff"].attrs["weight_names"]]
+        assert names == ["ff/scale:0", "ff/count:0"]
+    back = cconv.load_model(tmp_path / "m.h5", custom_objects={"FrozenFirst": FrozenFirst})
+    for a, b in zip(back.get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -44,7 +44,13 @@ from .. import losses as _losses
 from .. import metrics as _metrics
 from .. import optimizers as _optimizers
 from ..layers.base import _snake
-from ..models.functional import graph_config, map_graph, model_from_graph_config
+from ..models.functional import (
+    Model,
+    graph_config,
+    keras_class_name,
+    map_graph,
+    model_from_graph_config,
+)
 from ..models.sequential import Sequential
 from ..registry import get_registered_name, get_registered_object
 from . import file_format, fileio, register_format
@@ -233,6 +239,8 @@ def _custom_layer_class(entry):
 
 
 def _entry_to_layer(entry):
+    if entry.get("class_name") in ("Sequential", "Functional", "Model"):   # a nested model
+        return model_from_keras_config(entry)
     custom = _custom_layer_class(entry)
     if custom is None:
         return layer_from_keras_config(entry["class_name"], dict(entry.get("config") or {}))
@@ -297,7 +305,12 @@ def _keras_metric(metric):
 
 def _keras_layer_entry(layer, input_shapes):
     """Keras 3's serialisation of a cconv layer; ``input_shapes``: the shapes (batch axis
-    included) it was built for, a list of them for a multi-input layer, or None."""
+    included) it was built for, a list of them for a multi-input layer, or None. A nested
+    model's entry is its own model config, inline (Keras's way)."""
+    if isinstance(layer, Model):
+        entry = _keras_model_config(layer)
+        entry.pop("compile_config", None)
+        return entry
     name = type(layer).__name__
     if isinstance(layer, _layers.InputLayer):
         cfg = {"batch_shape": [None] + list(layer.shape), "dtype": layer.dtype, "sparse": False,
@@ -682,20 +695,31 @@ def _weight_keys(layers):
     """``layers/<snake class name>[_k]`` per layer, as Keras's saving_lib names them."""
     used, keys = {}, []
     for layer in layers:
-        base = _snake(type(layer).__name__)
+        base = _snake(keras_class_name(layer))
         n = used.get(base, 0)
         used[base] = n + 1
         keys.append(f"layers/{base}" if n == 0 else f"layers/{base}_{n}")
     return keys
 
 
+def _weight_groups(model, prefix="layers"):
+    """``(layer, key)`` for every layer, a nested model's layers under its own key
+    (Keras: ``layers/sequential/layers/dense``; the nested model's own ``vars`` is empty)."""
+    layers, out = _keras_layer_order(model), []
+    for layer, key in zip(layers, _weight_keys(layers)):
+        key = prefix + key[len("layers"):]
+        out.append((layer, key))
+        if isinstance(layer, Model):
+            out += _weight_groups(layer, key + "/layers")
+    return out
+
+
 def _write_weights(model, f):
     f.create_group("vars").attrs["name"] = model.name
-    layers = _keras_layer_order(model)
-    for layer, key in zip(layers, _weight_keys(layers)):
-        group = f.create_group(key).create_group("vars")
+    for layer, key in _weight_groups(model):
+        group = f.require_group(key).create_group("vars")
         group.attrs["name"] = layer.name
-        for i, w in enumerate(layer.get_weights()):
+        for i, w in enumerate([] if isinstance(layer, Model) else layer.get_weights()):
             group.create_dataset(str(i), data=w)
 
 
@@ -707,17 +731,15 @@ def _read_weights(model, f, filepath):
     stores its second Dense, named ``dense_1``, under ``layers/dense``. Keras 2.13's
     ``_layer_checkpoint_dependencies`` stands for ``layers`` where only it is present.
     Everything is checked before anything is read (:func:`_load_layer_weights`)."""
-    layers = _keras_layer_order(model)
     root = "layers"
     if _h5_get(f, "layers", filepath) is None and \
             _h5_get(f, "_layer_checkpoint_dependencies", filepath) is not None:
         root = "_layer_checkpoint_dependencies"
     found = []
-    for layer, key in zip(layers, _weight_keys(layers)):
-        n = len(layer.weights)
+    for layer, key in _weight_groups(model, root):
+        n = 0 if isinstance(layer, Model) else len(layer.weights)
         if n == 0:
             continue
-        key = root + key[len("layers"):]
         group = _h5_group(f, key + "/vars", filepath)
         if group is None or len(group) != n:
             raise ValueError(f"{filepath!r}: no {n} weight arrays for layer {layer.name!r} "
@@ -940,9 +962,26 @@ def _read_legacy_weights(model, group, filepath):
             raise ValueError(f"{filepath!r}: Weight count mismatch for layer {name!r}: it has "
                              f"{len(layer.weights)} weights, the file {len(weight_names)} "
                              f"saved weight(s).")
-        found.append((layer, [(f"{name}/{w}", _h5_dataset(layer_group, w, filepath))
-                              for w in weight_names]))
+        items = [(f"{name}/{w}", _h5_dataset(layer_group, w, filepath)) for w in weight_names]
+        found.append((layer, _from_legacy_order(layer, items)))
     _load_layer_weights(found, filepath)
+
+
+def _legacy_positions(layer):
+    """For each weight in the legacy order (trainable, then non-trainable: Keras's
+    ``_legacy_weights``), its index in ``layer.weights`` (``get_weights()`` order)."""
+    trainable = {id(w) for w in layer.trainable_weights}
+    index = range(len(layer.weights))
+    return ([i for i in index if id(layer.weights[i]) in trainable]
+            + [i for i in index if id(layer.weights[i]) not in trainable])
+
+
+def _from_legacy_order(layer, items):
+    """``items`` listed in the legacy order, put in ``get_weights()`` order."""
+    ordered = [None] * len(items)
+    for item, i in zip(items, _legacy_positions(layer)):
+        ordered[i] = item
+    return ordered
 
 
 def load_h5(filepath):
@@ -978,11 +1017,10 @@ def _legacy_weight_names(layer):
     """``(dataset names, arrays)`` of ``layer``'s weights in the legacy order (trainable, then
     non-trainable, as Keras's ``_legacy_weights``), named ``<layer>/<weight>:0`` as Keras 2
     named them."""
-    trainable = {id(w) for w in layer.trainable_weights}
-    pairs = list(zip(layer.weight_names, layer.weights))
-    ordered = ([p for p in pairs if id(p[1]) in trainable]
-               + [p for p in pairs if id(p[1]) not in trainable])
-    return [f"{layer.name}/{n}:0" for n, _ in ordered], [np.array(w) for _, w in ordered]
+    names, weights = layer.weight_names, layer.weights
+    order = _legacy_positions(layer)
+    return ([f"{layer.name}/{names[i]}:0" for i in order],
+            [np.array(weights[i]) for i in order])
 
 
 def _legacy_training_config(model):
