@@ -368,3 +368,47 @@ def test_call_override_of_a_built_in_layer_is_refused():
         class MyDense(L.Dense):
             def call(self, x):
                 return x
+
+
+def _activity_class(base, ops_module):
+    """Keras's guide layer: add_loss(rate * sum(square(inputs))) in call."""
+
+    class ActivityRegularization(base):
+        def __init__(self, rate=1e-2, **kwargs):
+            super().__init__(**kwargs)
+            self.rate = rate
+
+        def call(self, inputs):
+            self.add_loss(self.rate * ops_module.sum(ops_module.square(inputs)))
+            return inputs
+
+    return ActivityRegularization
+
+
+def test_add_loss_trains_and_agrees_with_keras():
+    keras = _keras()
+    models = []
+    for lib, base, ops_module in ((keras, keras.layers.Layer, keras.ops),
+                                  (cconv, L.Layer, cconv.ops)):
+        x = lib.Input((4,))
+        h = _activity_class(base, ops_module)(0.05)(lib.layers.Dense(3)(x))
+        models.append(lib.Model(x, lib.layers.Dense(1)(h)))
+    km, cm = models
+    rng = np.random.default_rng(8)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in km.get_weights()]
+    km.set_weights(weights)
+    cm.set_weights(weights)
+    km.compile(keras.optimizers.SGD(0.05), "mse")
+    cm.compile(cconv.optimizers.SGD(0.05), "mse")
+    x, y = _data(n=16, seed=9), _data(n=16, shape=(1,), seed=10)
+    hk = km.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
+    hc = cm.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(hc, hk, rtol=1e-4)
+    for a, b in zip(cm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(cm.evaluate(x, y, verbose=0), km.evaluate(x, y, verbose=0),
+                               rtol=1e-4)
+    layer = cm.layers[2]
+    layer(x[:, :3])
+    assert layer.losses == [pytest.approx(0.05 * float(np.sum(x[:, :3] ** 2)), rel=1e-5)]
+    assert cm.losses == layer.losses

@@ -166,7 +166,7 @@ class Layer:
                 f"forward (and backward).")
         cls._call_has_training_arg = "training" in inspect.signature(cls.call).parameters
         if _is_keras_style(cls) and "_tape_record" not in cls._transient:
-            cls._transient = tuple(cls._transient) + ("_tape_record",)
+            cls._transient = tuple(cls._transient) + ("_tape_record", "_added_losses")
         if (_is_keras_style(cls) and cls.build is not Layer.build
                 and cls.build not in _KERAS_BUILDS):
             cls.build = _keras_build(cls.build)
@@ -488,6 +488,20 @@ class Layer:
         self._tape_record = (out, xs, {n: t for n, t in leaves.items() if n in trainable})
         return self._check_output(out.value, x)
 
+    def add_loss(self, loss) -> None:
+        """Keras's ``add_loss``, called in ``call``: a scalar (or an array, summed) computed
+        from the inputs and weights, added to the model's loss in ``fit`` / ``evaluate`` /
+        ``compute_loss`` (:attr:`losses`); training differentiates it with the rest of
+        ``call``. Each call of the layer starts a new list."""
+        self.__dict__.setdefault("_added_losses", []).append(loss)
+
+    @property
+    def losses(self) -> List[float]:
+        """The values given to :meth:`add_loss` during the layer's last call (Keras's
+        name), each summed to a float."""
+        return [float(np.sum(autograd.value_of(v)))
+                for v in self.__dict__.get("_added_losses", ())]
+
     def _taped_call(self, x, training):
         """``self(x)`` on the tape (an open ``GradientTape``, or tensors in ``x``): returns a
         tensor. A Keras-style layer runs ``call`` on tensors (its weights are the tape's
@@ -535,6 +549,7 @@ class Layer:
         """
         names = self.weight_names
         saved = {n: getattr(self, n) for n in names}
+        self.__dict__.pop("_added_losses", None)
         try:
             for n in names:
                 setattr(self, n, wrap(n))
@@ -572,6 +587,7 @@ class Layer:
             NotImplementedError: a layer held in an attribute has weights (they would be
                 missing from the model's weights, counts and files).
         """
+        self.__dict__.pop("_added_losses", None)
         out = self.call(x, training=bool(training)) if self._call_has_training_arg else self.call(x)
         if isinstance(out, (list, tuple, dict)):
             raise ValueError(f"Layer {self.name!r}: call returned a {type(out).__name__}; a cconv "
@@ -617,8 +633,12 @@ class Layer:
         if dy.shape != out.shape:
             raise ValueError(f"Layer {self.name!r}: backward got dy of shape {dy.shape}; the "
                              f"last training output has shape {out.shape}.")
-        grads = autograd.backprop(out, dy.astype(out.dtype, copy=False)) if out.requires_grad \
-            else {}
+        root = autograd.sum(autograd.multiply(out, autograd.constant(dy.astype(out.dtype,
+                                                                                copy=False))))
+        for extra in self.__dict__.get("_added_losses", ()):   # add_loss: d(total)/d(extra) = 1
+            if autograd.is_tensor(extra):
+                root = autograd.add(root, autograd.sum(extra))
+        grads = autograd.backprop(root) if root.requires_grad else {}
         for name, t in leaves.items():
             g = grads.get(id(t))
             if g is None:

@@ -368,6 +368,12 @@ class Trainer:
         return self.trainable_weights
 
     @property
+    def losses(self) -> List[float]:
+        """The values the layers gave ``add_loss`` in the model's last call (Keras's name);
+        ``fit``, ``evaluate`` and :meth:`compute_loss` add them to the loss."""
+        return [v for layer in self.layers for v in layer.losses]
+
+    @property
     def non_trainable_variables(self) -> List[np.ndarray]:
         """Keras 3's name for :attr:`non_trainable_weights`."""
         return self.non_trainable_weights
@@ -788,6 +794,9 @@ class Trainer:
             if n:
                 out = self._forward(xb, True, logits=self._fused)
                 loss, g, pred = self._loss_grad(yb, out, sample_weight)
+                added = self.losses
+                if added:                 # add_loss: their gradients come with backward
+                    loss += sum(added)
                 self._backward(g, logits=self._fused)
                 for m in metrics:
                     m.update_state(yb, pred, sample_weight if m.weighted else None)
@@ -892,6 +901,7 @@ class Trainer:
             value, grad = _losses.apply_sample_weight(per, np.array(grad), sample_weight)
         if self.__dict__.get("_penalized"):
             value += self._regularization_loss_and_grads(grads=False)
+        value += sum(self.losses)
         if not autograd.is_tensor(y_pred):
             return float(value)
         penalties = [(getattr(layer, n), reg) for layer in self.layers if layer.trainable
@@ -1015,8 +1025,7 @@ class Trainer:
             validation_data = (xv, yv) if wv is None else (xv, yv, wv)
         adapter = self._custom_data(x, y, sample_weight, batch_size, shuffle, steps_per_epoch,
                                     "x")
-        self._step_metrics_for(y if data_kind(y, "y") == "array" else None) \
-            if y is not None else self._step_metrics_for(None)
+        self._step_metrics_for(None if y is None or data_kind(y, "y") != "array" else y)
         iterator = EpochIterator(adapter, initial_epoch, epochs, steps_per_epoch)
         history, progbar, cb = self._fit_callbacks(callbacks, verbose, epochs,
                                                    iterator.num_batches)
@@ -1353,7 +1362,8 @@ class Trainer:
             loss = float(np.mean(per)) if w is None else _losses.weighted_mean(per, w)
         for m in metrics:
             m.update_state(yb, pred, w if m.weighted else None)
-        return loss
+        added = self.losses
+        return loss + sum(added) if added else loss
 
     def _evaluate_iterator(self, iterator, y_shape, what="x", cb=None):
         """``[loss, *metrics]`` over one epoch of ``iterator`` (an :class:`EpochIterator`), as
