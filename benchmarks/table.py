@@ -21,19 +21,32 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOC = os.path.join(os.path.dirname(HERE), "docs", "benchmarks.md")
 
-RUNTIME_NAMES = {"cconv": "cconv", "onnxruntime": "ONNX Runtime", "torch": "PyTorch",
-                 "keras": "Keras"}
-METRICS = [("one_image_us", "one image, us", False), ("batch_images_s", "batch 256, images/s",
+RUNTIME_NAMES = {"cconv": "cconv", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO",
+                 "torch": "PyTorch", "keras": "Keras"}
+METRICS = [("one_image_us", "one image, us", False), ("batch_images_s", "batch {batch}, images/s",
                                                         True),
            ("train_images_s", "training (Adam, batch 64), images/s", True)]
-INFERENCE_PEERS = ["onnxruntime", "torch", "keras"]
+INFERENCE_PEERS = ["onnxruntime", "openvino", "torch", "keras"]
+INFERENCE_ENGINES = ["onnxruntime", "openvino"]
 TRAINING_PEERS = ["torch", "keras"]
+# training does about 3x the forward FLOPs (forward, input gradient, weight gradient)
+FLOP_FACTOR = {"one_image_us": 1, "batch_images_s": 1, "train_images_s": 3}
 
 
-def _fmt(value, higher_is_better):
+def _fmt(value, higher_is_better, flops=None, key=None):
+    """A cell; with the model's forward FLOPs per image, GFLOP/s follow in parentheses."""
     if value is None:
         return "-"
-    return f"{value:,.0f}" if higher_is_better or value >= 100 else f"{value:,.1f}"
+    cell = f"{value:,.0f}" if higher_is_better or value >= 100 else f"{value:,.1f}"
+    if flops:
+        images_s = value if higher_is_better else 1e6 / value
+        cell += f" ({gflops(images_s, flops, key):,.1f})"
+    return cell
+
+
+def gflops(images_s, flops, key):
+    """GFLOP/s of ``images_s`` images per second for a model of ``flops`` per image."""
+    return images_s * flops * FLOP_FACTOR[key] / 1e9
 
 
 def _speedup(ours, theirs, higher_is_better):
@@ -41,26 +54,39 @@ def _speedup(ours, theirs, higher_is_better):
 
 
 def _best_peer(per_rt, key, higher_is_better):
-    """The best peer for ``key``: ONNX Runtime when present for inference, else the fastest."""
+    """The best peer for ``key``: for inference the faster of ONNX Runtime and OpenVINO when
+    either is present, else the fastest peer; for training the faster of PyTorch and Keras."""
     peers = INFERENCE_PEERS if key != "train_images_s" else TRAINING_PEERS
     present = [p for p in peers if key in per_rt.get(p, {})]
     if not present:
         return None
-    if key != "train_images_s" and "onnxruntime" in present:
-        return "onnxruntime"
+    engines = [p for p in present if p in INFERENCE_ENGINES]
+    if key != "train_images_s" and engines:
+        present = engines
     pick = max if higher_is_better else min
     return pick(present, key=lambda p: per_rt[p][key])
 
 
-def condition_table(summary, runtimes):
+def _label(label, info, key):
+    label = label.format(batch=info.get("batch", 256))
+    return label + " (GFLOP/s)" if info.get("flops") and key in FLOP_FACTOR else label
+
+
+def condition_table(summary, runtimes, models=None):
+    """One row per (model, metric); ``models`` (the JSON's ``models``: FLOPs per image and
+    batch size per model, absent in older JSON) adds GFLOP/s and the batch size."""
+    models = models or {}
     cols = [RUNTIME_NAMES[r] for r in runtimes]
     lines = ["| model | metric | " + " | ".join(cols) + " | cconv vs best peer |",
              "|---|---|" + "---|" * len(cols) + "---|"]
     for model, per_rt in summary.items():
+        info = models.get(model, {})
         for key, label, hib in METRICS:
             if not any(key in per_rt.get(r, {}) for r in runtimes):
                 continue
-            cells = [_fmt(per_rt.get(r, {}).get(key), hib) for r in runtimes]
+            label = _label(label, info, key)
+            cells = [_fmt(per_rt.get(r, {}).get(key), hib, info.get("flops"), key)
+                     for r in runtimes]
             peer = _best_peer(per_rt, key, hib)
             ratio = "-"
             if peer and key in per_rt.get("cconv", {}):
@@ -70,13 +96,15 @@ def condition_table(summary, runtimes):
     return "\n".join(lines)
 
 
-def kept_table(quiet, loaded, runtimes):
+def kept_table(quiet, loaded, runtimes, models=None):
     """Share of quiet throughput kept under load (latency: quiet / loaded)."""
+    models = models or {}
     cols = [RUNTIME_NAMES[r] for r in runtimes]
     lines = ["| model | metric | " + " | ".join(cols) + " |",
              "|---|---|" + "---|" * len(cols)]
     for model in quiet:
         for key, label, hib in METRICS:
+            label = label.format(batch=models.get(model, {}).get("batch", 256))
             cells = []
             for r in runtimes:
                 q = quiet[model].get(r, {}).get(key)
@@ -94,12 +122,19 @@ def compare_markdown(results):
     head = (f"{results.get('date', '')}, {results.get('machine', '')}, "
             f"{results['threads']} threads, median of {results['rounds']} rounds, "
             f"load average before: {results.get('load_before', float('nan')):.2f}")
-    parts = [head, "", "Quiet machine:", "", condition_table(results["quiet"], runtimes)]
+    models = results.get("models", {})
+    parts = [head, "", "Quiet machine:", "", condition_table(results["quiet"], runtimes, models)]
     if "loaded" in results:
         parts += ["", "One busy process per core:", "",
-                  condition_table(results["loaded"], runtimes), "",
+                  condition_table(results["loaded"], runtimes, models), "",
                   "Share of quiet speed kept under load:", "",
-                  kept_table(results["quiet"], results["loaded"], runtimes)]
+                  kept_table(results["quiet"], results["loaded"], runtimes, models)]
+    if any(m.get("flops") for m in models.values()):
+        parts += ["", "GFLOP/s in parentheses: 2 x the multiply-adds of the convolutions and "
+                  "Dense layers per image (" + ", ".join(
+                      f"{name} {m['flops'] / 1e6:,.1f} MFLOP" for name, m in models.items()
+                      if m.get("flops")) + ") times images/s; training counts 3x the forward "
+                  "FLOPs. Inference peers: the faster of ONNX Runtime and OpenVINO."]
     agree = []
     for model, per_rt in results["quiet"].items():
         diffs = [f"{RUNTIME_NAMES[r]} {row['max_abs_diff_vs_cconv']:.1e}"
@@ -157,7 +192,7 @@ def refresh_docs(doc=DOC):
         with open(path) as f:
             table = render(json.load(f))
         pattern = re.compile(rf"(<!-- table:{name} -->\n).*?(<!-- end -->)", re.S)
-        text = pattern.sub(lambda m: m.group(1) + table + m.group(2), text)
+        text = pattern.sub(lambda m, t=table: m.group(1) + t + m.group(2), text)
     with open(doc, "w") as f:
         f.write(text)
 
