@@ -280,3 +280,33 @@ def test_an_unbuilt_sequential_is_built_by_its_first_call():
     assert y.shape == (None, 2) and inner.built and inner.input_shape == (None, 5)
     outer = cconv.Model(x, y)
     assert [w.shape for w in outer.get_weights()] == [(5, 3), (3,), (3, 2), (2,)]
+
+
+def test_keras_files_with_nested_models_read_and_write_both_ways(tmp_path):
+    keras = keras_or_skip()
+    pytest.importorskip("h5py")
+    x, _ = _data()
+    # Keras writes, cconv reads: the nested Sequential comes back as one layer, frozen
+    kb = _conv_base(keras)
+    km = _transfer(keras, kb)
+    kb.trainable = False
+    kpath = str(tmp_path / "from_keras.keras")
+    km.save(kpath)
+    cm = cconv.models.load_model(kpath)
+    assert _kinds(cm) == _kinds(km)
+    assert [l.trainable for l in cm.layers[1].layers] == [False] * 3
+    assert len(cm.trainable_weights) == len(km.trainable_weights)
+    _close(cm.predict(x, verbose=0), km.predict(x, verbose=0))
+    # cconv writes (a graph and a Sequential around a model), Keras reads
+    seq = cconv.Sequential([_conv_base(cconv), L.Flatten(), L.Dense(3)])
+    seq.build((8, 8, 2))
+    for model in (_transfer(cconv, _conv_base(cconv)), seq):
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(x, _data()[1], epochs=1, verbose=0)
+        cpath = str(tmp_path / f"{model.name}.keras")
+        model.save(cpath)
+        back = keras.saving.load_model(cpath)
+        assert _kinds(model) == _kinds(back)
+        _close(back.predict(x, verbose=0), model.predict(x, verbose=0))
+        again = cconv.models.load_model(cpath)
+        _close(again.predict(x, verbose=0), model.predict(x, verbose=0), 1e-6, 1e-7)
