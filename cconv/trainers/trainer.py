@@ -577,8 +577,9 @@ class Trainer:
         return names
 
     def _refuse_custom_steps(self, what, *hooks):
-        """Keras runs an overridden ``train_step`` / ``test_step`` / ``predict_step``; cconv
-        does not yet, so ``what`` (fit, evaluate, ...) refuses rather than ignore one.
+        """A loop that cannot run an overridden step (the distributed loop's ``_run_epochs``:
+        ``fit``, ``evaluate``, ``predict`` and ``train_on_batch`` run them) refuses rather
+        than ignore it.
 
         Raises:
             NotImplementedError: naming the class and the method.
@@ -1508,11 +1509,12 @@ class Trainer:
         ``on_predict_begin``, ``on_predict_batch_begin``, ``on_predict_batch_end`` (logs
         ``{"outputs": the batch's outputs}``) and ``on_predict_end``.
 
-        Raises:
-            NotImplementedError: the model's class overrides ``predict_step``.
+        A model class that overrides ``predict_step(data)`` gets each batch ``x`` there and
+        its results (arrays) are concatenated along the batch axis (Keras's contract).
         """
-        self._refuse_custom_steps("predict", "predict_step")
         batch_size = check_batch_size(batch_size)
+        if _custom_step_owner(self, "predict_step") is not None:
+            return self._predict_custom(x, batch_size, steps)
         if steps is not None:
             steps = check_int(steps, "steps")
         cbs = _callbacks.check_callbacks(callbacks, "predict")
@@ -1556,10 +1558,37 @@ class Trainer:
                   f" - {n / max(dt, 1e-9):,.0f} images/s")
         return out
 
+    def predict_step(self, data):
+        """One prediction step (Keras 3's default): the model on ``data``'s ``x`` in
+        inference mode. ``predict`` runs a subclass's override."""
+        x, _, _ = unpack_x_y_sample_weight(data)
+        return self(x, training=False)
+
+    def _predict_custom(self, x, batch_size, steps):
+        """predict for a model that overrides ``predict_step``: its results per batch,
+        concatenated (a list / dict of them item by item)."""
+        adapter = self._custom_data(x, None, None, batch_size, False, steps, "x")
+        it = EpochIterator(adapter, 0, 1, steps)
+        outs = []
+        try:
+            for _, batch in it.enumerate_epoch():
+                outs.append(autograd.value_of(self.predict_step(_step_data(batch))))
+        finally:
+            it.close()
+        if not outs:
+            raise ValueError("predict got no batch to predict.")
+        first = outs[0]
+        if isinstance(first, dict):
+            return {k: np.concatenate([o[k] for o in outs]) for k in first}
+        if isinstance(first, (list, tuple)):
+            return [np.concatenate([o[i] for o in outs]) for i in range(len(first))]
+        return np.concatenate([np.asarray(o) for o in outs])
+
     def predict_on_batch(self, x: ArrayLike) -> np.ndarray:
         """Outputs for one batch, no batching or printing (an array's whole batch in one
         forward pass: a served single image pays microseconds of Python)."""
-        self._refuse_custom_steps("predict_on_batch", "predict_step")
+        if _custom_step_owner(self, "predict_step") is not None:
+            return np.asarray(autograd.value_of(self.predict_step(x)))
         x = self._prepare_x(x)
         if x.shape[0] == 0:
             return np.empty((0,) + self._output_shape, dtype=self.dtype)
