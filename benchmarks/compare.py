@@ -1,30 +1,50 @@
-"""Whole-model speed: cconv against ONNX Runtime, PyTorch and Keras, each in its own process.
+"""Whole-model speed: cconv against ONNX Runtime, OpenVINO, PyTorch and Keras, each in its own
+process.
 
-    python benchmarks/compare.py                      # LeNet-5 and the TF-tutorial CNN, 2 threads
+    python benchmarks/compare.py                      # every model, 2 threads, 3 rounds
     python benchmarks/compare.py --loaded             # also rerun with one busy process per core
     python benchmarks/compare.py --quick              # one short round (a smoke run)
-    python benchmarks/compare.py --runtimes cconv onnxruntime --models lenet5
+    python benchmarks/compare.py --runtimes cconv onnxruntime openvino --models resnet20
 
-Every runtime builds the same architecture with the same weights (drawn once by cconv and
-converted: NHWC kernels to NCHW, the first Dense after Flatten re-ordered) and is checked
-against cconv's output before it is timed. Each (round, runtime) is a fresh process (two
-OpenMP runtimes in one process slowed both about 10x here), rounds interleave the runtimes,
-and the table reports medians over rounds. Metrics per model:
+Models (``benchmarks/models.py``, ``GRAPHS``: each a graph of nodes that every runtime builds
+for itself): ``lenet5`` and ``tutorial_cnn`` (the course's chains), ``mnist_convnet``
+(keras-io's Simple MNIST convnet, with Dropout 0.5), ``resnet20`` (CIFAR ResNet-20: BatchNorm,
+residual Adds, 1x1 stride-2 conv + BN shortcuts, GlobalAveragePooling2D), ``mobilenet32`` (a
+MobileNet v1 for 32x32: depthwise 3x3 and pointwise 1x1 convolutions, BatchNorm, ReLU6) and
+``mobilenet224`` (MobileNet v1 at 224x224x3, 1000 classes, inference only, batch 32).
+
+Every runtime builds the same graph with the same weights, drawn once by cconv (BatchNorm's
+gamma, beta and moving statistics drawn at random, so the check covers them) and converted:
+cconv and Keras take them as they are (a Sequential for a chain, else a functional Model;
+layer ``i`` is named ``n{i}``); PyTorch gets an ``nn.Module`` running the graph in NCHW
+(kernels transposed, depthwise kernels as grouped convolutions, the first Dense after Flatten
+re-ordered, TensorFlow's asymmetric "same" padding of stride-2 convolutions as an explicit
+pad); ONNX Runtime and OpenVINO read one ONNX file per model exported from that module
+(``torch.onnx.export(..., dynamo=False)``, opset 17). Each runtime's output on 8 images is
+compared with cconv's before it is timed (a warning when they differ beyond 1e-3). Each
+(round, runtime) is a fresh process (two OpenMP runtimes in one process slowed both about 10x
+here), rounds interleave the runtimes, and the table reports medians over rounds. Metrics per
+model:
 
 * ``one image``: median latency of the runtime's fastest single-batch call (cconv and Keras
-  ``predict_on_batch``, ONNX Runtime ``InferenceSession.run``, PyTorch ``module(x)`` under
+  ``predict_on_batch``, ONNX Runtime ``InferenceSession.run``, OpenVINO
+  ``InferRequest.infer`` on a model compiled for that batch size, PyTorch ``module(x)`` under
   ``inference_mode``), microseconds;
-* ``batch 256``: images/s of the same call on 256 images;
+* ``batch``: images/s of the same call on 256 images (32 for ``mobilenet224``);
 * ``training``: images/s of one epoch of Adam, batch 64, categorical cross-entropy (cconv and
-  Keras ``fit``, a plain PyTorch loop; ONNX Runtime does not train), the median over at least
-  3 epochs and 1.5 s after two warm-up epochs.
+  Keras ``fit``, a plain PyTorch loop on logits; the ONNX runtimes do not train), the median
+  over at least 3 epochs and 1.5 s after two warm-up epochs (epochs of 4096 images for
+  LeNet-5, 2048 for the other chains, 1024 for ResNet-20 and the 32x32 MobileNet).
 
-Ratios compare cconv with the best peer measured in the same run: ONNX Runtime (or the
-fastest peer present) for inference, the faster of Keras and PyTorch for training; above 1
-means cconv is faster. ``--loaded`` repeats everything while one busy process per core runs
-(the busy processes end themselves after ``--busy-limit`` seconds in any case) and reports
-what share of its quiet throughput each runtime kept. Missing runtimes are skipped, saying
-so. Install the peers with ``pip install -e ".[bench]"``. Output: a Markdown table on
+Next to each figure the table gives GFLOP/s: 2 x the multiply-adds of the convolutions and
+Dense layers per image (``models.flops``) times images/s, 3x that for training. Ratios compare
+cconv with the best peer measured in the same run: the faster of ONNX Runtime and OpenVINO
+(or the fastest peer present) for inference, the faster of Keras and PyTorch for training;
+above 1 means cconv is faster. ``--loaded`` repeats everything while one busy process per core
+runs (the busy processes end themselves after ``--busy-limit`` seconds in any case) and
+reports what share of its quiet throughput each runtime kept. Missing runtimes are skipped,
+saying so (the ONNX runtimes need ``onnx`` and ``torch`` for the export). Install the peers
+with ``pip install -e ".[bench]"`` and ``pip install openvino``. Output: a Markdown table on
 stdout (also written next to the JSON as ``.md``) and JSON (``--json``).
 """
 import argparse

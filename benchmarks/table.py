@@ -9,9 +9,10 @@ docs/benchmarks.md from ``benchmarks/results/compare.json`` (NAME ``models``) an
 
 ``compare_markdown`` turns the JSON of ``benchmarks/compare.py`` into one table per load
 condition: a row per (model, metric), a column per runtime, and cconv's ratio to the best peer
-(ONNX Runtime, or the fastest peer present, for inference; the faster of Keras and PyTorch for
-training; above 1 means cconv is faster). With a loaded run, a last table gives the share of
-quiet throughput each runtime kept.
+(the faster of ONNX Runtime and OpenVINO, or the fastest peer present, for inference; the
+faster of Keras and PyTorch for training; above 1 means cconv is faster). When the JSON gives
+the models' FLOPs per image (``models``), each cell is followed by its GFLOP/s in parentheses.
+With a loaded run, a last table gives the share of quiet throughput each runtime kept.
 """
 import json
 import os
