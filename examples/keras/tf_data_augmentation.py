@@ -7,7 +7,8 @@ Ported to cconv: only the imports changed (``tf.keras`` -> ``import cconv as ker
 ``from tensorflow.keras import layers`` -> ``from cconv import layers``); the ``tf_flowers``
 download is swapped for a generated stand-in (uint8 (n, 240, 320, 3) photos, 5 classes), the
 ``tf.data`` ``prepare`` function for one over NumPy arrays doing the same maps, 5 epochs became 2
-on 48 images, and the plots and the ``tf.image`` / ``tf.random`` sections are left out. The
+on 48 images, and the plots and the ``tf.image`` / ``tf.random`` sections are left out, and
+``result.numpy().min()`` is written ``np.min(result)`` (cconv returns NumPy arrays). The
 tutorial builds the first model without data; the line marked "added" calls it on a batch.
 """
 import numpy as np
@@ -39,8 +40,7 @@ resize_and_rescale = keras.Sequential([
 ])
 
 result = resize_and_rescale(image)
-print("Min and max pixel values:", result.numpy().min() if hasattr(result, "numpy")
-      else result.min(), result.max())
+print("Min and max pixel values:", np.min(result), np.max(result))
 
 data_augmentation = keras.Sequential([
   layers.RandomFlip("horizontal_and_vertical"),
@@ -64,12 +64,12 @@ augmented_model = model  # added: kept for the test
 
 def prepare(ds, shuffle=False, augment=False):
   images, labels = ds
-  # Resize and rescale all datasets.
-  images = resize_and_rescale(images)
-
-  if shuffle:
+  if shuffle:  # (shuffled before the resize here: the same examples, NumPy indexing)
     order = np.random.default_rng(0).permutation(len(labels))
     images, labels = images[order], labels[order]
+
+  # Resize and rescale all datasets.
+  images = resize_and_rescale(images)
 
   # Use data augmentation only on the training set.
   if augment:
