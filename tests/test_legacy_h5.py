@@ -138,3 +138,23 @@ def test_weights_are_in_the_legacy_order_trainable_first(tmp_path):
     back = cconv.load_model(tmp_path / "m.h5", custom_objects={"FrozenFirst": FrozenFirst})
     for a, b in zip(back.get_weights(), m.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_nested_models_in_h5_files_both_readers(tmp_path):
+    inner = cconv.Sequential([cconv.Input((4,)), L.Dense(3, name="d"),
+                              L.BatchNormalization(name="bn")], name="inner")
+    inp = cconv.Input((4,))
+    m = cconv.Model(inp, L.Dense(2)(inner(inp)))
+    inner.layers[1].set_weights([np.full(3, v, np.float32) for v in (2.0, 0.5, 0.1, 3.0)])
+    x = np.random.default_rng(0).random((5, 4)).astype(np.float32)
+    m.save(tmp_path / "m.h5")
+    with h5py.File(tmp_path / "m.h5", "r") as f:
+        names = [n.decode() for n in f["model_weights/inner"].attrs["weight_names"]]
+    assert names == ["inner/d/kernel:0", "inner/d/bias:0", "inner/bn/gamma:0",
+                     "inner/bn/beta:0", "inner/bn/moving_mean:0", "inner/bn/moving_variance:0"]
+    back = cconv.load_model(tmp_path / "m.h5")
+    np.testing.assert_array_equal(back.predict(x, verbose=0), m.predict(x, verbose=0))
+    pytest.importorskip("tensorflow")
+    import keras
+    km = keras.models.load_model(tmp_path / "m.h5")
+    np.testing.assert_allclose(km.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
