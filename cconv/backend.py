@@ -9,6 +9,7 @@
   keep Keras's own constant 1e-7 (a value read here, not a setting they follow).
 * :func:`image_data_format`: always "channels_last" (NHWC, cconv's only layout);
   :func:`set_image_data_format` accepts only that.
+* :func:`is_keras_tensor`, :func:`get_uid`, :func:`standardize_dtype`: as Keras's.
 * :func:`make_generator`: the ``numpy.random.Generator`` of a random layer (Dropout, the
   augmentation layers) built without a seed: a child of the global seed, one per layer in
   creation order; :func:`global_generator`: the one unseeded initializers draw from at each
@@ -24,7 +25,8 @@ import numpy as np
 
 __all__ = ["clear_session", "floatx", "set_floatx", "epsilon", "set_epsilon",
            "image_data_format", "set_image_data_format", "backend", "make_generator",
-           "global_generator", "global_seed", "reset_global_seed", "name_scope_counters"]
+           "global_generator", "global_seed", "is_keras_tensor", "get_uid", "standardize_dtype",
+           "reset_global_seed", "name_scope_counters"]
 
 _FLOATX = ["float32"]
 _EPSILON = [1e-7]
@@ -152,6 +154,38 @@ def global_generator():
         return _seed_state["generator"]
 
 
+def is_keras_tensor(x):
+    """Whether ``x`` is a symbolic tensor (``cconv.Input(...)`` or a layer's output on one)."""
+    from .layers.node import is_symbolic
+    return is_symbolic(x)
+
+
+_UIDS = {}
+
+
+def get_uid(prefix=""):
+    """Keras's ``get_uid``: 1, 2, 3, ... for successive calls with the same ``prefix``
+    (restarted by :func:`clear_session`)."""
+    with _lock:
+        _UIDS[prefix] = _UIDS.get(prefix, 0) + 1
+        return _UIDS[prefix]
+
+
+def standardize_dtype(dtype):
+    """A dtype's name as a string (``np.float32`` -> ``"float32"``); None gives
+    :func:`floatx`.
+
+    Raises:
+        ValueError: not a dtype NumPy knows.
+    """
+    if dtype is None:
+        return floatx()
+    try:
+        return np.dtype(getattr(dtype, "name", dtype)).name
+    except TypeError:
+        raise ValueError(f"standardize_dtype: {dtype!r} is not a dtype.") from None
+
+
 def clear_session(free_memory=True):
     """Reset cconv's global state as Keras's ``clear_session`` does: automatic names start
     again (``dense``, ``dense_1``, ... and ``sequential``, ``functional``). The global random
@@ -163,6 +197,7 @@ def clear_session(free_memory=True):
     """
     for counters in _NAME_COUNTERS:
         counters.clear()
+    _UIDS.clear()
     if free_memory:
         import gc
         gc.collect()

@@ -84,3 +84,19 @@ def test_image_data_format_is_channels_last_only():
     with pytest.raises(ValueError, match="channels_first.*NHWC|NHWC.*channels_first"):
         K.set_image_data_format("channels_first")
     assert K.image_data_format() == "channels_last"
+
+
+def test_is_keras_tensor_get_uid_standardize_dtype():
+    assert K.is_keras_tensor(cconv.Input((3,))) and not K.is_keras_tensor(np.zeros(3))
+    K.clear_session()
+    assert [K.get_uid("x"), K.get_uid("x"), K.get_uid("y")] == [1, 2, 1]
+    K.clear_session()
+    assert K.get_uid("x") == 1
+    assert K.standardize_dtype(np.float64) == "float64" == K.standardize_dtype("float64")
+    assert K.standardize_dtype(None) == "float32"
+    with pytest.raises(ValueError, match="standardize_dtype"):
+        K.standardize_dtype("nope")
+    keras = pytest.importorskip("keras")
+    keras.backend.clear_session()
+    assert [keras.backend.get_uid("x"), keras.backend.get_uid("x")] == [1, 2]
+    assert keras.backend.standardize_dtype(np.float64) == "float64"
