@@ -74,3 +74,35 @@ def test_draws_png_and_svg_images(tmp_path):
     cconv.utils.plot_model(_graph(), to_file=str(svg), show_layer_names=True)
     text = svg.read_text()
     assert "<svg" in text and "left (Conv2D)" in text
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+@pytest.mark.parametrize("with_pydot", [True, False])
+def test_pydot_or_dot_directly_give_the_same_picture(tmp_path, monkeypatch, with_pydot):
+    import sys
+    if with_pydot:
+        pytest.importorskip("pydot")
+    else:
+        monkeypatch.setitem(sys.modules, "pydot", None)     # import pydot fails
+    out = tmp_path / "m.svg"
+    cconv.utils.plot_model(_graph(), to_file=str(out), show_layer_names=True)
+    assert "right (Conv2D)" in out.read_text()
+
+
+def test_the_arrows_are_keras_arrows():
+    pytest.importorskip("pydot")
+    keras = pytest.importorskip("keras")
+    inp = keras.Input((8, 8, 3), name="image")
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="left")(inp)
+    b = keras.layers.Conv2D(4, 1, name="right")(inp)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(keras.layers.Add(name="sum")([a, b]))
+    km = keras.Model(inp, keras.layers.Dense(2, name="head")(x))
+    dot = keras.utils.model_to_dot(km, show_layer_names=True)
+    names = {}
+    for node in dot.get_nodes():
+        found = re.search(r"<b>([a-z_]+)</b>", node.get("label") or "")
+        if found:
+            names[node.get_name()] = found.group(1)
+    theirs = sorted((names[e.get_source()], names[e.get_destination()])
+                    for e in dot.get_edges())
+    assert _edges(cconv.utils.model_to_dot(_graph(), show_layer_names=True)) == theirs
