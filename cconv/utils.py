@@ -93,10 +93,13 @@ class PyDataset:
     the batches in a new order each pass).
 
     Args:
-        workers, use_multiprocessing, max_queue_size: Keras's arguments, accepted and checked.
-            cconv reads the next batch on one background thread while the current one trains
-            (whatever ``workers`` says); ``use_multiprocessing=True`` is run on that thread
-            too (no process pool).
+        workers: threads that read batches (``self[i]``) ahead of training; with 1 (the
+            default) one background thread reads the next batch while the current one
+            trains. Batches are used in order whatever the count.
+        use_multiprocessing: accepted and checked; the readers are threads (no process
+            pool), so ``__getitem__`` must be safe to call from several threads when
+            ``workers > 1``.
+        max_queue_size: how many batches the workers may read ahead (at least ``workers``).
 
     Raises:
         ValueError: ``workers`` or ``max_queue_size`` not an int >= 1,

@@ -140,3 +140,43 @@ def test_calling_a_mean_metric():
     assert m([5.0]) == 2.75
     m.reset_state()
     assert m.result() == 0.0
+
+
+class Slow(Batches):
+    """Batches that take a while to read, recording the reading threads."""
+
+    def __getitem__(self, i):
+        import threading
+        import time
+        time.sleep(0.02)
+        self.threads.add(threading.get_ident())
+        if i == self.fail_at:
+            raise RuntimeError(f"cannot read batch {i}")
+        return super().__getitem__(i)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_workers_read_batches_on_several_threads_in_order(shuffle):
+    x, y = _data(96)
+    results = []
+    for workers in (1, 3):
+        ds = Slow(x, y, batch_size=8, workers=workers, max_queue_size=4)
+        ds.threads, ds.fail_at = set(), None
+        cconv.utils.set_random_seed(0)
+        m = _model()
+        h = m.fit(ds, epochs=2, shuffle=shuffle, verbose=0)
+        results.append((h.history["loss"], m.get_weights(), len(ds.threads)))
+        assert ds.ends == 2
+    (loss1, w1, threads1), (loss3, w3, threads3) = results
+    assert loss1 == loss3
+    for a, b in zip(w1, w3):
+        np.testing.assert_array_equal(a, b)
+    assert threads3 > 1
+
+
+def test_an_error_in_a_worker_reaches_fit():
+    x, y = _data(64)
+    ds = Slow(x, y, batch_size=8, workers=2)
+    ds.threads, ds.fail_at = set(), 5
+    with pytest.raises(RuntimeError, match="cannot read batch 5"):
+        _model().fit(ds, epochs=1, shuffle=False, verbose=0)

@@ -330,8 +330,11 @@ class SequenceDataAdapter(_StreamAdapter):
     ``(x, y, sample_weight)``. ``shuffle`` visits the batches in a new random order every pass
     (``np.random.permutation``); ``seq.on_epoch_begin()`` is called before a pass and
     ``seq.on_epoch_end()`` once its last batch has been used, when they exist (Keras's
-    ``PyDataset`` hooks, :class:`cconv.utils.PyDataset`). A pass is always the whole sequence (the
-    :class:`EpochIterator` splits passes into epochs of ``steps_per_epoch``)."""
+    ``PyDataset`` hooks, :class:`cconv.utils.PyDataset`). With ``seq.workers > 1`` (Keras's
+    ``PyDataset`` argument) that many threads read ``seq[i]`` up to ``seq.max_queue_size``
+    batches ahead; batches are still prepared and used in order. A pass is always the whole
+    sequence (the :class:`EpochIterator` splits passes into epochs of
+    ``steps_per_epoch``)."""
 
     def __init__(self, seq, prepare, name="x", shuffle=False, use_prefetch=True):
         super().__init__(prepare, name, use_prefetch)
@@ -360,14 +363,58 @@ class SequenceDataAdapter(_StreamAdapter):
         if callable(end):
             end()
 
+    def _indices(self):
+        return [int(self._order[step]) if self._order is not None else step
+                for step in range(self.num_batches)]
+
     def _batches(self):
-        for step in range(self.num_batches):
-            i = int(self._order[step]) if self._order is not None else step
+        workers, ahead = _workers_of(self._seq)
+        if workers > 1:
+            yield from self._parallel_batches(workers, ahead)
+            return
+        for i in self._indices():
             if i == 0 and self._first is not None:
                 batch, self._first = self._first[0], None     # the peeked batch, used once
             else:
                 batch = self._prepared(self._seq[i], i)[0]
             yield batch
+
+    def _parallel_batches(self, workers, ahead):
+        """The pass's batches in order, ``seq[i]`` read by ``workers`` threads at most
+        ``ahead`` batches ahead (Keras's ``PyDataset(workers=...)``); each is prepared here,
+        in order. Leaving early cancels the reads not started and waits for the others."""
+        from concurrent.futures import ThreadPoolExecutor
+        indices = self._indices()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cconv-pydataset")
+        pending = {}
+        try:
+            nxt = 0
+            for pos, i in enumerate(indices):
+                while nxt < len(indices) and nxt < pos + ahead:
+                    j = indices[nxt]
+                    if not (j == 0 and self._first is not None):
+                        pending[nxt] = pool.submit(self._seq.__getitem__, j)
+                    nxt += 1
+                if i == 0 and self._first is not None and pos not in pending:
+                    batch, self._first = self._first[0], None
+                else:
+                    batch = self._prepared(pending.pop(pos).result(), i)[0]
+                yield batch
+        finally:
+            for future in pending.values():
+                future.cancel()
+            pool.shutdown(wait=True)
+
+
+def _workers_of(seq):
+    """``(workers, batches read ahead)`` a sequence asks for through Keras's ``PyDataset``
+    arguments (``workers``, ``max_queue_size``); ``(1, 1)`` when it names none or they are
+    not ints >= 1."""
+    def positive(value, default):
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+        return int(value) if ok else default
+    workers = positive(getattr(seq, "workers", 1), 1)
+    return workers, max(workers, positive(getattr(seq, "max_queue_size", workers), workers))
 
 
 class EpochIterator:
