@@ -367,6 +367,13 @@ def _flush(builder, pending, segments, dtype):
         segments.append(_LayerSegment(pending))     # only data-free layers: run as layers
 
 
+def _any_size(shape):
+    """Whether an input shape has a size known only at call time (None past the batch
+    axis; ``Input(shape=(None, None, 3))``): such a model runs layer by layer."""
+    shapes = shape if isinstance(shape, list) else [shape]
+    return any(d is None for s in shapes for d in tuple(s)[1:])
+
+
 def compile_plan(model, logits=False):
     """Compile a built model's inference path; returns a :class:`Plan`, or None when no
     layer has a native node (then the layer-by-layer path is as fast) or the model is a graph
@@ -376,7 +383,7 @@ def compile_plan(model, logits=False):
     model's ``_forward(x, False, logits=True)``, for a loss fused with it)."""
     shape = model.input_shape          # builds the model first if needed
     chain = model.chain_layers()
-    if chain is None:
+    if chain is None or _any_size(shape):
         return None
     dtype, shape = model.dtype, shape[1:]
     segments, builder, pending, native, fallback, weights = [], None, [], [], [], []
@@ -527,7 +534,7 @@ def compile_train_plan(model, logits=False):
     native training node (BatchNormalization, Dropout with a rate, a frozen layer, softmax
     before the last layer, ...)."""
     chain = model.chain_layers()
-    if chain is None:           # no chain: the whole step runs layer by layer
+    if chain is None or _any_size(model.input_shape):   # no chain: layer by layer
         return None
     builder = _Builder(model.input_shape[1:], training=True)
     if (not _trainable_nodes(builder, chain, logits) or builder.value != len(builder.nodes) - 1

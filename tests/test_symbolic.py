@@ -184,3 +184,72 @@ def test_unsupported_arithmetic_says_what_is_supported():
         a + cconv.Input((4,))
     with pytest.raises(TypeError, match="bool"):
         bool(a)
+
+
+def _any_size_program(K):
+    """A fully convolutional classifier for images of any size (Keras's
+    ``Input(shape=(None, None, C))``), with a residual and a scaling on the way."""
+    x = K.Input((None, None, 3))
+    h = K.layers.Conv2D(4, 3, padding="same", activation="relu")(x / 2)
+    h = K.layers.BatchNormalization()(h)
+    h = h + K.layers.Conv2D(4, 1)(h)
+    h = K.layers.MaxPooling2D()(h)
+    h = K.layers.Conv2D(5, 3, strides=2)(h)
+    return K.Model(x, K.layers.Dense(2)(K.layers.GlobalAveragePooling2D()(h)))
+
+
+def test_inputs_of_any_image_size_match_keras():
+    keras = keras_or_skip()
+    km, cm = _any_size_program(keras), _any_size_program(cconv)
+    # Keras records x / 2 and h + ... as operations, cconv as layers: compare the others
+    ops = ("Rescaling", "Add", "TrueDivide")
+    assert [l.output.shape for l in cm.layers if type(l).__name__ not in ops] == [
+        tuple(l.output.shape) for l in km.layers if type(l).__name__ not in ops]
+    assert cm.count_params() == km.count_params()
+    assert [w.shape for w in cm.get_weights()] == [w.shape for w in km.get_weights()]
+    cm.set_weights(km.get_weights())
+    rng = np.random.default_rng(5)
+    for size in ((12, 12), (17, 23), (9, 30)):
+        x = rng.standard_normal((3,) + size + (3,)).astype("float32")
+        _close(cm.predict(x, verbose=0), km.predict(x, verbose=0))
+        _close(cm(x), km(x).numpy())
+    x = rng.standard_normal((6, 14, 10, 3)).astype("float32")
+    y = rng.standard_normal((6, 2)).astype("float32")
+    km.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    cm.compile(optimizer=cconv.optimizers.SGD(0.05), loss="mse")
+    for _ in range(2):
+        _close(cm.train_on_batch(x, y), km.train_on_batch(x, y), 1e-4)
+    for c, k in zip(cm.get_weights(), km.get_weights()):
+        _close(c, k, 1e-4)
+
+
+def test_a_sequential_of_any_image_size():
+    keras = keras_or_skip()
+
+    def program(K):
+        return K.Sequential([K.Input((None, None, 1)), K.layers.Conv2D(3, 3, activation="relu"),
+                             K.layers.AveragePooling2D(2, padding="same"),
+                             K.layers.GlobalMaxPooling2D(), K.layers.Dense(2)])
+    km, cm = program(keras), program(cconv)
+    cm.build()
+    assert cm.input_shape == (None, None, None, 1) and cm.output_shape == (None, 2)
+    cm.set_weights(km.get_weights())
+    x = np.random.default_rng(6).standard_normal((2, 11, 7, 1)).astype("float32")
+    _close(cm.predict(x, verbose=0), km.predict(x, verbose=0))
+    # an output of any size: predict and calls work
+    fcn = cconv.Sequential([cconv.Input((None, None, 3)), L.Conv2D(2, 3, padding="same")])
+    assert fcn.predict(np.zeros((2, 5, 6, 3)), verbose=0).shape == (2, 5, 6, 2)
+    assert fcn(np.zeros((1, 4, 9, 3))).shape == (1, 4, 9, 2)
+
+
+def test_any_size_errors_name_the_shapes():
+    x = cconv.Input((None, None, 3))
+    with pytest.raises(ValueError, match=r"flatten.*\(None, None, None, 3\).*GlobalAverage"):
+        L.Flatten()(x)
+    m = cconv.Model(x, L.GlobalMaxPooling2D()(L.Conv2D(2, 5)(x)))
+    with pytest.raises(ValueError, match=r"\(1, 8, 8, 2\).*\(None, None, None, 3\)"):
+        m.predict(np.zeros((1, 8, 8, 2)), verbose=0)
+    with pytest.raises(ValueError, match="larger than the padded input"):
+        m.predict(np.zeros((1, 3, 3, 3)), verbose=0)
+    with pytest.raises(ValueError, match="too small"):
+        L.Conv2D(2, 5)(cconv.Input((None, 3, 3)))

@@ -211,7 +211,7 @@ class Layer:
         input_shape = tuple(input_shape)
         if input_shape and input_shape[0] is None:
             input_shape = input_shape[1:]
-        input_shape = tuple(int(d) for d in input_shape)
+        input_shape = tuple(None if d is None else int(d) for d in input_shape)
         self._output_shape = tuple(self.compute_output_shape(input_shape))
         self._build(input_shape)
         self._input_shape = input_shape

@@ -76,13 +76,14 @@ class Conv2D(_ActivatedLayer):
                 f"Conv2D {self.name!r}: input channels ({c}) must be divisible by "
                 f"groups ({self.groups})."
             )
-        try:
-            oh, ow = _ops.conv_output_shape((h, w), self.kernel_size, self.strides, self.padding,
-                                              self.dilation_rate)
+        try:     # a None size (known at call time) stays None; the other is checked now
+            oh, ow = _ops.conv_output_shape(tuple(1 << 20 if d is None else d for d in (h, w)),
+                                            self.kernel_size, self.strides, self.padding,
+                                            self.dilation_rate)
         except ValueError as exc:
             raise ValueError(f"Conv2D {self.name!r}: input of spatial size {(h, w)} is too small "
                              f"({exc})") from None
-        return (oh, ow, self.filters)
+        return (None if h is None else oh, None if w is None else ow, self.filters)
 
     def _build(self, input_shape):
         kh, kw = self.kernel_size

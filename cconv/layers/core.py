@@ -30,15 +30,17 @@ class InputLayer(Layer):
 
     def __init__(self, shape: Sequence[int], batch_size: Optional[int] = None,
                  name: Optional[str] = None, dtype: DTypeLike = None):
-        try:
-            shape = tuple(int(d) for d in shape)
+        try:      # None: a size known only at call time (fully convolutional models)
+            shape = tuple(None if d is None else int(d) for d in shape)
         except TypeError:
             raise TypeError(
-                f"Input shape must be a tuple of ints, e.g. (28, 28, 1); got {shape!r}."
+                f"Input shape must be a tuple of ints (or None), e.g. (28, 28, 1) or (None, "
+                f"None, 3); got {shape!r}."
             ) from None
-        if any(d <= 0 for d in shape):
+        if any(d is not None and d <= 0 for d in shape):
             raise ValueError(f"Input shape dimensions must be positive; got {shape!r}.")
-        super().__init__(name=name, dtype=dtype, input_shape=shape)
+        super().__init__(name=name, dtype=dtype)
+        self._input_shape = shape
         self.shape = shape
         self.batch_size = batch_size
         self._output_shape = shape

@@ -42,23 +42,30 @@ class _Merge(Layer):
                              f"got {input_shapes!r}.")
         shapes = [tuple(s[1:]) if s and s[0] is None else tuple(s) for s in input_shapes]
         self._check_count(len(shapes))
-        return [tuple(int(d) for d in s) for s in shapes]
+        return [tuple(None if d is None else int(d) for d in s) for s in shapes]
 
     def compute_output_shape(self, input_shapes):
-        shapes = self._shapes(input_shapes)
+        """The output's sample shape for a list of input shapes (sample shapes, or shapes
+        with the batch axis None in front: a sample shape that starts with a size known only
+        at call time must be given that way)."""
+        return self._merged_shape(self._shapes(input_shapes))
+
+    def _merged_shape(self, shapes):
+        """The output's sample shape for a list of sample shapes (None: a size known at
+        call time, which matches any size)."""
         rank = max(len(s) for s in shapes)
         out = []
         for dims in zip(*[(1,) * (rank - len(s)) + s for s in shapes]):
-            big = {d for d in dims if d != 1}
+            big = {d for d in dims if d != 1 and d is not None}
             if len(big) > 1:
                 raise ValueError(f"{type(self).__name__} {self.name!r}: inputs have incompatible "
                                  f"shapes {shapes} (each axis must match or be 1).")
-            out.append(big.pop() if big else 1)
+            out.append(big.pop() if big else (None if None in dims else 1))
         return tuple(out)
 
     def build(self, input_shapes):
         shapes = self._shapes(input_shapes)
-        self._output_shape = tuple(self.compute_output_shape(shapes))
+        self._output_shape = tuple(self._merged_shape(shapes))
         self._input_shape = shapes
         self.built = True
 
@@ -87,7 +94,9 @@ class _Merge(Layer):
         shapes = [x.shape[1:] for x in xs]
         if not self.built:
             self.build(shapes)
-        elif shapes != self._input_shape:
+        elif len(shapes) != len(self._input_shape) or any(
+                len(s) != len(b) or any(d is not None and d != n for d, n in zip(b, s))
+                for s, b in zip(shapes, self._input_shape)):
             raise ValueError(f"Layer {self.name!r} expects inputs of sample shapes "
                              f"{self._input_shape}; got arrays of shapes {[x.shape for x in xs]}.")
         return self.forward(xs, training=training)
@@ -101,7 +110,9 @@ class _Merge(Layer):
     def _reduce_to(g, shape, dy):
         """``g`` (the output's shape) summed over the axes that ``shape`` broadcast along; a
         fresh array (never ``dy`` or a view of it)."""
-        full = g.shape[:1] + (1,) * (g.ndim - 1 - len(shape)) + tuple(shape)
+        lead = g.ndim - len(shape)       # None: a size known at call time, the output's
+        shape = tuple(g.shape[lead + i] if d is None else d for i, d in enumerate(shape))
+        full = g.shape[:1] + (1,) * (lead - 1) + shape
         axes = tuple(i for i in range(1, g.ndim) if full[i] == 1 and g.shape[i] != 1)
         if axes:   # accumulated in float64: a float32 sum over h x w adds them one by one
             g = g.sum(axis=axes, keepdims=True, dtype=np.float64).astype(g.dtype, copy=False)
@@ -247,8 +258,7 @@ class Concatenate(_Merge):
                              f"concatenated).")
         return axis - 1
 
-    def compute_output_shape(self, input_shapes):
-        shapes = self._shapes(input_shapes)
+    def _merged_shape(self, shapes):
         if len({len(s) for s in shapes}) > 1:
             raise ValueError(f"Concatenate {self.name!r}: inputs must have the same rank; got "
                              f"sample shapes {shapes}.")
@@ -257,16 +267,22 @@ class Concatenate(_Merge):
         if len(rest) > 1:
             raise ValueError(f"Concatenate {self.name!r}: inputs must match on every axis but "
                              f"axis={self.axis}; got sample shapes {shapes}.")
-        return shapes[0][:a] + (sum(s[a] for s in shapes),) + shapes[0][a + 1:]
+        size = None if any(s[a] is None for s in shapes) else sum(s[a] for s in shapes)
+        return shapes[0][:a] + (size,) + shapes[0][a + 1:]
+
+    _transient = ("_xs", "_sizes")
 
     def forward(self, xs, training=False):
         if not self.built:
             self.build([x.shape[1:] for x in xs])
-        return np.concatenate(xs, axis=self._sample_axis(len(self._output_shape)) + 1)
+        axis = self._sample_axis(len(self._output_shape)) + 1
+        if training:       # the sizes along the axis (known at call time only, maybe)
+            self._sizes = [x.shape[axis] for x in xs]
+        return np.concatenate(xs, axis=axis)
 
     def backward(self, dy):
         axis = self._sample_axis(len(self._output_shape)) + 1
-        cuts = np.cumsum([s[axis - 1] for s in self._input_shape])[:-1]
+        cuts = np.cumsum(self._sizes)[:-1]
         return [g.copy() for g in np.split(dy, cuts, axis=axis)]
 
     def get_config(self):

@@ -29,7 +29,7 @@ class KerasTensor:
     """
 
     def __init__(self, shape, dtype, history, name=None):
-        self.shape = (None,) + tuple(int(d) for d in shape)
+        self.shape = (None,) + tuple(None if d is None else int(d) for d in shape)
         self.dtype = dtype
         self._keras_history = history     # (layer, node_index, tensor_index)
         self.name = name or history[0].name
@@ -222,7 +222,19 @@ def call_symbolic(layer, inputs):
         tensors = [inputs]
         shape = inputs.shape[1:]
     if not layer.built:
-        layer.build(shape)
+        # a size known only at call time (None) goes with the batch axis in front, so that
+        # build does not take the first None for the batch axis
+        unknown = any(d is None for s in (shape if multi else [shape]) for d in s)
+        try:
+            layer.build(_batch_shape(shape) if unknown else shape)
+        except TypeError:
+            if not unknown:
+                raise
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) cannot take inputs of shape "
+                f"{_batch_shape(shape)}: it needs every size but the batch's known, and None "
+                f"is a size known only at call time (Input(shape=(None, None, C))). Put a "
+                f"GlobalAveragePooling2D or GlobalMaxPooling2D before it.") from None
     elif keras_style and layer.input_shape != _batch_shape(shape):
         raise ValueError(
             f"Layer {layer.name!r} was built for inputs of sample shape "
@@ -235,7 +247,11 @@ def call_symbolic(layer, inputs):
             f"be called on a tensor of shape {(None,) + tuple(shape)} (a shared layer needs "
             f"the same input shape at every call)."
         )
-    out_shape = layer.output_shape[1:] if keras_style else layer.compute_output_shape(shape)
+    unknown = any(d is None for s in (shape if multi else [shape]) for d in s)
+    if keras_style or unknown:      # as built (shared layers see the shapes they were built for)
+        out_shape = layer.output_shape[1:]
+    else:
+        out_shape = layer.compute_output_shape(shape)
     return Node(layer, tensors, out_shape, multi=multi).outputs[0]
 
 

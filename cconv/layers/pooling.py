@@ -28,12 +28,13 @@ class _Pooling2D(Layer):
 
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         h, w, c = self._image_shape(input_shape)
-        try:
-            oh, ow = _ops.conv_output_shape((h, w), self.pool_size, self.strides, self.padding)
+        try:     # a None size (known at call time) stays None; the other is checked now
+            oh, ow = _ops.conv_output_shape(tuple(1 << 20 if d is None else d for d in (h, w)),
+                                            self.pool_size, self.strides, self.padding)
         except ValueError as exc:
             raise ValueError(f"{type(self).__name__} {self.name!r}: input of spatial size {(h, w)} "
                              f"is too small for pool_size={self.pool_size} ({exc})") from None
-        return (oh, ow, c)
+        return (None if h is None else oh, None if w is None else ow, c)
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if training:

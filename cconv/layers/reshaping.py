@@ -274,13 +274,14 @@ class Rescaling(Layer):
         return float(arr) if arr.ndim == 0 else arr
 
     def compute_output_shape(self, input_shape):
+        known = tuple(1 << 20 if d is None else d for d in input_shape)   # None: any size
         for arg_name in ("scale", "offset"):
             shape = np.shape(getattr(self, arg_name))
             try:
-                out = np.broadcast_shapes(tuple(input_shape), shape)
+                out = np.broadcast_shapes(known, shape)
             except ValueError:
                 out = None
-            if out != tuple(input_shape):
+            if out != known:
                 raise ValueError(f"Rescaling {self.name!r}: {arg_name} of shape {shape} does not "
                                  f"broadcast against samples of shape {tuple(input_shape)}.")
         return tuple(input_shape)

@@ -309,8 +309,8 @@ class Model(Trainer, _layers.Layer):
         """Build the model if needed: for its declared input shape, else for ``x_shape``
         (one sample's shape, from the first data it sees)."""
         if not self.built:
-            declared = self._declared_input_shape()
-            self.build(declared if declared is not None else x_shape)
+            declared = self._declared_input_shape()   # with the batch axis: it may hold None
+            self.build((None,) + tuple(declared) if declared is not None else x_shape)
 
     def _build_graph(self):
         """Shapes, dtype and backward flags of the graph made by :meth:`_init_graph`."""
@@ -836,6 +836,8 @@ class Model(Trainer, _layers.Layer):
             if len(xs) != 1:
                 raise ValueError(f"Model {self.name!r} has one input; {what} is a list of "
                                  f"{len(xs)}.")
+            if None in self._in_shapes[0]:
+                return self._prepare_any_size(xs[0], what)
             return super()._prepare_x(xs[0], what)
         if len(xs) != len(self._inputs):
             raise ValueError(f"Model {self.name!r} has {len(self._inputs)} inputs "
@@ -853,6 +855,27 @@ class Model(Trainer, _layers.Layer):
             raise ValueError(f"The arrays of {what} have different numbers of samples: "
                              f"{[a.shape[0] for a in arrays]}.")
         return pack(arrays, arrays[0].shape[0]).astype(self.dtype, copy=False)
+
+    def _prepare_any_size(self, x, what):
+        """``x`` checked against an input with sizes known only at call time (``Input(shape=
+        (None, None, 3))``): the known sizes must match; converted to the model's dtype.
+
+        Raises:
+            TypeError: not an array of numbers. ValueError: a shape that does not fit.
+        """
+        shape = self._in_shapes[0]
+        if isinstance(x, (list, tuple, dict)) or not hasattr(x, "__array__") and not \
+                isinstance(x, np.ndarray):
+            raise TypeError(f"{what} must be an array for an input of shape "
+                            f"{_shape_str((None,) + shape)}; got {type(x).__name__}.")
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"{what} must be numeric; got dtype {x.dtype}.")
+        if x.ndim != len(shape) + 1 or any(
+                d is not None and d != n for d, n in zip(shape, x.shape[1:])):
+            raise ValueError(f"{what} has shape {x.shape} but the model expects inputs of "
+                             f"shape {_shape_str((None,) + shape)} (None: any size).")
+        return x.astype(self.dtype, copy=False)
 
     def _prepare_xy(self, x, y, what=""):
         if self._graph is None:

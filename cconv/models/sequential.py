@@ -125,12 +125,13 @@ class Sequential(Model):
                     "The model has no input shape: start it with cconv.Input(shape), give the "
                     "first layer input_shape=..., or call it on data first."
                 )
+            input_shape = (None,) + tuple(input_shape)    # (a sample's first size may be None)
         input_shape = tuple(input_shape)
         if input_shape and input_shape[0] is None:
             input_shape = input_shape[1:]
         if not self._layers:
             raise ValueError("Cannot build an empty Sequential model; add layers first.")
-        shape = tuple(int(d) for d in input_shape)
+        shape = tuple(None if d is None else int(d) for d in input_shape)
         chain = list(self._layers)
         dtypes = {layer.name: np.dtype(layer.dtype).name for layer in chain}
         if len(set(dtypes.values())) > 1:
@@ -162,7 +163,13 @@ class Sequential(Model):
         return chain
 
     # ----- a single input and output: the trainer's own data checks ------------------------------
-    _prepare_x = Trainer._prepare_x
+    def _prepare_x(self, x, what="x"):
+        if self._graph is None and self._declared_input_shape() is not None:
+            self._ensure_built()
+        if self._graph is not None and None in self._in_shapes[0]:
+            return self._prepare_any_size(x, what)     # Input(shape=(None, None, C))
+        return Trainer._prepare_x(self, x, what)
+
     _prepare_xy = Trainer._prepare_xy
 
     def _outputs_known(self, args):
