@@ -91,7 +91,8 @@ CASES = {
     "convmixer": (
         ["conv_mixer_model"], ["history"],
         "needs Model.load_weights('checkpoint.keras') (Keras 3 reads the weights of a .keras "
-        "file; cconv/saving/saving_api.py refuses the suffix) (issue 32)", True),
+        "file; cconv/saving/saving_api.py refuses the suffix; the rest agrees with Keras when "
+        "it is stubbed) (issue 32)", True),
     "image_classification_from_scratch": (["model"], ["history"], None, True),
     "functional_api_resnet": (["model"], ["history"], None, True),
     "functional_api_autoencoder": (
@@ -108,9 +109,10 @@ CASES = {
         ["autoencoder", "encoder", "decoder"], ["history"], None, True),
     "knowledge_distillation": (
         ["teacher", "student", "student_scratch"], ["distiller_history", "scratch_history"],
-        "needs keras.models.clone_model, losses.KLDivergence, and a Model subclass whose "
-        "compile() takes no loss= (models/functional.py's _apply_pending_compile calls "
-        "self.compile(loss=...)) with a compute_loss override under fit (issue 32)", True),
+        "needs keras.models.clone_model, losses.KLDivergence, compile(optimizer, metrics) "
+        "with no loss when compute_loss is overridden (trainers/trainer.py), and a subclass's "
+        "own compile() not called again with loss= by _apply_pending_compile "
+        "(models/functional.py) (issue 32)", True),
 }
 
 
