@@ -55,7 +55,8 @@ from ..models.sequential import Sequential
 from ..registry import get_registered_name, get_registered_object
 from . import file_format, fileio, register_format
 
-__all__ = ["load_keras", "save_keras", "load_h5", "save_h5", "save_weights_h5", "load_weights_h5",
+__all__ = ["load_keras", "save_keras", "load_h5", "save_h5", "save_weights_h5",
+           "load_weights_keras", "load_weights_h5",
            "layer_from_keras_config", "file_format"]
 
 KERAS_VERSION = "3.15.1"     # the Keras whose layout the written files follow
@@ -927,6 +928,31 @@ def load_keras(filepath):
     return model
 
 
+def load_weights_keras(model, filepath):
+    """Set ``model``'s weights from the ``model.weights.h5`` inside a Keras 3 ``.keras``
+    archive (Keras 3's ``model.load_weights("x.keras")``): each layer's from the group its
+    place in the model names, as :func:`load_weights_h5`; the archive's architecture is not
+    used and its optimizer state is left out.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a Keras archive, or weights that do not fit the model (named with
+            the file); the model is then left as it was.
+    """
+    _build(model)
+    filepath = os.fspath(filepath)
+    _check_exists(filepath)
+    try:
+        zf = zipfile.ZipFile(filepath)
+    except Exception as exc:   # BadZipFile, or a damaged directory (struct.error, ...)
+        raise ValueError(f"{filepath!r} is not a Keras .keras archive ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}).") from None
+    with zf:
+        weights = _read_member(zf, "model.weights.h5", _weights_limit(model), filepath)
+    with _open_h5(io.BytesIO(weights), filepath, ": its model.weights.h5") as f:
+        _read_weights(model, f, filepath)
+
+
 def _read_legacy_weights(model, group, filepath):
     """Set the weights of a legacy ``.h5`` file's model (``model_weights``: ``layer_names``,
     each layer's group with its ``weight_names``). The names come from the same file as the
@@ -1083,3 +1109,4 @@ def save_h5(model, filepath):
 register_format("keras", save=save_keras, load=load_keras)
 register_format("h5", save=save_h5, load=load_h5)
 register_format("weights.h5", save=save_weights_h5, load=load_weights_h5)
+register_format("keras.weights", load=load_weights_keras)

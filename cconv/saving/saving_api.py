@@ -82,11 +82,15 @@ def _load_weight_list(meta, data, filepath):
     return [data[f"w{i}"] for i in range(meta["num_weights"])]
 
 
-def _weights_format(filepath):
+def _weights_format(filepath, action="save"):
     fmt = file_format(filepath, "weights")
+    if fmt == "keras" and action == "load":     # Keras 3 reads a .keras file's weights too
+        return "keras.weights"
     if fmt not in ("npz", "weights.h5"):
         raise ValueError(f"{os.fspath(filepath)!r}: weights are saved as .npz (cconv) or "
-                         f".weights.h5 (Keras 3).")
+                         f".weights.h5 (Keras 3)"
+                         f"{'' if action == 'save' else ' and loaded from those or a .keras file'}"
+                         f".")
     return fmt
 
 
@@ -101,8 +105,9 @@ def save_weights(model, filepath):
 
 
 def load_weights(model, filepath):
-    """``model.set_weights`` from a weights file or a full model file."""
-    fmt = _weights_format(filepath)
+    """``model.set_weights`` from a weights file or a full model file (``.npz``, Keras's
+    ``.weights.h5``, or the weights of a Keras 3 ``.keras`` archive, as Keras 3 reads them)."""
+    fmt = _weights_format(filepath, "load")
     if fmt != "npz":
         return _handler(fmt, "load", filepath)(model, filepath)
     meta, data = read_archive(filepath, "weights")
