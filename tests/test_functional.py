@@ -341,3 +341,26 @@ def test_examples_build_and_train_one_step():
         before = model.get_weights()
         model.train_on_batch(x, y)
         assert any(np.any(a != b) for a, b in zip(model.get_weights(), before))
+
+
+def test_a_subclass_compile_with_its_own_arguments_is_applied_after_tracing():
+    """Keras's distiller pattern: a subclassed model overrides compile with its own
+    arguments and calls super().compile without a loss; the compile that waits for the
+    model to be traced is the base compile's, given its own arguments again."""
+    class Wrapper(cconv.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = L.Dense(2)
+
+        def call(self, x):
+            return self.dense(x)
+
+        def compile(self, optimizer, metrics, alpha=0.1):
+            super().compile(optimizer=optimizer, metrics=metrics, loss="mse")
+            self.alpha = alpha
+
+    m = Wrapper()
+    m.compile(optimizer="sgd", metrics=["mae"], alpha=0.5)
+    x, y = np.ones((4, 3), "float32"), np.zeros((4, 2), "float32")
+    history = m.fit(x, y, epochs=1, verbose=0).history
+    assert m.alpha == 0.5 and set(history) == {"loss", "mae"}

@@ -792,10 +792,12 @@ class Model(Trainer, _layers.Layer):
         self._weighted_metric_ids = [(i, m) for i, ms in enumerate(weighted_lists) for m in ms]
 
     def _apply_pending_compile(self):
-        """The compile that waited for the model's outputs (see :meth:`_compile_when_built`)."""
+        """The compile that waited for the model's outputs (see :meth:`_compile_when_built`):
+        the arguments :meth:`Trainer.compile` got, given to it again (not to ``self.compile``,
+        which a subclass may override with its own arguments, Keras's distiller pattern)."""
         pending = self.__dict__.pop("_pending_compile", None)
         if pending is not None:
-            self.compile(**pending)
+            Trainer.compile(self, **pending)
 
     @property
     def metrics_names(self):
