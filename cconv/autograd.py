@@ -37,6 +37,10 @@ __all__ = ["Tensor", "GradientTape", "backprop", "record", "constant", "variable
 
 _state = threading.local()
 
+#: False until the first tensor or tape exists in the process: until then ``cconv.ops``'s
+#: native functions skip even the check for tensors (a served single image pays nothing).
+in_use = False
+
 
 def _tapes():
     tapes = getattr(_state, "tapes", None)
@@ -47,6 +51,13 @@ def _tapes():
 
 def _paused_depth():
     return getattr(_state, "paused", 0)
+
+
+def note_use() -> None:
+    """Mark custom-gradient machinery as used in this process (:data:`in_use`): a layer's
+    ``add_loss`` calls it so that models start collecting ``losses``."""
+    global in_use
+    in_use = True
 
 
 def is_recording() -> bool:
@@ -80,6 +91,8 @@ class Tensor:
     __array_priority__ = 1000
 
     def __init__(self, value, parents=(), vjp=None, requires_grad=None, source=None):
+        global in_use
+        in_use = True
         self.value = value if isinstance(value, np.ndarray) else np.asarray(value)
         self.parents = tuple(parents)
         self.vjp = vjp
@@ -767,6 +780,8 @@ class GradientTape:
         self.used = False
 
     def __enter__(self):
+        global in_use
+        in_use = True
         _tapes().append(self)
         return self
 

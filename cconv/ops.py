@@ -876,7 +876,8 @@ def _native_or_taped(array_fn, name):
     taped = getattr(_ag, name)
 
     def fn(x, *args, **kwargs):
-        if _ag.wants_node(x) or _ag.holds_tensor(args) or _ag.holds_tensor(kwargs):
+        if _ag.in_use and (_ag.wants_node(x) or _ag.holds_tensor(args)
+                           or _ag.holds_tensor(kwargs)):
             return taped(x, *args, **kwargs)
         return array_fn(x, *args, **kwargs)
     fn.__name__ = fn.__qualname__ = name

@@ -449,7 +449,7 @@ class Layer:
         self._require_computation()
         if is_symbolic(x):
             return call_symbolic(self, x)
-        if autograd.wants_node(x):
+        if autograd.in_use and autograd.wants_node(x):
             return self._taped_call(x, training)
         if self._keras_style and isinstance(x, (list, tuple)):
             x = [self._as_batch(a) for a in x]
@@ -493,6 +493,7 @@ class Layer:
         from the inputs and weights, added to the model's loss in ``fit`` / ``evaluate`` /
         ``compute_loss`` (:attr:`losses`); training differentiates it with the rest of
         ``call``. Each call of the layer starts a new list."""
+        autograd.note_use()
         self.__dict__.setdefault("_added_losses", []).append(loss)
 
     @property

@@ -795,7 +795,7 @@ class Trainer:
             if n:
                 out = self._forward(xb, True, logits=self._fused)
                 loss, g, pred = self._loss_grad(yb, out, sample_weight)
-                added = self.losses
+                added = self.losses if autograd.in_use else None
                 if added:                 # add_loss: their gradients come with backward
                     loss += sum(added)
                 self._backward(g, logits=self._fused)
@@ -841,7 +841,7 @@ class Trainer:
         """Apply the model to a batch; returns a NumPy array (no progress bar, no batching).
         Inside a :class:`cconv.GradientTape` (or on a tensor) returns a tensor recorded as
         one node of the tape (:meth:`_taped_call`)."""
-        if autograd.wants_node(x):
+        if autograd.in_use and autograd.wants_node(x):
             return self._taped_call(x, training)
         return self._forward(self._prepare_x(x), training)
 
@@ -1363,7 +1363,7 @@ class Trainer:
             loss = float(np.mean(per)) if w is None else _losses.weighted_mean(per, w)
         for m in metrics:
             m.update_state(yb, pred, w if m.weighted else None)
-        added = self.losses
+        added = self.losses if autograd.in_use else None
         return loss + sum(added) if added else loss
 
     def _evaluate_iterator(self, iterator, y_shape, what="x", cb=None):
