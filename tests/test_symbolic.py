@@ -253,3 +253,29 @@ def test_any_size_errors_name_the_shapes():
         m.predict(np.zeros((1, 3, 3, 3)), verbose=0)
     with pytest.raises(ValueError, match="too small"):
         L.Conv2D(2, 5)(cconv.Input((None, 3, 3)))
+
+
+def test_a_fully_convolutional_network_of_any_size_matches_keras():
+    """A small U-Net: every image layer with sizes of None, output of any size too."""
+    keras = keras_or_skip()
+
+    def program(K):
+        x = K.Input((None, None, 2))
+        a = K.layers.Conv2D(4, 3, padding="same", activation="relu")(x)
+        h = K.layers.MaxPooling2D()(a)
+        h = K.layers.SeparableConv2D(6, 3, padding="same")(h)
+        h = K.layers.DepthwiseConv2D(3, padding="same")(h)
+        h = K.layers.Conv2DTranspose(4, 3, strides=2, padding="same")(h)
+        h = K.layers.concatenate([h, a])
+        h = K.layers.Cropping2D(1)(K.layers.ZeroPadding2D(1)(h))
+        h = K.layers.AveragePooling2D(2)(K.layers.UpSampling2D(2)(h))
+        return K.Model(x, K.layers.Conv2D(1, 1)(h))
+    km, cm = program(keras), program(cconv)
+    assert [tuple(l.output.shape) for l in km.layers] == [l.output.shape for l in cm.layers]
+    cm.set_weights(km.get_weights())
+    rng = np.random.default_rng(7)
+    for size in ((8, 8), (12, 18)):
+        x = rng.standard_normal((2,) + size + (2,)).astype("float32")
+        out = cm.predict(x, verbose=0)
+        assert out.shape == (2,) + size + (1,)
+        _close(out, km.predict(x, verbose=0))

@@ -8,6 +8,7 @@ from .. import ops as _ops
 from .._validation import normalize_padding_mode, normalize_pair
 from .base import check_data_format
 from .core import _ActivatedLayer
+from .node import spatial_shape
 
 __all__ = ["Conv2DTranspose"]
 
@@ -80,9 +81,10 @@ class Conv2DTranspose(_ActivatedLayer):
 
     def compute_output_shape(self, input_shape):
         self._image_shape(input_shape)
-        try:
-            oh, ow = _ops.conv_transpose_output_shape(input_shape[:2], self.kernel_size,
-                                                      **self._geometry_args())
+        try:     # a None size (known at call time) stays None
+            oh, ow, _ = spatial_shape(lambda s: _ops.conv_transpose_output_shape(
+                s[:2], self.kernel_size, **self._geometry_args()) + (1,),
+                tuple(input_shape[:2]) + (1,))
         except ValueError as exc:
             raise ValueError(f"Conv2DTranspose {self.name!r}: {exc}") from None
         return (oh, ow, self.filters)

@@ -14,6 +14,7 @@ from .. import ops as _ops
 from .._validation import normalize_padding_mode, normalize_pair
 from .base import check_data_format
 from .core import _ActivatedLayer
+from .node import spatial_shape
 
 __all__ = ["DepthwiseConv2D", "SeparableConv2D"]
 
@@ -44,9 +45,10 @@ class _DepthwiseBase(_ActivatedLayer):
 
     def _spatial_output(self, input_shape):
         self._image_shape(input_shape)
-        try:
-            return _ops.conv_output_shape(input_shape[:2], self.kernel_size, self.strides,
-                                          self.padding, self.dilation_rate)
+        try:     # a None size (known at call time) stays None
+            return spatial_shape(lambda s: _ops.conv_output_shape(
+                s[:2], self.kernel_size, self.strides, self.padding, self.dilation_rate) + (1,),
+                tuple(input_shape[:2]) + (1,))[:2]
         except ValueError as exc:
             raise ValueError(f"{type(self).__name__} {self.name!r}: input of spatial size "
                              f"{tuple(input_shape[:2])} is too small ({exc})") from None

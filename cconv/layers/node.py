@@ -11,7 +11,23 @@ This module imports nothing from cconv so that the layers (``Layer.__call__``,
 """
 
 __all__ = ["KerasTensor", "Node", "is_symbolic", "call_symbolic", "input_tensor",
-           "layer_input", "layer_output"]
+           "layer_input", "layer_output", "spatial_shape"]
+
+#: What a size known only at call time (None) stands for while an image layer's output
+#: shape is worked out: large enough for any kernel, crop or padding check to pass.
+_ANY_SIZE = 1 << 20
+
+
+def spatial_shape(compute, input_shape):
+    """``compute(shape)`` for an image layer whose output sizes depend each on the same
+    axis of the input (convolutions, pooling, padding, cropping, upsampling), where a size
+    of the sample shape ``input_shape`` may be None (``Input(shape=(None, None, C))``):
+    the output's size on such an axis is None, every known size is checked and computed
+    as usual."""
+    shape = tuple(input_shape)
+    out = tuple(compute(tuple(_ANY_SIZE if d is None else d for d in shape)))
+    return tuple(None if i < len(shape) - 1 and shape[i] is None else d
+                 for i, d in enumerate(out))
 
 _CONTROL_FLOW = (
     "{what} a symbolic tensor ({tensor}): its value is unknown while a model is traced. "

@@ -11,6 +11,7 @@ import numpy as np
 from .. import ops as _ops
 from .._validation import normalize_pair
 from .base import Layer, check_data_format
+from .node import spatial_shape
 
 __all__ = ["ZeroPadding2D", "Cropping2D", "UpSampling2D", "Reshape", "Permute", "Rescaling"]
 
@@ -66,8 +67,8 @@ class ZeroPadding2D(Layer):
 
     def compute_output_shape(self, input_shape):
         (t, b), (l, r) = self.padding
-        h, w, c = self._image_shape(input_shape)
-        return (h + t + b, w + l + r, c)
+        self._image_shape(input_shape)
+        return spatial_shape(lambda s: (s[0] + t + b, s[1] + l + r, s[2]), input_shape)
 
     def forward(self, x, training=False):
         return _pad(x, self.padding)
@@ -100,12 +101,12 @@ class Cropping2D(Layer):
     def compute_output_shape(self, input_shape):
         (t, b), (l, r) = self.cropping
         h, w, c = self._image_shape(input_shape)
-        if t + b >= h or l + r >= w:
+        if (h is not None and t + b >= h) or (w is not None and l + r >= w):
             raise ValueError(
                 f"Cropping2D {self.name!r}: cropping {self.cropping} removes all of an input of "
                 f"height {h} and width {w}; use a smaller cropping."
             )
-        return (h - t - b, w - l - r, c)
+        return spatial_shape(lambda s: (s[0] - t - b, s[1] - l - r, c), input_shape)
 
     def forward(self, x, training=False):
         return _crop(x, self.cropping)
@@ -146,8 +147,9 @@ class UpSampling2D(Layer):
         self.interpolation = interpolation.lower()
 
     def compute_output_shape(self, input_shape):
-        h, w, c = self._image_shape(input_shape)
-        return (h * self.size[0], w * self.size[1], c)
+        self._image_shape(input_shape)
+        return spatial_shape(lambda s: (s[0] * self.size[0], s[1] * self.size[1], s[2]),
+                             input_shape)
 
     def forward(self, x, training=False):
         if training:
