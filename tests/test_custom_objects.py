@@ -164,3 +164,32 @@ def test_keras_reads_metric_objects_from_cconv_files(tmp_path, suffix):
     theirs = keras.models.load_model(tmp_path / f"m{suffix}").evaluate(x, y, verbose=0,
                                                                         return_dict=True)
     assert theirs == pytest.approx(ours, rel=1e-5)
+
+
+def test_custom_layers_cross_between_keras_and_cconv_by_registered_name(tmp_path):
+    pytest.importorskip("tensorflow")
+    import keras
+
+    @keras.saving.register_keras_serializable(package="cconv_tests", name="TimesK")
+    class KTimesK(keras.layers.Layer):
+        def __init__(self, k=2.0, **kwargs):
+            super().__init__(**kwargs)
+            self.k = k
+
+        def call(self, x):
+            return x * self.k
+
+        def get_config(self):
+            return dict(super().get_config(), k=self.k)
+
+    inp = keras.Input((4,))
+    km = keras.Model(inp, keras.layers.Dense(2)(KTimesK(3.0)(inp)))
+    km.save(tmp_path / "k.keras")
+    cm = cconv.load_model(tmp_path / "k.keras")          # cconv's TimesK, same key
+    assert type(cm.layers[1]) is TimesK and cm.layers[1].k == 3.0
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    np.testing.assert_allclose(cm.predict(x, verbose=0), km.predict(x, verbose=0), atol=1e-6)
+    cm.save(tmp_path / "c.keras")                        # and back: Keras's class, same key
+    back = keras.models.load_model(tmp_path / "c.keras")
+    assert type(back.layers[1]) is KTimesK and back.layers[1].k == 3.0
+    np.testing.assert_allclose(back.predict(x, verbose=0), km.predict(x, verbose=0), atol=1e-6)
