@@ -11,6 +11,7 @@ from ..activations import Activation
 from ..initializers import Initializer
 from .base import check_data_format
 from .core import _ActivatedLayer
+from .node import spatial_shape
 
 __all__ = ["Conv2D"]
 
@@ -77,13 +78,12 @@ class Conv2D(_ActivatedLayer):
                 f"groups ({self.groups})."
             )
         try:     # a None size (known at call time) stays None; the other is checked now
-            oh, ow = _ops.conv_output_shape(tuple(1 << 20 if d is None else d for d in (h, w)),
-                                            self.kernel_size, self.strides, self.padding,
-                                            self.dilation_rate)
+            return spatial_shape(lambda s: _ops.conv_output_shape(
+                s[:2], self.kernel_size, self.strides, self.padding, self.dilation_rate)
+                + (self.filters,), (h, w, c))
         except ValueError as exc:
             raise ValueError(f"Conv2D {self.name!r}: input of spatial size {(h, w)} is too small "
                              f"({exc})") from None
-        return (None if h is None else oh, None if w is None else ow, self.filters)
 
     def _build(self, input_shape):
         kh, kw = self.kernel_size

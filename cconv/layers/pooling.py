@@ -8,6 +8,7 @@ from .. import ops as _ops
 from .._typing import Config, IntOrPair, Shape
 from .._validation import normalize_padding_mode, normalize_pair
 from .base import Layer, check_data_format
+from .node import spatial_shape
 
 __all__ = ["MaxPooling2D", "AveragePooling2D", "GlobalMaxPooling2D", "GlobalAveragePooling2D"]
 
@@ -29,12 +30,11 @@ class _Pooling2D(Layer):
     def compute_output_shape(self, input_shape: Shape) -> Shape:
         h, w, c = self._image_shape(input_shape)
         try:     # a None size (known at call time) stays None; the other is checked now
-            oh, ow = _ops.conv_output_shape(tuple(1 << 20 if d is None else d for d in (h, w)),
-                                            self.pool_size, self.strides, self.padding)
+            return spatial_shape(lambda s: _ops.conv_output_shape(
+                s[:2], self.pool_size, self.strides, self.padding) + (c,), (h, w, c))
         except ValueError as exc:
             raise ValueError(f"{type(self).__name__} {self.name!r}: input of spatial size {(h, w)} "
                              f"is too small for pool_size={self.pool_size} ({exc})") from None
-        return (None if h is None else oh, None if w is None else ow, c)
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if training:
