@@ -323,9 +323,15 @@ def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
 
     Raises:
         ImportError: Graphviz's ``dot`` program is not installed (the message says how to
-            install graphviz and pydot). ValueError: a bad ``rankdir`` or ``model``.
+            install graphviz and pydot; in a notebook the message is printed instead, as
+            Keras does). ValueError: a bad ``rankdir`` or ``model``, an unknown keyword
+            argument (``layer_range`` included, as in Keras 3).
     """
     from .saving import fileio
+    if kwargs.pop("layer_range", None) is not None:
+        raise ValueError("plot_model: argument layer_range is no longer supported (Keras 3).")
+    if kwargs:
+        raise ValueError(f"plot_model: unrecognized keyword arguments: {sorted(kwargs)}.")
     source = model_to_dot(model, show_shapes=show_shapes, show_dtype=show_dtype,
                           show_layer_names=show_layer_names, rankdir=rankdir,
                           expand_nested=expand_nested, dpi=dpi,
@@ -334,7 +340,14 @@ def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
     path = str(to_file)
     ext = path.rsplit(".", 1)[-1].lower() if "." in path.replace("\\", "/").rsplit("/", 1)[-1] \
         else "png"
-    data = source.encode() if ext == "dot" else _render_dot(source, ext)
+    try:
+        data = source.encode() if ext == "dot" else _render_dot(source, ext)
+    except ImportError:
+        import sys
+        if "IPython.core.magics.namespace" in sys.modules:   # a notebook: say it, go on
+            print(_GRAPHVIZ_HELP)                              # (as Keras does)
+            return None
+        raise
     fileio.atomic_write(to_file, lambda f: f.write(data))
     if ext not in ("png", "jpg", "jpeg", "gif"):
         return None

@@ -58,7 +58,22 @@ def test_without_graphviz_an_import_error_names_what_to_install(tmp_path, monkey
     assert (tmp_path / "m.dot").read_text().startswith("digraph G {")
 
 
-def test_bad_arguments():
+def test_in_a_notebook_the_message_is_printed(tmp_path, monkeypatch, capsys):
+    import sys
+    import types
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    monkeypatch.setitem(sys.modules, "IPython.core.magics.namespace",
+                        types.ModuleType("IPython.core.magics.namespace"))
+    assert cconv.utils.plot_model(_graph(), to_file=str(tmp_path / "m.png")) is None
+    assert "graphviz" in capsys.readouterr().out
+    assert not (tmp_path / "m.png").exists()
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="layer_range"):
+        cconv.utils.plot_model(_graph(), to_file=str(tmp_path / "m.dot"), layer_range=["a", "b"])
+    with pytest.raises(ValueError, match="unrecognized keyword arguments: \\['colour'\\]"):
+        cconv.utils.plot_model(_graph(), to_file=str(tmp_path / "m.dot"), colour="red")
     with pytest.raises(ValueError, match="rankdir"):
         cconv.utils.model_to_dot(_graph(), rankdir="BT")
     with pytest.raises(ValueError, match="model"):
