@@ -582,6 +582,49 @@ def getitem(x, index):
     return _op(t.value[index], (t,), vjp)
 
 
+def var(x, axis=None, keepdims=False):
+    """Variance over ``axis`` (population: divided by the count), Keras's ``ops.var``."""
+    centred = subtract(x, mean(x, axis, keepdims=True))
+    return mean(multiply(centred, centred), axis, keepdims)
+
+
+def std(x, axis=None, keepdims=False):
+    """Standard deviation over ``axis`` (``sqrt(var)``), Keras's ``ops.std``."""
+    return sqrt(var(x, axis, keepdims))
+
+
+def leaky_relu(x, negative_slope=0.2):
+    """``x`` where positive, ``negative_slope * x`` elsewhere (Keras's default slope 0.2)."""
+    t = leaf(x)
+    pos = t.value > 0
+    slope = np.where(pos, 1, negative_slope).astype(t.dtype if t.dtype.kind == "f" else None)
+    return _op(t.value * slope, (t,), lambda g: (g * slope,))
+
+
+def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+    """Keras's ``ops.conv`` (2-D, NHWC, no bias): :func:`conv2d`."""
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"conv: data_format={data_format!r} is not supported; cconv works "
+                         f"in channels_last (NHWC).")
+    return conv2d(inputs, kernel, None, strides, padding, dilation_rate)
+
+
+def max_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
+    """Keras's ``ops.max_pool`` (2-D, NHWC): :func:`max_pool2d`."""
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"max_pool: data_format={data_format!r} is not supported; cconv "
+                         f"works in channels_last (NHWC).")
+    return max_pool2d(inputs, pool_size, strides, padding)
+
+
+def average_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
+    """Keras's ``ops.average_pool`` (2-D, NHWC): :func:`avg_pool2d`."""
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"average_pool: data_format={data_format!r} is not supported; "
+                         f"cconv works in channels_last (NHWC).")
+    return avg_pool2d(inputs, pool_size, strides, padding)
+
+
 def softmax(x, axis=-1):
     """Softmax along ``axis`` (max subtracted first)."""
     t = leaf(x)

@@ -867,6 +867,14 @@ concatenate = _differentiable("concatenate", "A list of arrays joined along ``ax
 softmax = _differentiable("softmax", "Softmax along ``axis`` (default -1), same shape.")
 log_softmax = _differentiable("log_softmax", "Log-softmax along ``axis`` (default -1), stable.")
 stop_gradient = _differentiable("stop_gradient", "``x``'s value; no gradient flows through.")
+var = _differentiable("var", "Variance over ``axis`` (None: all), divided by the count.")
+std = _differentiable("std", "Standard deviation over ``axis`` (None: all).")
+leaky_relu = _differentiable("leaky_relu", "``x`` if positive else ``negative_slope * x``.")
+cast = _differentiable("cast", "``x`` as ``dtype`` (the gradient cast back).")
+conv = _differentiable("conv", "Keras's ``ops.conv``: 2-D convolution, NHWC, no bias.")
+max_pool = _differentiable("max_pool", "Keras's ``ops.max_pool``: 2-D max pooling, NHWC.")
+average_pool = _differentiable("average_pool",
+                               "Keras's ``ops.average_pool``: 2-D average pooling, NHWC.")
 
 
 def _native_or_taped(array_fn, name):
@@ -898,7 +906,8 @@ __all__ += ["matmul", "add", "subtract", "multiply", "divide", "power", "maximum
             "negative", "exp", "log", "sqrt", "square", "absolute", "abs", "tanh", "sigmoid",
             "softplus", "relu", "clip", "where", "sum", "mean", "max", "min", "reshape",
             "transpose", "expand_dims", "squeeze", "concatenate", "softmax", "log_softmax",
-            "stop_gradient"]
+            "stop_gradient", "var", "std", "leaky_relu", "cast", "conv", "max_pool",
+            "average_pool"]
 
 # Keras's ``ops.sum`` / ``max`` / ``min`` / ``abs`` are served by name (PEP 562) rather than
 # defined here, where they would shadow the builtins this module's functions use.

@@ -81,6 +81,8 @@ ELEMENTWISE = {
     "relu": (ops.relu, [A34]),
     "clip": (lambda x: ops.clip(x, -0.5, 0.5), [A34]),
     "where": (lambda a, b: ops.where(A34 > 0, a, b), [A34, B34]),
+    "leaky_relu": (ops.leaky_relu, [A34]),
+    "cast": (lambda x: ops.cast(x, "float64") * 2, [A34]),
     "softmax": (ops.softmax, [A34]),
     "softmax_axis0": (lambda x: ops.softmax(x, axis=0), [A34]),
     "log_softmax": (ops.log_softmax, [A34]),
@@ -95,6 +97,8 @@ SHAPES = {
     "mean": (lambda x: ops.mean(x, axis=0), [A34]),
     "max": (lambda x: ops.max(x, axis=-1), [A34]),
     "min": (ops.min, [A34]),
+    "var": (lambda x: ops.var(x, axis=0), [A34]),
+    "std": (lambda x: ops.std(x, axis=-1, keepdims=True), [A34]),
     "reshape": (lambda x: ops.reshape(x, (2, 6)), [A34]),
     "transpose": (ops.transpose, [R.normal(size=(2, 3, 4))]),
     "transpose_axes": (lambda x: ops.transpose(x, (1, 2, 0)), [R.normal(size=(2, 3, 4))]),
@@ -113,6 +117,9 @@ NATIVE = {
     "max_pool2d": (lambda x: ops.max_pool2d(x, 2), [IMG]),
     "avg_pool2d": (lambda x: ops.avg_pool2d(x, 3, 2, "same"), [IMG]),
     "upsampling2d": (lambda x: ops.upsampling2d(x, 2, "bilinear"), [IMG]),
+    "conv": (lambda x, k: ops.conv(x, k, 1, "same", dilation_rate=2), [IMG, KER]),
+    "max_pool": (lambda x: ops.max_pool(x, 2, 1), [IMG]),
+    "average_pool": (lambda x: ops.average_pool(x, 2, padding="same"), [IMG]),
 }
 
 
@@ -154,7 +161,8 @@ def test_every_op_has_a_gradient_check():
                "sigmoid", "softplus", "relu", "clip", "where", "sum", "mean", "max", "min",
                "reshape", "transpose", "expand_dims", "squeeze", "concatenate", "softmax",
                "log_softmax", "conv2d", "conv2d_transpose", "dense", "max_pool2d",
-               "avg_pool2d", "upsampling2d"):
+               "avg_pool2d", "upsampling2d", "var", "std", "leaky_relu", "cast", "conv",
+               "max_pool", "average_pool"):
         assert op in names, op
         assert callable(getattr(ops, op))
 
@@ -242,3 +250,21 @@ def test_gradient_tape_agrees_with_tensorflow():
     np.testing.assert_allclose(float(loss.value), float(tloss), rtol=1e-10)
     np.testing.assert_allclose(gk, want_k.numpy(), rtol=1e-8, atol=1e-12)
     np.testing.assert_allclose(gw, want_w.numpy(), rtol=1e-10)
+
+
+def test_keras_named_ops_agree_with_keras_ops():
+    keras = pytest.importorskip("keras")
+    kops = keras.ops
+    x, k = IMG.astype("float32"), KER.astype("float32")
+    pairs = [
+        (ops.conv(x, k, padding="same"), kops.conv(x, k, padding="same")),
+        (ops.max_pool(x, 2), kops.max_pool(x, 2)),
+        (ops.average_pool(x, 3, 2, "same"), kops.average_pool(x, 3, 2, "same")),
+        (ops.leaky_relu(x), kops.leaky_relu(x)),
+        (ops.var(x, axis=(1, 2)), kops.var(x, axis=(1, 2))),
+        (ops.std(x, axis=-1), kops.std(x, axis=-1)),
+        (ops.log_softmax(x), kops.log_softmax(x)),
+        (ops.softplus(x), kops.softplus(x)),
+    ]
+    for got, want in pairs:
+        np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-6)

@@ -297,3 +297,62 @@ def test_a_loss_subclass_defining_only_call():
     m.compile(cconv.optimizers.SGD(0.1), loss=Huberish())
     h = m.fit(x, y, epochs=4, batch_size=16, verbose=0).history["loss"]
     assert h[-1] < h[0]
+
+
+def _conv_block_class(base, ops_module):
+    """A custom convolution layer written only with ops (Keras's ops.conv / ops.max_pool /
+    ops.relu, cconv's same names): kernel and bias from add_weight."""
+
+    class ConvBlock(base):
+        def __init__(self, filters, **kwargs):
+            super().__init__(**kwargs)
+            self.filters = filters
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(3, 3, input_shape[-1], self.filters),
+                                          initializer="glorot_uniform", name="kernel")
+            self.bias = self.add_weight(shape=(self.filters,), initializer="zeros",
+                                        name="bias")
+
+        def call(self, x):
+            z = ops_module.conv(x, self.kernel, padding="same") + self.bias
+            return ops_module.max_pool(ops_module.relu(z), 2)
+
+    return ConvBlock
+
+
+def test_a_custom_conv_layer_trains_as_in_keras():
+    keras = _keras()
+    models = []
+    for lib, base, ops_module in ((keras, keras.layers.Layer, keras.ops),
+                                  (cconv, L.Layer, cconv.ops)):
+        x = lib.Input((8, 8, 2))
+        h = _conv_block_class(base, ops_module)(4)(x)
+        models.append(lib.Model(x, lib.layers.Dense(3)(lib.layers.Flatten()(h))))
+    km, cm = models
+    assert cm.count_params() == km.count_params()
+    _same_weights(cm, km)
+    km.compile(keras.optimizers.Adam(0.01),
+               keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cm.compile(cconv.optimizers.Adam(0.01),
+               cconv.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _images(16)
+    hk = km.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
+    hc = cm.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(hc, hk, rtol=1e-4)
+    for a, b in zip(cm.get_weights(), km.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def test_a_metric_that_is_a_function_of_ops():
+    def abs_error(y_true, y_pred):
+        return ops.mean(ops.absolute(y_pred - y_true), axis=-1)
+
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 2)).astype("float32")
+    m = cconv.Sequential([cconv.Input((4,)), L.Dense(2)])
+    m.compile("sgd", "mse", metrics=[abs_error, "mae"])
+    logs = m.evaluate(x, y, batch_size=5, verbose=0, return_dict=True)
+    assert logs["abs_error"] == pytest.approx(logs["mae"], rel=1e-6)
+    h = m.fit(x, y, epochs=2, batch_size=8, verbose=0).history
+    np.testing.assert_allclose(h["abs_error"], h["mae"], rtol=1e-6)

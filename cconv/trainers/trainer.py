@@ -131,6 +131,35 @@ def _logs(loss, metrics):
     return logs
 
 
+class FunctionMetric(_metrics.Metric):
+    """A metric given as a plain function ``fn(y_true, y_pred)`` (of ``cconv.ops`` or NumPy)
+    returning per-sample values (or one value per batch): their running mean, weighted by
+    ``sample_weight`` as every cconv metric (Keras's ``MeanMetricWrapper``)."""
+
+    _default_name = "custom_metric"
+
+    def __init__(self, fn, name=None):
+        self.fn = fn
+        super().__init__(name or getattr(fn, "__name__", None) or self._default_name)
+
+    def _values(self, y_true, y_pred):
+        return np.atleast_1d(np.asarray(autograd.value_of(self.fn(y_true, y_pred)),
+                                        dtype=np.float64))
+
+
+def _function_metrics(metrics):
+    """compile's ``metrics`` with each plain function wrapped in a :class:`FunctionMetric`
+    (lists, lists of lists and dicts item by item)."""
+    if isinstance(metrics, (list, tuple)):
+        return type(metrics)(_function_metrics(m) for m in metrics)
+    if isinstance(metrics, dict) and "class_name" not in metrics:
+        return {k: _function_metrics(v) for k, v in metrics.items()}
+    if (callable(metrics) and not isinstance(metrics, (type, _metrics.Metric))
+            and getattr(metrics, "__module__", None) != _metrics.__name__):
+        return FunctionMetric(metrics)
+    return metrics
+
+
 def _metric_list(metrics):
     """``compile``'s metrics as a list, unknown names rejected early."""
     if metrics is None:
@@ -496,6 +525,7 @@ class Trainer:
                 that do not match the outputs.
         """
         loss = _tape_losses(loss)
+        metrics, weighted_metrics = _function_metrics(metrics), _function_metrics(weighted_metrics)
         if loss is None and _custom_step_owner(self, "train_step") is not None:
             # Keras: a model with its own train_step needs no compiled loss
             self.jit_compile = bool(jit_compile)
