@@ -356,3 +356,36 @@ def test_a_metric_that_is_a_function_of_ops():
     assert logs["abs_error"] == pytest.approx(logs["mae"], rel=1e-6)
     h = m.fit(x, y, epochs=2, batch_size=8, verbose=0).history
     np.testing.assert_allclose(h["abs_error"], h["mae"], rtol=1e-6)
+
+
+def test_gan_style_gradients_cross_a_model_into_another():
+    """Keras's DCGAN train_step: the generator's gradients come through the discriminator
+    (its input gradient); TensorFlow gives the same numbers."""
+    keras = _keras()
+    import tensorflow as tf
+
+    def pair(lib):
+        gen = lib.Sequential([lib.Input((4,)), lib.layers.Dense(8, activation="relu"),
+                              lib.layers.Dense(6)])
+        disc = lib.Sequential([lib.Input((6,)), lib.layers.Dense(5, activation="tanh"),
+                               lib.layers.Dense(1)])
+        return gen, disc
+
+    (kg, kd), (cg, cd) = pair(keras), pair(cconv)
+    _same_weights(cg, kg, seed=2)
+    _same_weights(cd, kd, seed=3)
+    z = np.random.default_rng(9).normal(size=(5, 4)).astype("float32")
+    with tf.GradientTape() as tape:
+        kloss = tf.reduce_mean(kd(kg(z, training=True), training=True) ** 2)
+    kgrads = tape.gradient(kloss, kg.trainable_variables)
+    with cconv.GradientTape() as tape:
+        closs = ops.mean(cd(cg(z, training=True), training=True) ** 2)
+    cgrads = tape.gradient(closs, cg.trainable_variables)
+    np.testing.assert_allclose(float(closs), float(kloss), rtol=1e-5)
+    for a, b in zip(cgrads, kgrads):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-6)
+    with cconv.GradientTape() as tape:
+        closs = ops.mean(cd(cg(z, training=True), training=True) ** 2)
+    dgrads = tape.gradient(closs, cd.trainable_variables)
+    assert all(g is not None and g.shape == v.shape
+               for g, v in zip(dgrads, cd.trainable_variables))

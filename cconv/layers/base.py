@@ -536,7 +536,12 @@ class Layer:
                     f"backward; call it as layer(x, training=True) to differentiate it.")
             with autograd.paused():
                 self.set_forward_cache(cache)
-                dx = self.backward(g)
+                saved = self.compute_input_gradient     # a model may have turned it off
+                self.compute_input_gradient = True
+                try:
+                    dx = self.backward(g)
+                finally:
+                    self.compute_input_gradient = saved
             dxs = list(dx) if several else [dx]
             return tuple(dxs[:n_in]) + tuple(self.grads[n].copy() for n in names)
         return autograd.record(out, parents, vjp)

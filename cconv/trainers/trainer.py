@@ -878,11 +878,36 @@ class Trainer:
     def _taped_call(self, x, training):
         """The model on the tape: the usual forward (compiled plan or layers) runs now, and
         the node's gradient is the usual backward, giving each trainable variable's
-        gradient (``trainable_variables``). Gradients do not flow into ``x``. A later call
-        of the model replaces what the backward needs, so differentiate before calling the
-        model again (a RuntimeError says so otherwise)."""
+        gradient (``trainable_variables``). A later call of the model replaces what the
+        backward needs, so differentiate before calling the model again (a RuntimeError says
+        so otherwise). When ``x`` is a tensor that needs a gradient (another model's output)
+        a chain model records its layers one by one instead, so the gradient reaches ``x``.
+
+        Raises:
+            NotImplementedError: several outputs, or a branching graph that ``x``'s gradient
+                would have to cross.
+        """
+        if len(self._outputs) != 1:
+            raise NotImplementedError(
+                f"Model {self.name!r} has {len(self._outputs)} outputs: cconv's GradientTape "
+                f"differentiates models with one output; call its layers on the tape, or train "
+                f"it with fit.")
         xb = self._prepare_x(autograd.value_of(x))
         self._ensure_packed()
+        if autograd.is_tensor(x) and x.requires_grad:
+            # gradients must reach x (a GAN's generator under its discriminator): the layers
+            # one by one on the tape, each a node with its native backward
+            chain = self.chain_layers()
+            if chain is None:
+                raise NotImplementedError(
+                    f"Model {self.name!r} was called on a tensor that needs a gradient (the "
+                    f"output of another model or op on the tape); cconv sends gradients into "
+                    f"a model's input only through a chain of layers (a Sequential-like "
+                    f"graph), and this graph branches.")
+            h = x if x.dtype == self.dtype else autograd.cast(x, self.dtype)
+            for layer in chain:
+                h = layer(h, training=training)
+            return h
         with autograd.paused():
             out = self._forward(xb, training)
         stamp = object()
