@@ -887,12 +887,12 @@ class Trainer:
             NotImplementedError: several outputs, or a branching graph that ``x``'s gradient
                 would have to cross.
         """
+        xb = self._prepare_x(autograd.value_of(x))
         if len(self._outputs) != 1:
             raise NotImplementedError(
                 f"Model {self.name!r} has {len(self._outputs)} outputs: cconv's GradientTape "
                 f"differentiates models with one output; call its layers on the tape, or train "
                 f"it with fit.")
-        xb = self._prepare_x(autograd.value_of(x))
         self._ensure_packed()
         if autograd.is_tensor(x) and x.requires_grad:
             # gradients must reach x (a GAN's generator under its discriminator): the layers
