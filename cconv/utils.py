@@ -299,6 +299,18 @@ def _render_dot(source, fmt):
     return done.stdout
 
 
+def _in_ipython():
+    """Whether this runs inside an IPython shell or notebook (an IPython shell is active).
+    Keras tests for a loaded IPython module instead, which importing TensorFlow loads too."""
+    import sys
+    ipython = sys.modules.get("IPython")
+    get = getattr(ipython, "get_ipython", None)
+    try:
+        return get is not None and get() is not None
+    except Exception:      # a broken or partial IPython: not a shell
+        return False
+
+
 def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
                show_layer_names=False, rankdir="TB", expand_nested=False, dpi=200,
                show_layer_activations=False, show_trainable=False, **kwargs):
@@ -343,9 +355,8 @@ def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
     try:
         data = source.encode() if ext == "dot" else _render_dot(source, ext)
     except ImportError:
-        import sys
-        if "IPython.core.magics.namespace" in sys.modules:   # a notebook: say it, go on
-            print(_GRAPHVIZ_HELP)                              # (as Keras does)
+        if _in_ipython():            # a notebook or IPython: say it and go on, as Keras does
+            print(_GRAPHVIZ_HELP)
             return None
         raise
     fileio.atomic_write(to_file, lambda f: f.write(data))

@@ -50,6 +50,10 @@ def test_a_sequential_is_a_chain_built_or_not():
 
 
 def test_without_graphviz_an_import_error_names_what_to_install(tmp_path, monkeypatch):
+    try:
+        import keras  # noqa: F401  (importing TensorFlow loads IPython modules: not a shell)
+    except ImportError:
+        pass
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
     with pytest.raises(ImportError, match="graphviz.*pydot|pydot.*graphviz"):
         cconv.utils.plot_model(_graph(), to_file=str(tmp_path / "m.png"))
@@ -62,8 +66,9 @@ def test_in_a_notebook_the_message_is_printed(tmp_path, monkeypatch, capsys):
     import sys
     import types
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
-    monkeypatch.setitem(sys.modules, "IPython.core.magics.namespace",
-                        types.ModuleType("IPython.core.magics.namespace"))
+    fake = types.ModuleType("IPython")
+    fake.get_ipython = lambda: object()             # an active shell
+    monkeypatch.setitem(sys.modules, "IPython", fake)
     assert cconv.utils.plot_model(_graph(), to_file=str(tmp_path / "m.png")) is None
     assert "graphviz" in capsys.readouterr().out
     assert not (tmp_path / "m.png").exists()
