@@ -88,11 +88,7 @@ CASES = {
     "mnist_convnet": (["model"], ["history"], None, False),
     "tf_cnn": (["model"], ["history"], None, False),
     "denoising_autoencoder": (["autoencoder"], ["history", "history_denoise"], None, False),
-    "convmixer": (
-        ["conv_mixer_model"], ["history"],
-        "needs Model.load_weights('checkpoint.keras') (Keras 3 reads the weights of a .keras "
-        "file; cconv/saving/saving_api.py refuses the suffix; the rest agrees with Keras when "
-        "it is stubbed) (issue 32)", True),
+    "convmixer": (["conv_mixer_model"], ["history"], None, True),
     "image_classification_from_scratch": (["model"], ["history"], None, True),
     "functional_api_resnet": (["model"], ["history"], None, True),
     "functional_api_autoencoder": (

@@ -4,7 +4,7 @@ fchollet).
 Source: https://keras.io/guides/functional_api/#a-toy-resnet-model
 Ported to cconv: only the imports changed (``import cconv as keras``, ``from cconv import
 layers``); ``keras.datasets.cifar10.load_data()`` is swapped for a generated stand-in of the
-same shapes and dtypes, and the guide's first 1000 samples became 256 (2 epochs instead of 1,
+same shapes and dtypes, and the guide's first 1000 samples became 256 (3 epochs instead of 1,
 to see the loss fall).
 """
 import numpy as np
@@ -67,6 +67,6 @@ history = model.fit(
     x_train[:1000],
     y_train[:1000],
     batch_size=64,
-    epochs=2,  # 1 in the guide
+    epochs=3,  # 1 in the guide
     validation_split=0.2,
 )
