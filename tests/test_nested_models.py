@@ -310,3 +310,32 @@ def test_keras_files_with_nested_models_read_and_write_both_ways(tmp_path):
         _close(back.predict(x, verbose=0), model.predict(x, verbose=0))
         again = cconv.models.load_model(cpath)
         _close(again.predict(x, verbose=0), model.predict(x, verbose=0), 1e-6, 1e-7)
+
+
+def test_clone_model_makes_new_layers_with_new_weights_like_keras():
+    keras = keras_or_skip()
+    for K in (keras, cconv):
+        student = K.Sequential([K.Input((8, 8, 2)), K.layers.Conv2D(3, 3),
+                                K.layers.Flatten(), K.layers.Dense(2)], name="student")
+        twin = K.models.clone_model(student)
+        assert type(twin) is type(student) and twin.name == student.name
+        assert [l.name for l in twin.layers] == [l.name for l in student.layers]
+        assert all(a is not b for a, b in zip(twin.layers, student.layers))
+        assert [w.shape for w in twin.get_weights()] == [w.shape for w in student.get_weights()]
+        assert not np.array_equal(twin.get_weights()[0], student.get_weights()[0])
+        graph = _transfer(K, _conv_base(K))
+        copy = K.models.clone_model(graph)
+        assert _kinds(copy) == _kinds(graph)
+        assert copy.count_params() == graph.count_params()
+        assert copy.layers[1] is not graph.layers[1]
+    # clone_function: Keras's argument, here keeping each layer (sharing) or copying it
+    base = cconv.Sequential([cconv.Input((4,)), L.Dense(3), L.Dense(2)])
+    shared = cconv.models.clone_model(base, clone_function=lambda layer: layer)
+    assert all(a is b for a, b in zip(shared.layers, base.layers))
+    x = np.ones((2, 4), "float32")
+    np.testing.assert_array_equal(shared.predict(x, verbose=0), base.predict(x, verbose=0))
+    any_size = cconv.Sequential([cconv.Input((None, None, 1)), L.Conv2D(2, 3),
+                                 L.GlobalMaxPooling2D()])
+    assert cconv.models.clone_model(any_size).input_shape == (None, None, None, 1)
+    with pytest.raises(NotImplementedError, match="input_tensors"):
+        cconv.models.clone_model(base, input_tensors=[cconv.Input((4,))])

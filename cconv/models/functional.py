@@ -58,7 +58,7 @@ from ..trainers.step_runner import StepRunner
 from ..trainers.trainer import Trainer, _unclashed
 from ..trainers.trainer import shape_str as _shape_str
 
-__all__ = ["Model", "Input", "KerasTensor"]
+__all__ = ["Model", "Input", "KerasTensor", "clone_model"]
 
 Input = _layers.Input
 
@@ -1019,6 +1019,56 @@ def deserialize_layer(entry):
     if cls is not None:
         return cls.from_config(cfg)
     return _layers.deserialize(entry)
+
+
+def clone_model(model, input_tensors=None, clone_function=None, call_function=None,
+                recursive=False, **kwargs):
+    """Keras's ``keras.models.clone_model``: a new model of the same architecture, made of
+    new layers (each from its config, Keras's default ``clone_function``, so with NEW
+    weights drawn by its initializers; copy them with ``set_weights`` if wanted).
+
+    Args:
+        model: a Sequential or graph model (a subclassed model clones as the graph model it
+            was traced to).
+        clone_function: ``layer -> new layer``, called on every layer but the InputLayers
+            (Keras's argument); default: ``type(layer).from_config(layer.get_config())``.
+        recursive: with ``clone_function``, apply it inside nested models too (else a
+            nested model is cloned whole by ``clone_function``).
+
+    Raises:
+        NotImplementedError: ``input_tensors``, ``call_function`` or other Keras arguments
+            (not supported; the message names them). TypeError: not a cconv model.
+    """
+    if not isinstance(model, Model):
+        raise TypeError(f"clone_model expects a cconv model; got {type(model).__name__}.")
+    unsupported = {k: v for k, v in dict(kwargs, input_tensors=input_tensors,
+                                         call_function=call_function).items() if v is not None}
+    if unsupported:
+        raise NotImplementedError(f"clone_model: {', '.join(sorted(unsupported))} is not "
+                                  f"supported by cconv; clone without it.")
+    model._ensure_built()
+    config = model.get_config()
+    if clone_function is None:
+        return type(model).from_config(config)
+    by_name = {layer.name: layer for layer in model.layers}
+    by_name.update({t.node.layer.name: t.node.layer for t in model.inputs})
+
+    def clone(entry):
+        layer = by_name[entry.get("config", {}).get("name", entry.get("name"))]
+        if isinstance(layer, _layers.InputLayer):
+            return deserialize_layer(entry)
+        if recursive and isinstance(layer, Model):
+            return clone_model(layer, clone_function=clone_function, recursive=True)
+        return clone_function(layer)
+
+    if "input_layers" not in config:                       # a Sequential
+        from .sequential import Sequential as _Sequential
+        twin = _Sequential([clone(e) for e in config["layers"]], name=config.get("name"))
+        shape = config.get("build_input_shape")
+        if shape is not None:
+            twin.build(tuple(shape))
+        return twin
+    return model_from_graph_config(config, clone, cls=Model)
 
 
 def _tensor_config(model, t):

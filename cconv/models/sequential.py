@@ -199,7 +199,7 @@ class Sequential(Model):
         model = cls([deserialize_layer(c) for c in config["layers"]], name=config.get("name"))
         shape = config.get("build_input_shape")
         if shape is not None:
-            model.build(tuple(shape[1:]))
+            model.build(tuple(shape))      # the batch axis in front: a sample size may be None
         return model
 
     def __repr__(self):
