@@ -389,3 +389,27 @@ def test_gan_style_gradients_cross_a_model_into_another():
     dgrads = tape.gradient(closs, cd.trainable_variables)
     assert all(g is not None and g.shape == v.shape
                for g, v in zip(dgrads, cd.trainable_variables))
+
+
+def test_saving_models_with_custom_training(tmp_path):
+    """A model compiled without a loss (its own train_step) saves uncompiled; a loss that is
+    a function is saved by its name, which loading asks for."""
+    class NoLoss(cconv.Sequential):
+        def train_step(self, data):
+            return {}
+
+    m = NoLoss([cconv.Input((4,)), L.Dense(2)])
+    m.compile("adam")
+    assert m.get_compile_config() is None
+    m.save(tmp_path / "m.keras")
+    assert not cconv.load_model(tmp_path / "m.keras").compiled
+
+    def my_loss(y_true, y_pred):
+        return ops.mean(ops.square(y_pred - y_true), axis=-1)
+
+    n = cconv.Sequential([cconv.Input((4,)), L.Dense(2)])
+    n.compile("sgd", loss=my_loss)
+    assert n.get_compile_config()["loss"]["class_name"] == "my_loss"
+    n.save(tmp_path / "n.npz")
+    with pytest.raises(ValueError, match=r"Unknown loss 'my_loss'.*custom_objects"):
+        cconv.load_model(tmp_path / "n.npz")

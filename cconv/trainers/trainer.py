@@ -560,11 +560,16 @@ class Trainer:
         self._weighted_metric_ids = _metric_list(weighted_metrics)
 
     def get_compile_config(self) -> Optional[Config]:
-        """The compile arguments as JSON-able data (None when not compiled)."""
-        if not self.compiled:
+        """The compile arguments as JSON-able data (None when not compiled, or compiled
+        without a loss for a custom ``train_step``: such a model is saved uncompiled)."""
+        if not self.compiled or self.loss is None:
             return None
-        config = {"optimizer": _optimizers.serialize(self.optimizer),
-                  "loss": _losses.serialize(self.loss),
+        loss = self.loss
+        if isinstance(loss, TapeLoss):      # a function: saved by name, as Keras does
+            loss = {"class_name": loss.name, "config": {"name": loss.name}}
+        else:
+            loss = _losses.serialize(loss)
+        config = {"optimizer": _optimizers.serialize(self.optimizer), "loss": loss,
                   "metrics": [m if isinstance(m, str) else m.name for m in self._metric_ids]}
         weighted = getattr(self, "_weighted_metric_ids", [])
         if weighted:
