@@ -245,13 +245,18 @@ def _layer_label(layer, show_shapes, show_dtype, show_layer_names, show_layer_ac
     return "\n".join(lines)
 
 
+def _is_model(layer):
+    return hasattr(layer, "layers") and hasattr(layer, "inputs") and hasattr(layer, "outputs")
+
+
 def model_to_dot(model, show_shapes=False, show_dtype=False, show_layer_names=True,
                  rankdir="TB", expand_nested=False, dpi=200, subgraph=False,
                  show_layer_activations=False, show_trainable=False, **kwargs):
     """The model's graph as Graphviz DOT source (a string): one box per layer (its input
     layers included), one arrow per connection. Needs no package; :func:`plot_model` draws it.
-    Arguments as :func:`plot_model`'s (``expand_nested`` and ``subgraph`` are accepted; a
-    nested model is drawn as one box).
+    Arguments as :func:`plot_model`'s; with ``expand_nested`` a nested model is drawn as a
+    frame holding its own layers (arrows go to its input layers and leave from its output
+    layers), else as one box. ``subgraph`` is accepted (Keras's internal argument).
 
     Raises:
         ValueError: ``rankdir`` not one of "TB", "LR"; ``model`` without ``layers``.
@@ -264,15 +269,42 @@ def model_to_dot(model, show_shapes=False, show_dtype=False, show_layer_names=Tr
     lines = ["digraph G {", f"  graph [rankdir={rankdir}, dpi={int(dpi)}, "
              f"label={_dot_quote(model.name)}, concentrate=true];",
              "  node [shape=record, fontname=Helvetica, fontsize=10];"]
-    graph = _graph_layers(model)
-    ids = {id(layer): f"n{i}" for i, (layer, _) in enumerate(graph)}
-    for layer, _ in graph:
-        label = _layer_label(layer, show_shapes, show_dtype, show_layer_names,
-                             show_layer_activations, show_trainable)
-        lines.append(f"  {ids[id(layer)]} [label={_dot_quote(label)}];")
-    for layer, parents in graph:
-        for parent in parents:
-            lines.append(f"  {ids[id(parent)]} -> {ids[id(layer)]};")
+    label_args = (show_shapes, show_dtype, show_layer_names, show_layer_activations,
+                  show_trainable)
+    counter = [0]
+
+    def fresh(prefix):
+        counter[0] += 1
+        return f"{prefix}{counter[0]}"
+
+    def emit(graph_model, indent):
+        """Boxes and arrows of ``graph_model``; returns ``(entries, exits)``: the node ids
+        arrows into it and out of it attach to."""
+        graph = _graph_layers(graph_model)
+        ends = {}                  # id(layer) -> (entry node ids, exit node ids)
+        for layer, _ in graph:
+            if expand_nested and _is_model(layer) and layer.built:
+                lines.append(f"{indent}subgraph {fresh('cluster_')} {{")
+                lines.append(f"{indent}  label={_dot_quote(layer.name)};")
+                ends[id(layer)] = emit(layer, indent + "  ")
+                lines.append(f"{indent}}}")
+            else:
+                node = fresh("n")
+                label = _layer_label(layer, *label_args)
+                lines.append(f"{indent}{node} [label={_dot_quote(label)}];")
+                ends[id(layer)] = ([node], [node])
+        for layer, parents in graph:
+            for parent in parents:
+                for src in ends[id(parent)][1]:
+                    for dst in ends[id(layer)][0]:
+                        lines.append(f"{indent}{src} -> {dst};")
+        ins = [t.node.layer for t in graph_model.inputs] if graph_model.built else []
+        outs = [t.node.layer for t in graph_model.outputs] if graph_model.built else []
+        entries = [n for layer in ins if id(layer) in ends for n in ends[id(layer)][0]]
+        exits = [n for layer in outs if id(layer) in ends for n in ends[id(layer)][1]]
+        return entries, exits
+
+    emit(model, "  ")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -326,7 +358,8 @@ def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
         show_shapes, show_dtype, show_layer_names, show_layer_activations, show_trainable:
             what each box shows.
         rankdir: "TB" (top to bottom) or "LR" (left to right).
-        expand_nested: accepted (nested models are drawn as one box).
+        expand_nested: draw each nested model as a frame of its own layers (else one
+            box).
         dpi: the image's resolution.
 
     Returns:

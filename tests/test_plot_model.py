@@ -126,3 +126,16 @@ def test_the_arrows_are_keras_arrows():
     theirs = sorted((names[e.get_source()], names[e.get_destination()])
                     for e in dot.get_edges())
     assert _edges(cconv.utils.model_to_dot(_graph(), show_layer_names=True)) == theirs
+
+
+def test_expand_nested_draws_a_nested_model_as_a_frame_of_its_layers():
+    inner = cconv.Sequential([cconv.Input((4,), name="inner_in"), L.Dense(3, name="d1"),
+                              L.Dense(3, name="d2")], name="inner")
+    inp = cconv.Input((4,), name="x")
+    model = cconv.Model(inp, L.Dense(2, name="head")(inner(inp)))
+    flat = cconv.utils.model_to_dot(model, show_layer_names=True)
+    assert _edges(flat) == [("inner", "head"), ("x", "inner")] and "cluster" not in flat
+    nested = cconv.utils.model_to_dot(model, show_layer_names=True, expand_nested=True)
+    assert 'subgraph cluster_' in nested and 'label="inner";' in nested
+    assert _edges(nested) == [("d1", "d2"), ("d2", "head"), ("inner_in", "d1"),
+                              ("x", "inner_in")]
