@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from . import autograd as _autograd
 from .registry import Registry
 
 __all__ = [
@@ -31,7 +32,10 @@ class Activation:
     needs_input = False
 
     def __call__(self, x):
-        """Apply the activation to ``x`` (any shape); returns a fresh array."""
+        """Apply the activation to ``x`` (any shape); returns a fresh array (a tensor on
+        the tape, differentiated by :meth:`backward`, for a ``cconv.autograd`` tensor)."""
+        if _autograd.in_use and _autograd.is_tensor(x):
+            return _autograd.activation_on_tape(self, x)
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.floating):
             x = x.astype(np.float32)

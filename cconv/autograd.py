@@ -32,7 +32,8 @@ import threading
 import numpy as np
 
 __all__ = ["Tensor", "GradientTape", "backprop", "record", "constant", "variable",
-           "is_tensor", "is_recording", "wants_node", "holds_tensor", "loss_on_tape", "paused",
+           "is_tensor", "is_recording", "wants_node", "holds_tensor", "loss_on_tape",
+           "activation_on_tape", "paused",
            "leaf", "value_of", "stop_gradient"]
 
 _state = threading.local()
@@ -774,6 +775,14 @@ def backprop(root: Tensor, seed=None) -> dict:
             prev = grads.get(id(p))
             grads[id(p)] = d if prev is None else prev + d
     return grads
+
+
+def activation_on_tape(activation, x) -> Tensor:
+    """A :class:`cconv.activations.Activation` applied to tensor ``x``, recorded with the
+    activation's own derivative (``activation.backward(dy, z, a)``)."""
+    z = x.value if x.dtype.kind == "f" else x.value.astype(np.float32)
+    a = activation.forward(z)
+    return record(a, [x], lambda g: (activation.backward(np.asarray(g, dtype=a.dtype), z, a),))
 
 
 def loss_on_tape(loss, y_true, y_pred, per_sample=False) -> Tensor:

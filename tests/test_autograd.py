@@ -268,3 +268,11 @@ def test_keras_named_ops_agree_with_keras_ops():
     ]
     for got, want in pairs:
         np.testing.assert_allclose(got, np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax", "linear", "elu",
+                                  "gelu", "leaky_relu"])
+def test_gradient_check_activations_on_tensors(name):
+    """cconv.activations called on a tensor (Keras's keras.activations.relu(x) inside call)
+    record themselves with their own derivative."""
+    check(getattr(cconv.activations, name), A34)
