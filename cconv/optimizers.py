@@ -125,7 +125,8 @@ class Optimizer:
     def apply(self, grads, variables, segments=None):
         """Update each array of ``variables`` in place from the matching ``grads`` (Keras order:
         clip the gradients, decay the weights, then the optimizer's rule). ``grads`` are not
-        modified.
+        modified. A None gradient (``tape.gradient`` of a variable the loss does not use)
+        leaves its variable and state as they are, as Keras skips it.
 
         Args:
             segments: optional, one entry per variable: a list of ``(name, start, stop)`` that
@@ -140,13 +141,27 @@ class Optimizer:
         while len(self._slots) < len(variables):
             self._slots.append(None)
         for i, (g, w) in enumerate(zip(grads, variables)):
-            if g.shape != w.shape:
+            if g is None:
+                continue
+            if not isinstance(w, np.ndarray):
+                raise TypeError(f"apply: variable {i} is a {type(w).__name__}; variables are "
+                                f"the NumPy arrays to update in place "
+                                f"(model.trainable_variables).")
+            if np.shape(g) != w.shape:
                 raise ValueError(
                     f"apply: gradient {i} has shape {g.shape}, its variable {w.shape}.")
+        if any(g is None for g in grads):
+            keep = [i for i, g in enumerate(grads) if g is not None]
+        else:
+            keep = None
         lr = self.learning_rate
         self._before_update(variables)
-        scale = self._global_clip_scale(grads)
+        scale = self._global_clip_scale(grads if keep is None else [grads[i] for i in keep])
         for i, (g, w, seg) in enumerate(zip(grads, variables, segments)):
+            if g is None:
+                continue
+            if not isinstance(g, np.ndarray) or g.dtype != w.dtype:
+                g = np.ascontiguousarray(g, dtype=w.dtype)
             s = self._slots[i]
             if s is None or s["_shape"] != w.shape or s["_dtype"] != w.dtype:
                 s = self._slots[i] = self._new_slots(w)

@@ -413,3 +413,15 @@ def test_saving_models_with_custom_training(tmp_path):
     n.save(tmp_path / "n.npz")
     with pytest.raises(ValueError, match=r"Unknown loss 'my_loss'.*custom_objects"):
         cconv.load_model(tmp_path / "n.npz")
+
+
+def test_optimizer_apply_skips_none_gradients_and_casts():
+    w, v = np.ones(2, "float32"), np.ones(3, "float32")
+    opt = cconv.optimizers.Adam(0.1)
+    opt.apply([None, np.ones(3)], [w, v])          # float64 gradient for a float32 variable
+    np.testing.assert_array_equal(w, 1.0)
+    assert v.dtype == np.float32 and np.all(v < 1.0)
+    with pytest.raises(ValueError, match=r"gradient 0 has shape \(3,\), its variable \(2,\)"):
+        opt.apply([np.ones(3, "float32")], [w])
+    with pytest.raises(TypeError, match="variable 0 is a list"):
+        opt.apply([np.ones(2, "float32")], [[1.0, 2.0]])
