@@ -187,6 +187,11 @@ class Tensor:
 
     __hash__ = object.__hash__
 
+    def __setitem__(self, index, value):
+        raise TypeError("A cconv.autograd.Tensor cannot be assigned to in place (the tape "
+                        "would lose what it held); build a new one, e.g. with ops.where or "
+                        "ops.concatenate.")
+
     def sum(self, axis=None, keepdims=False):
         return sum(self, axis, keepdims)
 
@@ -736,7 +741,9 @@ UFUNCS = {"add": add, "subtract": subtract, "multiply": multiply, "true_divide":
 #: NumPy functions a tensor differentiates (by ``__array_function__``).
 FUNCTIONS = {"sum": sum, "mean": mean, "max": max, "amax": max, "min": min, "amin": min,
              "reshape": reshape, "transpose": transpose, "expand_dims": expand_dims,
-             "squeeze": squeeze, "concatenate": concatenate, "clip": clip, "where": where,
+             "squeeze": squeeze, "concatenate": concatenate, "where": where,
+             "clip": lambda a, a_min=None, a_max=None, min=None, max=None: clip(
+                 a, a_min if a_min is not None else min, a_max if a_max is not None else max),
              "matmul": matmul, "dot": matmul}
 _PASSTHROUGH_UFUNCS = {"greater", "greater_equal", "less", "less_equal", "equal", "not_equal",
                        "isfinite", "isnan", "isinf", "sign", "logical_and", "logical_or",
