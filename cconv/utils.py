@@ -1,7 +1,8 @@
 """Small helpers under Keras's ``keras.utils`` names: ``to_categorical``,
 ``set_random_seed``, ``PyDataset`` / ``Sequence`` (batches by index for ``fit``),
 ``plot_model`` / ``model_to_dot`` (an image of a model's graph, with pydot and graphviz) and
-``register_keras_serializable`` / ``custom_object_scope`` (custom classes in model files)."""
+``register_keras_serializable`` / ``custom_object_scope`` (custom classes in model files),
+``load_img`` / ``img_to_array`` / ``array_to_img`` / ``save_img`` (image files, with Pillow)."""
 
 import numbers
 import random as _random
@@ -21,7 +22,7 @@ from .registry import (
 __all__ = ["to_categorical", "set_random_seed", "PyDataset", "Sequence", "plot_model",
            "model_to_dot", "register_keras_serializable", "custom_object_scope",
            "CustomObjectScope", "get_custom_objects", "get_registered_name",
-           "get_registered_object"]
+           "get_registered_object", "load_img", "img_to_array", "array_to_img", "save_img"]
 
 
 def set_random_seed(seed):
@@ -400,3 +401,143 @@ def plot_model(model, to_file="model.png", show_shapes=False, show_dtype=False,
     except ImportError:
         return None
     return display.Image(filename=path)
+
+
+# ----- images: load_img, img_to_array, array_to_img, save_img (Keras's, with Pillow) ----------
+_PIL_RESAMPLING = ("nearest", "bilinear", "bicubic", "hamming", "box", "lanczos")
+
+
+def _pil_image(what):
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError(f"{what} needs Pillow: pip install pillow.") from None
+    return Image
+
+
+def _image_data_format(data_format, what):
+    if data_format is None:
+        return _backend.image_data_format()
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(f"{what}: data_format must be 'channels_last' or 'channels_first'; "
+                         f"got data_format={data_format!r}.")
+    return data_format
+
+
+def load_img(path, color_mode="rgb", target_size=None, interpolation="nearest",
+             keep_aspect_ratio=False):
+    """An image file as a PIL image (Keras's ``keras.utils.load_img``), converted to
+    ``color_mode`` ("grayscale", "rgb" or "rgba") and resized to ``target_size``
+    ``(height, width)`` when given (``interpolation``: "nearest", "bilinear", "bicubic",
+    "hamming", "box" or "lanczos"; ``keep_aspect_ratio`` crops the centre to the target's
+    aspect ratio first). ``img_to_array`` turns it into a ``(height, width, channels)`` array.
+
+    Raises:
+        ImportError: Pillow is not installed. TypeError: ``path`` is neither path-like nor a
+            ``BytesIO``. ValueError: a bad ``color_mode`` or ``interpolation``.
+    """
+    import io
+    import os
+    image = _pil_image("load_img")
+    if isinstance(path, io.BytesIO):
+        img = image.open(path)
+    elif isinstance(path, (str, bytes, os.PathLike)):
+        with open(path, "rb") as f:
+            img = image.open(io.BytesIO(f.read()))
+    else:
+        raise TypeError(f"load_img: path must be path-like or io.BytesIO; got "
+                        f"{type(path).__name__}.")
+    modes = {"grayscale": ("L", ("L", "I;16", "I")), "rgba": ("RGBA", ("RGBA",)),
+             "rgb": ("RGB", ("RGB",))}
+    if color_mode not in modes:
+        raise ValueError(f"load_img: color_mode must be 'grayscale', 'rgb' or 'rgba'; got "
+                         f"color_mode={color_mode!r}.")
+    mode, keep = modes[color_mode]
+    if img.mode not in keep:
+        img = img.convert(mode)
+    if target_size is not None:
+        size = (int(target_size[1]), int(target_size[0]))
+        if img.size != size:
+            if interpolation not in _PIL_RESAMPLING:
+                raise ValueError(f"load_img: interpolation must be one of "
+                                 f"{list(_PIL_RESAMPLING)}; got interpolation={interpolation!r}.")
+            resample = getattr(image.Resampling, interpolation.upper())
+            box = None
+            if keep_aspect_ratio:          # Keras's centre crop to the target's aspect ratio
+                width, height = img.size
+                crop_h = min(height, (width * size[1]) // size[0])
+                crop_w = min(width, (height * size[0]) // size[1])
+                top, left = (height - crop_h) // 2, (width - crop_w) // 2
+                box = [left, top, left + crop_w, top + crop_h]
+            img = img.resize(size, resample, box=box)
+    return img
+
+
+def img_to_array(img, data_format=None, dtype=None):
+    """A PIL image (or array-like) as a NumPy array ``(height, width, channels)`` (a 2-D
+    grayscale image gets a channel axis of 1) of ``dtype`` (default ``floatx()``), Keras's
+    ``keras.utils.img_to_array``; ``data_format="channels_first"`` gives ``(channels,
+    height, width)``.
+
+    Raises:
+        ValueError: an image that is not 2-D or 3-D, or a bad ``data_format``.
+    """
+    data_format = _image_data_format(data_format, "img_to_array")
+    x = np.asarray(img, dtype=dtype or _backend.floatx())
+    if x.ndim == 3:
+        return x.transpose(2, 0, 1) if data_format == "channels_first" else x
+    if x.ndim == 2:
+        return x.reshape(((1,) + x.shape) if data_format == "channels_first"
+                         else (x.shape + (1,)))
+    raise ValueError(f"img_to_array: an image must be 2-D or 3-D; got shape {x.shape}.")
+
+
+def array_to_img(x, data_format=None, scale=True, dtype=None):
+    """A ``(height, width, channels)`` array (1, 3 or 4 channels) as a PIL image, Keras's
+    ``keras.utils.array_to_img``: with ``scale`` the values are stretched to [0, 255] first.
+    The input is not modified.
+
+    Raises:
+        ImportError: Pillow is not installed. ValueError: not one image of 1, 3 or 4
+            channels, or a bad ``data_format``.
+    """
+    image = _pil_image("array_to_img")
+    data_format = _image_data_format(data_format, "array_to_img")
+    x = np.array(x, dtype=dtype or _backend.floatx())          # a copy: x is the caller's
+    if x.ndim != 3:
+        raise ValueError(f"array_to_img: expected one image of rank 3; got shape {x.shape}.")
+    if data_format == "channels_first":
+        x = x.transpose(1, 2, 0)
+    if scale:
+        x = x - np.min(x)
+        top = np.max(x)
+        if top != 0:
+            x /= top
+        x *= 255
+    channels = x.shape[2]
+    if channels in (3, 4):
+        return image.fromarray(x.astype("uint8"), "RGB" if channels == 3 else "RGBA")
+    if channels == 1:
+        if np.max(x) > 255:           # a 32-bit grayscale image (PIL mode "I")
+            return image.fromarray(x[:, :, 0].astype("int32"), "I")
+        return image.fromarray(x[:, :, 0].astype("uint8"), "L")
+    raise ValueError(f"array_to_img: an image needs 1, 3 or 4 channels; got shape {x.shape}.")
+
+
+def save_img(path, x, data_format=None, file_format=None, scale=True, **kwargs):
+    """Write the image array ``x`` to ``path`` (Keras's ``keras.utils.save_img``): the
+    format from ``file_format`` or the suffix; an RGBA image saved as JPEG loses its alpha
+    channel (with a warning, as in Keras). Other keyword arguments go to ``PIL``'s
+    ``Image.save``."""
+    import os
+    import warnings
+    if file_format is None and isinstance(path, (str, os.PathLike)):
+        file_format = os.path.splitext(os.fspath(path))[1][1:].lower() or None
+    if file_format and file_format.lower() == "jpg":
+        file_format = "jpeg"
+    img = array_to_img(x, data_format=data_format, scale=scale)
+    if img.mode == "RGBA" and file_format == "jpeg":
+        warnings.warn("The JPEG format does not support RGBA images, converting to RGB.",
+                      stacklevel=2)
+        img = img.convert("RGB")
+    img.save(path, format=file_format, **kwargs)
