@@ -36,6 +36,7 @@ CASES = {
     "BatchNormalization": [dict()],
     "Add": [dict()], "Subtract": [dict()], "Multiply": [dict()], "Average": [dict()],
     "Maximum": [dict()], "Minimum": [dict()], "Concatenate": [dict(), dict(axis=1)],
+    "Dot": [dict(axes=1), dict(axes=(1, 2), normalize=True)],
     "ZeroPadding2D": [dict(), dict(padding=2), dict(padding=(1, 2)),
                       dict(padding=((1, 2), (3, 4)))],
     "Cropping2D": [dict(), dict(cropping=2), dict(cropping=((1, 0), (0, 2)))],

@@ -279,3 +279,50 @@ def test_a_fully_convolutional_network_of_any_size_matches_keras():
         out = cm.predict(x, verbose=0)
         assert out.shape == (2,) + size + (1,)
         _close(out, km.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("shapes, axes, normalize", [
+    (((5,), (5,)), 1, False),
+    (((5,), (5,)), -1, True),
+    (((3, 4), (2, 4)), 2, False),
+    (((3, 4), (3, 2)), (1, 1), True),
+    (((3, 4), (4, 2)), (2, 1), False),
+])
+def test_dot_matches_keras_forward_and_training(shapes, axes, normalize):
+    keras = keras_or_skip()
+
+    def program(K):
+        a, b = K.Input(shapes[0]), K.Input(shapes[1])
+        d = K.layers.dot([K.layers.Dense(shapes[0][-1])(a), b], axes=axes, normalize=normalize)
+        return K.Model([a, b], K.layers.Dense(1)(K.layers.Flatten()(d)))
+    km, cm = program(keras), program(cconv)
+    assert [l.output.shape for l in cm.layers] == [tuple(l.output.shape) for l in km.layers]
+    cm.set_weights(km.get_weights())
+    rng = np.random.default_rng(8)
+    xs = [rng.standard_normal((6,) + s).astype("float32") for s in shapes]
+    y = rng.standard_normal((6, 1)).astype("float32")
+    _close(cm.predict(xs, verbose=0), km.predict(xs, verbose=0))
+    km.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    cm.compile(optimizer=cconv.optimizers.SGD(0.05), loss="mse")
+    for _ in range(2):
+        _close(cm.train_on_batch(xs, y), km.train_on_batch(xs, y), 1e-4)
+    for c, k in zip(cm.get_weights(), km.get_weights()):
+        _close(c, k, 1e-4)
+    # on arrays, and the layer's config
+    layer = L.Dot(axes=axes, normalize=normalize)
+    _close(layer(xs), np.asarray(keras.layers.Dot(axes=axes, normalize=normalize)(xs)))
+    assert L.deserialize(L.serialize(layer)).get_config() == layer.get_config()
+
+
+def test_dot_refuses_bad_axes_naming_them():
+    a, b = cconv.Input((3, 4)), cconv.Input((3, 5))
+    with pytest.raises(ValueError, match=r"sizes along axes 2 differ: 4 != 5"):
+        L.Dot(axes=2)([a, b])
+    with pytest.raises(ValueError, match="batch axis"):
+        L.Dot(axes=0)([a, b])
+    with pytest.raises(TypeError, match="axes must be an int or a pair"):
+        L.Dot(axes="last")
+    with pytest.raises(ValueError, match="axes must be an int or a pair"):
+        L.Dot(axes=(1, 2, 3))
+    with pytest.raises(ValueError, match="needs 2 inputs; got 3"):
+        L.dot([a, a, a], axes=1)

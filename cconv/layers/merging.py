@@ -1,4 +1,6 @@
-"""Merging layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate.
+"""Merging layers: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate, Dot,
+and Keras's lowercase helpers that make and call them (``add``, ..., ``concatenate``,
+``dot``).
 
 They take SEVERAL inputs (``_multi_input = True``): ``build`` and ``compute_output_shape`` take
 a list of sample shapes (no batch axis), ``forward`` a list of arrays and ``backward`` returns a
@@ -14,8 +16,8 @@ import numpy as np
 from .base import Layer
 from .node import call_symbolic, is_symbolic
 
-__all__ = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-           "add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate"]
+__all__ = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
+           "dot", "add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate"]
 
 
 class _Merge(Layer):
@@ -291,6 +293,114 @@ class Concatenate(_Merge):
         return cfg
 
 
+class Dot(_Merge):
+    """Batched dot products of two inputs along an axis of each (Keras's ``Dot``): for
+    ``x`` of shape ``(batch, n)`` and ``y`` of shape ``(batch, n)`` with ``axes=1`` the output
+    is ``(batch, 1)``; for ``(batch, m, n)`` and ``(batch, k, n)`` with ``axes=2`` it is
+    ``(batch, m, k)``: the sizes of ``x`` but the axis, then those of ``y`` but the axis
+    (``(batch, 1)`` when none is left).
+
+    Args:
+        axes: an int (the same axis of both inputs) or a pair ``(axis of x, axis of y)``,
+            axes of the full arrays (batch axis 0, which cannot be one of them).
+        normalize: L2-normalize each input along its axis first (the products are then
+            cosine similarities), as Keras: ``x * min(1 / sqrt(sum(x**2)), 1e7)``.
+    """
+
+    _num_inputs = 2
+    _transient = ("_xs", "_dot_cache")
+    _EPSILON = 1e-7         # Keras's backend.epsilon(), the normalization's floor
+
+    def __init__(self, axes, normalize=False, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axes, bool) or not isinstance(axes, (int, np.integer, list, tuple)):
+            raise TypeError(f"Dot: axes must be an int or a pair of ints; got axes={axes!r}.")
+        if isinstance(axes, (list, tuple)):
+            if len(axes) != 2 or not all(isinstance(a, (int, np.integer))
+                                         and not isinstance(a, bool) for a in axes):
+                raise ValueError(f"Dot: axes must be an int or a pair of ints; got "
+                                 f"axes={axes!r}.")
+            axes = (int(axes[0]), int(axes[1]))
+        else:
+            axes = int(axes)
+        self.axes = axes
+        self.normalize = bool(normalize)
+
+    def _full_axes(self, ranks):
+        """The axes of ``x`` and ``y`` (full arrays of ``ranks``), made non-negative.
+
+        Raises:
+            ValueError: an axis out of range or the batch axis."""
+        pair = [self.axes] * 2 if isinstance(self.axes, int) else list(self.axes)
+        out = []
+        for a, r in zip(pair, ranks):
+            full = a + r if a < 0 else a
+            if not 1 <= full < r:
+                raise ValueError(f"Dot {self.name!r}: axes={self.axes} is out of range for "
+                                 f"inputs of ranks {tuple(ranks)} (the batch axis 0 cannot "
+                                 f"be one of them).")
+            out.append(full)
+        return out
+
+    def _merged_shape(self, shapes):
+        s1, s2 = list(shapes[0]), list(shapes[1])
+        a1, a2 = self._full_axes((len(s1) + 1, len(s2) + 1))
+        d1, d2 = s1.pop(a1 - 1), s2.pop(a2 - 1)
+        if d1 is not None and d2 is not None and d1 != d2:
+            raise ValueError(f"Dot {self.name!r}: the inputs' sizes along axes {self.axes} "
+                             f"differ: {d1} != {d2} (sample shapes {shapes}).")
+        return tuple(s1 + s2) or (1,)
+
+    def _l2(self, x, axis):
+        """``(x * inv, inv, sum of squares)`` with ``inv = min(1 / sqrt(sum(x**2)), 1/eps)``."""
+        sq = np.sum(x * x, axis=axis, keepdims=True)
+        with np.errstate(divide="ignore"):
+            inv = np.minimum(1 / np.sqrt(sq), x.dtype.type(1 / self._EPSILON))
+        return x * inv, inv, sq
+
+    def forward(self, xs, training=False):
+        if not self.built:
+            self.build([x.shape[1:] for x in xs])
+        x, y = xs
+        a1, a2 = self._full_axes((x.ndim, y.ndim))
+        norms = None
+        if self.normalize:
+            (x, ix, sx), (y, iy, sy) = self._l2(x, a1), self._l2(y, a2)
+            norms = (xs[0], ix, sx, xs[1], iy, sy)
+        xm, ym = np.moveaxis(x, a1, -1), np.moveaxis(y, a2, -1)
+        n, c = x.shape[0], xm.shape[-1]
+        X = np.ascontiguousarray(xm).reshape(n, -1, c)
+        Y = np.ascontiguousarray(ym).reshape(n, -1, c)
+        out = np.matmul(X, Y.transpose(0, 2, 1))
+        if training:
+            self._dot_cache = (X, Y, xm.shape, ym.shape, a1, a2, norms)
+        return out.reshape((n,) + (xm.shape[1:-1] + ym.shape[1:-1] or (1,)))
+
+    def _l2_backward(self, g, x, inv, sq, axis):
+        """Through ``x * min(1 / sqrt(sum(x**2)), 1/eps)`` (no gradient through the floor)."""
+        free = inv < x.dtype.type(1 / self._EPSILON)
+        dot = np.sum(g * x, axis=axis, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            corr = np.where(free, dot * inv / np.where(free, sq, 1), 0)
+        return g * inv - x * corr.astype(x.dtype, copy=False)
+
+    def backward(self, dy):
+        X, Y, xshape, yshape, a1, a2, norms = self._dot_cache
+        g = dy.reshape(X.shape[0], X.shape[1], Y.shape[1])
+        dx = np.moveaxis(np.matmul(g, Y).reshape(xshape), -1, a1)
+        dyy = np.moveaxis(np.matmul(g.transpose(0, 2, 1), X).reshape(yshape), -1, a2)
+        if norms is not None:
+            x, ix, sx, y, iy, sy = norms
+            dx = self._l2_backward(dx, x, ix, sx, a1)
+            dyy = self._l2_backward(dyy, y, iy, sy, a2)
+        return [np.ascontiguousarray(dx), np.ascontiguousarray(dyy)]
+
+    def get_config(self):
+        cfg = super().get_config()
+        cfg.update(axes=self.axes, normalize=self.normalize)
+        return cfg
+
+
 # ----- Keras's functional helpers: make the layer and call it -------------------------------
 def add(inputs, **kwargs):
     """``Add(**kwargs)(inputs)`` (Keras's ``layers.add``): the elementwise sum of a list of
@@ -328,3 +438,9 @@ def concatenate(inputs, axis=-1, **kwargs):
     ..., c_i, ...)`` joined along ``axis`` (default -1, the channels), every other axis
     equal."""
     return Concatenate(axis=axis, **kwargs)(inputs)
+
+
+def dot(inputs, axes=-1, normalize=False, **kwargs):
+    """``Dot(axes=axes, normalize=normalize, **kwargs)(inputs)`` (Keras's ``layers.dot``):
+    batched dot products of two tensors along ``axes``."""
+    return Dot(axes=axes, normalize=normalize, **kwargs)(inputs)
