@@ -339,3 +339,29 @@ def test_clone_model_makes_new_layers_with_new_weights_like_keras():
     assert cconv.models.clone_model(any_size).input_shape == (None, None, None, 1)
     with pytest.raises(NotImplementedError, match="input_tensors"):
         cconv.models.clone_model(base, input_tensors=[cconv.Input((4,))])
+
+
+def test_gradients_through_nested_models_match_finite_differences():
+    """float64: a trainable layer before a nested graph model (its input gradient is
+    needed), the nested model called twice (shared weights), a frozen nested model too."""
+    from .test_functional import _analytic_grad, _numeric_grad
+
+    a = cconv.Input((4,), dtype="float64")
+    h = L.Dense(4, activation="tanh", dtype="float64")(a)
+    inner = cconv.Model(a, L.Dense(3, dtype="float64")(L.add([a, h])), name="inner")
+    frozen = cconv.Sequential([cconv.Input((3,), dtype="float64"),
+                               L.Dense(3, activation="tanh", dtype="float64")], name="frozen")
+    frozen.trainable = False
+    x = cconv.Input((4,), dtype="float64")
+    p = L.Dense(4, activation="tanh", dtype="float64")(x)
+    both = L.concatenate([frozen(inner(p)), inner(x)])
+    model = cconv.Model(x, L.Dense(3, activation="softmax", dtype="float64")(both))
+    model.compile(optimizer="sgd", loss="categorical_crossentropy")
+    rng = np.random.default_rng(5)
+    xs = rng.normal(size=(5, 4))
+    ys = np.eye(3)[rng.integers(0, 3, 5)]
+    got = _analytic_grad(model, xs, ys)
+    want = _numeric_grad(model, xs, ys)
+    assert len(got) == len(want) == 2 + 4 + 2       # frozen's weights are not trained
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-8)

@@ -7,7 +7,7 @@ import pytest
 import cconv
 from cconv import layers as L
 
-from ._helpers import keras_or_skip
+from ._helpers import keras_or_skip, numeric_grad
 
 
 def _close(a, b, tol=1e-5):
@@ -326,3 +326,17 @@ def test_dot_refuses_bad_axes_naming_them():
         L.Dot(axes=(1, 2, 3))
     with pytest.raises(ValueError, match="needs 2 inputs; got 3"):
         L.dot([a, a, a], axes=1)
+
+
+@pytest.mark.parametrize("axes, normalize", [(2, False), ((1, 1), True), ((2, 1), True)])
+def test_dot_backward_matches_finite_differences(axes, normalize):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 3, 4))
+    y = rng.standard_normal((2, 3, 4)) if axes != (2, 1) else rng.standard_normal((2, 4, 3))
+    layer = L.Dot(axes=axes, normalize=normalize, dtype="float64")
+    out = layer.forward([x, y], training=True)
+    w = rng.standard_normal(out.shape)
+    dx, dy = layer.backward(w)
+    loss = lambda _: float(np.sum(layer.forward([x, y]) * w))   # noqa: E731
+    np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dy, numeric_grad(loss, y), rtol=1e-6, atol=1e-8)

@@ -402,45 +402,53 @@ class Dot(_Merge):
 
 
 # ----- Keras's functional helpers: make the layer and call it -------------------------------
+def _like(inputs, kwargs):
+    """The layer's arguments: on symbolic tensors its dtype defaults to theirs (a float64
+    graph stays float64), as the layers recorded by arithmetic do."""
+    if is_symbolic(inputs) and "dtype" not in kwargs:
+        return dict(kwargs, dtype=inputs[0].dtype)
+    return kwargs
+
+
 def add(inputs, **kwargs):
     """``Add(**kwargs)(inputs)`` (Keras's ``layers.add``): the elementwise sum of a list of
     tensors (symbolic, or NumPy batches of equal or broadcastable sample shapes)."""
-    return Add(**kwargs)(inputs)
+    return Add(**_like(inputs, kwargs))(inputs)
 
 
 def subtract(inputs, **kwargs):
     """``Subtract(**kwargs)(inputs)``: ``inputs[0] - inputs[1]`` (exactly two tensors)."""
-    return Subtract(**kwargs)(inputs)
+    return Subtract(**_like(inputs, kwargs))(inputs)
 
 
 def multiply(inputs, **kwargs):
     """``Multiply(**kwargs)(inputs)``: the elementwise product of a list of tensors."""
-    return Multiply(**kwargs)(inputs)
+    return Multiply(**_like(inputs, kwargs))(inputs)
 
 
 def average(inputs, **kwargs):
     """``Average(**kwargs)(inputs)``: the elementwise mean of a list of tensors."""
-    return Average(**kwargs)(inputs)
+    return Average(**_like(inputs, kwargs))(inputs)
 
 
 def maximum(inputs, **kwargs):
     """``Maximum(**kwargs)(inputs)``: the elementwise maximum of a list of tensors."""
-    return Maximum(**kwargs)(inputs)
+    return Maximum(**_like(inputs, kwargs))(inputs)
 
 
 def minimum(inputs, **kwargs):
     """``Minimum(**kwargs)(inputs)``: the elementwise minimum of a list of tensors."""
-    return Minimum(**kwargs)(inputs)
+    return Minimum(**_like(inputs, kwargs))(inputs)
 
 
 def concatenate(inputs, axis=-1, **kwargs):
     """``Concatenate(axis=axis, **kwargs)(inputs)``: a list of tensors of shapes ``(batch,
     ..., c_i, ...)`` joined along ``axis`` (default -1, the channels), every other axis
     equal."""
-    return Concatenate(axis=axis, **kwargs)(inputs)
+    return Concatenate(axis=axis, **_like(inputs, kwargs))(inputs)
 
 
 def dot(inputs, axes=-1, normalize=False, **kwargs):
     """``Dot(axes=axes, normalize=normalize, **kwargs)(inputs)`` (Keras's ``layers.dot``):
     batched dot products of two tensors along ``axes``."""
-    return Dot(axes=axes, normalize=normalize, **kwargs)(inputs)
+    return Dot(axes=axes, normalize=normalize, **_like(inputs, kwargs))(inputs)
