@@ -340,3 +340,21 @@ def test_dot_backward_matches_finite_differences(axes, normalize):
     loss = lambda _: float(np.sum(layer.forward([x, y]) * w))   # noqa: E731
     np.testing.assert_allclose(dx, numeric_grad(loss, x), rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(dy, numeric_grad(loss, y), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("suffix", ["keras", "npz"])
+def test_models_of_any_image_size_save_and_load(tmp_path, suffix):
+    keras = keras_or_skip()
+    pytest.importorskip("h5py")
+    x_in = cconv.Input((None, None, 3))
+    model = cconv.Model(x_in, L.Dense(2)(L.GlobalMaxPooling2D()(L.Conv2D(2, 3)(x_in))))
+    path = str(tmp_path / f"m.{suffix}")
+    model.save(path)
+    loaded = cconv.models.load_model(path)
+    assert loaded.input_shape == (None, None, None, 3)
+    x = np.random.default_rng(10).standard_normal((2, 9, 11, 3)).astype("float32")
+    _close(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    if suffix == "keras":
+        back = keras.saving.load_model(path)
+        assert tuple(back.input_shape) == (None, None, None, 3)
+        _close(back.predict(x, verbose=0), model.predict(x, verbose=0))
