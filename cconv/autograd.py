@@ -754,10 +754,13 @@ _PASSTHROUGH_FUNCTIONS = {"shape", "ndim", "size", "result_type", "argmax", "arg
 
 
 # ----- running the tape backwards ------------------------------------------------------------
-def backprop(root: Tensor, seed=None) -> dict:
+def backprop(root: Tensor, seed=None, targets=None) -> dict:
     """Run the graph below ``root`` backwards from ``seed = dL/d(root)`` (default ones);
     returns ``{id(tensor): gradient}`` for every tensor reached that requires a gradient
-    (leaves included; the tensors stay alive as long as ``root`` does)."""
+    (leaves included; the tensors stay alive as long as ``root`` does). With ``targets`` (a
+    set of tensor ids) only the nodes on a path to one of them run their backward (so a
+    model called in inference mode that the wanted gradients do not cross is never asked
+    for one)."""
     if seed is None:
         seed = np.ones(root.shape, dtype=root.dtype if root.dtype.kind == "f" else "float64")
     order, seen, stack = [], set(), [(root, False)]
@@ -771,13 +774,19 @@ def backprop(root: Tensor, seed=None) -> dict:
         seen.add(id(t))
         stack.append((t, True))
         stack.extend((p, False) for p in t.parents if p.requires_grad and id(p) not in seen)
+    useful = None
+    if targets is not None:
+        useful = set()
+        for t in order:                       # parents come before their children
+            if id(t) in targets or any(id(p) in useful for p in t.parents):
+                useful.add(id(t))
     grads = {id(root): np.asarray(seed)}
     for t in reversed(order):
         g = grads.get(id(t))
-        if g is None or not t.parents:
+        if g is None or not t.parents or useful is not None and id(t) not in useful:
             continue
         for p, d in zip(t.parents, t.vjp(g)):
-            if d is None or not p.requires_grad:
+            if d is None or not p.requires_grad or useful is not None and id(p) not in useful:
                 continue
             prev = grads.get(id(p))
             grads[id(p)] = d if prev is None else prev + d
@@ -895,12 +904,18 @@ class GradientTape:
         if seed is not None and seed.shape != target.shape:
             raise ValueError(f"tape.gradient: output_gradients has shape {seed.shape}; the "
                              f"target has shape {target.shape}.")
-        grads = backprop(target, seed) if target.requires_grad else {}
+        def tensor_of(src):
+            t = src if isinstance(src, Tensor) else self.leaves.get(id(src))
+            return None if t is not None and isinstance(src, np.ndarray) and \
+                t.source is not src else t
+
+        flat = list(sources.values()) if isinstance(sources, dict) else (
+            list(sources) if isinstance(sources, (list, tuple)) else [sources])
+        targets = {id(t) for t in map(tensor_of, flat) if t is not None}
+        grads = backprop(target, seed, targets) if target.requires_grad else {}
 
         def one(src):
-            t = src if isinstance(src, Tensor) else self.leaves.get(id(src))
-            if t is not None and isinstance(src, np.ndarray) and t.source is not src:
-                t = None
+            t = tensor_of(src)
             g = None if t is None else grads.get(id(t))
             shape = np.shape(value_of(src))
             if g is None:

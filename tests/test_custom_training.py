@@ -425,3 +425,55 @@ def test_optimizer_apply_skips_none_gradients_and_casts():
         opt.apply([np.ones(3, "float32")], [w])
     with pytest.raises(TypeError, match="variable 0 is a list"):
         opt.apply([np.ones(2, "float32")], [[1.0, 2.0]])
+
+
+def _distiller(lib, ops_module):
+    """Keras's knowledge-distillation example, reduced: compute_loss overridden (a frozen
+    teacher called in inference mode inside it), compile() with no loss."""
+
+    class Distiller(lib.Model):
+        def setup(self, teacher, alpha=0.3, temperature=2.0):
+            self.teacher, self.alpha, self.temperature = teacher, alpha, temperature
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                         allow_empty=False):
+            teacher_pred = self.teacher(x, training=False)
+            student_loss = ops_module.mean(ops_module.square(y_pred - y))
+            distill = ops_module.mean(ops_module.square(
+                ops_module.softmax(teacher_pred / self.temperature, axis=1)
+                - ops_module.softmax(y_pred / self.temperature, axis=1)))
+            return self.alpha * student_loss + (1 - self.alpha) * distill
+
+    x = lib.Input((4,))
+    student = Distiller(x, lib.layers.Dense(3)(x))
+    tx = lib.Input((4,))
+    teacher = lib.Model(tx, lib.layers.Dense(3)(tx))
+    teacher.trainable = False
+    student.setup(teacher)
+    return student, teacher
+
+
+def _dense_of(model, cls):
+    return next(layer for layer in model.layers if isinstance(layer, cls))
+
+
+def test_overridden_compute_loss_trains_as_in_keras():
+    keras = _keras()
+    (ks, kt), (cs, ct) = _distiller(keras, keras.ops), _distiller(cconv, cconv.ops)
+    _same_weights(_dense_of(cs, L.Dense), _dense_of(ks, keras.layers.Dense), seed=4)
+    _same_weights(ct, kt, seed=5)
+    ks.compile(optimizer=keras.optimizers.SGD(0.5))
+    cs.compile(optimizer=cconv.optimizers.SGD(0.5))
+    assert cs.loss is None
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(size=(16, 4)).astype("float32"), rng.normal(size=(16, 3)).astype("float32")
+    hk = ks.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
+    hc = cs.fit(x, y, epochs=3, batch_size=8, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(hc, hk, rtol=1e-4)
+    for a, b in zip(_dense_of(cs, L.Dense).get_weights(),
+                    _dense_of(ks, keras.layers.Dense).get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for a, b in zip(ct.get_weights(), kt.get_weights()):     # the teacher is frozen
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(cs.evaluate(x, y, verbose=0), ks.evaluate(x, y, verbose=0),
+                               rtol=1e-4)

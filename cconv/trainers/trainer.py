@@ -82,6 +82,7 @@ into it) and all gradients in another, so the optimizer step is a few NumPy call
 are converted to the model dtype once per ``fit``/``predict`` call, not per batch.
 """
 
+import inspect
 import math
 import numbers
 import os
@@ -526,8 +527,9 @@ class Trainer:
         """
         loss = _tape_losses(loss)
         metrics, weighted_metrics = _function_metrics(metrics), _function_metrics(weighted_metrics)
-        if loss is None and _custom_step_owner(self, "train_step") is not None:
-            # Keras: a model with its own train_step needs no compiled loss
+        if loss is None and (_custom_step_owner(self, "train_step") is not None
+                             or _custom_step_owner(self, "compute_loss") is not None):
+            # Keras: a model with its own train_step (or compute_loss) needs no compiled loss
             self.jit_compile = bool(jit_compile)
             self.optimizer = _optimizers.get(optimizer)
             self.loss = None
@@ -1028,7 +1030,10 @@ class Trainer:
         metrics; returns the logs. ``evaluate`` runs a subclass's override."""
         x, y, sample_weight = unpack_x_y_sample_weight(data)
         y_pred = self(x, training=False)
-        loss = self.compute_loss(x, y, y_pred, sample_weight, training=False)
+        if "training" in inspect.signature(self.compute_loss).parameters:
+            loss = self.compute_loss(x, y, y_pred, sample_weight, training=False)
+        else:                     # an override with Keras's older signature
+            loss = self.compute_loss(x, y, y_pred, sample_weight)
         return self._update_step_metrics(loss, x, y, y_pred, sample_weight)
 
     def _update_step_metrics(self, loss, x, y, y_pred, sample_weight):
@@ -1156,7 +1161,8 @@ class Trainer:
         """One optimizer step on ``(x, y)`` (optionally weighted); returns the loss (and
         metrics as a list)."""
         self._require_compiled("train_on_batch")
-        if _custom_step_owner(self, "train_step") is not None:
+        if (_custom_step_owner(self, "train_step") is not None
+                or _custom_step_owner(self, "compute_loss") is not None):
             self._step_metrics_for(y)
             data = (x, y) if sample_weight is None else (x, y, sample_weight)
             logs = _float_logs(self.train_step(data), "train_step")
@@ -1366,6 +1372,7 @@ class Trainer:
                         steps_per_epoch, validation_steps, class_weight)
         validating = validation_data is not None or validation_split > 0
         if (_custom_step_owner(self, "train_step") is not None
+                or _custom_step_owner(self, "compute_loss") is not None
                 or validating and _custom_step_owner(self, "test_step") is not None):
             return self._fit_custom(x, y, batch_size, epochs, verbose, callbacks,
                                     validation_split, validation_data, shuffle, class_weight,
@@ -1486,7 +1493,8 @@ class Trainer:
             NotImplementedError: the model's class overrides ``test_step``.
         """
         self._require_compiled("evaluate")
-        if _custom_step_owner(self, "test_step") is not None:
+        if (_custom_step_owner(self, "test_step") is not None
+                or _custom_step_owner(self, "compute_loss") is not None):
             cbs = _callbacks.check_callbacks(callbacks, "evaluate")
             logs = self._evaluate_custom(x, y, sample_weight, batch_size, steps,
                                          self._loop_callbacks(cbs, 0, None))
