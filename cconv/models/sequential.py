@@ -133,12 +133,13 @@ class Sequential(Model):
             raise ValueError("Cannot build an empty Sequential model; add layers first.")
         shape = tuple(None if d is None else int(d) for d in input_shape)
         chain = list(self._layers)
-        dtypes = {layer.name: np.dtype(layer.dtype).name for layer in chain}
+        dtypes = {layer.name: np.dtype(layer.dtype).name for layer in chain
+                  if layer.built or not isinstance(layer, Model)}   # a model: once built
         if len(set(dtypes.values())) > 1:
             raise ValueError(f"All layers must share one dtype; got {dtypes}.")
         inp = self._input_layer
         if inp is None or inp.shape != shape:
-            inp = _layers.InputLayer(shape, dtype=chain[0].dtype)
+            inp = _layers.InputLayer(shape, dtype=next(iter(dtypes.values()), "float32"))
         x = inputs = input_tensor(inp)
         for layer in chain:
             x = layer(x)
