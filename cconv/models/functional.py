@@ -1046,7 +1046,8 @@ def clone_model(model, input_tensors=None, clone_function=None, call_function=No
     if unsupported:
         raise NotImplementedError(f"clone_model: {', '.join(sorted(unsupported))} is not "
                                   f"supported by cconv; clone without it.")
-    model._ensure_built()
+    if not model.built:
+        model.build()       # for its declared input (an error names what is missing)
     config = model.get_config()
     if clone_function is None:
         return type(model).from_config(config)
