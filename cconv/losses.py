@@ -25,6 +25,7 @@ __all__ = [
     "MeanSquaredError", "MeanAbsoluteError", "get", "serialize", "deserialize",
     "categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy",
     "mean_squared_error", "mean_absolute_error", "weighted_mean", "apply_sample_weight",
+    "KLDivergence", "kl_divergence",
 ]
 
 EPSILON = 1e-7   # keras.backend.epsilon()
@@ -359,6 +360,30 @@ class MeanAbsoluteError(_ElementwiseLoss):
         return np.sign(d) * d.dtype.type(1.0 / d.size)
 
 
+class KLDivergence(Loss):
+    """Kullback-Leibler divergence ``sum(y_true * log(y_true / y_pred))`` over the last axis,
+    averaged over the batch; both clipped to ``[1e-7, 1]`` first, as Keras does (no gradient
+    where ``y_pred`` is clipped)."""
+
+    _default_name = "kl_divergence"
+
+    @staticmethod
+    def _clipped(y, p):
+        eps = 1e-7
+        return np.clip(y, eps, 1), np.clip(p, eps, 1)
+
+    def call(self, y, p):
+        yc, pc = self._clipped(y, p)
+        return np.sum(yc * np.log(yc / pc), axis=-1)
+
+    def _value_and_grad(self, y, p):
+        yc, pc = self._clipped(y, p)
+        per = np.sum(yc * np.log(yc / pc), axis=-1)
+        inside = (p >= 1e-7) & (p <= 1)
+        grad = np.where(inside, -yc / pc, 0) / max(per.size, 1)
+        return _mean(per), grad.astype(p.dtype, copy=False)
+
+
 def weighted_mean(per, sample_weight):
     """Keras 3's "sum_over_batch_size" reduction with per-sample weights:
     ``sum(loss_i * w_i) / loss.size`` (``per``: ``(batch, ...)``; each sample's weight applies to
@@ -400,6 +425,7 @@ sparse_categorical_crossentropy = _functional(SparseCategoricalCrossentropy)
 binary_crossentropy = _functional(BinaryCrossentropy)
 mean_squared_error = _functional(MeanSquaredError)
 mean_absolute_error = _functional(MeanAbsoluteError)
+kl_divergence = _functional(KLDivergence)
 
 
 
@@ -418,6 +444,7 @@ REGISTRY = Registry("loss", Loss, {
     "binary_crossentropy": BinaryCrossentropy,
     "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError,
     "mean_absolute_error": MeanAbsoluteError, "mae": MeanAbsoluteError,
+    "kl_divergence": KLDivergence, "kld": KLDivergence,
 }, from_name=_from_name, plural="losses")
 serialize, deserialize = REGISTRY.serialize, REGISTRY.deserialize
 

@@ -477,3 +477,27 @@ def test_overridden_compute_loss_trains_as_in_keras():
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(cs.evaluate(x, y, verbose=0), ks.evaluate(x, y, verbose=0),
                                rtol=1e-4)
+
+
+def test_kl_divergence_agrees_with_keras():
+    """Keras's KLDivergence (the distillation loss): value, per-sample function, and the
+    gradient through the tape, against TensorFlow."""
+    keras = _keras()
+    import tensorflow as tf
+    rng = np.random.default_rng(11)
+    y = rng.dirichlet(np.ones(5), size=6).astype("float32")
+    p = rng.dirichlet(np.ones(5), size=6).astype("float32")
+    y[0, 0], p[1, 1] = 0.0, 0.0                      # clipped entries
+    kl = cconv.losses.get("kl_divergence")
+    assert isinstance(kl, cconv.losses.KLDivergence)
+    np.testing.assert_allclose(kl(y, p), float(keras.losses.KLDivergence()(y, p)), rtol=1e-5)
+    np.testing.assert_allclose(cconv.losses.kl_divergence(y, p),
+                               keras.losses.kl_divergence(y, p), rtol=1e-5)
+    tp = tf.Variable(p)
+    with tf.GradientTape() as tape:
+        tl = keras.losses.KLDivergence()(y, tf.nn.softmax(tp))
+    want = tape.gradient(tl, tp).numpy()
+    pv = p.copy()
+    with cconv.GradientTape() as tape:
+        loss = kl(y, ops.softmax(pv))
+    np.testing.assert_allclose(tape.gradient(loss, pv), want, rtol=1e-4, atol=1e-7)
