@@ -115,10 +115,19 @@ def test_layer_called_in_a_tape():
 def test_tape_misuse_is_refused_with_the_reason():
     model = _cnn(cconv)
     x, _ = _images(4)
+    grads = []
+    for training in (False, True):        # inference mode: the same numbers as training here
+        with cconv.GradientTape() as tape:
+            out = ops.sum(model(x, training=training))
+        grads.append(tape.gradient(out, model.trainable_variables))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b)
+    dropping = cconv.Sequential([cconv.Input((8, 8, 2)), L.Flatten(), L.Dropout(0.5),
+                                 L.Dense(3)])
     with cconv.GradientTape() as tape:
-        out = ops.sum(model(x))
-    with pytest.raises(RuntimeError, match=r"training=False.*training=True"):
-        tape.gradient(out, model.trainable_variables)
+        out = ops.sum(dropping(x))
+    with pytest.raises(RuntimeError, match=r"training=False.*Dropout.*training=True"):
+        tape.gradient(out, dropping.trainable_variables)
     with cconv.GradientTape() as tape:
         first = ops.sum(model(x, training=True))
         model(x, training=True)
@@ -501,3 +510,75 @@ def test_kl_divergence_agrees_with_keras():
     with cconv.GradientTape() as tape:
         loss = kl(y, ops.softmax(pv))
     np.testing.assert_allclose(tape.gradient(loss, pv), want, rtol=1e-4, atol=1e-7)
+
+
+def test_a_model_holding_separately_trained_models_trains_its_student():
+    """The distillation program's shape: a subclassed model holding a teacher (trained by
+    its own fit, so with its own weight buffer) and a student it calls; its compute_loss
+    calls the teacher in inference mode. The student's variables get gradients and move."""
+    class Distiller(cconv.Model):
+        def __init__(self, student, teacher):
+            super().__init__()
+            self.teacher = teacher
+            self.student = student
+
+        def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                         allow_empty=False):
+            t = self.teacher(x, training=False)
+            return ops.mean(ops.square(y_pred - t)) + ops.mean(ops.square(y_pred - y))
+
+        def call(self, x):
+            return self.student(x)
+
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.normal(size=(32, 2)).astype("float32")
+    teacher = cconv.Sequential([cconv.Input((4,)), L.Dense(2)])
+    teacher.compile("sgd", "mse")
+    teacher.fit(x, y, verbose=0)
+    teacher.trainable = False            # else, as in Keras, the teacher trains too
+    student = cconv.Sequential([cconv.Input((4,)), L.Dense(2)])
+    d = Distiller(student, teacher)
+    d.compile(optimizer=cconv.optimizers.SGD(0.1))
+    before = student.get_weights()
+    teacher_before = teacher.get_weights()
+    with cconv.GradientTape() as tape:
+        loss = d.compute_loss(x, y, d(x, training=True))
+    grads = dict(zip(map(id, d.trainable_variables), tape.gradient(loss, d.trainable_variables)))
+    assert all(grads[id(w)] is not None for w in student.trainable_weights)
+    history = d.fit(x, y, epochs=3, batch_size=8, verbose=0).history["loss"]
+    assert history[-1] < history[0]
+    assert not np.allclose(student.get_weights()[0], before[0])
+    for a, b in zip(teacher.get_weights(), teacher_before):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_dcgan_generator_step_through_an_inference_mode_discriminator():
+    """Keras's DCGAN generator step calls the discriminator without training=: its Dropout
+    passes through, and the generator's gradients agree with TensorFlow's."""
+    keras = _keras()
+    import tensorflow as tf
+
+    def pair(lib):
+        gen = lib.Sequential([lib.Input((4,)), lib.layers.Dense(8),
+                              lib.layers.LeakyReLU(negative_slope=0.2), lib.layers.Dense(6)])
+        disc = lib.Sequential([lib.Input((6,)), lib.layers.Dense(5),
+                               lib.layers.LeakyReLU(negative_slope=0.2),
+                               lib.layers.Dropout(0.3), lib.layers.Dense(1)])
+        return gen, disc
+
+    (kg, kd), (cg, cd) = pair(keras), pair(cconv)
+    _same_weights(cg, kg, seed=6)
+    _same_weights(cd, kd, seed=7)
+    z = np.random.default_rng(13).normal(size=(5, 4)).astype("float32")
+    labels = np.zeros((5, 1), "float32")
+    kloss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+    closs_fn = cconv.losses.BinaryCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        kl = kloss_fn(labels, kd(kg(z)))
+    want = tape.gradient(kl, kg.trainable_weights)
+    with cconv.GradientTape() as tape:
+        cl = closs_fn(labels, cd(cg(z)))
+    got = tape.gradient(cl, cg.trainable_weights)
+    np.testing.assert_allclose(float(cl), float(kl), rtol=1e-5)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-6)

@@ -115,6 +115,23 @@ def _keras_build(build):
     return wrapper
 
 
+#: Layer classes (and their subclasses) whose training output differs from their inference
+#: output: dropout, batch statistics, random augmentation.
+_TRAINING_DEPENDENT = frozenset({"Dropout", "BatchNormalization", "_RandomLayer"})
+
+
+def acts_differently_in_training(layer) -> bool:
+    """Whether ``layer`` computes differently in training than in inference (Dropout,
+    BatchNormalization, the random augmentation layers; a model when one of its layers
+    does). The tape runs the others in training mode even when called with
+    ``training=False``, since their backward needs what a training forward keeps and their
+    output is the same."""
+    inner = getattr(layer, "layers", None)
+    if isinstance(inner, list) and inner and layer not in inner:
+        return any(acts_differently_in_training(lay) for lay in inner)
+    return any(c.__name__ in _TRAINING_DEPENDENT for c in type(layer).__mro__)
+
+
 def check_data_format(data_format):
     if data_format not in (None, "channels_last"):
         raise ValueError(
@@ -521,19 +538,26 @@ class Layer:
                 w = getattr(self, name)
                 return autograd.leaf(w) if name in trainable else autograd.constant(w)
             return self._call_on_tensors(xs if several else xs[0], training, wrap)
+        run_training = bool(training) or not acts_differently_in_training(self)
         with autograd.paused():
-            out = self.forward(values if several else values[0], training=training)
+            out = self.forward(values if several else values[0], training=run_training)
+        # in inference mode Dropout (and an augmentation layer) pass their input through
+        identity = (not run_training and not several and out.shape == values[0].shape
+                    and np.array_equal(out, values[0]))
         cache = self.get_forward_cache()
         names = self.trainable_weight_names if self.trainable else []
         parents = list(x if several else [x]) + [getattr(self, n) for n in names]
         n_in = len(values)
 
         def vjp(g):
-            if not training:
+            if identity:
+                return (g,) + (None,) * len(names)
+            if not run_training:
                 raise RuntimeError(
                     f"Layer {self.name!r} ({type(self).__name__}) was called with "
-                    f"training=False inside the GradientTape, so it kept nothing for its "
-                    f"backward; call it as layer(x, training=True) to differentiate it.")
+                    f"training=False inside the GradientTape, and in inference mode it "
+                    f"computes differently from training, so cconv cannot differentiate it; "
+                    f"call it as layer(x, training=True) to differentiate it.")
             with autograd.paused():
                 self.set_forward_cache(cache)
                 saved = self.compute_input_gradient     # a model may have turned it off

@@ -101,6 +101,7 @@ from .. import saving as _saving
 from .._ext.parallel import capped_threads, get_num_threads
 from .._typing import ArrayLike, Config
 from .._validation import check_int, is_int
+from ..layers import base as _layers_base
 from .epoch_iterator import (
     ArrayDataAdapter,
     EpochIterator,
@@ -390,11 +391,14 @@ class Trainer:
     @property
     def trainable_variables(self) -> List[np.ndarray]:
         """Keras 3's name for the trainable weights: the arrays themselves (views of the
-        model's flat weight buffer, which is made now if needed, so the same arrays serve
-        every later step), for ``tape.gradient(loss, model.trainable_variables)`` and
-        ``optimizer.apply(grads, model.trainable_variables)``, which updates them in place."""
+        model's flat weight buffer, made now if the model has none yet, so the same arrays
+        serve every later step), for ``tape.gradient(loss, model.trainable_variables)`` and
+        ``optimizer.apply(grads, model.trainable_variables)``, which updates them in place.
+        (An inner model that packed its own buffer since is not undone here: the arrays are
+        those the layers hold now, which is what the tape recorded.)"""
         self._ensure_built()
-        self._ensure_packed()
+        if not self._packed:
+            self._ensure_packed()
         return self.trainable_weights
 
     @property
@@ -412,7 +416,8 @@ class Trainer:
     def variables(self) -> List[np.ndarray]:
         """Keras 3's name for :attr:`weights` (trainable first, layer by layer)."""
         self._ensure_built()
-        self._ensure_packed()
+        if not self._packed:
+            self._ensure_packed()
         return self.weights
 
     def get_weights(self) -> List[np.ndarray]:
@@ -895,12 +900,13 @@ class Trainer:
                 would have to cross.
         """
         xb = self._prepare_x(autograd.value_of(x))
+        if not self._packed:      # the arrays trainable_variables will give (never re-packed
+            self._ensure_packed()  # here: an inner model's own buffer stays in use)
         if len(self._outputs) != 1:
             raise NotImplementedError(
                 f"Model {self.name!r} has {len(self._outputs)} outputs: cconv's GradientTape "
                 f"differentiates models with one output; call its layers on the tape, or train "
                 f"it with fit.")
-        self._ensure_packed()
         if autograd.is_tensor(x) and x.requires_grad:
             # gradients must reach x (a GAN's generator under its discriminator): the layers
             # one by one on the tape, each a node with its native backward
@@ -915,27 +921,28 @@ class Trainer:
             for layer in chain:
                 h = layer(h, training=training)
             return h
+        run_training = bool(training) or not _layers_base.acts_differently_in_training(self)
         with autograd.paused():
-            out = self._forward(xb, training)
+            out = self._forward(xb, run_training)
         stamp = object()
         self._tape_stamp = stamp
         variables = self.trainable_weights
-        grads = self._gflat
         names = [(layer, n) for layer in self.layers if layer.trainable
                  for n in layer.trainable_weight_names]
 
         def vjp(g):
-            if not training:
+            if not run_training:
                 raise RuntimeError(
                     f"Model {self.name!r} was called with training=False inside the "
-                    f"GradientTape, so it kept nothing for its backward; call it as "
-                    f"model(x, training=True) to differentiate it.")
+                    f"GradientTape, and a layer of it (Dropout, BatchNormalization, "
+                    f"augmentation) computes differently in inference, so cconv cannot "
+                    f"differentiate it; call it as model(x, training=True) to differentiate "
+                    f"it.")
             if self.__dict__.get("_tape_stamp") is not stamp:
                 raise RuntimeError(
                     f"Model {self.name!r} was called again inside the tape after the call "
                     f"being differentiated; take the gradient before calling it again (one "
                     f"training call per tape).")
-            grads[...] = 0
             with autograd.paused():
                 self._backward(np.ascontiguousarray(g, dtype=self.dtype))
             return (None,) + tuple(layer.grads[n].copy() for layer, n in names)
@@ -1021,8 +1028,7 @@ class Trainer:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight)
         variables = self.trainable_variables
-        self.optimizer.apply(tape.gradient(loss, variables, unconnected_gradients="zero"),
-                             variables)
+        self.optimizer.apply(tape.gradient(loss, variables), variables)   # None: skipped
         return self._update_step_metrics(loss, x, y, y_pred, sample_weight)
 
     def test_step(self, data) -> dict:
