@@ -14,6 +14,7 @@ in the reason (non-strict: it turns green when the feature lands).
 """
 import ast
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +162,9 @@ def test_program_trains_and_agrees_with_keras(name, monkeypatch, tmp_path):
     path = PROGRAMS / f"{name}.py"
     source = path.read_text()
 
+    if shutil.which("dot") is None:   # cconv's plot_model draws with Graphviz; not compared
+        import cconv
+        monkeypatch.setattr(cconv.utils, "plot_model", lambda *args, **kwargs: None)
     ported = run_source(source, path, monkeypatch, tmp_path, "cconv")
     for key in histories:
         losses = np.asarray(ported[key].history["loss"], dtype=float)
@@ -185,9 +189,6 @@ OUT_OF_SCOPE = ["Embedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional",
                 "MultiHeadAttention", "Attention"]
 
 
-@pytest.mark.xfail(reason="needs cconv.layers to refuse out-of-scope layers by name "
-                   "(a module __getattr__ in cconv/layers/__init__.py) (issue 32)",
-                   strict=False)
 @pytest.mark.parametrize("layer", OUT_OF_SCOPE)
 def test_layers_outside_cnn_work_are_refused_by_name(layer):
     from cconv import layers

@@ -86,3 +86,22 @@ REGISTRY = Registry("layer", Layer, {
     "Convolution2DTranspose": Conv2DTranspose, "SeparableConvolution2D": SeparableConv2D,
 })
 get, serialize, deserialize = REGISTRY.get, REGISTRY.serialize, REGISTRY.deserialize
+
+# Keras layers outside convolutional-network work: cconv does not implement them and says so
+# by name (a plain AttributeError would read like a typo).
+OUT_OF_SCOPE = frozenset({
+    "Embedding", "LSTM", "GRU", "SimpleRNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "RNN",
+    "LSTMCell", "GRUCell", "SimpleRNNCell", "StackedRNNCells", "Bidirectional", "TimeDistributed",
+    "MultiHeadAttention", "GroupQueryAttention", "Attention", "AdditiveAttention",
+    "TextVectorization", "StringLookup", "IntegerLookup", "Hashing", "CategoryEncoding",
+})
+
+
+def __getattr__(name):
+    if name in OUT_OF_SCOPE:
+        raise AttributeError(
+            f"cconv.layers.{name} is not supported: cconv covers convolutional networks "
+            f"(convolution, pooling, dense, normalization, merging, reshaping and image "
+            f"preprocessing layers); {name} is outside that scope. Build that part of the "
+            f"model with Keras.")
+    raise AttributeError(f"module 'cconv.layers' has no attribute {name!r}")
