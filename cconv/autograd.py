@@ -291,6 +291,16 @@ def holds_tensor(x) -> bool:
     return False
 
 
+def watched(x):
+    """The leaf of array ``x`` if an open tape was told to ``watch`` it (its gradient is
+    wanted, e.g. a saliency map's input), else None."""
+    if isinstance(x, np.ndarray) and is_recording():
+        for tape in reversed(_tapes()):
+            if id(x) in tape.watched:
+                return tape.leaf_for(x)
+    return None
+
+
 def wants_node(x) -> bool:
     """Whether a call on ``x`` must go on the tape: ``x`` holds a tensor, or a tape
     records."""
@@ -845,6 +855,7 @@ class GradientTape:
         self.persistent = bool(persistent)
         self.watch_accessed_variables = bool(watch_accessed_variables)
         self.leaves = {}
+        self.watched = set()
         self.used = False
 
     def __enter__(self):
@@ -867,10 +878,13 @@ class GradientTape:
         return entry
 
     def watch(self, x) -> None:
-        """Watch array(s) ``x`` (every array used is watched anyway)."""
+        """Watch array(s) ``x``: a model or layer then called on ``x`` itself sends the
+        gradient into it (``tape.gradient(loss, x)``: a saliency map). Arrays used by
+        ``cconv.ops`` are watched anyway."""
         for v in x if isinstance(x, (list, tuple)) else [x]:
             if isinstance(v, np.ndarray):
                 self.leaf_for(v)
+                self.watched.add(id(v))
 
     def gradient(self, target, sources, output_gradients=None,
                  unconnected_gradients="none"):

@@ -582,3 +582,24 @@ def test_dcgan_generator_step_through_an_inference_mode_discriminator():
     np.testing.assert_allclose(float(cl), float(kl), rtol=1e-5)
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_saliency_gradient_with_respect_to_a_watched_input():
+    """tape.watch(images); model(images); tape.gradient(score, images): the input gradient
+    of a CNN (Keras's saliency recipe), as TensorFlow computes it."""
+    keras = _keras()
+    import tensorflow as tf
+    km, cm = _cnn(keras), _cnn(cconv)
+    _same_weights(cm, km, seed=8)
+    x, _ = _images(3)
+    tx = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(tx)
+        kscore = tf.reduce_sum(km(tx)[:, 1])
+    want = tape.gradient(kscore, tx).numpy()
+    with cconv.GradientTape() as tape:
+        tape.watch(x)
+        score = ops.sum(cm(x)[:, 1])
+    got = tape.gradient(score, x)
+    assert got.shape == x.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

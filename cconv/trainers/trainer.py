@@ -899,6 +899,8 @@ class Trainer:
             NotImplementedError: several outputs, or a branching graph that ``x``'s gradient
                 would have to cross.
         """
+        if not autograd.is_tensor(x):
+            x = autograd.watched(x) or x     # tape.watch(x): the gradient must reach x
         xb = self._prepare_x(autograd.value_of(x))
         if not self._packed:      # the arrays trainable_variables will give (never re-packed
             self._ensure_packed()  # here: an inner model's own buffer stays in use)
