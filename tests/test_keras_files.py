@@ -404,3 +404,24 @@ def _registered_scale_loads(tmp_path):
         _write_keras(tmp_path / "bad.keras", bad)
         with pytest.raises(ValueError, match=match):
             cconv.load_model(tmp_path / "bad.keras")
+
+
+@pytest.mark.parametrize("writer", ["cconv", "keras"])
+def test_weighted_metrics_survive_keras_files_both_ways(tmp_path, writer):
+    """compile(weighted_metrics=...) is kept by .keras files (they were written as None, so a
+    reloaded model lost them), whichever library wrote the file; metric objects keep their
+    settings."""
+    keras = pytest.importorskip("keras", reason="compares with Keras")
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(8, 2)).astype("float32")
+    w = np.linspace(0.5, 2.0, 8)
+    lib = cconv if writer == "cconv" else keras
+    model = lib.Sequential([lib.Input((4,)), lib.layers.Dense(2)])
+    model.compile("sgd", "mse", metrics=["mae"],
+                  weighted_metrics=["mae", lib.metrics.MeanSquaredError(name="wmse")])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    for reader in (cconv, keras):
+        back = reader.models.load_model(path)
+        got = back.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
+        assert {"mae", "weighted_mae", "wmse"} <= set(got), (reader.__name__, got)

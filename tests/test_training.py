@@ -276,3 +276,22 @@ def test_tutorial_cnn_and_lenet5_definitions():
     tc = cconv.models.tutorial_cnn()
     assert tc.count_params() == 122570 and tc.output_shape == (None, 10)
     assert tc.loss.from_logits
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".keras", ".h5"])
+def test_metric_objects_come_back_from_every_model_file(tmp_path, suffix):
+    """A metric object's class and settings are saved, not just its name: a .npz file stored
+    ``MeanAbsoluteError(name="x")`` as "x", which load_model then refused as unknown."""
+    pytest.importorskip("h5py")
+    model = cconv.Sequential([cconv.Input((4,)), L.Dense(2)])
+    model.compile("sgd", "mse", metrics=[cconv.metrics.MeanAbsoluteError(name="x"), "mae"],
+                  weighted_metrics=[cconv.metrics.Precision(thresholds=0.3)])
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
+    y = (np.random.default_rng(1).random((6, 2)) > 0.5).astype("float32")
+    path = tmp_path / ("m" + suffix)
+    model.save(path)
+    back = cconv.load_model(path)
+    assert back.evaluate(x, y, verbose=0, return_dict=True) == \
+        model.evaluate(x, y, verbose=0, return_dict=True)
+    precision = [m for m in back._make_metrics(None) if m.name == "precision"][0]
+    assert float(np.ravel(precision.thresholds)[0]) == pytest.approx(0.3)

@@ -247,9 +247,13 @@ def _check_compile(comp, arrays, filepath):
     expect_type(comp, (dict,), '"compile"', filepath)
     check_serialized(comp.get("optimizer"), '"compile"["optimizer"]', filepath)
     check_serialized(comp.get("loss"), '"compile"["loss"]', filepath)
-    metrics = expect_type(comp.get("metrics", []), (list,), '"compile"["metrics"]', filepath)
-    for m in metrics:
-        expect_type(m, (str,), '"compile"["metrics"] items', filepath)
+    for key in ("metrics", "weighted_metrics"):
+        where = f'"compile"["{key}"]'
+        for m in expect_type(comp.get(key, []), (list,), where, filepath):
+            if isinstance(m, dict):           # a metric object: its class and settings
+                check_serialized(m, where + " items", filepath)
+            else:
+                expect_type(m, (str,), where + " items", filepath)
     expect_type(comp.get("iterations", 0), (int,), '"compile"["iterations"]', filepath)
     keys = expect_type(comp.get("state_keys", []), (list,), '"compile"["state_keys"]', filepath)
     if len(keys) > len(arrays):

@@ -387,13 +387,16 @@ def _keras_compile_config(model):
         weights = list(model.loss.weights)
         metrics = [[_keras_metric(m) for j, m in model._metric_ids if j == i]
                    for i in range(len(multi))]
+        weighted = [[_keras_metric(m) for j, m in model._weighted_metric_ids if j == i]
+                    for i in range(len(multi))]
     else:
         loss, weights = _keras_loss(model.loss), None
         metrics = [_keras_metric(m) for m in model._metric_ids]
+        weighted = [_keras_metric(m) for m in model._weighted_metric_ids]
     return {"optimizer": _keras_object(_optimizers.serialize(model.optimizer), "keras.optimizers"),
             "loss": loss, "loss_weights": weights, "metrics": metrics or None,
-            "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1,
-            "jit_compile": False}
+            "weighted_metrics": weighted if any(weighted) else None, "run_eagerly": False,
+            "steps_per_execution": 1, "jit_compile": False}
 
 
 # ----- compile settings: Keras -> cconv ---------------------------------------------------------
@@ -452,6 +455,8 @@ def compile_from_keras(model, config):
         else:
             loss = _from_keras_object(loss, _losses.REGISTRY, "loss")
         kwargs = {"metrics": _metric_names(config.get("metrics"))}
+        if config.get("weighted_metrics"):
+            kwargs["weighted_metrics"] = _metric_names(config["weighted_metrics"])
         if config.get("loss_weights") is not None:
             kwargs["loss_weights"] = config["loss_weights"]
         model.compile(optimizer=optimizer, loss=loss, **kwargs)
@@ -1035,6 +1040,7 @@ def load_h5(filepath):
                            "training_config", filepath)
         compile_from_keras(model, {"optimizer": t.get("optimizer_config"), "loss": t.get("loss"),
                                    "metrics": t.get("metrics"),
+                                   "weighted_metrics": t.get("weighted_metrics"),
                                    "loss_weights": t.get("loss_weights")})
     return model
 

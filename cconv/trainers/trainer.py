@@ -120,6 +120,16 @@ DISTRIBUTION_METHODS = ("distribute_data", "on_train_begin", "on_test_begin", "o
                         "reduce_evaluation")
 
 
+def _metric_config(metric):
+    """A compiled metric as JSON: a name as given, a metric object serialised (its class and
+    settings, so ``MeanAbsoluteError(name="x")`` comes back as itself), else its name."""
+    if isinstance(metric, str):
+        return metric
+    if isinstance(metric, _metrics.Metric):
+        return _metrics.serialize(metric)
+    return getattr(metric, "name", getattr(metric, "__name__", repr(metric)))
+
+
 def shape_str(shape):
     """``(None, 28, 28, 1)``-style text for a shape with an optional None."""
     inner = ", ".join("None" if d is None else str(d) for d in shape)
@@ -577,20 +587,21 @@ class Trainer:
         else:
             loss = _losses.serialize(loss)
         config = {"optimizer": _optimizers.serialize(self.optimizer), "loss": loss,
-                  "metrics": [m if isinstance(m, str) else m.name for m in self._metric_ids]}
+                  "metrics": [_metric_config(m) for m in self._metric_ids]}
         weighted = getattr(self, "_weighted_metric_ids", [])
         if weighted:
-            config["weighted_metrics"] = [m if isinstance(m, str) else m.name
-                                          for m in weighted]
+            config["weighted_metrics"] = [_metric_config(m) for m in weighted]
         return config
 
     def compile_from_config(self, config: Config) -> None:
         """Compile from :meth:`get_compile_config`'s result."""
-        extra = ({"weighted_metrics": config["weighted_metrics"]}
+        def metrics(entries):
+            return [_metrics.deserialize(m) if isinstance(m, dict) else m for m in entries]
+        extra = ({"weighted_metrics": metrics(config["weighted_metrics"])}
                  if config.get("weighted_metrics") else {})
         self.compile(optimizer=_optimizers.deserialize(config["optimizer"]),
-                     loss=_losses.deserialize(config["loss"]), metrics=config["metrics"],
-                     **extra)
+                     loss=_losses.deserialize(config["loss"]),
+                     metrics=metrics(config["metrics"]), **extra)
 
     def _make_metrics(self, y_shape):
         """The metric objects, in their initial state: ``metrics`` (unweighted), then
