@@ -909,6 +909,41 @@ __all__ += ["matmul", "add", "subtract", "multiply", "divide", "power", "maximum
             "stop_gradient", "var", "std", "leaky_relu", "cast", "conv", "max_pool",
             "average_pool"]
 
+
+
+def _creation_dtype(dtype):
+    """Keras's rule for new arrays: ``dtype`` if given, else the default float type."""
+    from . import backend as _backend
+    return np.dtype(_backend.floatx() if dtype is None else dtype)
+
+
+def ones(shape, dtype=None) -> np.ndarray:
+    """A new array of ones of ``shape`` (Keras's ``ops.ones``; ``dtype`` defaults to
+    ``cconv.backend.floatx()``, float32)."""
+    return np.ones(shape, dtype=_creation_dtype(dtype))
+
+
+def zeros(shape, dtype=None) -> np.ndarray:
+    """A new array of zeros of ``shape`` (Keras's ``ops.zeros``; ``dtype`` defaults to
+    ``cconv.backend.floatx()``)."""
+    return np.zeros(shape, dtype=_creation_dtype(dtype))
+
+
+def ones_like(x, dtype=None) -> np.ndarray:
+    """Ones of ``x``'s shape and (unless ``dtype`` is given) dtype (Keras's ``ops.ones_like``)."""
+    x = np.asarray(x)
+    return np.ones(x.shape, dtype=x.dtype if dtype is None else np.dtype(dtype))
+
+
+def zeros_like(x, dtype=None) -> np.ndarray:
+    """Zeros of ``x``'s shape and (unless ``dtype`` is given) dtype (Keras's
+    ``ops.zeros_like``)."""
+    x = np.asarray(x)
+    return np.zeros(x.shape, dtype=x.dtype if dtype is None else np.dtype(dtype))
+
+
+__all__ += ["ones", "zeros", "ones_like", "zeros_like"]
+
 # Keras's ``ops.sum`` / ``max`` / ``min`` / ``abs`` are served by name (PEP 562) rather than
 # defined here, where they would shadow the builtins this module's functions use.
 _BUILTIN_NAMES = {

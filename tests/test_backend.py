@@ -100,3 +100,19 @@ def test_is_keras_tensor_get_uid_standardize_dtype():
     keras.backend.clear_session()
     assert [keras.backend.get_uid("x"), keras.backend.get_uid("x")] == [1, 2]
     assert keras.backend.standardize_dtype(np.float64) == "float64"
+
+
+def test_ops_array_creation_follows_floatx():
+    """``cconv.ops.ones`` / ``zeros`` (Keras's ``ops.ones``, used by the Sequential guide) make
+    ``floatx()`` arrays unless given a dtype; the ``*_like`` forms keep the input's dtype."""
+    from cconv import backend, ops
+    assert ops.ones((2, 3)).dtype == np.float32 and ops.ones((2, 3)).tolist() == [[1] * 3] * 2
+    assert ops.zeros((4,), dtype="float64").dtype == np.float64
+    assert ops.ones_like(np.zeros(3, np.int32)).dtype == np.int32
+    assert ops.zeros_like(np.ones((2, 2)), dtype="float32").dtype == np.float32
+    before = backend.floatx()
+    try:
+        backend.set_floatx("float64")
+        assert ops.ones((1,)).dtype == np.float64 and ops.zeros((1,)).dtype == np.float64
+    finally:
+        backend.set_floatx(before)

@@ -96,8 +96,7 @@ CASES = {
         ["encoder", "decoder", "autoencoder", "ensemble_model"],
         ["history", "ensemble_history"], None, True),
     "sequential_model_guide": (
-        ["model", "feature_extractor"], ["history"],
-        "needs keras.ops.ones (cconv.ops.ones) (issue 32)", True),
+        ["model", "feature_extractor"], ["history"], None, True),
     "tf_classification": (["first_model", "model"], ["history"], None, True),
     "tf_data_augmentation": (["model", "augmented_model"], ["history"], None, True),
     "tf_transfer_learning": (["base_model", "model"], ["history", "history_fine"], None, True),
