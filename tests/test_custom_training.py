@@ -603,3 +603,27 @@ def test_saliency_gradient_with_respect_to_a_watched_input():
     got = tape.gradient(score, x)
     assert got.shape == x.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".npz", ".h5"])
+def test_a_function_loss_comes_back_through_custom_objects(tmp_path, suffix):
+    """A model compiled with a plain function loss is saved with the function's name and
+    compiled again on load when ``custom_objects`` (or a registration) names it; the .npz
+    path refused it as an unknown loss class, and .keras files named it 'TapeLoss'."""
+    pytest.importorskip("h5py")
+    from cconv import ops
+
+    def my_loss(y_true, y_pred):
+        return ops.mean(ops.square(y_true - y_pred), axis=-1)
+
+    x = np.ones((6, 4), np.float32)
+    y = np.zeros((6, 2), np.float32)
+    model = cconv.Sequential([cconv.Input((4,)), cconv.layers.Dense(2)])
+    model.compile("sgd", my_loss)
+    model.fit(x, y, verbose=0)
+    path = tmp_path / ("m" + suffix)
+    model.save(path)
+    back = cconv.load_model(path, custom_objects={"my_loss": my_loss})
+    assert back.loss.name == "my_loss"
+    assert back.evaluate(x, y, verbose=0) == pytest.approx(model.evaluate(x, y, verbose=0))
+    back.fit(x, y, verbose=0)        # and it trains

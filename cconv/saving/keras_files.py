@@ -375,7 +375,14 @@ def _keras_model_config(model):
 
 
 def _keras_loss(loss):
-    return None if loss is None else _keras_object(_losses.serialize(loss), "keras.losses")
+    """A compiled loss as Keras writes it: a loss object serialised, a function loss (a
+    ``TapeLoss``, which holds it as ``fn``) by its name, found again through a registered
+    function or ``custom_objects`` when the file is loaded."""
+    if loss is None:
+        return None
+    if callable(getattr(loss, "fn", None)):
+        return loss.name
+    return _keras_object(_losses.serialize(loss), "keras.losses")
 
 
 def _keras_compile_config(model):

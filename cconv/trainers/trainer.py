@@ -97,6 +97,7 @@ from .. import callbacks as _callbacks
 from .. import losses as _losses
 from .. import metrics as _metrics
 from .. import optimizers as _optimizers
+from .. import registry as _registry
 from .. import saving as _saving
 from .._ext.parallel import capped_threads, get_num_threads
 from .._typing import ArrayLike, Config
@@ -335,6 +336,13 @@ def _tape_losses(loss):
     if (callable(loss) and not isinstance(loss, type)
             and getattr(loss, "__module__", None) != _losses.__name__):
         return TapeLoss(loss)
+    name = loss.get("class_name") if isinstance(loss, dict) else loss
+    if isinstance(name, str):
+        # a saved function loss comes back by its name: a registered function or one in
+        # load_model's custom_objects (Keras saves and finds function losses the same way)
+        found = _registry.get_registered_object(name)
+        if callable(found) and not isinstance(found, type):
+            return TapeLoss(found, name)
     return loss
 
 
@@ -599,8 +607,10 @@ class Trainer:
             return [_metrics.deserialize(m) if isinstance(m, dict) else m for m in entries]
         extra = ({"weighted_metrics": metrics(config["weighted_metrics"])}
                  if config.get("weighted_metrics") else {})
-        self.compile(optimizer=_optimizers.deserialize(config["optimizer"]),
-                     loss=_losses.deserialize(config["loss"]),
+        loss = _tape_losses(config["loss"])        # a saved function loss, found by name
+        if not isinstance(loss, TapeLoss):
+            loss = _losses.deserialize(loss)
+        self.compile(optimizer=_optimizers.deserialize(config["optimizer"]), loss=loss,
                      metrics=metrics(config["metrics"]), **extra)
 
     def _make_metrics(self, y_shape):
