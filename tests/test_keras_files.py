@@ -425,3 +425,25 @@ def test_weighted_metrics_survive_keras_files_both_ways(tmp_path, writer):
         back = reader.models.load_model(path)
         got = back.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
         assert {"mae", "weighted_mae", "wmse"} <= set(got), (reader.__name__, got)
+
+
+def test_a_sequential_subclass_comes_back_as_itself_from_keras_files(tmp_path):
+    """A subclass of Sequential is written under its own class name (as Keras writes it) and
+    rebuilt as that class from custom_objects or a registration (without it, a ValueError
+    saying so, as Keras needs the class too); it came back as a plain Sequential."""
+    pytest.importorskip("h5py")
+
+    class Stack(cconv.Sequential):
+        def describe(self):
+            return f"{len(self.layers)} layers"
+
+    model = Stack([cconv.Input((4,)), cconv.layers.Dense(3), cconv.layers.Dense(2)])
+    model.compile("sgd", "mse")
+    path = tmp_path / "m.keras"
+    model.save(path)
+    back = cconv.load_model(path, custom_objects={"Stack": Stack})
+    assert type(back) is Stack and back.describe() == "2 layers"
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(back.predict(x, verbose=0), model.predict(x, verbose=0))
+    with pytest.raises(ValueError, match=r"'Stack'.*custom_objects"):   # as Keras: needs it
+        cconv.load_model(path)

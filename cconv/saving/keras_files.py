@@ -270,12 +270,17 @@ def model_from_keras_config(config):
     """
     kind = config.get("class_name")
     inner = config.get("config") or {}
+    cls = _custom_model_class(config)
+    if cls is not None and not issubclass(cls, Sequential) and "layers" in inner:
+        return model_from_graph_config(inner, _entry_to_layer, cls=cls)
     if kind in ("Functional", "Model") and "layers" in inner:
         return model_from_graph_config(inner, _entry_to_layer)
-    if kind != "Sequential":
-        raise ValueError(f"Cannot rebuild a Keras model of class {kind!r}: only Sequential and "
-                         f"Functional models are supported (a subclassed model's code is not in "
-                         f"its file).")
+    if cls is None and kind != "Sequential":
+        raise ValueError(f"Cannot rebuild a Keras model of class {kind!r}: its code is not in "
+                         f"the file. Pass custom_objects={{{kind!r}: cls}} to load_model (or "
+                         f"register the class with cconv.saving.register_keras_serializable) "
+                         f"when it is a subclass of Sequential or of a functional Model; other "
+                         f"subclassed models cannot be rebuilt from a config.")
     layers = []
     for entry in inner.get("layers", []):
         cfg = entry.get("config") or {}
@@ -283,11 +288,36 @@ def model_from_keras_config(config):
         if not layers and entry["class_name"] != "InputLayer" and shape is not None:
             layers.append(_layers.InputLayer(shape[1:]))   # Keras 2: shape on the first layer
         layers.append(_entry_to_layer(entry))
-    model = Sequential(layers, name=inner.get("name"))
+    model = (cls or Sequential)(layers, name=inner.get("name"))
     build = (config.get("build_config") or {}).get("input_shape")
     if model._declared_input_shape() is not None or build is not None:
         model.build(None if model._declared_input_shape() is not None else build)
     return model
+
+
+def _custom_model_class(config):
+    """The user's model class a Keras config names (a subclass of Sequential, or of Model
+    built as a graph), registered or given in ``custom_objects``; None for Keras's own
+    classes or a name nothing answers."""
+    if config.get("class_name") in ("Sequential", "Functional", "Model"):
+        return None
+    for name in (config.get("registered_name"), config.get("class_name")):
+        found = get_registered_object(name) if name else None
+        if isinstance(found, type) and issubclass(found, Model):
+            return found
+    return None
+
+
+def _model_class_entry(model, builtin):
+    """``(class_name, registered_name, module)`` of a model's Keras config: Keras's own
+    for cconv's classes and for a subclass with its own ``call`` (written as the graph it
+    traced, which Keras rebuilds without the code), the user's class (as Keras writes a
+    subclass of Sequential or of a functional Model) otherwise."""
+    cls = type(model)
+    if cls in (Sequential, Model) or (not issubclass(cls, Sequential) and cls.call is not
+                                      Model.call):
+        return builtin     # a traced subclass (its own call) is written as its graph
+    return cls.__name__, get_registered_name(cls), cls.__module__
 
 
 # ----- layers: cconv -> Keras config ---------------------------------------------------------
@@ -357,17 +387,19 @@ def _keras_model_config(model):
     _build(model)
     if not isinstance(model, Sequential):
         inner = graph_config(model, lambda l: _keras_layer_entry(l, _node_input_shapes(model, l)))
-        out = {"module": "keras.src.models.functional", "class_name": "Functional",
-               "config": inner, "registered_name": "Functional",
-               "build_config": {"input_shape": None}}
+        name, registered, module = _model_class_entry(
+            model, ("Functional", "Functional", "keras.src.models.functional"))
+        out = {"module": module, "class_name": name, "config": inner,
+               "registered_name": registered, "build_config": {"input_shape": None}}
     else:
         entries, shape = [], list(model.input_shape)
         entries.append(_keras_layer_entry(model.inputs[0].node.layer, None))   # its InputLayer
         for layer in model.layers:
             entries.append(_keras_layer_entry(layer, list(layer.input_shape)))
-        out = {"module": "keras", "class_name": "Sequential",
+        name, registered, module = _model_class_entry(model, ("Sequential", None, "keras"))
+        out = {"module": module, "class_name": name,
                "config": {"name": model.name, "trainable": True, "layers": entries},
-               "registered_name": None, "build_config": {"input_shape": shape}}
+               "registered_name": registered, "build_config": {"input_shape": shape}}
     compile_config = _keras_compile_config(model)
     if compile_config is not None:
         out["compile_config"] = compile_config
