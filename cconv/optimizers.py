@@ -255,7 +255,7 @@ class Optimizer:
             if s is None:
                 continue
             for k, v in s.items():
-                if not k.startswith("_") and k not in ("tmp", "clip"):
+                if not k.startswith(("_", "tmp")) and k != "clip":   # not scratch buffers
                     arrays[f"{i}.{k}"] = v
         return self.iterations, arrays
 

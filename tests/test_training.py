@@ -295,3 +295,29 @@ def test_metric_objects_come_back_from_every_model_file(tmp_path, suffix):
         model.evaluate(x, y, verbose=0, return_dict=True)
     precision = [m for m in back._make_metrics(None) if m.name == "precision"][0]
     assert float(np.ravel(precision.thresholds)[0]) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
+def test_summary_counts_optimizer_params_as_keras(optimizer):
+    """After training, Keras's summary adds an "Optimizer params" line (the step count, the
+    learning rate and the slots: Adam's two moments per weight) and counts it in the total;
+    sizes in KB. cconv prints the same numbers."""
+    keras = pytest.importorskip("keras", reason="compares with Keras's summary")
+    import re
+
+    def numbers(lines):
+        text = "\n".join(lines)
+        return {k: int(v.replace(",", "")) for k, v in
+                re.findall(r"(Total|Trainable|Non-trainable|Optimizer) params: ([\d,]+)", text)}
+
+    x, y = np.zeros((4, 6, 6, 1), np.float32), np.zeros((4, 3), np.float32)
+    found = {}
+    for lib in (keras, cconv):
+        model = lib.Sequential([lib.Input((6, 6, 1)), lib.layers.Conv2D(2, 3),
+                                lib.layers.Flatten(), lib.layers.Dense(3)])
+        model.compile(optimizer, "mse")
+        model.fit(x, y, verbose=0)
+        lines = []
+        model.summary(print_fn=lambda s, **kw: lines.append(s))
+        found[lib.__name__] = numbers(lines)
+    assert found["cconv"] == found["keras"]

@@ -939,9 +939,23 @@ class Model(Trainer, _layers.Layer):
         def size(k):
             b = k * itemsize
             return f"{b / 1024:.2f} KB" if b >= 1024 else f"{b:.2f} B"
-        print_fn(f" Total params: {tot:,} ({size(tot)})")
+        weights = tot
+        opt = self._optimizer_param_count()
+        print_fn(f" Total params: {tot + opt:,} ({size(tot + opt)})")
         print_fn(f" Trainable params: {tr:,} ({size(tr)})")
-        print_fn(f" Non-trainable params: {tot - tr:,} ({size(tot - tr)})")
+        print_fn(f" Non-trainable params: {weights - tr:,} ({size(weights - tr)})")
+        if opt:
+            print_fn(f" Optimizer params: {opt:,} ({size(opt)})")
+
+    def _optimizer_param_count(self):
+        """The optimizer's variables once it has taken a step, as Keras's summary counts them
+        (its step count and learning rate, then its slots: Adam's two moments per weight); 0
+        before (Keras shows none for an optimizer not built yet)."""
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is None or not optimizer.iterations:
+            return 0
+        _, slots = optimizer.get_state()
+        return 2 + int(sum(np.size(a) for a in slots.values()))
 
     def layer_nodes(self, layer):
         """``layer``'s nodes (:class:`~cconv.layers.node.Node`: its calls on symbolic tensors)
