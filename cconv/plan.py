@@ -246,12 +246,22 @@ class _NativeSegment:
         # node-by-node calls wait at one barrier per node: a worker that another process
         # preempts stalls the whole call, so their threads come from a load guard
         self.guard = LoadGuard(**INFERENCE)
+        self._by_layers = {}                  # (images, threads) -> node by node?
 
     def _chunks(self, n, threads):
         """``(chunk size, by layers)`` for ``n`` images on ``threads`` threads."""
         chunk = _CHUNK_BYTES // max(1, self.arena_img * self.dtype.itemsize)
         chunk = max(1, min(chunk, _MAX_CHUNK, -(-n // 8)))
         return chunk, -(-n // chunk) < threads and self.work >= _SHARED_WORK
+
+    def _node_by_node(self, n, threads):
+        """Whether ``n`` images on ``threads`` threads run node by node (remembered per
+        pair: every call asks)."""
+        key = (n, threads)
+        found = self._by_layers.get(key)
+        if found is None:
+            found = self._by_layers[key] = self._chunks(n, threads)[1]
+        return found
 
     def _prepare(self, native, n, threads):
         """Chunk size, scheme and threads for ``n`` images (none of them changes a result)."""
@@ -272,7 +282,7 @@ class _NativeSegment:
             self._all.append(native)
         try:
             n, requested = x.shape[0], get_num_threads()
-            timed = requested > 1 and self._chunks(n, requested)[1]   # node by node: guarded
+            timed = requested > 1 and self._node_by_node(n, requested)   # guarded
             threads = self.guard.threads(n, requested) if timed else requested
             key = (n, threads)
             if key != native.key:

@@ -232,15 +232,25 @@ def _check_fit_args(epochs, initial_epoch, validation_split, validation_freq, st
     _check_class_weight(class_weight)
 
 
+_STEP_OWNERS = {}     # (model class, hook) -> the user class defining it, or None
+
+
 def _custom_step_owner(model, hook):
     """The name of the user class (outside cconv) that defines ``hook`` (``train_step``,
-    ``test_step`` or ``predict_step``) for ``model``, or None (cconv's own loop runs)."""
+    ``test_step`` or ``predict_step``) for ``model``, or None (cconv's own loop runs).
+    Answered once per class (``predict_on_batch`` asks on every call)."""
     if hook in vars(model):
         return type(model).__qualname__
-    for cls in type(model).__mro__:
-        if hook in vars(cls):
-            return None if cls.__module__.partition(".")[0] == "cconv" else cls.__qualname__
-    return None
+    key = (type(model), hook)
+    if key not in _STEP_OWNERS:
+        owner = None
+        for cls in type(model).__mro__:
+            if hook in vars(cls):
+                owner = None if cls.__module__.partition(".")[0] == "cconv" else \
+                    cls.__qualname__
+                break
+        _STEP_OWNERS[key] = owner
+    return _STEP_OWNERS[key]
 
 
 def unpack_x_y_sample_weight(data):
