@@ -80,9 +80,22 @@ class BatchNormalization(Layer):
         self.moving_mean = self.moving_mean_initializer(c, self.dtype)
         self.moving_variance = self.moving_variance_initializer(c, self.dtype)
 
+    def inference_scale_offset(self):
+        """``(inv, off)``, per channel, such that inference computes ``x * inv + off``:
+        TensorFlow's form, ``inv = gamma / sqrt(moving_variance + epsilon)`` and
+        ``off = beta - moving_mean * inv``, in the layer's dtype. The one place this fold is
+        written: the layer's inference forward and exporters use it."""
+        t = np.dtype(self.moving_variance.dtype).type
+        inv = 1.0 / np.sqrt(self.moving_variance + t(self.epsilon))
+        if self.gamma is not None:
+            inv = inv * self.gamma
+        off = -self.moving_mean * inv
+        if self.beta is not None:
+            off = off + self.beta
+        return inv, off
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         training = training and self.trainable
-        t = x.dtype.type
         if training:
             # Statistics in float64 (``ops.channel_sum``): a float32 sum over batch x height x
             # width loses ~1e-5 of the mean. The variance is that of x centred on the mean
@@ -103,13 +116,7 @@ class BatchNormalization(Layer):
             if self.beta is not None:
                 y += self.beta
             return y
-        # Inference: TensorFlow's form, x * inv + (beta - mean * inv).
-        inv = 1.0 / np.sqrt(self.moving_variance + t(self.epsilon))
-        if self.gamma is not None:
-            inv = inv * self.gamma
-        off = -self.moving_mean * inv
-        if self.beta is not None:
-            off = off + self.beta
+        inv, off = self.inference_scale_offset()
         self._rstd, self._mode = inv, "infer"
         return x * inv + off
 

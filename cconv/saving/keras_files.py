@@ -954,12 +954,7 @@ def load_keras(filepath):
             argument (the message names the file and what is wrong).
     """
     filepath = os.fspath(filepath)
-    _check_exists(filepath)
-    try:
-        zf = zipfile.ZipFile(filepath)
-    except Exception as exc:   # BadZipFile, or a damaged directory (struct.error, ...)
-        raise ValueError(f"{filepath!r} is not a Keras .keras archive ({type(exc).__name__}: "
-                         f"{str(exc)[:200]}).") from None
+    zf = _open_keras_archive(filepath)
     with zf:
         config = _parse_json(_read_member(zf, "config.json", _JSON_LIMIT, filepath),
                              filepath, "config.json")
@@ -970,6 +965,20 @@ def load_keras(filepath):
         _read_weights(model, f, filepath)
         _read_optimizer(model, f, filepath)
     return model
+
+
+def _open_keras_archive(filepath):
+    """The ``.keras`` zip archive at ``filepath``, open.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: not a zip archive (naming the file).
+    """
+    _check_exists(filepath)
+    try:
+        return zipfile.ZipFile(filepath)
+    except Exception as exc:   # BadZipFile, or a damaged directory (struct.error, ...)
+        raise ValueError(f"{filepath!r} is not a Keras .keras archive ({type(exc).__name__}: "
+                         f"{str(exc)[:200]}).") from None
 
 
 def load_weights_keras(model, filepath):
@@ -985,12 +994,7 @@ def load_weights_keras(model, filepath):
     """
     _build(model)
     filepath = os.fspath(filepath)
-    _check_exists(filepath)
-    try:
-        zf = zipfile.ZipFile(filepath)
-    except Exception as exc:   # BadZipFile, or a damaged directory (struct.error, ...)
-        raise ValueError(f"{filepath!r} is not a Keras .keras archive ({type(exc).__name__}: "
-                         f"{str(exc)[:200]}).") from None
+    zf = _open_keras_archive(filepath)
     with zf:
         weights = _read_member(zf, "model.weights.h5", _weights_limit(model), filepath)
     with _open_h5(io.BytesIO(weights), filepath, ": its model.weights.h5") as f:

@@ -435,13 +435,7 @@ def _batch_norm(g, layer, inputs, out):
     ``off = beta - mean * inv``, computed in the layer's dtype as cconv computes them."""
     (t,) = inputs
     layout = g.preferred(t)
-    dt = np.dtype(layer.moving_variance.dtype).type
-    inv = 1.0 / np.sqrt(layer.moving_variance + dt(layer.epsilon))
-    if layer.gamma is not None:
-        inv = inv * layer.gamma
-    off = -layer.moving_mean * inv
-    if layer.beta is not None:
-        off = off + layer.beta
+    inv, off = layer.inference_scale_offset()
     y = g.add("Mul", [g.get(t, layout), g.sample_constant(inv, t.ndim, layout,
                                                             f"{layer.name}/inv")], layer.name)
     y = g.add("Add", [y, g.sample_constant(off, t.ndim, layout, f"{layer.name}/offset")],
