@@ -53,7 +53,9 @@ WHEEL="$(ls "$WORK"/dist/cconv-*.whl)"
 SDIST_FILES="$(tar -tzf "$SDIST")"
 for must in cconv/_ext/conv.pyx cconv/_ext/pool.pyx cconv/_ext/parallel.pyx cconv/_ext/gemm.h \
             cconv/_ext/conv.pxd cconv/py.typed tests/reference.py README.md setup.py pyproject.toml; do
-    printf '%s\n' "$SDIST_FILES" | grep -qx "cconv-[^/]*/$must" || { echo "sdist lacks $must" >&2; exit 1; }
+    # a here-string, not a pipe: grep -q stops at the first match, and under pipefail the
+    # writer's SIGPIPE then failed the check once the file list grew long
+    grep -qx "cconv-[^/]*/$must" <<< "$SDIST_FILES" || { echo "sdist lacks $must" >&2; exit 1; }
 done
 echo "sdist holds the Cython sources, headers, .pxd files and tests"
 

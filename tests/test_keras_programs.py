@@ -161,9 +161,10 @@ def test_program_trains_and_agrees_with_keras(name, monkeypatch, tmp_path):
     path = PROGRAMS / f"{name}.py"
     source = path.read_text()
 
+    import cconv
     if shutil.which("dot") is None:   # cconv's plot_model draws with Graphviz; not compared
-        import cconv
         monkeypatch.setattr(cconv.utils, "plot_model", lambda *args, **kwargs: None)
+    cconv.utils.set_random_seed(0)     # the programs draw their stand-in data and weights
     ported = run_source(source, path, monkeypatch, tmp_path, "cconv")
     for key in histories:
         losses = np.asarray(ported[key].history["loss"], dtype=float)
@@ -177,6 +178,7 @@ def test_program_trains_and_agrees_with_keras(name, monkeypatch, tmp_path):
         import pydot  # noqa: F401
     except ImportError:  # Keras's plot_model needs pydot; the drawing is not compared
         monkeypatch.setattr(keras.utils, "plot_model", lambda *args, **kwargs: None)
+    keras.utils.set_random_seed(0)
     original = run_source(keras_source(source), path, monkeypatch, tmp_path, "keras")
     for key in models:
         theirs = model_facts(original[key])
