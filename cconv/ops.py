@@ -24,6 +24,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import backend as _backend
 from ._ext import blas as _blas
 from ._ext import conv as _conv
 from ._ext import pool as _poolext
@@ -913,7 +914,6 @@ __all__ += ["matmul", "add", "subtract", "multiply", "divide", "power", "maximum
 
 def _creation_dtype(dtype):
     """Keras's rule for new arrays: ``dtype`` if given, else the default float type."""
-    from . import backend as _backend
     return np.dtype(_backend.floatx() if dtype is None else dtype)
 
 

@@ -2,6 +2,8 @@
 rule, the one finite-difference gradient, and the small models and data sets that several
 test files train."""
 
+import ast
+
 import numpy as np
 import pytest
 
@@ -10,7 +12,7 @@ from cconv import layers as L
 
 __all__ = ["assert_close", "numeric_grad", "small_model", "small_data", "keras_or_skip",
            "tiny_data", "keras_pair", "assert_same_training",
-           "PREPROCESSING_CONFIG_CASES"]
+           "PREPROCESSING_CONFIG_CASES", "private_reads"]
 
 
 def assert_close(actual, expected, dtype, what=""):
@@ -147,3 +149,17 @@ PREPROCESSING_CONFIG_CASES = {
     "Normalization": [dict(), dict(axis=None, mean=2.0, variance=3.0),
                       dict(axis=(1, 3), invert=True), dict(mean=[1.0, 2.0], variance=[3.0, 4.0])],
 }
+
+
+# ----- the package's interfaces ------------------------------------------------------------------
+def private_reads(source):
+    """``(line, expression)`` of each attribute access ``obj._name`` (not a dunder) whose
+    ``obj`` is not the plain name ``self`` or ``cls``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            found.append((node.lineno, ast.unparse(node)))
+    return found

@@ -4,27 +4,15 @@ another object's private attribute (``obj._x`` with ``obj`` not ``self`` or ``cl
 the whole package, so that a new protocol between modules gets a public, documented name
 (Keras's where Keras has one) instead of a private one. The scale-out modules have none at
 all (tests/test_scale_out_interfaces.py)."""
-import ast
 import collections
 import pathlib
 
 import cconv
 
+from ._helpers import private_reads
+
 PACKAGE = pathlib.Path(cconv.__file__).parent
 BUDGET = 40
-
-
-def private_reads(source):
-    """``(line, expression)`` of each attribute access ``obj._name`` (not a dunder) whose
-    ``obj`` is not the plain name ``self`` or ``cls``."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
-                and not node.attr.startswith("__")):
-            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
-                continue
-            found.append((node.lineno, ast.unparse(node)))
-    return found
 
 
 def test_the_count_sees_private_reads():

@@ -2,13 +2,14 @@
 interfaces of the models, layers and metrics they drive: no read of another object's
 private attribute (``obj._x`` with ``obj`` not ``self`` or ``cls``), so the training loop
 can change inside without breaking them (issue 31)."""
-import ast
 import importlib.util
 import pathlib
 
 import pytest
 
 import cconv
+
+from ._helpers import private_reads
 
 PACKAGE = pathlib.Path(cconv.__file__).parent
 SCALE_OUT = ["cconv.distributed", "cconv.dask"]
@@ -22,19 +23,6 @@ def _files():
     if sub.is_dir():
         files += sorted(sub.rglob("*.py"))
     return files
-
-
-def private_reads(source):
-    """``(line, expression)`` of each attribute access ``obj._name`` (not a dunder) whose
-    ``obj`` is not the plain name ``self`` or ``cls``."""
-    found = []
-    for node in ast.walk(ast.parse(source)):
-        if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
-                and not node.attr.startswith("__")):
-            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
-                continue
-            found.append((node.lineno, ast.unparse(node)))
-    return found
 
 
 def test_the_check_sees_private_reads():
