@@ -1,19 +1,29 @@
 """Compile a model into a native inference plan: one GIL-free call per batch instead of one
 Python call (validation, allocation, fork-join) per layer.
 
-A plan is a list of segments. A native segment is a list of nodes (``cconv/_ext/plan.h``),
-each reading the output of an earlier node (by index: graphs fit, not only chains):
+The model's graph (nested models inlined; one input, one output) becomes a list of
+segments. A native segment is a list of nodes (``cconv/_ext/plan.h``), each reading the
+outputs of earlier nodes by index, so any graph fits:
 
-- ``Conv2D`` with its bias and activation applied to each output tile while it is in cache,
-  and a following ``MaxPooling2D``/``AveragePooling2D`` fused in (the convolution's output
-  never reaches a batch-sized buffer when the plan runs by chunks);
-- ``MaxPooling2D``/``AveragePooling2D`` on their own;
-- ``Dense`` with bias and activation (the final softmax included);
-- ``Activation``/``Softmax`` layers, fused into the preceding node when it has none.
+- ``Conv2D`` and ``DepthwiseConv2D`` (a grouped convolution) with an epilogue applied to
+  each output tile while it is in cache: bias, a following ``BatchNormalization`` folded in
+  (scale and shift per channel, from the layer's arrays at each call), a residual ``Add``
+  (its other operand read in place), then the activation; a following
+  ``MaxPooling2D``/``AveragePooling2D`` fused in; a ``ZeroPadding2D`` before it folded into
+  its padding;
+- ``MaxPooling2D``/``AveragePooling2D``, ``GlobalAveragePooling2D``/``GlobalMaxPooling2D``;
+- ``Dense`` with the same epilogue (the final softmax included);
+- ``Add``/``Subtract``/``Multiply``/``Average``/``Maximum``/``Minimum`` of same-shape inputs,
+  ``Concatenate`` on the channels, a ``BatchNormalization`` of its own;
+- ``Activation``/``Softmax``/``ReLU``/``LeakyReLU`` layers, fused into the node before them
+  when they are its output's one reader.
 
-``Flatten`` and inference-mode ``Dropout`` cost nothing (the data does not move). Any other
-layer (``BatchNormalization``, ...) runs through its own ``forward`` between native segments.
-Activations with a native form: linear, relu, sigmoid, tanh, softmax.
+``Flatten`` and inference-mode ``Dropout`` cost nothing (the data does not move). The graph
+is cut where one tensor alone is live; a piece holding a layer without a native node runs
+through its layers' ``forward`` between native segments. Activations with a native form:
+linear, relu, sigmoid, tanh, softmax, relu6, leaky_relu, elu, gelu (both forms), silu,
+hard_sigmoid, hard_silu. Activation arenas are planned from the graph's liveness
+(``_assign_offsets``).
 
 Threads by shape: when the batch gives every thread chunks of images, each thread runs the
 whole network on its chunks (one parallel region, no barrier per layer); with fewer images
@@ -36,6 +46,7 @@ Example::
     y = plan(x)                             # x: (batch,) + input_shape, the model's dtype
 """
 
+import itertools
 import math
 import operator
 import os
@@ -66,13 +77,13 @@ def _enabled():
     return os.environ.get("CCONV_PLAN", "1") != "0"
 
 
-def _conv_algo(layer, shape, out, pads):
-    """"direct", "winograd", "pointwise", "im2col": what ``ops.conv2d`` runs for this layer
-    (``cconv._ext.conv.choose_algorithm``, the one rule), or None (grouped, not direct)."""
-    algo = _conv.choose_algorithm((1,) + tuple(shape), layer.kernel.shape, (1,) + tuple(out),
-                                  layer.strides, layer.dilation_rate, pads, layer.groups,
-                                  layer.dtype)
-    return algo if layer.groups == 1 or algo == "direct" else None
+def _conv_algo(kshape, groups, dtype, shape, out, strides, dilation, pads):
+    """"direct", "winograd", "pointwise", "im2col": what ``ops.conv2d`` runs for this
+    convolution (``cconv._ext.conv.choose_algorithm``, the one rule), or None (grouped, not
+    direct)."""
+    algo = _conv.choose_algorithm((1,) + tuple(shape), tuple(kshape), (1,) + tuple(out),
+                                  strides, dilation, pads, groups, dtype)
+    return algo if groups == 1 or algo == "direct" else None
 
 
 def _finite_or_no_winograd(nodes, x):
@@ -83,122 +94,270 @@ def _finite_or_no_winograd(nodes, x):
         np.isfinite(x).all())
 
 
-def _usable(w, dtype):
-    """A weight the native code can read in place (None: no weight)."""
-    return w is None or (w.dtype == dtype and w.flags.c_contiguous)
+def _usable(dtype, *arrays):
+    """Whether the native code can read every array in place (None: no array)."""
+    return all(w is None or (w.dtype == dtype and w.flags.c_contiguous) for w in arrays)
 
 
-def _act_code(layer, logits=False):
-    """plan.h's code of the layer's activation (linear for ``logits``); None: not native."""
+def _act_spec(act):
+    """``(code, alpha)`` of plan.h's form of an activation object, or None: not native."""
+    name = getattr(act, "name", None)
+    if name == "leaky_relu":
+        return _native.ACTIVATIONS[name], act.negative_slope
+    if name == "elu":
+        return _native.ACTIVATIONS[name], act.alpha
+    if name == "gelu" and getattr(act, "approximate", False):
+        return _native.ACTIVATIONS["gelu_tanh"], 0.0
+    code = _native.ACTIVATIONS.get(name)
+    return None if code is None else (code, 0.0)
+
+
+def _layer_act(layer, logits=False):
+    """``(code, alpha)`` of a layer's activation (linear for ``logits``); None: not native."""
+    if isinstance(layer, _layers.ReLU):         # ReLU and LeakyReLU layers
+        if layer.threshold != 0 or layer.max_value not in (None, 6.0):
+            return None
+        if layer.max_value == 6.0:
+            return (_native.ACTIVATIONS["relu6"], 0.0) if layer.negative_slope == 0 else None
+        if layer.negative_slope == 0:
+            return _native.ACTIVATIONS["relu"], 0.0
+        return _native.ACTIVATIONS["leaky_relu"], layer.negative_slope
     act = getattr(layer, "activation", None)
     if act is None:
         return None
-    return _native.ACTIVATIONS["linear"] if logits else _native.ACTIVATIONS.get(act.name)
+    return (_native.ACTIVATIONS["linear"], 0.0) if logits else _act_spec(act)
+
+
+_MERGES = {_layers.Add: "add", _layers.Subtract: "subtract", _layers.Multiply: "multiply",
+           _layers.Average: "average", _layers.Maximum: "maximum", _layers.Minimum: "minimum"}
+_LINEAR = 0
 
 
 class _Builder:
-    """Collects the nodes of one native segment; ``value`` is the node whose output is the
-    segment's current value (-1: the segment's input) and ``shape`` its sample shape."""
+    """Collects the nodes of one native segment from graph steps ``(layer, input ids, output
+    id, output shape)``. Tensors are known by ids; ``node_of[id]`` is the node that makes
+    it (-1: the segment's input), ``shape_of[id]`` its sample shape. ``uses[id]`` counts the
+    steps (and the model output) that read a tensor, over the whole graph: a node takes a
+    following layer into its epilogue only when that layer is its output's one reader."""
 
-    def __init__(self, shape, training=False):
-        self.nodes, self.value, self.shape, self.in_shape, self.work = [], -1, shape, shape, 0
-        self.training = training
+    def __init__(self, in_id, shape, uses=None, training=False):
+        self.nodes, self.work, self.training = [], 0, training
+        self.in_shape, self.in_id = tuple(shape), in_id
+        self.node_of, self.shape_of = {in_id: -1}, {in_id: tuple(shape)}
+        self.pad_of = {}                      # id -> (source id, zero padding) of ZeroPadding2D
+        self.uses = uses if uses is not None else {}
+        self.out_id = in_id
+        self.steps, self.logits = [], False  # the steps added, whether the last is logits
 
-    def _add(self, node, out_shape, layer=None):
-        node["layer"], node["shapes"] = layer, (tuple(self.shape), tuple(out_shape))
-        node["input"], node["in_size"] = self.value, math.prod(self.shape)
+    @property
+    def shape(self):
+        return self.shape_of[self.out_id]
+
+    def _new(self, node, ins, out_id, out_shape, layer=None):
+        src = [self.node_of[i] for i in ins]
+        node["layer"], node["shapes"] = layer, (self.shape_of[ins[0]], tuple(out_shape))
+        node["input"], node["in_size"] = src[0], math.prod(self.shape_of[ins[0]])
+        node.setdefault("inputs", src)
+        node.setdefault("res", _native.NONE)
+        node.setdefault("act", _LINEAR)
         node["out_size"] = math.prod(out_shape)
         self.nodes.append(node)
-        self.value, self.shape = len(self.nodes) - 1, tuple(out_shape)
-
-    def _last(self, kind):
-        """The node producing the current value if it is of ``kind``, else None."""
-        if self.value >= 0 and self.nodes[self.value]["kind"] == _native.KINDS[kind]:
-            return self.nodes[self.value]
-        return None
-
-    def conv(self, layer, logits=False):
-        out = layer.output_shape[1:]
-        pads = _ops.compute_padding(self.shape[:2], layer.kernel_size, layer.strides,
-                                    layer.padding, layer.dilation_rate)
-        algo = _conv_algo(layer, self.shape, out, (pads[0][0], pads[1][0]))
-        act = _act_code(layer, logits)
-        if algo is None or act is None or not (_usable(layer.kernel, layer.dtype)
-                                               and _usable(layer.bias, layer.dtype)):
-            return False
-        (h, w, c), (kh, kw) = self.shape, layer.kernel_size
-        g = (h, w, c, kh, kw, out[2], out[0], out[1], *layer.strides, *layer.dilation_rate,
-             pads[0][0], pads[1][0], layer.groups)
-        self.work += out[0] * out[1] * out[2] * kh * kw * c // layer.groups
-        self._add({"kind": _native.KINDS["conv"], "act": act, "algo": _native.ALGOS[algo],
-                   "g": g, "w": layer.kernel, "b": layer.bias, "units": out[2],
-                   "mid_size": math.prod(out)}, out, layer)
+        self._set(out_id, len(self.nodes) - 1, out_shape)
         return True
 
-    def pool(self, layer):
-        out = layer.output_shape[1:]
-        pads = _ops.compute_padding(self.shape[:2], layer.pool_size, layer.strides, layer.padding)
-        pg = (*self.shape, *layer.pool_size, out[0], out[1], *layer.strides, pads[0][0],
+    def _set(self, out_id, node, shape):
+        self.node_of[out_id], self.shape_of[out_id] = node, tuple(shape)
+        self.out_id = out_id
+
+    def _sole(self, tensor, *kinds):
+        """The node making ``tensor`` when it is of one of ``kinds`` and ``tensor`` has no
+        other reader (a later layer may join its epilogue), else None."""
+        i = self.node_of.get(tensor, -1)
+        if i < 0 or self.uses.get(tensor, 1) != 1:
+            return None
+        node = self.nodes[i]
+        return node if node["kind"] in [_native.KINDS[k] for k in kinds] else None
+
+    def conv(self, layer, ins, out_id, out, logits=False):
+        x = ins[0]
+        pad = ((0, 0), (0, 0))
+        if x in self.pad_of:                        # a ZeroPadding2D folded into the padding
+            x, pad = self.pad_of[x]
+        shape = self.shape_of[x]
+        padded = (shape[0] + sum(pad[0]), shape[1] + sum(pad[1]))
+        if isinstance(layer, _layers.DepthwiseConv2D):
+            (kh, kw, c, m), groups = layer.kernel.shape, shape[2]
+            kshape = (kh, kw, 1, c * m)
+        else:
+            kshape, groups = layer.kernel.shape, layer.groups
+        pads = _ops.compute_padding(padded, layer.kernel_size, layer.strides, layer.padding,
+                                    layer.dilation_rate)
+        pt, pl = pads[0][0] + pad[0][0], pads[1][0] + pad[1][0]
+        algo = _conv_algo(kshape, groups, layer.dtype, shape, out, layer.strides,
+                          layer.dilation_rate, (pt, pl))
+        act = _layer_act(layer, logits)
+        if (algo is None or act is None or not _usable(layer.dtype, layer.kernel, layer.bias)
+                or (self.training and pad != ((0, 0), (0, 0)))):
+            return False
+        (h, w, c), (kh, kw) = shape, layer.kernel_size
+        g = (h, w, c, kh, kw, out[2], out[0], out[1], *layer.strides, *layer.dilation_rate,
+             pt, pl, groups)
+        self.work += out[0] * out[1] * out[2] * kh * kw * c // groups
+        self.shape_of.setdefault(x, shape)
+        return self._new({"kind": _native.KINDS["conv"], "act": act[0], "alpha": act[1],
+                          "algo": _native.ALGOS[algo], "g": g, "w": layer.kernel,
+                          "b": layer.bias, "units": out[2], "mid_size": math.prod(out)},
+                         [x], out_id, out, layer)
+
+    def pool(self, layer, ins, out_id, out):
+        shape = self.shape_of[ins[0]]
+        pads = _ops.compute_padding(shape[:2], layer.pool_size, layer.strides, layer.padding)
+        pg = (*shape, *layer.pool_size, out[0], out[1], *layer.strides, pads[0][0],
               pads[1][0])
         kind = _native.POOLS["max" if isinstance(layer, _layers.MaxPooling2D) else "avg"]
         self.work += math.prod(out) * layer.pool_size[0] * layer.pool_size[1]
-        conv = self._last("conv")
-        if self.training and kind == _native.POOLS["avg"]:
-            conv = None          # its gradient would need the whole conv output
-        if conv is not None and not conv.get("pool"):      # fuse: pool the conv's output in cache
+        conv = self._sole(ins[0], "conv")
+        if conv is not None and (conv.get("pool") or conv["res"] != _native.NONE
+                                 or (self.training and kind == _native.POOLS["avg"])):
+            conv = None          # (training: an average pool's gradient needs the conv output)
+        if conv is not None:     # fuse: pool the conv's output in cache
             conv["pool"], conv["pg"], conv["out_size"] = kind, pg, math.prod(out)
             conv["shapes"] = (conv["shapes"][0], tuple(out))
             conv["pool_layer"] = layer
-            self.shape = tuple(out)
+            self._set(out_id, self.node_of[ins[0]], out)
             return True
-        self._add({"kind": _native.KINDS["pool"], "pool": kind, "pg": pg}, out, layer)
-        return True
+        return self._new({"kind": _native.KINDS["pool"], "pool": kind, "pg": pg}, ins, out_id,
+                         out, layer)
 
-    def dense(self, layer, logits=False):
-        act = _act_code(layer, logits)
-        if act is None or not (_usable(layer.kernel, layer.dtype)
-                               and _usable(layer.bias, layer.dtype)):
+    def dense(self, layer, ins, out_id, out, logits=False):
+        act = _layer_act(layer, logits)
+        shape = self.shape_of[ins[0]]
+        if act is None or not _usable(layer.dtype, layer.kernel, layer.bias):
             return False
-        rows, k = math.prod(self.shape[:-1]), self.shape[-1]
+        rows, k = math.prod(shape[:-1]), shape[-1]
         self.work += rows * k * layer.units
-        self._add({"kind": _native.KINDS["dense"], "act": act, "rows": rows, "K": k,
-                   "units": layer.units, "w": layer.kernel, "b": layer.bias},
-                  self.shape[:-1] + (layer.units,), layer)
-        return True
+        return self._new({"kind": _native.KINDS["dense"], "act": act[0], "alpha": act[1],
+                          "rows": rows, "K": k, "units": layer.units, "w": layer.kernel,
+                          "b": layer.bias}, ins, out_id, out, layer)
 
-    def activation(self, layer, logits=False):
-        act = _act_code(layer, logits)
+    def activation(self, layer, ins, out_id, out, logits=False):
+        act = _layer_act(layer, logits)
         if act is None:
             return False
-        if act == _native.ACTIVATIONS["linear"]:
+        if act[0] == _LINEAR:
+            self._set(out_id, self.node_of[ins[0]], out)
             return True
-        node = self._last("conv") or self._last("dense")
-        if node is not None and not node.get("pool") and node["act"] == 0:
-            node["act"] = act                               # fuse into the epilogue
+        node = self._sole(ins[0], "conv", "dense", "merge", "affine", "gpool", "concat")
+        if node is not None and not node.get("pool") and node["act"] == _LINEAR:
+            node["act"], node["alpha"] = act                  # fuse into the epilogue
+            self._set(out_id, self.node_of[ins[0]], out)
             return True
-        self._add({"kind": _native.KINDS["act"], "act": act, "units": self.shape[-1]},
-                  self.shape, layer)
+        return self._new({"kind": _native.KINDS["act"], "act": act[0], "alpha": act[1],
+                          "units": out[-1]}, ins, out_id, out, layer)
+
+    def batch_norm(self, layer, ins, out_id, out):
+        """Inference: folded into the epilogue of the conv or dense node before it (its
+        output's one reader), else a node of its own."""
+        bn = (layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance)
+        if self.training or not _usable(layer.dtype, *bn):
+            return False
+        node = self._sole(ins[0], "conv", "dense")
+        if (node is not None and not node.get("pool") and node["act"] == _LINEAR
+                and node["res"] == _native.NONE and "bn" not in node):
+            node["bn"], node["eps"] = bn, float(layer.epsilon)
+            self._set(out_id, self.node_of[ins[0]], out)
+            return True
+        return self._new({"kind": _native.KINDS["affine"], "bn": bn,
+                          "eps": float(layer.epsilon), "units": out[-1]}, ins, out_id, out,
+                         layer)
+
+    def merge(self, layer, ins, out_id, out):
+        shapes = {self.shape_of[i] for i in ins}
+        if (self.training or len(shapes) != 1 or len(ins) > _native.MAX_INPUTS
+                or any(i in self.pad_of for i in ins)):
+            return False              # broadcasting merges run as layers
+        op = _MERGES[type(layer)]
+        if op == "add" and len(ins) == 2:
+            # the residual Add: into the epilogue of whichever operand's node runs later
+            # (the other operand is ready by then)
+            later = max(ins, key=lambda i: self.node_of[i])
+            other = ins[1] if later == ins[0] else ins[0]
+            node = self._sole(later, "conv", "dense")
+            if (node is not None and not node.get("pool") and node["act"] == _LINEAR
+                    and node["res"] == _native.NONE and later != other):
+                node["res"] = self.node_of[other]
+                self._set(out_id, self.node_of[later], out)
+                return True
+        return self._new({"kind": _native.KINDS["merge"], "merge": _native.MERGES[op],
+                          "units": out[-1]}, ins, out_id, out, layer)
+
+    def concat(self, layer, ins, out_id, out):
+        shapes = [self.shape_of[i] for i in ins]
+        rank = len(out)
+        if (self.training or layer.axis not in (-1, rank) or len(ins) > _native.MAX_INPUTS
+                or any(i in self.pad_of for i in ins)):
+            return False
+        return self._new({"kind": _native.KINDS["concat"], "units": out[-1],
+                          "widths": [s[-1] for s in shapes]}, ins, out_id, out, layer)
+
+    def global_pool(self, layer, ins, out_id, out):
+        shape = self.shape_of[ins[0]]
+        if self.training:
+            return False
+        self.work += math.prod(shape)
+        kind = _native.POOLS["max" if isinstance(layer, _layers.GlobalMaxPooling2D) else "avg"]
+        return self._new({"kind": _native.KINDS["gpool"], "pool": kind, "units": shape[-1]},
+                         ins, out_id, out, layer)
+
+    def zero_padding(self, layer, ins, out_id, out, readers):
+        """Folded into the padding of the convolutions that read it (its only readers)."""
+        if (self.training or ins[0] in self.pad_of or not readers
+                or not all(type(r) in (_layers.Conv2D, _layers.DepthwiseConv2D)
+                           for r in readers)):
+            return False
+        self.pad_of[out_id] = (ins[0], tuple(tuple(p) for p in layer.padding))
+        self.shape_of[out_id] = tuple(out)
+        self.out_id = out_id
         return True
 
-    def add(self, layer, logits=False):
-        """Append ``layer`` (its ``forward_logits`` when ``logits``); False when it has no
-        native node."""
-        if isinstance(layer, (_layers.Flatten, _layers.Dropout, _layers.InputLayer)):
-            self.shape = layer.output_shape[1:]          # the data does not move
+    def add(self, layer, ins, out_id, out, logits=False, readers=()):
+        """Append the step ``layer(ins) -> out_id`` of output shape ``out`` (its
+        ``forward_logits`` when ``logits``); False when it has no native node."""
+        out = tuple(out)
+        kind = type(layer)
+        if isinstance(layer, (_layers.Flatten, _layers.InputLayer)) or (
+                kind is _layers.Dropout and (not self.training or layer.rate == 0)):
+            if ins[0] in self.pad_of:
+                return False
+            self._set(out_id, self.node_of[ins[0]], out)     # the data does not move
             return True
-        if type(layer) is _layers.Conv2D:
-            return self.conv(layer, logits)
-        if type(layer) in (_layers.MaxPooling2D, _layers.AveragePooling2D):
-            return self.pool(layer)
-        if type(layer) is _layers.Dense:
-            return self.dense(layer, logits)
-        if type(layer) in (_layers.Activation, _layers.Softmax):
-            return self.activation(layer, logits)
+        if kind is _layers.ZeroPadding2D:
+            return self.zero_padding(layer, ins, out_id, out, readers)
+        if any(i in self.pad_of for i in ins) and kind not in (_layers.Conv2D,
+                                                                _layers.DepthwiseConv2D):
+            return False
+        if kind is _layers.Conv2D or (kind is _layers.DepthwiseConv2D and not self.training):
+            return self.conv(layer, ins, out_id, out, logits)
+        if kind in (_layers.MaxPooling2D, _layers.AveragePooling2D):
+            return self.pool(layer, ins, out_id, out)
+        if kind is _layers.Dense:
+            return self.dense(layer, ins, out_id, out, logits)
+        if kind in (_layers.Activation, _layers.Softmax, _layers.ReLU, _layers.LeakyReLU):
+            return self.activation(layer, ins, out_id, out, logits)
+        if kind is _layers.BatchNormalization:
+            return self.batch_norm(layer, ins, out_id, out)
+        if kind in _MERGES:
+            return self.merge(layer, ins, out_id, out)
+        if kind is _layers.Concatenate:
+            return self.concat(layer, ins, out_id, out)
+        if kind in (_layers.GlobalAveragePooling2D, _layers.GlobalMaxPooling2D):
+            return self.global_pool(layer, ins, out_id, out)
         return False
 
     def finish(self, dtype):
-        """The segment as a :class:`_NativeSegment` (None when it has no node)."""
-        if not self.nodes or self.value != len(self.nodes) - 1:
+        """The segment as a :class:`_NativeSegment` (None when it has no node, or its output
+        is not its last node's)."""
+        if not self.nodes or self.node_of.get(self.out_id) != len(self.nodes) - 1:
             return None
         arena = _assign_offsets(self.nodes)
         mid = max([n.get("mid_size", 0) for n in self.nodes if n.get("pool")] or [0])
@@ -209,12 +368,21 @@ class _Builder:
         return seg
 
 
+def _reads(node):
+    """The nodes whose outputs ``node`` reads (-1: the plan's input)."""
+    reads = list(node["inputs"])
+    if node["res"] != _native.NONE:
+        reads.append(node["res"])
+    return reads
+
+
 def _assign_offsets(nodes):
     """Give every node but the last an offset (elements per image) in the arena, reusing the
     space of outputs no later node reads; returns the arena's elements per image."""
     last_use = {}
     for i, node in enumerate(nodes):
-        last_use[node["input"]] = i
+        for r in _reads(node):
+            last_use[r] = i
     live, top = [], 0                  # (offset, size, node) of outputs still to be read
     for i, node in enumerate(nodes):
         live = [b for b in live if last_use.get(b[2], -1) >= i]
@@ -306,20 +474,27 @@ class _NativeSegment:
 
 
 class _LayerSegment:
-    """Layers without a native node, run by their own ``forward`` in inference mode (the
-    last one's ``forward_logits`` when ``logits``)."""
+    """Graph steps without a native node, run by their layers' ``forward`` in inference
+    mode (the last step's ``forward_logits`` when ``logits``): ``steps`` as
+    :func:`_flat_graph`'s, reading tensor ``in_id`` and giving tensor ``out_id``."""
 
-    def __init__(self, layers, logits=False):
-        self.layers, self.logits = list(layers), logits
+    def __init__(self, steps, in_id, out_id, logits=False):
+        self.steps, self.in_id, self.out_id, self.logits = list(steps), in_id, out_id, logits
+
+    @property
+    def layers(self):
+        return [s[0] for s in self.steps]
 
     def __call__(self, x):
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
+        vals = {self.in_id: x}
+        last = len(self.steps) - 1
+        for i, (layer, ins, out, multi, _) in enumerate(self.steps):
+            arg = [vals[t] for t in ins] if multi else vals[ins[0]]
             if i == last and self.logits:
-                x = layer.forward_logits(x, False)
+                vals[out] = layer.forward_logits(arg, False)
             else:
-                x = layer.forward(x, False)
-        return x
+                vals[out] = layer.forward(arg, False)
+        return vals[self.out_id]
 
 
 class Plan:
@@ -369,14 +544,6 @@ class Plan:
         return sum(s.buffer_bytes for s in self.segments if isinstance(s, _NativeSegment))
 
 
-def _flush(builder, pending, segments, dtype):
-    seg = builder.finish(dtype) if builder is not None else None
-    if seg is not None:
-        segments.append(seg)
-    elif builder is not None and pending:
-        segments.append(_LayerSegment(pending))     # only data-free layers: run as layers
-
-
 def _any_size(shape):
     """Whether an input shape has a size known only at call time (None past the batch
     axis; ``Input(shape=(None, None, 3))``): such a model runs layer by layer."""
@@ -384,40 +551,133 @@ def _any_size(shape):
     return any(d is None for s in shapes for d in tuple(s)[1:])
 
 
+def _flat_graph(model):
+    """``(steps, input ids, output ids)`` of a built model with its nested models inlined:
+    ``steps`` lists ``(layer, input ids, output id, multi, output sample shape)`` in
+    execution order (``multi``: the layer takes a list). Tensors are numbered: the inputs
+    first. None when a nested model has several outputs."""
+    count = itertools.count(len(model._inputs))
+
+    def inline(m, in_ids):
+        slots, steps = dict(enumerate(in_ids)), []
+        for node, ins, out, _ in m._plan:
+            layer, ids = node.layer, [slots[s] for s in ins]
+            if hasattr(layer, "_plan") and hasattr(layer, "_out_slots"):   # a nested model
+                inner = inline(layer, ids)
+                if inner is None or len(inner[1]) != 1:
+                    return None
+                steps += inner[0]
+                slots[out] = inner[1][0]
+                continue
+            slots[out] = next(count)
+            steps.append((layer, ids, slots[out], node.multi,
+                          tuple(node.outputs[0].shape[1:])))
+        return steps, [slots[s] for s in m._out_slots]
+
+    ins = list(range(len(model._inputs)))
+    flat = inline(model, ins)
+    return None if flat is None else (flat[0], ins, flat[1])
+
+
+def _pieces(steps, in_id):
+    """Cut ``steps`` where one tensor alone is live (every later step reads only it or what
+    comes after it): ``[(first, end, input id, output id)]``, each piece a one-input,
+    one-output graph that can run on its own (natively or layer by layer)."""
+    last_use = {}
+    for i, (_, ins, _, _, _) in enumerate(steps):
+        for t in ins:
+            last_use[t] = i
+    pieces, start, live, cur_in = [], 0, {in_id}, in_id
+    for i, (_, _, out, _, _) in enumerate(steps):
+        live = {t for t in live if last_use.get(t, -1) > i}
+        live.add(out)
+        if live == {out}:
+            pieces.append((start, i + 1, cur_in, out))
+            start, cur_in = i + 1, out
+    return pieces
+
+
+def _readers(steps):
+    """Tensor id -> the layers that read it."""
+    readers = {}
+    for layer, ins, _, _, _ in steps:
+        for t in ins:
+            readers.setdefault(t, []).append(layer)
+    return readers
+
+
+def _build_piece(builder, steps, piece, readers, logits_at):
+    """Add the steps of ``piece`` to ``builder``; False at the first without a native
+    node."""
+    first, end = piece[0], piece[1]
+    for i in range(first, end):
+        layer, ins, out, _, shape = steps[i]
+        if not builder.add(layer, ins, out, shape, i == logits_at, readers.get(out, ())):
+            return False
+        builder.steps.append(steps[i])
+        builder.logits = i == logits_at
+    return True
+
+
 def compile_plan(model, logits=False):
     """Compile a built model's inference path; returns a :class:`Plan`, or None when no
-    layer has a native node (then the layer-by-layer path is as fast) or the model is a graph
-    that is not a chain (``model.chain_layers()`` is None: several inputs or outputs, a
-    merge, a branch, a shared layer), which runs node by node.
+    layer has a native node (then the layer-by-layer path is as fast) or the model has
+    several inputs or outputs (it runs node by node).
+
+    The graph (nested models inlined) is cut where one tensor alone is live; a piece whose
+    every layer has a native node joins the native segment being built, any other piece
+    runs layer by layer between native segments.
     ``logits=True`` compiles the path that stops before the last layer's activation (the
     model's ``_forward(x, False, logits=True)``, for a loss fused with it)."""
     shape = model.input_shape          # builds the model first if needed
-    chain = model.chain_layers()
-    if chain is None or _any_size(shape):
+    if isinstance(shape, list) or _any_size(shape):
         return None
-    dtype, shape = model.dtype, shape[1:]
-    segments, builder, pending, native, fallback, weights = [], None, [], [], [], []
-    last = len(chain) - 1
-    for i, layer in enumerate(chain):
-        if builder is None:
-            builder, pending = _Builder(shape), []
-        if builder.add(layer, logits and i == last):
-            pending.append(layer)
-            native.append(layer.name)
-            weights += [(layer, n, getattr(layer, n)) for n in layer.weight_names]
-        else:
-            _flush(builder, pending, segments, dtype)
-            builder = None
-            if not segments or not isinstance(segments[-1], _LayerSegment):
-                segments.append(_LayerSegment([]))
-            segments[-1].layers.append(layer)
-            segments[-1].logits = logits and i == last
-            fallback.append(layer.name)
-        shape = layer.output_shape[1:]
-    _flush(builder, pending, segments, dtype)
+    flat = _flat_graph(model)
+    if flat is None or len(flat[1]) != 1 or len(flat[2]) != 1 or not flat[0]:
+        return None
+    steps, (in_id,), (out_id,) = flat
+    if steps[-1][2] != out_id:
+        return None
+    uses, readers = {out_id: 1}, _readers(steps)
+    for t, rs in readers.items():
+        uses[t] = uses.get(t, 0) + len(rs)
+    dtype, logits_at = model.dtype, len(steps) - 1 if logits else -1
+    segments, builder, native, fallback, weights = [], None, [], [], []
+    shapes = {in_id: tuple(shape[1:])}
+    shapes.update((s[2], s[4]) for s in steps)
+    for piece in _pieces(steps, in_id):
+        trial = _Builder(piece[2], shapes[piece[2]], uses)
+        piece_layers = [s[0] for s in steps[piece[0]:piece[1]]]
+        if _build_piece(trial, steps, piece, readers, logits_at):
+            if builder is None:
+                builder = _Builder(piece[2], shapes[piece[2]], uses)
+            _build_piece(builder, steps, piece, readers, logits_at)
+            native += [l.name for l in piece_layers]
+            weights += [(l, n, getattr(l, n)) for l in piece_layers for n in l.weight_names]
+            continue
+        _flush(builder, segments, dtype)
+        builder = None
+        if not segments or not isinstance(segments[-1], _LayerSegment):
+            segments.append(_LayerSegment([], piece[2], piece[3]))
+        segments[-1].steps += steps[piece[0]:piece[1]]
+        segments[-1].out_id = piece[3]
+        segments[-1].logits = piece[1] - 1 == logits_at
+        fallback += [l.name for l in piece_layers]
+    _flush(builder, segments, dtype)
     if not any(isinstance(s, _NativeSegment) for s in segments):
         return None
     return Plan(segments, weights, native, fallback, model.layers, tuple(model.input_shape[1:]))
+
+
+def _flush(builder, segments, dtype):
+    """Append the builder's native segment; a builder of data-free steps only (Flatten,
+    ...) or whose output is not its last node's runs its steps as layers."""
+    if builder is None:
+        return
+    seg = builder.finish(dtype)
+    if seg is None:
+        seg = _LayerSegment(builder.steps, builder.in_id, builder.out_id, builder.logits)
+    segments.append(seg)
 
 
 def _cached(model, key, compile_fn, *args):
@@ -467,7 +727,7 @@ def _trainable_nodes(builder, chain, logits):
             return False
         if layer.weights and not (layer.trainable and layer.trainable_weights):
             return False
-        if not builder.add(layer, logits and i == last):
+        if not builder.add(layer, [i], i + 1, layer.output_shape[1:], logits and i == last):
             return False
     return builder.nodes and all(n.get("act", 0) in _TRAIN_ACTS for n in builder.nodes)
 
@@ -546,8 +806,9 @@ def compile_train_plan(model, logits=False):
     chain = model.chain_layers()
     if chain is None or _any_size(model.input_shape):   # no chain: layer by layer
         return None
-    builder = _Builder(model.input_shape[1:], training=True)
-    if (not _trainable_nodes(builder, chain, logits) or builder.value != len(builder.nodes) - 1
+    builder = _Builder(0, model.input_shape[1:], training=True)
+    if (not _trainable_nodes(builder, chain, logits)
+            or builder.node_of[builder.out_id] != len(builder.nodes) - 1
             or not any(n.get("w") is not None for n in builder.nodes)):
         return None
     checks = [(model, "_gflat", getattr(model, "_gflat", None))]

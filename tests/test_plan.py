@@ -171,25 +171,45 @@ def test_models_bit_identical_across_threads(make):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fallback_layers_run_inside_the_plan(dtype):
+    # Rescaling and a ReLU with a threshold have no native node
     model = _model([L(Input, (10, 10, 2)), L(Conv2D, 8, 3, activation="relu"),
-                    L(BatchNormalization), L(Dropout, 0.5), L(MaxPooling2D, 2),
-                    L(ReLU, negative_slope=0.1), L(Flatten), L(Dense, 3, activation="softmax")],
+                    L(cconv.layers.Rescaling, 0.5, 0.1), L(Dropout, 0.5), L(MaxPooling2D, 2),
+                    L(ReLU, threshold=0.1), L(Flatten), L(Dense, 3, activation="softmax")],
                    dtype)
-    bn = model.layers[1]
-    bn.moving_mean[...] = 0.3
-    bn.moving_variance[...] = 2.0
     plan = _check(model)
-    assert plan.fallback_layers == [bn.name, model.layers[4].name]
+    assert plan.fallback_layers == [model.layers[1].name, model.layers[4].name]
     assert [type(s).__name__ for s in plan.segments] == [
         "_NativeSegment", "_LayerSegment", "_NativeSegment", "_LayerSegment", "_NativeSegment"]
 
 
-@pytest.mark.parametrize("batch, threads", [(1, 2), (1, 3), (3, 4)])
-def test_shared_scheme_equals_chunks(monkeypatch, batch, threads):
-    model = cconv.models.tutorial_cnn(compile=False)
-    x = np.random.default_rng(0).standard_normal((batch, 32, 32, 3)).astype(np.float32)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_and_relu_layers_are_native(dtype):
+    model = _model([L(Input, (10, 10, 2)), L(Conv2D, 8, 3), L(BatchNormalization),
+                    L(ReLU, negative_slope=0.1), L(Dropout, 0.5), L(MaxPooling2D, 2),
+                    L(BatchNormalization), L(ReLU, 6.0), L(Flatten),
+                    L(Dense, 3, activation="softmax")], dtype)
+    rng = np.random.default_rng(2)
+    for bn in (model.layers[1], model.layers[5]):
+        bn.moving_mean[...] = rng.standard_normal(bn.moving_mean.shape)
+        bn.moving_variance[...] = rng.uniform(0.5, 2, bn.moving_variance.shape)
+        bn.gamma[...] = rng.uniform(0.5, 2, bn.gamma.shape)
+        bn.beta[...] = rng.standard_normal(bn.beta.shape)
+    plan = _check(model)
+    assert plan.fallback_layers == []
+    kinds = [n["kind"] for n in plan.segments[0].native_nodes]
+    # the first batch norm and leaky ReLU join the convolution (and its pool); the second,
+    # after the pool, is a node of its own with the ReLU6 in its epilogue
+    assert kinds == [cplan._native.KINDS[k] for k in ("conv", "affine", "dense")]
+    # the fold follows the layer's arrays changed in place
+    model.layers[1].moving_mean[...] += 1.0
+    _check(model, threads=(1, 2))
+
+
+def _assert_schemes_agree(monkeypatch, model, x, threads):
+    """Node by node (threads sharing each node) gives the bits of chunks by thread."""
     cconv.set_num_threads(threads)
     monkeypatch.setattr(cplan, "_SHARED_WORK", 1 << 62)       # never by layers
+    model._plans = {}
     by_chunks = model.predict_on_batch(x)
     assert not cplan.get_plan(model).segments[0].native.by_layers
     monkeypatch.setattr(cplan, "_SHARED_WORK", 0)
@@ -197,6 +217,13 @@ def test_shared_scheme_equals_chunks(monkeypatch, batch, threads):
     by_layers = model.predict_on_batch(x)
     assert cplan.get_plan(model).segments[0].native.by_layers
     np.testing.assert_array_equal(by_layers, by_chunks)
+
+
+@pytest.mark.parametrize("batch, threads", [(1, 2), (1, 3), (3, 4)])
+def test_shared_scheme_equals_chunks(monkeypatch, batch, threads):
+    model = cconv.models.tutorial_cnn(compile=False)
+    x = np.random.default_rng(0).standard_normal((batch, 32, 32, 3)).astype(np.float32)
+    _assert_schemes_agree(monkeypatch, model, x, threads)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -441,7 +468,7 @@ def test_opt_out(monkeypatch):
 
 
 def test_unplannable_model_has_no_plan():
-    model = _model([L(Input, (4,)), L(ReLU, negative_slope=0.2), L(Flatten)], "float32")
+    model = _model([L(Input, (4,)), L(ReLU, threshold=0.2), L(Flatten)], "float32")
     assert cplan.compile_plan(model) is None
     x = np.ones((3, 4), np.float32)
     np.testing.assert_array_equal(model.predict(x), _layer_path(model, x))
@@ -677,10 +704,11 @@ def test_functional_chain_trains_through_the_plan():
         np.testing.assert_array_equal(a, b)
 
 
-def test_graph_that_is_no_chain_runs_node_by_node():
+def test_graph_that_is_no_chain_predicts_natively_and_trains_node_by_node():
     model = _residual()
     assert model.chain_layers() is None
-    assert cplan.compile_plan(model) is None and cplan.get_plan(model) is None
+    plan = _check(model)
+    assert plan.fallback_layers == [] and cplan.get_plan(model) is not None
     model.compile(optimizer="sgd", loss="categorical_crossentropy")
     assert cplan.compile_train_plan(model, True) is None
     x = np.random.default_rng(1).standard_normal((4, 8, 8, 2)).astype(np.float32)
@@ -696,3 +724,141 @@ def test_graph_model_pickles(make):
     y = model.predict(x, verbose=0)
     clone = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(clone.predict(x, verbose=0), y)
+
+
+# ----- graph plans ------------------------------------------------------------------------------
+def _randomize_batch_norms(model, seed=5):
+    """Moving statistics, gamma and beta away from their initial values (a fold of the
+    initial ones is nearly the identity)."""
+    rng = np.random.default_rng(seed)
+    for bn in model.layers:
+        if isinstance(bn, BatchNormalization):
+            c = bn.moving_mean.shape
+            bn.moving_mean[...] = rng.standard_normal(c) * 0.3
+            bn.moving_variance[...] = rng.uniform(0.5, 2.0, c)
+            bn.gamma[...] = rng.uniform(0.5, 1.5, c)
+            bn.beta[...] = rng.standard_normal(c) * 0.3
+
+
+def _kinds(plan):
+    names = {v: k for k, v in cplan._native.KINDS.items()}
+    return [names[n["kind"]] for s in plan.segments if hasattr(s, "native_nodes")
+            for n in s.native_nodes]
+
+
+def _resnet_block(dtype="float32"):
+    layers = cconv.layers
+    inputs = cconv.Input((12, 12, 4), dtype=dtype)
+    x = Conv2D(8, 3, padding="same", use_bias=False, dtype=dtype)(inputs)
+    x = BatchNormalization(dtype=dtype)(x)
+    x = ReLU(dtype=dtype)(x)
+    y = Conv2D(8, 3, strides=2, padding="same", dtype=dtype)(x)
+    y = BatchNormalization(dtype=dtype)(y)
+    y = ReLU(dtype=dtype)(y)
+    y = Conv2D(8, 3, padding="same", dtype=dtype)(y)
+    y = BatchNormalization(dtype=dtype)(y)
+    s = Conv2D(8, 1, strides=2, dtype=dtype)(x)
+    s = BatchNormalization(dtype=dtype)(s)
+    x = layers.Add(dtype=dtype)([y, s])
+    x = Activation("relu", dtype=dtype)(x)
+    x = layers.GlobalAveragePooling2D(dtype=dtype)(x)
+    model = cconv.Model(inputs, Dense(5, activation="softmax", dtype=dtype)(x))
+    _randomize_batch_norms(model)
+    return model
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_residual_network_runs_as_one_native_segment(dtype):
+    model = _resnet_block(dtype)
+    plan = _check(model, batches=(1, 7, 40))
+    assert plan.fallback_layers == [] and len(plan.segments) == 1
+    # every batch norm folded into its convolution, the Add (+ ReLU) into the epilogue of
+    # the convolution that runs later
+    assert _kinds(plan) == ["conv", "conv", "conv", "conv", "gpool", "dense"]
+    assert sum(n["res"] != cplan._native.NONE for n in plan.segments[0].native_nodes) == 1
+
+
+def test_residual_network_by_layers_equals_by_chunks(monkeypatch):
+    x = np.random.default_rng(4).standard_normal((1, 12, 12, 4)).astype(np.float32)
+    _assert_schemes_agree(monkeypatch, _resnet_block(), x, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_depthwise_separable_network_with_zero_padding_is_native(dtype):
+    layers = cconv.layers
+    model = _model([L(Input, (17, 17, 3)), L(Conv2D, 8, 3, strides=2, padding="same"),
+                    L(BatchNormalization), L(ReLU, 6.0),
+                    L(layers.ZeroPadding2D, ((0, 1), (0, 1))),
+                    L(layers.DepthwiseConv2D, 3, strides=2, use_bias=False),
+                    L(BatchNormalization), L(ReLU, 6.0),
+                    L(Conv2D, 16, 1, use_bias=False), L(BatchNormalization),
+                    L(Activation, "relu"),
+                    L(layers.DepthwiseConv2D, 3, padding="same", depth_multiplier=2),
+                    L(layers.GlobalMaxPooling2D), L(Dense, 4)], dtype)
+    _randomize_batch_norms(model)
+    plan = _check(model, batches=(1, 5, 33))
+    assert plan.fallback_layers == []
+    assert _kinds(plan) == ["conv", "conv", "conv", "conv", "gpool", "dense"]
+
+
+def _merges(dtype):
+    layers = cconv.layers
+    inputs = cconv.Input((6, 6, 3), dtype=dtype)
+    a = Conv2D(4, 3, padding="same", activation="elu", dtype=dtype)(inputs)
+    b = Conv2D(4, 1, activation="tanh", dtype=dtype)(inputs)
+    c = Conv2D(4, 3, padding="same", activation="gelu", dtype=dtype)(inputs)
+    bn = BatchNormalization(dtype=dtype)(inputs)          # a batch norm of its own
+    d = Conv2D(4, 1, dtype=dtype)(bn)
+    merged = [layers.Subtract(dtype=dtype)([a, b]), layers.Multiply(dtype=dtype)([a, c]),
+              layers.Average(dtype=dtype)([a, b, c]), layers.Maximum(dtype=dtype)([b, c, d]),
+              layers.Minimum(dtype=dtype)([a, d]), layers.Add(dtype=dtype)([a, b, c])]
+    x = layers.Concatenate(dtype=dtype)(merged + [d])
+    x = cconv.layers.LeakyReLU(0.2, dtype=dtype)(x)
+    x = layers.Concatenate(dtype=dtype)([layers.GlobalAveragePooling2D(dtype=dtype)(x),
+                                         layers.GlobalMaxPooling2D(dtype=dtype)(x)])
+    model = cconv.Model(inputs, Dense(3, activation="sigmoid", dtype=dtype)(x))
+    _randomize_batch_norms(model)
+    return model
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_merges_concatenations_and_global_pools_are_native(dtype):
+    model = _merges(dtype)
+    plan = _check(model, batches=(1, 6))
+    assert plan.fallback_layers == []
+    kinds = _kinds(plan)
+    assert kinds.count("merge") == 6 and kinds.count("concat") == 2
+    assert kinds.count("affine") == 1 and kinds.count("gpool") == 2
+
+
+def test_nested_models_are_inlined():
+    inner = _model([L(Input, (8, 8, 4)), L(Conv2D, 4, 3, padding="same"),
+                    L(BatchNormalization)], "float32")
+    inputs = cconv.Input((8, 8, 4))
+    x = cconv.layers.Add()([inner(inputs), inputs])
+    x = cconv.layers.Flatten()(cconv.layers.ReLU()(x))
+    model = cconv.Model(inputs, Dense(2)(x))
+    _randomize_batch_norms(inner)
+    plan = _check(model)
+    assert plan.fallback_layers == []
+    assert _kinds(plan) == ["conv", "dense"]         # the Add's other operand: the input
+
+
+def test_a_branch_without_native_nodes_splits_the_graph_where_one_tensor_is_live():
+    inputs = cconv.Input((8, 8, 2))
+    x = Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    y = cconv.layers.Rescaling(2.0)(x)                         # no native node
+    z = Conv2D(4, 3, padding="same")(x)
+    x = cconv.layers.Add()([y, z])                             # a piece with Rescaling
+    x = Conv2D(4, 3, activation="relu")(x)
+    model = cconv.Model(inputs, Dense(3)(Flatten()(x)))
+    plan = _check(model)
+    assert [type(s).__name__ for s in plan.segments] == [
+        "_NativeSegment", "_LayerSegment", "_NativeSegment"]
+    assert sorted(plan.fallback_layers) == sorted(l.name for l in model.layers[2:5])
+
+
+def test_several_inputs_run_layer_by_layer():
+    a, b = cconv.Input((4,)), cconv.Input((4,))
+    model = cconv.Model([a, b], Dense(2)(cconv.layers.Add()([a, b])))
+    assert cplan.compile_plan(model) is None

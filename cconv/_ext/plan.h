@@ -30,9 +30,20 @@
 #include "winograd.h"
 #include "pool_cells.h"
 
-enum { CCONV_PLAN_CONV = 1, CCONV_PLAN_POOL = 2, CCONV_PLAN_DENSE = 3, CCONV_PLAN_ACT = 4 };
+enum { CCONV_PLAN_CONV = 1, CCONV_PLAN_POOL = 2, CCONV_PLAN_DENSE = 3, CCONV_PLAN_ACT = 4,
+       CCONV_PLAN_MERGE = 5, CCONV_PLAN_CONCAT = 6, CCONV_PLAN_GPOOL = 7,
+       CCONV_PLAN_AFFINE = 8 };
 enum { CCONV_ACT_LINEAR = 0, CCONV_ACT_RELU = 1, CCONV_ACT_SIGMOID = 2, CCONV_ACT_TANH = 3,
-       CCONV_ACT_SOFTMAX = 4 };
+       CCONV_ACT_SOFTMAX = 4, CCONV_ACT_RELU6 = 5, CCONV_ACT_LEAKY = 6, CCONV_ACT_ELU = 7,
+       CCONV_ACT_GELU = 8, CCONV_ACT_GELU_TANH = 9, CCONV_ACT_SILU = 10,
+       CCONV_ACT_HARD_SIGMOID = 11, CCONV_ACT_HARD_SILU = 12 };
+/* Merge nodes: Keras's Add, Subtract, Multiply, Average, Maximum, Minimum. */
+enum { CCONV_MERGE_ADD = 0, CCONV_MERGE_SUB = 1, CCONV_MERGE_MUL = 2, CCONV_MERGE_AVG = 3,
+       CCONV_MERGE_MAX = 4, CCONV_MERGE_MIN = 5 };
+/* Most inputs of a merge or concatenate node. */
+#define CCONV_PLAN_MAX_IN 8
+/* A node index meaning "no tensor" (-1 is the plan's input). */
+#define CCONV_PLAN_NONE (-2)
 enum { CCONV_ALGO_IM2COL = 0, CCONV_ALGO_DIRECT = 1, CCONV_ALGO_WINOGRAD = 2,
        CCONV_ALGO_POINTWISE = 3 };
 enum { CCONV_POOL_NONE = 0, CCONV_POOL_MAX = 1, CCONV_POOL_AVG = 2 };
@@ -52,6 +63,20 @@ enum { CCONV_POOL_NONE = 0, CCONV_POOL_MAX = 1, CCONV_POOL_AVG = 2 };
 typedef struct {
     int kind, act, algo, pool;   /* CCONV_PLAN_*, CCONV_ACT_*, CCONV_ALGO_*, CCONV_POOL_* */
     int input;                   /* producing node, -1: the plan's input */
+    double alpha;                /* leaky_relu's negative slope, elu's alpha */
+    int ninputs;                 /* merge, concatenate: inputs (input is inputs[0]) */
+    int inputs[CCONV_PLAN_MAX_IN];
+    int64_t widths[CCONV_PLAN_MAX_IN];  /* concatenate: each input's channels */
+    int merge;                   /* merge: CCONV_MERGE_* */
+    int res;                     /* conv, dense: a tensor added after the batch norm and
+                                    before the activation (a residual Add fused into the
+                                    node's output tile); CCONV_PLAN_NONE: none */
+    const void *bn[4];           /* conv, dense, affine: a batch norm's gamma, beta, moving
+                                    mean, moving variance (the model's arrays; gamma, beta may
+                                    be NULL), folded into st by each run */
+    double eps;                  /* its epsilon */
+    void *st;                    /* scale then shift, units each (the plan's): y = y * scale
+                                    + shift per channel after the bias; NULL: none */
     cconv_geom g;                /* convolution, one image (g.N unused) */
     cconv_pool_geom pg;          /* pooling: the pool node's, or the one fused after a conv */
     int64_t rows, K, units;      /* dense: rows per image, input features, units */
@@ -239,6 +264,7 @@ static int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg, int6
 {
     const cconv_geom *g = &nd->g;
     int64_t n;
+    if (nd->kind == CCONV_PLAN_GPOOL) return 2 * nd->units;   /* its double sums */
     if (nd->kind != CCONV_PLAN_CONV) return 0;
     switch (nd->algo) {
     case CCONV_ALGO_DIRECT:
@@ -378,6 +404,9 @@ static int cconv_plan_wino_packs(const cconv_pnode *nd, int64_t nimg, int is_f32
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f32, ARGS)
 #define P_EXP expf
 #define P_TANH tanhf
+#define P_SQRT sqrtf
+#define P_ERF erff
+#define P_EXPM1 expm1f
 #define P_DIRECT cconv_direct_forward_relu_f32
 #define P_IMPLICIT cconv_implicit_rows_f32
 #define P_WINO_K cconv_wino_kernel_f32
@@ -399,6 +428,9 @@ static int cconv_plan_wino_packs(const cconv_pnode *nd, int64_t nimg, int is_f32
 #define P_ROWS(ARGS) CCONV__PLAN_ROWS(f64, ARGS)
 #define P_EXP exp
 #define P_TANH tanh
+#define P_SQRT sqrt
+#define P_ERF erf
+#define P_EXPM1 expm1
 #define P_DIRECT cconv_direct_forward_relu_f64
 #define P_IMPLICIT cconv_implicit_rows_f64
 #define P_WINO_K cconv_wino_kernel_f64

@@ -21,6 +21,14 @@ cdef extern from "plan.h" nogil:
         int64_t H, W, C, KH, KW, OH, OW, sh, sw, pt, pl
     ctypedef struct cconv_pnode:
         int kind, act, algo, pool, input
+        double alpha
+        int ninputs
+        int inputs[8]
+        int64_t widths[8]
+        int merge, res
+        const void *bn[4]
+        double eps
+        void *st
         cconv_geom g
         cconv_pool_geom pg
         int64_t rows, K, units, in_size, out_size, mid_size, out_off, arg_off, tile, nsplit
@@ -54,8 +62,13 @@ cdef extern from "plan.h" nogil:
         void *conv_backward
         int wino_exact
     enum:
-        CCONV_PLAN_CONV, CCONV_PLAN_POOL, CCONV_PLAN_DENSE, CCONV_PLAN_ACT
+        CCONV_PLAN_CONV, CCONV_PLAN_POOL, CCONV_PLAN_DENSE, CCONV_PLAN_ACT, CCONV_PLAN_MERGE
+        CCONV_PLAN_CONCAT, CCONV_PLAN_GPOOL, CCONV_PLAN_AFFINE
         CCONV_ACT_LINEAR, CCONV_ACT_RELU, CCONV_ACT_SIGMOID, CCONV_ACT_TANH, CCONV_ACT_SOFTMAX
+        CCONV_ACT_RELU6, CCONV_ACT_LEAKY, CCONV_ACT_ELU, CCONV_ACT_GELU, CCONV_ACT_GELU_TANH
+        CCONV_ACT_SILU, CCONV_ACT_HARD_SIGMOID, CCONV_ACT_HARD_SILU
+        CCONV_MERGE_ADD, CCONV_MERGE_SUB, CCONV_MERGE_MUL, CCONV_MERGE_AVG, CCONV_MERGE_MAX
+        CCONV_MERGE_MIN, CCONV_PLAN_MAX_IN, CCONV_PLAN_NONE
         CCONV_ALGO_IM2COL, CCONV_ALGO_DIRECT, CCONV_ALGO_WINOGRAD, CCONV_ALGO_POINTWISE
         CCONV_POOL_NONE, CCONV_POOL_MAX, CCONV_POOL_AVG
     void cconv_plan_prepare_node(cconv_pnode *nd, int is_f32)
@@ -82,9 +95,17 @@ cdef extern from "plan.h" nogil:
 
 #: The codes of plan.h's enums, for cconv.plan.
 KINDS = {"conv": CCONV_PLAN_CONV, "pool": CCONV_PLAN_POOL, "dense": CCONV_PLAN_DENSE,
-         "act": CCONV_PLAN_ACT}
+         "act": CCONV_PLAN_ACT, "merge": CCONV_PLAN_MERGE, "concat": CCONV_PLAN_CONCAT,
+         "gpool": CCONV_PLAN_GPOOL, "affine": CCONV_PLAN_AFFINE}
 ACTIVATIONS = {"linear": CCONV_ACT_LINEAR, "relu": CCONV_ACT_RELU, "sigmoid": CCONV_ACT_SIGMOID,
-               "tanh": CCONV_ACT_TANH, "softmax": CCONV_ACT_SOFTMAX}
+               "tanh": CCONV_ACT_TANH, "softmax": CCONV_ACT_SOFTMAX, "relu6": CCONV_ACT_RELU6,
+               "leaky_relu": CCONV_ACT_LEAKY, "elu": CCONV_ACT_ELU, "gelu": CCONV_ACT_GELU,
+               "gelu_tanh": CCONV_ACT_GELU_TANH, "silu": CCONV_ACT_SILU,
+               "hard_sigmoid": CCONV_ACT_HARD_SIGMOID, "hard_silu": CCONV_ACT_HARD_SILU}
+MERGES = {"add": CCONV_MERGE_ADD, "subtract": CCONV_MERGE_SUB, "multiply": CCONV_MERGE_MUL,
+          "average": CCONV_MERGE_AVG, "maximum": CCONV_MERGE_MAX, "minimum": CCONV_MERGE_MIN}
+#: Most inputs of a merge or concatenate node; the index meaning "no tensor".
+MAX_INPUTS, NONE = CCONV_PLAN_MAX_IN, CCONV_PLAN_NONE
 ALGOS = {"im2col": CCONV_ALGO_IM2COL, "direct": CCONV_ALGO_DIRECT,
          "winograd": CCONV_ALGO_WINOGRAD, "pointwise": CCONV_ALGO_POINTWISE}
 POOLS = {None: CCONV_POOL_NONE, "max": CCONV_POOL_MAX, "avg": CCONV_POOL_AVG}
@@ -163,6 +184,19 @@ cdef class NativePlan:
                     self.keep.append(a)
             nd.w = _ptr(spec.get("w"))
             nd.b = _ptr(spec.get("b"))
+            bn = spec.get("bn")
+            if bn is not None:         # a folded batch norm: its arrays, and scale, shift
+                for k in range(4):
+                    if bn[k] is not None:
+                        self.keep.append(bn[k])
+                    nd.bn[k] = _ptr(bn[k])
+                nd.eps = spec["eps"]
+            st = spec.get("st")
+            if st is None and bn is not None:
+                st = np.empty(2 * nd.units, dtype=self.dtype)
+            if st is not None:         # a constant scale and shift (Rescaling) or the fold's
+                self.keep.append(st)
+                nd.st = <void *>_ptr(st)
             for a in (spec.get("dw"), spec.get("db")):  # training: the model's gradients
                 if a is not None:
                     self.keep.append(a)
@@ -411,6 +445,17 @@ cdef void _fill_node(cconv_pnode *nd, dict s) except *:
     nd.kind, nd.act = s["kind"], s.get("act", 0)
     nd.algo, nd.pool = s.get("algo", 0), s.get("pool", 0)
     nd.input = s["input"]
+    nd.alpha = s.get("alpha", 0.0)
+    inputs = s.get("inputs") or [nd.input]
+    widths = s.get("widths") or [0] * len(inputs)
+    if len(inputs) > CCONV_PLAN_MAX_IN:
+        raise ValueError(f"NativePlan: a node has {len(inputs)} inputs; at most "
+                         f"{CCONV_PLAN_MAX_IN}")
+    nd.ninputs = len(inputs)
+    for k in range(nd.ninputs):
+        nd.inputs[k], nd.widths[k] = inputs[k], widths[k]
+    nd.merge = s.get("merge", 0)
+    nd.res = s.get("res", CCONV_PLAN_NONE)
     g = s.get("g")
     if g is not None:
         (nd.g.H, nd.g.W, nd.g.C, nd.g.KH, nd.g.KW, nd.g.CO, nd.g.OH, nd.g.OW, nd.g.sh, nd.g.sw,

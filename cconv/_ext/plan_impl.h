@@ -2,10 +2,12 @@
    name suffix) and P_* (the kernels of that type) defined; undefines them at its end. No
    include guard on purpose. */
 
-/* Activation over rows x width elements, in place (cconv.activations' formulas). */
-static void PF(cconv_plan_act)(PT *y, int64_t rows, int64_t width, int act)
+/* Activation over rows x width elements, in place (cconv.activations' formulas; alpha:
+   leaky_relu's negative slope, elu's alpha). */
+static void PF(cconv_plan_act)(PT *y, int64_t rows, int64_t width, int act, double alpha)
 {
     int64_t i, j, n = rows * width;
+    const PT a = (PT)alpha;
     switch (act) {
     case CCONV_ACT_RELU:
         for (i = 0; i < n; i++) y[i] = y[i] < (PT)0 ? (PT)0 : y[i];
@@ -27,13 +29,52 @@ static void PF(cconv_plan_act)(PT *y, int64_t rows, int64_t width, int act)
             for (j = 0; j < width; j++) r[j] /= s;
         }
         break;
+    case CCONV_ACT_RELU6:
+        for (i = 0; i < n; i++) {
+            PT v = y[i] < (PT)0 ? (PT)0 : y[i];
+            y[i] = v > (PT)6 ? (PT)6 : v;
+        }
+        break;
+    case CCONV_ACT_LEAKY:
+        for (i = 0; i < n; i++) y[i] = y[i] > (PT)0 ? y[i] : y[i] * a;
+        break;
+    case CCONV_ACT_ELU:
+        for (i = 0; i < n; i++)
+            y[i] = y[i] > (PT)0 ? y[i] : a * P_EXPM1(y[i]);
+        break;
+    case CCONV_ACT_GELU:
+        for (i = 0; i < n; i++)
+            y[i] = (PT)0.5 * y[i] * ((PT)1 + P_ERF(y[i] * (PT)0.7071067811865476));
+        break;
+    case CCONV_ACT_GELU_TANH:
+        for (i = 0; i < n; i++) {
+            PT z = y[i];
+            y[i] = (PT)0.5 * z * ((PT)1 + P_TANH((PT)0.7978845608028654
+                                                 * (z + (PT)0.044715 * z * z * z)));
+        }
+        break;
+    case CCONV_ACT_SILU:
+        for (i = 0; i < n; i++) {
+            PT z = y[i], e = P_EXP(-(z < 0 ? -z : z)), r = (PT)1 / ((PT)1 + e);
+            y[i] = z * (z >= 0 ? r : e * r);
+        }
+        break;
+    case CCONV_ACT_HARD_SIGMOID:
+    case CCONV_ACT_HARD_SILU:
+        for (i = 0; i < n; i++) {
+            PT v = y[i] + (PT)3;
+            v = v < (PT)0 ? (PT)0 : v > (PT)6 ? (PT)6 : v;
+            y[i] = act == CCONV_ACT_HARD_SILU ? y[i] * (v / (PT)6) : v / (PT)6;
+        }
+        break;
     default:
         break;
     }
 }
 
 /* bias (may be NULL) then activation over rows x width; with relu, one pass. */
-static void PF(cconv_plan_epilogue)(PT *y, int64_t rows, int64_t width, const PT *bias, int act)
+static void PF(cconv_plan_epilogue)(PT *y, int64_t rows, int64_t width, const PT *bias, int act,
+                                    double alpha)
 {
     int64_t i, j;
     if (bias && act == CCONV_ACT_RELU) {
@@ -49,7 +90,38 @@ static void PF(cconv_plan_epilogue)(PT *y, int64_t rows, int64_t width, const PT
     if (bias)
         for (i = 0; i < rows; i++)
             for (j = 0; j < width; j++) y[i * width + j] += bias[j];
-    PF(cconv_plan_act)(y, rows, width, act);
+    PF(cconv_plan_act)(y, rows, width, act, alpha);
+}
+
+/* Whether node nd's output goes through cconv_plan_post (a folded batch norm or a fused
+   residual): its kernel then applies the bias only. */
+static inline int PF(cconv_plan_has_post)(const cconv_pnode *nd)
+{
+    return nd->st != NULL || nd->res != CCONV_PLAN_NONE;
+}
+
+/* The rest of a node's epilogue after its bias, over channels c0 .. c0 + cn of rows rows
+   (row stride ld) of y: the folded batch norm (y * scale + shift, nd->st), the residual res
+   (same layout as y; NULL: none), then the activation (Keras's order: BatchNormalization,
+   Add, then the activation layer). */
+static void PF(cconv_plan_post)(const cconv_pnode *nd, PT *y, const PT *res, int64_t rows,
+                                int64_t ld, int64_t c0, int64_t cn)
+{
+    const PT *s = (const PT *)nd->st, *t = s ? s + nd->units + c0 : 0;
+    int64_t i, j;
+    if (s) s += c0;
+    for (i = 0; i < rows; i++) {
+        PT *CCONV__RESTRICT r = y + i * ld;
+        const PT *q = res ? res + i * ld : 0;
+        if (s && q)
+            for (j = 0; j < cn; j++) r[j] = r[j] * s[j] + t[j] + q[j];
+        else if (s)
+            for (j = 0; j < cn; j++) r[j] = r[j] * s[j] + t[j];
+        else if (q)
+            for (j = 0; j < cn; j++) r[j] = r[j] + q[j];
+        if (ld != cn) PF(cconv_plan_act)(r, 1, cn, nd->act, nd->alpha);
+    }
+    if (ld == cn) PF(cconv_plan_act)(y, rows, cn, nd->act, nd->alpha);
 }
 
 /* dst[0:n] = src[0:n] for the short runs of im2col, inline, where memcpy would be a library
@@ -114,20 +186,29 @@ static void PF(cconv_plan_im2col)(const PT *x, PT *col, const cconv_geom *g, int
     }
 }
 
-/* Activation of channels co0 .. co0 + cn of the outputs of Winograd tiles t0..t0+nt of
-   consecutive images (each tile is an m x m block of one image's output). */
-static void PF(cconv_plan_wino_act)(PT *y, const cconv_geom *g, int64_t t0, int64_t nt,
-                                    int64_t co0, int64_t cn, int act)
+/* The epilogue after the bias (cconv_plan_post, or the activation alone) of channels co0 ..
+   co0 + cn of the outputs of Winograd tiles t0..t0+nt of consecutive images (each tile is
+   an m x m block of one image's output); res: the residual of those images, or NULL. */
+static void PF(cconv_plan_wino_act)(const cconv_pnode *nd, PT *y, const PT *res, int64_t t0,
+                                    int64_t nt, int64_t co0, int64_t cn)
 {
-    const int m = cconv_plan_wino_m(g);
+    const cconv_geom *g = &nd->g;
+    const int m = cconv_plan_wino_m(g), post = PF(cconv_plan_has_post)(nd);
     int64_t TH = (g->OH + m - 1) / m, TW = (g->OW + m - 1) / m, t, oh, ow;
-    if (act == CCONV_ACT_LINEAR) return;
+    if (nd->act == CCONV_ACT_LINEAR && !post) return;
     for (t = t0; t < t0 + nt; t++) {
         int64_t n = t / (TH * TW), th = (t - n * TH * TW) / TW, tw = t - n * TH * TW - th * TW;
-        PT *yn = y + n * g->OH * g->OW * g->CO + co0;
-        for (oh = m * th; oh < m * th + m && oh < g->OH; oh++)
-            for (ow = m * tw; ow < m * tw + m && ow < g->OW; ow++)
-                PF(cconv_plan_act)(yn + (oh * g->OW + ow) * g->CO, 1, cn, act);
+        int64_t base = n * g->OH * g->OW * g->CO + co0;
+        for (oh = m * th; oh < m * th + m && oh < g->OH; oh++) {
+            int64_t ow1 = m * tw + m < g->OW ? m * tw + m : g->OW;
+            int64_t at = base + (oh * g->OW + m * tw) * g->CO;
+            if (post) PF(cconv_plan_post)(nd, y + at, res ? res + at : 0, ow1 - m * tw, g->CO,
+                                          co0, cn);
+            else
+                for (ow = m * tw; ow < ow1; ow++)
+                    PF(cconv_plan_act)(y + base + (oh * g->OW + ow) * g->CO, 1, cn, nd->act,
+                                       nd->alpha);
+        }
     }
 }
 
@@ -171,18 +252,22 @@ static int64_t PF(cconv_plan_conv_units)(const cconv_pnode *nd, int64_t n)
 }
 
 /* Unit u of the convolution of n consecutive images: x (n, H, W, C) -> y (n, OH, OW, CO),
-   bias and activation included. */
+   bias, folded batch norm, residual res (laid out as y; NULL: none) and activation
+   included. */
 static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, int64_t n,
-                                     int64_t u, PT *scr)
+                                     int64_t u, PT *scr, const PT *res)
 {
+    const int post = PF(cconv_plan_has_post)(nd);
+    const int relu = nd->act == CCONV_ACT_RELU && !post;   /* fused into the kernel */
     const cconv_geom *g = &nd->g;
     const PT *w = (const PT *)nd->w, *b = (const PT *)nd->b;
     int64_t P = g->OH * g->OW, K = g->KH * g->KW * g->C, CO = g->CO;
     int64_t R = n * P, r0 = u * nd->tile, rows, e;
     if (nd->algo == CCONV_ALGO_DIRECT) {
         PT *yu = y + u * P * CO;
-        P_DIRECT(x + u * g->H * g->W * g->C, w, b, yu, g, scr, nd->act == CCONV_ACT_RELU);
-        if (nd->act != CCONV_ACT_RELU) PF(cconv_plan_act)(yu, P, CO, nd->act);
+        P_DIRECT(x + u * g->H * g->W * g->C, w, b, yu, g, scr, relu);
+        if (post) PF(cconv_plan_post)(nd, yu, res ? res + u * P * CO : 0, P, CO, 0, CO);
+        else if (!relu) PF(cconv_plan_act)(yu, P, CO, nd->act, nd->alpha);
         return;
     }
     if (nd->algo == CCONV_ALGO_WINOGRAD) {
@@ -202,13 +287,14 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
                                 M + e * ms + co0, CO);
         P_WINO_OUT(m, M + co0, ms, CO, nb, (b ? b : zeros + C) + co0, y + co0, g->OH, g->OW,
                    TH, TW, t0, nt, zeros + C + CO);
-        PF(cconv_plan_wino_act)(y, g, t0, nt, co0, nb, nd->act);
+        PF(cconv_plan_wino_act)(nd, y, res, t0, nt, co0, nb);
         return;
     }
     rows = R - r0 < nd->tile ? R - r0 : nd->tile;
     if (nd->implicit) {  /* bias and relu applied by the kernel, as the epilogue would */
-        P_IMPLICIT(x, w, b, y, g, r0, r0 + rows, nd->act == CCONV_ACT_RELU);
-        if (nd->act != CCONV_ACT_RELU) PF(cconv_plan_act)(y + r0 * CO, rows, CO, nd->act);
+        P_IMPLICIT(x, w, b, y, g, r0, r0 + rows, relu);
+        if (post) PF(cconv_plan_post)(nd, y + r0 * CO, res ? res + r0 * CO : 0, rows, CO, 0, CO);
+        else if (!relu) PF(cconv_plan_act)(y + r0 * CO, rows, CO, nd->act, nd->alpha);
         return;
     }
     if (nd->algo == CCONV_ALGO_POINTWISE) {
@@ -217,7 +303,9 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
         PF(cconv_plan_im2col)(x, scr, g, r0, r0 + rows);
         PF(cconv_plan_gemm)(nd, 0, rows, CO, K, scr, K, w, CO, y + r0 * CO, CO);
     }
-    PF(cconv_plan_epilogue)(y + r0 * CO, rows, CO, b, nd->act);
+    PF(cconv_plan_epilogue)(y + r0 * CO, rows, CO, b, post ? CCONV_ACT_LINEAR : nd->act,
+                            nd->alpha);
+    if (post) PF(cconv_plan_post)(nd, y + r0 * CO, res ? res + r0 * CO : 0, rows, CO, 0, CO);
 }
 
 /* Pooled rows oh0..oh1 of one image: x (H, W, C) -> y (OH, OW, C); with arg (training, max
@@ -228,22 +316,93 @@ static void PF(cconv_plan_pool_rows)(const cconv_pool_geom *g, int is_max, const
     P_POOL_ROWS((g, arg ? 2 : is_max, x, y, oh0, oh1, arg));
 }
 
-/* Dense rows r0..r1: y = act(x @ w + b). */
+/* Dense rows r0..r1: y = act(post(x @ w + b)) (res: the residual, laid out as y, or NULL). */
 static void PF(cconv_plan_dense_rows)(const cconv_pnode *nd, const PT *x, PT *y, int64_t r0,
-                                      int64_t r1)
+                                      int64_t r1, const PT *res)
 {
+    const int post = PF(cconv_plan_has_post)(nd);
+    const int64_t U = nd->units;
     if (r1 <= r0) return;
-    PF(cconv_plan_gemm)(nd, 0, r1 - r0, nd->units, nd->K, x + r0 * nd->K, nd->K,
-                        (const PT *)nd->w, nd->units, y + r0 * nd->units, nd->units);
-    PF(cconv_plan_epilogue)(y + r0 * nd->units, r1 - r0, nd->units, (const PT *)nd->b, nd->act);
+    PF(cconv_plan_gemm)(nd, 0, r1 - r0, U, nd->K, x + r0 * nd->K, nd->K,
+                        (const PT *)nd->w, U, y + r0 * U, U);
+    PF(cconv_plan_epilogue)(y + r0 * U, r1 - r0, U, (const PT *)nd->b,
+                            post ? CCONV_ACT_LINEAR : nd->act, nd->alpha);
+    if (post) PF(cconv_plan_post)(nd, y + r0 * U, res ? res + r0 * U : 0, r1 - r0, U, 0, U);
 }
 
-/* Node nd on images 0..n (one thread): in, out; scr: the thread's scratch, whose first
-   mid_scr elements hold the conv output of nd->group images before a fused pool. */
-static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *in, PT *out, int64_t n,
-                                      PT *scr, int64_t mid_scr, int32_t *arg)
+/* Elements per image of node nd's input number k (a concatenate's inputs differ). */
+static inline int64_t PF(cconv_plan_in_img)(const cconv_pnode *nd, int k)
 {
-    int64_t k, u, nu, gsz = 1;
+    return nd->kind == CCONV_PLAN_CONCAT ? nd->widths[k] * (nd->out_size / nd->units)
+                                         : nd->in_size;
+}
+
+/* Merge node nd over n elements of each input: out = op(ins[0], ins[1], ...) in Keras's
+   order (left to right; Average: the sum, then divided by the count; Maximum, Minimum:
+   NaN wins, as np.maximum). */
+static void PF(cconv_plan_merge)(const cconv_pnode *nd, const PT *const *ins, PT *out,
+                                 int64_t n)
+{
+    int64_t j;
+    int k;
+    const PT *a = ins[0];
+    for (k = 1; k < nd->ninputs; k++) {
+        const PT *CCONV__RESTRICT b = ins[k];
+        switch (nd->merge) {
+        case CCONV_MERGE_ADD:
+        case CCONV_MERGE_AVG:
+            for (j = 0; j < n; j++) out[j] = a[j] + b[j];
+            break;
+        case CCONV_MERGE_SUB:
+            for (j = 0; j < n; j++) out[j] = a[j] - b[j];
+            break;
+        case CCONV_MERGE_MUL:
+            for (j = 0; j < n; j++) out[j] = a[j] * b[j];
+            break;
+        case CCONV_MERGE_MAX:
+            for (j = 0; j < n; j++)
+                out[j] = a[j] != a[j] ? a[j] : b[j] != b[j] ? b[j] : a[j] >= b[j] ? a[j] : b[j];
+            break;
+        default:
+            for (j = 0; j < n; j++)
+                out[j] = a[j] != a[j] ? a[j] : b[j] != b[j] ? b[j] : a[j] <= b[j] ? a[j] : b[j];
+        }
+        a = out;
+    }
+    if (nd->merge == CCONV_MERGE_AVG)
+        for (j = 0; j < n; j++) out[j] /= (PT)nd->ninputs;
+}
+
+/* Global pooling of one image: x (H W, C) -> y (C); average summed in double (as
+   ops.channel_sum), maximum with NaN winning. */
+static void PF(cconv_plan_gpool)(const cconv_pnode *nd, const PT *x, PT *y, double *acc)
+{
+    const int64_t C = nd->units, P = nd->in_size / C;
+    int64_t p, c;
+    if (nd->pool == CCONV_POOL_MAX) {
+        memcpy(y, x, (size_t)C * sizeof(PT));
+        for (p = 1; p < P; p++)
+            for (c = 0; c < C; c++) {
+                const PT v = x[p * C + c];
+                y[c] = (v > y[c] || v != v) ? v : y[c];
+            }
+        return;
+    }
+    for (c = 0; c < C; c++) acc[c] = 0;
+    for (p = 0; p < P; p++)
+        for (c = 0; c < C; c++) acc[c] += (double)x[p * C + c];
+    for (c = 0; c < C; c++) y[c] = (PT)(acc[c] / (double)P);
+}
+
+/* Node nd on images 0..n (one thread): ins its inputs (ins[0] for one-input nodes), res its
+   residual (NULL: none), out; scr: the thread's scratch, whose first mid_scr elements hold
+   the conv output of nd->group images before a fused pool. */
+static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *const *ins,
+                                      const PT *res, PT *out, int64_t n, PT *scr,
+                                      int64_t mid_scr, int32_t *arg)
+{
+    int64_t k, u, nu, gsz = 1, rows, off;
+    const PT *in = ins[0];
     switch (nd->kind) {
     case CCONV_PLAN_CONV:
         /* with a fused pool, groups of images whose conv output fits the mid scratch */
@@ -255,7 +414,8 @@ static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *in, PT *o
             nu = PF(cconv_plan_conv_units)(nd, m);
             for (u = 0; u < nu; u++)
                 PF(cconv_plan_conv_unit)(nd, in + k * nd->in_size, dst, m, u,
-                                         nd->pool ? scr + mid_scr : scr);
+                                         nd->pool ? scr + mid_scr : scr,
+                                         res ? res + k * nd->out_size : 0);
             for (u = 0; nd->pool && u < m; u++)
                 PF(cconv_plan_pool_rows)(&nd->pg, nd->pool == CCONV_POOL_MAX,
                                          dst + u * nd->mid_size, out + (k + u) * nd->out_size,
@@ -269,18 +429,54 @@ static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *in, PT *o
                                      arg ? arg + k * nd->out_size : 0);
         break;
     case CCONV_PLAN_DENSE:
-        PF(cconv_plan_dense_rows)(nd, in, out, 0, n * nd->rows);
+        PF(cconv_plan_dense_rows)(nd, in, out, 0, n * nd->rows, res);
+        break;
+    case CCONV_PLAN_MERGE:
+        PF(cconv_plan_merge)(nd, ins, out, n * nd->out_size);
+        PF(cconv_plan_act)(out, n * nd->out_size / nd->units, nd->units, nd->act, nd->alpha);
+        break;
+    case CCONV_PLAN_CONCAT:
+        rows = n * (nd->out_size / nd->units);
+        for (off = 0, u = 0; u < nd->ninputs; off += nd->widths[u], u++)
+            for (k = 0; k < rows; k++)
+                memcpy(out + k * nd->units + off, ins[u] + k * nd->widths[u],
+                       (size_t)nd->widths[u] * sizeof(PT));
+        PF(cconv_plan_act)(out, rows, nd->units, nd->act, nd->alpha);
+        break;
+    case CCONV_PLAN_GPOOL:
+        for (k = 0; k < n; k++)
+            PF(cconv_plan_gpool)(nd, in + k * nd->in_size, out + k * nd->out_size,
+                                 (double *)scr);
+        PF(cconv_plan_act)(out, n, nd->units, nd->act, nd->alpha);
+        break;
+    case CCONV_PLAN_AFFINE:
+        memcpy(out, in, (size_t)(n * nd->out_size) * sizeof(PT));
+        PF(cconv_plan_post)(nd, out, res, n * nd->out_size / nd->units, nd->units, 0, nd->units);
         break;
     default:
         memcpy(out, in, (size_t)(n * nd->out_size) * sizeof(PT));
-        PF(cconv_plan_act)(out, n * nd->out_size / nd->units, nd->units, nd->act);
+        PF(cconv_plan_act)(out, n * nd->out_size / nd->units, nd->units, nd->act, nd->alpha);
     }
 }
 
-static const PT *PF(cconv_plan_src)(const cconv_plan *p, const cconv_pnode *nd, const PT *x,
-                                    const PT *arena, int64_t cap)
+/* Where tensor v (a node's output; -1: the plan's input x) of image i0 starts: the arena
+   holds cap images of each node output. */
+static inline const PT *PF(cconv_plan_at)(const cconv_plan *p, int v, const PT *x,
+                                          const PT *arena, int64_t cap, int64_t i0)
 {
-    return nd->input < 0 ? x : arena + p->nodes[nd->input].out_off * cap;
+    return v < 0 ? x + i0 * p->in_size
+                 : arena + p->nodes[v].out_off * cap + i0 * p->nodes[v].out_size;
+}
+
+/* Node nd's inputs and residual (images from i0, arena of cap images). */
+static inline const PT *PF(cconv_plan_inputs)(const cconv_plan *p, const cconv_pnode *nd,
+                                              const PT *x, const PT *arena, int64_t cap,
+                                              int64_t i0, const PT **ins)
+{
+    int k;
+    for (k = 0; k < nd->ninputs; k++)
+        ins[k] = PF(cconv_plan_at)(p, nd->inputs[k], x, arena, cap, i0);
+    return nd->res == CCONV_PLAN_NONE ? 0 : PF(cconv_plan_at)(p, nd->res, x, arena, cap, i0);
 }
 
 /* The whole network on chunks of p->chunk images, each chunk by one thread. With p->keep
@@ -297,37 +493,38 @@ static void PF(cconv_plan_run_chunks)(const cconv_plan *p, const PT *x, PT *y, i
         int64_t cap = p->keep ? N : CH;
         PT *arena = (PT *)p->arena + (p->keep ? 0 : (int64_t)tid * CH * p->arena_img);
         PT *scr = (PT *)p->scr + (int64_t)tid * p->scratch;
-        const PT *xc = x + n0 * p->in_size;
+        const PT *xc = x + n0 * p->in_size, *ins[CCONV_PLAN_MAX_IN], *res;
         for (i = 0; i < p->nnodes; i++) {
             const cconv_pnode *nd = &p->nodes[i];
             int64_t i0 = p->keep ? n0 : 0;
-            const PT *in = nd->input < 0 ? xc : arena + p->nodes[nd->input].out_off * cap
-                                                + i0 * nd->in_size;
             PT *out = nd->out_off < 0 ? y + n0 * p->out_size
                                       : arena + nd->out_off * cap + i0 * nd->out_size;
             int32_t *arg = p->keep && nd->arg_off >= 0 ? p->args + nd->arg_off * N
                                                          + n0 * nd->out_size : 0;
-            PF(cconv_plan_node_chunk)(nd, in, out, n, scr, p->mid_scr, arg);
+            res = PF(cconv_plan_inputs)(p, nd, xc - i0 * p->in_size, arena, cap, i0, ins);
+            PF(cconv_plan_node_chunk)(nd, ins, res, out, n, scr, p->mid_scr, arg);
         }
     }
 }
 
 /* Node nd on the whole batch, its work shared by the threads of the enclosing region. */
-static void PF(cconv_plan_node_shared)(const cconv_plan *p, const cconv_pnode *nd, const PT *in,
-                                       PT *out, int64_t N, PT *scr, PT *mid)
+static void PF(cconv_plan_node_shared)(const cconv_plan *p, const cconv_pnode *nd,
+                                       const PT *const *ins, const PT *res, PT *out, int64_t N,
+                                       PT *scr, PT *mid)
 {
     int64_t t, units, nb;
     const cconv_pool_geom *pg = &nd->pg;
     PT *dst = nd->pool ? mid : out;
+    const PT *in = ins[0];
     int64_t psrc = nd->in_size;
     if (nd->kind == CCONV_PLAN_CONV) {
         units = PF(cconv_plan_conv_units)(nd, N);
         #pragma omp for schedule(static)
         for (t = 0; t < units; t++)
-            PF(cconv_plan_conv_unit)(nd, in, dst, N, t, scr);
+            PF(cconv_plan_conv_unit)(nd, in, dst, N, t, scr, res);
         psrc = nd->mid_size;
     }
-    if (nd->kind == CCONV_PLAN_POOL || nd->pool) {
+    if (nd->kind == CCONV_PLAN_POOL || (nd->kind == CCONV_PLAN_CONV && nd->pool)) {
         const PT *src = nd->kind == CCONV_PLAN_POOL ? in : mid;
         units = N * pg->OH;
         #pragma omp for schedule(static)
@@ -342,13 +539,17 @@ static void PF(cconv_plan_node_shared)(const cconv_plan *p, const cconv_pnode *n
         for (t = 0; t < nb; t++) {
             int64_t r1 = (t + 1) * CCONV_PLAN_DENSE_ROWS;
             PF(cconv_plan_dense_rows)(nd, in, out, t * CCONV_PLAN_DENSE_ROWS,
-                                      r1 < N * nd->rows ? r1 : N * nd->rows);
+                                      r1 < N * nd->rows ? r1 : N * nd->rows, res);
         }
-    } else if (nd->kind == CCONV_PLAN_ACT) {
+    } else if (nd->kind != CCONV_PLAN_CONV) {   /* elementwise nodes: images shared */
         #pragma omp for schedule(static)
-        for (t = 0; t < N; t++)
-            PF(cconv_plan_node_chunk)(nd, in + t * nd->in_size, out + t * nd->out_size, 1, scr, 0,
-                                      0);
+        for (t = 0; t < N; t++) {
+            const PT *one[CCONV_PLAN_MAX_IN];
+            int k;
+            for (k = 0; k < nd->ninputs; k++) one[k] = ins[k] + t * PF(cconv_plan_in_img)(nd, k);
+            PF(cconv_plan_node_chunk)(nd, one, res ? res + t * nd->out_size : 0,
+                                      out + t * nd->out_size, 1, scr, 0, 0);
+        }
     }
 }
 
@@ -362,11 +563,12 @@ static void PF(cconv_plan_run_layers)(const cconv_plan *p, const PT *x, PT *y, i
         PT *arena = (PT *)p->arena;
         PT *mid = arena + N * p->arena_img;
         PT *scr = (PT *)p->scr + (int64_t)tid * p->scratch;
+        const PT *ins[CCONV_PLAN_MAX_IN], *res;
         for (i = 0; i < p->nnodes; i++) {
             const cconv_pnode *nd = &p->nodes[i];
             PT *out = nd->out_off < 0 ? y : arena + nd->out_off * N;
-            PF(cconv_plan_node_shared)(p, nd, PF(cconv_plan_src)(p, nd, x, arena, N), out, N,
-                                       scr, mid);
+            res = PF(cconv_plan_inputs)(p, nd, x, arena, N, 0, ins);
+            PF(cconv_plan_node_shared)(p, nd, ins, res, out, N, scr, mid);
         }
     }
 }
@@ -706,6 +908,20 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
                                int by_layers)
 {
     int i;
+    int64_t c;
+    for (i = 0; i < p->nnodes; i++) {     /* batch norms folded: inference_scale_offset's */
+        const cconv_pnode *nd = &p->nodes[i];
+        const PT *gamma = (const PT *)nd->bn[0], *beta = (const PT *)nd->bn[1];
+        const PT *mean = (const PT *)nd->bn[2], *var = (const PT *)nd->bn[3];
+        PT *sc = (PT *)nd->st, *sh = sc + nd->units;
+        if (!mean) continue;             /* formulas, in the same order, in the layer's type */
+        for (c = 0; c < nd->units; c++) {
+            PT inv = (PT)1 / P_SQRT(var[c] + (PT)nd->eps);
+            if (gamma) inv = inv * gamma[c];
+            sc[c] = inv;
+            sh[c] = beta ? -mean[c] * inv + beta[c] : -mean[c] * inv;
+        }
+    }
     for (i = 0; i < p->nnodes; i++) {
         const cconv_pnode *nd = &p->nodes[i];
         size_t kbytes = (size_t)(9 * nd->g.C * nd->g.CO) * sizeof(PT);
@@ -753,6 +969,9 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
 #undef P_ROWS
 #undef P_EXP
 #undef P_TANH
+#undef P_SQRT
+#undef P_ERF
+#undef P_EXPM1
 #undef P_DIRECT
 #undef P_IMPLICIT
 #undef P_WINO_K
