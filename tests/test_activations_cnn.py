@@ -290,3 +290,30 @@ def test_model_predicts_and_trains_one_step_as_keras(conv_act, dense_act):
 def _initial(keras, conv_act, dense_act):
     keras.utils.set_random_seed(4)
     return _model(keras, conv_act, dense_act).get_weights()
+
+
+# ----- ONNX export -------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(set(NAMES) - {"mish", "log_softmax"}))
+def test_onnx_export_of_the_real_activations(name, tmp_path):
+    """The exporter maps activations by name; these are now cconv's own objects."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    second = "linear" if name == "exponential" else name     # exp(exp(x)) would overflow
+    model = cconv.Sequential([cconv.Input((5, 4, 2)), L.Conv2D(3, 2, activation=name),
+                              L.Activation(second)])
+    x = np.random.default_rng(2).normal(scale=2, size=(3, 5, 4, 2)).astype(np.float32)
+    path = tmp_path / "act.onnx"
+    model.export(path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    want = model.predict(x, verbose=0)
+    scale = max(1.0, float(np.abs(want).max()))
+    assert np.abs(got - want).max() <= 1e-5 * scale, name
+
+
+@pytest.mark.parametrize("name", ["mish", "log_softmax"])
+def test_onnx_export_refuses_what_it_cannot_write(name, tmp_path):
+    pytest.importorskip("onnx")
+    model = cconv.Sequential([cconv.Input((4,)), L.Dense(3, activation=name)])
+    with pytest.raises(ValueError, match=f"activation '{name}'"):
+        model.export(tmp_path / "act.onnx")
