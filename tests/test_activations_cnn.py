@@ -317,3 +317,23 @@ def test_onnx_export_refuses_what_it_cannot_write(name, tmp_path):
     model = cconv.Sequential([cconv.Input((4,)), L.Dense(3, activation=name)])
     with pytest.raises(ValueError, match=f"activation '{name}'"):
         model.export(tmp_path / "act.onnx")
+
+
+# ----- model files -------------------------------------------------------------------------
+def test_keras_files_with_the_new_activations_load_both_ways(tmp_path):
+    keras = keras_or_skip()
+    km = keras.Sequential([
+        keras.Input((6, 6, 2)), keras.layers.Conv2D(3, 3, activation="swish"),
+        keras.layers.Activation("hard_swish"), keras.layers.Flatten(),
+        keras.layers.Dense(4, activation="relu6"), keras.layers.Dense(3, activation="selu"),
+        keras.layers.Activation("log_softmax")])
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 2)).astype(np.float32)
+    want = km.predict(x, verbose=0)
+    km.save(tmp_path / "k.keras")
+    cm = cconv.load_model(tmp_path / "k.keras")
+    assert [getattr(layer, "activation", None) for layer in cm.layers][:2] == [A.silu,
+                                                                                A.hard_silu]
+    np.testing.assert_allclose(cm.predict(x, verbose=0), want, rtol=1e-5, atol=1e-6)
+    cm.save(tmp_path / "c.keras")
+    back = keras.saving.load_model(tmp_path / "c.keras")
+    np.testing.assert_allclose(back.predict(x, verbose=0), want, rtol=1e-5, atol=1e-6)
