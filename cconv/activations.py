@@ -4,7 +4,13 @@ Every activation is an :class:`Activation` object: calling it applies the functi
 (``cconv.activations.relu(x)`` returns a fresh array, input untouched), and layers use
 :meth:`Activation.forward` / :meth:`Activation.backward` to train.
 
-Shapes: any shape in, same shape out; ``softmax`` works along the last axis.
+Shapes: any shape in, same shape out; ``softmax`` and ``log_softmax`` work along the last
+axis.
+
+Every function computes in its input's dtype (float32 stays float32) with Keras 3's formula,
+rearranged only where Keras's literal form would overflow (``exp`` of a large ``|x|``), so the
+results agree with ``keras.activations`` to float rounding and no overflow warning is raised;
+``exponential`` overflows to ``inf`` as Keras's does, silently.
 """
 
 import math
@@ -17,6 +23,8 @@ from .registry import Registry
 __all__ = [
     "Activation", "get", "serialize", "deserialize",
     "linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "elu", "gelu",
+    "relu6", "silu", "swish", "hard_sigmoid", "hard_silu", "hard_swish", "mish", "softplus",
+    "softsign", "selu", "exponential", "log_softmax",
 ]
 
 
@@ -85,19 +93,27 @@ class _ReLU(Activation):
         return np.multiply(dy, a > 0)
 
 
+def _stable_sigmoid(z):
+    """``1 / (1 + exp(-z))`` in ``z``'s dtype, stable for large ``|z|``: ``exp(-|z|)`` never
+    overflows (``e / (1 + e)`` for negative ``z``)."""
+    e = np.exp(-np.abs(z))
+    r = 1.0 / (1.0 + e)
+    return np.where(z >= 0, r, e * r).astype(z.dtype, copy=False)
+
+
+def _emit(res, out):
+    """``res``, or written into ``out`` (an in-place forward) and ``out`` returned."""
+    if out is not None:
+        out[...] = res
+        return out
+    return res
+
+
 class _Sigmoid(Activation):
     name = "sigmoid"
 
     def _forward(self, z, out):
-        # Stable for large |z|: exp(-|z|) never overflows.
-        e = np.exp(-np.abs(z))
-        pos = z >= 0
-        r = 1.0 / (1.0 + e)
-        res = np.where(pos, r, e * r).astype(z.dtype, copy=False)
-        if out is not None:
-            out[...] = res
-            return out
-        return res
+        return _emit(_stable_sigmoid(z), out)
 
     def _backward(self, dy, z, a):
         return dy * a * (1 - a)
@@ -217,6 +233,172 @@ class _GELU(Activation):
         return {"approximate": self.approximate}
 
 
+# ----- Keras 3's activations of modern CNNs (MobileNet, EfficientNet, YOLO, ...) -----------------
+class _ReLU6(Activation):
+    """``min(max(x, 0), 6)``; derivative 1 on ``0 < x < 6`` (read from ``a``), else 0."""
+
+    name = "relu6"
+
+    def _forward(self, z, out):
+        out = np.maximum(z, 0, out=out)
+        return np.minimum(out, 6, out=out)
+
+    def _backward(self, dy, z, a):
+        return np.where((a > 0) & (a < 6), dy, 0)
+
+
+class _SiLU(Activation):
+    """``x * sigmoid(x)`` (Keras's ``silu``, alias ``swish``); derivative
+    ``s * (1 + x * (1 - s))`` with ``s = sigmoid(x)`` (TensorFlow's form)."""
+
+    name = "silu"
+    needs_input = True
+
+    def _forward(self, z, out):
+        return _emit(z * _stable_sigmoid(z), out)
+
+    def _backward(self, dy, z, a):
+        s = _stable_sigmoid(z)
+        return dy * (s * (1 + z * (1 - s)))
+
+
+def _relu6_of_shift(z):
+    """``relu6(x + 3)`` in ``z``'s dtype (a fresh array)."""
+    r = z + z.dtype.type(3)
+    np.maximum(r, 0, out=r)
+    return np.minimum(r, 6, out=r)
+
+
+class _HardSigmoid(Activation):
+    """Keras 3's ``relu6(x + 3) / 6`` (not Keras 2's ``0.2 x + 0.5``); derivative ``1 / 6``
+    on ``-3 < x < 3`` (where ``0 < a < 1``), else 0."""
+
+    name = "hard_sigmoid"
+
+    def _forward(self, z, out):
+        r = _relu6_of_shift(z)
+        return np.divide(r, 6, out=r if out is None else out)
+
+    def _backward(self, dy, z, a):
+        return np.where((a > 0) & (a < 1), dy / 6, 0)
+
+
+class _HardSiLU(Activation):
+    """``x * relu6(x + 3) / 6`` (Keras's ``hard_silu``, alias ``hard_swish``); derivative
+    ``hard_sigmoid(x) + x / 6`` on ``-3 < x < 3``, 0 below, 1 above."""
+
+    name = "hard_silu"
+    needs_input = True
+
+    def _forward(self, z, out):
+        r = _relu6_of_shift(z)
+        np.divide(r, 6, out=r)
+        return np.multiply(z, r, out=out)
+
+    def _backward(self, dy, z, a):
+        r = z + z.dtype.type(3)
+        h = np.minimum(np.maximum(r, 0), 6) / 6
+        return dy * h + np.where((r > 0) & (r < 6), dy * z / 6, 0)
+
+
+def _softplus(z):
+    """``log(1 + exp(x))`` without overflow (``np.logaddexp(x, 0)``, Keras's numpy form)."""
+    return np.logaddexp(z, z.dtype.type(0))
+
+
+class _Mish(Activation):
+    """``x * tanh(softplus(x))``; derivative ``t + x * (1 - t^2) * sigmoid(x)``,
+    ``t = tanh(softplus(x))``."""
+
+    name = "mish"
+    needs_input = True
+
+    def _forward(self, z, out):
+        return np.multiply(z, np.tanh(_softplus(z)), out=out)
+
+    def _backward(self, dy, z, a):
+        t = np.tanh(_softplus(z))
+        return dy * (t + z * (1 - t * t) * _stable_sigmoid(z))
+
+
+class _Softplus(Activation):
+    """``log(1 + exp(x))``; derivative ``sigmoid(x)``."""
+
+    name = "softplus"
+    needs_input = True
+
+    def _forward(self, z, out):
+        return _emit(_softplus(z), out)
+
+    def _backward(self, dy, z, a):
+        return dy * _stable_sigmoid(z)
+
+
+class _Softsign(Activation):
+    """``x / (1 + |x|)``; derivative ``1 / (1 + |x|)^2`` (divided twice: no overflow)."""
+
+    name = "softsign"
+    needs_input = True
+
+    def _forward(self, z, out):
+        return np.divide(z, 1 + np.abs(z), out=out)
+
+    def _backward(self, dy, z, a):
+        q = 1 + np.abs(z)
+        return dy / q / q
+
+
+# SELU's constants (Klambauer et al. 2017), as Keras and TensorFlow write them.
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+_SELU_SCALE_ALPHA = 1.7580993408473768599402175208123
+
+
+class _SELU(Activation):
+    """``scale * (x if x >= 0 else alpha * expm1(x))``, Keras's constants; derivative
+    ``scale`` where ``a >= 0``, else ``a + scale * alpha`` (TensorFlow's SeluGrad)."""
+
+    name = "selu"
+
+    def _forward(self, z, out):
+        t = z.dtype.type
+        neg = t(_SELU_ALPHA) * np.expm1(np.minimum(z, 0))
+        return np.multiply(t(_SELU_SCALE), np.where(z >= 0, z, neg), out=out)
+
+    def _backward(self, dy, z, a):
+        t = dy.dtype.type
+        return np.where(a < 0, dy * (a + t(_SELU_SCALE_ALPHA)), dy * t(_SELU_SCALE))
+
+
+class _Exponential(Activation):
+    """``exp(x)`` (``inf`` past the dtype's range, as Keras, without a warning); derivative
+    ``a``."""
+
+    name = "exponential"
+
+    def _forward(self, z, out):
+        with np.errstate(over="ignore"):
+            return np.exp(z, out=out)
+
+    def _backward(self, dy, z, a):
+        return dy * a
+
+
+class _LogSoftmax(Activation):
+    """``x - max(x) - log(sum(exp(x - max(x))))`` along the last axis (Keras's numpy form);
+    derivative ``dy - exp(a) * sum(dy)``."""
+
+    name = "log_softmax"
+
+    def _forward(self, z, out):
+        out = np.subtract(z, z.max(axis=-1, keepdims=True), out=out)
+        out -= np.log(np.exp(out).sum(axis=-1, keepdims=True))
+        return out
+
+    def _backward(self, dy, z, a):
+        return dy - np.exp(a) * dy.sum(axis=-1, keepdims=True)
+
+
 linear = _Linear()
 relu = _ReLU()
 sigmoid = _Sigmoid()
@@ -225,11 +407,27 @@ softmax = _Softmax()
 leaky_relu = _LeakyReLU()
 elu = _ELU()
 gelu = _GELU()
+relu6 = _ReLU6()
+silu = swish = _SiLU()
+hard_sigmoid = _HardSigmoid()
+hard_silu = hard_swish = _HardSiLU()
+mish = _Mish()
+softplus = _Softplus()
+softsign = _Softsign()
+selu = _SELU()
+exponential = _Exponential()
+log_softmax = _LogSoftmax()
 
-_DEFAULTS = {type(a): a for a in (linear, relu, sigmoid, tanh, softmax, leaky_relu, elu, gelu)}
+_DEFAULTS = {type(a): a for a in (linear, relu, sigmoid, tanh, softmax, leaky_relu, elu, gelu,
+                                  relu6, silu, hard_sigmoid, hard_silu, mish, softplus,
+                                  softsign, selu, exponential, log_softmax)}
+# Keras 3's aliases: the same function, serialized under its own name ("swish" -> "silu").
+_ALIASES = {"swish": silu, "hard_swish": hard_silu}
 
 # Activations are known by their names ("relu", "leaky_relu"; case and underscores ignored).
-REGISTRY = Registry("activation", Activation, {a.name: type(a) for a in _DEFAULTS.values()},
+REGISTRY = Registry("activation", Activation,
+                    {**{a.name: type(a) for a in _DEFAULTS.values()},
+                     **{alias: type(a) for alias, a in _ALIASES.items()}},
                     from_name=lambda cls, name: _DEFAULTS[cls],
                     from_config=lambda cls, config: cls(**config))
 deserialize = REGISTRY.deserialize
