@@ -93,6 +93,12 @@ NODE_CASES = {
     "winograd conv + relu, pointwise conv + softmax": [
         L(Input, (10, 9, 16)), L(Conv2D, 16, 3, padding="same", activation="relu"),
         L(Conv2D, 7, 1, activation="softmax")],
+    "CNN activations in epilogues and as layers": [
+        L(Input, (8, 8, 3)), L(Conv2D, 8, 3, activation="swish"),
+        L(Conv2D, 8, 3, padding="same", activation="hard_silu"), L(Activation, "relu6"),
+        L(Activation, "hard_sigmoid"), L(Flatten), L(Dense, 6, activation="elu"),
+        L(Dense, 5, activation="gelu"), L(Activation, "leaky_relu"),
+        L(Dense, 4, activation="silu")],
     "dense on rank-3 samples, activation layers": [
         L(Input, (5, 6)), L(Dense, 8), L(Activation, "relu"), L(Dense, 4, activation="tanh"),
         L(Flatten), L(Dense, 6), L(Softmax)],
