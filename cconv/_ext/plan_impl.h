@@ -108,20 +108,36 @@ static void PF(cconv_plan_post)(const cconv_pnode *nd, PT *y, const PT *res, int
                                 int64_t ld, int64_t c0, int64_t cn)
 {
     const PT *s = (const PT *)nd->st, *t = s ? s + nd->units + c0 : 0;
+    /* relu and relu6 clamp in the same pass (lo, hi); other activations after it */
+    const int clamp = nd->act == CCONV_ACT_RELU || nd->act == CCONV_ACT_RELU6;
+    const PT lo = clamp ? (PT)0 : -(PT)INFINITY;
+    const PT hi = nd->act == CCONV_ACT_RELU6 ? (PT)6 : (PT)INFINITY;
     int64_t i, j;
     if (s) s += c0;
     for (i = 0; i < rows; i++) {
         PT *CCONV__RESTRICT r = y + i * ld;
         const PT *q = res ? res + i * ld : 0;
         if (s && q)
-            for (j = 0; j < cn; j++) r[j] = r[j] * s[j] + t[j] + q[j];
+            for (j = 0; j < cn; j++) {
+                PT v = r[j] * s[j] + t[j] + q[j];
+                v = v < lo ? lo : v;
+                r[j] = v > hi ? hi : v;
+            }
         else if (s)
-            for (j = 0; j < cn; j++) r[j] = r[j] * s[j] + t[j];
+            for (j = 0; j < cn; j++) {
+                PT v = r[j] * s[j] + t[j];
+                v = v < lo ? lo : v;
+                r[j] = v > hi ? hi : v;
+            }
         else if (q)
-            for (j = 0; j < cn; j++) r[j] = r[j] + q[j];
-        if (ld != cn) PF(cconv_plan_act)(r, 1, cn, nd->act, nd->alpha);
+            for (j = 0; j < cn; j++) {
+                PT v = r[j] + q[j];
+                v = v < lo ? lo : v;
+                r[j] = v > hi ? hi : v;
+            }
+        if (!clamp && ld != cn) PF(cconv_plan_act)(r, 1, cn, nd->act, nd->alpha);
     }
-    if (ld == cn) PF(cconv_plan_act)(y, rows, cn, nd->act, nd->alpha);
+    if (!clamp && ld == cn) PF(cconv_plan_act)(y, rows, cn, nd->act, nd->alpha);
 }
 
 /* dst[0:n] = src[0:n] for the short runs of im2col, inline, where memcpy would be a library
