@@ -337,3 +337,28 @@ def test_fit_with_dropout_is_reproducible_after_set_random_seed(threads):
         np.testing.assert_array_equal(a, b)
     loss_c, _ = _fit_once(6)
     assert loss_c != loss_a
+
+
+def test_pickle_from_before_philox_still_loads():
+    # a Dropout pickled when it held a NumPy generator (``_rng``) and no (seed, step)
+    layer = L.Dropout(0.5, seed=1)
+    state = layer.__getstate__()
+    for k in ("_seed", "_step", "noise_shape"):
+        state.pop(k)
+    state["_rng"] = np.random.default_rng(3)
+    old = L.Dropout.__new__(L.Dropout)
+    old.__setstate__(state)
+    want_seed = int(np.random.default_rng(3).integers(0, 1 << 64, dtype=np.uint64))
+    x = np.ones((2, 30), np.float32)
+    np.testing.assert_array_equal(old.forward(x, training=True), ops.dropout(x, 0.5, want_seed, 0))
+    assert old.get_config()["noise_shape"] is None and "_rng" not in vars(old)
+
+
+def test_keras_dropout_with_noise_shape_loads():
+    keras = pytest.importorskip("keras", reason="Keras (tensorflow-cpu) is needed to compare")
+    import json
+
+    from cconv.saving.keras_files import layer_from_keras_config
+    cfg = keras.layers.Dropout(0.3, noise_shape=(None, 1, 1, 4), seed=2).get_config()
+    layer = layer_from_keras_config("Dropout", json.loads(json.dumps(cfg)))
+    assert (layer.rate, layer.seed, layer.noise_shape) == (0.3, 2, (None, 1, 1, 4))

@@ -358,6 +358,18 @@ class Dropout(Layer):
             return dy
         return _ops.dropout(dy, self.rate, call[0], call[1], self.noise_shape)
 
+    def __setstate__(self, state):
+        # pickles made when Dropout held a NumPy generator (``_rng``) and drew masks from it:
+        # the seed is drawn from that generator, so such a pickle still trains reproducibly
+        rng = state.pop("_rng", None)
+        if "_seed" not in state:
+            state["_seed"] = int((rng if rng is not None else _backend.make_generator(None))
+                                 .integers(0, 1 << 64, dtype=np.uint64))
+            state["_step"] = 0
+        state.setdefault("noise_shape", None)
+        state.pop("_mask", None)
+        super().__setstate__(state)
+
     def get_config(self) -> Config:
         cfg = super().get_config()
         cfg.update(rate=self.rate, seed=self.seed, noise_shape=self.noise_shape)
