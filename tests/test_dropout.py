@@ -362,3 +362,9 @@ def test_keras_dropout_with_noise_shape_loads():
     cfg = keras.layers.Dropout(0.3, noise_shape=(None, 1, 1, 4), seed=2).get_config()
     layer = layer_from_keras_config("Dropout", json.loads(json.dumps(cfg)))
     assert (layer.rate, layer.seed, layer.noise_shape) == (0.3, 2, (None, 1, 1, 4))
+
+
+def test_rate_next_to_one_drops_everything():
+    # ceil(rate * 2**32) == 2**32: no 32-bit word reaches it
+    y = ops.dropout(np.ones(1000, np.float64), float(np.nextafter(1.0, 0.0)), SEED, STEP)
+    assert not y.any()

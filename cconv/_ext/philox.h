@@ -27,7 +27,8 @@
  * divide, x / (1 - rate), which can differ in the last bit.) Dropped values are exactly 0,
  * also where x is inf or NaN (TensorFlow's `where(keep, x * scale, 0)`).
  *
- * API (rate in [0, 1); n >= 0; offset >= 0; x may equal y):
+ * API (rate in [0, 1), a double also for float data, so that a mask does not depend on the
+ * dtype; n >= 0; offset >= 0; x may equal y):
  *   cconv_philox4x32_10(ctr[4], key[2], out[4])           one block, the reference function
  *   cconv_dropout_threshold(rate)                         ceil(rate * 2**32), in [0, 2**32]
  *   cconv_dropout_f32(x, y, n, offset, seed, step, rate)  y[i] = keep(offset + i) ? x[i] * scale : 0
