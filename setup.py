@@ -16,7 +16,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-EXT_MODULES = ["conv", "pool", "parallel", "blas", "resample", "plan", "optim"]
+EXT_MODULES = ["conv", "pool", "parallel", "blas", "resample", "plan", "optim", "dropout"]
 HEADERS = sorted(glob.glob("cconv/_ext/*.h") + glob.glob("cconv/_ext/*.pxi"))
 
 OPENMP_TEST = textwrap.dedent(

@@ -14,7 +14,9 @@
   augmentation layers) built without a seed: a child of the global seed, one per layer in
   creation order; :func:`global_generator`: the one unseeded initializers draw from at each
   call. So ``cconv.utils.set_random_seed(s)`` makes every later unseeded draw reproducible;
-  all draws are NumPy's, in Python, so thread counts play no part.
+  all draws are NumPy's, in Python, so thread counts play no part. (Dropout draws only its
+  64-bit seed from its generator; its masks come from Philox in C, ``cconv.ops.dropout``, a
+  function of (seed, step, element) that no thread count changes either.)
 
 This module imports nothing else from cconv (every other module may import it).
 """

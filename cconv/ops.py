@@ -27,6 +27,7 @@ from numpy.typing import ArrayLike
 from . import backend as _backend
 from ._ext import blas as _blas
 from ._ext import conv as _conv
+from ._ext import dropout as _dropext
 from ._ext import pool as _poolext
 from ._ext import resample as _resample
 from ._ext.parallel import get_num_threads, threads_for
@@ -50,6 +51,8 @@ __all__ = [
     "upsampling2d",
     "upsampling2d_backward",
     "channel_sum",
+    "dropout",
+    "dropout_mask",
 ]
 
 # Every size, stride, dilation and padding amount, and every index the kernels form from them
@@ -815,6 +818,109 @@ def upsampling2d_backward(dy: ArrayLike, x: ArrayLike, size: IntOrPair = 2,
         _resample.bilinear_backward(dy, dx, *_bilinear_table(h, h * sh, dtype),
                                     *_bilinear_table(w, w * sw, dtype), _threads(4 * dy.size))
     return dx
+
+
+# ----- dropout: masks from a counter-based generator (Philox4x32-10, cconv/_ext/philox.h) -----
+# Element j of a call (its C-order position, or its position in ``noise_shape``) is kept when
+# Philox(counter = (j // 4, step), key = seed) word j % 4, read as u = word / 2**32, is >= rate;
+# kept values are x * (1 / (1 - rate)), the scale rounded once to x's dtype (TensorFlow's
+# formula, which Keras 3's default backend runs). The mask is a function of (seed, step, j) only:
+# no thread count or chunking changes it, and the backward recomputes it instead of storing it.
+
+_DROPOUT_GRAIN = 1 << 16   # elements per thread task in _ext/dropout.pyx (its CHUNK)
+
+
+def _check_rate(rate, op):
+    if isinstance(rate, (bool, np.bool_)) or not isinstance(rate, (int, float, np.integer,
+                                                                    np.floating)):
+        raise TypeError(f"{op}: rate must be a float in [0, 1), got {rate!r}")
+    if not 0.0 <= float(rate) < 1.0:   # also refuses NaN
+        raise ValueError(f"{op}: rate must be in [0, 1), got {rate!r}; "
+                         "rate is the fraction of elements set to zero")
+    return float(rate)
+
+
+def _check_u64(value, name, op):
+    if not is_int(value) or not 0 <= int(value) < 1 << 64:
+        raise ValueError(f"{op}: {name} must be an int in [0, 2**64), got {value!r}")
+    return int(value)
+
+
+def _noise_shape(noise_shape, shape, op):
+    """Keras's noise_shape: one entry per axis of x, None meaning x's size; each entry x's
+    size or 1 (the mask is then shared along that axis)."""
+    try:
+        ns = tuple(noise_shape)
+    except TypeError:
+        raise ValueError(f"{op}: noise_shape must be a tuple of ints or None, "
+                         f"got {noise_shape!r}") from None
+    if len(ns) != len(shape):
+        raise ValueError(f"{op}: noise_shape {ns!r} must have one entry per axis of x, whose "
+                         f"shape is {shape}")
+    out = []
+    for n, d in zip(ns, shape):
+        if n is None:
+            n = d
+        if not is_int(n) or int(n) not in (d, 1):
+            raise ValueError(f"{op}: noise_shape {ns!r} cannot be broadcast to x's shape "
+                             f"{shape}: each entry must be None, 1 or x's size on that axis")
+        out.append(int(n))
+    return tuple(out)
+
+
+def dropout_mask(shape, rate: float, seed: int, step: int = 0, dtype=None) -> np.ndarray:
+    """The mask :func:`dropout` applies: ``1 / (1 - rate)`` (in ``dtype``) where an element of
+    an array of ``shape`` is kept, 0 where it is dropped. ``dtype``: float32 (default
+    ``cconv.backend.floatx()``) or float64."""
+    op = "dropout_mask"
+    rate = _check_rate(rate, op)
+    seed = _check_u64(seed, "seed", op)
+    step = _check_u64(step, "step", op)
+    dtype = np.dtype(_backend.floatx() if dtype is None else dtype)
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: dtype must be float32 or float64, got {dtype}")
+    m = _empty(tuple(int(d) for d in shape), dtype, op, "mask")
+    _dropext.dropout_mask(m.reshape(-1), seed, step, rate, 0,
+                          _threads(m.size * 16))
+    return m
+
+
+def dropout(x: ArrayLike, rate: float, seed: int, step: int = 0,
+            noise_shape: Optional[Sequence[Optional[int]]] = None) -> np.ndarray:
+    """Dropout in training: each element of ``x`` is kept with probability ``1 - rate`` and
+    scaled by ``1 / (1 - rate)``, or set to 0 (also where ``x`` is inf or NaN).
+
+    Args:
+        x: any shape; float32 stays float32, float64 float64 (dtype rules: module docstring).
+        rate: float in [0, 1), the fraction dropped.
+        seed, step: ints in [0, 2**64). The mask is a function of (seed, step, element index)
+            only: the same arguments give the same mask for any thread count. Dropout layers
+            pass their seed and a step counted per training call.
+        noise_shape: Keras's: one entry per axis, None or x's size (a mask entry per
+            element along that axis) or 1 (one mask entry shared along it); the index of a
+            mask entry is its C-order position in ``noise_shape``.
+
+    Returns:
+        A new array shaped like ``x``; ``x`` is not modified. The gradient of this function
+        with respect to ``x`` is this function applied to ``dy`` with the same arguments.
+    """
+    op = "dropout"
+    rate = _check_rate(rate, op)
+    seed = _check_u64(seed, "seed", op)
+    step = _check_u64(step, "step", op)
+    dtype, (x,) = _arrays(op, x=x)
+    if noise_shape is not None:
+        ns = _noise_shape(noise_shape, x.shape, op)
+        if ns != x.shape:   # a mask over the noise shape, broadcast
+            mask = dropout_mask(ns, rate, seed, step, dtype)
+            y = np.multiply(x, mask)
+            np.copyto(y, 0, where=mask == 0)   # dropped is 0 even for inf or NaN x
+            return y
+    y = _empty(x.shape, dtype, op)
+    # ~16 operations per element (a tenth of a Philox block and the scaling)
+    _dropext.dropout(x.reshape(-1), y.reshape(-1), seed, step, rate, 0,
+                     _threads(x.size * 16))
+    return y
 
 
 # ----- differentiable ops (Keras's ``keras.ops`` names), recorded on cconv's tape ----------------

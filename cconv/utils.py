@@ -29,7 +29,8 @@ def set_random_seed(seed):
     """Seed everything random in cconv, as Keras's ``keras.utils.set_random_seed``: Python's
     ``random``, NumPy's global generator (``fit``'s shuffling draws from it) and cconv's global
     seed, from which initializers without a seed draw their values and Dropout and the
-    augmentation layers made afterwards without a seed draw their generators. The same seed
+    augmentation layers made afterwards without a seed draw their generators (Dropout: its
+    mask seed). The same seed
     then gives the same weights and the same training, for any thread count
     (``cconv.set_num_threads``): every draw is NumPy's, in Python, and the kernels' results do
     not depend on the thread count.

@@ -300,43 +300,79 @@ class Dropout(Layer):
     """Sets a fraction ``rate`` of inputs to zero during training and scales the rest
     by ``1 / (1 - rate)``; the identity at inference. Shape unchanged.
 
+    Masks come from a counter-based generator (Philox4x32-10, :func:`cconv.ops.dropout`): the
+    mask of a training call is a function of (the layer's seed, the call's step, the element's
+    index) only, so no thread count changes it and the backward recomputes it rather than
+    keeping it. The step counts the layer's training calls (0, 1, 2, ...).
+
     Args:
         rate: float in [0, 1).
-        noise_shape: not supported (None only).
-        seed: int for a reproducible mask sequence; None draws the layer's generator from the
-            global seed (``cconv.utils.set_random_seed``). NumPy's generator: masks differ
-            from Keras's.
+        noise_shape: Keras's: None (a mask entry per element) or one entry per axis of the
+            input (batch axis included), each None (the input's size), that size, or 1 (one
+            mask entry shared along that axis, e.g. ``(None, 1, 1, None)`` drops whole
+            channels).
+        seed: int for a reproducible mask sequence; None draws the layer's seed from the
+            global seed at creation (reproducible after ``cconv.utils.set_random_seed``).
+            Masks differ from Keras's (another generator).
     """
 
-    _transient = ("_mask",)
+    _transient = ("_drop_call",)
 
     def __init__(self, rate: float, noise_shape: Optional[Sequence[Optional[int]]] = None,
                  seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        if not 0 <= rate < 1:
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) \
+                or not 0 <= rate < 1:
             raise ValueError(f"Dropout: rate must be in [0, 1); got {rate!r}.")
         if noise_shape is not None:
-            raise ValueError("Dropout: noise_shape is not supported (use None).")
+            try:
+                noise_shape = tuple(noise_shape)
+            except TypeError:
+                raise ValueError(f"Dropout: noise_shape must be None or a tuple of ints and "
+                                 f"Nones; got {noise_shape!r}.") from None
+            noise_shape = tuple(None if n is None else check_int(n, "noise_shape", "Dropout")
+                                for n in noise_shape)
         self.rate = float(rate)
+        self.noise_shape = noise_shape
         self.seed = seed
-        self._rng = _backend.make_generator(seed)   # unseeded: from the global seed
+        if seed is not None:
+            self._seed = int(seed) % (1 << 64)
+        else:   # the next child of the global seed (the n-th after set_random_seed is fixed)
+            self._seed = int(_backend.make_generator(None).integers(
+                0, 1 << 64, dtype=np.uint64))
+        self._step = 0     # training calls so far: the next call's Philox counter
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if not training or self.rate == 0:
-            self._mask = None
+            self._drop_call = None
             return x
-        keep = self._rng.random(x.shape, dtype=np.float32) >= self.rate
-        mask = keep.astype(x.dtype)
-        mask *= x.dtype.type(1.0 / (1.0 - self.rate))
-        self._mask = mask
-        return x * mask
+        call = (self._seed, self._step % (1 << 64))
+        self._step += 1
+        self._drop_call = call
+        return _ops.dropout(x, self.rate, call[0], call[1], self.noise_shape)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return dy if self._mask is None else dy * self._mask
+        # d(dropout)/dx is the same mask: dropout of dy with the forward's (seed, step)
+        call = self.__dict__.get("_drop_call")
+        if call is None:
+            return dy
+        return _ops.dropout(dy, self.rate, call[0], call[1], self.noise_shape)
+
+    def __setstate__(self, state):
+        # pickles made when Dropout held a NumPy generator (``_rng``) and drew masks from it:
+        # the seed is drawn from that generator, so such a pickle still trains reproducibly
+        rng = state.pop("_rng", None)
+        if "_seed" not in state:
+            state["_seed"] = int((rng if rng is not None else _backend.make_generator(None))
+                                 .integers(0, 1 << 64, dtype=np.uint64))
+            state["_step"] = 0
+        state.setdefault("noise_shape", None)
+        state.pop("_mask", None)
+        super().__setstate__(state)
 
     def get_config(self) -> Config:
         cfg = super().get_config()
-        cfg.update(rate=self.rate, seed=self.seed)
+        cfg.update(rate=self.rate, seed=self.seed, noise_shape=self.noise_shape)
         return cfg
 
 

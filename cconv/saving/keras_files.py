@@ -87,7 +87,7 @@ _KEEP = {
     "GlobalAveragePooling2D": ("keepdims",),
     "GlobalMaxPooling2D": ("keepdims",),
     "Flatten": (),
-    "Dropout": ("rate", "seed"),
+    "Dropout": ("rate", "seed", "noise_shape"),
     "Activation": ("activation",),
     "ReLU": ("max_value", "negative_slope", "threshold"),
     "LeakyReLU": ("negative_slope",),
