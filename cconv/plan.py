@@ -333,6 +333,11 @@ class _Builder:
             return True
         if kind is _layers.ZeroPadding2D:
             return self.zero_padding(layer, ins, out_id, out, readers)
+        if kind is _layers.Dropout:          # training, with a rate: masks from philox.h
+            if getattr(layer, "noise_shape", None) is not None or ins[0] in self.pad_of:
+                return False
+            return self._new({"kind": _native.KINDS["dropout"], "alpha": layer.rate,
+                              "units": out[-1]}, ins, out_id, out, layer)
         if any(i in self.pad_of for i in ins) and kind not in (_layers.Conv2D,
                                                                 _layers.DepthwiseConv2D):
             return False
@@ -723,8 +728,6 @@ def _trainable_nodes(builder, chain, logits):
     step runs layer by layer)."""
     last = len(chain) - 1
     for i, layer in enumerate(chain):
-        if isinstance(layer, _layers.Dropout) and layer.rate > 0:
-            return False
         if layer.weights and not (layer.trainable and layer.trainable_weights):
             return False
         if not builder.add(layer, [i], i + 1, layer.output_shape[1:], logits and i == last):
@@ -772,6 +775,8 @@ class TrainPlan:
         mid = max([n.get("mid_size", 0) for n in self.nodes if n.get("pool")] or [0])
         self.native = _native.NativePlan(self.nodes, math.prod(builder.in_shape),
                                          math.prod(self.out_shape), top, mid, model.dtype)
+        self._dropouts = [(i, n["layer"]) for i, n in enumerate(self.nodes)
+                          if n["kind"] == _native.KINDS["dropout"]]
         self._args_img = arg_top
         self._first = next(i for i, n in enumerate(self.nodes) if n.get("w") is not None)
         self._n, self._x, self._y = -1, None, None
@@ -789,6 +794,9 @@ class TrainPlan:
             self.native.prepare(n, min(threads, -(-n // chunk)), chunk, False, True,
                                 self._args_img)
             self._n = (n, threads)
+        for i, layer in self._dropouts:     # the layer path's (seed, step) sequence
+            self.native.set_dropout(i, layer._seed, layer._step % (1 << 64))
+            layer._step += 1
         self._x = np.ascontiguousarray(x)
         self._y = np.empty((n,) + tuple(self.out_shape), self.dtype)
         self.native.run(self._x, self._y)
@@ -801,8 +809,9 @@ class TrainPlan:
 
 def compile_train_plan(model, logits=False):
     """A :class:`TrainPlan` for ``model`` (built, weights packed), or None when a layer has no
-    native training node (BatchNormalization, Dropout with a rate, a frozen layer, softmax
-    before the last layer, ...)."""
+    native training node (BatchNormalization, a Dropout with a noise_shape, a frozen layer,
+    softmax before the last layer, ...). A Dropout with a rate is a node: its masks are the
+    layer path's (the same seed and step sequence, philox.h)."""
     chain = model.chain_layers()
     if chain is None or _any_size(model.input_shape):   # no chain: layer by layer
         return None

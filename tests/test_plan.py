@@ -559,6 +559,11 @@ TRAIN_CASES = {
             L(Input, (7, 9, 16)), L(Conv2D, 16, 3, padding="same", use_bias=False),
             L(Conv2D, 17, 3, activation="relu"), L(MaxPooling2D, 2), L(Flatten),
             L(Dense, 3)], dtype), "adam", "mse"),
+    "dropout with rates (keras-io's MNIST convnet): the layer path's masks": (
+        lambda dtype: _model([
+            L(Input, (12, 12, 1)), L(Dropout, 0.2), L(Conv2D, 4, 3, activation="relu"),
+            L(MaxPooling2D, 2), L(Dropout, 0.3), L(Flatten), L(Dropout, 0.5),
+            L(Dense, 3, activation="softmax")], dtype), "adam", "categorical_crossentropy"),
     "dense only: every kernel gradient over the whole batch": (lambda dtype: _model([
         L(Input, (70,)), L(Dense, 130, activation="relu"), L(Dense, 9, activation="sigmoid"),
         L(Dense, 3, activation="softmax")], dtype), "adam", "categorical_crossentropy"),

@@ -29,10 +29,11 @@
 #include "implicit.h"
 #include "winograd.h"
 #include "pool_cells.h"
+#include "philox.h"
 
 enum { CCONV_PLAN_CONV = 1, CCONV_PLAN_POOL = 2, CCONV_PLAN_DENSE = 3, CCONV_PLAN_ACT = 4,
        CCONV_PLAN_MERGE = 5, CCONV_PLAN_CONCAT = 6, CCONV_PLAN_GPOOL = 7,
-       CCONV_PLAN_AFFINE = 8 };
+       CCONV_PLAN_AFFINE = 8, CCONV_PLAN_DROPOUT = 9 };
 enum { CCONV_ACT_LINEAR = 0, CCONV_ACT_RELU = 1, CCONV_ACT_SIGMOID = 2, CCONV_ACT_TANH = 3,
        CCONV_ACT_SOFTMAX = 4, CCONV_ACT_RELU6 = 5, CCONV_ACT_LEAKY = 6, CCONV_ACT_ELU = 7,
        CCONV_ACT_GELU = 8, CCONV_ACT_GELU_TANH = 9, CCONV_ACT_SILU = 10,
@@ -63,7 +64,10 @@ enum { CCONV_POOL_NONE = 0, CCONV_POOL_MAX = 1, CCONV_POOL_AVG = 2 };
 typedef struct {
     int kind, act, algo, pool;   /* CCONV_PLAN_*, CCONV_ACT_*, CCONV_ALGO_*, CCONV_POOL_* */
     int input;                   /* producing node, -1: the plan's input */
-    double alpha;                /* leaky_relu's negative slope, elu's alpha */
+    double alpha;                /* leaky_relu's negative slope, elu's alpha, dropout's rate */
+    uint64_t seed, step;         /* training, dropout: the layer's seed and this step's
+                                    counter (philox.h: the mask of element i of the batch is
+                                    a function of seed, step and i only) */
     int ninputs;                 /* merge, concatenate: inputs (input is inputs[0]) */
     int inputs[CCONV_PLAN_MAX_IN];
     int64_t widths[CCONV_PLAN_MAX_IN];  /* concatenate: each input's channels */
@@ -416,6 +420,7 @@ static int cconv_plan_wino_packs(const cconv_pnode *nd, int64_t nimg, int is_f32
 #define P_WINO_KG cconv_wino_kernel_grad_f32
 #define P_FINITE cconv_wino_finite_f32
 #define P_POOL_ROWS cconv_pool_rows_f32
+#define P_DROPOUT cconv_dropout_f32
 #include "plan_impl.h"
 
 #define PT double
@@ -440,6 +445,7 @@ static int cconv_plan_wino_packs(const cconv_pnode *nd, int64_t nimg, int is_f32
 #define P_WINO_KG cconv_wino_kernel_grad_f64
 #define P_FINITE cconv_wino_finite_f64
 #define P_POOL_ROWS cconv_pool_rows_f64
+#define P_DROPOUT cconv_dropout_f64
 #include "plan_impl.h"
 
 #endif

@@ -4,7 +4,7 @@ one GIL-free call per batch. ``cconv.plan`` builds the node list and decides alg
 buffer offsets, chunk size and threads; this module trusts those decisions and only checks
 the arrays handed to :meth:`NativePlan.run`."""
 cimport numpy as cnp
-from libc.stdint cimport int32_t, int64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport calloc, free
 
 from cconv._ext.conv cimport WINO_KERNEL_BYTES, ConvGeom, conv2d_backward_c
@@ -22,6 +22,7 @@ cdef extern from "plan.h" nogil:
     ctypedef struct cconv_pnode:
         int kind, act, algo, pool, input
         double alpha
+        uint64_t seed, step
         int ninputs
         int inputs[8]
         int64_t widths[8]
@@ -63,7 +64,7 @@ cdef extern from "plan.h" nogil:
         int wino_exact
     enum:
         CCONV_PLAN_CONV, CCONV_PLAN_POOL, CCONV_PLAN_DENSE, CCONV_PLAN_ACT, CCONV_PLAN_MERGE
-        CCONV_PLAN_CONCAT, CCONV_PLAN_GPOOL, CCONV_PLAN_AFFINE
+        CCONV_PLAN_CONCAT, CCONV_PLAN_GPOOL, CCONV_PLAN_AFFINE, CCONV_PLAN_DROPOUT
         CCONV_ACT_LINEAR, CCONV_ACT_RELU, CCONV_ACT_SIGMOID, CCONV_ACT_TANH, CCONV_ACT_SOFTMAX
         CCONV_ACT_RELU6, CCONV_ACT_LEAKY, CCONV_ACT_ELU, CCONV_ACT_GELU, CCONV_ACT_GELU_TANH
         CCONV_ACT_SILU, CCONV_ACT_HARD_SIGMOID, CCONV_ACT_HARD_SILU
@@ -96,7 +97,7 @@ cdef extern from "plan.h" nogil:
 #: The codes of plan.h's enums, for cconv.plan.
 KINDS = {"conv": CCONV_PLAN_CONV, "pool": CCONV_PLAN_POOL, "dense": CCONV_PLAN_DENSE,
          "act": CCONV_PLAN_ACT, "merge": CCONV_PLAN_MERGE, "concat": CCONV_PLAN_CONCAT,
-         "gpool": CCONV_PLAN_GPOOL, "affine": CCONV_PLAN_AFFINE}
+         "gpool": CCONV_PLAN_GPOOL, "affine": CCONV_PLAN_AFFINE, "dropout": CCONV_PLAN_DROPOUT}
 ACTIVATIONS = {"linear": CCONV_ACT_LINEAR, "relu": CCONV_ACT_RELU, "sigmoid": CCONV_ACT_SIGMOID,
                "tanh": CCONV_ACT_TANH, "softmax": CCONV_ACT_SOFTMAX, "relu6": CCONV_ACT_RELU6,
                "leaky_relu": CCONV_ACT_LEAKY, "elu": CCONV_ACT_ELU, "gelu": CCONV_ACT_GELU,
@@ -298,6 +299,12 @@ cdef class NativePlan:
         self.p.scr = cnp.PyArray_DATA(<cnp.ndarray>self.scr_arr)
         self.p.chunk = chunk
         self.batch, self.threads, self.by_layers = batch, threads, by_layers
+
+    def set_dropout(self, int i, uint64_t seed, uint64_t step):
+        """Training: the (seed, step) of dropout node i's next forward and backward."""
+        if not 0 <= i < self.p.nnodes or self.p.nodes[i].kind != CCONV_PLAN_DROPOUT:
+            raise ValueError(f"NativePlan.set_dropout: node {i} is no dropout node")
+        self.p.nodes[i].seed, self.p.nodes[i].step = seed, step
 
     @property
     def tiles(self):

@@ -410,12 +410,12 @@ static void PF(cconv_plan_gpool)(const cconv_pnode *nd, const PT *x, PT *y, doub
     for (c = 0; c < C; c++) y[c] = (PT)(acc[c] / (double)P);
 }
 
-/* Node nd on images 0..n (one thread): ins its inputs (ins[0] for one-input nodes), res its
-   residual (NULL: none), out; scr: the thread's scratch, whose first mid_scr elements hold
-   the conv output of nd->group images before a fused pool. */
+/* Node nd on images 0..n (one thread), images n0.. of the batch: ins its inputs (ins[0] for
+   one-input nodes), res its residual (NULL: none), out; scr: the thread's scratch, whose
+   first mid_scr elements hold the conv output of nd->group images before a fused pool. */
 static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *const *ins,
                                       const PT *res, PT *out, int64_t n, PT *scr,
-                                      int64_t mid_scr, int32_t *arg)
+                                      int64_t mid_scr, int32_t *arg, int64_t n0)
 {
     int64_t k, u, nu, gsz = 1, rows, off;
     const PT *in = ins[0];
@@ -464,6 +464,9 @@ static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *const *in
             PF(cconv_plan_gpool)(nd, in + k * nd->in_size, out + k * nd->out_size,
                                  (double *)scr);
         PF(cconv_plan_act)(out, n, nd->units, nd->act, nd->alpha);
+        break;
+    case CCONV_PLAN_DROPOUT:   /* element i of the batch: its mask from (seed, step, i) */
+        P_DROPOUT(in, out, n * nd->out_size, n0 * nd->out_size, nd->seed, nd->step, nd->alpha);
         break;
     case CCONV_PLAN_AFFINE:
         memcpy(out, in, (size_t)(n * nd->out_size) * sizeof(PT));
@@ -518,7 +521,7 @@ static void PF(cconv_plan_run_chunks)(const cconv_plan *p, const PT *x, PT *y, i
             int32_t *arg = p->keep && nd->arg_off >= 0 ? p->args + nd->arg_off * N
                                                          + n0 * nd->out_size : 0;
             res = PF(cconv_plan_inputs)(p, nd, xc - i0 * p->in_size, arena, cap, i0, ins);
-            PF(cconv_plan_node_chunk)(nd, ins, res, out, n, scr, p->mid_scr, arg);
+            PF(cconv_plan_node_chunk)(nd, ins, res, out, n, scr, p->mid_scr, arg, n0);
         }
     }
 }
@@ -564,7 +567,7 @@ static void PF(cconv_plan_node_shared)(const cconv_plan *p, const cconv_pnode *n
             int k;
             for (k = 0; k < nd->ninputs; k++) one[k] = ins[k] + t * PF(cconv_plan_in_img)(nd, k);
             PF(cconv_plan_node_chunk)(nd, one, res ? res + t * nd->out_size : 0,
-                                      out + t * nd->out_size, 1, scr, 0, 0);
+                                      out + t * nd->out_size, 1, scr, 0, 0, t);
         }
     }
 }
@@ -887,6 +890,13 @@ static int PF(cconv_plan_backward)(const cconv_plan *p, const PT *x, const PT *y
                 PF(cconv_plan_act_grad)(t, cur, a, n * nd->out_size, nd->act);
                 cur = t;
             }
+            if (nd->kind == CCONV_PLAN_DROPOUT) {   /* the forward's mask, recomputed */
+                PT *t = cur == ba ? ba : cur == bb ? bb : ba;
+                P_DROPOUT(cur, t, n * nd->out_size, n0 * nd->out_size, nd->seed, nd->step,
+                          nd->alpha);
+                cur = t;
+                continue;
+            }
             if (nd->kind == CCONV_PLAN_ACT) continue;
             dx = j > first ? (cur == ba ? bb : ba) : 0;
             failed |= PF(cconv_plan_node_grad)(p, nd, cur, xin, arg, p_part + c * p->part_size,
@@ -997,3 +1007,4 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
 #undef P_WINO_KG
 #undef P_FINITE
 #undef P_POOL_ROWS
+#undef P_DROPOUT
