@@ -326,6 +326,10 @@ static void cconv__bn_fold(const cconv_bn_geom *g, const double *part, double *o
         }
 }
 
+/* The drivers meet at one barrier per pass: after the sums, every thread folds the partial
+   sums itself (the same operations, so the same bits; a few thousand additions) into its own
+   per-channel values, instead of one thread folding while the others wait at two barriers;
+   thread 0 writes the outputs. A preempted thread on a loaded machine stalls each barrier. */
 #define CCONV_BN_DRIVERS(SUF, T)                                                                \
 /* Forward, training: mean and var (float64; var that of x centred on mean rounded to T,      \
    corrected by that rounding), mean_t = (T)mean, rstd = (T)(1 / sqrt(var + eps)),             \
@@ -338,14 +342,20 @@ static int cconv_bn_forward_##SUF(const T *x, T *y, int64_t M, int64_t C, double
     cconv_bn_geom g;                                                                            \
     const int exact = sizeof(T) == sizeof(double);                                              \
     const int64_t nchunk = (C + CCONV_BN_CHUNK - 1) / CCONV_BN_CHUNK;                           \
-    double *part;                                                                               \
-    T *pm, *pr, *pg, *pb;                                                                       \
-    int64_t i;                                                                                  \
+    double *part, *scr;                                                                         \
+    T *pg, *pb;                                                                                 \
+    int64_t i, per;                                                                             \
+    if (nthreads < 1) nthreads = 1;                                                             \
     cconv_bn_geom_init(&g, M, C);                                                               \
-    part = (double *)malloc(sizeof(double) * (size_t)(exact ? C : g.ntask * g.L));              \
-    pm = (T *)malloc(sizeof(T) * (size_t)(4 * g.L));                                            \
-    if (!part || !pm) { free(part); free(pm); return -1; }                                      \
-    pr = pm + g.L; pg = pm + 2 * g.L; pb = pm + 3 * g.L;                                        \
+    /* per thread: sums and means (2 C doubles), its expanded mean_t and rstd (2 L T) */       \
+    per = 2 * C + (2 * g.L * (int64_t)sizeof(T) + 7) / 8;                                       \
+    /* the partial sums of each pass apart: a thread still folding the first pass's never      \
+       meets another writing the second's */                                                    \
+    part = (double *)malloc(sizeof(double) * (size_t)(2 * (exact ? C : g.ntask * g.L)));        \
+    scr = (double *)malloc(sizeof(double) * (size_t)(per * nthreads));                          \
+    pg = (T *)malloc(sizeof(T) * (size_t)(2 * g.L));                                            \
+    if (!part || !scr || !pg) { free(part); free(scr); free(pg); return -1; }                   \
+    pb = pg + g.L;                                                                              \
     for (i = 0; i < g.L; i++) {                                                                 \
         pg[i] = gamma ? gamma[i % C] : (T)1;                                                    \
         pb[i] = beta ? beta[i % C] : (T)0;                                                      \
@@ -353,52 +363,53 @@ static int cconv_bn_forward_##SUF(const T *x, T *y, int64_t M, int64_t C, double
     _Pragma("omp parallel num_threads(nthreads)")                                               \
     {                                                                                           \
         int64_t t, off, rows, w, c, j;                                                          \
+        const int me = omp_get_thread_num();                                                    \
+        double *sum = scr + per * me, *mu = sum + C;                                            \
+        T *pm = (T *)(mu + C), *pr = pm + g.L;                                                  \
         int sq;                                                                                 \
         for (sq = 0; sq < 2; sq++) {                                                            \
+            double *part_ = part + sq * (exact ? C : g.ntask * g.L);                            \
             if (exact && C == 1) {                                                              \
                 _Pragma("omp single")                                                           \
                 {                                                                               \
-                    cconv_bn_col s = {(const double *)x, NULL, 1, mean[0], 0., 0., 0., sq, 0};   \
-                    part[0] = 0. + cconv__bn_pairwise(&s, 0, M);                                \
+                    cconv_bn_col s = {(const double *)x, NULL, 1, mu[0], 0., 0., 0., sq, 0};     \
+                    part_[0] = 0. + cconv__bn_pairwise(&s, 0, M);                               \
                 }                                                                               \
             } else if (exact) {                                                                 \
                 _Pragma("omp for schedule(static)")                                             \
                 for (t = 0; t < nchunk; t++) {                                                  \
                     int64_t c0 = t * CCONV_BN_CHUNK;                                            \
                     cconv__bn_csum((const double *)x, M, C, c0,                                 \
-                                   C - c0 < CCONV_BN_CHUNK ? C - c0 : CCONV_BN_CHUNK, mean,     \
-                                   sq, part);                                                   \
+                                   C - c0 < CCONV_BN_CHUNK ? C - c0 : CCONV_BN_CHUNK, mu,       \
+                                   sq, part_);                                                  \
                 }                                                                               \
             } else {                                                                            \
                 _Pragma("omp for schedule(static)")                                             \
                 for (t = 0; t < g.ntask; t++) {                                                 \
-                    double *acc = part + t * g.L;                                               \
+                    double *acc = part_ + t * g.L;                                              \
                     memset(acc, 0, sizeof(double) * (size_t)g.L);                               \
                     cconv_bn_task(&g, t, &off, &rows, &w);                                      \
                     CCONV_ISA_DISPATCH(cconv_bn_rsum, SUF, (x + off, rows, w, pm, sq, acc));    \
                 }                                                                               \
             }                                                                                   \
-            _Pragma("omp single")                                                               \
-            {                                                                                   \
-                const double *s = part;                                                         \
-                if (!exact) { cconv__bn_fold(&g, part, var); s = var; }                         \
+            if (exact) memcpy(sum, part_, sizeof(double) * (size_t)C);                          \
+            else cconv__bn_fold(&g, part_, sum);                                                \
+            if (!sq) {                                                                          \
+                for (c = 0; c < C; c++) mu[c] = sum[c] / (double)M;                             \
+                for (j = 0; j < g.L; j++) pm[j] = (T)mu[j % C];                                 \
+                if (me == 0)                                                                    \
+                    for (c = 0; c < C; c++) { mean[c] = mu[c]; mean_t[c] = (T)mu[c]; }         \
+            } else {                                                                            \
                 for (c = 0; c < C; c++) {                                                       \
-                    if (!sq) {                                                                  \
-                        mean[c] = s[c] / (double)M;                                             \
-                        mean_t[c] = (T)mean[c];                                                 \
-                    } else {                                                                    \
-                        double dm = mean[c] - (double)mean_t[c];                                \
-                        var[c] = s[c] / (double)M - dm * dm;                                    \
-                        rstd[c] = (T)(1.0 / sqrt(var[c] + eps));                                \
-                    }                                                                           \
+                    double dm = mu[c] - (double)(T)mu[c];                                       \
+                    sum[c] = sum[c] / (double)M - dm * dm;          /* the variance */          \
                 }                                                                               \
-                for (j = 0; j < g.L; j++) {                                                     \
-                    if (!sq) pm[j] = mean_t[j % C];                                             \
-                    else pr[j] = rstd[j % C];                                                   \
-                }                                                                               \
+                for (j = 0; j < g.L; j++) pr[j] = (T)(1.0 / sqrt(sum[j % C] + eps));           \
+                if (me == 0)                                                                    \
+                    for (c = 0; c < C; c++) { var[c] = sum[c]; rstd[c] = pr[c]; }               \
             }                                                                                   \
         }                                                                                       \
-        _Pragma("omp for schedule(static)")                                                     \
+        _Pragma("omp for schedule(static) nowait")                                              \
         for (t = 0; t < g.ntask; t++) {                                                         \
             cconv_bn_task(&g, t, &off, &rows, &w);                                              \
             CCONV_ISA_DISPATCH(cconv_bn_rnorm, SUF, (x + off, y + off, rows, w, pm, pr, pg,     \
@@ -406,7 +417,8 @@ static int cconv_bn_forward_##SUF(const T *x, T *y, int64_t M, int64_t C, double
         }                                                                                       \
     }                                                                                           \
     free(part);                                                                                 \
-    free(pm);                                                                                   \
+    free(scr);                                                                                  \
+    free(pg);                                                                                   \
     return 0;                                                                                   \
 }                                                                                               \
 /* Backward, training: dbeta = (T)sum(dy), dgamma = (T)sum(dy * xhat) (double sums; with relu \
@@ -420,16 +432,18 @@ static int cconv_bn_backward_##SUF(const T *dy, const T *x, T *dx, int64_t M, in
     cconv_bn_geom g;                                                                            \
     const int exact = sizeof(T) == sizeof(double);                                              \
     const int64_t nchunk = (C + CCONV_BN_CHUNK - 1) / CCONV_BN_CHUNK;                           \
-    double *part, *sdy, *sdx;                                                                   \
-    T *pm, *pr, *pg, *pb, *pdb, *pdg, *pk;                                                      \
-    int64_t i;                                                                                  \
+    double *part, *scr;                                                                         \
+    T *pm, *pr, *pg, *pb;                                                                       \
+    int64_t i, per;                                                                             \
+    if (nthreads < 1) nthreads = 1;                                                             \
     cconv_bn_geom_init(&g, M, C);                                                               \
-    part = (double *)malloc(sizeof(double) * (size_t)(2 * C + (exact ? 0 : 2 * g.ntask * g.L))); \
-    pm = (T *)malloc(sizeof(T) * (size_t)(7 * g.L));                                            \
-    if (!part || !pm) { free(part); free(pm); return -1; }                                      \
-    sdy = part; sdx = part + C;                                                                 \
+    /* per thread: the two sums (2 C doubles), expanded dbeta, dgamma and k (3 L T) */         \
+    per = 2 * C + (3 * g.L * (int64_t)sizeof(T) + 7) / 8;                                       \
+    part = (double *)malloc(sizeof(double) * (size_t)(exact ? 2 * C : 2 * g.ntask * g.L));      \
+    scr = (double *)malloc(sizeof(double) * (size_t)(per * nthreads));                          \
+    pm = (T *)malloc(sizeof(T) * (size_t)(4 * g.L));                                            \
+    if (!part || !scr || !pm) { free(part); free(scr); free(pm); return -1; }                   \
     pr = pm + g.L; pg = pm + 2 * g.L; pb = pm + 3 * g.L;                                        \
-    pdb = pm + 4 * g.L; pdg = pm + 5 * g.L; pk = pm + 6 * g.L;                                  \
     for (i = 0; i < g.L; i++) {                                                                 \
         pm[i] = mean_t[i % C];                                                                  \
         pr[i] = rstd[i % C];                                                                    \
@@ -439,15 +453,18 @@ static int cconv_bn_backward_##SUF(const T *dy, const T *x, T *dx, int64_t M, in
     _Pragma("omp parallel num_threads(nthreads)")                                               \
     {                                                                                           \
         int64_t t, off, rows, w, c, j;                                                          \
-        double *pdy = part + 2 * C, *pdx = pdy + g.ntask * g.L;                                 \
+        const int me = omp_get_thread_num();                                                    \
+        double *sdy = scr + per * me, *sdx = sdy + C;                                           \
+        T *pdb = (T *)(sdx + C), *pdg = pdb + g.L, *pk = pdg + g.L;                             \
+        const T rm = (T)(1.0 / (double)M);                                                      \
         if (exact && C == 1) {                                                                  \
             _Pragma("omp single")                                                               \
             {                                                                                   \
                 cconv_bn_col s = {(const double *)x, (const double *)dy, 1, (double)pm[0],      \
                                   (double)pr[0], (double)pg[0], (double)pb[0], 2, relu};        \
-                sdy[0] = 0. + cconv__bn_pairwise(&s, 0, M);                                     \
+                part[0] = 0. + cconv__bn_pairwise(&s, 0, M);                                    \
                 s.what = 3;                                                                     \
-                sdx[0] = 0. + cconv__bn_pairwise(&s, 0, M);                                     \
+                part[1] = 0. + cconv__bn_pairwise(&s, 0, M);                                    \
             }                                                                                   \
         } else if (exact) {                                                                     \
             _Pragma("omp for schedule(static)")                                                 \
@@ -456,12 +473,13 @@ static int cconv_bn_backward_##SUF(const T *dy, const T *x, T *dx, int64_t M, in
                 cconv__bn_cdsum((const double *)dy, (const double *)x, M, C, c0,                \
                                 C - c0 < CCONV_BN_CHUNK ? C - c0 : CCONV_BN_CHUNK,              \
                                 (const double *)mean_t, (const double *)rstd,                   \
-                                (const double *)gamma, (const double *)beta, relu, sdy, sdx);   \
+                                (const double *)gamma, (const double *)beta, relu, part,        \
+                                part + C);                                                      \
             }                                                                                   \
         } else {                                                                                \
             _Pragma("omp for schedule(static)")                                                 \
             for (t = 0; t < g.ntask; t++) {                                                     \
-                double *a = pdy + t * g.L, *b = pdx + t * g.L;                                  \
+                double *a = part + t * g.L, *b = part + (g.ntask + t) * g.L;                    \
                 memset(a, 0, sizeof(double) * (size_t)g.L);                                     \
                 memset(b, 0, sizeof(double) * (size_t)g.L);                                     \
                 cconv_bn_task(&g, t, &off, &rows, &w);                                          \
@@ -469,25 +487,22 @@ static int cconv_bn_backward_##SUF(const T *dy, const T *x, T *dx, int64_t M, in
                                                          pg, pb, relu, a, b));                  \
             }                                                                                   \
         }                                                                                       \
-        _Pragma("omp single")                                                                   \
-        {                                                                                       \
-            const T rm = (T)(1.0 / (double)M);                                                  \
-            if (!exact) {                                                                       \
-                cconv__bn_fold(&g, pdy, sdy);                                                   \
-                cconv__bn_fold(&g, pdx, sdx);                                                   \
-            }                                                                                   \
-            for (c = 0; c < C; c++) {                                                           \
-                dbeta[c] = (T)sdy[c];                                                           \
-                dgamma[c] = (T)sdx[c];                                                          \
-            }                                                                                   \
-            for (j = 0; j < g.L; j++) {                                                         \
-                c = j % C;                                                                      \
-                pdb[j] = dbeta[c];                                                              \
-                pdg[j] = dgamma[c];                                                             \
-                pk[j] = (gamma ? gamma[c] * rstd[c] : rstd[c]) * rm;                            \
-            }                                                                                   \
+        if (exact) {                                                                            \
+            memcpy(sdy, part, sizeof(double) * (size_t)C);                                      \
+            memcpy(sdx, part + C, sizeof(double) * (size_t)C);                                  \
+        } else {                                                                                \
+            cconv__bn_fold(&g, part, sdy);                                                      \
+            cconv__bn_fold(&g, part + g.ntask * g.L, sdx);                                      \
         }                                                                                       \
-        _Pragma("omp for schedule(static)")                                                     \
+        for (j = 0; j < g.L; j++) {                                                             \
+            c = j % C;                                                                          \
+            pdb[j] = (T)sdy[c];                                                                 \
+            pdg[j] = (T)sdx[c];                                                                 \
+            pk[j] = (gamma ? gamma[c] * rstd[c] : rstd[c]) * rm;                                \
+        }                                                                                       \
+        if (me == 0)                                                                            \
+            for (c = 0; c < C; c++) { dbeta[c] = pdb[c]; dgamma[c] = pdg[c]; }                  \
+        _Pragma("omp for schedule(static) nowait")                                              \
         for (t = 0; t < g.ntask; t++) {                                                         \
             cconv_bn_task(&g, t, &off, &rows, &w);                                              \
             CCONV_ISA_DISPATCH(cconv_bn_rdx, SUF, (dy + off, x + off, dx + off, rows, w, pm,    \
@@ -495,6 +510,7 @@ static int cconv_bn_backward_##SUF(const T *dy, const T *x, T *dx, int64_t M, in
         }                                                                                       \
     }                                                                                           \
     free(part);                                                                                 \
+    free(scr);                                                                                  \
     free(pm);                                                                                   \
     return 0;                                                                                   \
 }
