@@ -87,38 +87,56 @@ static inline void cconv_bn_task(const cconv_bn_geom *g, int64_t t, int64_t *off
 }
 
 /* ------------------------------------------------------------------ per-ISA row kernels */
+/* Columns are taken 16 at a time (CCONV_BN_V, a fixed trip count the compiler turns into
+   whole vectors, with the sums held in registers across the rows), the last W % 16 one by
+   one, with the same operations: the column split never changes a result. */
+#define CCONV_BN_V 16
+#define CCONV_BN_COLS(J0, W, ...)                                                               \
+    for (J0 = 0; J0 + CCONV_BN_V <= (W); J0 += CCONV_BN_V) {                                    \
+        enum { NV = CCONV_BN_V };                                                               \
+        __VA_ARGS__                                                                             \
+    }                                                                                           \
+    if (J0 < (W)) {                                                                             \
+        const int64_t NV = (W) - J0;                                                            \
+        __VA_ARGS__                                                                             \
+    }
+
 #define CCONV_BN_DEFINE(SUF, T, ATTR, VB)                                                        \
 /* acc[j] += the sum over `rows` rows of width W of x, or (sq) of (x - mean)^2, the difference \
    in T and its square in double; four rows at a time (blocked mode). */                        \
 ATTR static void cconv_bn_rsum_##SUF(const T *CCONV__BR x, int64_t rows, int64_t W,            \
                                      const T *CCONV__BR mean, int sq, double *CCONV__BR acc)    \
 {                                                                                               \
-    int64_t r = 0, j;                                                                           \
-    if (!sq) {                                                                                  \
-        for (; r + 4 <= rows; r += 4) {                                                         \
-            const T *CCONV__BR p = x + r * W;                                                   \
-            for (j = 0; j < W; j++)                                                             \
-                acc[j] += ((double)p[j] + (double)p[j + W])                                     \
-                          + ((double)p[j + 2 * W] + (double)p[j + 3 * W]);                      \
+    int64_t r, j0, j;                                                                           \
+    CCONV_BN_COLS(j0, W, {                                                                      \
+        double a[CCONV_BN_V];                                                                   \
+        const T *CCONV__BR p = x + j0;                                                          \
+        const T *CCONV__BR mu = mean + j0;                                                      \
+        for (j = 0; j < NV; j++) a[j] = acc[j0 + j];                                            \
+        if (!sq) {                                                                              \
+            for (r = 0; r + 4 <= rows; r += 4, p += 4 * W)                                      \
+                for (j = 0; j < NV; j++)                                                        \
+                    a[j] += ((double)p[j] + (double)p[j + W])                                   \
+                            + ((double)p[j + 2 * W] + (double)p[j + 3 * W]);                    \
+            for (; r < rows; r++, p += W)                                                       \
+                for (j = 0; j < NV; j++) a[j] += (double)p[j];                                  \
+        } else {                                                                                \
+            for (r = 0; r + 4 <= rows; r += 4, p += 4 * W)                                      \
+                for (j = 0; j < NV; j++) {                                                      \
+                    double d0 = (double)(T)(p[j] - mu[j]);                                      \
+                    double d1 = (double)(T)(p[j + W] - mu[j]);                                  \
+                    double d2 = (double)(T)(p[j + 2 * W] - mu[j]);                              \
+                    double d3 = (double)(T)(p[j + 3 * W] - mu[j]);                              \
+                    a[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);                          \
+                }                                                                               \
+            for (; r < rows; r++, p += W)                                                       \
+                for (j = 0; j < NV; j++) {                                                      \
+                    double d = (double)(T)(p[j] - mu[j]);                                       \
+                    a[j] += d * d;                                                              \
+                }                                                                               \
         }                                                                                       \
-        for (; r < rows; r++)                                                                   \
-            for (j = 0; j < W; j++) acc[j] += (double)x[r * W + j];                             \
-    } else {                                                                                    \
-        for (; r + 4 <= rows; r += 4) {                                                         \
-            const T *CCONV__BR p = x + r * W;                                                   \
-            for (j = 0; j < W; j++) {                                                           \
-                double d0 = (double)(T)(p[j] - mean[j]), d1 = (double)(T)(p[j + W] - mean[j]);  \
-                double d2 = (double)(T)(p[j + 2 * W] - mean[j]);                                \
-                double d3 = (double)(T)(p[j + 3 * W] - mean[j]);                                \
-                acc[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3);                            \
-            }                                                                                   \
-        }                                                                                       \
-        for (; r < rows; r++)                                                                   \
-            for (j = 0; j < W; j++) {                                                           \
-                double d = (double)(T)(x[r * W + j] - mean[j]);                                 \
-                acc[j] += d * d;                                                                \
-            }                                                                                   \
-    }                                                                                           \
+        for (j = 0; j < NV; j++) acc[j0 + j] = a[j];                                            \
+    })                                                                                          \
 }                                                                                               \
 /* sdy[j] += sum of dy, sdx[j] += sum of dy * xhat (xhat = (x - mean) * rstd in T, the        \
    product in double); with relu, dy is first multiplied by (xhat * gamma + beta > 0). */       \
@@ -128,27 +146,33 @@ ATTR static void cconv_bn_rdsum_##SUF(const T *CCONV__BR dy, const T *CCONV__BR 
                                       const T *CCONV__BR beta, int relu,                        \
                                       double *CCONV__BR sdy, double *CCONV__BR sdx)             \
 {                                                                                               \
-    int64_t r = 0, j;                                                                           \
-    for (; r + 2 <= rows; r += 2) {                                                             \
-        const T *CCONV__BR a = x + r * W, *CCONV__BR d = dy + r * W;                            \
-        for (j = 0; j < W; j++) {                                                               \
-            T h0 = (a[j] - mean[j]) * rstd[j], h1 = (a[j + W] - mean[j]) * rstd[j];             \
-            T g0 = d[j], g1 = d[j + W];                                                         \
-            if (relu) {                                                                         \
-                g0 = g0 * (T)(h0 * gamma[j] + beta[j] > 0);                                     \
-                g1 = g1 * (T)(h1 * gamma[j] + beta[j] > 0);                                     \
+    int64_t r, j0, j;                                                                           \
+    CCONV_BN_COLS(j0, W, {                                                                      \
+        double a[CCONV_BN_V], b[CCONV_BN_V];                                                    \
+        const T *CCONV__BR xa = x + j0, *CCONV__BR d = dy + j0;                                 \
+        const T *CCONV__BR mu = mean + j0, *CCONV__BR rs = rstd + j0;                           \
+        const T *CCONV__BR ga = gamma + j0, *CCONV__BR be = beta + j0;                          \
+        for (j = 0; j < NV; j++) { a[j] = sdy[j0 + j]; b[j] = sdx[j0 + j]; }                    \
+        for (r = 0; r + 2 <= rows; r += 2, xa += 2 * W, d += 2 * W)                             \
+            for (j = 0; j < NV; j++) {                                                          \
+                T h0 = (xa[j] - mu[j]) * rs[j], h1 = (xa[j + W] - mu[j]) * rs[j];               \
+                T g0 = d[j], g1 = d[j + W];                                                     \
+                if (relu) {                                                                     \
+                    g0 = g0 * (T)(h0 * ga[j] + be[j] > 0);                                      \
+                    g1 = g1 * (T)(h1 * ga[j] + be[j] > 0);                                      \
+                }                                                                               \
+                a[j] += (double)g0 + (double)g1;                                                \
+                b[j] += (double)g0 * (double)h0 + (double)g1 * (double)h1;                      \
             }                                                                                   \
-            sdy[j] += (double)g0 + (double)g1;                                                  \
-            sdx[j] += (double)g0 * (double)h0 + (double)g1 * (double)h1;                        \
-        }                                                                                       \
-    }                                                                                           \
-    for (; r < rows; r++)                                                                       \
-        for (j = 0; j < W; j++) {                                                               \
-            T h = (x[r * W + j] - mean[j]) * rstd[j], g = dy[r * W + j];                        \
-            if (relu) g = g * (T)(h * gamma[j] + beta[j] > 0);                                  \
-            sdy[j] += (double)g;                                                                \
-            sdx[j] += (double)g * (double)h;                                                    \
-        }                                                                                       \
+        for (; r < rows; r++, xa += W, d += W)                                                  \
+            for (j = 0; j < NV; j++) {                                                          \
+                T h = (xa[j] - mu[j]) * rs[j], g = d[j];                                        \
+                if (relu) g = g * (T)(h * ga[j] + be[j] > 0);                                   \
+                a[j] += (double)g;                                                              \
+                b[j] += (double)g * (double)h;                                                  \
+            }                                                                               \
+        for (j = 0; j < NV; j++) { sdy[j0 + j] = a[j]; sdx[j0 + j] = b[j]; }                    \
+    })                                                                                          \
 }                                                                                               \
 /* y = ((x - mean) * rstd) * gamma (+ beta), then with relu max(y, 0) as np.maximum. */         \
 ATTR static void cconv_bn_rnorm_##SUF(const T *CCONV__BR x, T *CCONV__BR y, int64_t rows,      \
