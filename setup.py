@@ -16,7 +16,8 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-EXT_MODULES = ["conv", "pool", "parallel", "blas", "resample", "plan", "optim", "dropout"]
+EXT_MODULES = ["conv", "pool", "parallel", "blas", "resample", "plan", "optim", "dropout",
+               "batchnorm"]
 HEADERS = sorted(glob.glob("cconv/_ext/*.h") + glob.glob("cconv/_ext/*.pxi"))
 
 OPENMP_TEST = textwrap.dedent(
@@ -70,8 +71,9 @@ class BuildExt(build_ext):
                                                   "-Wno-unused-function"]
         for ext in self.extensions:
             ext.extra_compile_args = opt + compile_flags + ext.extra_compile_args
-            if ext.name == "cconv._ext.optim" and ctype != "msvc":
+            if ext.name in ("cconv._ext.optim", "cconv._ext.batchnorm") and ctype != "msvc":
                 # NumPy's rounding, element for element: no a*b+c fused where FMA is baseline
+                # (nor in the AVX2 / AVX-512 versions of the BatchNormalization kernels)
                 ext.extra_compile_args.append("-ffp-contract=off")
             ext.extra_link_args = link_flags + ext.extra_link_args
         super().build_extensions()

@@ -25,6 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from . import backend as _backend
+from ._ext import batchnorm as _bn
 from ._ext import blas as _blas
 from ._ext import conv as _conv
 from ._ext import dropout as _dropext
@@ -53,6 +54,8 @@ __all__ = [
     "channel_sum",
     "dropout",
     "dropout_mask",
+    "batch_norm_train",
+    "batch_norm_backward",
 ]
 
 # Every size, stride, dilation and padding amount, and every index the kernels form from them
@@ -111,6 +114,104 @@ def channel_sum(a: np.ndarray, b: Optional[np.ndarray] = None,
         if mk < m:
             s += np.add.reduce(p[:, mk:], axis=1, dtype=np.float64)
     return s if per_sample else s[0]
+
+
+# ------------------------------------------------------------- batch normalization (training)
+def _bn_vector(op, name, v, c):
+    if v is not None and v.shape != (c,):
+        raise ValueError(f"{op}: {name} must have shape ({c},), one value per channel of x "
+                         f"(its last axis), got {v.shape}")
+
+
+def _bn_setup(op, named, vectors, followers=()):
+    """(dtype, arrays) of ``named`` (None stays None), x first, rank >= 2; the arrays in
+    ``followers`` (float64 statistics) take the dtype of the others without deciding it."""
+    present = {k: v for k, v in named.items() if v is not None and k not in followers}
+    dtype, arrs = _arrays(op, **present)
+    conv = dict(zip(present, arrs))
+    for k in followers:
+        conv[k] = np.ascontiguousarray(_as_array(named[k], k, op), dtype=dtype)
+    x = conv["x"]
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must have shape (batch, ..., channels), at least 2-D; "
+                         f"got shape {x.shape}")
+    for name in vectors:
+        _bn_vector(op, name, conv.get(name), x.shape[-1])
+    return dtype, [conv.get(k) for k in named]
+
+
+def batch_norm_train(x: ArrayLike, gamma: Optional[ArrayLike] = None,
+                     beta: Optional[ArrayLike] = None, epsilon: float = 1e-3,
+                     relu: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Batch normalization with the batch's statistics (Keras's ``BatchNormalization`` in
+    training), over the last axis: ``y = (x - mean) * rstd * gamma + beta``.
+
+    Args:
+        x: ``(batch, ..., channels)``; the statistics are over every axis but the last.
+        gamma, beta: ``(channels,)``, or None (Keras's ``scale=False`` / ``center=False``).
+        epsilon: added to the variance, positive.
+        relu: return ``max(y, 0)`` instead (a following ReLU fused; pass the same flag to
+            ``batch_norm_backward``).
+
+    Returns:
+        ``(y, mean, var, rstd)``: ``y`` shaped like ``x``; ``mean`` and ``var`` (the biased
+        variance) in float64, summed in float64; ``rstd = 1 / sqrt(var + epsilon)`` in ``x``'s
+        dtype. The variance is that of ``x`` centred on the mean rounded to ``x``'s dtype,
+        corrected by that rounding; ``y = ((x - mean_t) * rstd) * gamma + beta`` with
+        ``mean_t`` that rounded mean. float64 results are those of the NumPy expressions
+        (``x.mean(axis)``, ``np.mean(np.square(x - mean), axis)``, ...) bit for bit; float32
+        sums run in float64 over fixed blocks of rows. Identical for any thread count.
+    """
+    op = "batch_norm_train"
+    dtype, (x, gamma, beta) = _bn_setup(op, dict(x=x, gamma=gamma, beta=beta),
+                                        ("gamma", "beta"))
+    eps = float(epsilon)
+    if not eps > 0 or not np.isfinite(eps):
+        raise ValueError(f"{op}: epsilon must be positive and finite, got {epsilon!r}")
+    c = x.shape[-1]
+    m = x.size // c if c else 0
+    y = _empty(x.shape, dtype, op, "y")
+    if m == 0 or c == 0:      # nothing to average: NaN statistics (0 / 0), as NumPy's mean
+        nan = np.full(c, np.nan)
+        return y, nan, nan.copy(), nan.astype(dtype)
+    mean, var = np.empty(c), np.empty(c)
+    mean_t, rstd = np.empty(c, dtype), np.empty(c, dtype)
+    _bn.forward(x.reshape(m, c), y.reshape(m, c), gamma, beta, eps, bool(relu), mean, var,
+                mean_t, rstd, _threads(4 * x.size))
+    return y, mean, var, rstd
+
+
+def batch_norm_backward(dy: ArrayLike, x: ArrayLike, mean: ArrayLike, rstd: ArrayLike,
+                        gamma: Optional[ArrayLike] = None, beta: Optional[ArrayLike] = None,
+                        relu: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradient of ``batch_norm_train``: ``(dx, dgamma, dbeta)``.
+
+    Args:
+        dy: the gradient of ``y``, shaped like ``x``.
+        x, gamma, beta, relu: as given to ``batch_norm_train``.
+        mean, rstd: what it returned (``mean`` is used rounded to the dtype, as the forward).
+
+    ``dbeta = sum(dy)`` and ``dgamma = sum(dy * xhat)`` (``xhat = (x - mean) * rstd``,
+    recomputed) are summed in float64 and rounded to the dtype; ``dx = (gamma * rstd / m) *
+    (m * dy - dbeta - xhat * dgamma)`` with ``m`` the values per channel (float64: the NumPy
+    expressions' bits). With ``relu``, ``dy`` is first masked by ``y > 0``. ``dgamma`` and
+    ``dbeta`` are returned even when ``gamma`` / ``beta`` are None.
+    """
+    op = "batch_norm_backward"
+    dtype, (x, dy, mean, rstd, gamma, beta) = _bn_setup(
+        op, dict(x=x, dy=dy, mean=mean, rstd=rstd, gamma=gamma, beta=beta),
+        ("mean", "rstd", "gamma", "beta"), followers=("mean",))
+    if dy.shape != x.shape:
+        raise ValueError(f"{op}: dy must have the shape of x {x.shape}, got {dy.shape}")
+    c = x.shape[-1]
+    m = x.size // c if c else 0
+    dx = _empty(x.shape, dtype, op, "dx")
+    dgamma, dbeta = np.zeros(c, dtype), np.zeros(c, dtype)
+    if m == 0 or c == 0:
+        return dx, dgamma, dbeta
+    _bn.backward(dy.reshape(m, c), x.reshape(m, c), dx.reshape(m, c), mean, rstd, gamma, beta,
+                 bool(relu), dgamma, dbeta, _threads(4 * x.size))
+    return dx, dgamma, dbeta
 
 
 _PADDING_HELP = (

@@ -99,6 +99,8 @@ _BIG = np.random.default_rng(7).standard_normal((8, 64, 64, 16)).astype(np.float
 _BIG_KERNEL = np.random.default_rng(8).standard_normal((3, 3, 16, 16)).astype(np.float32)
 _BIG_DY_CONV = np.ones((8, 62, 62, 16), np.float32)
 _BIG_DY_POOL = np.ones((8, 62, 62, 16), np.float32)
+_BIG_BN = np.random.default_rng(9).standard_normal((32, 64, 64, 16)).astype(np.float32)
+_BN_MEAN, _BN_RSTD = np.zeros(16), np.ones(16, np.float32)
 
 KERNEL_CALLS = {
     "conv2d": lambda: ops.conv2d(_BIG, _BIG_KERNEL),
@@ -107,6 +109,9 @@ KERNEL_CALLS = {
     "avg_pool2d": lambda: [ops.avg_pool2d(_BIG, 3, 1) for _ in range(8)],
     "max_pool2d_backward": lambda: ops.max_pool2d_backward(_BIG_DY_POOL, _BIG, 3, 1),
     "avg_pool2d_backward": lambda: ops.avg_pool2d_backward(_BIG_DY_POOL, _BIG, 3, 1),
+    "batch_norm_train": lambda: [ops.batch_norm_train(_BIG_BN) for _ in range(4)],
+    "batch_norm_backward": lambda: [ops.batch_norm_backward(_BIG_BN, _BIG_BN, _BN_MEAN, _BN_RSTD)
+                                    for _ in range(4)],
 }
 
 

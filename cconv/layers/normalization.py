@@ -1,6 +1,5 @@
 """BatchNormalization over the channel (last) axis, Keras 3 semantics."""
 
-import math
 from typing import Union
 
 import numpy as np
@@ -38,7 +37,7 @@ class BatchNormalization(Layer):
 
     _weight_names = ("gamma", "beta", "moving_mean", "moving_variance")
     _trainable_names = ("gamma", "beta")
-    _transient = ("_xhat", "_rstd", "_mode")
+    _transient = ("_x", "_mean", "_rstd", "_mode")
 
     def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3,
                  center: bool = True, scale: bool = True,
@@ -97,24 +96,15 @@ class BatchNormalization(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         training = training and self.trainable
         if training:
-            # Statistics in float64 (``ops.channel_sum``): a float32 sum over batch x height x
-            # width loses ~1e-5 of the mean. The variance is that of x centred on the mean
-            # rounded to x's dtype, corrected by the rounding (zero in float64, so float64 is
-            # the plain two-pass ``mean((x - mean) ** 2)``).
-            m = math.prod(x.shape[:-1])
-            mean = _ops.channel_sum(x) / m
-            mean_t = mean.astype(x.dtype)
-            xc = x - mean_t
-            var = _ops.channel_sum(xc, xc) / m - np.square(mean - mean_t)
-            rstd = (1.0 / np.sqrt(var + self.epsilon)).astype(x.dtype)
+            # ops.batch_norm_train: statistics summed in float64 (a float32 sum over batch x
+            # height x width loses ~1e-5 of the mean), the variance that of x centred on the
+            # mean rounded to x's dtype, corrected by the rounding; float64 is the plain
+            # two-pass ``mean((x - mean) ** 2)``, bit for bit.
+            y, mean, var, rstd = _ops.batch_norm_train(x, self.gamma, self.beta, self.epsilon)
             mom = np.float64(self.momentum)     # the update in float64, rounded once
             self.moving_mean[...] = self.moving_mean * mom + mean * (1.0 - mom)
             self.moving_variance[...] = self.moving_variance * mom + var * (1.0 - mom)
-            xc *= rstd                      # xc is now x_hat
-            self._xhat, self._rstd, self._mode = xc, rstd, "train"
-            y = xc * self.gamma if self.gamma is not None else xc.copy()
-            if self.beta is not None:
-                y += self.beta
+            self._x, self._mean, self._rstd, self._mode = x, mean, rstd, "train"
             return y
         inv, off = self.inference_scale_offset()
         self._rstd, self._mode = inv, "infer"
@@ -123,22 +113,18 @@ class BatchNormalization(Layer):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """``dx = gamma * rstd / m * (m * dy - dbeta - xhat * dgamma)`` with ``m`` the values
         per channel; ``dbeta = sum(dy)`` and ``dgamma = sum(dy * xhat)`` are summed in float64
-        (``ops.channel_sum``): the bracket cancels, so their float32 rounding errors, not
-        those of a naive float32 sum, are what it amplifies."""
+        (``ops.batch_norm_backward``): the bracket cancels, so their float32 rounding errors,
+        not those of a naive float32 sum, are what it amplifies."""
         if self._mode == "infer":
             return dy * self._rstd
-        xhat, rstd = self._xhat, self._rstd
-        m = math.prod(dy.shape[:-1])
-        dbeta = _ops.channel_sum(dy).astype(dy.dtype)
-        dgamma = _ops.channel_sum(dy, xhat).astype(dy.dtype)
+        dx, dgamma, dbeta = _ops.batch_norm_backward(dy, self._x, self._mean, self._rstd,
+                                                     self.gamma, self.beta)
         if self.trainable:
             if self.gamma is not None:
                 self.grads["gamma"][...] = dgamma
             if self.beta is not None:
                 self.grads["beta"][...] = dbeta
-        g = rstd if self.gamma is None else self.gamma * rstd
-        t = dy.dtype.type
-        return (g * t(1.0 / m)) * (t(m) * dy - dbeta - xhat * dgamma)
+        return dx
 
     def get_config(self) -> Config:
         cfg = super().get_config()
