@@ -59,6 +59,8 @@ cdef enum:
     # fewest blocks of partial sums for the Winograd kernel gradient (parallelism)
     WINO_MIN_BLOCKS = 8
     WINO_CHUNK_ELEMS = 262144
+    # Partial-sum elements from which the kernel gradient's final reduction runs in parallel
+    REDUCE_PARALLEL = 65536
 
 ctypedef enum Algorithm:
     ALGO_DIRECT
@@ -168,7 +170,7 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
     cdef bint direct = algo == ALGO_DIRECT
     cdef bint pointwise = algo == ALGO_POINTWISE
     cdef int64_t TP = params_tile_rows(g, R) if R > 0 else 1
-    cdef int64_t nunits = g.N if direct else (R + TP - 1) // TP
+    cdef int64_t nunits = g.N * dw_row_blocks(g) if direct else (R + TP - 1) // TP
     cdef int64_t per_block = KC + g.CO
     cdef int64_t scratch = direct_params_scratch(g) if direct else TP * K
     cdef bint needs_scratch = direct or (not pointwise and dkernel != NULL)
@@ -208,7 +210,10 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
                              pointwise, col)
         free(col)
     if not failed:
-        for e in prange(per_block, schedule="static", num_threads=num_threads):
+        # (one thread for a small reduction: waking a worker cost ~1 ms under load, 20x the
+        # depthwise 32x32x64 kernel gradient it followed)
+        for e in prange(per_block, schedule="static",
+                        num_threads=num_threads if nblocks * per_block >= REDUCE_PARALLEL else 1):
             s = 0
             for b in range(nblocks):
                 s = s + partial[b * per_block + e]
