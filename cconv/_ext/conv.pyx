@@ -159,11 +159,12 @@ cdef int conv2d_forward_c(const floating *x, const floating *kernel, const float
 
 cdef int backward_params(const floating *dy, const floating *x, floating *dkernel,
                          floating *dbias, const ConvGeom *g, Algorithm algo,
-                         int num_threads) noexcept nogil:
+                         int num_threads, const floating *kernel, floating *dx) noexcept nogil:
     """Kernel and bias gradients of the direct, pointwise and im2col algorithms: per-block
     partial sums over fixed blocks of work units (images for the direct kernels, im2col tiles
     otherwise), then a reduction over blocks in block order (independent of the thread
-    count)."""
+    count). With ``dx`` (depthwise only, see conv2d_backward_c) each unit's input gradient
+    too, from ``kernel``."""
     cdef int64_t K = g.KH * g.KW * (g.C // g.groups)
     cdef int64_t KC = K * g.CO
     cdef int64_t R = g.N * g.OH * g.OW
@@ -204,7 +205,7 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
             u1 = (b + 1) * nunits // nblocks
             if direct:
                 direct_params_images(dy, x, pw if dkernel != NULL else NULL, pw + KC, g, u0, u1,
-                                     col)
+                                     col, kernel, dx)
             else:
                 tiles_params(dy, x, pw if dkernel != NULL else NULL, pw + KC, g, TP, u0, u1,
                              pointwise, col)
@@ -255,7 +256,7 @@ cdef int kernel_gradient(const floating *dy, const floating *x, floating *dkerne
             return status
     if algo == ALGO_WINOGRAD:  # (also the bias gradient alone: no Winograd for it)
         algo = choose(g, STEP_KERNEL_GRADIENT, sizeof(floating), False)
-    return backward_params(dy, x, dkernel, dbias, g, algo, num_threads)
+    return backward_params(dy, x, dkernel, dbias, g, algo, num_threads, NULL, NULL)
 
 
 cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating *kernel,
@@ -274,6 +275,12 @@ cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating
         if dx != NULL:
             memset(dx, 0, nx * sizeof(floating))
         return 0
+    if (dx != NULL and (dkernel != NULL or dbias != NULL) and cconv_dw_applies(&g)
+            and choose(&g, STEP_KERNEL_GRADIENT, sizeof(floating), True) == ALGO_DIRECT
+            and choose(&g, STEP_INPUT_GRADIENT, sizeof(floating), True) == ALGO_DIRECT):
+        # depthwise: each unit's kernel and input gradients together, while its dy is in
+        # cache (one pass over dy from memory instead of two)
+        return backward_params(dy, x, dkernel, dbias, &g, ALGO_DIRECT, num_threads, kernel, dx)
     if dkernel != NULL or dbias != NULL:
         status = kernel_gradient(dy, x, dkernel, dbias, &g, num_threads)
     if status == 0 and dx != NULL:

@@ -196,11 +196,13 @@ cdef int direct_per_image(bint forward, const floating *src, const floating *ker
 
 cdef void direct_params_images(const floating *dy, const floating *x, floating *dw,
                                floating *db, const ConvGeom *g, int64_t n0, int64_t n1,
-                               floating *scratch) noexcept nogil:
+                               floating *scratch, const floating *kernel,
+                               floating *dx) noexcept nogil:
     """Adds the kernel gradient (dw, unless NULL) and bias gradient (db) of units n0 .. n1
     (images; for depthwise convolutions row blocks, see dw_row_blocks): kgrad.h's for few taps
     (direct.h's for an image holding Inf or NaN), else direct.h's. ``scratch``:
-    direct_params_scratch(g) elements."""
+    direct_params_scratch(g) elements. Depthwise only: with ``dx``, each unit's input
+    gradient too (from ``kernel``), right after its kernel gradient."""
     cdef int64_t n
     cdef int64_t HWC = g.H * g.W * g.C
     cdef int64_t Q = g.OH * g.OW * g.CO
@@ -209,6 +211,8 @@ cdef void direct_params_images(const floating *dy, const floating *x, floating *
     if cconv_dw_applies(g):
         for n in range(n0, n1):
             dw_unit(STEP_KERNEL_GRADIENT, dy, x, NULL, dw, db, g, n, scratch)
+            if dx != NULL:
+                dw_unit(STEP_INPUT_GRADIENT, dy, kernel, NULL, dx, NULL, g, n, scratch)
         return
     for n in range(n0, n1):
         bad = 1
