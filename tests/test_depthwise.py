@@ -142,6 +142,34 @@ def test_depthwise_non_finite_inputs_match_the_reference():
     assert not np.all(np.isfinite(got[1])) and np.all(np.isfinite(got[1][:, :, :, :6]))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_depthwise_padding_taps_count_as_zeros_times_the_operand(dtype):
+    """As in the zero-padded sum: an Inf weight on a tap that reaches the padding makes those
+    outputs NaN, and an Inf in dy makes NaN the kernel-gradient taps that read padding for it
+    (the kernels skip padding taps, then put these NaNs back)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 6, 7, 18)).astype(dtype)
+    kernel = rng.standard_normal((3, 3, 1, 36)).astype(dtype)
+    kernel[0, 0, 0, 5] = np.inf
+    kernel[2, 1, 0, 30] = -np.inf
+    kw = dict(padding="same", groups=18)
+    pads = reference.pads_for((6, 7), (3, 3), (1, 1), (1, 1), "same")
+    y = ops.conv2d(x, kernel, None, **kw)
+    want = reference.conv2d(x, kernel, None, (1, 1), pads, (1, 1), 18)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+    assert np.isnan(y[:, 0, :, 5]).all() and np.isnan(y[:, :, 0, 5]).all()
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dy[0, 0, 3, 7] = np.inf
+    dy[1, 5, 6, 20] = np.nan
+    got = ops.conv2d_backward(dy, x, np.nan_to_num(kernel, posinf=1.0, neginf=-1.0), **kw)
+    want = reference.conv2d_backward(dy, x, np.nan_to_num(kernel, posinf=1.0, neginf=-1.0),
+                                     (1, 1), pads, (1, 1), 18)[:3]
+    for name, a, b in zip(("dx", "dkernel", "dbias"), got, want):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=name)
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(b), err_msg=name)
+    assert np.isnan(got[1][0, :, 0, 7]).all()    # row 0's dy reads the top padding there
+
+
 def _dw_reference(x, kernel, bias, dy, s, pads):
     """y, dx, dkernel, dbias of a depthwise convolution in float64, one NumPy slice per tap
     (reference.py's loops over every channel take minutes for 256 channels)."""

@@ -14,8 +14,11 @@
    reach (q, p) of src[row, col, :] * w[kh, kw, :]. Forward: src = x, out = y. Input gradient:
    src = dy, out = dx, a tap reaching input (ih, iw) from output (oh, ow) with
    oh * sh - pt + kh * dh == ih (and the same for columns). Taps outside the image are
-   skipped, never multiplied by zero (so an Inf weight gives no NaN from the padding; for
-   finite values skipping a zero product changes no bit, as a sum started at +0 is never -0).
+   skipped in the loops (for finite values skipping a zero product changes no bit, as a sum
+   started at +0 is never -0); the NaN that the zero-padded sum gets from 0 * Inf is put back
+   afterwards where it arises: forward outputs whose padding taps hold a non-finite weight
+   (cconv__dw_padding_nan, only when the kernel is not all finite), kernel-gradient taps in
+   the padding where dy is not finite (dy * 0 added at the borders).
    Along each axis the taps reaching one position form an arithmetic progression in k
    (cconv__dw_axis), so a run of up to CCONV__DW_NP output pixels with the same taps is one
    register tile: NP vectors of accumulators, each tap one weight vector loaded and NP input
@@ -39,6 +42,9 @@
 /* Output pixels of one gather tile (accumulators: NP vectors, beside one weight and one input
    vector: 10 of AVX2's 16 registers). */
 #define CCONV__DW_NP 8
+/* Output pixels of a row the kernel gradient takes at a time, all channels of them (so that
+   memory is read in whole runs of pixels), its running sums reloaded from dw between chunks */
+#define CCONV__DW_KCHUNK 16
 
 /* Whether direct.h's entry points run the depthwise kernels for g: one input channel per
    group, several groups (C == 1 is an ordinary convolution, LeNet's first layer, which the
@@ -145,7 +151,7 @@ static inline void cconv__dw_axis(int fwd, int64_t q, int64_t K, int64_t s, int6
             for (k = 0; k < (NK); k++)                                                         \
                 memcpy(&acc[r][k], dw + ((kp + r) * g->KW + wp + k) * CO + c, sizeof dv);      \
         if (dob) memcpy(&bacc, db + c, sizeof bacc);                                           \
-        for (ow = 0; ow < g->OW; ow++) {                                                       \
+        for (ow = owa; ow < owb; ow++) {                                                       \
             const int64_t *ct = ci + 5 * ow;                                                   \
             const T *x0 = src + ((ihb + kp * g->dh) * g->W + ow * g->sw - g->pl + wp * g->dw)  \
                                     * CO + c;                                                  \
@@ -164,7 +170,8 @@ static inline void cconv__dw_axis(int fwd, int64_t q, int64_t K, int64_t s, int6
                             && wp + k < ct[0] + ct[1]) {                                       \
                             memcpy(&xv, x0 + r * RS + k * CS, sizeof xv);                      \
                             acc[r][k] += xv * dv;                                              \
-                        }                                                                      \
+                        } else     /* a padding zero times dy: NaN where dy is Inf or NaN */   \
+                            acc[r][k] += dv * (cconv__v){0};                                   \
             }                                                                                  \
         }                                                                                      \
         for (r = 0; r < (NR); r++)                                                             \
@@ -186,7 +193,7 @@ static inline void cconv__dw_axis(int fwd, int64_t q, int64_t K, int64_t s, int6
             typedef T cconv__v __attribute__((vector_size((L) * sizeof(T))));                  \
             cconv__v bacc, dv;                                                                 \
             memcpy(&bacc, db + c, sizeof bacc);                                                \
-            for (ow = 0; ow < g->OW; ow++) {                                                   \
+            for (ow = owa; ow < owb; ow++) {                                                   \
                 memcpy(&dv, dyr + ow * CO + c, sizeof dv);                                     \
                 bacc += dv;                                                                    \
             }                                                                                  \
@@ -294,6 +301,36 @@ ATTR static void cconv__dw_expand_##SUFFIX(const T *x, T *xe, const cconv_geom *
             for (m = 0; m < M; m++) xe[p * g->CO + c * M + m] = x[p * C + c];                  \
 }                                                                                              \
                                                                                                \
+/* The padding taps the gather skips are zeros times weights: NaN where a weight is Inf or    \
+   NaN (as the zero-padded sum gives). Rows oh0 .. oh1 of y get that NaN wherever a window   \
+   reaching past the image has a non-finite weight on a padding tap; nothing to do (one scan \
+   of the kernel) when every weight is finite. */                                            \
+ATTR static void cconv__dw_padding_nan_##SUFFIX(const T *w, T *y, const cconv_geom *g,         \
+                                                int64_t oh0, int64_t oh1)                      \
+{                                                                                              \
+    const int64_t CO = g->CO, taps = g->KH * g->KW;                                            \
+    int64_t i, oh, ow, kh, kw, c, rt[5], ct[5];                                                \
+    int bad = 0;                                                                               \
+    for (i = 0; i < taps * CO; i++) bad |= !(w[i] - w[i] == (T)0);                             \
+    if (!bad) return;                                                                          \
+    for (oh = oh0; oh < oh1; oh++) {                                                           \
+        cconv__dw_axis(1, oh, g->KH, g->sh, g->dh, g->pt, g->H, rt);                           \
+        for (ow = 0; ow < g->OW; ow++) {                                                       \
+            cconv__dw_axis(1, ow, g->KW, g->sw, g->dw, g->pl, g->W, ct);                       \
+            if (rt[1] == g->KH && ct[1] == g->KW) continue;                                    \
+            for (kh = 0; kh < g->KH; kh++)                                                     \
+                for (kw = 0; kw < g->KW; kw++) {                                               \
+                    const T *wt = w + (kh * g->KW + kw) * CO;                                  \
+                    T *yo = y + (oh * g->OW + ow) * CO;                                        \
+                    if (kh >= rt[0] && kh < rt[0] + rt[1] && kw >= ct[0] && kw < ct[0] + ct[1])\
+                        continue;                                                              \
+                    for (c = 0; c < CO; c++)                                                   \
+                        if (!(wt[c] - wt[c] == (T)0)) yo[c] += wt[c] * (T)0;                   \
+                }                                                                              \
+        }                                                                                      \
+    }                                                                                          \
+}                                                                                              \
+                                                                                               \
 /* Output rows oh0 .. oh1 of y (OH, OW, CO) of one image x (H, W, C): conv + bias (bias may be \
    NULL), then max(., 0) with relu. scratch: cconv_dw_scratch(g) elements. */                 \
 ATTR static void cconv__dw_forward_##SUFFIX(const T *x, const T *w, const T *bias, T *y,       \
@@ -310,6 +347,7 @@ ATTR static void cconv__dw_forward_##SUFFIX(const T *x, const T *w, const T *bia
     }                                                                                          \
     cconv__dw_gather_rows_##SUFFIX(1, src, w, bias, relu, y, g, oh0, oh1,                      \
                                    CCONV__DW_CI(scratch));                                \
+    cconv__dw_padding_nan_##SUFFIX(w, y, g, oh0, oh1);                                         \
 }                                                                                              \
                                                                                                \
 /* Input rows ih0 .. ih1 of dx (H, W, C) of one image from dy (OH, OW, CO). With M > 1 the    \
@@ -361,14 +399,18 @@ ATTR static void cconv__dw_params_##SUFFIX(const T *dy, const T *x, T *dw, T *db
     for (oh = oh0; oh < oh1; oh++) {                                                           \
         const int64_t ihb = oh * g->sh - g->pt;                                                \
         const T *dyr = dy + oh * g->OW * CO;                                                   \
-        int64_t kh0, kh1, full, c = 0;                                                         \
+        int64_t kh0, kh1, full, c, owa, owb;                                                   \
         cconv__dw_axis(1, oh, g->KH, g->sh, g->dh, g->pt, g->H, rt);                           \
         kh0 = rt[0];                                                                           \
         kh1 = rt[0] + rt[1];                                                                   \
         full = rt[1] == g->KH;                                                                 \
-        CCONV__DW_KGRAD(T, VB / sizeof(T))                                                     \
-        CCONV__DW_KGRAD(T, 16 / sizeof(T))                                                     \
-        CCONV__DW_KGRAD(T, 1)                                                                  \
+        for (owa = 0; owa < g->OW; owa = owb) { /* chunks: all channels of a few pixels */   \
+            owb = owa + CCONV__DW_KCHUNK < g->OW ? owa + CCONV__DW_KCHUNK : g->OW;             \
+            c = 0;                                                                             \
+            CCONV__DW_KGRAD(T, VB / sizeof(T))                                                 \
+            CCONV__DW_KGRAD(T, 16 / sizeof(T))                                                 \
+            CCONV__DW_KGRAD(T, 1)                                                              \
+        }                                                                                      \
     }                                                                                          \
 }
 
