@@ -28,11 +28,12 @@
 
    Kernel gradient: dw[kh, kw, co] += sum over output pixels in row-major order of
    x[ih, iw, co / M] * dy[oh, ow, co] (db[co] += dy[oh, ow, co] likewise), the running sums
-   (CCONV__DW_NT taps x one vector of channels) held in registers along a row of output pixels
-   and kept in dw between rows.
+   (3 x 3 taps, or up to 8 of one kernel row, x one vector of channels) held in registers along
+   CCONV__DW_KCHUNK output pixels of a row and kept in dw between chunks.
 
    Compiled per ISA by CCONV_ISA_DEFINE_ALL (CCONV_DW_DEFINE) with GNU C vectors; with other
-   compilers cconv_dw_applies is 0 and direct.h's planar kernels run instead. */
+   compilers (or CCONV_GEMM_PORTABLE, see isa.h) cconv_dw_applies is 0 and direct.h's planar
+   kernels run instead. */
 #ifndef CCONV_DWCONV_H
 #define CCONV_DWCONV_H
 
@@ -51,7 +52,7 @@
    planar kernels vectorise over the width). */
 static inline int cconv_dw_applies(const void *geom)
 {
-#if defined(__GNUC__)
+#if defined(CCONV__GNUVEC)
     const cconv_geom *g = (const cconv_geom *)geom;
     return g->groups == g->C && g->C > 1;
 #else
@@ -113,7 +114,7 @@ static inline void cconv__dw_axis(int fwd, int64_t q, int64_t K, int64_t s, int6
    out[j * os + c] = bias[c] + sum over a < na, k < nk of src[a * ra + k * ka + j * ps + c] *
    w[a * wa + k * wk + c], then relu; for channels c.. while L of them remain. */
 #define CCONV__DW_GATHER(T, L, NPC)                                                            \
-    for (; c + (int64_t)(L) <= C; c += (L)) {                                                         \
+    for (; c + (int64_t)(L) <= C; c += (L)) {                                                  \
         typedef T cconv__v __attribute__((vector_size((L) * sizeof(T))));                      \
         typedef __typeof__((cconv__v){0} < (cconv__v){0}) cconv__m;                            \
         cconv__v acc[NPC], xv, wv, bv = {0};                                          \
@@ -186,7 +187,7 @@ static inline void cconv__dw_axis(int fwd, int64_t q, int64_t K, int64_t s, int6
    alone. (x is read where a tap lies inside the image only: the pointer x0 is formed from
    offsets that may point outside, which the flat address arithmetic tolerates.) */
 #define CCONV__DW_KGRAD(T, L)                                                                  \
-    for (; c + (int64_t)(L) <= CO; c += (L)) {                                                         \
+    for (; c + (int64_t)(L) <= CO; c += (L)) {                                                 \
         int64_t kp, wp, left, ow;                                                              \
         int dob = db != NULL;                                                                  \
         if (!dw) {                                                                             \
@@ -415,7 +416,7 @@ ATTR static void cconv__dw_params_##SUFFIX(const T *dy, const T *x, T *dw, T *db
 }
 
 /* In direct.h's kernels: run STMT (the depthwise kernel) and return when g is depthwise. */
-#if defined(__GNUC__)
+#if defined(CCONV__GNUVEC)
 #define CCONV__DW_RUN(g, STMT) if (cconv_dw_applies(g)) { STMT; return; }
 #else
 #undef CCONV_DW_DEFINE
@@ -427,7 +428,7 @@ ATTR static void cconv__dw_params_##SUFFIX(const T *dy, const T *x, T *dw, T *db
    the ISA in use; only called where cconv_dw_applies(g). r0 .. r1: output rows (forward,
    kernel gradient) or input rows (input gradient) of one image; scratch:
    cconv_direct_scratch(g) elements. Expanded by direct.h after the kernels. */
-#if defined(__GNUC__)
+#if defined(CCONV__GNUVEC)
 #define CCONV__DW_API(SUF, T)                                                                  \
 static void cconv_dw_forward_rows_##SUF(const T *x, const T *w, const T *bias, T *y,           \
                                         const void *g, T *scratch, int relu, int64_t r0,       \
