@@ -31,6 +31,7 @@ CASES = [
     ((1, 12, 11, 24), (3, 3), 1, 1, "same", 2),         # dilation 2
     ((2, 13, 9, 6), (5, 4), 2, 1, "valid", (2, 1)),     # non-square kernel and dilation
     ((3, 5, 6, 33), (5, 5), 1, 1, "same", 1),           # 5x5 on a 5x6 image
+    ((1, 9, 8, 10), (5, 3), 2, 1, "same", 1),           # 3-wide, 5 rows: 3 + 1 + 1
     ((1, 7, 8, 8), (3, 3), 1, 3, "same", 1),            # stride 3
     ((2, 3, 3, 12), (7, 7), 1, 1, "same", 1),           # most taps outside the image
     ((2, 10, 9, 4), (3, 2), 10, 2, "same", 1),          # multiplier 10

@@ -117,7 +117,7 @@ static inline void cconv__dw_axis(int fwd, int64_t q, int64_t K, int64_t s, int6
     for (; c + (int64_t)(L) <= C; c += (L)) {                                                  \
         typedef T cconv__v __attribute__((vector_size((L) * sizeof(T))));                      \
         typedef __typeof__((cconv__v){0} < (cconv__v){0}) cconv__m;                            \
-        cconv__v acc[NPC], xv, wv, bv = {0};                                          \
+        cconv__v acc[NPC], xv, wv, bv = {0};                                                   \
         int64_t a, k, j;                                                                       \
         for (j = 0; j < (NPC); j++) acc[j] = (cconv__v){0};                                    \
         for (a = 0; a < na; a++)                                                               \
@@ -244,9 +244,11 @@ ATTR static void cconv__dw_tile_##SUFFIX(const T *src, int64_t ra, int64_t ka, i
             CCONV__DW_GATHER(T, 16 / sizeof(T), 1)                                             \
             CCONV__DW_GATHER(T, 1, 1)                                                          \
         }                                                                                      \
-        src += b * ps;                                                                         \
-        out += b * os;                                                                         \
         np -= b;                                                                               \
+        if (np > 0) {                                                                          \
+            src += b * ps;                                                                     \
+            out += b * os;                                                                     \
+        }                                                                                      \
     }                                                                                          \
 }                                                                                              \
                                                                                                \
