@@ -1,7 +1,7 @@
 """cconv against TensorFlow (and PyTorch when installed), same arrays.
 
     python benchmarks/run.py                 # everything, Markdown table + JSON
-    python benchmarks/run.py --only ops      # ops | pool | models | memory
+    python benchmarks/run.py --only ops      # ops | dw | pool | models | memory
     python benchmarks/run.py --quick         # fewer repeats (a smoke run)
     python benchmarks/run.py --same-process  # ops and pool with every runtime in one process
     python benchmarks/run.py --rounds 5      # ops and pool: 5 interleaved rounds (default 3)
@@ -43,6 +43,13 @@ CONV_CASES = [
     ("28x28x96->96 k3 same", 64, (28, 28, 96), 96, 3, 1, "same"),
     ("b32 56x56x64->64 k3 same", 32, (56, 56, 64), 64, 3, 1, "same"),
     ("b32 56x56x64->128 k3 s2 same", 32, (56, 56, 64), 128, 3, 2, "same"),
+]
+# depthwise: name, batch, (h, w, channels), depth multiplier, kernel, strides, padding
+DW_CASES = [
+    ("dw 1x32x32x64 k3 same", 1, (32, 32, 64), 1, 3, 1, "same"),
+    ("dw 256x32x32x64 k3 same", 256, (32, 32, 64), 1, 3, 1, "same"),
+    ("dw 64x112x112x32 k3 s2 same", 64, (112, 112, 32), 1, 3, 2, "same"),
+    ("dw 32x56x56x128 k3 same", 32, (56, 56, 128), 1, 3, 1, "same"),
 ]
 POOL_SHAPE = (64, 32, 32, 32)
 
@@ -126,6 +133,45 @@ def cconv_conv_fns(x, kernel, bias, strides, padding):
     return fwd, fwd_bwd
 
 
+def tf_dw_fns(x, kernel, bias, strides, padding):
+    """TensorFlow's depthwise convolution (kernel (kh, kw, c, multiplier)) + bias."""
+    import tensorflow as tf
+
+    tx, tk, tb = tf.constant(x), tf.Variable(kernel), tf.Variable(bias)
+    st, pad = (1, strides, strides, 1), padding.upper()
+
+    @tf.function
+    def fwd(a):
+        return tf.nn.bias_add(tf.nn.depthwise_conv2d(a, tk, st, pad), tb)
+
+    @tf.function
+    def fwd_bwd(a):
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            y = tf.nn.bias_add(tf.nn.depthwise_conv2d(a, tk, st, pad), tb)
+        return [y] + tape.gradient(y, [a, tk, tb], output_gradients=tf.ones_like(y))
+
+    return (lambda: fwd(tx).numpy()), (lambda: [g.numpy() for g in fwd_bwd(tx)])
+
+
+def cconv_dw_fns(x, kernel, bias, strides, padding):
+    """cconv's depthwise convolution: the grouped convolution DepthwiseConv2D runs."""
+    kh, kw, c, m = kernel.shape
+    k = kernel.reshape(kh, kw, 1, c * m)
+    kw_ = dict(strides=strides, padding=padding, groups=c)
+
+    def fwd():
+        return ops.conv2d(x, k, bias, **kw_)
+
+    dy = np.ones_like(fwd())
+
+    def fwd_bwd():
+        ops.conv2d(x, k, bias, **kw_)
+        return ops.conv2d_backward(dy, x, k, **kw_)
+
+    return fwd, fwd_bwd
+
+
 def have(module):
     try:
         __import__(module)
@@ -160,6 +206,34 @@ def bench_ops(repeat, frameworks, runtimes=None, show=True):
                     t = median_time(pair[idx], repeat)
                     row[fw + "_ms"] = t * 1e3
                     row[fw + "_gflops"] = mult * flops / t / 1e9
+            rows.append(row)
+            if show:
+                print_row(row, frameworks)
+    return rows
+
+
+def bench_dw(repeat, frameworks, runtimes=None, show=True):
+    """As :func:`bench_ops`, for the depthwise cases (cconv and TensorFlow)."""
+    runtimes = ["cconv"] + list(frameworks) if runtimes is None else runtimes
+    rows = []
+    rng = np.random.default_rng(2)
+    for name, batch, hwc, mult, k, strides, padding in DW_CASES:
+        x = rng.standard_normal((batch,) + hwc, dtype=np.float32)
+        kernel = rng.standard_normal((k, k, hwc[2], mult), dtype=np.float32) * 0.1
+        bias = rng.standard_normal(hwc[2] * mult, dtype=np.float32)
+        oh, ow = ops.conv_output_shape(hwc[:2], k, strides, padding)
+        flops = 2.0 * batch * oh * ow * hwc[2] * mult * k * k
+        fns = {}
+        if "cconv" in runtimes:
+            fns["cconv"] = cconv_dw_fns(x, kernel, bias, strides, padding)
+        if "tensorflow" in runtimes:
+            fns["tensorflow"] = tf_dw_fns(x, kernel, bias, strides, padding)
+        for phase, idx, mult_f in (("forward", 0, 1.0), ("forward+backward", 1, 3.0)):
+            row = {"case": name, "phase": phase}
+            for fw, pair in fns.items():
+                t = median_time(pair[idx], repeat)
+                row[fw + "_ms"] = t * 1e3
+                row[fw + "_gflops"] = mult_f * flops / t / 1e9
             rows.append(row)
             if show:
                 print_row(row, frameworks)
@@ -226,7 +300,7 @@ def bench_pool(repeat, frameworks, runtimes=None, show=True):
     return rows
 
 
-SUITES = {"ops": bench_ops, "pool": bench_pool}
+SUITES = {"ops": bench_ops, "dw": bench_dw, "pool": bench_pool}
 
 
 def isolated(suite, repeat, frameworks, quick, rounds=1):
@@ -326,7 +400,7 @@ def header(frameworks, what):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["ops", "pool", "models", "memory"], action="append")
+    parser.add_argument("--only", choices=["ops", "dw", "pool", "models", "memory"], action="append")
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "latest.json"))
@@ -337,7 +411,7 @@ def main(argv=None):
     parser.add_argument("--worker", choices=["cconv", "tensorflow", "torch"],
                         help=argparse.SUPPRESS)   # internal: measure one runtime, write JSON
     args = parser.parse_args(argv)
-    suites = args.only or ["ops", "pool", "models", "memory"]
+    suites = args.only or ["ops", "dw", "pool", "models", "memory"]
     repeat = 3 if args.quick else 10
     if args.worker:      # no other runtime imported here, not even to check that it exists
         results = {s: SUITES[s](repeat, [], [args.worker], show=False)
@@ -353,9 +427,9 @@ def main(argv=None):
                "same_process": args.same_process, "rounds": max(1, args.rounds),
                "load_before": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
                "date": time.strftime("%Y-%m-%d %H:%M")}
-    for suite in ("ops", "pool"):
+    for suite in ("ops", "dw", "pool"):
         if suite in suites:
-            header(frameworks, suite)
+            header(frameworks, "ops" if suite == "dw" else suite)
             results[suite] = (SUITES[suite](repeat, frameworks) if args.same_process
                               else isolated(suite, repeat, frameworks, args.quick,
                                             max(1, args.rounds)))

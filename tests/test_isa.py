@@ -28,7 +28,9 @@ cases = [((2, 9, 10, 1), (5, 5, 1, 6), 1, "same", 1),      # direct
          ((2, 9, 10, 8), (3, 3, 8, 10), 2, "same", 1),     # im2col
          ((2, 9, 10, 8), (3, 3, 2, 8), 1, "same", 4),      # direct, grouped
          ((2, 9, 10, 3), (3, 3, 3, 40), 1, "same", 1),     # few taps: kgrad.h's dw
-         ((2, 12, 13, 3), (3, 3, 3, 32), 1, "valid", 1)]   # im2col rows read in place
+         ((2, 12, 13, 3), (3, 3, 3, 32), 1, "valid", 1),   # im2col rows read in place
+         ((2, 9, 10, 37), (3, 3, 1, 74), 2, "same", 37),   # depthwise (dwconv.h), tails
+         ((2, 11, 9, 24), (3, 3, 1, 24), 1, "valid", 24)]  # depthwise, whole vectors
 for i, (xs, ks, s, p, g) in enumerate(cases):
     for dt in (np.float32, np.float64):
         x = rng.standard_normal(xs).astype(dt)

@@ -29,6 +29,11 @@ CONV_CASES = [
     ((2, 9, 8, 6), (3, 3, 2, 9), (2, 1), "valid", 1, 3),
     ((2, 8, 8, 4), (3, 3, 1, 4), 1, "same", 1, 4),          # depthwise
     ((2, 8, 8, 4), (3, 3, 1, 8), 2, "same", 1, 4),          # depthwise, multiplier 2
+    ((2, 9, 11, 16), (3, 3, 1, 16), 1, "same", 1, 16),      # depthwise: whole vectors
+    ((2, 13, 12, 19), (3, 3, 1, 38), 2, "valid", 1, 19),    # multiplier 2, odd channels
+    ((1, 12, 11, 24), (3, 3, 1, 24), 1, "same", 2, 24),     # depthwise, dilation 2
+    ((3, 7, 8, 33), (5, 5, 1, 33), 2, "same", 1, 33),       # 5x5, stride 2, vector tails
+    ((1, 6, 5, 8), (3, 2, 1, 80), 1, "same", 1, 8),         # multiplier 10
     ((1, 6, 5, 7), (1, 1, 7, 3), 1, "valid", 1, 1),          # 1x1 pointwise
     ((1, 6, 5, 7), (1, 1, 7, 3), 2, "same", 1, 1),           # 1x1 strided
     ((4, 28, 28, 1), (5, 5, 1, 6), 1, "same", 1, 1),         # LeNet conv1

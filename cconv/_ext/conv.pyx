@@ -59,6 +59,8 @@ cdef enum:
     # fewest blocks of partial sums for the Winograd kernel gradient (parallelism)
     WINO_MIN_BLOCKS = 8
     WINO_CHUNK_ELEMS = 262144
+    # Partial-sum elements from which the kernel gradient's final reduction runs in parallel
+    REDUCE_PARALLEL = 65536
 
 ctypedef enum Algorithm:
     ALGO_DIRECT
@@ -157,18 +159,19 @@ cdef int conv2d_forward_c(const floating *x, const floating *kernel, const float
 
 cdef int backward_params(const floating *dy, const floating *x, floating *dkernel,
                          floating *dbias, const ConvGeom *g, Algorithm algo,
-                         int num_threads) noexcept nogil:
+                         int num_threads, const floating *kernel, floating *dx) noexcept nogil:
     """Kernel and bias gradients of the direct, pointwise and im2col algorithms: per-block
     partial sums over fixed blocks of work units (images for the direct kernels, im2col tiles
     otherwise), then a reduction over blocks in block order (independent of the thread
-    count)."""
+    count). With ``dx`` (depthwise only, see conv2d_backward_c) each unit's input gradient
+    too, from ``kernel``."""
     cdef int64_t K = g.KH * g.KW * (g.C // g.groups)
     cdef int64_t KC = K * g.CO
     cdef int64_t R = g.N * g.OH * g.OW
     cdef bint direct = algo == ALGO_DIRECT
     cdef bint pointwise = algo == ALGO_POINTWISE
     cdef int64_t TP = params_tile_rows(g, R) if R > 0 else 1
-    cdef int64_t nunits = g.N if direct else (R + TP - 1) // TP
+    cdef int64_t nunits = g.N * dw_row_blocks(g) if direct else (R + TP - 1) // TP
     cdef int64_t per_block = KC + g.CO
     cdef int64_t scratch = direct_params_scratch(g) if direct else TP * K
     cdef bint needs_scratch = direct or (not pointwise and dkernel != NULL)
@@ -202,13 +205,16 @@ cdef int backward_params(const floating *dy, const floating *x, floating *dkerne
             u1 = (b + 1) * nunits // nblocks
             if direct:
                 direct_params_images(dy, x, pw if dkernel != NULL else NULL, pw + KC, g, u0, u1,
-                                     col)
+                                     col, kernel, dx)
             else:
                 tiles_params(dy, x, pw if dkernel != NULL else NULL, pw + KC, g, TP, u0, u1,
                              pointwise, col)
         free(col)
     if not failed:
-        for e in prange(per_block, schedule="static", num_threads=num_threads):
+        # (one thread for a small reduction: waking a worker cost ~1 ms under load, 20x the
+        # depthwise 32x32x64 kernel gradient it followed)
+        for e in prange(per_block, schedule="static",
+                        num_threads=num_threads if nblocks * per_block >= REDUCE_PARALLEL else 1):
             s = 0
             for b in range(nblocks):
                 s = s + partial[b * per_block + e]
@@ -250,7 +256,7 @@ cdef int kernel_gradient(const floating *dy, const floating *x, floating *dkerne
             return status
     if algo == ALGO_WINOGRAD:  # (also the bias gradient alone: no Winograd for it)
         algo = choose(g, STEP_KERNEL_GRADIENT, sizeof(floating), False)
-    return backward_params(dy, x, dkernel, dbias, g, algo, num_threads)
+    return backward_params(dy, x, dkernel, dbias, g, algo, num_threads, NULL, NULL)
 
 
 cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating *kernel,
@@ -269,6 +275,12 @@ cdef int conv2d_backward_c(const floating *dy, const floating *x, const floating
         if dx != NULL:
             memset(dx, 0, nx * sizeof(floating))
         return 0
+    if (dx != NULL and (dkernel != NULL or dbias != NULL) and cconv_dw_applies(&g)
+            and choose(&g, STEP_KERNEL_GRADIENT, sizeof(floating), True) == ALGO_DIRECT
+            and choose(&g, STEP_INPUT_GRADIENT, sizeof(floating), True) == ALGO_DIRECT):
+        # depthwise: each unit's kernel and input gradients together, while its dy is in
+        # cache (one pass over dy from memory instead of two)
+        return backward_params(dy, x, dkernel, dbias, &g, ALGO_DIRECT, num_threads, kernel, dx)
     if dkernel != NULL or dbias != NULL:
         status = kernel_gradient(dy, x, dkernel, dbias, &g, num_threads)
     if status == 0 and dx != NULL:

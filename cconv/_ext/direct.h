@@ -25,6 +25,8 @@ typedef struct {
     int64_t N, H, W, C, KH, KW, CO, OH, OW, sh, sw, dh, dw, pt, pl, groups;
 } cconv_geom;
 
+#include "dwconv.h"
+
 /* Padded planar extent actually read by the windows. */
 static inline int64_t cconv_direct_hp(const cconv_geom *g) { return (g->OH - 1) * g->sh + (g->KH - 1) * g->dh + 1; }
 static inline int64_t cconv_direct_wp(const cconv_geom *g) { return (g->OW - 1) * g->sw + (g->KW - 1) * g->dw + 1; }
@@ -118,6 +120,7 @@ static inline int64_t cconv_direct_wp(const cconv_geom *g) { return (g->OW - 1) 
 static inline int64_t cconv_direct_scratch(const void *geom)
 {
     const cconv_geom *g = (const cconv_geom *)geom;
+    if (cconv_dw_applies(g)) return cconv_dw_scratch(g);
     /* transposed outputs: the forward's rows with stride > 1, the kernel gradient's padded dy plane */
     return g->C * cconv_direct_hp(g) * cconv_direct_wp(g) + CCONV__DIRECT_SLACK
            + g->CO * g->OH * cconv_direct_wp(g)
@@ -331,6 +334,7 @@ ATTR static void cconv_direct_forward_##SUFFIX(const T *x, const T *w, const T *
     int64_t taps = g->KH * g->KW * CG, CO = g->CO, oh, ow, co, co0, nco, NC, t, cb, j;         \
     T *xT = scratch, *yT = scratch + g->C * Hp * Wp + CCONV__DIRECT_SLACK;                    \
     T *wt = yT + CO * g->OH * Wp, tile[COB * NJ * JB], bv[COB];                                \
+    CCONV__DW_RUN(g, cconv__dw_forward_##SUFFIX(x, w, bias, y, g, scratch, relu, 0, g->OH))    \
     cconv_direct_planar_##SUFFIX(x, xT, g);                                                    \
     for (co0 = 0; co0 < CO; co0 += nco) {                                                      \
         int64_t gend = (co0 / COg + 1) * COg, c0 = (co0 / COg) * CG;                           \
@@ -382,7 +386,9 @@ ATTR static void cconv_direct_backward_params_##SUFFIX(const T *dy, const T *x, 
     CCONV__DIRECT_SIZES(g)                                                                     \
     int64_t oh, ow, co, kh, kw, c, l, j;                                                       \
     T *xT = scratch, *dyT = scratch + g->C * Hp * Wp + CCONV__DIRECT_SLACK;                   \
-    int bad = cconv_direct_planar_##SUFFIX(x, xT, g);                                          \
+    int bad;                                                                                   \
+    CCONV__DW_RUN(g, cconv__dw_params_##SUFFIX(dy, x, dw, db, g, scratch, 0, g->OH))           \
+    bad = cconv_direct_planar_##SUFFIX(x, xT, g);                                              \
     int plane = g->sh == 1 && sw == 1 && !bad;                                                 \
     int blocked = CCONV__DK_BLOCKED && sw == 1 && g->groups == 1;                              \
     int64_t len = plane ? (g->OH - 1) * Wp + OW : OW;     /* dy entries per pass */           \
@@ -464,6 +470,7 @@ ATTR static void cconv_direct_backward_input_##SUFFIX(const T *dy, const T *w, T
     CCONV__DIRECT_SIZES(g)                                                                     \
     int64_t oh, ow, co, kh, kw, c, ih, iw;                                                     \
     T *dxT = scratch, *dyT = scratch + g->C * Hp * Wp;                                         \
+    CCONV__DW_RUN(g, cconv__dw_backward_input_##SUFFIX(dy, w, dx, g, scratch, 0, g->H))        \
     memset(dxT, 0, (size_t)(g->C * Hp * Wp) * sizeof(T));                                      \
     for (oh = 0; oh < g->OH; oh++) {                                                           \
         for (ow = 0; ow < OW; ow++)                                                            \
@@ -496,6 +503,8 @@ ATTR static void cconv_direct_backward_input_##SUFFIX(const T *dy, const T *w, T
     }                                                                                          \
 }
 
+CCONV_ISA_DEFINE_ALL(CCONV_DW_DEFINE, f32, float)
+CCONV_ISA_DEFINE_ALL(CCONV_DW_DEFINE, f64, double)
 CCONV_ISA_DEFINE_ALL(CCONV_DIRECT_DEFINE, f32, float)
 CCONV_ISA_DEFINE_ALL(CCONV_DIRECT_DEFINE, f64, double)
 
@@ -527,5 +536,7 @@ static void cconv_direct_backward_input_##SUF(const T *dy, const T *w, T *dx,   
 
 CCONV__DIRECT_API(f32, float)
 CCONV__DIRECT_API(f64, double)
+CCONV__DW_API(f32, float)
+CCONV__DW_API(f64, double)
 
 #endif
