@@ -5,7 +5,8 @@ The model's graph (nested models inlined; one input, one output) becomes a list 
 segments. A native segment is a list of nodes (``cconv/_ext/plan.h``), each reading the
 outputs of earlier nodes by index, so any graph fits:
 
-- ``Conv2D`` and ``DepthwiseConv2D`` (a grouped convolution) with an epilogue applied to
+- ``Conv2D``, ``DepthwiseConv2D`` (a grouped convolution) and ``SeparableConv2D`` (a depthwise
+  node, then a pointwise one) with an epilogue applied to
   each output tile while it is in cache: bias, a following ``BatchNormalization`` folded in
   (scale and shift per channel, from the layer's arrays at each call), a residual ``Add``
   (its other operand read in place), then the activation; a following
@@ -128,9 +129,19 @@ def _layer_act(layer, logits=False):
     return (_native.ACTIVATIONS["linear"], 0.0) if logits else _act_spec(act)
 
 
+class _Pointwise:
+    """The geometry of a ``SeparableConv2D``'s pointwise convolution (1 x 1, stride 1)."""
+
+    kernel_size, strides, dilation_rate, padding = (1, 1), (1, 1), (1, 1), "valid"
+
+    def __init__(self, layer):
+        self.layer, self.dtype = layer, layer.dtype
+
+
 _MERGES = {_layers.Add: "add", _layers.Subtract: "subtract", _layers.Multiply: "multiply",
            _layers.Average: "average", _layers.Maximum: "maximum", _layers.Minimum: "minimum"}
 _LINEAR = 0
+_CONVS = (_layers.Conv2D, _layers.DepthwiseConv2D, _layers.SeparableConv2D)
 
 
 class _Builder:
@@ -179,24 +190,47 @@ class _Builder:
         return node if node["kind"] in [_native.KINDS[k] for k in kinds] else None
 
     def conv(self, layer, ins, out_id, out, logits=False):
+        """``Conv2D`` or ``DepthwiseConv2D`` (a grouped convolution, its kernel (KH, KW, C, M)
+        read as (KH, KW, 1, C M))."""
+        if isinstance(layer, _layers.DepthwiseConv2D):
+            return self._conv(layer, layer.kernel, None, layer.bias, _layer_act(layer, logits),
+                              ins, out_id, out)
+        return self._conv(layer, layer.kernel, layer.groups, layer.bias,
+                          _layer_act(layer, logits), ins, out_id, out)
+
+    def separable(self, layer, ins, out_id, out, logits=False):
+        """``SeparableConv2D``: its depthwise convolution, then a pointwise one (the bias and
+        activation), the depthwise output a tensor of the segment's own."""
+        h, w = out[:2]
+        mid = (h, w, layer.depthwise_kernel.shape[2] * layer.depthwise_kernel.shape[3])
+        mid_id = ("separable", out_id)
+        if not self._conv(layer, layer.depthwise_kernel, None, None,
+                          (_LINEAR, 0.0), ins, mid_id, mid):
+            return False
+        self.uses[mid_id] = 1
+        return self._conv(_Pointwise(layer), layer.pointwise_kernel, 1, layer.bias,
+                          _layer_act(layer, logits), [mid_id], out_id, out)
+
+    def _conv(self, layer, kernel, groups, bias, act, ins, out_id, out):
+        """A convolution node of ``kernel`` (``groups`` None: depthwise) with the geometry of
+        ``layer`` (kernel_size, strides, padding, dilation_rate)."""
         x = ins[0]
         pad = ((0, 0), (0, 0))
         if x in self.pad_of:                        # a ZeroPadding2D folded into the padding
             x, pad = self.pad_of[x]
         shape = self.shape_of[x]
         padded = (shape[0] + sum(pad[0]), shape[1] + sum(pad[1]))
-        if isinstance(layer, _layers.DepthwiseConv2D):
-            (kh, kw, c, m), groups = layer.kernel.shape, shape[2]
+        if groups is None:
+            (kh, kw, c, m), groups = kernel.shape, shape[2]
             kshape = (kh, kw, 1, c * m)
         else:
-            kshape, groups = layer.kernel.shape, layer.groups
+            kshape = kernel.shape
         pads = _ops.compute_padding(padded, layer.kernel_size, layer.strides, layer.padding,
                                     layer.dilation_rate)
         pt, pl = pads[0][0] + pad[0][0], pads[1][0] + pad[1][0]
         algo = _conv_algo(kshape, groups, layer.dtype, shape, out, layer.strides,
                           layer.dilation_rate, (pt, pl))
-        act = _layer_act(layer, logits)
-        if (algo is None or act is None or not _usable(layer.dtype, layer.kernel, layer.bias)
+        if (algo is None or act is None or not _usable(layer.dtype, kernel, bias)
                 or (self.training and pad != ((0, 0), (0, 0)))):
             return False
         (h, w, c), (kh, kw) = shape, layer.kernel_size
@@ -205,9 +239,9 @@ class _Builder:
         self.work += out[0] * out[1] * out[2] * kh * kw * c // groups
         self.shape_of.setdefault(x, shape)
         return self._new({"kind": _native.KINDS["conv"], "act": act[0], "alpha": act[1],
-                          "algo": _native.ALGOS[algo], "g": g, "w": layer.kernel,
-                          "b": layer.bias, "units": out[2], "mid_size": math.prod(out)},
-                         [x], out_id, out, layer)
+                          "algo": _native.ALGOS[algo], "g": g, "w": kernel, "b": bias,
+                          "units": out[2], "mid_size": math.prod(out)},
+                         [x], out_id, out, getattr(layer, "layer", layer))
 
     def pool(self, layer, ins, out_id, out):
         shape = self.shape_of[ins[0]]
@@ -312,8 +346,7 @@ class _Builder:
     def zero_padding(self, layer, ins, out_id, out, readers):
         """Folded into the padding of the convolutions that read it (its only readers)."""
         if (self.training or ins[0] in self.pad_of or not readers
-                or not all(type(r) in (_layers.Conv2D, _layers.DepthwiseConv2D)
-                           for r in readers)):
+                or not all(type(r) in _CONVS for r in readers)):
             return False
         self.pad_of[out_id] = (ins[0], tuple(tuple(p) for p in layer.padding))
         self.shape_of[out_id] = tuple(out)
@@ -338,11 +371,12 @@ class _Builder:
                 return False
             return self._new({"kind": _native.KINDS["dropout"], "alpha": layer.rate,
                               "units": out[-1]}, ins, out_id, out, layer)
-        if any(i in self.pad_of for i in ins) and kind not in (_layers.Conv2D,
-                                                                _layers.DepthwiseConv2D):
+        if any(i in self.pad_of for i in ins) and kind not in _CONVS:
             return False
         if kind is _layers.Conv2D or (kind is _layers.DepthwiseConv2D and not self.training):
             return self.conv(layer, ins, out_id, out, logits)
+        if kind is _layers.SeparableConv2D and not self.training:
+            return self.separable(layer, ins, out_id, out, logits)
         if kind in (_layers.MaxPooling2D, _layers.AveragePooling2D):
             return self.pool(layer, ins, out_id, out)
         if kind is _layers.Dense:

@@ -805,11 +805,17 @@ def test_depthwise_separable_network_with_zero_padding_is_native(dtype):
                     L(Conv2D, 16, 1, use_bias=False), L(BatchNormalization),
                     L(Activation, "relu"),
                     L(layers.DepthwiseConv2D, 3, padding="same", depth_multiplier=2),
+                    L(layers.ZeroPadding2D, 1),
+                    L(layers.SeparableConv2D, 8, 3, strides=2, depth_multiplier=2,
+                      activation="relu"),
+                    L(BatchNormalization),
                     L(layers.GlobalMaxPooling2D), L(Dense, 4)], dtype)
     _randomize_batch_norms(model)
     plan = _check(model, batches=(1, 5, 33))
     assert plan.fallback_layers == []
-    assert _kinds(plan) == ["conv", "conv", "conv", "conv", "gpool", "dense"]
+    # the separable convolution: its depthwise and pointwise halves; the last batch norm
+    # after its relu is a node of its own
+    assert _kinds(plan) == ["conv"] * 6 + ["affine", "gpool", "dense"]
 
 
 def _merges(dtype):
