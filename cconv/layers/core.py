@@ -262,6 +262,9 @@ class ReLU(Layer):
         if self._plain():
             return np.maximum(x, 0)
         t = x.dtype.type
+        if self.negative_slope == 0 and self.threshold == 0:      # ReLU(6.): two passes
+            y = np.maximum(x, 0)
+            return np.minimum(y, t(self.max_value), out=y)
         y = np.where(x >= self.threshold, x, t(self.negative_slope) * (x - t(self.threshold)))
         if self.max_value is not None:
             y = np.where(x >= self.max_value, t(self.max_value), y)
@@ -271,6 +274,11 @@ class ReLU(Layer):
         x = self._x
         if self._plain():
             return np.multiply(dy, x > 0)
+        if self.negative_slope == 0 and self.threshold == 0:
+            # dy where 0 <= x < max_value, dy * 0 below (as dy * negative_slope), 0 above
+            g = np.multiply(dy, x >= 0)
+            np.putmask(g, x >= self.max_value, 0)
+            return g
         g = np.where(x >= self.threshold, dy, dy * dy.dtype.type(self.negative_slope))
         if self.max_value is not None:
             g = np.where(x >= self.max_value, 0, g)
