@@ -879,3 +879,27 @@ def test_several_inputs_run_layer_by_layer():
     a, b = cconv.Input((4,)), cconv.Input((4,))
     model = cconv.Model([a, b], Dense(2)(cconv.layers.Add()([a, b])))
     assert cplan.compile_plan(model) is None
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_depthwise_rows_shared_by_threads_equal_whole_images(monkeypatch, threads):
+    """One image node by node: a depthwise layer's output rows are cut into a block per
+    thread (dwconv.h's row entry point), with the whole image's bits."""
+    layers = cconv.layers
+    model = _model([L(Input, (19, 17, 24)), L(layers.DepthwiseConv2D, 3, padding="same"),
+                    L(BatchNormalization), L(ReLU, 6.0),
+                    L(layers.DepthwiseConv2D, 3, strides=2, depth_multiplier=2,
+                      activation="relu"), L(Conv2D, 8, 1)], "float32")
+    _randomize_batch_norms(model)
+    x = np.random.default_rng(8).standard_normal((1, 19, 17, 24)).astype(np.float32)
+    _assert_schemes_agree(monkeypatch, model, x, threads)
+    seg = cplan.compile_plan(model).segments[0]
+    native = seg._make_native()         # prepared here: the load guard may not pick threads
+    native.prepare(1, threads, 1, True)
+    assert native.splits[:2] == [threads, threads]
+    y = np.empty((1,) + seg.out_shape, np.float32)
+    cconv.set_num_threads(threads)
+    native.run(x, y)
+    cconv.set_num_threads(1)
+    np.testing.assert_array_equal(y, model.predict_on_batch(x))
+    assert_close(y, _layer_path(model, x), "float32")

@@ -92,7 +92,8 @@ typedef struct {
     int implicit;                /* im2col conv whose im2col rows are read in place from its
                                     input (implicit.h): no im2col tile, no packed B */
     int64_t nsplit;              /* Winograd, by layers: parts of CO per chunk of tiles, each
-                                    its own unit of work (1: the whole CO) */
+                                    its own unit of work (1: the whole CO); depthwise direct,
+                                    by layers: blocks of output rows per image, each a unit */
     int64_t group;               /* conv with fused pool, by chunks: images per conv call */
     const void *w, *b;           /* kernel, bias (NULL: none): the model's arrays */
     void *dw, *db;               /* training: their gradients (the model's flat array) */
@@ -412,6 +413,7 @@ static int cconv_plan_wino_packs(const cconv_pnode *nd, int64_t nimg, int is_f32
 #define P_ERF erff
 #define P_EXPM1 expm1f
 #define P_DIRECT cconv_direct_forward_relu_f32
+#define P_DW_ROWS cconv_dw_forward_rows_f32
 #define P_IMPLICIT cconv_implicit_rows_f32
 #define P_WINO_K cconv_wino_kernel_f32
 #define P_WINO_IN cconv_wino_input_f32
@@ -437,6 +439,7 @@ static int cconv_plan_wino_packs(const cconv_pnode *nd, int64_t nimg, int is_f32
 #define P_ERF erf
 #define P_EXPM1 expm1
 #define P_DIRECT cconv_direct_forward_relu_f64
+#define P_DW_ROWS cconv_dw_forward_rows_f64
 #define P_IMPLICIT cconv_implicit_rows_f64
 #define P_WINO_K cconv_wino_kernel_f64
 #define P_WINO_IN cconv_wino_input_f64

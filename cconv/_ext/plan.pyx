@@ -80,6 +80,7 @@ cdef extern from "plan.h" nogil:
     int cconv_plan_wino_packs(const cconv_pnode *nd, int64_t nimg, int is_f32)
     int64_t cconv_plan_wino_img_tiles(const cconv_geom *g)
     int cconv_wino_tile(int64_t oh, int64_t ow)
+    int cconv_dw_applies(const void *geom)
     int64_t cconv_wino_elems(int m)
     enum: CCONV_PLAN_FEW_ROWS
     void cconv_plan_run_f32(const cconv_plan *p, const float *x, float *y, int64_t N,
@@ -266,6 +267,11 @@ cdef class NativePlan:
                 # and 1, and one thread did nearly all the work)
                 parts = max(1, threads // split)
                 nd.tile = max(1, min(nd.tile, (units + parts - 1) // parts))
+            if nd.kind == CCONV_PLAN_CONV and nd.algo == CCONV_ALGO_DIRECT:
+                # a depthwise layer with fewer images than threads: blocks of output rows
+                nd.nsplit = 1
+                if by_layers and batch < threads and cconv_dw_applies(&nd.g):
+                    nd.nsplit = max(1, min(nd.g.OH, (threads + batch - 1) // batch))
             if nd.kind == CCONV_PLAN_CONV and nd.algo == CCONV_ALGO_WINOGRAD:
                 nd.nsplit = split
                 nb = cconv_plan_bpack_init(nd, self.is_f32)   # packed again by the next run

@@ -260,7 +260,7 @@ static int64_t PF(cconv_plan_conv_units)(const cconv_pnode *nd, int64_t n)
 {
     const cconv_geom *g = &nd->g;
     int64_t all;
-    if (nd->algo == CCONV_ALGO_DIRECT) return n;
+    if (nd->algo == CCONV_ALGO_DIRECT) return n * nd->nsplit;
     if (nd->algo == CCONV_ALGO_WINOGRAD)
         return (n * cconv_plan_wino_img_tiles(g) + nd->tile - 1) / nd->tile * nd->nsplit;
     all = n * g->OH * g->OW;
@@ -279,6 +279,19 @@ static void PF(cconv_plan_conv_unit)(const cconv_pnode *nd, const PT *x, PT *y, 
     const PT *w = (const PT *)nd->w, *b = (const PT *)nd->b;
     int64_t P = g->OH * g->OW, K = g->KH * g->KW * g->C, CO = g->CO;
     int64_t R = n * P, r0 = u * nd->tile, rows, e;
+    if (nd->algo == CCONV_ALGO_DIRECT && nd->nsplit > 1) {
+        /* a depthwise image in blocks of output rows (dwconv.h: an element's sum does not
+           depend on its block) */
+        const int64_t img = u / nd->nsplit, rb = (g->OH + nd->nsplit - 1) / nd->nsplit;
+        const int64_t r0 = (u - img * nd->nsplit) * rb, r1 = r0 + rb < g->OH ? r0 + rb : g->OH;
+        PT *yu = y + img * P * CO, *yr = yu + r0 * g->OW * CO;
+        if (r0 >= r1) return;
+        P_DW_ROWS(x + img * g->H * g->W * g->C, w, b, yu, g, scr, relu, r0, r1);
+        if (post) PF(cconv_plan_post)(nd, yr, res ? res + (yr - y) : 0, (r1 - r0) * g->OW, CO,
+                                      0, CO);
+        else if (!relu) PF(cconv_plan_act)(yr, (r1 - r0) * g->OW, CO, nd->act, nd->alpha);
+        return;
+    }
     if (nd->algo == CCONV_ALGO_DIRECT) {
         PT *yu = y + u * P * CO;
         P_DIRECT(x + u * g->H * g->W * g->C, w, b, yu, g, scr, relu);
@@ -999,6 +1012,7 @@ static void PF(cconv_plan_run)(const cconv_plan *p, const PT *x, PT *y, int64_t 
 #undef P_ERF
 #undef P_EXPM1
 #undef P_DIRECT
+#undef P_DW_ROWS
 #undef P_IMPLICIT
 #undef P_WINO_K
 #undef P_WINO_IN
