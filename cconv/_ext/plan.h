@@ -58,6 +58,9 @@ enum { CCONV_POOL_NONE = 0, CCONV_POOL_MAX = 1, CCONV_POOL_AVG = 2 };
 #define CCONV_PLAN_SUM_BLOCK 4096
 /* Columns per task of a whole-batch dense kernel gradient (training). */
 #define CCONV_PLAN_DW_COLS 64
+/* Elements of GEMM operands to pack per run from which the nodes' packing is shared by the
+   threads. */
+#define CCONV_PLAN_PACK_SHARED 1048576
 /* Rows of one dense block when the layers share the threads. */
 #define CCONV_PLAN_DENSE_ROWS 16
 
