@@ -272,7 +272,7 @@ static int64_t cconv_plan_node_scratch(const cconv_pnode *nd, int64_t nimg, int6
 {
     const cconv_geom *g = &nd->g;
     int64_t n;
-    if (nd->kind == CCONV_PLAN_GPOOL) return 2 * nd->units;   /* its double sums */
+    if (nd->kind == CCONV_PLAN_GPOOL) return 2 * nd->units + 2;  /* its double sums, aligned */
     if (nd->kind != CCONV_PLAN_CONV) return 0;
     switch (nd->algo) {
     case CCONV_ALGO_DIRECT:

@@ -475,7 +475,7 @@ static void PF(cconv_plan_node_chunk)(const cconv_pnode *nd, const PT *const *in
     case CCONV_PLAN_GPOOL:
         for (k = 0; k < n; k++)
             PF(cconv_plan_gpool)(nd, in + k * nd->in_size, out + k * nd->out_size,
-                                 (double *)scr);
+                                 (double *)(((uintptr_t)scr + 7) & ~(uintptr_t)7));
         PF(cconv_plan_act)(out, n, nd->units, nd->act, nd->alpha);
         break;
     case CCONV_PLAN_DROPOUT:   /* element i of the batch: its mask from (seed, step, i) */
