@@ -520,10 +520,6 @@ class _LayerSegment:
     def __init__(self, steps, in_id, out_id, logits=False):
         self.steps, self.in_id, self.out_id, self.logits = list(steps), in_id, out_id, logits
 
-    @property
-    def layers(self):
-        return [s[0] for s in self.steps]
-
     def __call__(self, x):
         vals = {self.in_id: x}
         last = len(self.steps) - 1
