@@ -49,42 +49,47 @@ def threshold(double rate):
     return cconv_dropout_threshold(rate)
 
 
+cdef void _chunks(const floating *x, floating *y, int64_t n, uint64_t seed, uint64_t step,
+                  double rate, int64_t offset, int num_threads) noexcept nogil:
+    """y[0:n] = dropout of x[0:n] (x NULL: the mask itself), by CHUNK-element thread tasks."""
+    cdef int64_t nchunks = (n + CHUNK - 1) // CHUNK
+    cdef int64_t c, start, length
+    cdef int nt = num_threads if nchunks > 1 and num_threads > 1 else 1
+    for c in prange(nchunks, schedule="static", num_threads=nt):
+        start = c * CHUNK
+        length = n - start if n - start < CHUNK else CHUNK
+        if floating is float:
+            if x == NULL:
+                cconv_dropout_mask_f32(y + start, length, offset + start, seed, step, rate)
+            else:
+                cconv_dropout_f32(x + start, y + start, length, offset + start, seed, step,
+                                  rate)
+        else:
+            if x == NULL:
+                cconv_dropout_mask_f64(y + start, length, offset + start, seed, step, rate)
+            else:
+                cconv_dropout_f64(x + start, y + start, length, offset + start, seed, step,
+                                  rate)
+
+
 def dropout(const floating[::1] x, floating[::1] y, uint64_t seed, uint64_t step,
             double rate, int64_t offset=0, int num_threads=1):
     """y[i] = x[i] * scale where element offset + i is kept, else 0 (scale = 1 / (1 - rate)
     rounded once to the dtype). y may be x (in place). rate in [0, 1), offset >= 0."""
     cdef int64_t n = x.shape[0]
-    cdef int64_t nchunks = (n + CHUNK - 1) // CHUNK
-    cdef int64_t c, start, length
-    cdef int nt = num_threads if nchunks > 1 and num_threads > 1 else 1
     if y.shape[0] != n:
         raise ValueError("dropout: x and y differ in length")
     if n == 0:
         return
     with nogil:
-        for c in prange(nchunks, schedule="static", num_threads=nt):
-            start = c * CHUNK
-            length = n - start if n - start < CHUNK else CHUNK
-            if floating is float:
-                cconv_dropout_f32(&x[start], &y[start], length, offset + start, seed, step, rate)
-            else:
-                cconv_dropout_f64(&x[start], &y[start], length, offset + start, seed, step, rate)
+        _chunks(&x[0], &y[0], n, seed, step, rate, offset, num_threads)
 
 
 def dropout_mask(floating[::1] m, uint64_t seed, uint64_t step, double rate,
                  int64_t offset=0, int num_threads=1):
     """m[i] = scale where element offset + i is kept, else 0: the mask ``dropout`` applies."""
     cdef int64_t n = m.shape[0]
-    cdef int64_t nchunks = (n + CHUNK - 1) // CHUNK
-    cdef int64_t c, start, length
-    cdef int nt = num_threads if nchunks > 1 and num_threads > 1 else 1
     if n == 0:
         return
     with nogil:
-        for c in prange(nchunks, schedule="static", num_threads=nt):
-            start = c * CHUNK
-            length = n - start if n - start < CHUNK else CHUNK
-            if floating is float:
-                cconv_dropout_mask_f32(&m[start], length, offset + start, seed, step, rate)
-            else:
-                cconv_dropout_mask_f64(&m[start], length, offset + start, seed, step, rate)
+        _chunks(<const floating *>NULL, &m[0], n, seed, step, rate, offset, num_threads)
